@@ -1,12 +1,19 @@
 //! xsmom: cross-sectional momentum research and backtesting for crypto perpetual futures.
 //!
-//! A plain Rust library (`data`, `config`, `signal`, `sizing`, `backtest`, `metrics`) with a thin
-//! pyo3 layer (`python`, behind the `python` feature) and the `xsmom-live` binary on top.
+//! A plain Rust library — `data` (bar store, validation, panel), `config`, `signal` and `sizing`
+//! (causal kernels), `universe`, `risk` (stop and kill-switch state machines), `backtest` (the
+//! one-pass engine) and `metrics` — with a thin pyo3 layer (`python`, behind the `python` feature).
 
+pub mod backtest;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod metrics;
+pub mod risk;
+pub mod signal;
+pub mod sizing;
 pub mod timeframe;
+pub mod universe;
 
 pub use config::Config;
 pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,867 @@
+//! The one-pass backtest engine (backtest.md).
+//!
+//! Indicators are computed once for the whole panel by the causal kernels of [`crate::signal`]; the
+//! per-bar [`Engine::step`] does only the path-dependent part: eligibility, selection with bands,
+//! sizing with equity-dependent caps and the vol target, risk rules and accounting. The live runner
+//! drives the same `step` one bar at a time.
+
+pub mod ledger;
+pub mod output;
+
+use ndarray::{s, Array2};
+
+use crate::config::{Accounting, Config, FillPrice, KMode, RegimeMode, ShortHistory};
+use crate::data::{FundingGrid, Panel};
+use crate::error::{Error, Result};
+use crate::metrics::{self, Metrics};
+use crate::risk::{RiskEngine, StopExit};
+use crate::signal::{self, RollingMedian};
+use crate::sizing::{self, BookInputs, Scratch};
+use crate::universe;
+
+pub use ledger::{Fill, FillReason, Ledger, RoundTrip};
+
+use crate::signal::CrossSection;
+
+/// Causal indicators for the whole panel, computed once before the per-bar loop.
+#[derive(Debug, Clone)]
+pub struct Indicators {
+    pub returns: Array2<f64>,
+    pub momentum: Array2<f64>,
+    pub sigma: Array2<f64>,
+    /// EMA slope in bps/day (regime filter), when the filter is on.
+    pub slope: Option<Array2<f64>>,
+    pub adx: Option<Array2<f64>>,
+    /// Wilder ATR for the stops, when they are on.
+    pub atr: Option<Array2<f64>>,
+    pub universe: Array2<bool>,
+    pub history: Array2<u32>,
+}
+
+impl Indicators {
+    pub fn compute(panel: &Panel, cfg: &Config) -> Indicators {
+        let s = &cfg.strategy;
+        let close = panel.close.view();
+        let bars_per_day = panel.timeframe.bars_per_day();
+        Indicators {
+            returns: signal::simple_returns(close),
+            momentum: signal::momentum(
+                close,
+                &s.lookbacks,
+                &s.lookback_weights,
+                s.normalise_momentum,
+            ),
+            sigma: signal::rolling_vol(close, s.vol_lookback),
+            slope: s.regime_filter.enabled.then(|| {
+                signal::ema_slope_bps_per_day(close, s.regime_filter.ema_len, bars_per_day)
+            }),
+            adx: s.adx_filter.enabled.then(|| {
+                signal::wilder_adx(
+                    panel.high.view(),
+                    panel.low.view(),
+                    close,
+                    s.adx_filter.adx_len,
+                )
+            }),
+            atr: cfg.risk.stops.enabled.then(|| {
+                signal::wilder_atr(
+                    panel.high.view(),
+                    panel.low.view(),
+                    close,
+                    cfg.risk.stops.atr_len,
+                )
+            }),
+            universe: universe::universe_membership(
+                &panel.symbols,
+                close,
+                panel.quote_volume.view(),
+                bars_per_day,
+                &cfg.universe,
+            ),
+            history: universe::valid_close_count(close),
+        }
+    }
+}
+
+/// Per-bar output columns (backtest.md §4).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BarSeries {
+    pub equity: Vec<f64>,
+    pub cash: Vec<f64>,
+    pub gross: Vec<f64>,
+    pub net: Vec<f64>,
+    /// Traded notional of the bar as a fraction of equity.
+    pub turnover: Vec<f64>,
+    pub traded_notional: Vec<f64>,
+    pub fees: Vec<f64>,
+    /// Funding cash flow of the bar (received > 0, paid < 0).
+    pub funding: Vec<f64>,
+    pub n_long: Vec<u32>,
+    pub n_short: Vec<u32>,
+    pub regime: Vec<&'static str>,
+    pub k: Vec<u32>,
+    pub vol_scale: Vec<f64>,
+    pub kill_switch: Vec<bool>,
+}
+
+/// Signal diagnostics per bar and symbol (the `signals` API).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignalRecord {
+    pub z: Array2<f64>,
+    pub signal: Array2<f64>,
+    pub eligible: Array2<bool>,
+}
+
+/// Everything a backtest produces.
+#[derive(Debug, Clone)]
+pub struct BacktestResult {
+    pub symbols: Vec<String>,
+    pub ts: Vec<i64>,
+    pub bars: BarSeries,
+    pub target_weights: Array2<f64>,
+    pub weights: Array2<f64>,
+    pub units: Array2<f64>,
+    /// `listed[t, i]`: the symbol had a close at t (rows of the long weights output).
+    pub listed: Array2<bool>,
+    pub fills: Vec<Fill>,
+    pub round_trips: Vec<RoundTrip>,
+    pub metrics: Metrics,
+    /// First bar that could trade; metrics are measured from here on.
+    pub first_decision: Option<usize>,
+    pub warnings: Vec<String>,
+    pub signals: Option<SignalRecord>,
+    pub momentum: Array2<f64>,
+}
+
+/// Run a backtest over the whole panel.
+pub fn run(panel: &Panel, funding: &FundingGrid, cfg: &Config) -> Result<BacktestResult> {
+    run_with(panel, funding, cfg, false)
+}
+
+/// Run a backtest, optionally recording z-scores, signals and eligibility per bar.
+pub fn run_with(
+    panel: &Panel,
+    funding: &FundingGrid,
+    cfg: &Config,
+    record_signals: bool,
+) -> Result<BacktestResult> {
+    let indicators = Indicators::compute(panel, cfg);
+    let mut engine = Engine::new(panel, funding, cfg, &indicators, record_signals)?;
+    for t in 0..panel.n_bars() {
+        engine.step(t);
+    }
+    Ok(engine.finish())
+}
+
+/// Path-dependent state of one backtest, advanced bar by bar with [`Engine::step`].
+pub struct Engine<'a> {
+    cfg: &'a Config,
+    panel: &'a Panel,
+    funding: &'a FundingGrid,
+    ind: &'a Indicators,
+    bars_per_year: f64,
+    ledger: Ledger,
+    risk: RiskEngine,
+    /// Last valid close per symbol (valuation of positions over missing bars).
+    last_price: Vec<f64>,
+    target: Vec<f64>,
+    /// Weights accounting: equity, previous weights and the turnover still to be charged.
+    weights_equity: f64,
+    held_weights: Vec<f64>,
+    pending_cost: f64,
+    pending_orders: Option<PendingOrders>,
+    first_decision: Option<usize>,
+    dispersion: RollingMedian,
+    // Per-bar buffers, reused.
+    eligible: Vec<bool>,
+    z: Vec<f64>,
+    amplified: Vec<f64>,
+    order: Vec<usize>,
+    longs: Vec<usize>,
+    shorts: Vec<usize>,
+    scratch: Scratch,
+    out: BarSeries,
+    target_weights: Array2<f64>,
+    weights: Array2<f64>,
+    units: Array2<f64>,
+    signals: Option<SignalRecord>,
+    warnings: Vec<String>,
+}
+
+/// Targets decided at t and filled at the open of t + 1 (`fill: next_open`).
+struct PendingOrders {
+    equity: f64,
+    target: Vec<f64>,
+}
+
+impl<'a> Engine<'a> {
+    pub fn new(
+        panel: &'a Panel,
+        funding: &'a FundingGrid,
+        cfg: &'a Config,
+        ind: &'a Indicators,
+        record_signals: bool,
+    ) -> Result<Self> {
+        let n_bars = panel.n_bars();
+        let n_symbols = panel.n_symbols();
+        if n_symbols == 0 || n_bars == 0 {
+            return Err(Error::invalid(
+                "empty universe: the panel has no symbols or no bars",
+            ));
+        }
+        if funding.rates.dim() != (n_bars, n_symbols) {
+            return Err(Error::invalid("funding grid does not match the panel"));
+        }
+        let mut warnings = Vec::new();
+        let missing: Vec<&str> = panel
+            .symbols
+            .iter()
+            .zip(&funding.has_data)
+            .filter(|(_, has)| !**has)
+            .map(|(s, _)| s.as_str())
+            .collect();
+        if !missing.is_empty() {
+            warnings.push(if missing.len() == n_symbols {
+                "no funding data: funding cash flows are 0 for every symbol".to_string()
+            } else {
+                format!(
+                    "no funding data for {}: their funding cash flows are 0",
+                    missing.join(", ")
+                )
+            });
+        }
+        warnings.extend(crate::risk::unsupported_features(cfg));
+        let capital = cfg.backtest.initial_capital;
+        Ok(Self {
+            cfg,
+            panel,
+            funding,
+            ind,
+            bars_per_year: panel.timeframe.bars_per_year(),
+            ledger: Ledger::new(capital, n_symbols),
+            risk: RiskEngine::new(cfg, n_symbols, panel.timeframe),
+            last_price: vec![f64::NAN; n_symbols],
+            target: vec![0.0; n_symbols],
+            weights_equity: capital,
+            held_weights: vec![0.0; n_symbols],
+            pending_cost: 0.0,
+            pending_orders: None,
+            first_decision: None,
+            dispersion: RollingMedian::new(cfg.strategy.disp_lookback),
+            eligible: vec![false; n_symbols],
+            z: vec![f64::NAN; n_symbols],
+            amplified: vec![f64::NAN; n_symbols],
+            order: Vec::with_capacity(n_symbols),
+            longs: Vec::with_capacity(n_symbols),
+            shorts: Vec::with_capacity(n_symbols),
+            scratch: Scratch::default(),
+            out: BarSeries::default(),
+            target_weights: Array2::zeros((n_bars, n_symbols)),
+            weights: Array2::zeros((n_bars, n_symbols)),
+            units: Array2::zeros((n_bars, n_symbols)),
+            signals: record_signals.then(|| SignalRecord {
+                z: Array2::from_elem((n_bars, n_symbols), f64::NAN),
+                signal: Array2::from_elem((n_bars, n_symbols), f64::NAN),
+                eligible: Array2::from_elem((n_bars, n_symbols), false),
+            }),
+            warnings,
+        })
+    }
+
+    /// Advance one bar: fills due, funding, stops, kill-switch, the decision, accounting, outputs.
+    pub fn step(&mut self, t: usize) {
+        let close = self.panel.close.row(t);
+        for (last, c) in self.last_price.iter_mut().zip(close) {
+            if c.is_finite() {
+                *last = *c;
+            }
+        }
+        match self.cfg.backtest.accounting {
+            Accounting::Units => self.step_units(t),
+            Accounting::Weights => self.step_weights(t),
+        }
+    }
+
+    fn step_units(&mut self, t: usize) {
+        let ts = self.panel.ts[t];
+        let costs = &self.cfg.costs;
+        self.ledger.start_bar();
+        if let Some(pending) = self.pending_orders.take() {
+            let open = self.panel.open.row(t).to_vec();
+            self.rebalance(t, &pending.target, pending.equity, &open, t - 1);
+        }
+        for i in 0..self.panel.n_symbols() {
+            let rate = self.funding.rates[[t, i]];
+            if rate != 0.0 && self.ledger.units[i] != 0.0 {
+                self.ledger.pay_funding(i, self.last_price[i], rate);
+            }
+        }
+        // Stops are tested on this bar's prices against the levels carried from the last bar, then
+        // updated with this bar (trailing, breakeven, partial take-profit, time exit).
+        let exits: Vec<StopExit> = self.risk.check_stops(t, self.panel, &self.ledger.units);
+        self.execute_exits(t, &exits);
+        let exits =
+            self.risk
+                .end_bar_exits(t, self.panel, &self.ledger.units, self.ind.atr.as_ref());
+        self.execute_exits(t, &exits);
+        let equity = self.ledger.equity(&self.last_price);
+        let kill = self
+            .risk
+            .check_kill_switch(ts, equity, self.panel.timeframe);
+        if kill.flatten {
+            for i in 0..self.panel.n_symbols() {
+                let units = self.ledger.units[i];
+                if units != 0.0 && self.last_price[i].is_finite() {
+                    self.ledger.trade(
+                        t,
+                        ts,
+                        i,
+                        -units,
+                        self.last_price[i],
+                        costs.taker_fee_bps,
+                        costs.slippage_bps,
+                        FillReason::KillSwitch,
+                    );
+                    self.risk.on_exit(t, i, 0.0, FillReason::KillSwitch);
+                }
+            }
+            self.target.fill(0.0);
+        }
+        let equity = self.ledger.equity(&self.last_price);
+
+        let cross = self.cross_section(t);
+        let (k, vol_scale) = if self.is_decision_bar(t, cross) && !kill.paused {
+            let decided = self.decide(t, equity, cross);
+            if kill.freeze {
+                self.freeze_targets(t, equity);
+            }
+            match self.cfg.backtest.fill {
+                FillPrice::Close => {
+                    let close = self.panel.close.row(t).to_vec();
+                    let target = self.target.clone();
+                    self.rebalance(t, &target, equity, &close, t);
+                }
+                FillPrice::NextOpen => {
+                    self.pending_orders = Some(PendingOrders {
+                        equity,
+                        target: self.target.clone(),
+                    });
+                }
+            }
+            decided
+        } else {
+            if kill.paused {
+                self.target.fill(0.0);
+            }
+            (0, 1.0)
+        };
+
+        let equity = self.ledger.equity(&self.last_price);
+        let (mut gross, mut net, mut n_long, mut n_short) = (0.0, 0.0, 0, 0);
+        for i in 0..self.panel.n_symbols() {
+            let units = self.ledger.units[i];
+            let weight = if units != 0.0 {
+                units * self.last_price[i] / equity
+            } else {
+                0.0
+            };
+            self.weights[[t, i]] = weight;
+            self.units[[t, i]] = units;
+            self.target_weights[[t, i]] = self.target[i];
+            gross += weight.abs();
+            net += weight;
+            n_long += (units > 0.0) as u32;
+            n_short += (units < 0.0) as u32;
+        }
+        self.risk
+            .end_bar(t, self.panel, &self.ledger.units, self.ind.atr.as_ref());
+        let out = &mut self.out;
+        out.equity.push(equity);
+        out.cash.push(self.ledger.cash);
+        out.gross.push(gross);
+        out.net.push(net);
+        out.traded_notional.push(self.ledger.bar_traded_notional);
+        out.turnover.push(self.ledger.bar_traded_notional / equity);
+        out.fees.push(self.ledger.bar_fees);
+        out.funding.push(self.ledger.bar_funding);
+        out.n_long.push(n_long);
+        out.n_short.push(n_short);
+        out.regime.push("xsmom");
+        out.k.push(k as u32);
+        out.vol_scale.push(vol_scale);
+        out.kill_switch.push(kill.active);
+    }
+
+    /// Constant-weight accounting (backtest.md §3):
+    /// `E_{t+1} = E_t (1 + Σ w_t r_{t+1}) − E_t · cost · Σ|w_t − w_{t−1}|`, plus funding on `w_t`.
+    fn step_weights(&mut self, t: usize) {
+        let returns = self.ind.returns.row(t);
+        let prev_equity = self.weights_equity;
+        let mut growth = 0.0;
+        let mut funding = 0.0;
+        for i in 0..self.panel.n_symbols() {
+            let w = self.held_weights[i];
+            if w != 0.0 {
+                let r = returns[i];
+                if r.is_finite() {
+                    growth += w * r;
+                }
+                funding -= w * self.funding.rates[[t, i]];
+            }
+        }
+        let fees = self.pending_cost * prev_equity;
+        let equity = prev_equity * (1.0 + growth + funding) - fees;
+        self.weights_equity = equity;
+
+        let cross = self.cross_section(t);
+        let decision = self.is_decision_bar(t, cross);
+        let (k, vol_scale) = if decision {
+            self.decide(t, equity, cross)
+        } else {
+            (0, 1.0)
+        };
+        let target = if decision {
+            self.target.clone()
+        } else {
+            self.held_weights.clone()
+        };
+        let costs = &self.cfg.costs;
+        let cost_rate = (costs.rebalance_fee_bps() + costs.slippage_bps) / 1e4;
+        let mut turnover = 0.0;
+        let (mut gross, mut net, mut n_long, mut n_short) = (0.0, 0.0, 0, 0);
+        let ts = self.panel.ts[t];
+        for i in 0..self.panel.n_symbols() {
+            let change = target[i] - self.held_weights[i];
+            if change != 0.0 {
+                turnover += change.abs();
+                let price = self.last_price[i];
+                let units_now = target[i] * equity / price;
+                let units_before = self.ledger.units[i];
+                // Mirror the weight change in the ledger so fills and round trips exist in this mode too.
+                self.ledger.trade(
+                    t,
+                    ts,
+                    i,
+                    units_now - units_before,
+                    price,
+                    costs.rebalance_fee_bps(),
+                    costs.slippage_bps,
+                    FillReason::Rebalance,
+                );
+            }
+            let w = target[i];
+            self.target_weights[[t, i]] = w;
+            self.weights[[t, i]] = w;
+            self.units[[t, i]] = if w != 0.0 {
+                w * equity / self.last_price[i]
+            } else {
+                0.0
+            };
+            gross += w.abs();
+            net += w;
+            n_long += (w > 0.0) as u32;
+            n_short += (w < 0.0) as u32;
+        }
+        self.held_weights.copy_from_slice(&target);
+        self.pending_cost = cost_rate * turnover;
+        let out = &mut self.out;
+        out.equity.push(equity);
+        out.cash.push(equity * (1.0 - net));
+        out.gross.push(gross);
+        out.net.push(net);
+        out.traded_notional.push(turnover * equity);
+        out.turnover.push(turnover);
+        out.fees.push(fees);
+        out.funding.push(funding * prev_equity);
+        out.n_long.push(n_long);
+        out.n_short.push(n_short);
+        out.regime.push("xsmom");
+        out.k.push(k as u32);
+        out.vol_scale.push(vol_scale);
+        out.kill_switch.push(false);
+    }
+
+    /// True when bar t may trade: at or after the first decision bar and on the rebalance cadence.
+    fn is_decision_bar(&mut self, t: usize, cross: Option<CrossSection>) -> bool {
+        if self.first_decision.is_none() {
+            let ready = match self.cfg.backtest.first_decision_bar {
+                Some(first) => t >= first,
+                None => true,
+            };
+            let n_eligible = cross.map_or(0, |c| c.count);
+            if !ready || n_eligible < 2 * self.cfg.strategy.k_min {
+                return false;
+            }
+            self.first_decision = Some(t);
+        }
+        let first = self.first_decision.expect("set above");
+        (t - first) % self.cfg.backtest.rebalance_every == 0
+    }
+
+    /// Eligibility, z-scores and amplified signals at bar t; feeds the dispersion window every bar.
+    fn cross_section(&mut self, t: usize) -> Option<CrossSection> {
+        self.compute_eligible(t);
+        let momentum = self.ind.momentum.row(t);
+        let momentum = momentum.as_slice().expect("standard layout");
+        let cross = signal::cross_sectional_z(momentum, &self.eligible, &mut self.z);
+        self.dispersion.push(cross.map_or(f64::NAN, |c| c.std));
+        let power = self.cfg.strategy.signal_power;
+        for (a, z) in self.amplified.iter_mut().zip(&self.z) {
+            *a = signal::amplify(*z, power);
+        }
+        if let Some(rec) = self.signals.as_mut() {
+            rec.z
+                .row_mut(t)
+                .assign(&ndarray::ArrayView1::from(&self.z[..]));
+            rec.signal
+                .row_mut(t)
+                .assign(&ndarray::ArrayView1::from(&self.amplified[..]));
+            rec.eligible
+                .row_mut(t)
+                .assign(&ndarray::ArrayView1::from(&self.eligible[..]));
+        }
+        cross
+    }
+
+    fn execute_exits(&mut self, t: usize, exits: &[StopExit]) {
+        let ts = self.panel.ts[t];
+        let costs = &self.cfg.costs;
+        for exit in exits {
+            let delta = -self.ledger.units[exit.symbol] * exit.fraction;
+            self.ledger.trade(
+                t,
+                ts,
+                exit.symbol,
+                delta,
+                exit.price,
+                costs.taker_fee_bps,
+                costs.slippage_bps,
+                exit.reason,
+            );
+            self.risk
+                .on_exit(t, exit.symbol, self.ledger.units[exit.symbol], exit.reason);
+        }
+    }
+
+    /// Eligible set E_t (strategy.md §2.3) into `self.eligible`.
+    fn compute_eligible(&mut self, t: usize) {
+        let s = &self.cfg.strategy;
+        let min_history = s.min_history() as u32;
+        let thr = s.regime_filter.slope_min_bps_per_day;
+        for i in 0..self.panel.n_symbols() {
+            let momentum = self.ind.momentum[[t, i]];
+            let sigma = self.ind.sigma[[t, i]];
+            let mut ok = self.ind.universe[[t, i]]
+                && self.ind.history[[t, i]] >= min_history
+                && momentum.is_finite()
+                && sigma.is_finite()
+                && sigma > 0.0;
+            if ok {
+                if let Some(slope) = &self.ind.slope {
+                    let slope = slope[[t, i]];
+                    ok = if slope.is_nan() {
+                        s.regime_filter.short_history == ShortHistory::Pass
+                    } else {
+                        match s.regime_filter.mode {
+                            RegimeMode::Abs | RegimeMode::Directional => slope.abs() >= thr,
+                            RegimeMode::Up => slope >= thr,
+                        }
+                    };
+                }
+            }
+            if ok {
+                if let Some(adx) = &self.ind.adx {
+                    let f = &s.adx_filter;
+                    let now = adx[[t, i]];
+                    ok = now >= f.min_adx
+                        && (!f.require_rising
+                            || (t >= f.rising_bars && now > adx[[t - f.rising_bars, i]]));
+                }
+            }
+            self.eligible[i] = ok && self.risk.may_hold(t, i);
+        }
+    }
+
+    /// Selection and sizing at bar t (strategy.md §2.4–§5); sets `self.target`, returns (K, vol scale).
+    fn decide(&mut self, t: usize, equity: f64, cross: Option<CrossSection>) -> (usize, f64) {
+        let s = &self.cfg.strategy;
+        self.target.fill(0.0);
+        let Some(cross) = cross else { return (0, 1.0) };
+        let n_eligible = cross.count;
+        let mut k = match s.k_mode {
+            KMode::Static => s.k_max,
+            KMode::Dynamic => {
+                let ratio = self
+                    .dispersion
+                    .median()
+                    .map_or(f64::NAN, |median| cross.std / median);
+                signal::dynamic_k(ratio, s.k_min, s.k_max, s.d_lo, s.d_hi)
+            }
+        };
+        if s.strict_k && n_eligible < 2 * k {
+            return (0, 1.0);
+        }
+        k = k.min(n_eligible / 2);
+        if k < s.k_min {
+            return (0, 1.0);
+        }
+        self.select_legs(t, k);
+        if s.market_neutral && (self.longs.is_empty() || self.shorts.is_empty()) {
+            return (0, 1.0);
+        }
+        if self.longs.is_empty() && self.shorts.is_empty() {
+            return (0, 1.0);
+        }
+        let lookback = self.cfg.sizing.vol_target.lookback;
+        let window_start = (t + 1).saturating_sub(lookback);
+        let sigma = self.ind.sigma.row(t);
+        let inputs = BookInputs {
+            longs: &self.longs,
+            shorts: &self.shorts,
+            signal: &self.amplified,
+            sigma: sigma.as_slice().expect("standard layout"),
+            multiplier: None,
+            recent_returns: self.ind.returns.slice(s![window_start..=t, ..]),
+            equity,
+            bars_per_year: self.bars_per_year,
+            market_neutral: s.market_neutral,
+        };
+        let stats = sizing::size_book(
+            &self.cfg.sizing,
+            &inputs,
+            &mut self.target,
+            &mut self.scratch,
+        );
+        // A partial take-profit keeps the rest of that position smaller until it is closed.
+        for (i, w) in self.target.iter_mut().enumerate() {
+            *w *= self.risk.size_factor(i);
+        }
+        (k, stats.vol_scale)
+    }
+
+    /// Longs and shorts for this bar into `self.longs` / `self.shorts` (strategy.md §4).
+    fn select_legs(&mut self, t: usize, k: usize) {
+        let s = &self.cfg.strategy;
+        self.order.clear();
+        self.order
+            .extend((0..self.eligible.len()).filter(|&i| self.eligible[i]));
+        let amplified = &self.amplified;
+        // Strongest first; ties by symbol order for determinism.
+        self.order
+            .sort_by(|&a, &b| amplified[b].total_cmp(&amplified[a]).then(a.cmp(&b)));
+        let thr = s.regime_filter.slope_min_bps_per_day;
+        let directional =
+            s.regime_filter.enabled && s.regime_filter.mode == RegimeMode::Directional;
+        let side_ok = |i: usize, long: bool| -> bool {
+            if !directional {
+                return true;
+            }
+            let slope = self.ind.slope.as_ref().expect("regime filter on")[[t, i]];
+            slope.is_nan() || if long { slope >= thr } else { slope <= -thr }
+        };
+        let long_candidates: Vec<usize> = self
+            .order
+            .iter()
+            .copied()
+            .filter(|&i| (!s.require_sign || amplified[i] > 0.0) && side_ok(i, true))
+            .collect();
+        let short_candidates: Vec<usize> = self
+            .order
+            .iter()
+            .rev()
+            .copied()
+            .filter(|&i| (!s.require_sign || amplified[i] < 0.0) && side_ok(i, false))
+            .collect();
+        self.longs.clear();
+        self.shorts.clear();
+        if s.bands.enabled {
+            let buffer = s.bands.rank_buffer.unwrap_or(k);
+            pick_with_bands(
+                &long_candidates,
+                k,
+                buffer,
+                1.0,
+                &self.z,
+                &self.target_prev_side(),
+                s.bands.z_entry,
+                s.bands.z_exit,
+                &mut self.longs,
+            );
+            pick_with_bands(
+                &short_candidates,
+                k,
+                buffer,
+                -1.0,
+                &self.z,
+                &self.target_prev_side(),
+                s.bands.z_entry,
+                s.bands.z_exit,
+                &mut self.shorts,
+            );
+        } else {
+            self.longs.extend(long_candidates.iter().take(k));
+            self.shorts.extend(short_candidates.iter().take(k));
+        }
+        // Without require_sign the two legs could meet when few are eligible: a symbol is in one leg only.
+        let longs = &self.longs;
+        self.shorts.retain(|i| !longs.contains(i));
+    }
+
+    /// Side currently held per symbol (+1, −1, 0), from positions (units) or weights.
+    fn target_prev_side(&self) -> Vec<i8> {
+        match self.cfg.backtest.accounting {
+            Accounting::Units => self
+                .ledger
+                .units
+                .iter()
+                .map(|u| u.signum() as i8 * (*u != 0.0) as i8)
+                .collect(),
+            Accounting::Weights => self
+                .held_weights
+                .iter()
+                .map(|w| w.signum() as i8 * (*w != 0.0) as i8)
+                .collect(),
+        }
+    }
+
+    /// With the kill-switch in `freeze` mode no new risk is added: targets may only shrink toward 0.
+    fn freeze_targets(&mut self, t: usize, equity: f64) {
+        for i in 0..self.target.len() {
+            let current = if equity > 0.0 {
+                self.ledger.units[i] * self.last_price[i] / equity
+            } else {
+                0.0
+            };
+            let current = if current.is_finite() { current } else { 0.0 };
+            let target = self.target[i];
+            self.target[i] = if current == 0.0 || target.signum() != current.signum() {
+                0.0
+            } else if target.abs() > current.abs() {
+                current
+            } else {
+                target
+            };
+        }
+        let _ = t;
+    }
+
+    /// Trade from current units to `target` weights at `prices`, sized on `equity`.
+    /// `decision_bar` is the bar whose close decided the targets (t, or t − 1 for next-open fills).
+    fn rebalance(
+        &mut self,
+        t: usize,
+        target: &[f64],
+        equity: f64,
+        prices: &[f64],
+        decision_bar: usize,
+    ) {
+        let ts = self.panel.ts[t];
+        let costs = &self.cfg.costs;
+        let fee_bps = costs.rebalance_fee_bps();
+        let min_delta = self.cfg.backtest.min_rebalance_delta * equity;
+        for i in 0..target.len() {
+            let price = prices[i];
+            if !(price > 0.0) {
+                continue;
+            }
+            let wanted = target[i] * equity / price;
+            let current = self.ledger.units[i];
+            let delta = wanted - current;
+            if delta == 0.0 {
+                continue;
+            }
+            // Small trades are skipped, except closing a position whose target is 0.
+            let closing = target[i] == 0.0 && current != 0.0;
+            if !closing && (delta * price).abs() < min_delta {
+                continue;
+            }
+            if !self.risk.may_trade(t, i, current, wanted) {
+                continue;
+            }
+            self.ledger.trade(
+                t,
+                ts,
+                i,
+                delta,
+                price,
+                fee_bps,
+                costs.slippage_bps,
+                FillReason::Rebalance,
+            );
+            let fill_price = self.ledger.fills.last().expect("just traded").price;
+            self.risk.on_rebalance_fill(
+                ts,
+                i,
+                current,
+                self.ledger.units[i],
+                fill_price,
+                self.ind.atr.as_ref(),
+                decision_bar,
+            );
+        }
+        self.risk.absorb_round_trips(&self.ledger.round_trips);
+    }
+
+    /// Collect outputs and metrics.
+    pub fn finish(mut self) -> BacktestResult {
+        self.risk.absorb_round_trips(&self.ledger.round_trips);
+        let start = self
+            .first_decision
+            .map(|f| f.saturating_sub(1))
+            .unwrap_or(0);
+        let metrics = metrics::compute(
+            &self.out,
+            &self.ledger.round_trips,
+            start,
+            self.bars_per_year,
+        );
+        BacktestResult {
+            symbols: self.panel.symbols.clone(),
+            ts: self.panel.ts.clone(),
+            bars: self.out,
+            target_weights: self.target_weights,
+            weights: self.weights,
+            units: self.units,
+            listed: self.panel.close.mapv(|c| c.is_finite()),
+            fills: self.ledger.fills,
+            round_trips: self.ledger.round_trips,
+            metrics,
+            first_decision: self.first_decision,
+            warnings: self.warnings,
+            signals: self.signals,
+            momentum: self.ind.momentum.clone(),
+        }
+    }
+}
+
+/// Bands (strategy.md §4): held names stay while their sign is unchanged, `|z| ≥ z_exit` and their rank is
+/// within `K + buffer`; other names enter, in rank order, only with `|z| ≥ z_entry` and while the
+/// leg has fewer than K names.
+#[allow(clippy::too_many_arguments)]
+fn pick_with_bands(
+    candidates: &[usize],
+    k: usize,
+    buffer: usize,
+    side: f64,
+    z: &[f64],
+    held_side: &[i8],
+    z_entry: f64,
+    z_exit: f64,
+    leg: &mut Vec<usize>,
+) {
+    for (rank, &i) in candidates.iter().enumerate() {
+        let held = held_side[i] as f64 == side;
+        if held && rank < k + buffer && z[i].signum() == side && z[i].abs() >= z_exit {
+            leg.push(i);
+        }
+    }
+    for &i in candidates {
+        if leg.len() >= k {
+            break;
+        }
+        let held = held_side[i] as f64 == side;
+        if !held && z[i].abs() >= z_entry {
+            leg.push(i);
+        }
+    }
+}

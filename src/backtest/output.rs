@@ -1,0 +1,229 @@
+//! Backtest outputs as Arrow record batches (backtest.md §4); `ts` columns are UTC millisecond
+//! timestamps so that polars shows them as `Datetime("ms", "UTC")`.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray, TimestampMillisecondArray,
+    UInt32Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::record_batch::RecordBatch;
+
+use super::BacktestResult;
+
+fn ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+fn ts_array(values: Vec<i64>) -> ArrayRef {
+    Arc::new(TimestampMillisecondArray::from(values).with_timezone("UTC"))
+}
+
+fn f64_array(values: Vec<f64>) -> ArrayRef {
+    Arc::new(Float64Array::from(values))
+}
+
+fn batch(fields: Vec<(&str, DataType)>, columns: Vec<ArrayRef>) -> RecordBatch {
+    let schema = Schema::new(
+        fields
+            .into_iter()
+            .map(|(name, dtype)| Field::new(name, dtype, false))
+            .collect::<Vec<_>>(),
+    );
+    RecordBatch::try_new(Arc::new(schema), columns).expect("columns match the schema")
+}
+
+/// Per bar: `ts, equity, cash, gross, net, turnover, fees, funding, n_long, n_short, regime, k,
+/// vol_scale, kill_switch`.
+pub fn equity_batch(result: &BacktestResult) -> RecordBatch {
+    let b = &result.bars;
+    batch(
+        vec![
+            ("ts", ts_type()),
+            ("equity", DataType::Float64),
+            ("cash", DataType::Float64),
+            ("gross", DataType::Float64),
+            ("net", DataType::Float64),
+            ("turnover", DataType::Float64),
+            ("fees", DataType::Float64),
+            ("funding", DataType::Float64),
+            ("n_long", DataType::UInt32),
+            ("n_short", DataType::UInt32),
+            ("regime", DataType::Utf8),
+            ("k", DataType::UInt32),
+            ("vol_scale", DataType::Float64),
+            ("kill_switch", DataType::Boolean),
+        ],
+        vec![
+            ts_array(result.ts.clone()),
+            f64_array(b.equity.clone()),
+            f64_array(b.cash.clone()),
+            f64_array(b.gross.clone()),
+            f64_array(b.net.clone()),
+            f64_array(b.turnover.clone()),
+            f64_array(b.fees.clone()),
+            f64_array(b.funding.clone()),
+            Arc::new(UInt32Array::from(b.n_long.clone())),
+            Arc::new(UInt32Array::from(b.n_short.clone())),
+            Arc::new(StringArray::from(b.regime.clone())),
+            Arc::new(UInt32Array::from(b.k.clone())),
+            f64_array(b.vol_scale.clone()),
+            Arc::new(BooleanArray::from(b.kill_switch.clone())),
+        ],
+    )
+}
+
+/// Per bar and symbol, for every symbol with a close at that bar: `ts, symbol, target_weight, weight, units`.
+pub fn weights_batch(result: &BacktestResult) -> RecordBatch {
+    let (mut ts, mut symbol, mut target, mut weight, mut units) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for t in 0..result.ts.len() {
+        for i in 0..result.symbols.len() {
+            if result.listed[[t, i]] {
+                ts.push(result.ts[t]);
+                symbol.push(result.symbols[i].as_str());
+                target.push(result.target_weights[[t, i]]);
+                weight.push(result.weights[[t, i]]);
+                units.push(result.units[[t, i]]);
+            }
+        }
+    }
+    batch(
+        vec![
+            ("ts", ts_type()),
+            ("symbol", DataType::Utf8),
+            ("target_weight", DataType::Float64),
+            ("weight", DataType::Float64),
+            ("units", DataType::Float64),
+        ],
+        vec![
+            ts_array(ts),
+            Arc::new(StringArray::from(symbol)),
+            f64_array(target),
+            f64_array(weight),
+            f64_array(units),
+        ],
+    )
+}
+
+/// Fills: `ts, symbol, side, qty, price, notional, fee, reason`.
+pub fn fills_batch(result: &BacktestResult) -> RecordBatch {
+    let fills = &result.fills;
+    batch(
+        vec![
+            ("ts", ts_type()),
+            ("symbol", DataType::Utf8),
+            ("side", DataType::Utf8),
+            ("qty", DataType::Float64),
+            ("price", DataType::Float64),
+            ("notional", DataType::Float64),
+            ("fee", DataType::Float64),
+            ("reason", DataType::Utf8),
+        ],
+        vec![
+            ts_array(fills.iter().map(|f| f.ts).collect()),
+            Arc::new(StringArray::from_iter_values(
+                fills.iter().map(|f| result.symbols[f.symbol].as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(fills.iter().map(|f| {
+                if f.side > 0 {
+                    "buy"
+                } else {
+                    "sell"
+                }
+            }))),
+            f64_array(fills.iter().map(|f| f.qty).collect()),
+            f64_array(fills.iter().map(|f| f.price).collect()),
+            f64_array(fills.iter().map(|f| f.notional).collect()),
+            f64_array(fills.iter().map(|f| f.fee).collect()),
+            Arc::new(StringArray::from_iter_values(
+                fills.iter().map(|f| f.reason.as_str()),
+            )),
+        ],
+    )
+}
+
+/// Round trips: `symbol, side, entry_ts, exit_ts, entry_price, exit_price, qty, pnl, return,
+/// bars_held, exit_reason`.
+pub fn trades_batch(result: &BacktestResult) -> RecordBatch {
+    let trips = &result.round_trips;
+    batch(
+        vec![
+            ("symbol", DataType::Utf8),
+            ("side", DataType::Utf8),
+            ("entry_ts", ts_type()),
+            ("exit_ts", ts_type()),
+            ("entry_price", DataType::Float64),
+            ("exit_price", DataType::Float64),
+            ("qty", DataType::Float64),
+            ("pnl", DataType::Float64),
+            ("return", DataType::Float64),
+            ("bars_held", DataType::Int64),
+            ("exit_reason", DataType::Utf8),
+        ],
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                trips.iter().map(|r| result.symbols[r.symbol].as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(trips.iter().map(|r| {
+                if r.side > 0 {
+                    "long"
+                } else {
+                    "short"
+                }
+            }))),
+            ts_array(trips.iter().map(|r| r.entry_ts).collect()),
+            ts_array(trips.iter().map(|r| r.exit_ts).collect()),
+            f64_array(trips.iter().map(|r| r.entry_price).collect()),
+            f64_array(trips.iter().map(|r| r.exit_price).collect()),
+            f64_array(trips.iter().map(|r| r.qty).collect()),
+            f64_array(trips.iter().map(|r| r.pnl).collect()),
+            f64_array(trips.iter().map(|r| r.ret).collect()),
+            Arc::new(Int64Array::from_iter_values(
+                trips.iter().map(|r| r.bars_held as i64),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                trips.iter().map(|r| r.exit_reason.as_str()),
+            )),
+        ],
+    )
+}
+
+/// Signals per bar and symbol with a close: `ts, symbol, momentum, z, signal, eligible`
+/// (needs a run with signals recorded).
+pub fn signals_batch(result: &BacktestResult) -> Option<RecordBatch> {
+    let rec = result.signals.as_ref()?;
+    let (mut ts, mut symbol, mut momentum, mut z, mut signal, mut eligible) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for t in 0..result.ts.len() {
+        for i in 0..result.symbols.len() {
+            if result.listed[[t, i]] {
+                ts.push(result.ts[t]);
+                symbol.push(result.symbols[i].as_str());
+                momentum.push(result.momentum[[t, i]]);
+                z.push(rec.z[[t, i]]);
+                signal.push(rec.signal[[t, i]]);
+                eligible.push(rec.eligible[[t, i]]);
+            }
+        }
+    }
+    Some(batch(
+        vec![
+            ("ts", ts_type()),
+            ("symbol", DataType::Utf8),
+            ("momentum", DataType::Float64),
+            ("z", DataType::Float64),
+            ("signal", DataType::Float64),
+            ("eligible", DataType::Boolean),
+        ],
+        vec![
+            ts_array(ts),
+            Arc::new(StringArray::from(symbol)),
+            f64_array(momentum),
+            f64_array(z),
+            f64_array(signal),
+            Arc::new(BooleanArray::from(eligible)),
+        ],
+    ))
+}
