@@ -40,10 +40,7 @@ pub struct DataConfig {
 
 impl Default for DataConfig {
     fn default() -> Self {
-        Self {
-            timeframe: "1h".into(),
-            on_invalid: OnInvalid::Reject,
-        }
+        Self { timeframe: "1h".into(), on_invalid: OnInvalid::Reject }
     }
 }
 
@@ -156,8 +153,7 @@ impl StrategyConfig {
         self.lookbacks.iter().copied().max().unwrap_or(0)
     }
     pub fn min_history(&self) -> usize {
-        self.min_history_bars
-            .unwrap_or(self.max_lookback() + self.vol_lookback)
+        self.min_history_bars.unwrap_or(self.max_lookback() + self.vol_lookback)
     }
 }
 
@@ -173,12 +169,7 @@ pub struct BandsConfig {
 
 impl Default for BandsConfig {
     fn default() -> Self {
-        Self {
-            enabled: false,
-            z_entry: 0.65,
-            z_exit: 0.45,
-            rank_buffer: None,
-        }
+        Self { enabled: false, z_entry: 0.65, z_exit: 0.45, rank_buffer: None }
     }
 }
 
@@ -216,13 +207,7 @@ pub struct AdxFilterConfig {
 
 impl Default for AdxFilterConfig {
     fn default() -> Self {
-        Self {
-            enabled: false,
-            adx_len: 14,
-            min_adx: 28.0,
-            require_rising: false,
-            rising_bars: 3,
-        }
+        Self { enabled: false, adx_len: 14, min_adx: 28.0, require_rising: false, rising_bars: 3 }
     }
 }
 
@@ -337,13 +322,7 @@ pub struct VolTargetConfig {
 
 impl Default for VolTargetConfig {
     fn default() -> Self {
-        Self {
-            enabled: true,
-            target_ann_vol: 0.24,
-            lookback: 72,
-            min_scale: 0.5,
-            max_scale: 1.6,
-        }
+        Self { enabled: true, target_ann_vol: 0.24, lookback: 72, min_scale: 0.5, max_scale: 1.6 }
     }
 }
 
@@ -437,12 +416,7 @@ pub struct KillSwitchConfig {
 
 impl Default for KillSwitchConfig {
     fn default() -> Self {
-        Self {
-            enabled: true,
-            max_daily_loss_pct: 5.0,
-            trailing: false,
-            action: KillAction::Flatten,
-        }
+        Self { enabled: true, max_daily_loss_pct: 5.0, trailing: false, action: KillAction::Flatten }
     }
 }
 
@@ -558,20 +532,14 @@ pub struct CostsConfig {
 
 impl Default for CostsConfig {
     fn default() -> Self {
-        Self {
-            maker_fee_bps: 1.0,
-            taker_fee_bps: 5.5,
-            slippage_bps: 2.0,
-            maker_fill_ratio: 0.6,
-        }
+        Self { maker_fee_bps: 1.0, taker_fee_bps: 5.5, slippage_bps: 2.0, maker_fill_ratio: 0.6 }
     }
 }
 
 impl CostsConfig {
     /// Blended fee of a rebalance fill (backtest.md §3).
     pub fn rebalance_fee_bps(&self) -> f64 {
-        self.maker_fill_ratio * self.maker_fee_bps
-            + (1.0 - self.maker_fill_ratio) * self.taker_fee_bps
+        self.maker_fill_ratio * self.maker_fee_bps + (1.0 - self.maker_fill_ratio) * self.taker_fee_bps
     }
 }
 
@@ -647,10 +615,9 @@ impl Config {
         match name {
             "default" => Ok(Config::default()),
             "xsmom-bot-v1" => Ok(Config::xsmom_bot_v1()),
-            other => Err(Error::config(format!(
-                "unknown profile '{other}': known profiles are {}",
-                PROFILES.join(", ")
-            ))),
+            other => {
+                Err(Error::config(format!("unknown profile '{other}': known profiles are {}", PROFILES.join(", "))))
+            }
         }
     }
 
@@ -677,23 +644,14 @@ impl Config {
         config.risk.anti_churn.enabled = false;
         config.backtest.accounting = Accounting::Weights;
         config.backtest.fill = FillPrice::Close;
-        config.backtest.first_decision_bar = Some(
-            config
-                .strategy
-                .max_lookback()
-                .max(config.strategy.vol_lookback)
-                + 5,
-        );
+        config.backtest.first_decision_bar = Some(config.strategy.max_lookback().max(config.strategy.vol_lookback) + 5);
         config
     }
 
     /// Apply `key.path=value` overrides (value parsed as YAML: `4`, `0.5`, `true`, `[6, 12]`, `equal`).
     /// A path that does not exist is searched for as a unique leaf under its prefix, so
     /// `risk.atr_mult_sl` finds `risk.stops.atr_mult_sl`.
-    pub fn with_overrides<'a>(
-        &self,
-        overrides: impl IntoIterator<Item = (&'a str, Value)>,
-    ) -> Result<Config> {
+    pub fn with_overrides<'a>(&self, overrides: impl IntoIterator<Item = (&'a str, Value)>) -> Result<Config> {
         let mut tree = self.to_value();
         for (path, value) in overrides {
             set_path(&mut tree, path, value)?;
@@ -707,16 +665,11 @@ impl Config {
     pub fn with_override_strings(&self, assignments: &[String]) -> Result<Config> {
         let mut parsed = Vec::with_capacity(assignments.len());
         for assignment in assignments {
-            let (path, raw) = assignment.split_once('=').ok_or_else(|| {
-                Error::config(format!(
-                    "override '{assignment}' is not of the form key.path=value"
-                ))
-            })?;
-            let value: Value = serde_yaml::from_str(raw).map_err(|err| {
-                Error::config(format!(
-                    "override {path}: value '{raw}' is not valid YAML: {err}"
-                ))
-            })?;
+            let (path, raw) = assignment
+                .split_once('=')
+                .ok_or_else(|| Error::config(format!("override '{assignment}' is not of the form key.path=value")))?;
+            let value: Value = serde_yaml::from_str(raw)
+                .map_err(|err| Error::config(format!("override {path}: value '{raw}' is not valid YAML: {err}")))?;
             parsed.push((path.trim().to_string(), value));
         }
         self.with_overrides(parsed.iter().map(|(p, v)| (p.as_str(), v.clone())))
@@ -729,22 +682,11 @@ impl Config {
     /// Check every value against its allowed range; the message names the key path and the range.
     pub fn validate(&self) -> Result<()> {
         let mut check = Checker::default();
-        Timeframe::parse(&self.data.timeframe)
-            .map_err(|err| Error::config(format!("data.timeframe: {err}")))?;
+        Timeframe::parse(&self.data.timeframe).map_err(|err| Error::config(format!("data.timeframe: {err}")))?;
         let u = &self.universe;
         check.real("universe.min_price", u.min_price, 0.0, f64::INFINITY);
-        check.real(
-            "universe.min_quote_volume_24h",
-            u.min_quote_volume_24h,
-            0.0,
-            f64::INFINITY,
-        );
-        check.int(
-            "universe.universe_refresh_bars",
-            u.universe_refresh_bars,
-            1,
-            100_000,
-        );
+        check.real("universe.min_quote_volume_24h", u.min_quote_volume_24h, 0.0, f64::INFINITY);
+        check.int("universe.universe_refresh_bars", u.universe_refresh_bars, 1, 100_000);
 
         let s = &self.strategy;
         if s.lookbacks.is_empty() {
@@ -761,12 +703,7 @@ impl Config {
             ));
         }
         for (k, weight) in s.lookback_weights.iter().enumerate() {
-            check.real(
-                &format!("strategy.lookback_weights[{k}]"),
-                *weight,
-                0.0,
-                1e6,
-            );
+            check.real(&format!("strategy.lookback_weights[{k}]"), *weight, 0.0, 1e6);
         }
         if s.lookback_weights.iter().sum::<f64>() <= 0.0 {
             check.fail("strategy.lookback_weights must have a positive sum".into());
@@ -776,19 +713,13 @@ impl Config {
         check.int("strategy.k_min", s.k_min, 1, 1_000);
         check.int("strategy.k_max", s.k_max, 1, 1_000);
         if s.k_min > s.k_max {
-            check.fail(format!(
-                "strategy.k_min = {} must not exceed strategy.k_max = {}",
-                s.k_min, s.k_max
-            ));
+            check.fail(format!("strategy.k_min = {} must not exceed strategy.k_max = {}", s.k_min, s.k_max));
         }
         check.int("strategy.disp_lookback", s.disp_lookback, 1, 100_000);
         check.real("strategy.d_lo", s.d_lo, 0.0, 100.0);
         check.real("strategy.d_hi", s.d_hi, 0.0, 100.0);
         if s.d_hi <= s.d_lo {
-            check.fail(format!(
-                "strategy.d_hi = {} must be greater than strategy.d_lo = {}",
-                s.d_hi, s.d_lo
-            ));
+            check.fail(format!("strategy.d_hi = {} must be greater than strategy.d_lo = {}", s.d_hi, s.d_lo));
         }
         check.real("strategy.bands.z_entry", s.bands.z_entry, 0.0, 10.0);
         check.real("strategy.bands.z_exit", s.bands.z_exit, 0.0, 10.0);
@@ -798,91 +729,26 @@ impl Config {
                 s.bands.z_exit, s.bands.z_entry
             ));
         }
-        check.int(
-            "strategy.regime_filter.ema_len",
-            s.regime_filter.ema_len,
-            2,
-            100_000,
-        );
-        check.real(
-            "strategy.regime_filter.slope_min_bps_per_day",
-            s.regime_filter.slope_min_bps_per_day,
-            0.0,
-            1e5,
-        );
-        check.int(
-            "strategy.adx_filter.adx_len",
-            s.adx_filter.adx_len,
-            2,
-            10_000,
-        );
-        check.real(
-            "strategy.adx_filter.min_adx",
-            s.adx_filter.min_adx,
-            0.0,
-            100.0,
-        );
-        check.int(
-            "strategy.adx_filter.rising_bars",
-            s.adx_filter.rising_bars,
-            1,
-            10_000,
-        );
-        check.int(
-            "strategy.router.corr_lookback",
-            s.router.corr_lookback,
-            2,
-            100_000,
-        );
-        check.real(
-            "strategy.router.corr_threshold",
-            s.router.corr_threshold,
-            -1.0,
-            1.0,
-        );
-        check.int(
-            "strategy.router.confirm_bars",
-            s.router.confirm_bars,
-            1,
-            100_000,
-        );
+        check.int("strategy.regime_filter.ema_len", s.regime_filter.ema_len, 2, 100_000);
+        check.real("strategy.regime_filter.slope_min_bps_per_day", s.regime_filter.slope_min_bps_per_day, 0.0, 1e5);
+        check.int("strategy.adx_filter.adx_len", s.adx_filter.adx_len, 2, 10_000);
+        check.real("strategy.adx_filter.min_adx", s.adx_filter.min_adx, 0.0, 100.0);
+        check.int("strategy.adx_filter.rising_bars", s.adx_filter.rising_bars, 1, 10_000);
+        check.int("strategy.router.corr_lookback", s.router.corr_lookback, 2, 100_000);
+        check.real("strategy.router.corr_threshold", s.router.corr_threshold, -1.0, 1.0);
+        check.int("strategy.router.confirm_bars", s.router.confirm_bars, 1, 100_000);
         check.real("strategy.carry.budget", s.carry.budget, 0.0, 1.0);
-        check.int(
-            "strategy.carry.funding_lookback",
-            s.carry.funding_lookback,
-            1,
-            100_000,
-        );
-        check.int(
-            "strategy.carry.sign_stability_k",
-            s.carry.sign_stability_k,
-            1,
-            100_000,
-        );
+        check.int("strategy.carry.funding_lookback", s.carry.funding_lookback, 1, 100_000);
+        check.int("strategy.carry.sign_stability_k", s.carry.sign_stability_k, 1, 100_000);
 
         let z = &self.sizing;
         check.real("sizing.gross_leverage", z.gross_leverage, 0.0, 10.0);
-        check.real(
-            "sizing.max_weight_per_asset",
-            z.max_weight_per_asset,
-            0.0,
-            10.0,
-        );
-        check.real(
-            "sizing.max_notional_usd",
-            z.max_notional_usd,
-            0.0,
-            f64::INFINITY,
-        );
+        check.real("sizing.max_weight_per_asset", z.max_weight_per_asset, 0.0, 10.0);
+        check.real("sizing.max_notional_usd", z.max_notional_usd, 0.0, f64::INFINITY);
         check.real("sizing.max_gross_leverage", z.max_gross_leverage, 0.0, 20.0);
         check.real("sizing.min_weight", z.min_weight, 0.0, 1.0);
         let v = &z.vol_target;
-        check.real(
-            "sizing.vol_target.target_ann_vol",
-            v.target_ann_vol,
-            1e-6,
-            10.0,
-        );
+        check.real("sizing.vol_target.target_ann_vol", v.target_ann_vol, 1e-6, 10.0);
         check.int("sizing.vol_target.lookback", v.lookback, 2, 100_000);
         check.real("sizing.vol_target.min_scale", v.min_scale, 0.0, 100.0);
         check.real("sizing.vol_target.max_scale", v.max_scale, 0.0, 100.0);
@@ -901,67 +767,22 @@ impl Config {
         check.int("risk.stops.atr_len", st.atr_len, 1, 10_000);
         check.real("risk.stops.atr_mult_sl", st.atr_mult_sl, 0.01, 100.0);
         check.real("risk.stops.trail_atr_mult", st.trail_atr_mult, 0.01, 100.0);
-        check.real(
-            "risk.stops.breakeven_after_r",
-            st.breakeven_after_r,
-            0.0,
-            100.0,
-        );
+        check.real("risk.stops.breakeven_after_r", st.breakeven_after_r, 0.0, 100.0);
         check.real("risk.stops.partial_tp_r", st.partial_tp_r, 0.0, 100.0);
         check.real("risk.stops.partial_tp_frac", st.partial_tp_frac, 0.0, 1.0);
-        check.real(
-            "risk.stops.catastrophic_atr_mult",
-            st.catastrophic_atr_mult,
-            0.01,
-            100.0,
-        );
+        check.real("risk.stops.catastrophic_atr_mult", st.catastrophic_atr_mult, 0.01, 100.0);
         let ks = &self.risk.kill_switch;
-        check.real(
-            "risk.kill_switch.max_daily_loss_pct",
-            ks.max_daily_loss_pct,
-            0.01,
-            100.0,
-        );
+        check.real("risk.kill_switch.max_daily_loss_pct", ks.max_daily_loss_pct, 0.01, 100.0);
         let dd = &self.risk.drawdown;
-        check.real(
-            "risk.drawdown.max_portfolio_drawdown_pct",
-            dd.max_portfolio_drawdown_pct,
-            0.01,
-            100.0,
-        );
-        check.real(
-            "risk.drawdown.resume_fraction",
-            dd.resume_fraction,
-            0.0,
-            1.0,
-        );
+        check.real("risk.drawdown.max_portfolio_drawdown_pct", dd.max_portfolio_drawdown_pct, 0.01, 100.0);
+        check.real("risk.drawdown.resume_fraction", dd.resume_fraction, 0.0, 1.0);
         let sc = &self.risk.scoring;
-        check.real(
-            "risk.scoring.score_ema_alpha",
-            sc.score_ema_alpha,
-            1e-6,
-            1.0,
-        );
-        check.real(
-            "risk.scoring.win_rate_threshold",
-            sc.win_rate_threshold,
-            0.0,
-            1.0,
-        );
+        check.real("risk.scoring.score_ema_alpha", sc.score_ema_alpha, 1e-6, 1.0);
+        check.real("risk.scoring.win_rate_threshold", sc.win_rate_threshold, 0.0, 1.0);
         check.real("risk.scoring.pf_threshold", sc.pf_threshold, 0.0, 100.0);
-        check.real(
-            "risk.scoring.downweight_factor",
-            sc.downweight_factor,
-            0.0,
-            1.0,
-        );
+        check.real("risk.scoring.downweight_factor", sc.downweight_factor, 0.0, 1.0);
         for (h, hour) in self.risk.time_of_day.blackout_hours_utc.iter().enumerate() {
-            check.int(
-                &format!("risk.time_of_day.blackout_hours_utc[{h}]"),
-                *hour as usize,
-                0,
-                23,
-            );
+            check.int(&format!("risk.time_of_day.blackout_hours_utc[{h}]"), *hour as usize, 0, 23);
         }
 
         let c = &self.costs;
@@ -973,12 +794,7 @@ impl Config {
         let b = &self.backtest;
         check.real("backtest.initial_capital", b.initial_capital, 1e-6, 1e15);
         check.int("backtest.rebalance_every", b.rebalance_every, 1, 100_000);
-        check.real(
-            "backtest.min_rebalance_delta",
-            b.min_rebalance_delta,
-            0.0,
-            1.0,
-        );
+        check.real("backtest.min_rebalance_delta", b.min_rebalance_delta, 0.0, 1.0);
         check.finish()
     }
 }
@@ -994,17 +810,12 @@ impl Checker {
     }
     fn real(&mut self, path: &str, value: f64, low: f64, high: f64) {
         if !(value >= low && value <= high) {
-            self.fail(format!(
-                "{path} = {value} is out of range: allowed {}",
-                range_text(low, high)
-            ));
+            self.fail(format!("{path} = {value} is out of range: allowed {}", range_text(low, high)));
         }
     }
     fn int(&mut self, path: &str, value: usize, low: usize, high: usize) {
         if value < low || value > high {
-            self.fail(format!(
-                "{path} = {value} is out of range: allowed [{low}, {high}]"
-            ));
+            self.fail(format!("{path} = {value} is out of range: allowed [{low}, {high}]"));
         }
     }
     fn finish(self) -> Result<()> {
@@ -1032,9 +843,7 @@ fn parse_segment(segment: &str, path: &str) -> Result<(String, Option<usize>)> {
             let index = rest
                 .strip_suffix(']')
                 .and_then(|i| i.parse::<usize>().ok())
-                .ok_or_else(|| {
-                    Error::config(format!("override {path}: bad index in '{segment}'"))
-                })?;
+                .ok_or_else(|| Error::config(format!("override {path}: bad index in '{segment}'")))?;
             Ok((key.to_string(), Some(index)))
         }
     }
@@ -1047,23 +856,21 @@ fn set_path(tree: &mut Value, path: &str, value: Value) -> Result<()> {
     for (depth, segment) in segments.iter().enumerate() {
         let (key, index) = parse_segment(segment, path)?;
         let last = depth + 1 == segments.len();
-        let map = node.as_mapping_mut().ok_or_else(|| {
-            Error::config(format!("override {path}: '{key}' is not inside a section"))
-        })?;
+        let map = node
+            .as_mapping_mut()
+            .ok_or_else(|| Error::config(format!("override {path}: '{key}' is not inside a section")))?;
         let child = map
             .get_mut(Value::String(key.clone()))
             .ok_or_else(|| Error::config(format!("override {path}: unknown key '{key}'")))?;
         node = match index {
             None => child,
             Some(i) => {
-                let list = child.as_sequence_mut().ok_or_else(|| {
-                    Error::config(format!("override {path}: '{key}' is not a list"))
-                })?;
+                let list = child
+                    .as_sequence_mut()
+                    .ok_or_else(|| Error::config(format!("override {path}: '{key}' is not a list")))?;
                 let len = list.len();
                 list.get_mut(i).ok_or_else(|| {
-                    Error::config(format!(
-                        "override {path}: index {i} is out of range (the list has {len} entries)"
-                    ))
+                    Error::config(format!("override {path}: index {i} is out of range (the list has {len} entries)"))
                 })?
             }
         };
@@ -1090,11 +897,8 @@ fn resolve_path(tree: &Value, path: &str) -> Result<String> {
     };
     let (leaf_key, leaf_index) = parse_segment(leaf, path)?;
     let start = match prefix {
-        Some(prefix) => lookup(tree, prefix).ok_or_else(|| {
-            Error::config(format!(
-                "unknown config key '{path}': no section '{prefix}'"
-            ))
-        })?,
+        Some(prefix) => lookup(tree, prefix)
+            .ok_or_else(|| Error::config(format!("unknown config key '{path}': no section '{prefix}'")))?,
         None => tree,
     };
     let mut found = Vec::new();
@@ -1105,10 +909,7 @@ fn resolve_path(tree: &Value, path: &str) -> Result<String> {
             None => found.remove(0),
         }),
         0 => Err(Error::config(format!("unknown config key '{path}'"))),
-        _ => Err(Error::config(format!(
-            "config key '{path}' is ambiguous: it could be {}",
-            found.join(" or ")
-        ))),
+        _ => Err(Error::config(format!("config key '{path}' is ambiguous: it could be {}", found.join(" or ")))),
     }
 }
 
@@ -1128,11 +929,7 @@ fn find_leaves(node: &Value, prefix: &str, key: &str, found: &mut Vec<String>) {
     let Some(map) = node.as_mapping() else { return };
     for (name, child) in map {
         let Some(name) = name.as_str() else { continue };
-        let path = if prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{prefix}.{name}")
-        };
+        let path = if prefix.is_empty() { name.to_string() } else { format!("{prefix}.{name}") };
         if name == key {
             found.push(path.clone());
         }
@@ -1157,21 +954,13 @@ mod tests {
     fn unknown_key_names_its_path() {
         let err = Config::from_yaml("strategy:\n  kmax: 4\n", "cfg.yaml").unwrap_err();
         assert_eq!(err.kind, crate::error::ErrorKind::Config);
-        assert!(
-            err.message
-                .starts_with("cfg.yaml: strategy: unknown field `kmax`"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.starts_with("cfg.yaml: strategy: unknown field `kmax`"), "{}", err.message);
     }
 
     #[test]
     fn out_of_range_names_path_and_range() {
         let err = Config::from_yaml("sizing:\n  gross_leverage: 12\n", "cfg.yaml").unwrap_err();
-        assert_eq!(
-            err.message,
-            "cfg.yaml: sizing.gross_leverage = 12 is out of range: allowed [0, 10]"
-        );
+        assert_eq!(err.message, "cfg.yaml: sizing.gross_leverage = 12 is out of range: allowed [0, 10]");
     }
 
     #[test]
@@ -1189,47 +978,20 @@ mod tests {
         assert_eq!(config.strategy.lookbacks, vec![6, 24, 48, 96]);
         assert_eq!(config.risk.stops.atr_mult_sl, 2.5);
         assert_eq!(config.sizing.weighting, Weighting::Equal);
-        let err = base
-            .with_override_strings(&["strategy.kmax=4".into()])
-            .unwrap_err();
+        let err = base.with_override_strings(&["strategy.kmax=4".into()]).unwrap_err();
         assert_eq!(err.message, "unknown config key 'strategy.kmax'");
-        let err = base
-            .with_override_strings(&["strategy.lookbacks[9]=4".into()])
-            .unwrap_err();
-        assert_eq!(
-            err.message,
-            "override strategy.lookbacks[9]: index 9 is out of range (the list has 4 entries)"
-        );
-        let err = base
-            .with_override_strings(&["risk.enabled=false".into()])
-            .unwrap_err();
-        assert!(
-            err.message
-                .starts_with("config key 'risk.enabled' is ambiguous"),
-            "{}",
-            err.message
-        );
-        let err = base
-            .with_override_strings(&["strategy.k_max=0".into()])
-            .unwrap_err();
-        assert!(
-            err.message
-                .contains("strategy.k_max = 0 is out of range: allowed [1, 1000]"),
-            "{}",
-            err.message
-        );
+        let err = base.with_override_strings(&["strategy.lookbacks[9]=4".into()]).unwrap_err();
+        assert_eq!(err.message, "override strategy.lookbacks[9]: index 9 is out of range (the list has 4 entries)");
+        let err = base.with_override_strings(&["risk.enabled=false".into()]).unwrap_err();
+        assert!(err.message.starts_with("config key 'risk.enabled' is ambiguous"), "{}", err.message);
+        let err = base.with_override_strings(&["strategy.k_max=0".into()]).unwrap_err();
+        assert!(err.message.contains("strategy.k_max = 0 is out of range: allowed [1, 1000]"), "{}", err.message);
     }
 
     #[test]
     fn profiles() {
         assert_eq!(Config::profile("default").unwrap(), Config::default());
-        assert_eq!(
-            Config::profile("xsmom-bot-v1")
-                .unwrap()
-                .backtest
-                .first_decision_bar,
-            Some(101)
-        );
+        assert_eq!(Config::profile("xsmom-bot-v1").unwrap().backtest.first_decision_bar, Some(101));
         assert_eq!(
             Config::profile("nope").unwrap_err().message,
             "unknown profile 'nope': known profiles are default, xsmom-bot-v1"

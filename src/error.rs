@@ -26,34 +26,19 @@ pub struct Error {
 
 impl Error {
     pub fn io(path: impl fmt::Display, err: impl fmt::Display) -> Self {
-        Self {
-            kind: ErrorKind::Io,
-            message: format!("{path}: {err}"),
-        }
+        Self { kind: ErrorKind::Io, message: format!("{path}: {err}") }
     }
     pub fn format(message: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::Format,
-            message: message.into(),
-        }
+        Self { kind: ErrorKind::Format, message: message.into() }
     }
     pub fn data(message: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::Data,
-            message: message.into(),
-        }
+        Self { kind: ErrorKind::Data, message: message.into() }
     }
     pub fn config(message: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::Config,
-            message: message.into(),
-        }
+        Self { kind: ErrorKind::Config, message: message.into() }
     }
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::Invalid,
-            message: message.into(),
-        }
+        Self { kind: ErrorKind::Invalid, message: message.into() }
     }
     /// Prefix the message with where it happened ("reading data/x.parquet: ...").
     pub fn context(mut self, context: impl fmt::Display) -> Self {

@@ -15,6 +15,8 @@ pub mod sizing;
 pub mod timeframe;
 pub mod universe;
 
+// pub mod run; and #[cfg(feature = "python")] mod python; are enabled when the data store lands.
+
 pub use config::Config;
 pub use error::{Error, ErrorKind, Result};
 pub use timeframe::Timeframe;

@@ -62,12 +62,7 @@ impl Metrics {
 pub fn moments(values: &[f64]) -> (f64, f64, f64, f64) {
     let n = values.len() as f64;
     if values.len() < 2 {
-        return (
-            values.first().copied().unwrap_or(f64::NAN),
-            f64::NAN,
-            f64::NAN,
-            f64::NAN,
-        );
+        return (values.first().copied().unwrap_or(f64::NAN), f64::NAN, f64::NAN, f64::NAN);
     }
     let mean = values.iter().sum::<f64>() / n;
     let (mut m2, mut m3, mut m4) = (0.0, 0.0, 0.0);
@@ -80,29 +75,15 @@ pub fn moments(values: &[f64]) -> (f64, f64, f64, f64) {
     }
     let std = (m2 / (n - 1.0)).sqrt();
     let (m2, m3, m4) = (m2 / n, m3 / n, m4 / n);
-    let skew = if m2 > 0.0 {
-        m3 / m2.powf(1.5)
-    } else {
-        f64::NAN
-    };
-    let kurt = if m2 > 0.0 {
-        m4 / (m2 * m2) - 3.0
-    } else {
-        f64::NAN
-    };
+    let skew = if m2 > 0.0 { m3 / m2.powf(1.5) } else { f64::NAN };
+    let kurt = if m2 > 0.0 { m4 / (m2 * m2) - 3.0 } else { f64::NAN };
     (mean, std, skew, kurt)
 }
 
 /// Probabilistic Sharpe ratio (Bailey & López de Prado 2012): the probability that the true
 /// per-bar Sharpe exceeds `benchmark_sr`, given `n` observations with this skew and excess kurtosis:
 /// `Φ((SR − SR*)·√(n−1) / √(1 − γ₃·SR + (γ₄ − 1)/4·SR²))` with γ₄ the raw kurtosis.
-pub fn probabilistic_sharpe(
-    sr: f64,
-    benchmark_sr: f64,
-    n: usize,
-    skew: f64,
-    excess_kurtosis: f64,
-) -> f64 {
+pub fn probabilistic_sharpe(sr: f64, benchmark_sr: f64, n: usize, skew: f64, excess_kurtosis: f64) -> f64 {
     if n < 2 || !sr.is_finite() {
         return f64::NAN;
     }
@@ -132,11 +113,7 @@ pub fn max_drawdown(equity: &[f64]) -> f64 {
 pub fn compute(bars: &BarSeries, trips: &[RoundTrip], start: usize, bars_per_year: f64) -> Metrics {
     let equity = &bars.equity[start.min(bars.equity.len())..];
     if equity.len() < 2 {
-        return Metrics {
-            n_bars: 0.0,
-            final_equity: equity.last().copied().unwrap_or(f64::NAN),
-            ..nan_metrics()
-        };
+        return Metrics { n_bars: 0.0, final_equity: equity.last().copied().unwrap_or(f64::NAN), ..nan_metrics() };
     }
     let returns: Vec<f64> = equity.windows(2).map(|w| w[1] / w[0] - 1.0).collect();
     let n = returns.len() as f64;
@@ -144,11 +121,7 @@ pub fn compute(bars: &BarSeries, trips: &[RoundTrip], start: usize, bars_per_yea
     let first = equity[0];
     let last = *equity.last().expect("len ≥ 2");
     let total_return = last / first - 1.0;
-    let cagr = if last > 0.0 {
-        (last / first).powf(bars_per_year / n) - 1.0
-    } else {
-        -1.0
-    };
+    let cagr = if last > 0.0 { (last / first).powf(bars_per_year / n) - 1.0 } else { -1.0 };
     let downside = (returns.iter().map(|r| r.min(0.0).powi(2)).sum::<f64>() / n).sqrt();
     let mdd = max_drawdown(equity);
     let per_bar_sharpe = mean / std;
@@ -156,11 +129,7 @@ pub fn compute(bars: &BarSeries, trips: &[RoundTrip], start: usize, bars_per_yea
     let mean_equity = equity.iter().sum::<f64>() / equity.len() as f64;
     let exposure = bars.gross[start + 1..].iter().sum::<f64>() / n;
 
-    let wins: Vec<f64> = trips
-        .iter()
-        .filter(|t| t.pnl > 0.0)
-        .map(|t| t.pnl)
-        .collect();
+    let wins: Vec<f64> = trips.iter().filter(|t| t.pnl > 0.0).map(|t| t.pnl).collect();
     let gross_loss: f64 = trips.iter().filter(|t| t.pnl < 0.0).map(|t| -t.pnl).sum();
     let gross_profit: f64 = wins.iter().sum();
     let n_trips = trips.len() as f64;
@@ -177,11 +146,7 @@ pub fn compute(bars: &BarSeries, trips: &[RoundTrip], start: usize, bars_per_yea
         fees: bars.fees[start + 1..].iter().sum(),
         funding: bars.funding[start + 1..].iter().sum(),
         round_trips: n_trips,
-        win_rate: if n_trips > 0.0 {
-            wins.len() as f64 / n_trips
-        } else {
-            f64::NAN
-        },
+        win_rate: if n_trips > 0.0 { wins.len() as f64 / n_trips } else { f64::NAN },
         profit_factor: if gross_loss > 0.0 {
             gross_profit / gross_loss
         } else if gross_profit > 0.0 {

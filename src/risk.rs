@@ -19,9 +19,7 @@ pub fn unsupported_features(cfg: &Config) -> Vec<String> {
         names.push("risk.drawdown");
     }
     if r.anti_churn.enabled {
-        names.push(
-            "risk.anti_churn (entry limits and loss-streak pause; min_rebalance_delta does apply)",
-        );
+        names.push("risk.anti_churn (entry limits and loss-streak pause; min_rebalance_delta does apply)");
     }
     if r.scoring.enabled {
         names.push("risk.scoring");
@@ -38,10 +36,7 @@ pub fn unsupported_features(cfg: &Config) -> Vec<String> {
     if cfg.strategy.carry.enabled {
         names.push("strategy.carry");
     }
-    names
-        .into_iter()
-        .map(|name| format!("{name} is enabled but not implemented in this version: ignored"))
-        .collect()
+    names.into_iter().map(|name| format!("{name} is enabled but not implemented in this version: ignored")).collect()
 }
 
 /// Stop state of one open position (risk.md §1); `side` +1 long, −1 short.
@@ -72,13 +67,7 @@ pub struct StopExit {
 }
 
 impl StopState {
-    pub fn open(
-        side: f64,
-        entry_price: f64,
-        entry_bar: usize,
-        atr: f64,
-        cfg: &StopsConfig,
-    ) -> Self {
+    pub fn open(side: f64, entry_price: f64, entry_bar: usize, atr: f64, cfg: &StopsConfig) -> Self {
         let risk = cfg.atr_mult_sl * atr;
         Self {
             side,
@@ -102,10 +91,7 @@ impl StopState {
         let adverse = if side > 0.0 { low } else { high };
         let crossed = |level: f64| side * (level - adverse) >= 0.0;
         let gapped = |level: f64| side * (level - open) >= 0.0;
-        for (level, reason) in [
-            (self.catastrophic, FillReason::Stop),
-            (self.stop, self.stop_reason),
-        ] {
+        for (level, reason) in [(self.catastrophic, FillReason::Stop), (self.stop, self.stop_reason)] {
             if gapped(level) {
                 return Some((open, reason));
             }
@@ -173,13 +159,7 @@ pub struct KillSwitch {
 
 impl KillSwitch {
     pub fn new(cfg: &KillSwitchConfig) -> Self {
-        Self {
-            cfg: cfg.clone(),
-            day: i64::MIN,
-            day_start_equity: f64::NAN,
-            day_high_equity: f64::NAN,
-            fired: false,
-        }
+        Self { cfg: cfg.clone(), day: i64::MIN, day_start_equity: f64::NAN, day_high_equity: f64::NAN, fired: false }
     }
 
     /// Feed the equity at the close of the bar starting at `ts`. The day is the UTC day of the close time.
@@ -195,16 +175,9 @@ impl KillSwitch {
             self.fired = false;
         }
         self.day_high_equity = self.day_high_equity.max(equity);
-        let reference = if self.cfg.trailing {
-            self.day_high_equity
-        } else {
-            self.day_start_equity
-        };
+        let reference = if self.cfg.trailing { self.day_high_equity } else { self.day_start_equity };
         let mut flatten = false;
-        if !self.fired
-            && reference > 0.0
-            && (reference - equity) / reference >= self.cfg.max_daily_loss_pct / 100.0
-        {
+        if !self.fired && reference > 0.0 && (reference - equity) / reference >= self.cfg.max_daily_loss_pct / 100.0 {
             self.fired = true;
             flatten = self.cfg.action == KillAction::Flatten;
         }
@@ -262,34 +235,24 @@ impl RiskEngine {
     }
 
     /// Test every open stop against bar t (before the decision at its close).
-    pub fn check_stops(&mut self, t: usize, panel: &Panel, units: &[f64]) -> Vec<StopExit> {
-        let mut exits = Vec::new();
+    pub fn check_stops(&mut self, t: usize, panel: &Panel, units: &[f64], exits: &mut Vec<StopExit>) {
+        exits.clear();
         if !self.stops_cfg.enabled {
-            return exits;
+            return;
         }
         for (symbol, state) in self.stops.iter().enumerate() {
             let Some(state) = state else { continue };
             if units[symbol] == 0.0 || state.entry_bar >= t {
                 continue;
             }
-            let (open, high, low) = (
-                panel.open[[t, symbol]],
-                panel.high[[t, symbol]],
-                panel.low[[t, symbol]],
-            );
+            let (open, high, low) = (panel.open[[t, symbol]], panel.high[[t, symbol]], panel.low[[t, symbol]]);
             if !(open.is_finite() && high.is_finite() && low.is_finite()) {
                 continue;
             }
             if let Some((price, reason)) = state.test(open, high, low) {
-                exits.push(StopExit {
-                    symbol,
-                    price,
-                    fraction: 1.0,
-                    reason,
-                });
+                exits.push(StopExit { symbol, price, fraction: 1.0, reason });
             }
         }
-        exits
     }
 
     /// After bar t's close: update extremes, trailing and breakeven levels; decide partial
@@ -300,10 +263,11 @@ impl RiskEngine {
         panel: &Panel,
         units: &[f64],
         atr: Option<&Array2<f64>>,
-    ) -> Vec<StopExit> {
-        let mut exits = Vec::new();
+        exits: &mut Vec<StopExit>,
+    ) {
+        exits.clear();
         if !self.stops_cfg.enabled {
-            return exits;
+            return;
         }
         let cfg = &self.stops_cfg;
         for symbol in 0..self.stops.len() {
@@ -317,11 +281,7 @@ impl RiskEngine {
             if state.entry_bar >= t {
                 continue;
             }
-            let (high, low, close) = (
-                panel.high[[t, symbol]],
-                panel.low[[t, symbol]],
-                panel.close[[t, symbol]],
-            );
+            let (high, low, close) = (panel.high[[t, symbol]], panel.low[[t, symbol]], panel.close[[t, symbol]]);
             if !(high.is_finite() && low.is_finite()) {
                 continue;
             }
@@ -334,29 +294,14 @@ impl RiskEngine {
                     reason: FillReason::TakeProfit,
                 });
             }
-            if cfg.max_bars_in_trade > 0
-                && t - state.entry_bar >= cfg.max_bars_in_trade
-                && close.is_finite()
-            {
-                exits.push(StopExit {
-                    symbol,
-                    price: close,
-                    fraction: 1.0,
-                    reason: FillReason::Time,
-                });
+            if cfg.max_bars_in_trade > 0 && t - state.entry_bar >= cfg.max_bars_in_trade && close.is_finite() {
+                exits.push(StopExit { symbol, price: close, fraction: 1.0, reason: FillReason::Time });
             }
         }
-        exits
     }
 
     /// Keep the state machines in step with the book after bar t (no exits decided here).
-    pub fn end_bar(
-        &mut self,
-        _t: usize,
-        _panel: &Panel,
-        units: &[f64],
-        _atr: Option<&Array2<f64>>,
-    ) {
+    pub fn end_bar(&mut self, _t: usize, _panel: &Panel, units: &[f64], _atr: Option<&Array2<f64>>) {
         for symbol in 0..self.stops.len() {
             if units[symbol] == 0.0 {
                 self.stops[symbol] = None;
@@ -373,10 +318,7 @@ impl RiskEngine {
         }
         self.stops[symbol] = None;
         self.size_after_tp[symbol] = 1.0;
-        if matches!(
-            reason,
-            FillReason::Stop | FillReason::Trail | FillReason::Breakeven | FillReason::Time
-        ) {
+        if matches!(reason, FillReason::Stop | FillReason::Trail | FillReason::Breakeven | FillReason::Time) {
             self.cooldown_until[symbol] = Some(t + self.stops_cfg.cooldown_bars_after_stop);
         }
     }
@@ -407,13 +349,7 @@ impl RiskEngine {
         let atr_value = atr.map_or(f64::NAN, |a| a[[decision_bar, symbol]]);
         self.stops[symbol] = if atr_value.is_finite() && atr_value > 0.0 {
             // Stops are tested from the bar after the decision: for next-open fills that is the fill bar.
-            Some(StopState::open(
-                after.signum(),
-                price,
-                decision_bar,
-                atr_value,
-                &self.stops_cfg,
-            ))
+            Some(StopState::open(after.signum(), price, decision_bar, atr_value, &self.stops_cfg))
         } else {
             None
         };
@@ -444,10 +380,7 @@ mod tests {
         let state = StopState::open(1.0, 100.0, 0, 5.0, &stops());
         assert_eq!(state.stop, 90.0);
         assert_eq!(state.test(95.0, 101.0, 91.0), None);
-        assert_eq!(
-            state.test(95.0, 101.0, 89.0),
-            Some((90.0, FillReason::Stop))
-        );
+        assert_eq!(state.test(95.0, 101.0, 89.0), Some((90.0, FillReason::Stop)));
         assert_eq!(state.test(88.0, 92.0, 87.0), Some((88.0, FillReason::Stop)));
         // Both hit: the catastrophic level wins.
         assert_eq!(state.test(95.0, 96.0, 80.0), Some((82.5, FillReason::Stop)));
@@ -457,14 +390,8 @@ mod tests {
     fn short_mirrors_long() {
         let state = StopState::open(-1.0, 100.0, 0, 5.0, &stops());
         assert_eq!(state.stop, 110.0);
-        assert_eq!(
-            state.test(105.0, 111.0, 99.0),
-            Some((110.0, FillReason::Stop))
-        );
-        assert_eq!(
-            state.test(112.0, 113.0, 111.0),
-            Some((112.0, FillReason::Stop))
-        );
+        assert_eq!(state.test(105.0, 111.0, 99.0), Some((110.0, FillReason::Stop)));
+        assert_eq!(state.test(112.0, 113.0, 111.0), Some((112.0, FillReason::Stop)));
     }
 
     #[test]
@@ -476,11 +403,7 @@ mod tests {
         assert_eq!(tp, Some(107.5));
         assert_eq!(state.stop, 100.5);
         assert_eq!(state.stop_reason, FillReason::Trail);
-        assert_eq!(
-            state.update(109.0, 104.0, 5.0, &cfg),
-            None,
-            "the partial take-profit happens once"
-        );
+        assert_eq!(state.update(109.0, 104.0, 5.0, &cfg), None, "the partial take-profit happens once");
     }
 
     #[test]

@@ -28,20 +28,11 @@ pub fn lookback_returns(close: ArrayView2<f64>, lookback: usize) -> Array2<f64> 
 
 /// Weighted momentum `S = Σ_k w_k R_k / Σ_k w_k` (or the plain sum with `normalise = false`);
 /// NaN if any term is NaN.
-pub fn momentum(
-    close: ArrayView2<f64>,
-    lookbacks: &[usize],
-    weights: &[f64],
-    normalise: bool,
-) -> Array2<f64> {
+pub fn momentum(close: ArrayView2<f64>, lookbacks: &[usize], weights: &[f64], normalise: bool) -> Array2<f64> {
     assert_eq!(lookbacks.len(), weights.len(), "one weight per lookback");
     let (n_bars, n_symbols) = close.dim();
     let mut out = Array2::zeros((n_bars, n_symbols));
-    let scale = if normalise {
-        1.0 / weights.iter().sum::<f64>()
-    } else {
-        1.0
-    };
+    let scale = if normalise { 1.0 / weights.iter().sum::<f64>() } else { 1.0 };
     for t in 0..n_bars {
         let now = close.row(t);
         let mut row = out.row_mut(t);
@@ -81,22 +72,10 @@ pub fn rolling_std(values: ArrayView2<f64>, window: usize, min_periods: usize) -
             sum_sq.fill(0.0);
             count.fill(0);
             for s in (t + 1).saturating_sub(window)..t {
-                accumulate(
-                    values.row(s).as_slice().expect("standard layout"),
-                    &mut sum,
-                    &mut sum_sq,
-                    &mut count,
-                    1.0,
-                );
+                accumulate(values.row(s).as_slice().expect("standard layout"), &mut sum, &mut sum_sq, &mut count, 1.0);
             }
         }
-        accumulate(
-            values.row(t).as_slice().expect("standard layout"),
-            &mut sum,
-            &mut sum_sq,
-            &mut count,
-            1.0,
-        );
+        accumulate(values.row(t).as_slice().expect("standard layout"), &mut sum, &mut sum_sq, &mut count, 1.0);
         if t >= window && (t % window != 0 || t == 0) {
             // Leaving the window: row t − window (only when it was added since the last rebuild).
             accumulate(
@@ -156,11 +135,7 @@ pub fn ema(close: ArrayView2<f64>, len: usize) -> Array2<f64> {
             if c.is_nan() {
                 continue;
             }
-            state[i] = if state[i].is_nan() {
-                c
-            } else {
-                state[i] + alpha * (c - state[i])
-            };
+            state[i] = if state[i].is_nan() { c } else { state[i] + alpha * (c - state[i]) };
             row[i] = state[i];
         }
     }
@@ -170,11 +145,7 @@ pub fn ema(close: ArrayView2<f64>, len: usize) -> Array2<f64> {
 /// EMA slope in bps per day (strategy.md §3): the mean of the last `m = max(1, len / 4)` EMA
 /// changes, divided by the close, × 1e4 × `bars_per_day`. NaN with fewer than `m + 1` EMA values or
 /// a missing close at t.
-pub fn ema_slope_bps_per_day(
-    close: ArrayView2<f64>,
-    ema_len: usize,
-    bars_per_day: usize,
-) -> Array2<f64> {
+pub fn ema_slope_bps_per_day(close: ArrayView2<f64>, ema_len: usize, bars_per_day: usize) -> Array2<f64> {
     let m = (ema_len / 4).max(1);
     let alpha = 2.0 / (ema_len as f64 + 1.0);
     let (n_bars, n_symbols) = close.dim();
@@ -192,11 +163,7 @@ pub fn ema_slope_bps_per_day(
             if c.is_nan() {
                 continue;
             }
-            state[i] = if state[i].is_nan() {
-                c
-            } else {
-                state[i] + alpha * (c - state[i])
-            };
+            state[i] = if state[i].is_nan() { c } else { state[i] + alpha * (c - state[i]) };
             let slots = &mut ring[i * (m + 1)..(i + 1) * (m + 1)];
             slots[count[i] % (m + 1)] = state[i];
             count[i] += 1;
@@ -219,10 +186,7 @@ struct Rma {
 
 impl Rma {
     const fn new() -> Self {
-        Self {
-            value: 0.0,
-            seen: 0,
-        }
+        Self { value: 0.0, seen: 0 }
     }
     /// Feed one value; returns the RMA once `n` values have been seen.
     fn update(&mut self, input: f64, n: usize) -> Option<f64> {
@@ -238,12 +202,7 @@ impl Rma {
 
 /// Wilder ATR(n): `TR = max(H−L, |H−C₋₁|, |L−C₋₁|)` (just `H−L` on a symbol's first bar; `C₋₁` is
 /// the last valid close), smoothed by an RMA seeded with the mean of the first n TRs.
-pub fn wilder_atr(
-    high: ArrayView2<f64>,
-    low: ArrayView2<f64>,
-    close: ArrayView2<f64>,
-    n: usize,
-) -> Array2<f64> {
+pub fn wilder_atr(high: ArrayView2<f64>, low: ArrayView2<f64>, close: ArrayView2<f64>, n: usize) -> Array2<f64> {
     let (n_bars, n_symbols) = close.dim();
     let mut out = Array2::from_elem((n_bars, n_symbols), f64::NAN);
     let mut prev_close = vec![f64::NAN; n_symbols];
@@ -268,21 +227,14 @@ fn true_range(high: f64, low: f64, prev_close: f64) -> f64 {
     if prev_close.is_nan() {
         high - low
     } else {
-        (high - low)
-            .max((high - prev_close).abs())
-            .max((low - prev_close).abs())
+        (high - low).max((high - prev_close).abs()).max((low - prev_close).abs())
     }
 }
 
 /// Wilder ADX(n): `+DM/−DM` and TR from the second bar of a symbol on, each smoothed by an RMA
 /// (seeded with the mean of the first n values), `DX = 100·|+DI − −DI| / (+DI + −DI)` (0 when both
 /// are 0), `ADX = RMA(DX)`. The first ADX appears on a symbol's bar `2n − 1`.
-pub fn wilder_adx(
-    high: ArrayView2<f64>,
-    low: ArrayView2<f64>,
-    close: ArrayView2<f64>,
-    n: usize,
-) -> Array2<f64> {
+pub fn wilder_adx(high: ArrayView2<f64>, low: ArrayView2<f64>, close: ArrayView2<f64>, n: usize) -> Array2<f64> {
     let (n_bars, n_symbols) = close.dim();
     let mut out = Array2::from_elem((n_bars, n_symbols), f64::NAN);
     let mut prev = vec![(f64::NAN, f64::NAN, f64::NAN); n_symbols];
@@ -304,24 +256,15 @@ pub fn wilder_adx(
             let minus_dm = if down > up && down > 0.0 { down } else { 0.0 };
             let tr = true_range(h, l, pc);
             let (tr_rma, plus_rma, minus_rma, dx_rma) = &mut smooth[i];
-            let (Some(tr_s), Some(plus_s), Some(minus_s)) = (
-                tr_rma.update(tr, n),
-                plus_rma.update(plus_dm, n),
-                minus_rma.update(minus_dm, n),
-            ) else {
+            let (Some(tr_s), Some(plus_s), Some(minus_s)) =
+                (tr_rma.update(tr, n), plus_rma.update(plus_dm, n), minus_rma.update(minus_dm, n))
+            else {
                 continue;
             };
-            let (plus_di, minus_di) = if tr_s > 0.0 {
-                (100.0 * plus_s / tr_s, 100.0 * minus_s / tr_s)
-            } else {
-                (0.0, 0.0)
-            };
+            let (plus_di, minus_di) =
+                if tr_s > 0.0 { (100.0 * plus_s / tr_s, 100.0 * minus_s / tr_s) } else { (0.0, 0.0) };
             let di_sum = plus_di + minus_di;
-            let dx = if di_sum > 0.0 {
-                100.0 * (plus_di - minus_di).abs() / di_sum
-            } else {
-                0.0
-            };
+            let dx = if di_sum > 0.0 { 100.0 * (plus_di - minus_di).abs() / di_sum } else { 0.0 };
             if let Some(adx) = dx_rma.update(dx, n) {
                 out[[t, i]] = adx;
             }
@@ -366,11 +309,7 @@ pub fn rolling_sum(values: ArrayView2<f64>, window: usize) -> Array2<f64> {
 
 /// Cross-sectional z-score over the eligible entries (population std). Writes NaN for ineligible
 /// entries; returns `None` (and writes all NaN) when fewer than 2 are eligible or the std is 0.
-pub fn cross_sectional_z(
-    values: &[f64],
-    eligible: &[bool],
-    out: &mut [f64],
-) -> Option<CrossSection> {
+pub fn cross_sectional_z(values: &[f64], eligible: &[bool], out: &mut [f64]) -> Option<CrossSection> {
     out.fill(f64::NAN);
     let mut count = 0usize;
     let mut sum = 0.0;
@@ -384,13 +323,8 @@ pub fn cross_sectional_z(
         return None;
     }
     let mean = sum / count as f64;
-    let var = values
-        .iter()
-        .zip(eligible)
-        .filter(|(_, e)| **e)
-        .map(|(v, _)| (v - mean).powi(2))
-        .sum::<f64>()
-        / count as f64;
+    let var =
+        values.iter().zip(eligible).filter(|(_, e)| **e).map(|(v, _)| (v - mean).powi(2)).sum::<f64>() / count as f64;
     let std = var.sqrt();
     if !(std > 0.0) {
         return None;
@@ -435,11 +369,7 @@ pub struct RollingMedian {
 
 impl RollingMedian {
     pub fn new(window: usize) -> Self {
-        Self {
-            window,
-            by_time: Default::default(),
-            sorted: Vec::with_capacity(window),
-        }
+        Self { window, by_time: Default::default(), sorted: Vec::with_capacity(window) }
     }
 
     /// Push the value of the newest bar (NaN = no value) and drop the one that left the window.

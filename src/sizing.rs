@@ -66,12 +66,7 @@ pub fn clip(weights: &mut [f64], caps: &[f64]) -> f64 {
 
 /// Sample std (ddof 1) of the candidate book's past returns `Σ_i w_i r[s,i]` over the rows of
 /// `returns` (missing returns count as 0), annualised with `√bars_per_year`.
-pub fn ex_ante_vol(
-    weights: &[f64],
-    held: &[usize],
-    returns: ArrayView2<f64>,
-    bars_per_year: f64,
-) -> f64 {
+pub fn ex_ante_vol(weights: &[f64], held: &[usize], returns: ArrayView2<f64>, bars_per_year: f64) -> f64 {
     let n = returns.nrows();
     if n < 2 {
         return f64::NAN;
@@ -127,24 +122,14 @@ pub struct BookStats {
 
 /// Target weights for one bar (strategy.md §5 steps 1–7), written into `weights` (length N, zeroed
 /// first). `scratch` holds the per-leg magnitudes to avoid allocating per bar.
-pub fn size_book(
-    cfg: &SizingConfig,
-    input: &BookInputs<'_>,
-    weights: &mut [f64],
-    scratch: &mut Scratch,
-) -> BookStats {
+pub fn size_book(cfg: &SizingConfig, input: &BookInputs<'_>, weights: &mut [f64], scratch: &mut Scratch) -> BookStats {
     weights.fill(0.0);
-    let cap = cfg
-        .max_weight_per_asset
-        .min(cfg.max_notional_usd / input.equity.max(f64::MIN_POSITIVE));
+    let cap = cfg.max_weight_per_asset.min(cfg.max_notional_usd / input.equity.max(f64::MIN_POSITIVE));
     let half = cfg.gross_leverage / 2.0;
     let mut leg_sums = [0.0f64; 2];
     for (side, leg) in [input.longs, input.shorts].into_iter().enumerate() {
         scratch.magnitudes.clear();
-        scratch.magnitudes.extend(
-            leg.iter()
-                .map(|&i| raw_weight(cfg.weighting, input.signal[i], input.sigma[i])),
-        );
+        scratch.magnitudes.extend(leg.iter().map(|&i| raw_weight(cfg.weighting, input.signal[i], input.sigma[i])));
         normalise(&mut scratch.magnitudes, half);
         scratch.caps.clear();
         scratch.caps.resize(leg.len(), cap);
@@ -169,27 +154,14 @@ pub fn size_book(
         }
     }
 
-    let mut stats = BookStats {
-        vol_scale: 1.0,
-        ex_ante_vol: f64::NAN,
-    };
+    let mut stats = BookStats { vol_scale: 1.0, ex_ante_vol: f64::NAN };
     let vt = &cfg.vol_target;
     if vt.enabled && input.recent_returns.nrows() >= (vt.lookback / 2).max(2) {
         scratch.held.clear();
-        scratch
-            .held
-            .extend(input.longs.iter().chain(input.shorts).copied());
-        let sigma_p = ex_ante_vol(
-            weights,
-            &scratch.held,
-            input.recent_returns,
-            input.bars_per_year,
-        );
+        scratch.held.extend(input.longs.iter().chain(input.shorts).copied());
+        let sigma_p = ex_ante_vol(weights, &scratch.held, input.recent_returns, input.bars_per_year);
         let scale = vol_target_scale(sigma_p, vt.target_ann_vol, vt.min_scale, vt.max_scale);
-        stats = BookStats {
-            vol_scale: scale,
-            ex_ante_vol: sigma_p,
-        };
+        stats = BookStats { vol_scale: scale, ex_ante_vol: sigma_p };
         for &i in input.longs.iter().chain(input.shorts) {
             weights[i] = (weights[i] * scale).clamp(-cap, cap);
         }

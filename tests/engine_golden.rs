@@ -62,10 +62,7 @@ fn three_symbols_eight_bars_by_hand() {
     let e7 = cash5 + ua5 * 100.0 + ub5 * 51.0;
     let expected = [10_000.0, 10_000.0, cash2, e3, e4, e5, e6, e7];
     for (t, (got, want)) in result.bars.equity.iter().zip(expected).enumerate() {
-        assert!(
-            (got - want).abs() < 1e-9,
-            "equity at bar {t}: {got} vs {want}"
-        );
+        assert!((got - want).abs() < 1e-9, "equity at bar {t}: {got} vs {want}");
     }
     assert_eq!(result.first_decision, Some(2));
     assert!((result.bars.fees[5] - traded5 * fee).abs() < 1e-9);
@@ -75,30 +72,15 @@ fn three_symbols_eight_bars_by_hand() {
 
     // Fills: 2 opening fills at t=2, 2 flips at t=5.
     assert_eq!(result.fills.len(), 4);
-    assert!(result
-        .fills
-        .iter()
-        .all(|f| f.reason == FillReason::Rebalance));
+    assert!(result.fills.iter().all(|f| f.reason == FillReason::Rebalance));
     assert_eq!((result.fills[0].symbol, result.fills[0].side), (0, 1));
     assert!((result.fills[0].qty - ua).abs() < 1e-12);
     // Round trips closed by the flips: long A 103 → 104, short B 49 → 49.
     assert_eq!(result.round_trips.len(), 2);
     let trip_a = &result.round_trips[0];
-    assert_eq!(
-        (
-            trip_a.symbol,
-            trip_a.side,
-            trip_a.entry_price,
-            trip_a.exit_price
-        ),
-        (0, 1, 103.0, 104.0)
-    );
+    assert_eq!((trip_a.symbol, trip_a.side, trip_a.entry_price, trip_a.exit_price), (0, 1, 103.0, 104.0));
     let exit_fee_a = ua * 104.0 * fee; // the closing part of the flip fill
-    assert!(
-        (trip_a.pnl - (ua * 1.0 - 5_000.0 * fee - exit_fee_a)).abs() < 1e-9,
-        "{}",
-        trip_a.pnl
-    );
+    assert!((trip_a.pnl - (ua * 1.0 - 5_000.0 * fee - exit_fee_a)).abs() < 1e-9, "{}", trip_a.pnl);
     assert_eq!(trip_a.bars_held, 3);
     let trip_b = &result.round_trips[1];
     assert_eq!((trip_b.symbol, trip_b.side), (1, -1));
@@ -137,11 +119,6 @@ fn weights_accounting_follows_the_formula() {
         }
     }
     for t in 0..8 {
-        assert!(
-            (result.bars.equity[t] - e[t]).abs() < 1e-9,
-            "bar {t}: {} vs {}",
-            result.bars.equity[t],
-            e[t]
-        );
+        assert!((result.bars.equity[t] - e[t]).abs() < 1e-9, "bar {t}: {} vs {}", result.bars.equity[t], e[t]);
     }
 }

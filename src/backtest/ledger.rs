@@ -112,14 +112,7 @@ impl Ledger {
 
     /// Equity marked at `prices` (last valid close per symbol).
     pub fn equity(&self, prices: &[f64]) -> f64 {
-        self.cash
-            + self
-                .units
-                .iter()
-                .zip(prices)
-                .filter(|(u, _)| **u != 0.0)
-                .map(|(u, p)| u * p)
-                .sum::<f64>()
+        self.cash + self.units.iter().zip(prices).filter(|(u, _)| **u != 0.0).map(|(u, p)| u * p).sum::<f64>()
     }
 
     /// Book a funding payment: a long pays `units × price × rate` when the rate is positive.
@@ -160,36 +153,17 @@ impl Ledger {
         self.cash -= delta_units * price + fee;
         self.bar_fees += fee;
         self.bar_traded_notional += notional;
-        self.fills.push(Fill {
-            ts,
-            symbol,
-            side,
-            qty,
-            price,
-            notional,
-            fee,
-            reason,
-        });
+        self.fills.push(Fill { ts, symbol, side, qty, price, notional, fee, reason });
 
         let before = self.units[symbol];
         let after = before + delta_units;
-        self.units[symbol] = if after.abs() < 1e-12 * qty.max(1.0) {
-            0.0
-        } else {
-            after
-        };
+        self.units[symbol] = if after.abs() < 1e-12 * qty.max(1.0) { 0.0 } else { after };
         let after = self.units[symbol];
         // Split the fill into the part that reduces the current position and the part that opens.
-        let reducing = if before != 0.0 && (before > 0.0) != (delta_units > 0.0) {
-            qty.min(before.abs())
-        } else {
-            0.0
-        };
+        let reducing = if before != 0.0 && (before > 0.0) != (delta_units > 0.0) { qty.min(before.abs()) } else { 0.0 };
         let opening = qty - reducing;
         if reducing > 0.0 {
-            let trip = self.open[symbol]
-                .as_mut()
-                .expect("a position has an open trip");
+            let trip = self.open[symbol].as_mut().expect("a position has an open trip");
             trip.closed_qty += reducing;
             trip.closed_notional += reducing * price;
             trip.costs += fee * reducing / qty;
@@ -215,20 +189,11 @@ impl Ledger {
         }
     }
 
-    fn close_trip(
-        &mut self,
-        symbol: usize,
-        trip: OpenTrip,
-        bar: usize,
-        ts: i64,
-        reason: FillReason,
-    ) {
+    fn close_trip(&mut self, symbol: usize, trip: OpenTrip, bar: usize, ts: i64, reason: FillReason) {
         let entry_price = trip.opened_notional / trip.opened_qty;
         let exit_price = trip.closed_notional / trip.closed_qty;
         let side = trip.side as f64;
-        let pnl = side
-            * (trip.closed_notional - trip.opened_notional * trip.closed_qty / trip.opened_qty)
-            - trip.costs;
+        let pnl = side * (trip.closed_notional - trip.opened_notional * trip.closed_qty / trip.opened_qty) - trip.costs;
         self.round_trips.push(RoundTrip {
             symbol,
             side: trip.side,
@@ -261,10 +226,7 @@ mod tests {
         ledger.trade(1, 1, 0, -3.0, 110.0, 10.0, 0.0, FillReason::Rebalance); // sell 3 @110, fee 0.33
         assert_eq!(ledger.units[0], -1.0);
         let trip = &ledger.round_trips[0];
-        assert_eq!(
-            (trip.side, trip.qty, trip.entry_price, trip.exit_price),
-            (1, 2.0, 100.0, 110.0)
-        );
+        assert_eq!((trip.side, trip.qty, trip.entry_price, trip.exit_price), (1, 2.0, 100.0, 110.0));
         // 20 price PnL − 0.2 entry fee − 2/3 of the 0.33 exit fee.
         assert!((trip.pnl - (20.0 - 0.2 - 0.22)).abs() < 1e-12);
         assert!((ledger.cash - (1000.0 - 200.0 - 0.2 + 330.0 - 0.33)).abs() < 1e-9);

@@ -10,7 +10,7 @@ pub mod output;
 
 use ndarray::{s, Array2};
 
-use crate::config::{Accounting, Config, FillPrice, KMode, RegimeMode, ShortHistory};
+use crate::config::{Accounting, Config, FillPrice, KMode, RegimeMode, ShortHistory, Weighting};
 use crate::data::{FundingGrid, Panel};
 use crate::error::{Error, Result};
 use crate::metrics::{self, Metrics};
@@ -34,8 +34,8 @@ pub struct Indicators {
     pub adx: Option<Array2<f64>>,
     /// Wilder ATR for the stops, when they are on.
     pub atr: Option<Array2<f64>>,
+    /// In the universe and listed for at least `min_history` bars (strategy.md §1, §1b).
     pub universe: Array2<bool>,
-    pub history: Array2<u32>,
 }
 
 impl Indicators {
@@ -43,42 +43,32 @@ impl Indicators {
         let s = &cfg.strategy;
         let close = panel.close.view();
         let bars_per_day = panel.timeframe.bars_per_day();
+        let returns = signal::simple_returns(close);
         Indicators {
-            returns: signal::simple_returns(close),
-            momentum: signal::momentum(
-                close,
-                &s.lookbacks,
-                &s.lookback_weights,
-                s.normalise_momentum,
-            ),
-            sigma: signal::rolling_vol(close, s.vol_lookback),
-            slope: s.regime_filter.enabled.then(|| {
-                signal::ema_slope_bps_per_day(close, s.regime_filter.ema_len, bars_per_day)
-            }),
-            adx: s.adx_filter.enabled.then(|| {
-                signal::wilder_adx(
-                    panel.high.view(),
-                    panel.low.view(),
-                    close,
-                    s.adx_filter.adx_len,
-                )
-            }),
-            atr: cfg.risk.stops.enabled.then(|| {
-                signal::wilder_atr(
-                    panel.high.view(),
-                    panel.low.view(),
-                    close,
-                    cfg.risk.stops.atr_len,
-                )
-            }),
+            momentum: signal::momentum(close, &s.lookbacks, &s.lookback_weights, s.normalise_momentum),
+            sigma: signal::rolling_std(returns.view(), s.vol_lookback, s.vol_lookback / 2),
+            returns,
+            slope: s
+                .regime_filter
+                .enabled
+                .then(|| signal::ema_slope_bps_per_day(close, s.regime_filter.ema_len, bars_per_day)),
+            adx: s
+                .adx_filter
+                .enabled
+                .then(|| signal::wilder_adx(panel.high.view(), panel.low.view(), close, s.adx_filter.adx_len)),
+            atr: cfg
+                .risk
+                .stops
+                .enabled
+                .then(|| signal::wilder_atr(panel.high.view(), panel.low.view(), close, cfg.risk.stops.atr_len)),
             universe: universe::universe_membership(
                 &panel.symbols,
                 close,
                 panel.quote_volume.view(),
                 bars_per_day,
+                s.min_history(),
                 &cfg.universe,
             ),
-            history: universe::valid_close_count(close),
         }
     }
 }
@@ -139,12 +129,7 @@ pub fn run(panel: &Panel, funding: &FundingGrid, cfg: &Config) -> Result<Backtes
 }
 
 /// Run a backtest, optionally recording z-scores, signals and eligibility per bar.
-pub fn run_with(
-    panel: &Panel,
-    funding: &FundingGrid,
-    cfg: &Config,
-    record_signals: bool,
-) -> Result<BacktestResult> {
+pub fn run_with(panel: &Panel, funding: &FundingGrid, cfg: &Config, record_signals: bool) -> Result<BacktestResult> {
     let indicators = Indicators::compute(panel, cfg);
     let mut engine = Engine::new(panel, funding, cfg, &indicators, record_signals)?;
     for t in 0..panel.n_bars() {
@@ -180,6 +165,9 @@ pub struct Engine<'a> {
     longs: Vec<usize>,
     shorts: Vec<usize>,
     scratch: Scratch,
+    exits: Vec<StopExit>,
+    long_candidates: Vec<usize>,
+    short_candidates: Vec<usize>,
     out: BarSeries,
     target_weights: Array2<f64>,
     weights: Array2<f64>,
@@ -205,29 +193,19 @@ impl<'a> Engine<'a> {
         let n_bars = panel.n_bars();
         let n_symbols = panel.n_symbols();
         if n_symbols == 0 || n_bars == 0 {
-            return Err(Error::invalid(
-                "empty universe: the panel has no symbols or no bars",
-            ));
+            return Err(Error::invalid("empty universe: the panel has no symbols or no bars"));
         }
         if funding.rates.dim() != (n_bars, n_symbols) {
             return Err(Error::invalid("funding grid does not match the panel"));
         }
         let mut warnings = Vec::new();
-        let missing: Vec<&str> = panel
-            .symbols
-            .iter()
-            .zip(&funding.has_data)
-            .filter(|(_, has)| !**has)
-            .map(|(s, _)| s.as_str())
-            .collect();
+        let missing: Vec<&str> =
+            panel.symbols.iter().zip(&funding.has_data).filter(|(_, has)| !**has).map(|(s, _)| s.as_str()).collect();
         if !missing.is_empty() {
             warnings.push(if missing.len() == n_symbols {
                 "no funding data: funding cash flows are 0 for every symbol".to_string()
             } else {
-                format!(
-                    "no funding data for {}: their funding cash flows are 0",
-                    missing.join(", ")
-                )
+                format!("no funding data for {}: their funding cash flows are 0", missing.join(", "))
             });
         }
         warnings.extend(crate::risk::unsupported_features(cfg));
@@ -255,6 +233,9 @@ impl<'a> Engine<'a> {
             longs: Vec::with_capacity(n_symbols),
             shorts: Vec::with_capacity(n_symbols),
             scratch: Scratch::default(),
+            exits: Vec::new(),
+            long_candidates: Vec::with_capacity(n_symbols),
+            short_candidates: Vec::with_capacity(n_symbols),
             out: BarSeries::default(),
             target_weights: Array2::zeros((n_bars, n_symbols)),
             weights: Array2::zeros((n_bars, n_symbols)),
@@ -286,28 +267,27 @@ impl<'a> Engine<'a> {
         let ts = self.panel.ts[t];
         let costs = &self.cfg.costs;
         self.ledger.start_bar();
+        let panel = self.panel;
         if let Some(pending) = self.pending_orders.take() {
-            let open = self.panel.open.row(t).to_vec();
-            self.rebalance(t, &pending.target, pending.equity, &open, t - 1);
+            let open = panel.open.row(t);
+            self.rebalance(t, &pending.target, pending.equity, open.as_slice().expect("standard layout"), t - 1);
         }
-        for i in 0..self.panel.n_symbols() {
-            let rate = self.funding.rates[[t, i]];
-            if rate != 0.0 && self.ledger.units[i] != 0.0 {
-                self.ledger.pay_funding(i, self.last_price[i], rate);
+        let rates = self.funding.rates.row(t);
+        for (i, rate) in rates.iter().enumerate() {
+            if *rate != 0.0 && self.ledger.units[i] != 0.0 {
+                self.ledger.pay_funding(i, self.last_price[i], *rate);
             }
         }
         // Stops are tested on this bar's prices against the levels carried from the last bar, then
         // updated with this bar (trailing, breakeven, partial take-profit, time exit).
-        let exits: Vec<StopExit> = self.risk.check_stops(t, self.panel, &self.ledger.units);
+        let mut exits = std::mem::take(&mut self.exits);
+        self.risk.check_stops(t, panel, &self.ledger.units, &mut exits);
         self.execute_exits(t, &exits);
-        let exits =
-            self.risk
-                .end_bar_exits(t, self.panel, &self.ledger.units, self.ind.atr.as_ref());
+        self.risk.end_bar_exits(t, panel, &self.ledger.units, self.ind.atr.as_ref(), &mut exits);
         self.execute_exits(t, &exits);
+        self.exits = exits;
         let equity = self.ledger.equity(&self.last_price);
-        let kill = self
-            .risk
-            .check_kill_switch(ts, equity, self.panel.timeframe);
+        let kill = self.risk.check_kill_switch(ts, equity, self.panel.timeframe);
         if kill.flatten {
             for i in 0..self.panel.n_symbols() {
                 let units = self.ledger.units[i];
@@ -337,15 +317,13 @@ impl<'a> Engine<'a> {
             }
             match self.cfg.backtest.fill {
                 FillPrice::Close => {
-                    let close = self.panel.close.row(t).to_vec();
-                    let target = self.target.clone();
-                    self.rebalance(t, &target, equity, &close, t);
+                    let close = panel.close.row(t);
+                    let target = std::mem::take(&mut self.target);
+                    self.rebalance(t, &target, equity, close.as_slice().expect("standard layout"), t);
+                    self.target = target;
                 }
                 FillPrice::NextOpen => {
-                    self.pending_orders = Some(PendingOrders {
-                        equity,
-                        target: self.target.clone(),
-                    });
+                    self.pending_orders = Some(PendingOrders { equity, target: self.target.clone() });
                 }
             }
             decided
@@ -360,11 +338,7 @@ impl<'a> Engine<'a> {
         let (mut gross, mut net, mut n_long, mut n_short) = (0.0, 0.0, 0, 0);
         for i in 0..self.panel.n_symbols() {
             let units = self.ledger.units[i];
-            let weight = if units != 0.0 {
-                units * self.last_price[i] / equity
-            } else {
-                0.0
-            };
+            let weight = if units != 0.0 { units * self.last_price[i] / equity } else { 0.0 };
             self.weights[[t, i]] = weight;
             self.units[[t, i]] = units;
             self.target_weights[[t, i]] = self.target[i];
@@ -373,8 +347,7 @@ impl<'a> Engine<'a> {
             n_long += (units > 0.0) as u32;
             n_short += (units < 0.0) as u32;
         }
-        self.risk
-            .end_bar(t, self.panel, &self.ledger.units, self.ind.atr.as_ref());
+        self.risk.end_bar(t, self.panel, &self.ledger.units, self.ind.atr.as_ref());
         let out = &mut self.out;
         out.equity.push(equity);
         out.cash.push(self.ledger.cash);
@@ -415,16 +388,8 @@ impl<'a> Engine<'a> {
 
         let cross = self.cross_section(t);
         let decision = self.is_decision_bar(t, cross);
-        let (k, vol_scale) = if decision {
-            self.decide(t, equity, cross)
-        } else {
-            (0, 1.0)
-        };
-        let target = if decision {
-            self.target.clone()
-        } else {
-            self.held_weights.clone()
-        };
+        let (k, vol_scale) = if decision { self.decide(t, equity, cross) } else { (0, 1.0) };
+        let target = if decision { self.target.clone() } else { self.held_weights.clone() };
         let costs = &self.cfg.costs;
         let cost_rate = (costs.rebalance_fee_bps() + costs.slippage_bps) / 1e4;
         let mut turnover = 0.0;
@@ -452,11 +417,7 @@ impl<'a> Engine<'a> {
             let w = target[i];
             self.target_weights[[t, i]] = w;
             self.weights[[t, i]] = w;
-            self.units[[t, i]] = if w != 0.0 {
-                w * equity / self.last_price[i]
-            } else {
-                0.0
-            };
+            self.units[[t, i]] = if w != 0.0 { w * equity / self.last_price[i] } else { 0.0 };
             gross += w.abs();
             net += w;
             n_long += (w > 0.0) as u32;
@@ -504,21 +465,21 @@ impl<'a> Engine<'a> {
         let momentum = self.ind.momentum.row(t);
         let momentum = momentum.as_slice().expect("standard layout");
         let cross = signal::cross_sectional_z(momentum, &self.eligible, &mut self.z);
-        self.dispersion.push(cross.map_or(f64::NAN, |c| c.std));
+        if self.cfg.strategy.k_mode == KMode::Dynamic {
+            self.dispersion.push(cross.map_or(f64::NAN, |c| c.std));
+        }
         let power = self.cfg.strategy.signal_power;
-        for (a, z) in self.amplified.iter_mut().zip(&self.z) {
-            *a = signal::amplify(*z, power);
+        // sign(z)·|z|^p is increasing in z, so ranks and signs come from z; the amplified value itself
+        // is only needed to size `signal_inverse_vol` books and for the signal diagnostics.
+        if self.cfg.sizing.weighting == Weighting::SignalInverseVol || self.signals.is_some() {
+            for ((a, z), e) in self.amplified.iter_mut().zip(&self.z).zip(&self.eligible) {
+                *a = if *e { signal::amplify(*z, power) } else { f64::NAN };
+            }
         }
         if let Some(rec) = self.signals.as_mut() {
-            rec.z
-                .row_mut(t)
-                .assign(&ndarray::ArrayView1::from(&self.z[..]));
-            rec.signal
-                .row_mut(t)
-                .assign(&ndarray::ArrayView1::from(&self.amplified[..]));
-            rec.eligible
-                .row_mut(t)
-                .assign(&ndarray::ArrayView1::from(&self.eligible[..]));
+            rec.z.row_mut(t).assign(&ndarray::ArrayView1::from(&self.z[..]));
+            rec.signal.row_mut(t).assign(&ndarray::ArrayView1::from(&self.amplified[..]));
+            rec.eligible.row_mut(t).assign(&ndarray::ArrayView1::from(&self.eligible[..]));
         }
         cross
     }
@@ -538,29 +499,34 @@ impl<'a> Engine<'a> {
                 costs.slippage_bps,
                 exit.reason,
             );
-            self.risk
-                .on_exit(t, exit.symbol, self.ledger.units[exit.symbol], exit.reason);
+            self.risk.on_exit(t, exit.symbol, self.ledger.units[exit.symbol], exit.reason);
         }
     }
 
     /// Eligible set E_t (strategy.md §2.3) into `self.eligible`.
     fn compute_eligible(&mut self, t: usize) {
         let s = &self.cfg.strategy;
-        let min_history = s.min_history() as u32;
         let thr = s.regime_filter.slope_min_bps_per_day;
-        for i in 0..self.panel.n_symbols() {
-            let momentum = self.ind.momentum[[t, i]];
-            let sigma = self.ind.sigma[[t, i]];
-            let mut ok = self.ind.universe[[t, i]]
-                && self.ind.history[[t, i]] >= min_history
-                && momentum.is_finite()
-                && sigma.is_finite()
-                && sigma > 0.0;
+        let pass_short_history = s.regime_filter.short_history == ShortHistory::Pass;
+        let momentum = self.ind.momentum.row(t);
+        let sigma = self.ind.sigma.row(t);
+        let universe = self.ind.universe.row(t);
+        let slope = self.ind.slope.as_ref().map(|m| m.row(t));
+        let adx = self.ind.adx.as_ref().map(|m| m.row(t));
+        let adx_then = match &self.ind.adx {
+            Some(m) if s.adx_filter.require_rising && t >= s.adx_filter.rising_bars => {
+                Some(m.row(t - s.adx_filter.rising_bars))
+            }
+            _ => None,
+        };
+        for i in 0..self.eligible.len() {
+            let sigma = sigma[i];
+            let mut ok = universe[i] && momentum[i].is_finite() && sigma.is_finite() && sigma > 0.0;
             if ok {
-                if let Some(slope) = &self.ind.slope {
-                    let slope = slope[[t, i]];
+                if let Some(slope) = &slope {
+                    let slope = slope[i];
                     ok = if slope.is_nan() {
-                        s.regime_filter.short_history == ShortHistory::Pass
+                        pass_short_history
                     } else {
                         match s.regime_filter.mode {
                             RegimeMode::Abs | RegimeMode::Directional => slope.abs() >= thr,
@@ -570,12 +536,10 @@ impl<'a> Engine<'a> {
                 }
             }
             if ok {
-                if let Some(adx) = &self.ind.adx {
+                if let Some(adx) = &adx {
                     let f = &s.adx_filter;
-                    let now = adx[[t, i]];
-                    ok = now >= f.min_adx
-                        && (!f.require_rising
-                            || (t >= f.rising_bars && now > adx[[t - f.rising_bars, i]]));
+                    let now = adx[i];
+                    ok = now >= f.min_adx && (!f.require_rising || adx_then.as_ref().is_some_and(|then| now > then[i]));
                 }
             }
             self.eligible[i] = ok && self.risk.may_hold(t, i);
@@ -591,10 +555,7 @@ impl<'a> Engine<'a> {
         let mut k = match s.k_mode {
             KMode::Static => s.k_max,
             KMode::Dynamic => {
-                let ratio = self
-                    .dispersion
-                    .median()
-                    .map_or(f64::NAN, |median| cross.std / median);
+                let ratio = self.dispersion.median().map_or(f64::NAN, |median| cross.std / median);
                 signal::dynamic_k(ratio, s.k_min, s.k_max, s.d_lo, s.d_hi)
             }
         };
@@ -626,12 +587,7 @@ impl<'a> Engine<'a> {
             bars_per_year: self.bars_per_year,
             market_neutral: s.market_neutral,
         };
-        let stats = sizing::size_book(
-            &self.cfg.sizing,
-            &inputs,
-            &mut self.target,
-            &mut self.scratch,
-        );
+        let stats = sizing::size_book(&self.cfg.sizing, &inputs, &mut self.target, &mut self.scratch);
         // A partial take-profit keeps the rest of that position smaller until it is closed.
         for (i, w) in self.target.iter_mut().enumerate() {
             *w *= self.risk.size_factor(i);
@@ -643,15 +599,12 @@ impl<'a> Engine<'a> {
     fn select_legs(&mut self, t: usize, k: usize) {
         let s = &self.cfg.strategy;
         self.order.clear();
-        self.order
-            .extend((0..self.eligible.len()).filter(|&i| self.eligible[i]));
-        let amplified = &self.amplified;
+        self.order.extend((0..self.eligible.len()).filter(|&i| self.eligible[i]));
+        let amplified = &self.z;
         // Strongest first; ties by symbol order for determinism.
-        self.order
-            .sort_by(|&a, &b| amplified[b].total_cmp(&amplified[a]).then(a.cmp(&b)));
+        self.order.sort_by(|&a, &b| amplified[b].total_cmp(&amplified[a]).then(a.cmp(&b)));
         let thr = s.regime_filter.slope_min_bps_per_day;
-        let directional =
-            s.regime_filter.enabled && s.regime_filter.mode == RegimeMode::Directional;
+        let directional = s.regime_filter.enabled && s.regime_filter.mode == RegimeMode::Directional;
         let side_ok = |i: usize, long: bool| -> bool {
             if !directional {
                 return true;
@@ -659,19 +612,16 @@ impl<'a> Engine<'a> {
             let slope = self.ind.slope.as_ref().expect("regime filter on")[[t, i]];
             slope.is_nan() || if long { slope >= thr } else { slope <= -thr }
         };
-        let long_candidates: Vec<usize> = self
-            .order
-            .iter()
-            .copied()
-            .filter(|&i| (!s.require_sign || amplified[i] > 0.0) && side_ok(i, true))
-            .collect();
-        let short_candidates: Vec<usize> = self
-            .order
-            .iter()
-            .rev()
-            .copied()
-            .filter(|&i| (!s.require_sign || amplified[i] < 0.0) && side_ok(i, false))
-            .collect();
+        let mut long_candidates = std::mem::take(&mut self.long_candidates);
+        let mut short_candidates = std::mem::take(&mut self.short_candidates);
+        long_candidates.clear();
+        short_candidates.clear();
+        long_candidates.extend(
+            self.order.iter().copied().filter(|&i| (!s.require_sign || amplified[i] > 0.0) && side_ok(i, true)),
+        );
+        short_candidates.extend(
+            self.order.iter().rev().copied().filter(|&i| (!s.require_sign || amplified[i] < 0.0) && side_ok(i, false)),
+        );
         self.longs.clear();
         self.shorts.clear();
         if s.bands.enabled {
@@ -705,33 +655,22 @@ impl<'a> Engine<'a> {
         // Without require_sign the two legs could meet when few are eligible: a symbol is in one leg only.
         let longs = &self.longs;
         self.shorts.retain(|i| !longs.contains(i));
+        self.long_candidates = long_candidates;
+        self.short_candidates = short_candidates;
     }
 
     /// Side currently held per symbol (+1, −1, 0), from positions (units) or weights.
     fn target_prev_side(&self) -> Vec<i8> {
         match self.cfg.backtest.accounting {
-            Accounting::Units => self
-                .ledger
-                .units
-                .iter()
-                .map(|u| u.signum() as i8 * (*u != 0.0) as i8)
-                .collect(),
-            Accounting::Weights => self
-                .held_weights
-                .iter()
-                .map(|w| w.signum() as i8 * (*w != 0.0) as i8)
-                .collect(),
+            Accounting::Units => self.ledger.units.iter().map(|u| u.signum() as i8 * (*u != 0.0) as i8).collect(),
+            Accounting::Weights => self.held_weights.iter().map(|w| w.signum() as i8 * (*w != 0.0) as i8).collect(),
         }
     }
 
     /// With the kill-switch in `freeze` mode no new risk is added: targets may only shrink toward 0.
     fn freeze_targets(&mut self, t: usize, equity: f64) {
         for i in 0..self.target.len() {
-            let current = if equity > 0.0 {
-                self.ledger.units[i] * self.last_price[i] / equity
-            } else {
-                0.0
-            };
+            let current = if equity > 0.0 { self.ledger.units[i] * self.last_price[i] / equity } else { 0.0 };
             let current = if current.is_finite() { current } else { 0.0 };
             let target = self.target[i];
             self.target[i] = if current == 0.0 || target.signum() != current.signum() {
@@ -747,14 +686,7 @@ impl<'a> Engine<'a> {
 
     /// Trade from current units to `target` weights at `prices`, sized on `equity`.
     /// `decision_bar` is the bar whose close decided the targets (t, or t − 1 for next-open fills).
-    fn rebalance(
-        &mut self,
-        t: usize,
-        target: &[f64],
-        equity: f64,
-        prices: &[f64],
-        decision_bar: usize,
-    ) {
+    fn rebalance(&mut self, t: usize, target: &[f64], equity: f64, prices: &[f64], decision_bar: usize) {
         let ts = self.panel.ts[t];
         let costs = &self.cfg.costs;
         let fee_bps = costs.rebalance_fee_bps();
@@ -778,16 +710,7 @@ impl<'a> Engine<'a> {
             if !self.risk.may_trade(t, i, current, wanted) {
                 continue;
             }
-            self.ledger.trade(
-                t,
-                ts,
-                i,
-                delta,
-                price,
-                fee_bps,
-                costs.slippage_bps,
-                FillReason::Rebalance,
-            );
+            self.ledger.trade(t, ts, i, delta, price, fee_bps, costs.slippage_bps, FillReason::Rebalance);
             let fill_price = self.ledger.fills.last().expect("just traded").price;
             self.risk.on_rebalance_fill(
                 ts,
@@ -805,16 +728,8 @@ impl<'a> Engine<'a> {
     /// Collect outputs and metrics.
     pub fn finish(mut self) -> BacktestResult {
         self.risk.absorb_round_trips(&self.ledger.round_trips);
-        let start = self
-            .first_decision
-            .map(|f| f.saturating_sub(1))
-            .unwrap_or(0);
-        let metrics = metrics::compute(
-            &self.out,
-            &self.ledger.round_trips,
-            start,
-            self.bars_per_year,
-        );
+        let start = self.first_decision.map(|f| f.saturating_sub(1)).unwrap_or(0);
+        let metrics = metrics::compute(&self.out, &self.ledger.round_trips, start, self.bars_per_year);
         BacktestResult {
             symbols: self.panel.symbols.clone(),
             ts: self.panel.ts.clone(),

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray, TimestampMillisecondArray,
-    UInt32Array,
+    ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray, TimestampMillisecondArray, UInt32Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
@@ -25,12 +24,8 @@ fn f64_array(values: Vec<f64>) -> ArrayRef {
 }
 
 fn batch(fields: Vec<(&str, DataType)>, columns: Vec<ArrayRef>) -> RecordBatch {
-    let schema = Schema::new(
-        fields
-            .into_iter()
-            .map(|(name, dtype)| Field::new(name, dtype, false))
-            .collect::<Vec<_>>(),
-    );
+    let schema =
+        Schema::new(fields.into_iter().map(|(name, dtype)| Field::new(name, dtype, false)).collect::<Vec<_>>());
     RecordBatch::try_new(Arc::new(schema), columns).expect("columns match the schema")
 }
 
@@ -76,8 +71,7 @@ pub fn equity_batch(result: &BacktestResult) -> RecordBatch {
 
 /// Per bar and symbol, for every symbol with a close at that bar: `ts, symbol, target_weight, weight, units`.
 pub fn weights_batch(result: &BacktestResult) -> RecordBatch {
-    let (mut ts, mut symbol, mut target, mut weight, mut units) =
-        (vec![], vec![], vec![], vec![], vec![]);
+    let (mut ts, mut symbol, mut target, mut weight, mut units) = (vec![], vec![], vec![], vec![], vec![]);
     for t in 0..result.ts.len() {
         for i in 0..result.symbols.len() {
             if result.listed[[t, i]] {
@@ -97,13 +91,7 @@ pub fn weights_batch(result: &BacktestResult) -> RecordBatch {
             ("weight", DataType::Float64),
             ("units", DataType::Float64),
         ],
-        vec![
-            ts_array(ts),
-            Arc::new(StringArray::from(symbol)),
-            f64_array(target),
-            f64_array(weight),
-            f64_array(units),
-        ],
+        vec![ts_array(ts), Arc::new(StringArray::from(symbol)), f64_array(target), f64_array(weight), f64_array(units)],
     )
 }
 
@@ -123,23 +111,13 @@ pub fn fills_batch(result: &BacktestResult) -> RecordBatch {
         ],
         vec![
             ts_array(fills.iter().map(|f| f.ts).collect()),
-            Arc::new(StringArray::from_iter_values(
-                fills.iter().map(|f| result.symbols[f.symbol].as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(fills.iter().map(|f| {
-                if f.side > 0 {
-                    "buy"
-                } else {
-                    "sell"
-                }
-            }))),
+            Arc::new(StringArray::from_iter_values(fills.iter().map(|f| result.symbols[f.symbol].as_str()))),
+            Arc::new(StringArray::from_iter_values(fills.iter().map(|f| if f.side > 0 { "buy" } else { "sell" }))),
             f64_array(fills.iter().map(|f| f.qty).collect()),
             f64_array(fills.iter().map(|f| f.price).collect()),
             f64_array(fills.iter().map(|f| f.notional).collect()),
             f64_array(fills.iter().map(|f| f.fee).collect()),
-            Arc::new(StringArray::from_iter_values(
-                fills.iter().map(|f| f.reason.as_str()),
-            )),
+            Arc::new(StringArray::from_iter_values(fills.iter().map(|f| f.reason.as_str()))),
         ],
     )
 }
@@ -163,16 +141,8 @@ pub fn trades_batch(result: &BacktestResult) -> RecordBatch {
             ("exit_reason", DataType::Utf8),
         ],
         vec![
-            Arc::new(StringArray::from_iter_values(
-                trips.iter().map(|r| result.symbols[r.symbol].as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(trips.iter().map(|r| {
-                if r.side > 0 {
-                    "long"
-                } else {
-                    "short"
-                }
-            }))),
+            Arc::new(StringArray::from_iter_values(trips.iter().map(|r| result.symbols[r.symbol].as_str()))),
+            Arc::new(StringArray::from_iter_values(trips.iter().map(|r| if r.side > 0 { "long" } else { "short" }))),
             ts_array(trips.iter().map(|r| r.entry_ts).collect()),
             ts_array(trips.iter().map(|r| r.exit_ts).collect()),
             f64_array(trips.iter().map(|r| r.entry_price).collect()),
@@ -180,12 +150,8 @@ pub fn trades_batch(result: &BacktestResult) -> RecordBatch {
             f64_array(trips.iter().map(|r| r.qty).collect()),
             f64_array(trips.iter().map(|r| r.pnl).collect()),
             f64_array(trips.iter().map(|r| r.ret).collect()),
-            Arc::new(Int64Array::from_iter_values(
-                trips.iter().map(|r| r.bars_held as i64),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                trips.iter().map(|r| r.exit_reason.as_str()),
-            )),
+            Arc::new(Int64Array::from_iter_values(trips.iter().map(|r| r.bars_held as i64))),
+            Arc::new(StringArray::from_iter_values(trips.iter().map(|r| r.exit_reason.as_str()))),
         ],
     )
 }

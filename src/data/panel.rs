@@ -31,12 +31,7 @@ impl Bars {
     /// Keep only the rows where `keep[row]` is true.
     pub fn filter_rows(&self, keep: &[bool]) -> Bars {
         fn pick<T: Clone>(values: &[T], keep: &[bool]) -> Vec<T> {
-            values
-                .iter()
-                .zip(keep)
-                .filter(|(_, k)| **k)
-                .map(|(v, _)| v.clone())
-                .collect()
+            values.iter().zip(keep).filter(|(_, k)| **k).map(|(v, _)| v.clone()).collect()
         }
         Bars {
             ts: pick(&self.ts, keep),
@@ -87,9 +82,7 @@ impl Panel {
     /// (see `data::validate`): a duplicate `(symbol, ts)` or a ts off the grid is an error here.
     pub fn from_bars(bars: &Bars, timeframe: Timeframe) -> Result<Panel> {
         if bars.is_empty() {
-            return Err(Error::invalid(
-                "no bars: the selection is empty (check symbols, start and end)",
-            ));
+            return Err(Error::invalid("no bars: the selection is empty (check symbols, start and end)"));
         }
         let step = timeframe.ms;
         let first = *bars.ts.iter().min().expect("non-empty");
@@ -120,10 +113,7 @@ impl Panel {
             let t = (offset / step) as usize;
             let i = columns[bars.symbol[row].as_str()];
             if !close[[t, i]].is_nan() {
-                return Err(Error::data(format!(
-                    "duplicate bar for {} at ts {ts}",
-                    bars.symbol[row]
-                )));
+                return Err(Error::data(format!("duplicate bar for {} at ts {ts}", bars.symbol[row])));
             }
             open[[t, i]] = bars.open[row];
             high[[t, i]] = bars.high[row];
@@ -136,17 +126,7 @@ impl Panel {
             };
         }
         let ts = (0..n_bars as i64).map(|t| first + t * step).collect();
-        Ok(Panel {
-            timeframe,
-            ts,
-            symbols,
-            open,
-            high,
-            low,
-            close,
-            volume,
-            quote_volume,
-        })
+        Ok(Panel { timeframe, ts, symbols, open, high, low, close, volume, quote_volume })
     }
 
     /// The first `n_bars` rows only (truncation-invariance tests and warm starts).
@@ -173,12 +153,7 @@ impl Panel {
         let n_symbols = self.n_symbols();
         let mut rates = Array2::zeros((self.n_bars(), n_symbols));
         let mut has_data = vec![false; n_symbols];
-        let index: BTreeMap<&str, usize> = self
-            .symbols
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.as_str(), i))
-            .collect();
+        let index: BTreeMap<&str, usize> = self.symbols.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
         let first = self.ts.first().copied().unwrap_or(0);
         let step = self.timeframe.ms;
         for row in 0..funding.ts.len() {
@@ -209,9 +184,6 @@ pub struct FundingGrid {
 impl FundingGrid {
     /// No funding data at all (every rate 0, every symbol reported as missing).
     pub fn empty(n_bars: usize, n_symbols: usize) -> Self {
-        Self {
-            rates: Array2::zeros((n_bars, n_symbols)),
-            has_data: vec![false; n_symbols],
-        }
+        Self { rates: Array2::zeros((n_bars, n_symbols)), has_data: vec![false; n_symbols] }
     }
 }

@@ -52,19 +52,13 @@ pub fn panel_from_closes(closes: &[Vec<f64>], timeframe: &str) -> Panel {
             }
         }
     }
-    let high = ndarray::Zip::from(&open)
-        .and(&close)
-        .map_collect(|o, c| o.max(*c) * 1.001);
-    let low = ndarray::Zip::from(&open)
-        .and(&close)
-        .map_collect(|o, c| o.min(*c) * 0.999);
+    let high = ndarray::Zip::from(&open).and(&close).map_collect(|o, c| o.max(*c) * 1.001);
+    let low = ndarray::Zip::from(&open).and(&close).map_collect(|o, c| o.min(*c) * 0.999);
     let volume = close.mapv(|c| if c.is_finite() { 1000.0 } else { f64::NAN });
     let quote_volume = &close * &volume;
     Panel {
         timeframe: tf,
-        ts: (0..n_bars as i64)
-            .map(|t| 1_700_000_000_000 - 1_700_000_000_000 % tf.ms + t * tf.ms)
-            .collect(),
+        ts: (0..n_bars as i64).map(|t| 1_700_000_000_000 - 1_700_000_000_000 % tf.ms + t * tf.ms).collect(),
         symbols: (0..n_symbols).map(|i| format!("S{i:03}USDT")).collect(),
         open,
         high,
@@ -80,11 +74,7 @@ pub fn random_panel(n_bars: usize, n_symbols: usize, seed: u64, ragged: bool) ->
     let mut rng = Rng::new(seed);
     let mut closes = vec![vec![f64::NAN; n_symbols]; n_bars];
     for i in 0..n_symbols {
-        let start = if ragged && i % 3 == 2 {
-            (rng.uniform() * n_bars as f64 * 0.4) as usize
-        } else {
-            0
-        };
+        let start = if ragged && i % 3 == 2 { (rng.uniform() * n_bars as f64 * 0.4) as usize } else { 0 };
         let drift = (rng.uniform() - 0.5) * 4e-4;
         let vol = 0.004 + rng.uniform() * 0.012;
         let mut price = 1.0 + rng.uniform() * 100.0;

@@ -1,0 +1,61 @@
+//! Criterion benchmarks: the default-config backtest on 36 × 8 760 and 200 × 43 800 hourly bars
+//! (synthetic random walks), and the kernels alone. Results: docs/performance.md.
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use xsmom::backtest::{self, Indicators};
+use xsmom::{signal, Config};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+fn backtests(c: &mut Criterion) {
+    let cfg = Config::default();
+    let mut group = c.benchmark_group("backtest_default");
+    group.sample_size(10).measurement_time(Duration::from_secs(8));
+    for (n_symbols, n_bars) in [(36usize, 8_760usize), (200, 43_800)] {
+        let panel = common::random_panel(n_bars, n_symbols, 7, true);
+        let funding = common::no_funding(&panel);
+        group.throughput(Throughput::Elements((n_bars * n_symbols) as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(format!("{n_symbols}x{n_bars}")), &panel, |b, panel| {
+            b.iter(|| backtest::run(panel, &funding, &cfg).unwrap())
+        });
+    }
+    group.finish();
+}
+
+fn parts(c: &mut Criterion) {
+    let cfg = Config::default();
+    let panel = common::random_panel(8_760, 36, 7, true);
+    let funding = common::no_funding(&panel);
+    let close = panel.close.view();
+    let mut group = c.benchmark_group("kernels_36x8760");
+    group.sample_size(20);
+    group.bench_function("indicators_all", |b| b.iter(|| Indicators::compute(&panel, &cfg)));
+    group.bench_function("momentum", |b| {
+        b.iter(|| signal::momentum(close, &[12, 24, 48, 96], &[0.4, 0.3, 0.2, 0.1], true))
+    });
+    group.bench_function("rolling_vol", |b| b.iter(|| signal::rolling_vol(close, 96)));
+    group.bench_function("ema_slope", |b| b.iter(|| signal::ema_slope_bps_per_day(close, 200, 24)));
+    group.bench_function("wilder_atr", |b| {
+        b.iter(|| signal::wilder_atr(panel.high.view(), panel.low.view(), close, 14))
+    });
+    group.bench_function("wilder_adx", |b| {
+        b.iter(|| signal::wilder_adx(panel.high.view(), panel.low.view(), close, 14))
+    });
+    let indicators = Indicators::compute(&panel, &cfg);
+    group.bench_function("engine_loop_only", |b| {
+        b.iter(|| {
+            let mut engine = backtest::Engine::new(&panel, &funding, &cfg, &indicators, false).unwrap();
+            for t in 0..panel.n_bars() {
+                engine.step(t);
+            }
+            engine.finish()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, backtests, parts);
+criterion_main!(benches);

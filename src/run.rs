@@ -1,0 +1,157 @@
+//! From user inputs (a store path or in-memory bars, optional funding, a config) to a validated
+//! panel ready for the engine: the one place that decides how data is loaded, cleaned and
+//! reported, shared by the Python API, the CLI and benchmarks.
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::backtest::{self, BacktestResult};
+use crate::config::{Config, OnInvalid};
+use crate::data::{self, Bars, Funding, FundingGrid, Panel, Selection, Severity};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+
+/// Where bars come from.
+pub enum BarsSource {
+    /// A bar store root, or a single long-format Parquet / CSV file.
+    Path(PathBuf),
+    Bars(Bars),
+}
+
+/// Where funding comes from.
+pub enum FundingSource {
+    /// The funding of the bar store the bars were read from, if any.
+    FromBarsStore,
+    Path(PathBuf),
+    Funding(Funding),
+    None,
+}
+
+/// A validated panel with its aligned funding and the data warnings worth reporting.
+pub struct Inputs {
+    pub panel: Panel,
+    pub funding: FundingGrid,
+    pub warnings: Vec<String>,
+}
+
+/// Load, validate and pivot bars and funding for `cfg` (timeframe, `data.on_invalid`).
+pub fn prepare(bars: BarsSource, funding: FundingSource, cfg: &Config) -> Result<Inputs> {
+    let timeframe = cfg.timeframe();
+    let store_root: Option<PathBuf> = match &bars {
+        BarsSource::Path(path) if path.is_dir() => Some(path.clone()),
+        _ => None,
+    };
+    let bars = match bars {
+        BarsSource::Path(path) => {
+            let selection = Selection { symbols: None, start: None, end: None, timeframe };
+            data::read_bars(&path, &selection)?.0
+        }
+        BarsSource::Bars(bars) => bars,
+    };
+    let (bars, findings) = data::clean_bars(&bars, timeframe, cfg.data.on_invalid == OnInvalid::Drop)?;
+    let mut warnings = summarise_findings(&findings);
+    let panel = Panel::from_bars(&bars, timeframe)?;
+    let (start, end) = (panel.ts.first().copied(), panel.ts.last().map(|t| t + timeframe.ms));
+    let funding = match funding {
+        FundingSource::FromBarsStore => match store_root {
+            Some(root) => Some(data::read_funding(&root, Some(&panel.symbols), start.map(|s| s - timeframe.ms), end)?),
+            None => None,
+        },
+        FundingSource::Path(path) => Some(data::read_funding(&path, Some(&panel.symbols), None, end)?),
+        FundingSource::Funding(funding) => Some(funding),
+        FundingSource::None => None,
+    };
+    let funding = match funding {
+        Some(funding) => panel.align_funding(&funding),
+        None => FundingGrid::empty(panel.n_bars(), panel.n_symbols()),
+    };
+    warnings.dedup();
+    Ok(Inputs { panel, funding, warnings })
+}
+
+/// One line per kind of data warning ("gap: 3 findings (first: BTCUSDT at ts …)").
+fn summarise_findings(findings: &[data::Finding]) -> Vec<String> {
+    let mut kinds: Vec<&str> = findings.iter().map(|f| f.kind).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    kinds
+        .into_iter()
+        .map(|kind| {
+            let of_kind: Vec<&data::Finding> = findings.iter().filter(|f| f.kind == kind).collect();
+            let first = of_kind[0];
+            let verb = if first.severity == Severity::Error { "dropped" } else { "found" };
+            format!(
+                "data {kind}: {} finding(s) {verb} (first: {} at ts {}: {})",
+                of_kind.len(),
+                first.symbol,
+                first.ts,
+                first.detail
+            )
+        })
+        .collect()
+}
+
+/// Backtest prepared inputs; data warnings come first in the result's warnings.
+pub fn backtest(inputs: &Inputs, cfg: &Config, record_signals: bool) -> Result<BacktestResult> {
+    let mut result = backtest::run_with(&inputs.panel, &inputs.funding, cfg, record_signals)?;
+    let mut warnings = inputs.warnings.clone();
+    warnings.append(&mut result.warnings);
+    result.warnings = warnings;
+    Ok(result)
+}
+
+/// Metrics for each override set (`key.path=value` strings), in parallel on `threads` threads
+/// (all cores when `None`). The i-th result belongs to the i-th override set.
+pub fn sweep(inputs: &Inputs, base: &Config, override_sets: &[Vec<String>], threads: Option<usize>) -> Result<Vec<Metrics>> {
+    let configs: Vec<Config> = override_sets
+        .iter()
+        .enumerate()
+        .map(|(index, set)| base.with_override_strings(set).map_err(|err| err.context(format!("override set {index}"))))
+        .collect::<Result<_>>()?;
+    let evaluate = || -> Result<Vec<Metrics>> {
+        configs
+            .par_iter()
+            .map(|cfg| backtest::run(&inputs.panel, &inputs.funding, cfg).map(|r| r.metrics))
+            .collect()
+    };
+    match threads {
+        None => evaluate(),
+        Some(threads) => rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .build()
+            .map_err(|err| Error::invalid(format!("cannot start {threads} worker threads: {err}")))?
+            .install(evaluate),
+    }
+}
+
+/// Append bar files (Parquet or CSV, long format) to a store after validating them.
+pub fn ingest(paths: &[PathBuf], store: &Path, timeframe: crate::Timeframe) -> Result<data::WriteStats> {
+    let mut total = data::WriteStats::default();
+    for path in paths {
+        let selection = Selection { symbols: None, start: None, end: None, timeframe };
+        let (bars, _) = data::read_bars(path, &selection)?;
+        let (bars, _) = data::clean_bars(&bars, timeframe, false).map_err(|err| err.context(path.display()))?;
+        let stats = data::write_store(store, timeframe, &bars)?;
+        total.files_written += stats.files_written;
+        total.rows_added += stats.rows_added;
+        total.rows_replaced += stats.rows_replaced;
+    }
+    Ok(total)
+}
+
+/// Resample the store's `source` timeframe (the finest one when `None`) to `to` and write it back.
+pub fn resample_store(store: &Path, to: crate::Timeframe, source: Option<crate::Timeframe>) -> Result<data::WriteStats> {
+    let source = match source {
+        Some(source) => source,
+        None => *data::store_timeframes(store)?
+            .iter()
+            .filter(|tf| tf.ms < to.ms)
+            .min()
+            .ok_or_else(|| Error::invalid(format!("{}: no timeframe finer than {} to resample from", store.display(), to.label())))?,
+    };
+    let selection = Selection { symbols: None, start: None, end: None, timeframe: source };
+    let (bars, _) = data::read_bars(store, &selection)?;
+    let resampled = data::resample(&bars, source, to)?;
+    data::write_store(store, to, &resampled)
+}
