@@ -122,3 +122,17 @@ fn weights_accounting_follows_the_formula() {
         assert!((result.bars.equity[t] - e[t]).abs() < 1e-9, "bar {t}: {} vs {}", result.bars.equity[t], e[t]);
     }
 }
+
+#[test]
+fn empty_universe_is_an_error() {
+    let panel = common::random_panel(300, 4, 5, false);
+    let mut cfg = hand_config();
+    cfg.universe.include = vec!["NOPEUSDT".into()];
+    let err = backtest::run(&panel, &common::no_funding(&panel), &cfg).unwrap_err();
+    assert_eq!(err.kind, xsmom::ErrorKind::Invalid);
+    assert_eq!(
+        err.message,
+        "empty universe: none of the 4 symbols passes the universe rules at any bar (universe.include/exclude, \
+         min_price 0.05, min_quote_volume_24h 0, 3 bars of history)"
+    );
+}

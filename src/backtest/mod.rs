@@ -195,6 +195,15 @@ impl<'a> Engine<'a> {
         if n_symbols == 0 || n_bars == 0 {
             return Err(Error::invalid("empty universe: the panel has no symbols or no bars"));
         }
+        if !ind.universe.iter().any(|member| *member) {
+            return Err(Error::invalid(format!(
+                "empty universe: none of the {n_symbols} symbols passes the universe rules at any bar \
+                 (universe.include/exclude, min_price {}, min_quote_volume_24h {}, {} bars of history)",
+                cfg.universe.min_price,
+                cfg.universe.min_quote_volume_24h,
+                cfg.strategy.min_history()
+            )));
+        }
         if funding.rates.dim() != (n_bars, n_symbols) {
             return Err(Error::invalid("funding grid does not match the panel"));
         }
