@@ -21,6 +21,9 @@ use crate::error::{Error, ErrorKind};
 use crate::run::{self, BarsSource, FundingSource, Inputs};
 use crate::timeframe::Timeframe;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn to_py(err: Error) -> PyErr {
     match err.kind {
         ErrorKind::Io => PyOSError::new_err(err.message),

@@ -66,8 +66,8 @@ fn three_symbols_eight_bars_by_hand() {
     }
     assert_eq!(result.first_decision, Some(2));
     assert!((result.bars.fees[5] - traded5 * fee).abs() < 1e-9);
-    assert_eq!(result.target_weights.row(2).to_vec(), vec![0.5, -0.5, 0.0]);
-    let w5 = result.target_weights.row(5).to_vec();
+    assert_eq!(result.target_weights().row(2).to_vec(), vec![0.5, -0.5, 0.0]);
+    let w5 = result.target_weights().row(5).to_vec();
     assert!((w5[0] + 0.5).abs() < 1e-12 && (w5[1] - 0.5).abs() < 1e-12 && w5[2] == 0.0);
 
     // Fills: 2 opening fills at t=2, 2 flips at t=5.

@@ -94,6 +94,50 @@ pub struct BarSeries {
     pub kill_switch: Vec<bool>,
 }
 
+/// The book per bar, stored sparsely: only symbols with a non-zero target, weight or position.
+/// Dense `T × N` matrices would cost more memory traffic than the whole backtest.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BookHistory {
+    /// Entries of bar t are `row_start[t]..row_start[t + 1]`.
+    pub row_start: Vec<usize>,
+    pub symbol: Vec<u32>,
+    pub target_weight: Vec<f64>,
+    pub weight: Vec<f64>,
+    pub units: Vec<f64>,
+}
+
+impl BookHistory {
+    fn push(&mut self, symbol: usize, target_weight: f64, weight: f64, units: f64) {
+        if target_weight != 0.0 || weight != 0.0 || units != 0.0 {
+            self.symbol.push(symbol as u32);
+            self.target_weight.push(target_weight);
+            self.weight.push(weight);
+            self.units.push(units);
+        }
+    }
+
+    fn end_bar(&mut self) {
+        self.row_start.push(self.symbol.len());
+    }
+
+    /// Entry range of bar t.
+    pub fn bar(&self, t: usize) -> std::ops::Range<usize> {
+        let start = if t == 0 { 0 } else { self.row_start[t - 1] };
+        start..self.row_start[t]
+    }
+
+    fn dense(&self, values: &[f64], n_symbols: usize) -> Array2<f64> {
+        let n_bars = self.row_start.len();
+        let mut out = Array2::zeros((n_bars, n_symbols));
+        for t in 0..n_bars {
+            for e in self.bar(t) {
+                out[[t, self.symbol[e] as usize]] = values[e];
+            }
+        }
+        out
+    }
+}
+
 /// Signal diagnostics per bar and symbol (the `signals` API).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SignalRecord {
@@ -108,9 +152,7 @@ pub struct BacktestResult {
     pub symbols: Vec<String>,
     pub ts: Vec<i64>,
     pub bars: BarSeries,
-    pub target_weights: Array2<f64>,
-    pub weights: Array2<f64>,
-    pub units: Array2<f64>,
+    pub book: BookHistory,
     /// `listed[t, i]`: the symbol had a close at t (rows of the long weights output).
     pub listed: Array2<bool>,
     pub fills: Vec<Fill>,
@@ -121,6 +163,21 @@ pub struct BacktestResult {
     pub warnings: Vec<String>,
     pub signals: Option<SignalRecord>,
     pub momentum: Array2<f64>,
+}
+
+impl BacktestResult {
+    /// Target weights as a dense `T × N` matrix.
+    pub fn target_weights(&self) -> Array2<f64> {
+        self.book.dense(&self.book.target_weight, self.symbols.len())
+    }
+    /// Weights held after each bar's trades, marked at the close, as a dense `T × N` matrix.
+    pub fn weights(&self) -> Array2<f64> {
+        self.book.dense(&self.book.weight, self.symbols.len())
+    }
+    /// Positions in units after each bar, as a dense `T × N` matrix.
+    pub fn units(&self) -> Array2<f64> {
+        self.book.dense(&self.book.units, self.symbols.len())
+    }
 }
 
 /// Run a backtest over the whole panel.
@@ -161,7 +218,6 @@ pub struct Engine<'a> {
     eligible: Vec<bool>,
     z: Vec<f64>,
     amplified: Vec<f64>,
-    order: Vec<usize>,
     longs: Vec<usize>,
     shorts: Vec<usize>,
     scratch: Scratch,
@@ -169,9 +225,7 @@ pub struct Engine<'a> {
     long_candidates: Vec<usize>,
     short_candidates: Vec<usize>,
     out: BarSeries,
-    target_weights: Array2<f64>,
-    weights: Array2<f64>,
-    units: Array2<f64>,
+    book: BookHistory,
     signals: Option<SignalRecord>,
     warnings: Vec<String>,
 }
@@ -238,7 +292,6 @@ impl<'a> Engine<'a> {
             eligible: vec![false; n_symbols],
             z: vec![f64::NAN; n_symbols],
             amplified: vec![f64::NAN; n_symbols],
-            order: Vec::with_capacity(n_symbols),
             longs: Vec::with_capacity(n_symbols),
             shorts: Vec::with_capacity(n_symbols),
             scratch: Scratch::default(),
@@ -246,9 +299,7 @@ impl<'a> Engine<'a> {
             long_candidates: Vec::with_capacity(n_symbols),
             short_candidates: Vec::with_capacity(n_symbols),
             out: BarSeries::default(),
-            target_weights: Array2::zeros((n_bars, n_symbols)),
-            weights: Array2::zeros((n_bars, n_symbols)),
-            units: Array2::zeros((n_bars, n_symbols)),
+            book: BookHistory { row_start: Vec::with_capacity(n_bars), ..Default::default() },
             signals: record_signals.then(|| SignalRecord {
                 z: Array2::from_elem((n_bars, n_symbols), f64::NAN),
                 signal: Array2::from_elem((n_bars, n_symbols), f64::NAN),
@@ -348,9 +399,7 @@ impl<'a> Engine<'a> {
         for i in 0..self.panel.n_symbols() {
             let units = self.ledger.units[i];
             let weight = if units != 0.0 { units * self.last_price[i] / equity } else { 0.0 };
-            self.weights[[t, i]] = weight;
-            self.units[[t, i]] = units;
-            self.target_weights[[t, i]] = self.target[i];
+            self.book.push(i, self.target[i], weight, units);
             gross += weight.abs();
             net += weight;
             n_long += (units > 0.0) as u32;
@@ -372,6 +421,7 @@ impl<'a> Engine<'a> {
         out.k.push(k as u32);
         out.vol_scale.push(vol_scale);
         out.kill_switch.push(kill.active);
+        self.book.end_bar();
     }
 
     /// Constant-weight accounting (backtest.md §3):
@@ -424,9 +474,8 @@ impl<'a> Engine<'a> {
                 );
             }
             let w = target[i];
-            self.target_weights[[t, i]] = w;
-            self.weights[[t, i]] = w;
-            self.units[[t, i]] = if w != 0.0 { w * equity / self.last_price[i] } else { 0.0 };
+            let units = if w != 0.0 { w * equity / self.last_price[i] } else { 0.0 };
+            self.book.push(i, w, w, units);
             gross += w.abs();
             net += w;
             n_long += (w > 0.0) as u32;
@@ -449,6 +498,7 @@ impl<'a> Engine<'a> {
         out.k.push(k as u32);
         out.vol_scale.push(vol_scale);
         out.kill_switch.push(false);
+        self.book.end_bar();
     }
 
     /// True when bar t may trade: at or after the first decision bar and on the rebalance cadence.
@@ -604,72 +654,68 @@ impl<'a> Engine<'a> {
         (k, stats.vol_scale)
     }
 
-    /// Longs and shorts for this bar into `self.longs` / `self.shorts` (strategy.md §4).
+    /// Longs and shorts for this bar into `self.longs` / `self.shorts` (strategy.md §4). Ranked by z
+    /// (strongest first, ties by symbol order); longs need z > 0 and shorts z < 0 with `require_sign`.
     fn select_legs(&mut self, t: usize, k: usize) {
         let s = &self.cfg.strategy;
-        self.order.clear();
-        self.order.extend((0..self.eligible.len()).filter(|&i| self.eligible[i]));
-        let amplified = &self.z;
-        // Strongest first; ties by symbol order for determinism.
-        self.order.sort_by(|&a, &b| amplified[b].total_cmp(&amplified[a]).then(a.cmp(&b)));
+        let z = &self.z;
         let thr = s.regime_filter.slope_min_bps_per_day;
-        let directional = s.regime_filter.enabled && s.regime_filter.mode == RegimeMode::Directional;
+        let directional_slope = match (&self.ind.slope, s.regime_filter.mode) {
+            (Some(slope), RegimeMode::Directional) => Some(slope.row(t)),
+            _ => None,
+        };
         let side_ok = |i: usize, long: bool| -> bool {
-            if !directional {
-                return true;
-            }
-            let slope = self.ind.slope.as_ref().expect("regime filter on")[[t, i]];
+            let Some(slope) = &directional_slope else { return true };
+            let slope = slope[i];
             slope.is_nan() || if long { slope >= thr } else { slope <= -thr }
         };
-        let mut long_candidates = std::mem::take(&mut self.long_candidates);
-        let mut short_candidates = std::mem::take(&mut self.short_candidates);
-        long_candidates.clear();
-        short_candidates.clear();
-        long_candidates.extend(
-            self.order.iter().copied().filter(|&i| (!s.require_sign || amplified[i] > 0.0) && side_ok(i, true)),
-        );
-        short_candidates.extend(
-            self.order.iter().rev().copied().filter(|&i| (!s.require_sign || amplified[i] < 0.0) && side_ok(i, false)),
-        );
+        let mut longs = std::mem::take(&mut self.long_candidates);
+        let mut shorts = std::mem::take(&mut self.short_candidates);
+        longs.clear();
+        shorts.clear();
+        for i in (0..z.len()).filter(|&i| self.eligible[i]) {
+            if (!s.require_sign || z[i] > 0.0) && side_ok(i, true) {
+                longs.push(i);
+            }
+            if (!s.require_sign || z[i] < 0.0) && side_ok(i, false) {
+                shorts.push(i);
+            }
+        }
+        let long_order = |a: &usize, b: &usize| z[*b].total_cmp(&z[*a]).then(a.cmp(b));
+        let short_order = |a: &usize, b: &usize| z[*a].total_cmp(&z[*b]).then(b.cmp(a));
         self.longs.clear();
         self.shorts.clear();
         if s.bands.enabled {
+            // Bands need the full rank order of each leg.
+            longs.sort_unstable_by(long_order);
+            shorts.sort_unstable_by(short_order);
             let buffer = s.bands.rank_buffer.unwrap_or(k);
-            pick_with_bands(
-                &long_candidates,
-                k,
-                buffer,
-                1.0,
-                &self.z,
-                &self.target_prev_side(),
-                s.bands.z_entry,
-                s.bands.z_exit,
-                &mut self.longs,
-            );
-            pick_with_bands(
-                &short_candidates,
-                k,
-                buffer,
-                -1.0,
-                &self.z,
-                &self.target_prev_side(),
-                s.bands.z_entry,
-                s.bands.z_exit,
-                &mut self.shorts,
-            );
+            let held = self.held_sides();
+            let (z_entry, z_exit) = (s.bands.z_entry, s.bands.z_exit);
+            pick_with_bands(&longs, k, buffer, 1.0, z, &held, z_entry, z_exit, &mut self.longs);
+            pick_with_bands(&shorts, k, buffer, -1.0, z, &held, z_entry, z_exit, &mut self.shorts);
         } else {
-            self.longs.extend(long_candidates.iter().take(k));
-            self.shorts.extend(short_candidates.iter().take(k));
+            // Only the top K of each leg matter: select them without sorting the rest.
+            for (candidates, order, leg) in [
+                (&mut longs, &long_order as &dyn Fn(&usize, &usize) -> std::cmp::Ordering, &mut self.longs),
+                (&mut shorts, &short_order, &mut self.shorts),
+            ] {
+                if candidates.len() > k {
+                    candidates.select_nth_unstable_by(k - 1, order);
+                    candidates.truncate(k);
+                }
+                leg.extend_from_slice(candidates);
+            }
         }
         // Without require_sign the two legs could meet when few are eligible: a symbol is in one leg only.
-        let longs = &self.longs;
-        self.shorts.retain(|i| !longs.contains(i));
-        self.long_candidates = long_candidates;
-        self.short_candidates = short_candidates;
+        let long_leg = &self.longs;
+        self.shorts.retain(|i| !long_leg.contains(i));
+        self.long_candidates = longs;
+        self.short_candidates = shorts;
     }
 
     /// Side currently held per symbol (+1, −1, 0), from positions (units) or weights.
-    fn target_prev_side(&self) -> Vec<i8> {
+    fn held_sides(&self) -> Vec<i8> {
         match self.cfg.backtest.accounting {
             Accounting::Units => self.ledger.units.iter().map(|u| u.signum() as i8 * (*u != 0.0) as i8).collect(),
             Accounting::Weights => self.held_weights.iter().map(|w| w.signum() as i8 * (*w != 0.0) as i8).collect(),
@@ -743,9 +789,7 @@ impl<'a> Engine<'a> {
             symbols: self.panel.symbols.clone(),
             ts: self.panel.ts.clone(),
             bars: self.out,
-            target_weights: self.target_weights,
-            weights: self.weights,
-            units: self.units,
+            book: self.book,
             listed: self.panel.close.mapv(|c| c.is_finite()),
             fills: self.ledger.fills,
             round_trips: self.ledger.round_trips,

@@ -69,17 +69,31 @@ pub fn equity_batch(result: &BacktestResult) -> RecordBatch {
     )
 }
 
-/// Per bar and symbol, for every symbol with a close at that bar: `ts, symbol, target_weight, weight, units`.
+/// Per bar and symbol, for every symbol with a close at that bar or a position: `ts, symbol,
+/// target_weight, weight, units`.
 pub fn weights_batch(result: &BacktestResult) -> RecordBatch {
     let (mut ts, mut symbol, mut target, mut weight, mut units) = (vec![], vec![], vec![], vec![], vec![]);
+    let book = &result.book;
     for t in 0..result.ts.len() {
+        let mut entries = book.bar(t).peekable();
         for i in 0..result.symbols.len() {
-            if result.listed[[t, i]] {
+            // Book entries of a bar are in symbol order, so one cursor walks them alongside.
+            let entry = entries.next_if(|&e| book.symbol[e] as usize == i);
+            if result.listed[[t, i]] || entry.is_some() {
                 ts.push(result.ts[t]);
                 symbol.push(result.symbols[i].as_str());
-                target.push(result.target_weights[[t, i]]);
-                weight.push(result.weights[[t, i]]);
-                units.push(result.units[[t, i]]);
+                match entry {
+                    Some(e) => {
+                        target.push(book.target_weight[e]);
+                        weight.push(book.weight[e]);
+                        units.push(book.units[e]);
+                    }
+                    None => {
+                        target.push(0.0);
+                        weight.push(0.0);
+                        units.push(0.0);
+                    }
+                }
             }
         }
     }
