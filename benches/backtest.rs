@@ -7,9 +7,6 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use xsmom::backtest::{self, Indicators};
 use xsmom::{signal, Config};
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -1,5 +1,3 @@
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "../tests/common/mod.rs"]
 mod common;
 fn main() {

@@ -15,7 +15,15 @@ pub mod sizing;
 pub mod timeframe;
 pub mod universe;
 
-// pub mod run; and #[cfg(feature = "python")] mod python; are enabled when the data store lands.
+#[cfg(feature = "python")]
+mod python;
+pub mod run;
+
+/// mimalloc as the global allocator (as polars does): backtests allocate and free panel-sized
+/// matrices, which glibc returns to the OS and faults back in on every run.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub use config::Config;
 pub use error::{Error, ErrorKind, Result};

@@ -21,9 +21,6 @@ use crate::error::{Error, ErrorKind};
 use crate::run::{self, BarsSource, FundingSource, Inputs};
 use crate::timeframe::Timeframe;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn to_py(err: Error) -> PyErr {
     match err.kind {
         ErrorKind::Io => PyOSError::new_err(err.message),
@@ -80,7 +77,12 @@ fn timeframe(text: &str) -> PyResult<Timeframe> {
     Timeframe::parse(text).map_err(to_py)
 }
 
-fn prepare(py: Python<'_>, bars: &Bound<'_, PyAny>, cfg: &Config, funding: Option<&Bound<'_, PyAny>>) -> PyResult<Inputs> {
+fn prepare(
+    py: Python<'_>,
+    bars: &Bound<'_, PyAny>,
+    cfg: &Config,
+    funding: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Inputs> {
     let bars = bars_source(bars)?;
     let funding = funding_source(funding)?;
     py.detach(|| run::prepare(bars, funding, cfg)).map_err(to_py)
@@ -111,7 +113,13 @@ fn read_bars(
 
 #[pyfunction]
 #[pyo3(signature = (path, symbols=None, start=None, end=None))]
-fn read_funding(py: Python<'_>, path: PathBuf, symbols: Option<Vec<String>>, start: Option<i64>, end: Option<i64>) -> PyResult<PyTable> {
+fn read_funding(
+    py: Python<'_>,
+    path: PathBuf,
+    symbols: Option<Vec<String>>,
+    start: Option<i64>,
+    end: Option<i64>,
+) -> PyResult<PyTable> {
     let funding = py.detach(|| data::read_funding(&path, symbols.as_deref(), start, end)).map_err(to_py)?;
     table(data::funding_to_batch(&funding))
 }
@@ -223,7 +231,12 @@ fn sweep<'py>(
 
 #[pyfunction]
 #[pyo3(signature = (bars, config_yaml, funding=None))]
-fn signals(py: Python<'_>, bars: &Bound<'_, PyAny>, config_yaml: &str, funding: Option<&Bound<'_, PyAny>>) -> PyResult<PyTable> {
+fn signals(
+    py: Python<'_>,
+    bars: &Bound<'_, PyAny>,
+    config_yaml: &str,
+    funding: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyTable> {
     let cfg = parse_config(config_yaml)?;
     let inputs = prepare(py, bars, &cfg, funding)?;
     let result = py.detach(|| run::backtest(&inputs, &cfg, true)).map_err(to_py)?;
@@ -270,7 +283,12 @@ fn ingest<'py>(py: Python<'py>, paths: Vec<PathBuf>, store: PathBuf, timeframe: 
 
 #[pyfunction]
 #[pyo3(signature = (store, to, source=None))]
-fn resample_store<'py>(py: Python<'py>, store: PathBuf, to: &str, source: Option<&str>) -> PyResult<Bound<'py, PyDict>> {
+fn resample_store<'py>(
+    py: Python<'py>,
+    store: PathBuf,
+    to: &str,
+    source: Option<&str>,
+) -> PyResult<Bound<'py, PyDict>> {
     let to = timeframe(to)?;
     let source = source.map(timeframe).transpose()?;
     let stats = py.detach(|| run::resample_store(&store, to, source)).map_err(to_py)?;

@@ -103,17 +103,19 @@ pub fn backtest(inputs: &Inputs, cfg: &Config, record_signals: bool) -> Result<B
 
 /// Metrics for each override set (`key.path=value` strings), in parallel on `threads` threads
 /// (all cores when `None`). The i-th result belongs to the i-th override set.
-pub fn sweep(inputs: &Inputs, base: &Config, override_sets: &[Vec<String>], threads: Option<usize>) -> Result<Vec<Metrics>> {
+pub fn sweep(
+    inputs: &Inputs,
+    base: &Config,
+    override_sets: &[Vec<String>],
+    threads: Option<usize>,
+) -> Result<Vec<Metrics>> {
     let configs: Vec<Config> = override_sets
         .iter()
         .enumerate()
         .map(|(index, set)| base.with_override_strings(set).map_err(|err| err.context(format!("override set {index}"))))
         .collect::<Result<_>>()?;
     let evaluate = || -> Result<Vec<Metrics>> {
-        configs
-            .par_iter()
-            .map(|cfg| backtest::run(&inputs.panel, &inputs.funding, cfg).map(|r| r.metrics))
-            .collect()
+        configs.par_iter().map(|cfg| backtest::run(&inputs.panel, &inputs.funding, cfg).map(|r| r.metrics)).collect()
     };
     match threads {
         None => evaluate(),
@@ -141,14 +143,16 @@ pub fn ingest(paths: &[PathBuf], store: &Path, timeframe: crate::Timeframe) -> R
 }
 
 /// Resample the store's `source` timeframe (the finest one when `None`) to `to` and write it back.
-pub fn resample_store(store: &Path, to: crate::Timeframe, source: Option<crate::Timeframe>) -> Result<data::WriteStats> {
+pub fn resample_store(
+    store: &Path,
+    to: crate::Timeframe,
+    source: Option<crate::Timeframe>,
+) -> Result<data::WriteStats> {
     let source = match source {
         Some(source) => source,
-        None => *data::store_timeframes(store)?
-            .iter()
-            .filter(|tf| tf.ms < to.ms)
-            .min()
-            .ok_or_else(|| Error::invalid(format!("{}: no timeframe finer than {} to resample from", store.display(), to.label())))?,
+        None => *data::store_timeframes(store)?.iter().filter(|tf| tf.ms < to.ms).min().ok_or_else(|| {
+            Error::invalid(format!("{}: no timeframe finer than {} to resample from", store.display(), to.label()))
+        })?,
     };
     let selection = Selection { symbols: None, start: None, end: None, timeframe: source };
     let (bars, _) = data::read_bars(store, &selection)?;

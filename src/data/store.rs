@@ -1,0 +1,530 @@
+//! The bar store: Hive partitions `<root>/bars/timeframe=<tf>/symbol=<SYM>/<year>.parquet` and
+//! `<root>/funding/symbol=<SYM>/<year>.parquet` (interfaces.md "Files"), or a single long-format
+//! Parquet / CSV file wherever a store is accepted.
+//!
+//! Reads push the selection down: only the asked symbols' directories are listed, year files
+//! outside the time range are not opened, and row groups whose `ts` (or, in long files, `symbol`)
+//! statistics lie outside the selection are not read. [`ReadStats`] makes that checkable.
+//! Writes merge with what is there (the new row wins on `(symbol, ts)`), sort, and replace each
+//! file atomically (temp file, fsync, rename, fsync of the directory).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::statistics::Statistics;
+use rayon::prelude::*;
+
+use super::arrow_io::{bars_from_batches_with, funding_from_batches_with};
+use super::panel::{Bars, Funding};
+use crate::error::{Error, Result};
+use crate::timeframe::{Timeframe, MS_PER_DAY};
+
+/// What to read: symbols (all when `None`), `[start, end)` in epoch ms, and the timeframe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selection {
+    pub symbols: Option<Vec<String>>,
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+    pub timeframe: Timeframe,
+}
+
+impl Selection {
+    pub fn all(timeframe: Timeframe) -> Self {
+        Self { symbols: None, start: None, end: None, timeframe }
+    }
+    fn wants_symbol(&self, symbol: &str) -> bool {
+        self.symbols.as_ref().is_none_or(|list| list.iter().any(|s| s == symbol))
+    }
+    fn wants_ts(&self, ts: i64) -> bool {
+        self.start.is_none_or(|start| ts >= start) && self.end.is_none_or(|end| ts < end)
+    }
+    /// Whether `[min, max]` (inclusive) can hold a wanted ts.
+    fn overlaps(&self, min: i64, max: i64) -> bool {
+        self.start.is_none_or(|start| max >= start) && self.end.is_none_or(|end| min < end)
+    }
+}
+
+/// How much of the store a read touched.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ReadStats {
+    pub files_opened: usize,
+    pub row_groups_total: usize,
+    pub row_groups_read: usize,
+    pub rows_read: usize,
+}
+
+impl ReadStats {
+    fn add(&mut self, other: &ReadStats) {
+        self.files_opened += other.files_opened;
+        self.row_groups_total += other.row_groups_total;
+        self.row_groups_read += other.row_groups_read;
+        self.rows_read += other.rows_read;
+    }
+}
+
+/// What a write changed.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct WriteStats {
+    pub files_written: usize,
+    pub rows_added: usize,
+    pub rows_replaced: usize,
+}
+
+fn missing(path: &Path) -> Error {
+    Error::io(path.display(), "no such file or directory")
+}
+
+/// Read bars from a store root or a single long-format file.
+pub fn read_bars(path: &Path, selection: &Selection) -> Result<(Bars, ReadStats)> {
+    let mut stats = ReadStats::default();
+    if !path.exists() {
+        return Err(missing(path));
+    }
+    let bars = if path.is_dir() {
+        let dir = timeframe_dir(path, selection.timeframe)?;
+        let mut files = Vec::new();
+        for (symbol, symbol_dir) in partitions(&dir)? {
+            if selection.wants_symbol(&symbol) {
+                files.extend(year_files(&symbol_dir, selection)?.into_iter().map(|file| (symbol.clone(), file)));
+            }
+        }
+        // Partition files are independent: decode them in parallel, keep the order.
+        let parts: Vec<(Bars, ReadStats)> = files
+            .par_iter()
+            .map(|(symbol, file)| {
+                let mut file_stats = ReadStats::default();
+                let batches = read_parquet(file, selection, &mut file_stats, false)?;
+                let bars = bars_from_batches_with(&batches, &file.display().to_string(), Some(symbol))?;
+                Ok((bars, file_stats))
+            })
+            .collect::<Result<_>>()?;
+        let mut all = Vec::with_capacity(parts.len());
+        for (bars, file_stats) in parts {
+            stats.add(&file_stats);
+            all.push(bars);
+        }
+        concat_bars(all)
+    } else {
+        let source = path.display().to_string();
+        let bars = match extension(path).as_str() {
+            "csv" => {
+                stats.files_opened += 1;
+                super::arrow_io::bars_from_batches(&read_csv(path)?, &source)?
+            }
+            _ => bars_from_batches_with(&read_parquet(path, selection, &mut stats, true)?, &source, None)?,
+        };
+        let keep: Vec<bool> = (0..bars.len())
+            .map(|row| selection.wants_ts(bars.ts[row]) && selection.wants_symbol(&bars.symbol[row]))
+            .collect();
+        bars.filter_rows(&keep)
+    };
+    Ok((sort_bars(&bars), stats))
+}
+
+/// Read funding events from a store root (its `funding/` partition; none there is no error) or a
+/// single long-format file with `ts, symbol, rate`.
+pub fn read_funding(path: &Path, symbols: Option<&[String]>, start: Option<i64>, end: Option<i64>) -> Result<Funding> {
+    if !path.exists() {
+        return Err(missing(path));
+    }
+    let selection =
+        Selection { symbols: symbols.map(|s| s.to_vec()), start, end, timeframe: Timeframe::from_ms(MS_PER_DAY) };
+    let mut stats = ReadStats::default();
+    let mut funding = Funding::default();
+    if path.is_dir() {
+        let dir = path.join("funding");
+        if !dir.is_dir() {
+            return Ok(funding);
+        }
+        let mut files = Vec::new();
+        for (symbol, symbol_dir) in partitions(&dir)? {
+            if selection.wants_symbol(&symbol) {
+                files.extend(year_files(&symbol_dir, &selection)?.into_iter().map(|file| (symbol.clone(), file)));
+            }
+        }
+        let parts: Vec<Funding> = files
+            .par_iter()
+            .map(|(symbol, file)| {
+                let batches = read_parquet(file, &selection, &mut ReadStats::default(), false)?;
+                funding_from_batches_with(&batches, &file.display().to_string(), Some(symbol))
+            })
+            .collect::<Result<_>>()?;
+        for part in parts {
+            funding.ts.extend(part.ts);
+            funding.symbol.extend(part.symbol);
+            funding.rate.extend(part.rate);
+        }
+    } else {
+        let batches = read_parquet(path, &selection, &mut stats, true)?;
+        funding = funding_from_batches_with(&batches, &path.display().to_string(), None)?;
+    }
+    let keep: Vec<usize> = (0..funding.ts.len())
+        .filter(|&row| selection.wants_ts(funding.ts[row]) && selection.wants_symbol(&funding.symbol[row]))
+        .collect();
+    Ok(Funding {
+        ts: keep.iter().map(|&r| funding.ts[r]).collect(),
+        symbol: keep.iter().map(|&r| funding.symbol[r].clone()).collect(),
+        rate: keep.iter().map(|&r| funding.rate[r]).collect(),
+    })
+}
+
+/// Timeframes present in a store.
+pub fn store_timeframes(root: &Path) -> Result<Vec<Timeframe>> {
+    let bars = root.join("bars");
+    if !bars.is_dir() {
+        return Err(Error::invalid(format!("{}: not a bar store (no bars/ directory)", root.display())));
+    }
+    let mut found = Vec::new();
+    for (label, _) in partitions_named(&bars, "timeframe")? {
+        found.push(Timeframe::parse(&label).map_err(|err| err.context(bars.display()))?);
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// `<root>/bars/timeframe=<tf>`; also accepts the `bars/` directory or the timeframe directory itself.
+fn timeframe_dir(root: &Path, timeframe: Timeframe) -> Result<PathBuf> {
+    let label = format!("timeframe={}", timeframe.label());
+    for candidate in [root.join("bars").join(&label), root.join(&label)] {
+        if candidate.is_dir() {
+            return Ok(candidate);
+        }
+    }
+    if fs::read_dir(root)
+        .map_err(|err| Error::io(root.display(), err))?
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("symbol="))
+    {
+        return Ok(root.to_path_buf());
+    }
+    let found = store_timeframes(root).map(|tfs| tfs.iter().map(|t| t.label()).collect::<Vec<_>>().join(", "));
+    Err(Error::invalid(match found {
+        Ok(list) if !list.is_empty() => {
+            format!("{}: the store has no bars for timeframe {} (found: {list})", root.display(), timeframe.label())
+        }
+        _ => format!("{}: not a bar store (expected bars/timeframe=<tf>/symbol=<SYM>/<year>.parquet)", root.display()),
+    }))
+}
+
+/// `symbol=<SYM>` partitions of a directory, sorted by symbol.
+fn partitions(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    partitions_named(dir, "symbol")
+}
+
+fn partitions_named(dir: &Path, key: &str) -> Result<Vec<(String, PathBuf)>> {
+    let prefix = format!("{key}=");
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|err| Error::io(dir.display(), err))? {
+        let entry = entry.map_err(|err| Error::io(dir.display(), err))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if let Some(value) = name.strip_prefix(&prefix) {
+            if entry.path().is_dir() {
+                found.push((value.to_string(), entry.path()));
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Parquet files of a partition whose year can hold the selection's time range.
+fn year_files(dir: &Path, selection: &Selection) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|err| Error::io(dir.display(), err))? {
+        let path = entry.map_err(|err| Error::io(dir.display(), err))?.path();
+        if extension(&path) != "parquet" {
+            continue;
+        }
+        let year: Option<i32> = path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok());
+        if let Some(year) = year {
+            if !selection.overlaps(year_start_ms(year), year_start_ms(year + 1) - 1) {
+                continue;
+            }
+        }
+        files.push(path);
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn extension(path: &Path) -> String {
+    path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase()
+}
+
+/// Epoch ms of Jan 1st 00:00 UTC of `year` (proleptic Gregorian).
+pub fn year_start_ms(year: i32) -> i64 {
+    let y = year as i64 - 1;
+    let days = 365 * (y - 1969) + (y / 4 - 1969 / 4) - (y / 100 - 1969 / 100) + (y / 400 - 1969 / 400);
+    days * MS_PER_DAY
+}
+
+/// UTC calendar year of an epoch-ms timestamp.
+pub fn year_of(ts: i64) -> i32 {
+    let mut year = (1970 + ts.div_euclid(MS_PER_DAY) / 366) as i32;
+    while year_start_ms(year + 1) <= ts {
+        year += 1;
+    }
+    while year_start_ms(year) > ts {
+        year -= 1;
+    }
+    year
+}
+
+fn read_parquet(
+    path: &Path,
+    selection: &Selection,
+    stats: &mut ReadStats,
+    long_format: bool,
+) -> Result<Vec<RecordBatch>> {
+    let file = File::open(path).map_err(|err| Error::io(path.display(), err))?;
+    stats.files_opened += 1;
+    let corrupt =
+        |err: &dyn std::fmt::Display| Error::format(format!("{}: not a valid Parquet file: {err}", path.display()));
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|err| corrupt(&err))?;
+    let metadata = builder.metadata().clone();
+    let arrow_schema = builder.schema().clone();
+    let columns = builder.parquet_schema().columns().to_vec();
+    let position = |name: &str| columns.iter().position(|c| c.name() == name);
+    // Statistics of ts are comparable with ms only when ts is stored as ms.
+    let ts_in_ms = matches!(
+        arrow_schema.field_with_name("ts").map(|f| f.data_type().clone()),
+        Ok(DataType::Int64) | Ok(DataType::Timestamp(TimeUnit::Millisecond, _))
+    );
+    let ts_column = position("ts").filter(|_| ts_in_ms);
+    let symbol_column = if long_format { position("symbol") } else { None };
+    let mut selected = Vec::new();
+    for (index, group) in metadata.row_groups().iter().enumerate() {
+        stats.row_groups_total += 1;
+        if let Some(column) = ts_column {
+            if let Some(Statistics::Int64(s)) = group.column(column).statistics() {
+                if let (Some(min), Some(max)) = (s.min_opt(), s.max_opt()) {
+                    if !selection.overlaps(*min, *max) {
+                        continue;
+                    }
+                }
+            }
+        }
+        if let (Some(column), Some(wanted)) = (symbol_column, &selection.symbols) {
+            if let Some(Statistics::ByteArray(s)) = group.column(column).statistics() {
+                if let (Some(min), Some(max)) = (s.min_opt(), s.max_opt()) {
+                    let (min, max) = (String::from_utf8_lossy(min.data()), String::from_utf8_lossy(max.data()));
+                    if !wanted.iter().any(|w| w.as_str() >= min.as_ref() && w.as_str() <= max.as_ref()) {
+                        continue;
+                    }
+                }
+            }
+        }
+        selected.push(index);
+    }
+    stats.row_groups_read += selected.len();
+    if selected.is_empty() {
+        return Ok(Vec::new());
+    }
+    let reader = builder.with_row_groups(selected).with_batch_size(65_536).build().map_err(|err| corrupt(&err))?;
+    let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().map_err(|err| corrupt(&err))?;
+    stats.rows_read += batches.iter().map(|b| b.num_rows()).sum::<usize>();
+    Ok(batches)
+}
+
+fn read_csv(path: &Path) -> Result<Vec<RecordBatch>> {
+    let bad = |err: &dyn std::fmt::Display| Error::format(format!("{}: not a valid CSV file: {err}", path.display()));
+    let mut file = File::open(path).map_err(|err| Error::io(path.display(), err))?;
+    let (schema, _) = arrow::csv::reader::Format::default()
+        .with_header(true)
+        .infer_schema(&mut file, Some(10_000))
+        .map_err(|err| bad(&err))?;
+    file.rewind().map_err(|err| Error::io(path.display(), err))?;
+    let reader = arrow::csv::ReaderBuilder::new(Arc::new(schema))
+        .with_header(true)
+        .with_batch_size(65_536)
+        .build(file)
+        .map_err(|err| bad(&err))?;
+    reader.collect::<Result<Vec<_>, _>>().map_err(|err| bad(&err))
+}
+
+fn concat_bars(parts: Vec<Bars>) -> Bars {
+    let mut all = Bars::default();
+    let with_turnover = !parts.is_empty() && parts.iter().all(|p| p.turnover.is_some());
+    if with_turnover {
+        all.turnover = Some(Vec::new());
+    }
+    for part in parts {
+        all.ts.extend(part.ts);
+        all.symbol.extend(part.symbol);
+        all.open.extend(part.open);
+        all.high.extend(part.high);
+        all.low.extend(part.low);
+        all.close.extend(part.close);
+        all.volume.extend(part.volume);
+        if let (Some(all_t), Some(t)) = (all.turnover.as_mut(), part.turnover) {
+            all_t.extend(t);
+        }
+    }
+    all
+}
+
+/// Rows sorted by (symbol, ts), stable (the first of equal keys stays first).
+pub fn sort_bars(bars: &Bars) -> Bars {
+    let mut order: Vec<usize> = (0..bars.len()).collect();
+    if order.windows(2).all(|w| (&bars.symbol[w[0]], bars.ts[w[0]]) <= (&bars.symbol[w[1]], bars.ts[w[1]])) {
+        return bars.clone();
+    }
+    order.sort_by(|&a, &b| bars.symbol[a].cmp(&bars.symbol[b]).then(bars.ts[a].cmp(&bars.ts[b])));
+    take_rows(bars, &order)
+}
+
+/// The rows `order` of `bars`, in that order.
+pub fn take_rows(bars: &Bars, order: &[usize]) -> Bars {
+    let pick = |v: &Vec<f64>| order.iter().map(|&r| v[r]).collect::<Vec<f64>>();
+    Bars {
+        ts: order.iter().map(|&r| bars.ts[r]).collect(),
+        symbol: order.iter().map(|&r| bars.symbol[r].clone()).collect(),
+        open: pick(&bars.open),
+        high: pick(&bars.high),
+        low: pick(&bars.low),
+        close: pick(&bars.close),
+        volume: pick(&bars.volume),
+        turnover: bars.turnover.as_ref().map(pick),
+    }
+}
+
+/// Append bars to the store: merge per symbol and year, new rows win on `ts`, files replaced atomically.
+pub fn write_store(root: &Path, timeframe: Timeframe, bars: &Bars) -> Result<WriteStats> {
+    let dir = root.join("bars").join(format!("timeframe={}", timeframe.label()));
+    let mut groups: BTreeMap<(String, i32), Vec<usize>> = BTreeMap::new();
+    for row in 0..bars.len() {
+        groups.entry((bars.symbol[row].clone(), year_of(bars.ts[row]))).or_default().push(row);
+    }
+    let mut stats = WriteStats::default();
+    let row_group = timeframe.bars_per_day() * 31;
+    for ((symbol, year), rows) in groups {
+        let path = dir.join(format!("symbol={symbol}")).join(format!("{year}.parquet"));
+        let mut merged: BTreeMap<i64, [f64; 6]> = BTreeMap::new();
+        if path.exists() {
+            let batches = read_parquet(&path, &Selection::all(timeframe), &mut ReadStats::default(), false)?;
+            let old = bars_from_batches_with(&batches, &path.display().to_string(), Some(&symbol))?;
+            for r in 0..old.len() {
+                let turnover = old.turnover.as_ref().map_or(f64::NAN, |t| t[r]);
+                merged.insert(old.ts[r], [old.open[r], old.high[r], old.low[r], old.close[r], old.volume[r], turnover]);
+            }
+        }
+        for &r in &rows {
+            let turnover = bars.turnover.as_ref().map_or(f64::NAN, |t| t[r]);
+            let row = [bars.open[r], bars.high[r], bars.low[r], bars.close[r], bars.volume[r], turnover];
+            match merged.insert(bars.ts[r], row) {
+                Some(_) => stats.rows_replaced += 1,
+                None => stats.rows_added += 1,
+            }
+        }
+        let with_turnover = merged.values().any(|v| !v[5].is_nan());
+        let mut fields = vec![Field::new("ts", DataType::Int64, false)];
+        let names = ["open", "high", "low", "close", "volume", "turnover"];
+        let n_values = if with_turnover { 6 } else { 5 };
+        fields.extend(names[..n_values].iter().map(|n| Field::new(*n, DataType::Float64, false)));
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(merged.keys().copied()))];
+        for k in 0..n_values {
+            columns.push(Arc::new(Float64Array::from_iter_values(merged.values().map(|v| v[k]))));
+        }
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("columns match");
+        write_parquet_atomically(&path, &batch, row_group)?;
+        stats.files_written += 1;
+    }
+    Ok(stats)
+}
+
+/// Append funding events to `<root>/funding/symbol=<SYM>/<year>.parquet` (new rows win on `ts`).
+pub fn write_funding_store(root: &Path, funding: &Funding) -> Result<WriteStats> {
+    let dir = root.join("funding");
+    let mut groups: BTreeMap<(String, i32), Vec<usize>> = BTreeMap::new();
+    for row in 0..funding.ts.len() {
+        groups.entry((funding.symbol[row].clone(), year_of(funding.ts[row]))).or_default().push(row);
+    }
+    let mut stats = WriteStats::default();
+    for ((symbol, year), rows) in groups {
+        let path = dir.join(format!("symbol={symbol}")).join(format!("{year}.parquet"));
+        let mut merged: BTreeMap<i64, f64> = BTreeMap::new();
+        if path.exists() {
+            let selection = Selection::all(Timeframe::from_ms(MS_PER_DAY));
+            let batches = read_parquet(&path, &selection, &mut ReadStats::default(), false)?;
+            let old = funding_from_batches_with(&batches, &path.display().to_string(), Some(&symbol))?;
+            merged.extend(old.ts.iter().copied().zip(old.rate.iter().copied()));
+        }
+        for &r in &rows {
+            match merged.insert(funding.ts[r], funding.rate[r]) {
+                Some(_) => stats.rows_replaced += 1,
+                None => stats.rows_added += 1,
+            }
+        }
+        let schema =
+            Schema::new(vec![Field::new("ts", DataType::Int64, false), Field::new("rate", DataType::Float64, false)]);
+        let batch = RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(Int64Array::from_iter_values(merged.keys().copied())),
+                Arc::new(Float64Array::from_iter_values(merged.values().copied())),
+            ],
+        )
+        .expect("columns match");
+        write_parquet_atomically(&path, &batch, 4_096)?;
+        stats.files_written += 1;
+    }
+    Ok(stats)
+}
+
+/// Write a zstd Parquet file with row-group statistics: temp file in the same directory, fsync,
+/// rename over the target, fsync the directory. A failure leaves the old file untouched.
+pub fn write_parquet_atomically(path: &Path, batch: &RecordBatch, row_group_rows: usize) -> Result<()> {
+    let dir = path.parent().expect("store files live in a directory");
+    fs::create_dir_all(dir).map_err(|err| Error::io(dir.display(), err))?;
+    let temp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("part"),
+        std::process::id()
+    ));
+    let result = (|| -> Result<()> {
+        let file = File::create(&temp).map_err(|err| Error::io(temp.display(), err))?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+            .set_statistics_enabled(EnabledStatistics::Chunk)
+            .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+            .build();
+        let failed = |err: &dyn std::fmt::Display| Error::io(temp.display(), err);
+        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|err| failed(&err))?;
+        writer.write(batch).map_err(|err| failed(&err))?;
+        let mut file = writer.into_inner().map_err(|err| failed(&err))?;
+        file.flush().map_err(|err| failed(&err))?;
+        file.sync_all().map_err(|err| failed(&err))?;
+        fs::rename(&temp, path).map_err(|err| Error::io(path.display(), err))?;
+        if let Ok(handle) = File::open(dir) {
+            let _ = handle.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calendar_years() {
+        assert_eq!(year_start_ms(1970), 0);
+        assert_eq!(year_start_ms(2025), 1_735_689_600_000);
+        assert_eq!(year_of(1_735_689_600_000), 2025);
+        assert_eq!(year_of(1_735_689_599_999), 2024);
+        assert_eq!(year_start_ms(2024) + 366 * MS_PER_DAY, year_start_ms(2025));
+    }
+}
