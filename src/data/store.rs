@@ -122,11 +122,13 @@ pub fn read_bars(path: &Path, selection: &Selection) -> Result<(Bars, ReadStats)
             }
             _ => bars_from_batches_with(&read_parquet(path, selection, &mut stats, true)?, &source, None)?,
         };
-        let keep: Vec<bool> = (0..bars.len())
-            .map(|row| selection.wants_ts(bars.ts[row]) && selection.wants_symbol(&bars.symbol[row]))
-            .collect();
-        bars.filter_rows(&keep)
+        bars
     };
+    // Row groups were pruned by their statistics; now keep exactly the selected rows.
+    let keep: Vec<bool> = (0..bars.len())
+        .map(|row| selection.wants_ts(bars.ts[row]) && selection.wants_symbol(&bars.symbol[row]))
+        .collect();
+    let bars = if keep.iter().all(|k| *k) { bars } else { bars.filter_rows(&keep) };
     Ok((sort_bars(&bars), stats))
 }
 

@@ -1,0 +1,147 @@
+"""The research API: bars in, results out, as polars DataFrames (interfaces.md)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from xsmom import _core
+from xsmom.config import Config
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+BarsLike = pl.DataFrame | str | Path
+TimeLike = str | dt.datetime | dt.date | int | None
+
+
+def _frame(table: Any) -> pl.DataFrame:
+    """Arrow PyCapsule stream from the core → polars, without pyarrow."""
+    return pl.DataFrame(table)
+
+
+def _epoch_ms(value: TimeLike) -> int | None:
+    if value is None or isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        value = dt.datetime(value.year, value.month, value.day)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return int(value.timestamp() * 1000)
+
+
+def _bars_arg(bars: BarsLike) -> Any:
+    return str(bars) if isinstance(bars, str | Path) else bars
+
+
+def _config(config: Config | None) -> str:
+    return (config or Config.default()).to_yaml()
+
+
+def read_bars(
+    path: str | Path,
+    symbols: list[str] | None = None,
+    start: TimeLike = None,
+    end: TimeLike = None,
+    timeframe: str = "1h",
+) -> pl.DataFrame:
+    """Bars (long format) from a store root or a single Parquet/CSV file; ``end`` is exclusive.
+
+    Only the requested symbols, years and row groups are read.
+    """
+    return _frame(_core.read_bars(str(path), symbols, _epoch_ms(start), _epoch_ms(end), timeframe))
+
+
+def read_funding(
+    path: str | Path, symbols: list[str] | None = None, start: TimeLike = None, end: TimeLike = None
+) -> pl.DataFrame:
+    """Funding events ``ts, symbol, rate`` from a store root or a single file."""
+    return _frame(_core.read_funding(str(path), symbols, _epoch_ms(start), _epoch_ms(end)))
+
+
+def validate_bars(bars: BarsLike, timeframe: str = "1h") -> pl.DataFrame:
+    """Validation findings (``symbol, ts, kind, severity, detail``); empty when the bars are clean."""
+    return _frame(_core.validate_bars(_bars_arg(bars), timeframe))
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    """Everything one backtest produced. DataFrames have ``Datetime("ms", "UTC")`` time columns."""
+
+    metrics: dict[str, float]
+    equity: pl.DataFrame
+    weights: pl.DataFrame
+    fills: pl.DataFrame
+    trades: pl.DataFrame
+    config: Config
+    warnings: list[str] = field(default_factory=list)
+    symbols: list[str] = field(default_factory=list)
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+
+    def plot(self) -> Figure:
+        """Equity, drawdown, gross/net exposure and a weights heatmap in one figure."""
+        from xsmom.plotting import plot_result
+
+        return plot_result(self)
+
+    def __repr__(self) -> str:
+        m = self.metrics
+        return (
+            f"BacktestResult({len(self.symbols)} symbols, {self.start} → {self.end}: total_return "
+            f"{m['total_return']:.2%}, sharpe {m['sharpe']:.2f}, max_drawdown {m['max_drawdown']:.2%})"
+        )
+
+
+def _datetime(ms: int | None) -> dt.datetime | None:
+    return None if ms is None else dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+
+
+def backtest(
+    bars: BarsLike, config: Config | None = None, funding: pl.DataFrame | str | Path | None = None
+) -> BacktestResult:
+    """Backtest ``bars`` (a polars DataFrame or a store path) with ``config`` (default config if None).
+
+    With a store path and no ``funding``, the store's own funding data is used.
+    """
+    out = _core.backtest(_bars_arg(bars), _config(config), _bars_arg(funding) if funding is not None else None)
+    return BacktestResult(
+        metrics=dict(out["metrics"]),
+        equity=_frame(out["equity"]),
+        weights=_frame(out["weights"]),
+        fills=_frame(out["fills"]),
+        trades=_frame(out["trades"]),
+        config=Config._trusted(out["config"]),
+        warnings=list(out["warnings"]),
+        symbols=list(out["symbols"]),
+        start=_datetime(out["start"]),
+        end=_datetime(out["end"]),
+    )
+
+
+def sweep(
+    bars: BarsLike,
+    config: Config | None,
+    overrides_list: list[dict[str, Any]],
+    n_jobs: int | None = None,
+    funding: pl.DataFrame | str | Path | None = None,
+) -> list[dict[str, float]]:
+    """Metrics for each override set, computed in parallel in Rust (GIL released). Data is loaded once."""
+    import json
+
+    sets = [[(str(k), json.dumps(v)) for k, v in overrides.items()] for overrides in overrides_list]
+    results = _core.sweep(
+        _bars_arg(bars), _config(config), sets, _bars_arg(funding) if funding is not None else None, n_jobs
+    )
+    return [dict(r) for r in results]
+
+
+def signals(bars: BarsLike, config: Config | None = None) -> pl.DataFrame:
+    """Per bar and symbol: ``ts, symbol, momentum, z, signal, eligible`` as the engine saw them."""
+    return _frame(_core.signals(_bars_arg(bars), _config(config)))

@@ -1,0 +1,304 @@
+//! The bar store and long files against the real fixture in `data/` and small hand-made files.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use xsmom::data::{self, Bars, Funding, Panel, Selection, Severity};
+use xsmom::Timeframe;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
+}
+
+fn hour() -> Timeframe {
+    Timeframe::parse("1h").unwrap()
+}
+
+const JUNE_1: i64 = 1_748_736_000_000; // 2025-06-01 00:00 UTC
+const H: i64 = 3_600_000;
+
+fn small_bars(symbols: &[&str], n: usize, start: i64) -> Bars {
+    let mut bars = Bars::default();
+    for (k, symbol) in symbols.iter().enumerate() {
+        for t in 0..n {
+            let price = 100.0 + k as f64 * 10.0 + t as f64;
+            bars.ts.push(start + t as i64 * H);
+            bars.symbol.push(symbol.to_string());
+            bars.open.push(price);
+            bars.high.push(price + 1.0);
+            bars.low.push(price - 1.0);
+            bars.close.push(price + 0.5);
+            bars.volume.push(10.0 + t as f64);
+        }
+    }
+    bars
+}
+
+#[test]
+fn reads_the_fixture_store() {
+    let (bars, stats) = data::read_bars(&fixture(), &Selection::all(hour())).unwrap();
+    assert_eq!(bars.len(), 32 * 3672);
+    assert_eq!(stats.files_opened, 32);
+    let panel = Panel::from_bars(&bars, hour()).unwrap();
+    assert_eq!((panel.n_bars(), panel.n_symbols()), (3672, 32));
+    assert_eq!(panel.ts[0], JUNE_1);
+    assert_eq!(panel.symbols[0], "1000PEPEUSDT");
+    assert!(panel.close.iter().all(|c| c.is_finite()));
+    // Sorted by (symbol, ts).
+    assert!((1..bars.len()).all(|r| (&bars.symbol[r - 1], bars.ts[r - 1]) < (&bars.symbol[r], bars.ts[r])));
+}
+
+#[test]
+fn selection_is_pushed_down_to_files_and_row_groups() {
+    let selection = Selection {
+        symbols: Some(vec!["ETHUSDT".into()]),
+        start: Some(JUNE_1 + 40 * 24 * H),
+        end: Some(JUNE_1 + 47 * 24 * H),
+        timeframe: hour(),
+    };
+    let (bars, stats) = data::read_bars(&fixture(), &selection).unwrap();
+    assert_eq!(bars.len(), 7 * 24);
+    assert!(bars.symbol.iter().all(|s| s == "ETHUSDT"));
+    assert_eq!(bars.ts[0], JUNE_1 + 40 * 24 * H);
+    assert_eq!(stats.files_opened, 1, "only ETHUSDT's file is opened");
+    assert!(stats.row_groups_read <= 2 && stats.row_groups_total >= 5, "{stats:?}");
+    // A time range in another year opens nothing.
+    let other_year = Selection { start: Some(0), end: Some(1_000), ..selection };
+    let (none, stats) = data::read_bars(&fixture(), &other_year).unwrap();
+    assert!(none.is_empty());
+    assert_eq!(stats.files_opened, 0);
+}
+
+#[test]
+fn store_write_append_and_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let bars = small_bars(&["AAAUSDT", "BBBUSDT"], 50, JUNE_1);
+    let stats = data::write_store(dir.path(), hour(), &bars).unwrap();
+    assert_eq!((stats.files_written, stats.rows_added, stats.rows_replaced), (2, 100, 0));
+    let (back, _) = data::read_bars(dir.path(), &Selection::all(hour())).unwrap();
+    assert_eq!(back, bars);
+
+    // Append an overlapping, unsorted batch: the new rows win, the result stays sorted.
+    let mut update = small_bars(&["AAAUSDT"], 10, JUNE_1 + 45 * H);
+    update.close.iter_mut().for_each(|c| *c += 0.25);
+    update.ts.reverse();
+    update.close.reverse();
+    update.open.reverse();
+    update.high.reverse();
+    update.low.reverse();
+    update.volume.reverse();
+    let stats = data::write_store(dir.path(), hour(), &update).unwrap();
+    assert_eq!((stats.rows_added, stats.rows_replaced), (5, 5));
+    let (back, _) = data::read_bars(dir.path(), &Selection::all(hour())).unwrap();
+    assert_eq!(back.len(), 105);
+    let aaa: Vec<usize> = (0..back.len()).filter(|&r| back.symbol[r] == "AAAUSDT").collect();
+    assert_eq!(aaa.len(), 55);
+    assert!(aaa.windows(2).all(|w| back.ts[w[0]] < back.ts[w[1]]));
+    let at_47 = aaa.iter().find(|&&r| back.ts[r] == JUNE_1 + 47 * H).unwrap();
+    assert_eq!(back.close[*at_47], 100.0 + 2.0 + 0.5 + 0.25);
+    // No temp files are left behind.
+    let leftovers: Vec<_> = walk(dir.path()).into_iter().filter(|p| p.to_string_lossy().contains(".tmp-")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(data::store_timeframes(dir.path()).unwrap(), vec![hour()]);
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn single_long_parquet_and_csv_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let bars = small_bars(&["AAAUSDT", "BBBUSDT", "CCCUSDT"], 30, JUNE_1);
+    let path = dir.path().join("long.parquet");
+    data::store::write_parquet_atomically(&path, &data::bars_to_batch(&bars), 10).unwrap();
+    let selection = Selection {
+        symbols: Some(vec!["BBBUSDT".into()]),
+        start: Some(JUNE_1 + 5 * H),
+        end: Some(JUNE_1 + 8 * H),
+        timeframe: hour(),
+    };
+    let (picked, stats) = data::read_bars(&path, &selection).unwrap();
+    assert_eq!(picked.ts, vec![JUNE_1 + 5 * H, JUNE_1 + 6 * H, JUNE_1 + 7 * H]);
+    assert!(picked.symbol.iter().all(|s| s == "BBBUSDT"));
+    assert_eq!(stats.row_groups_read, 1, "{stats:?}");
+
+    let csv = dir.path().join("bars.csv");
+    let mut text = String::from("ts,symbol,open,high,low,close,volume\n");
+    for r in 0..bars.len() {
+        text += &format!(
+            "{},{},{},{},{},{},{}\n",
+            bars.ts[r], bars.symbol[r], bars.open[r], bars.high[r], bars.low[r], bars.close[r], bars.volume[r]
+        );
+    }
+    fs::write(&csv, text).unwrap();
+    let (from_csv, _) = data::read_bars(&csv, &Selection::all(hour())).unwrap();
+    assert_eq!(from_csv, bars);
+}
+
+#[test]
+fn bad_files_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("corrupt.parquet");
+    fs::write(&corrupt, b"this is not parquet at all").unwrap();
+    let err = data::read_bars(&corrupt, &Selection::all(hour())).unwrap_err();
+    assert_eq!(err.kind, xsmom::ErrorKind::Format);
+    assert_eq!(
+        err.message,
+        format!("{}: not a valid Parquet file: Parquet error: Invalid Parquet file. Corrupt footer", corrupt.display())
+    );
+
+    let csv = dir.path().join("no_close.csv");
+    fs::write(&csv, "ts,symbol,open,high,low,volume\n0,AUSDT,1,1,1,1\n").unwrap();
+    let err = data::read_bars(&csv, &Selection::all(hour())).unwrap_err();
+    assert_eq!(
+        err.message,
+        format!("{}: missing column 'close' (found: ts, symbol, open, high, low, volume)", csv.display())
+    );
+
+    let missing = dir.path().join("nope.parquet");
+    let err = data::read_bars(&missing, &Selection::all(hour())).unwrap_err();
+    assert_eq!(err.kind, xsmom::ErrorKind::Io);
+    assert_eq!(err.message, format!("{}: no such file or directory", missing.display()));
+
+    let err = data::read_bars(&fixture(), &Selection::all(Timeframe::parse("4h").unwrap())).unwrap_err();
+    assert_eq!(err.message, format!("{}: the store has no bars for timeframe 4h (found: 5m, 1h)", fixture().display()));
+}
+
+#[test]
+fn validation_findings_and_policy() {
+    let mut bars = small_bars(&["AAAUSDT", "BBBUSDT"], 20, JUNE_1);
+    // Duplicate of AAA row 3, a non-grid ts, bad OHLC, negative volume, a gap (BBB row 10 removed).
+    bars.ts.push(JUNE_1 + 3 * H);
+    bars.symbol.push("AAAUSDT".into());
+    for col in [&mut bars.open, &mut bars.high, &mut bars.low, &mut bars.close, &mut bars.volume] {
+        let v = col[3];
+        col.push(v);
+    }
+    bars.ts[5] += 1;
+    bars.high[7] = bars.open[7] - 0.5;
+    bars.volume[9] = -1.0;
+    bars.volume[8] = 0.0;
+    let keep: Vec<bool> = (0..bars.len()).map(|r| r != 30).collect();
+    let bars = bars.filter_rows(&keep);
+    let findings = data::validate_bars(&bars, hour());
+    let kinds: Vec<(&str, &str, i64)> = findings.iter().map(|f| (f.symbol.as_str(), f.kind, f.ts)).collect();
+    assert!(kinds.contains(&("AAAUSDT", "duplicate", JUNE_1 + 3 * H)), "{kinds:?}");
+    assert!(kinds.contains(&("AAAUSDT", "non_grid_ts", JUNE_1 + 5 * H + 1)));
+    assert!(kinds.contains(&("AAAUSDT", "high_below_open_close", JUNE_1 + 7 * H)));
+    assert!(kinds.contains(&("AAAUSDT", "negative_volume", JUNE_1 + 9 * H)));
+    assert!(kinds.contains(&("AAAUSDT", "zero_volume", JUNE_1 + 8 * H)));
+    assert!(kinds.contains(&("BBBUSDT", "gap", JUNE_1 + 10 * H)));
+    assert!(kinds.contains(&("AAAUSDT", "unsorted", JUNE_1 + 3 * H)));
+    let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
+    assert_eq!(errors, 4);
+
+    let err = data::clean_bars(&bars, hour(), false).unwrap_err();
+    assert_eq!(err.kind, xsmom::ErrorKind::Data);
+    assert_eq!(
+        err.message,
+        "4 validation error(s) in the bars; first: AAAUSDT at ts 1748746800000: duplicate (second row for ts \
+         1748746800000); pass on_invalid=drop to drop the offending rows"
+    );
+    let (clean, _) = data::clean_bars(&bars, hour(), true).unwrap();
+    assert_eq!(clean.len(), bars.len() - 4);
+    assert!(data::validate_bars(&clean, hour()).iter().all(|f| f.severity == Severity::Warning));
+    // The grid of the remaining rows is valid.
+    Panel::from_bars(&clean, hour()).unwrap();
+}
+
+#[test]
+fn spikes_are_reported() {
+    let mut bars = small_bars(&["AAAUSDT"], 400, JUNE_1);
+    // A gentle zig-zag, then a 30 % jump.
+    for t in 0..400 {
+        let c = 100.0 * (1.0 + 0.002 * if t % 2 == 0 { 1.0 } else { -1.0 });
+        bars.close[t] = if t == 300 { c * 1.3 } else { c };
+        bars.open[t] = bars.close[t];
+        bars.high[t] = bars.close[t] * 1.001;
+        bars.low[t] = bars.close[t] * 0.999;
+    }
+    let spikes: Vec<i64> =
+        data::validate_bars(&bars, hour()).iter().filter(|f| f.kind == "spike").map(|f| f.ts).collect();
+    assert_eq!(spikes, vec![JUNE_1 + 300 * H, JUNE_1 + 301 * H]);
+}
+
+#[test]
+fn resampling_real_5m_bars_reproduces_the_real_1h_bars() {
+    let five = Timeframe::parse("5m").unwrap();
+    let (fine, _) = data::read_bars(&fixture(), &Selection::all(five)).unwrap();
+    let resampled = data::resample(&fine, five, hour()).unwrap();
+    let june = Selection {
+        symbols: Some(vec!["DOGEUSDT".into(), "SOLUSDT".into()]),
+        start: Some(JUNE_1),
+        end: Some(JUNE_1 + 30 * 24 * H),
+        timeframe: hour(),
+    };
+    let (hourly, _) = data::read_bars(&fixture(), &june).unwrap();
+    assert_eq!(resampled.len(), 2 * 30 * 24);
+    assert_eq!(resampled.ts, hourly.ts);
+    assert_eq!(resampled.symbol, hourly.symbol);
+    assert_eq!(resampled.open, hourly.open);
+    assert_eq!(resampled.high, hourly.high);
+    assert_eq!(resampled.low, hourly.low);
+    assert_eq!(resampled.close, hourly.close);
+    for (a, b) in resampled.volume.iter().zip(&hourly.volume) {
+        assert!((a - b).abs() <= 1e-9 * b.abs(), "{a} vs {b}");
+    }
+}
+
+#[test]
+fn resampling_drops_incomplete_buckets() {
+    let five = Timeframe::parse("5m").unwrap();
+    let mut bars = Bars::default();
+    for k in 0..23 {
+        // 23 five-minute bars: the first hour is complete, the second misses one bar.
+        bars.ts.push(JUNE_1 + k * 300_000);
+        bars.symbol.push("AAAUSDT".into());
+        bars.open.push(1.0 + k as f64);
+        bars.high.push(2.0 + k as f64);
+        bars.low.push(0.5 + k as f64);
+        bars.close.push(1.5 + k as f64);
+        bars.volume.push(1.0);
+    }
+    let hourly = data::resample(&bars, five, hour()).unwrap();
+    assert_eq!(hourly.ts, vec![JUNE_1]);
+    assert_eq!(
+        (hourly.open[0], hourly.high[0], hourly.low[0], hourly.close[0], hourly.volume[0]),
+        (1.0, 13.0, 0.5, 12.5, 12.0)
+    );
+    let err = data::resample(&bars, hour(), five).unwrap_err();
+    assert_eq!(err.message, "cannot resample 1h bars to 5m: the target must be a multiple of the source timeframe");
+}
+
+#[test]
+fn funding_is_read_and_aligned_to_the_bar_that_contains_it() {
+    let funding = data::read_funding(&fixture(), Some(&["BTCUSDT".to_string()]), Some(JUNE_1), None).unwrap();
+    assert!(funding.ts.len() > 400 && funding.symbol.iter().all(|s| s == "BTCUSDT"));
+    let bars = small_bars(&["AAAUSDT"], 24, JUNE_1);
+    let panel = Panel::from_bars(&bars, hour()).unwrap();
+    let events = Funding {
+        ts: vec![JUNE_1 + 8 * H - 1, JUNE_1 + 8 * H, JUNE_1 + 16 * H + 1],
+        symbol: vec!["AAAUSDT".into(); 3],
+        rate: vec![0.001, 0.002, 0.003],
+    };
+    let grid = panel.align_funding(&events);
+    assert_eq!(grid.rates[[7, 0]], 0.001);
+    assert_eq!(grid.rates[[8, 0]], 0.002);
+    assert_eq!(grid.rates[[16, 0]], 0.003);
+    assert_eq!(grid.rates.sum(), 0.006);
+    assert_eq!(grid.has_data, vec![true]);
+    // Round trip through the funding store.
+    let dir = tempfile::tempdir().unwrap();
+    data::write_funding_store(dir.path(), &events).unwrap();
+    assert_eq!(data::read_funding(dir.path(), None, None, None).unwrap(), events);
+}
