@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: synthetic panels with a deterministic generator.
 #![allow(dead_code)]
 
+pub mod naive_v1;
+
 use ndarray::Array2;
 use xsmom::data::{FundingGrid, Panel};
 use xsmom::Timeframe;

@@ -1,0 +1,98 @@
+//! Golden regression values on the bundled real-data fixture (32 Binance USDT-M perpetuals,
+//! hourly, 2025-06-01 → 2025-10-31, with funding). A change in any of these numbers is a change of
+//! behaviour: update them only deliberately, with the reason in the commit message.
+
+mod common;
+
+use std::path::PathBuf;
+
+use xsmom::run::{self, BarsSource, FundingSource};
+use xsmom::Config;
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data")
+}
+
+fn run_profile(cfg: &Config) -> xsmom::backtest::BacktestResult {
+    let inputs = run::prepare(BarsSource::Path(fixture()), FundingSource::FromBarsStore, cfg).unwrap();
+    run::backtest(&inputs, cfg, false).unwrap()
+}
+
+fn assert_close(name: &str, got: f64, want: f64) {
+    assert!((got - want).abs() <= 1e-9 * want.abs().max(1.0), "{name}: got {got:?}, golden {want:?}");
+}
+
+#[test]
+fn default_config_golden_metrics() {
+    let result = run_profile(&Config::default());
+    let m = &result.metrics;
+    GOLDEN_DEFAULT.iter().for_each(|(name, want)| {
+        let got = m.to_pairs().into_iter().find(|(n, _)| n == name).unwrap().1;
+        assert_close(name, got, *want);
+    });
+    assert_eq!(result.fills.len(), GOLDEN_DEFAULT_FILLS);
+    assert!(result.warnings.iter().all(|w| !w.contains("no funding")), "the fixture has funding for every symbol");
+}
+
+#[test]
+fn v1_profile_golden_metrics_and_naive_equity_on_the_fixture() {
+    let cfg = Config::profile("xsmom-bot-v1").unwrap();
+    let result = run_profile(&cfg);
+    GOLDEN_V1.iter().for_each(|(name, want)| {
+        let got = result.metrics.to_pairs().into_iter().find(|(n, _)| n == name).unwrap().1;
+        assert_close(name, got, *want);
+    });
+    // The v1 equity curve without funding equals the independent implementation to 1e-9.
+    let inputs = run::prepare(BarsSource::Path(fixture()), FundingSource::None, &cfg).unwrap();
+    let engine = run::backtest(&inputs, &cfg, false).unwrap();
+    let naive = common::naive_v1::naive_v1(&inputs.panel, &cfg);
+    for (t, (a, b)) in engine.bars.equity.iter().zip(&naive).enumerate() {
+        assert!((a - b).abs() <= 1e-9 * b.abs(), "bar {t}: engine {a} vs naive {b}");
+    }
+}
+
+const GOLDEN_DEFAULT_FILLS: usize = 21848;
+const GOLDEN_DEFAULT: &[(&str, f64)] = &[
+    ("total_return", -0.6197924409952666),
+    ("cagr", -0.9122767832753896),
+    ("vol", 0.14901081909895297),
+    ("sharpe", -16.25469743607912),
+    ("sortino", -20.15672484341325),
+    ("max_drawdown", 0.6232429030307469),
+    ("calmar", -1.463757996824528),
+    ("turnover_per_year", 3591.39606492301),
+    ("exposure", 0.5374717758088243),
+    ("fees", 3071.2335050000515),
+    ("funding", 18.376152726782127),
+    ("round_trips", 8123.0),
+    ("win_rate", 0.3888957281792441),
+    ("profit_factor", 0.7605354872824707),
+    ("avg_bars_held", 2.965529976609627),
+    ("skew", -0.23898367594171918),
+    ("kurtosis", 4.631054633658208),
+    ("psr", 9.725655433596581e-25),
+    ("n_bars", 3481.0),
+    ("final_equity", 3802.075590047333),
+];
+const GOLDEN_V1: &[(&str, f64)] = &[
+    ("total_return", -0.5626327942887617),
+    ("cagr", -0.8684890623857546),
+    ("vol", 0.25221089252024176),
+    ("sharpe", -7.9169208408895795),
+    ("sortino", -11.189104581430705),
+    ("max_drawdown", 0.5701631627883763),
+    ("calmar", -1.5232289966584636),
+    ("turnover_per_year", 2989.3248670617504),
+    ("exposure", 0.9499999999999472),
+    ("fees", 3903.6013403555344),
+    ("funding", 10.498694342615638),
+    ("round_trips", 7697.0),
+    ("win_rate", 0.3663765103286995),
+    ("profit_factor", 0.8091407517735829),
+    ("avg_bars_held", 5.545926984539431),
+    ("skew", 1.9653392764191353),
+    ("kurtosis", 46.60711170968885),
+    ("psr", 3.170117200831427e-6),
+    ("n_bars", 3571.0),
+    ("final_equity", 4373.672057112383),
+];
