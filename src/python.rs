@@ -243,6 +243,8 @@ fn signals(
     table(output::signals_batch(&result).expect("signals were recorded"))
 }
 
+/// Seconds per run of the pure-Rust pipeline behind `backtest` (Arrow import, validation, panel,
+/// engine, output batches) on data already handed over: the baseline of `python -m xsmom.bench`.
 #[pyfunction]
 #[pyo3(signature = (bars, config_yaml, repeats, funding=None))]
 fn time_backtest(
@@ -253,14 +255,32 @@ fn time_backtest(
     funding: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Vec<f64>> {
     let cfg = parse_config(config_yaml)?;
-    let inputs = prepare(py, bars, &cfg, funding)?;
+    let bar_batches = batches_of(bars, "bars")?;
+    let funding_batches = match funding {
+        Some(object) if !object.is_none() => Some(batches_of(object, "funding")?),
+        _ => None,
+    };
     py.detach(|| {
         (0..repeats.max(1))
             .map(|_| {
                 let started = Instant::now();
-                crate::backtest::run(&inputs.panel, &inputs.funding, &cfg).map(|_| started.elapsed().as_secs_f64())
+                let bars = data::bars_from_batches(&bar_batches, "bars")?;
+                let funding = match &funding_batches {
+                    Some(batches) => FundingSource::Funding(data::funding_from_batches(batches, "funding")?),
+                    None => FundingSource::None,
+                };
+                let inputs = run::prepare(BarsSource::Bars(bars), funding, &cfg)?;
+                let result = run::backtest(&inputs, &cfg, false)?;
+                let outputs = [
+                    output::equity_batch(&result),
+                    output::weights_batch(&result),
+                    output::fills_batch(&result),
+                    output::trades_batch(&result),
+                ];
+                std::hint::black_box(outputs);
+                Ok(started.elapsed().as_secs_f64())
             })
-            .collect::<Result<Vec<f64>, _>>()
+            .collect::<Result<Vec<f64>, Error>>()
     })
     .map_err(to_py)
 }

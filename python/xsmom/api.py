@@ -110,7 +110,9 @@ def backtest(
 
     With a store path and no ``funding``, the store's own funding data is used.
     """
-    out = _core.backtest(_bars_arg(bars), _config(config), _bars_arg(funding) if funding is not None else None)
+    out = _core.backtest(
+        _bars_arg(bars), _config(config), _bars_arg(funding) if funding is not None else None
+    )
     return BacktestResult(
         metrics=dict(out["metrics"]),
         equity=_frame(out["equity"]),

@@ -1,0 +1,140 @@
+"""The ``xsmom`` command end to end, in temporary directories, through the installed console script."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import xsmom
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    exe = shutil.which("xsmom")
+    assert exe, "the xsmom console script is installed"
+    return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_backtest_default_prints_metrics_and_writes_report(tmp_path, data_dir):
+    shutil.copytree(data_dir, tmp_path / "data")
+    proc = run("backtest", "--out", "report", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "sharpe" in proc.stdout and "max_drawdown" in proc.stdout
+    out = tmp_path / "report"
+    for name in [
+        "metrics.json",
+        "equity.parquet",
+        "weights.parquet",
+        "fills.parquet",
+        "trades.parquet",
+        "report.html",
+        "tearsheet.png",
+    ]:
+        assert (out / name).stat().st_size > 0, name
+    metrics = json.loads((out / "metrics.json").read_text())
+    equity = pl.read_parquet(out / "equity.parquet")
+    assert metrics["final_equity"] == pytest.approx(equity["equity"][-1])
+    assert equity.schema["ts"] == pl.Datetime("ms", "UTC")
+    page = (out / "report.html").read_text()
+    assert "sharpe" in page and "lookbacks" in page and "data:image/png;base64," in page
+    assert "anti_churn" in page, "warnings are in the report"
+    assert (out / "tearsheet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_backtest_json_profile_and_set(tmp_path, data_dir):
+    proc = run(
+        "backtest",
+        "--bars",
+        str(data_dir),
+        "--profile",
+        "xsmom-bot-v1",
+        "--set",
+        "strategy.k_max=4",
+        "--json",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads(proc.stdout)
+    expected = xsmom.backtest(
+        data_dir, xsmom.Config.profile("xsmom-bot-v1").with_overrides({"strategy.k_max": 4})
+    )
+    assert metrics["sharpe"] == pytest.approx(expected.metrics["sharpe"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["backtest", "--bars", "nope"], "xsmom: error: nope: no such file or directory"),
+        (
+            ["backtest"],
+            "xsmom: error: data: no such file or directory (no --bars given and ./data does not exist)",
+        ),
+        (
+            ["backtest", "--bars", "{data}", "--profile", "nope"],
+            "xsmom: error: unknown profile 'nope': known profiles are default, xsmom-bot-v1",
+        ),
+        (
+            ["backtest", "--bars", "{data}", "--set", "strategy.kmax=3"],
+            "xsmom: error: unknown config key 'strategy.kmax'",
+        ),
+        (
+            ["backtest", "--bars", "{data}", "--set", "novalue"],
+            "xsmom: error: --set 'novalue' is not of the form key.path=value",
+        ),
+        (
+            ["backtest", "--bars", "{data}", "--set", "sizing.gross_leverage=50"],
+            "xsmom: error: overrides: sizing.gross_leverage = 50 is out of range: allowed [0, 10]",
+        ),
+        (["backtest", "--bars", "{data}", "--config", "{bad_yaml}"], "strategy: unknown field `kmax`"),
+        (["backtest", "--bars", "{corrupt}"], "not a valid Parquet file"),
+        (["backtest", "--frobnicate"], "xsmom: error: unrecognized arguments: --frobnicate"),
+        (["data", "validate"], "xsmom: error: data validate needs exactly one of --store DIR or FILE"),
+    ],
+)
+def test_every_error_is_one_line_and_exit_2(tmp_path, data_dir, args, message):
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("strategy:\n  kmax: 4\n")
+    corrupt = tmp_path / "corrupt.parquet"
+    corrupt.write_bytes(b"PAR1 garbage")
+    subs = {"{data}": str(data_dir), "{bad_yaml}": str(bad_yaml), "{corrupt}": str(corrupt)}
+    proc = run(*[subs.get(a, a) for a in args], cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert message in lines[0]
+    assert lines[0].startswith("xsmom: error: ")
+
+
+def test_data_ingest_validate_resample(tmp_path, data_dir):
+    five = xsmom.read_bars(data_dir, symbols=["DOGEUSDT"], timeframe="5m")
+    src = tmp_path / "doge_5m.parquet"
+    five.write_parquet(src)
+    store = tmp_path / "store"
+    proc = run("data", "ingest", str(src), "--store", str(store), "--timeframe", "5m", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{five.height} rows added" in proc.stdout
+    proc = run("data", "ingest", str(src), "--store", str(store), "--timeframe", "5m", cwd=tmp_path)
+    assert "0 rows added" in proc.stdout and f"{five.height} replaced" in proc.stdout
+
+    proc = run("data", "validate", "--store", str(store), "--timeframe", "5m", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 error(s)" in proc.stdout
+
+    proc = run("data", "resample", "--store", str(store), "--to", "1h", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    hourly = xsmom.read_bars(store, timeframe="1h")
+    real = xsmom.read_bars(data_dir, symbols=["DOGEUSDT"], start="2025-06-01", end="2025-07-01")
+    assert hourly.select("ts", "open", "high", "low", "close").equals(
+        real.select("ts", "open", "high", "low", "close")
+    )
+
+    bad = pl.concat([five.head(10), five.head(1)])
+    bad_file = tmp_path / "dup.parquet"
+    bad.write_parquet(bad_file)
+    proc = run("data", "validate", str(bad_file), "--timeframe", "5m", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "duplicate" in proc.stdout and "1 error(s)" in proc.stdout
+    proc = run("data", "ingest", str(bad_file), "--store", str(store), "--timeframe", "5m", cwd=tmp_path)
+    assert proc.returncode == 2 and "duplicate" in proc.stderr
