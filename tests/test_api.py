@@ -2,10 +2,9 @@ import math
 
 import polars as pl
 import pytest
+import xsmom
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import xsmom
 
 UTC_MS = pl.Datetime("ms", "UTC")
 

@@ -109,9 +109,8 @@ def _backtest(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(json_metrics(result.metrics)))
         return 0
-    print(
-        f"xsmom backtest: {len(result.symbols)} symbols, {result.start} → {result.end} ({elapsed * 1e3:.0f} ms)"
-    )
+    span = f"{result.start} → {result.end}"
+    print(f"xsmom backtest: {len(result.symbols)} symbols, {span} ({elapsed * 1e3:.0f} ms)")
     print(metrics_table(result.metrics))
     for warning in result.warnings:
         print(f"warning: {warning}")
@@ -145,9 +144,8 @@ def _data(args: argparse.Namespace) -> int:
         return 1 if errors else 0
     if args.data_command == "resample":
         stats = _core.resample_store(str(args.store), args.to, args.source)
-        print(
-            f"resampled {args.store} to {args.to}: {stats['rows_added']} bars added, {stats['rows_replaced']} replaced"
-        )
+        added, replaced = stats["rows_added"], stats["rows_replaced"]
+        print(f"resampled {args.store} to {args.to}: {added} bars added, {replaced} replaced")
         return 0
     raise CliError(f"unknown data command {args.data_command!r}")
 

@@ -66,7 +66,8 @@ class Config:
         d = self.to_dict()
         s = d["strategy"]
         return (
-            f"Config(timeframe={d['data']['timeframe']!r}, lookbacks={s['lookbacks']}, k_mode={s['k_mode']!r}, "
+            f"Config(timeframe={d['data']['timeframe']!r}, lookbacks={s['lookbacks']}, "
+            f"k_mode={s['k_mode']!r}, "
             f"k={s['k_min']}..{s['k_max']}, weighting={d['sizing']['weighting']!r}, "
             f"accounting={d['backtest']['accounting']!r})"
         )
