@@ -1,3 +1,4 @@
+//! Backtest both profiles on the bundled fixture from Rust: `cargo run --release --example backtest_fixture`.
 use std::path::PathBuf;
 use xsmom::run::{self, BarsSource, FundingSource};
 fn main() {
