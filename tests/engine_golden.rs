@@ -132,7 +132,7 @@ fn empty_universe_is_an_error() {
     assert_eq!(err.kind, xsmom::ErrorKind::Invalid);
     assert_eq!(
         err.message,
-        "empty universe: none of the 4 symbols passes the universe rules at any bar (universe.include/exclude, \
-         min_price 0.05, min_quote_volume_24h 0, 3 bars of history)"
+        "empty universe: none of the 4 symbols of the data (S000USDT, S001USDT, S002USDT, S003USDT) is left by \
+         universe.include [\"NOPEUSDT\"] and universe.exclude []"
     );
 }

@@ -249,13 +249,16 @@ impl<'a> Engine<'a> {
         if n_symbols == 0 || n_bars == 0 {
             return Err(Error::invalid("empty universe: the panel has no symbols or no bars"));
         }
-        if !ind.universe.iter().any(|member| *member) {
+        // An empty universe is a configuration error; a panel too short for any symbol to qualify
+        // yet is not (the live runner steps through such bars at the start).
+        let u = &cfg.universe;
+        if !panel.symbols.iter().any(|s| (u.include.is_empty() || u.include.contains(s)) && !u.exclude.contains(s)) {
             return Err(Error::invalid(format!(
-                "empty universe: none of the {n_symbols} symbols passes the universe rules at any bar \
-                 (universe.include/exclude, min_price {}, min_quote_volume_24h {}, {} bars of history)",
-                cfg.universe.min_price,
-                cfg.universe.min_quote_volume_24h,
-                cfg.strategy.min_history()
+                "empty universe: none of the {n_symbols} symbols of the data ({}) is left by universe.include {:?} \
+                 and universe.exclude {:?}",
+                abbreviate(&panel.symbols),
+                u.include,
+                u.exclude
             )));
         }
         if funding.rates.dim() != (n_bars, n_symbols) {
@@ -799,6 +802,14 @@ impl<'a> Engine<'a> {
             signals: self.signals,
             momentum: self.ind.momentum.clone(),
         }
+    }
+}
+
+/// At most five names, then "… and N more".
+fn abbreviate(names: &[String]) -> String {
+    match names.len() {
+        0..=5 => names.join(", "),
+        n => format!("{}, … and {} more", names[..5].join(", "), n - 5),
     }
 }
 

@@ -1,0 +1,121 @@
+//! Properties of the whole engine on random panels: no look-ahead (truncation invariance),
+//! determinism, neutrality and the gross cap.
+
+mod common;
+
+use proptest::prelude::*;
+use xsmom::backtest::{self, BacktestResult};
+use xsmom::data::Panel;
+use xsmom::Config;
+
+/// Config variants that exercise every path of the engine.
+fn variant(index: usize) -> Config {
+    let base = Config::default();
+    let sets: &[&[&str]] = &[
+        &[],
+        &["backtest.fill=next_open"],
+        &["backtest.accounting=weights"],
+        &["strategy.bands.enabled=true"],
+        &[
+            "strategy.adx_filter.enabled=true",
+            "strategy.adx_filter.min_adx=15",
+            "strategy.adx_filter.require_rising=true",
+        ],
+        &["strategy.k_mode=static", "sizing.weighting=signal_inverse_vol"],
+        &["strategy.regime_filter.mode=directional", "strategy.regime_filter.slope_min_bps_per_day=1"],
+        &["backtest.rebalance_every=3", "risk.kill_switch.max_daily_loss_pct=1", "risk.kill_switch.action=freeze"],
+        &["risk.kill_switch.max_daily_loss_pct=0.5", "risk.stops.max_bars_in_trade=5"],
+        &["strategy.market_neutral=false", "strategy.require_sign=false"],
+    ];
+    let set: Vec<String> = sets[index % sets.len()].iter().map(|s| s.to_string()).collect();
+    base.with_override_strings(&set).unwrap()
+}
+
+fn run(panel: &Panel, cfg: &Config) -> BacktestResult {
+    backtest::run(panel, &common::no_funding(panel), cfg).unwrap()
+}
+
+fn same(a: f64, b: f64) -> bool {
+    a == b || (a.is_nan() && b.is_nan())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 30, ..ProptestConfig::default() })]
+
+    /// Everything the engine outputs for bar t is the same whether it sees bars 0..=t or all bars.
+    #[test]
+    fn truncation_invariance(seed in 0u64..10_000, n_symbols in 6usize..12, cut in 0.45f64..0.98, v in 0usize..10) {
+        let panel = common::random_panel(600, n_symbols, seed, true);
+        let cfg = variant(v);
+        let full = run(&panel, &cfg);
+        let t = ((panel.n_bars() as f64) * cut) as usize;
+        let head = run(&panel.head(t + 1), &cfg);
+        let (b_full, b_head) = (&full.bars, &head.bars);
+        for s in 0..=t {
+            prop_assert!(same(b_full.equity[s], b_head.equity[s]), "equity differs at bar {s} (cut {t})");
+            prop_assert!(same(b_full.cash[s], b_head.cash[s]));
+            prop_assert!(same(b_full.fees[s], b_head.fees[s]));
+            prop_assert_eq!(b_full.k[s], b_head.k[s]);
+            prop_assert_eq!(b_full.kill_switch[s], b_head.kill_switch[s]);
+        }
+        let (tw_full, tw_head) = (full.target_weights(), head.target_weights());
+        let (u_full, u_head) = (full.units(), head.units());
+        for s in 0..=t {
+            for i in 0..panel.n_symbols() {
+                prop_assert!(same(tw_full[[s, i]], tw_head[[s, i]]), "target weight differs at bar {s}, symbol {i}");
+                prop_assert!(same(u_full[[s, i]], u_head[[s, i]]));
+            }
+        }
+        let cutoff = panel.ts[t];
+        let fills_full: Vec<_> = full.fills.iter().filter(|f| f.ts <= cutoff).collect();
+        let fills_head: Vec<_> = head.fills.iter().collect();
+        prop_assert_eq!(fills_full, fills_head);
+    }
+
+    #[test]
+    fn books_respect_neutrality_and_the_gross_cap(seed in 0u64..10_000, v in 0usize..9) {
+        let panel = common::random_panel(500, 10, seed, true);
+        let cfg = variant(v);
+        let result = run(&panel, &cfg);
+        let targets = result.target_weights();
+        for row in targets.rows() {
+            let gross: f64 = row.iter().map(|w| w.abs()).sum();
+            let net: f64 = row.iter().sum();
+            prop_assert!(gross <= cfg.sizing.max_gross_leverage + 1e-12);
+            if cfg.strategy.market_neutral && gross > 0.0 && cfg.risk.stops.partial_tp_frac == 0.0 {
+                prop_assert!(net.abs() <= 1e-9 * gross);
+            }
+            for w in row {
+                prop_assert!(w.abs() <= cfg.sizing.max_weight_per_asset * cfg.sizing.vol_target.max_scale.max(1.0) + 1e-12);
+            }
+        }
+        prop_assert!(result.bars.equity.iter().all(|e| e.is_finite() && *e > 0.0));
+    }
+}
+
+#[test]
+fn runs_are_deterministic() {
+    let panel = common::random_panel(700, 12, 42, true);
+    let cfg = Config::default();
+    let (a, b) = (run(&panel, &cfg), run(&panel, &cfg));
+    assert_eq!(a.bars, b.bars);
+    assert_eq!(a.fills, b.fills);
+    assert_eq!(a.book, b.book);
+}
+
+#[test]
+fn market_neutral_book_without_take_profits_is_neutral() {
+    // With partial take-profits off, every decided book is exactly market neutral.
+    let panel = common::random_panel(700, 12, 9, true);
+    let cfg = Config::default().with_override_strings(&["risk.stops.partial_tp_frac=0".into()]).unwrap();
+    let targets = run(&panel, &cfg).target_weights();
+    let mut books = 0;
+    for row in targets.rows() {
+        let gross: f64 = row.iter().map(|w| w.abs()).sum();
+        if gross > 0.0 {
+            books += 1;
+            assert!(row.iter().sum::<f64>().abs() <= 1e-12 * gross.max(1.0), "net {}", row.iter().sum::<f64>());
+        }
+    }
+    assert!(books > 100, "the strategy traded ({books} books)");
+}
