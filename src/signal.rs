@@ -120,6 +120,13 @@ pub fn rolling_vol(close: ArrayView2<f64>, lookback: usize) -> Array2<f64> {
     rolling_std(simple_returns(close).view(), lookback, lookback / 2)
 }
 
+/// One EMA step: the first valid value seeds the state (NaN until then).
+#[inline]
+fn ema_update(state: &mut f64, value: f64, alpha: f64) -> f64 {
+    *state = if state.is_nan() { value } else { *state + alpha * (value - *state) };
+    *state
+}
+
 /// EMA with `α = 2/(len+1)` seeded with the first valid close. A missing close leaves the state
 /// unchanged and gives NaN at that bar.
 pub fn ema(close: ArrayView2<f64>, len: usize) -> Array2<f64> {
@@ -135,8 +142,7 @@ pub fn ema(close: ArrayView2<f64>, len: usize) -> Array2<f64> {
             if c.is_nan() {
                 continue;
             }
-            state[i] = if state[i].is_nan() { c } else { state[i] + alpha * (c - state[i]) };
-            row[i] = state[i];
+            row[i] = ema_update(&mut state[i], c, alpha);
         }
     }
     out
@@ -163,7 +169,7 @@ pub fn ema_slope_bps_per_day(close: ArrayView2<f64>, ema_len: usize, bars_per_da
             if c.is_nan() {
                 continue;
             }
-            state[i] = if state[i].is_nan() { c } else { state[i] + alpha * (c - state[i]) };
+            ema_update(&mut state[i], c, alpha);
             let slots = &mut ring[i * (m + 1)..(i + 1) * (m + 1)];
             slots[count[i] % (m + 1)] = state[i];
             count[i] += 1;

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
@@ -31,8 +33,14 @@ def _weights_matrix(result: BacktestResult, max_symbols: int = 40) -> tuple[np.n
 
 def plot_result(result: BacktestResult) -> Figure:
     """Equity, drawdown, gross/net exposure and a weights heatmap."""
-    eq = result.equity
     fig, axes = plt.subplots(4, 1, figsize=(11, 11), sharex=False, height_ratios=[3, 1.5, 1.5, 3])
+    _equity_drawdown_exposure(axes[:3], result.equity)
+    _weights_heatmap(axes[3], result)
+    fig.tight_layout()
+    return fig
+
+
+def _equity_drawdown_exposure(axes: Sequence[Axes], eq: pl.DataFrame) -> None:
     ts = eq["ts"].to_list()
     axes[0].plot(ts, eq["equity"].to_list(), color="tab:blue", lw=1.2)
     axes[0].set_title("Equity (USD)")
@@ -41,14 +49,15 @@ def plot_result(result: BacktestResult) -> Figure:
     axes[2].plot(ts, eq["gross"].to_list(), label="gross", lw=0.8)
     axes[2].plot(ts, eq["net"].to_list(), label="net", lw=0.8)
     axes[2].legend(loc="upper right")
-    axes[2].set_title("Exposure (fraction of equity)")
+    axes[2].set_title("Gross / net exposure (fraction of equity)")
+
+
+def _weights_heatmap(ax: Axes, result: BacktestResult) -> None:
     matrix, symbols = _weights_matrix(result)
     limit = float(np.abs(matrix).max()) if matrix.size else 1.0
-    axes[3].imshow(matrix, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
-    axes[3].set_yticks(range(len(symbols)), symbols, fontsize=6)
-    axes[3].set_title("Weights per symbol over time (red long, blue short)")
-    fig.tight_layout()
-    return fig
+    ax.imshow(matrix, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+    ax.set_yticks(range(len(symbols)), symbols, fontsize=6)
+    ax.set_title("Weights per symbol over time (red long, blue short)")
 
 
 def plot_tearsheet(result: BacktestResult, bars_per_year: float = 8760.0) -> Figure:
@@ -58,14 +67,7 @@ def plot_tearsheet(result: BacktestResult, bars_per_year: float = 8760.0) -> Fig
     fig = plt.figure(figsize=(12, 15))
     grid = fig.add_gridspec(6, 1, height_ratios=[3, 1.4, 1.4, 1.4, 2.2, 3])
     ax = [fig.add_subplot(grid[i]) for i in range(6)]
-    ax[0].plot(ts, eq["equity"].to_list(), lw=1.2)
-    ax[0].set_title("Equity (USD)")
-    ax[1].fill_between(ts, _drawdown(eq["equity"]).to_list(), 0.0, color="tab:red", alpha=0.4)
-    ax[1].set_title("Drawdown")
-    ax[2].plot(ts, eq["gross"].to_list(), label="gross", lw=0.8)
-    ax[2].plot(ts, eq["net"].to_list(), label="net", lw=0.8)
-    ax[2].legend(loc="upper right")
-    ax[2].set_title("Gross / net exposure")
+    _equity_drawdown_exposure(ax[:3], eq)
     window = max(int(bars_per_year / 365 * 30), 10)
     rolling = eq.select(
         (
@@ -94,10 +96,6 @@ def plot_tearsheet(result: BacktestResult, bars_per_year: float = 8760.0) -> Fig
         if np.isfinite(value):
             ax[4].text(col, row, f"{value:.1%}", ha="center", va="center", fontsize=7)
     ax[4].set_title("Monthly returns")
-    matrix, symbols = _weights_matrix(result)
-    wlimit = float(np.abs(matrix).max()) if matrix.size else 1.0
-    ax[5].imshow(matrix, aspect="auto", cmap="RdBu_r", vmin=-wlimit, vmax=wlimit, interpolation="nearest")
-    ax[5].set_yticks(range(len(symbols)), symbols, fontsize=6)
-    ax[5].set_title("Weights heatmap")
+    _weights_heatmap(ax[5], result)
     fig.tight_layout()
     return fig
