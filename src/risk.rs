@@ -1,13 +1,14 @@
 //! Risk state machines (risk.md), stepped bar by bar by the backtester and, later, by the live runner.
 //!
 //! Implemented here: ATR stops (initial, catastrophic, trailing, breakeven, partial take-profit,
-//! time exit) with cooldown (§1) and the daily kill-switch (§2). The other rules of risk.md are
-//! reported by [`unsupported_features`] when enabled, so that nothing is silently ignored.
+//! time exit) with cooldown (§1), the daily kill-switch (§2), anti-churn entry limits and the
+//! loss-streak pause (§4) and symbol scoring with ban / downweight (§5). The other rules of risk.md
+//! are reported by [`unsupported_features`] when enabled, so that nothing is silently ignored.
 
 use ndarray::Array2;
 
 use crate::backtest::{FillReason, RoundTrip};
-use crate::config::{Config, KillAction, KillSwitchConfig, StopsConfig};
+use crate::config::{AntiChurnConfig, Config, KillAction, KillSwitchConfig, ScoreAction, ScoringConfig, StopsConfig};
 use crate::data::Panel;
 use crate::timeframe::{Timeframe, MS_PER_DAY};
 
@@ -18,11 +19,11 @@ pub fn unsupported_features(cfg: &Config) -> Vec<String> {
     if r.drawdown.enabled {
         names.push("risk.drawdown");
     }
-    if r.anti_churn.enabled {
-        names.push("risk.anti_churn (entry limits and loss-streak pause; min_rebalance_delta does apply)");
-    }
-    if r.scoring.enabled {
-        names.push("risk.scoring");
+    if cfg.backtest.accounting == crate::config::Accounting::Weights {
+        // Weights accounting has no positions to stop or enter: only the strategy's targets apply.
+        if r.stops.enabled || r.kill_switch.enabled || r.anti_churn.enabled || r.scoring.enabled {
+            names.push("risk rules (stops, kill-switch, anti-churn, scoring) with backtest.accounting = weights");
+        }
     }
     if r.time_of_day.enabled {
         names.push("risk.time_of_day");
@@ -201,10 +202,73 @@ pub struct RiskEngine {
     size_after_tp: Vec<f64>,
     kill: KillSwitch,
     trips_seen: usize,
+    anti_churn: AntiChurnConfig,
+    scoring: ScoringConfig,
+    timeframe: Timeframe,
+    entries: Vec<EntryLog>,
+    scores: Vec<SymbolScore>,
+}
+
+/// Entries of one symbol, for the anti-churn limits (risk.md §4).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EntryLog {
+    /// UTC day (of the bar close) the count below belongs to.
+    pub day: i64,
+    pub entries_today: usize,
+    pub last_entry: Option<usize>,
+    pub losing_streak: usize,
+    /// No entries up to and including this bar after a losing streak.
+    pub paused_until: Option<usize>,
+}
+
+/// Round-trip statistics of one symbol (risk.md §5).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SymbolScore {
+    pub trades: usize,
+    pub wins: usize,
+    pub gross_profit: f64,
+    pub gross_loss: f64,
+    /// EMA of the win indicator (1 win, 0 loss), seeded with the first trip.
+    pub ema_win_rate: f64,
+    pub ema_pnl: f64,
+    pub banned_until: Option<usize>,
+    pub downweighted: bool,
+}
+
+impl SymbolScore {
+    /// Gross profit / gross loss; ∞ without a loss (a symbol that only wins is never banned).
+    pub fn profit_factor(&self) -> f64 {
+        if self.gross_loss > 0.0 {
+            self.gross_profit / self.gross_loss
+        } else {
+            f64::INFINITY
+        }
+    }
+
+    /// Record a closed trip; returns true when the symbol now scores badly.
+    fn record(&mut self, pnl: f64, cfg: &ScoringConfig) -> bool {
+        let win = if pnl > 0.0 { 1.0 } else { 0.0 };
+        if self.trades == 0 {
+            self.ema_win_rate = win;
+            self.ema_pnl = pnl;
+        } else {
+            self.ema_win_rate += cfg.score_ema_alpha * (win - self.ema_win_rate);
+            self.ema_pnl += cfg.score_ema_alpha * (pnl - self.ema_pnl);
+        }
+        self.trades += 1;
+        if pnl > 0.0 {
+            self.wins += 1;
+            self.gross_profit += pnl;
+        } else {
+            self.gross_loss -= pnl;
+        }
+        self.trades >= cfg.min_trades
+            && (self.ema_win_rate < cfg.win_rate_threshold || self.profit_factor() < cfg.pf_threshold)
+    }
 }
 
 impl RiskEngine {
-    pub fn new(cfg: &Config, n_symbols: usize, _timeframe: Timeframe) -> Self {
+    pub fn new(cfg: &Config, n_symbols: usize, timeframe: Timeframe) -> Self {
         Self {
             stops_cfg: cfg.risk.stops.clone(),
             stops: vec![None; n_symbols],
@@ -212,26 +276,60 @@ impl RiskEngine {
             size_after_tp: vec![1.0; n_symbols],
             kill: KillSwitch::new(&cfg.risk.kill_switch),
             trips_seen: 0,
+            anti_churn: cfg.risk.anti_churn.clone(),
+            scoring: cfg.risk.scoring.clone(),
+            timeframe,
+            entries: vec![EntryLog::default(); n_symbols],
+            scores: vec![SymbolScore::default(); n_symbols],
         }
+    }
+
+    pub fn score(&self, symbol: usize) -> &SymbolScore {
+        &self.scores[symbol]
+    }
+
+    pub fn entry_log(&self, symbol: usize) -> &EntryLog {
+        &self.entries[symbol]
     }
 
     pub fn stop_state(&self, symbol: usize) -> Option<&StopState> {
         self.stops[symbol].as_ref()
     }
 
-    /// Whether symbol i may be held (and so be eligible) at bar t.
+    /// Whether symbol i may be held (and so be eligible) at bar t: not in a stop cooldown, not banned.
     pub fn may_hold(&self, t: usize, symbol: usize) -> bool {
         self.cooldown_until[symbol].is_none_or(|until| t > until)
+            && self.scores[symbol].banned_until.is_none_or(|until| t > until)
     }
 
-    /// Whether a rebalance trade from `current` to `wanted` units may happen (anti-churn hook).
-    pub fn may_trade(&self, _t: usize, _symbol: usize, _current: f64, _wanted: f64) -> bool {
-        true
+    /// The position a rebalance may move to: `wanted`, or 0 when it would be an entry (from flat or a
+    /// flip) that the anti-churn rules forbid at bar t (its bar opened at `ts`). Exits are never blocked.
+    pub fn admissible_units(&self, t: usize, ts: i64, symbol: usize, current: f64, wanted: f64) -> f64 {
+        let entering = wanted != 0.0 && (current == 0.0 || current.signum() != wanted.signum());
+        if !entering || !self.anti_churn.enabled {
+            return wanted;
+        }
+        let log = &self.entries[symbol];
+        let cfg = &self.anti_churn;
+        let today = self.day_of(ts) == log.day && log.entries_today >= cfg.max_entries_per_day_per_symbol;
+        let too_soon = log.last_entry.is_some_and(|last| t < last + cfg.min_bars_between_entries);
+        let paused = log.paused_until.is_some_and(|until| t <= until);
+        if today || too_soon || paused {
+            0.0
+        } else {
+            wanted
+        }
     }
 
-    /// Size factor of symbol i after a partial take-profit (1 otherwise), applied to its target.
+    /// UTC day of the close of the bar starting at `ts`.
+    fn day_of(&self, ts: i64) -> i64 {
+        (ts + self.timeframe.ms).div_euclid(MS_PER_DAY)
+    }
+
+    /// Size factor of symbol i (partial take-profit, scoring downweight), applied to its target.
     pub fn size_factor(&self, symbol: usize) -> f64 {
-        self.size_after_tp[symbol]
+        let downweight = if self.scores[symbol].downweighted { self.scoring.downweight_factor } else { 1.0 };
+        self.size_after_tp[symbol] * downweight
     }
 
     /// Test every open stop against bar t (before the decision at its close).
@@ -328,7 +426,8 @@ impl RiskEngine {
     #[allow(clippy::too_many_arguments)]
     pub fn on_rebalance_fill(
         &mut self,
-        _ts: i64,
+        t: usize,
+        ts: i64,
         symbol: usize,
         before: f64,
         after: f64,
@@ -342,7 +441,18 @@ impl RiskEngine {
             return;
         }
         let entering = before == 0.0 || before.signum() != after.signum();
-        if !entering || !self.stops_cfg.enabled {
+        if !entering {
+            return;
+        }
+        let day = self.day_of(ts);
+        let log = &mut self.entries[symbol];
+        if log.day != day {
+            log.day = day;
+            log.entries_today = 0;
+        }
+        log.entries_today += 1;
+        log.last_entry = Some(t);
+        if !self.stops_cfg.enabled {
             return;
         }
         self.size_after_tp[symbol] = 1.0;
@@ -360,8 +470,30 @@ impl RiskEngine {
         self.kill.check(ts, equity, timeframe)
     }
 
-    /// Round trips closed so far (for scoring and loss streaks in a later version).
-    pub fn absorb_round_trips(&mut self, trips: &[RoundTrip]) {
+    /// Round trips closed up to bar t: loss streaks (§4) and scores (§5) of their symbols.
+    pub fn absorb_round_trips(&mut self, t: usize, trips: &[RoundTrip]) {
+        for trip in &trips[self.trips_seen..] {
+            let symbol = trip.symbol;
+            let log = &mut self.entries[symbol];
+            if trip.pnl < 0.0 {
+                log.losing_streak += 1;
+                if self.anti_churn.enabled && log.losing_streak >= self.anti_churn.streak_pause_after_losses {
+                    log.paused_until = Some(t + self.anti_churn.streak_pause_bars);
+                    log.losing_streak = 0;
+                }
+            } else {
+                log.losing_streak = 0;
+            }
+            if self.scoring.enabled {
+                let score = &mut self.scores[symbol];
+                let bad = score.record(trip.pnl, &self.scoring);
+                match self.scoring.action {
+                    ScoreAction::Ban if bad => score.banned_until = Some(t + self.scoring.ban_bars),
+                    ScoreAction::Ban => {}
+                    ScoreAction::Downweight => score.downweighted = bad,
+                }
+            }
+        }
         self.trips_seen = trips.len();
     }
 }
@@ -421,5 +553,87 @@ mod tests {
         // Bar starting 23:00 closes at 00:00 of the next day: a new day starts there.
         let next_day = kill.check(23 * h, 90.0, hour);
         assert!(!next_day.active);
+    }
+}
+
+#[cfg(test)]
+mod churn_and_scoring_tests {
+    use super::*;
+    use crate::backtest::RoundTrip;
+
+    const H: i64 = 3_600_000;
+
+    fn engine(cfg: &Config) -> RiskEngine {
+        RiskEngine::new(cfg, 2, Timeframe::parse("1h").unwrap())
+    }
+
+    fn trip(symbol: usize, pnl: f64) -> RoundTrip {
+        RoundTrip {
+            symbol,
+            side: 1,
+            entry_ts: 0,
+            exit_ts: 0,
+            entry_price: 1.0,
+            exit_price: 1.0,
+            qty: 1.0,
+            pnl,
+            ret: pnl,
+            bars_held: 1,
+            exit_reason: FillReason::Rebalance,
+        }
+    }
+
+    #[test]
+    fn entries_per_day_are_capped_and_reset_next_day() {
+        let mut cfg = Config::default();
+        cfg.risk.anti_churn.max_entries_per_day_per_symbol = 2;
+        let mut risk = engine(&cfg);
+        for t in 0..2 {
+            assert_eq!(risk.admissible_units(t, t as i64 * H, 0, 0.0, 5.0), 5.0);
+            risk.on_rebalance_fill(t, t as i64 * H, 0, 0.0, 5.0, 1.0, None, t);
+            risk.on_rebalance_fill(t, t as i64 * H, 0, 5.0, 0.0, 1.0, None, t);
+        }
+        // A third entry the same day is refused; exits and the other symbol are not affected.
+        assert_eq!(risk.admissible_units(2, 2 * H, 0, 0.0, 5.0), 0.0);
+        assert_eq!(risk.admissible_units(2, 2 * H, 0, 3.0, 1.0), 1.0);
+        assert_eq!(risk.admissible_units(2, 2 * H, 1, 0.0, 5.0), 5.0);
+        // The bar starting 23:00 closes on the next UTC day.
+        assert_eq!(risk.admissible_units(23, 23 * H, 0, 0.0, 5.0), 5.0);
+    }
+
+    #[test]
+    fn losing_streak_pauses_entries() {
+        let cfg = Config::default();
+        let mut risk = engine(&cfg);
+        let trips = vec![trip(0, -1.0), trip(0, -2.0), trip(0, -0.5)];
+        risk.absorb_round_trips(10, &trips);
+        assert_eq!(risk.entry_log(0).paused_until, Some(34));
+        assert_eq!(risk.admissible_units(34, 34 * H, 0, 0.0, 1.0), 0.0);
+        assert_eq!(risk.admissible_units(35, 35 * H, 0, 0.0, 1.0), 1.0);
+    }
+
+    #[test]
+    fn scoring_bans_losers_but_never_a_symbol_that_only_wins() {
+        let cfg = Config::default();
+        let mut risk = engine(&cfg);
+        let mut trips = Vec::new();
+        for k in 0..12 {
+            trips.push(trip(0, 1.0 + k as f64)); // only wins
+            trips.push(trip(1, if k % 4 == 0 { 1.0 } else { -1.0 })); // 25 % winners
+        }
+        risk.absorb_round_trips(100, &trips);
+        assert!(risk.may_hold(101, 0));
+        assert_eq!(risk.score(0).profit_factor(), f64::INFINITY);
+        assert!(!risk.may_hold(101, 1));
+        assert!(!risk.may_hold(124, 1));
+        assert!(risk.may_hold(125, 1));
+        // Downweighting instead of banning.
+        let mut cfg = Config::default();
+        cfg.risk.scoring.action = ScoreAction::Downweight;
+        let mut risk = engine(&cfg);
+        risk.absorb_round_trips(100, &trips);
+        assert!(risk.may_hold(101, 1));
+        assert_eq!(risk.size_factor(1), 0.5);
+        assert_eq!(risk.size_factor(0), 1.0);
     }
 }

@@ -368,6 +368,7 @@ impl<'a> Engine<'a> {
                     self.risk.on_exit(t, i, 0.0, FillReason::KillSwitch);
                 }
             }
+            self.risk.absorb_round_trips(t, &self.ledger.round_trips);
             self.target.fill(0.0);
         }
         let equity = self.ledger.equity(&self.last_price);
@@ -563,6 +564,7 @@ impl<'a> Engine<'a> {
             );
             self.risk.on_exit(t, exit.symbol, self.ledger.units[exit.symbol], exit.reason);
         }
+        self.risk.absorb_round_trips(t, &self.ledger.round_trips);
     }
 
     /// Eligible set E_t (strategy.md §2.3) into `self.eligible`.
@@ -765,12 +767,16 @@ impl<'a> Engine<'a> {
             if !closing && (delta * price).abs() < min_delta {
                 continue;
             }
-            if !self.risk.may_trade(t, i, current, wanted) {
+            // Anti-churn may forbid an entry: then the position only goes to flat (or stays flat).
+            let wanted = self.risk.admissible_units(t, ts, i, current, wanted);
+            let delta = wanted - current;
+            if delta == 0.0 {
                 continue;
             }
             self.ledger.trade(t, ts, i, delta, price, fee_bps, costs.slippage_bps, FillReason::Rebalance);
             let fill_price = self.ledger.fills.last().expect("just traded").price;
             self.risk.on_rebalance_fill(
+                t,
                 ts,
                 i,
                 current,
@@ -780,12 +786,11 @@ impl<'a> Engine<'a> {
                 decision_bar,
             );
         }
-        self.risk.absorb_round_trips(&self.ledger.round_trips);
+        self.risk.absorb_round_trips(t, &self.ledger.round_trips);
     }
 
     /// Collect outputs and metrics.
-    pub fn finish(mut self) -> BacktestResult {
-        self.risk.absorb_round_trips(&self.ledger.round_trips);
+    pub fn finish(self) -> BacktestResult {
         let start = self.first_decision.map(|f| f.saturating_sub(1)).unwrap_or(0);
         let metrics = metrics::compute(&self.out, &self.ledger.round_trips, start, self.bars_per_year);
         BacktestResult {
