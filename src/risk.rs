@@ -1,14 +1,20 @@
 //! Risk state machines (risk.md), stepped bar by bar by the backtester and, later, by the live runner.
 //!
 //! Implemented here: ATR stops (initial, catastrophic, trailing, breakeven, partial take-profit,
-//! time exit) with cooldown (§1), the daily kill-switch (§2), anti-churn entry limits and the
-//! loss-streak pause (§4) and symbol scoring with ban / downweight (§5). The other rules of risk.md
+//! time exit) with cooldown (§1), the daily kill-switch (§2), the portfolio drawdown limit (§3),
+//! anti-churn entry limits and the loss-streak pause (§4), symbol scoring with ban / downweight and
+//! the time-of-day gate (§5) and Kelly scaling (§6). The regime router (§7) and the carry sleeve (§8)
 //! are reported by [`unsupported_features`] when enabled, so that nothing is silently ignored.
 
 use ndarray::Array2;
 
 use crate::backtest::{FillReason, RoundTrip};
-use crate::config::{AntiChurnConfig, Config, KillAction, KillSwitchConfig, ScoreAction, ScoringConfig, StopsConfig};
+use std::collections::VecDeque;
+
+use crate::config::{
+    AntiChurnConfig, Config, DrawdownConfig, KellyConfig, KillAction, KillSwitchConfig, ScoreAction, ScoringConfig,
+    StopsConfig, TimeOfDayConfig,
+};
 use crate::data::Panel;
 use crate::timeframe::{Timeframe, MS_PER_DAY};
 
@@ -16,20 +22,11 @@ use crate::timeframe::{Timeframe, MS_PER_DAY};
 pub fn unsupported_features(cfg: &Config) -> Vec<String> {
     let mut names = Vec::new();
     let r = &cfg.risk;
-    if r.drawdown.enabled {
-        names.push("risk.drawdown");
-    }
     if cfg.backtest.accounting == crate::config::Accounting::Weights {
         // Weights accounting has no positions to stop or enter: only the strategy's targets apply.
         if r.stops.enabled || r.kill_switch.enabled || r.anti_churn.enabled || r.scoring.enabled {
             names.push("risk rules (stops, kill-switch, anti-churn, scoring) with backtest.accounting = weights");
         }
-    }
-    if r.time_of_day.enabled {
-        names.push("risk.time_of_day");
-    }
-    if cfg.sizing.kelly.enabled {
-        names.push("sizing.kelly");
     }
     if cfg.strategy.router.enabled {
         names.push("strategy.router");
@@ -135,9 +132,11 @@ impl StopState {
     }
 }
 
-/// Kill-switch outcome for one bar.
+/// Portfolio-level outcome for one bar (daily kill-switch and drawdown limit).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct KillState {
+    /// Why positions are flattened this bar: `kill_switch` or `flatten` (drawdown limit).
+    pub reason: Option<FillReason>,
     /// Flatten everything at this bar.
     pub flatten: bool,
     /// No decisions this bar (flatten mode after a trigger, until the next UTC day).
@@ -183,11 +182,64 @@ impl KillSwitch {
             flatten = self.cfg.action == KillAction::Flatten;
         }
         KillState {
+            reason: flatten.then_some(FillReason::KillSwitch),
             flatten,
             paused: self.fired && self.cfg.action == KillAction::Flatten,
             freeze: self.fired && self.cfg.action == KillAction::Freeze,
             active: self.fired,
         }
+    }
+}
+
+/// Portfolio drawdown limit (risk.md §3): from the running equity peak of the last `dd_window_days`,
+/// a drawdown of `max_portfolio_drawdown_pct` flattens and pauses trading until the drawdown is back
+/// below `resume_fraction` of the limit or `dd_pause_bars` have passed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DrawdownLimit {
+    cfg: DrawdownConfig,
+    window_bars: usize,
+    /// Monotonic queue of (bar, equity): the front is the peak of the window.
+    peaks: VecDeque<(usize, f64)>,
+    paused_since: Option<usize>,
+}
+
+impl DrawdownLimit {
+    pub fn new(cfg: &DrawdownConfig, bars_per_day: usize) -> Self {
+        Self {
+            cfg: cfg.clone(),
+            window_bars: (cfg.dd_window_days * bars_per_day).max(1),
+            peaks: VecDeque::new(),
+            paused_since: None,
+        }
+    }
+
+    /// Feed the equity at bar t; returns (flatten now, paused).
+    pub fn check(&mut self, t: usize, equity: f64) -> (bool, bool) {
+        if !self.cfg.enabled {
+            return (false, false);
+        }
+        while self.peaks.back().is_some_and(|(_, e)| *e <= equity) {
+            self.peaks.pop_back();
+        }
+        self.peaks.push_back((t, equity));
+        while self.peaks.front().is_some_and(|(bar, _)| bar + self.window_bars <= t) {
+            self.peaks.pop_front();
+        }
+        let peak = self.peaks.front().map_or(equity, |(_, e)| *e);
+        let drawdown = if peak > 0.0 { (peak - equity) / peak } else { 0.0 };
+        let limit = self.cfg.max_portfolio_drawdown_pct / 100.0;
+        if let Some(since) = self.paused_since {
+            if drawdown < self.cfg.resume_fraction * limit || t - since >= self.cfg.dd_pause_bars {
+                self.paused_since = None;
+                return (false, false);
+            }
+            return (false, true);
+        }
+        if drawdown >= limit {
+            self.paused_since = Some(t);
+            return (true, true);
+        }
+        (false, false)
     }
 }
 
@@ -201,8 +253,15 @@ pub struct RiskEngine {
     /// Size multiplier after a partial take-profit (kept until the position is closed or flips).
     size_after_tp: Vec<f64>,
     kill: KillSwitch,
+    drawdown: DrawdownLimit,
     trips_seen: usize,
     anti_churn: AntiChurnConfig,
+    time_of_day: TimeOfDayConfig,
+    /// Per UTC hour of entry: (round trips, EMA of their return in bps).
+    hours: [(usize, f64); 24],
+    kelly: KellyConfig,
+    /// Returns of the last `kelly_window` round trips per symbol.
+    recent_returns: Vec<VecDeque<f64>>,
     scoring: ScoringConfig,
     timeframe: Timeframe,
     entries: Vec<EntryLog>,
@@ -275,8 +334,13 @@ impl RiskEngine {
             cooldown_until: vec![None; n_symbols],
             size_after_tp: vec![1.0; n_symbols],
             kill: KillSwitch::new(&cfg.risk.kill_switch),
+            drawdown: DrawdownLimit::new(&cfg.risk.drawdown, timeframe.bars_per_day()),
             trips_seen: 0,
             anti_churn: cfg.risk.anti_churn.clone(),
+            time_of_day: cfg.risk.time_of_day.clone(),
+            hours: [(0, 0.0); 24],
+            kelly: cfg.sizing.kelly.clone(),
+            recent_returns: vec![VecDeque::new(); n_symbols],
             scoring: cfg.risk.scoring.clone(),
             timeframe,
             entries: vec![EntryLog::default(); n_symbols],
@@ -306,7 +370,13 @@ impl RiskEngine {
     /// flip) that the anti-churn rules forbid at bar t (its bar opened at `ts`). Exits are never blocked.
     pub fn admissible_units(&self, t: usize, ts: i64, symbol: usize, current: f64, wanted: f64) -> f64 {
         let entering = wanted != 0.0 && (current == 0.0 || current.signum() != wanted.signum());
-        if !entering || !self.anti_churn.enabled {
+        if !entering {
+            return wanted;
+        }
+        if self.time_of_day.enabled && !self.hour_allows_entries(ts) {
+            return 0.0;
+        }
+        if !self.anti_churn.enabled {
             return wanted;
         }
         let log = &self.entries[symbol];
@@ -319,6 +389,32 @@ impl RiskEngine {
         } else {
             wanted
         }
+    }
+
+    /// Time-of-day gate (risk.md §5): no entries in blackout hours or in hours whose round trips
+    /// (at least `min_trades_per_hour`) have an EMA return below `threshold_bps`. The hour is the UTC
+    /// hour of the bar's close, when the entry is filled.
+    fn hour_allows_entries(&self, ts: i64) -> bool {
+        let hour = self.hour_of(ts);
+        let (trades, ema_bps) = self.hours[hour];
+        let blackout = self.time_of_day.blackout_hours_utc.contains(&(hour as u32));
+        let losing_hour = trades >= self.time_of_day.min_trades_per_hour && ema_bps < self.time_of_day.threshold_bps;
+        !(blackout || losing_hour)
+    }
+
+    fn hour_of(&self, ts: i64) -> usize {
+        ((ts + self.timeframe.ms).div_euclid(3_600_000)).rem_euclid(24) as usize
+    }
+
+    /// Kelly multipliers (risk.md §6) into `out`; false when Kelly is off (all 1).
+    pub fn kelly_multipliers(&self, out: &mut [f64]) -> bool {
+        if !self.kelly.enabled {
+            return false;
+        }
+        for (m, returns) in out.iter_mut().zip(&self.recent_returns) {
+            *m = kelly_multiplier(returns.iter().copied(), &self.kelly);
+        }
+        true
     }
 
     /// UTC day of the close of the bar starting at `ts`.
@@ -465,15 +561,35 @@ impl RiskEngine {
         };
     }
 
-    /// Daily kill-switch at bar t.
-    pub fn check_kill_switch(&mut self, ts: i64, equity: f64, timeframe: Timeframe) -> KillState {
-        self.kill.check(ts, equity, timeframe)
+    /// Daily kill-switch and portfolio drawdown limit at bar t.
+    pub fn check_portfolio(&mut self, t: usize, ts: i64, equity: f64) -> KillState {
+        let mut state = self.kill.check(ts, equity, self.timeframe);
+        let (dd_flatten, dd_paused) = self.drawdown.check(t, equity);
+        if dd_flatten && !state.flatten {
+            state.flatten = true;
+            state.reason = Some(FillReason::Flatten);
+        }
+        state.paused |= dd_paused;
+        state
     }
 
     /// Round trips closed up to bar t: loss streaks (§4) and scores (§5) of their symbols.
     pub fn absorb_round_trips(&mut self, t: usize, trips: &[RoundTrip]) {
         for trip in &trips[self.trips_seen..] {
             let symbol = trip.symbol;
+            if self.time_of_day.enabled {
+                let (count, ema) = &mut self.hours[self.hour_of(trip.entry_ts)];
+                let bps = trip.ret * 1e4;
+                *ema = if *count == 0 { bps } else { *ema + self.time_of_day.score_ema_alpha * (bps - *ema) };
+                *count += 1;
+            }
+            if self.kelly.enabled {
+                let returns = &mut self.recent_returns[symbol];
+                if returns.len() == self.kelly.kelly_window {
+                    returns.pop_front();
+                }
+                returns.push_back(trip.ret);
+            }
             let log = &mut self.entries[symbol];
             if trip.pnl < 0.0 {
                 log.losing_streak += 1;
@@ -496,6 +612,37 @@ impl RiskEngine {
         }
         self.trips_seen = trips.len();
     }
+}
+
+/// Kelly weight multiplier from a symbol's recent round-trip returns (risk.md §6): `p` win rate,
+/// `b` = average win / average loss, `f = p − (1 − p)/b` clamped to [0, 1], multiplier
+/// `clamp(kelly_fraction · f / f_ref, kelly_min_scale, kelly_max_scale)`; 1 with fewer than
+/// `min_trades` trips.
+pub fn kelly_multiplier(returns: impl Iterator<Item = f64>, cfg: &KellyConfig) -> f64 {
+    let (mut n, mut wins, mut win_sum, mut loss_sum) = (0usize, 0usize, 0.0, 0.0);
+    for r in returns {
+        n += 1;
+        if r > 0.0 {
+            wins += 1;
+            win_sum += r;
+        } else {
+            loss_sum -= r;
+        }
+    }
+    if n < cfg.min_trades.max(1) {
+        return 1.0;
+    }
+    let p = wins as f64 / n as f64;
+    let losses = n - wins;
+    let f = if losses == 0 || loss_sum == 0.0 {
+        p
+    } else if wins == 0 {
+        0.0
+    } else {
+        let b = (win_sum / wins as f64) / (loss_sum / losses as f64);
+        p - (1.0 - p) / b
+    };
+    (cfg.kelly_fraction * f.clamp(0.0, 1.0) / cfg.f_ref).clamp(cfg.kelly_min_scale, cfg.kelly_max_scale)
 }
 
 #[cfg(test)]
@@ -635,5 +782,86 @@ mod churn_and_scoring_tests {
         assert!(risk.may_hold(101, 1));
         assert_eq!(risk.size_factor(1), 0.5);
         assert_eq!(risk.size_factor(0), 1.0);
+    }
+}
+
+#[cfg(test)]
+mod portfolio_and_sizing_rule_tests {
+    use super::*;
+
+    #[test]
+    fn drawdown_limit_flattens_pauses_and_resumes() {
+        let cfg = DrawdownConfig {
+            enabled: true,
+            max_portfolio_drawdown_pct: 10.0,
+            dd_window_days: 1,
+            resume_fraction: 0.5,
+            dd_pause_bars: 5,
+        };
+        let mut limit = DrawdownLimit::new(&cfg, 24);
+        assert_eq!(limit.check(0, 100.0), (false, false));
+        assert_eq!(limit.check(1, 110.0), (false, false));
+        assert_eq!(limit.check(2, 99.5), (false, false)); // 9.5 % below the peak of 110
+        assert_eq!(limit.check(3, 98.0), (true, true)); // 10.9 %: flatten and pause
+        assert_eq!(limit.check(4, 98.0), (false, true));
+        assert_eq!(limit.check(5, 105.0), (false, false), "back within 5 % of the peak: resume");
+        assert_eq!(limit.check(6, 90.0), (true, true));
+        for t in 7..11 {
+            assert_eq!(limit.check(t, 90.0), (false, true), "bar {t}");
+        }
+        assert_eq!(limit.check(11, 90.0), (false, false), "dd_pause_bars passed");
+        // The peak is that of the window: after a day the old peak of 110 is forgotten.
+        let mut limit = DrawdownLimit::new(&cfg, 24);
+        limit.check(0, 110.0);
+        assert_eq!(limit.check(24, 98.0), (false, false));
+    }
+
+    #[test]
+    fn kelly_multiplier_by_hand() {
+        let cfg = KellyConfig { enabled: true, min_trades: 4, ..KellyConfig::default() };
+        // p = 0.5, b = 0.02 / 0.01 = 2 → f = 0.5 − 0.5/2 = 0.25 → 0.5 · 0.25 / 0.25 = 0.5.
+        let returns = [0.02, -0.01, 0.02, -0.01];
+        assert!((kelly_multiplier(returns.into_iter(), &cfg) - 0.5).abs() < 1e-12);
+        // p = 0.75, b = 1 → f = 0.5 → 1.0.
+        let returns = [0.01, 0.01, 0.01, -0.01];
+        assert!((kelly_multiplier(returns.into_iter(), &cfg) - 1.0).abs() < 1e-12);
+        // Only wins: f = 1 → 2.0 clamped to 1.6; only losses: f = 0 → 0 clamped to 0.5.
+        assert_eq!(kelly_multiplier([0.01; 5].into_iter(), &cfg), 1.6);
+        assert_eq!(kelly_multiplier([-0.01; 5].into_iter(), &cfg), 0.5);
+        // Too few trips: 1.
+        assert_eq!(kelly_multiplier([0.01; 3].into_iter(), &cfg), 1.0);
+    }
+
+    #[test]
+    fn time_of_day_gate_blocks_bad_hours_and_blackouts() {
+        let mut cfg = Config::default();
+        cfg.risk.time_of_day = TimeOfDayConfig {
+            enabled: true,
+            min_trades_per_hour: 2,
+            threshold_bps: 0.0,
+            score_ema_alpha: 0.5,
+            blackout_hours_utc: vec![3],
+        };
+        let mut risk = RiskEngine::new(&cfg, 1, Timeframe::parse("1h").unwrap());
+        let h = 3_600_000;
+        let losing_trip = |entry_ts: i64| RoundTrip {
+            symbol: 0,
+            side: 1,
+            entry_ts,
+            exit_ts: entry_ts + h,
+            entry_price: 1.0,
+            exit_price: 1.0,
+            qty: 1.0,
+            pnl: -1.0,
+            ret: -0.001,
+            bars_held: 1,
+            exit_reason: FillReason::Rebalance,
+        };
+        // Bars starting 09:00 close at 10:00: two losing entries at that hour close it for entries.
+        risk.absorb_round_trips(20, &[losing_trip(9 * h), losing_trip(33 * h)]);
+        assert_eq!(risk.admissible_units(40, 57 * h, 0, 0.0, 1.0), 0.0, "10:00 is gated");
+        assert_eq!(risk.admissible_units(40, 57 * h, 0, 2.0, 1.0), 1.0, "exits and resizing are allowed");
+        assert_eq!(risk.admissible_units(41, 58 * h, 0, 0.0, 1.0), 1.0, "11:00 is open");
+        assert_eq!(risk.admissible_units(42, 2 * h, 0, 0.0, 1.0), 0.0, "03:00 is a blackout hour");
     }
 }

@@ -26,6 +26,19 @@ fn variant(index: usize) -> Config {
         &["backtest.rebalance_every=3", "risk.kill_switch.max_daily_loss_pct=1", "risk.kill_switch.action=freeze"],
         &["risk.kill_switch.max_daily_loss_pct=0.5", "risk.stops.max_bars_in_trade=5"],
         &["strategy.market_neutral=false", "strategy.require_sign=false"],
+        &[
+            "strategy.bands.enabled=true",
+            "strategy.adx_filter.enabled=true",
+            "strategy.adx_filter.min_adx=10",
+            "risk.drawdown.enabled=true",
+            "risk.drawdown.max_portfolio_drawdown_pct=3",
+            "risk.time_of_day.enabled=true",
+            "risk.time_of_day.min_trades_per_hour=3",
+            "risk.time_of_day.blackout_hours_utc=[5]",
+            "sizing.kelly.enabled=true",
+            "risk.kill_switch.max_daily_loss_pct=1",
+            "risk.stops.max_bars_in_trade=20",
+        ],
     ];
     let set: Vec<String> = sets[index % sets.len()].iter().map(|s| s.to_string()).collect();
     base.with_override_strings(&set).unwrap()
@@ -44,7 +57,7 @@ proptest! {
 
     /// Everything the engine outputs for bar t is the same whether it sees bars 0..=t or all bars.
     #[test]
-    fn truncation_invariance(seed in 0u64..10_000, n_symbols in 6usize..12, cut in 0.45f64..0.98, v in 0usize..10) {
+    fn truncation_invariance(seed in 0u64..10_000, n_symbols in 6usize..12, cut in 0.45f64..0.98, v in 0usize..11) {
         let panel = common::random_panel(600, n_symbols, seed, true);
         let cfg = variant(v);
         let full = run(&panel, &cfg);

@@ -221,6 +221,8 @@ pub struct Engine<'a> {
     longs: Vec<usize>,
     shorts: Vec<usize>,
     scratch: Scratch,
+    /// Per-symbol Kelly multipliers of the current bar.
+    multiplier: Vec<f64>,
     exits: Vec<StopExit>,
     long_candidates: Vec<usize>,
     short_candidates: Vec<usize>,
@@ -298,6 +300,7 @@ impl<'a> Engine<'a> {
             longs: Vec::with_capacity(n_symbols),
             shorts: Vec::with_capacity(n_symbols),
             scratch: Scratch::default(),
+            multiplier: vec![1.0; n_symbols],
             exits: Vec::new(),
             long_candidates: Vec::with_capacity(n_symbols),
             short_candidates: Vec::with_capacity(n_symbols),
@@ -350,7 +353,7 @@ impl<'a> Engine<'a> {
         self.execute_exits(t, &exits);
         self.exits = exits;
         let equity = self.ledger.equity(&self.last_price);
-        let kill = self.risk.check_kill_switch(ts, equity, self.panel.timeframe);
+        let kill = self.risk.check_portfolio(t, ts, equity);
         if kill.flatten {
             for i in 0..self.panel.n_symbols() {
                 let units = self.ledger.units[i];
@@ -363,7 +366,7 @@ impl<'a> Engine<'a> {
                         self.last_price[i],
                         costs.taker_fee_bps,
                         costs.slippage_bps,
-                        FillReason::KillSwitch,
+                        kill.reason.unwrap_or(FillReason::KillSwitch),
                     );
                     self.risk.on_exit(t, i, 0.0, FillReason::KillSwitch);
                 }
@@ -640,12 +643,13 @@ impl<'a> Engine<'a> {
         let lookback = self.cfg.sizing.vol_target.lookback;
         let window_start = (t + 1).saturating_sub(lookback);
         let sigma = self.ind.sigma.row(t);
+        let kelly = self.risk.kelly_multipliers(&mut self.multiplier);
         let inputs = BookInputs {
             longs: &self.longs,
             shorts: &self.shorts,
             signal: &self.amplified,
             sigma: sigma.as_slice().expect("standard layout"),
-            multiplier: None,
+            multiplier: kelly.then_some(&self.multiplier[..]),
             recent_returns: self.ind.returns.slice(s![window_start..=t, ..]),
             equity,
             bars_per_year: self.bars_per_year,
