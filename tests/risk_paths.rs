@@ -1,0 +1,131 @@
+//! Risk rules on constructed price paths through the whole engine: exit bar, price, reason and PnL
+//! derived by hand in each test.
+
+mod common;
+
+use xsmom::backtest::{self, FillReason};
+use xsmom::config::{KMode, Weighting};
+use xsmom::data::Panel;
+use xsmom::signal;
+use xsmom::Config;
+
+const DAY: i64 = 86_400_000;
+const MIDNIGHT: i64 = 1_748_736_000_000; // 2025-06-01 00:00 UTC
+
+/// K = 1, lookback 2, equal weights of 0.5, no vol target, taker 10 bps, no slippage.
+fn config(stops: bool, kill_switch: bool) -> Config {
+    let mut cfg = Config::default();
+    let s = &mut cfg.strategy;
+    s.lookbacks = vec![2];
+    s.lookback_weights = vec![1.0];
+    s.vol_lookback = 2;
+    s.min_history_bars = Some(3);
+    s.k_mode = KMode::Static;
+    s.k_min = 1;
+    s.k_max = 1;
+    s.regime_filter.enabled = false;
+    cfg.sizing.weighting = Weighting::Equal;
+    cfg.sizing.gross_leverage = 1.0;
+    cfg.sizing.max_weight_per_asset = 1.0;
+    cfg.sizing.max_notional_usd = 1e12;
+    cfg.sizing.vol_target.enabled = false;
+    cfg.risk.stops.enabled = stops;
+    cfg.risk.stops.atr_len = 2;
+    cfg.risk.stops.trailing = false;
+    cfg.risk.stops.partial_tp_frac = 0.0;
+    cfg.risk.stops.breakeven_after_r = 100.0;
+    cfg.risk.kill_switch.enabled = kill_switch;
+    cfg.risk.anti_churn.enabled = false;
+    cfg.risk.scoring.enabled = false;
+    cfg.costs.maker_fee_bps = 10.0;
+    cfg.costs.taker_fee_bps = 10.0;
+    cfg.costs.slippage_bps = 0.0;
+    cfg.backtest.min_rebalance_delta = 0.05;
+    cfg.validate().unwrap();
+    cfg
+}
+
+/// A rises (long), B falls (short), C drifts: the book is long A / short B from bar 2 on.
+fn panel(n_bars: usize) -> Panel {
+    let closes: Vec<Vec<f64>> =
+        (0..n_bars).map(|t| vec![100.0 + t as f64, 50.0 - 0.5 * t as f64, 20.0 + 0.01 * ((t % 3) as f64)]).collect();
+    let mut panel = common::panel_from_closes(&closes, "1h");
+    for (t, ts) in panel.ts.iter_mut().enumerate() {
+        *ts = MIDNIGHT + t as i64 * 3_600_000;
+    }
+    panel
+}
+
+#[test]
+fn a_gap_through_the_stop_fills_at_the_open() {
+    let mut panel = panel(10);
+    let atr = signal::wilder_atr(panel.high.view(), panel.low.view(), panel.close.view(), 2)[[2, 0]];
+    let stop = 102.0 - 2.0 * atr;
+    // Bar 3 of A opens far below the stop.
+    let gap_open = stop - 5.0;
+    panel.open[[3, 0]] = gap_open;
+    panel.low[[3, 0]] = gap_open - 1.0;
+    panel.high[[3, 0]] = gap_open + 1.0;
+    panel.close[[3, 0]] = gap_open + 0.5;
+    let result = backtest::run(&panel, &common::no_funding(&panel), &config(true, false)).unwrap();
+    let units = 0.5 * 10_000.0 / 102.0;
+    let exit = result.fills.iter().find(|f| f.symbol == 0 && f.side < 0).expect("A is stopped out");
+    assert_eq!(exit.ts, panel.ts[3]);
+    assert_eq!(exit.reason, FillReason::Stop);
+    assert_eq!(exit.price, gap_open);
+    assert!((exit.qty - units).abs() < 1e-9);
+    assert!((exit.fee - units * gap_open * 10.0 / 1e4).abs() < 1e-9);
+    let trip = result.round_trips.iter().find(|r| r.symbol == 0).unwrap();
+    let pnl = units * (gap_open - 102.0) - units * 102.0 * 1e-3 - units * gap_open * 1e-3;
+    assert!((trip.pnl - pnl).abs() < 1e-9, "{} vs {pnl}", trip.pnl);
+    // Cooldown of 3 bars after the stop: no re-entry in A at bars 3..=6.
+    let targets = result.target_weights();
+    for t in 3..=6 {
+        assert_eq!(targets[[t, 0]], 0.0, "bar {t}");
+    }
+}
+
+#[test]
+fn a_touch_exits_at_the_stop_level() {
+    let mut panel = panel(8);
+    let atr = signal::wilder_atr(panel.high.view(), panel.low.view(), panel.close.view(), 2)[[2, 0]];
+    let stop = 102.0 - 2.0 * atr;
+    panel.open[[3, 0]] = 102.5;
+    panel.high[[3, 0]] = 103.5;
+    panel.low[[3, 0]] = stop - 0.25;
+    panel.close[[3, 0]] = 103.0;
+    let result = backtest::run(&panel, &common::no_funding(&panel), &config(true, false)).unwrap();
+    let exit = result.fills.iter().find(|f| f.symbol == 0 && f.side < 0).unwrap();
+    assert_eq!((exit.ts, exit.reason), (panel.ts[3], FillReason::Stop));
+    assert!((exit.price - stop).abs() < 1e-12);
+}
+
+#[test]
+fn kill_switch_fires_on_the_right_bar_and_trading_resumes_the_next_day() {
+    let mut panel = panel(30);
+    // Bar 4: A loses 25 % (long 0.5 → about −12.5 % of equity, over the 5 % daily limit).
+    for t in 4..30 {
+        for m in [&mut panel.open, &mut panel.high, &mut panel.low, &mut panel.close] {
+            m[[t, 0]] *= 0.75;
+        }
+    }
+    panel.open[[4, 0]] = panel.close[[3, 0]];
+    panel.high[[4, 0]] = panel.close[[3, 0]];
+    let result = backtest::run(&panel, &common::no_funding(&panel), &config(false, true)).unwrap();
+    let kill_fills: Vec<_> = result.fills.iter().filter(|f| f.reason == FillReason::KillSwitch).collect();
+    assert_eq!(kill_fills.len(), 2, "both positions are closed");
+    assert!(kill_fills.iter().all(|f| f.ts == panel.ts[4]));
+    assert!(result.bars.kill_switch[4] && !result.bars.kill_switch[3]);
+    // Flat and no fills for the rest of the UTC day: bars 5..=22 close on 2025-06-01.
+    let units = result.units();
+    for t in 4..=22 {
+        assert!(units.row(t).iter().all(|u| *u == 0.0), "bar {t}");
+    }
+    assert!(result.fills.iter().all(|f| f.ts <= panel.ts[4] || f.ts >= MIDNIGHT + DAY - 3_600_000));
+    // Bar 23 starts at 23:00 and closes at midnight: a new day, trading resumes.
+    assert!(!result.bars.kill_switch[23]);
+    assert!(units.row(23).iter().any(|u| *u != 0.0), "positions again on the next day");
+    // The day's start equity is the first close of the day, so the drop is measured from bar 0.
+    let drop = (result.bars.equity[0] - result.bars.equity[4]) / result.bars.equity[0];
+    assert!(drop >= 0.05);
+}
