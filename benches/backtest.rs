@@ -25,6 +25,34 @@ fn backtests(c: &mut Criterion) {
     group.finish();
 }
 
+/// Plain (every risk rule off) against every risk rule on, at 36 × 8 760 (issue: within 1.5×).
+fn risk_overhead(c: &mut Criterion) {
+    let panel = common::random_panel(8_760, 36, 7, true);
+    let funding = common::no_funding(&panel);
+    let plain = Config::default()
+        .with_override_strings(&[
+            "risk.stops.enabled=false".into(),
+            "risk.kill_switch.enabled=false".into(),
+            "risk.anti_churn.enabled=false".into(),
+            "risk.scoring.enabled=false".into(),
+        ])
+        .unwrap();
+    let all_on = Config::default()
+        .with_override_strings(&[
+            "risk.drawdown.enabled=true".into(),
+            "risk.time_of_day.enabled=true".into(),
+            "sizing.kelly.enabled=true".into(),
+            "strategy.adx_filter.enabled=true".into(),
+            "strategy.adx_filter.min_adx=15".into(),
+        ])
+        .unwrap();
+    let mut group = c.benchmark_group("risk_36x8760");
+    group.sample_size(10).measurement_time(Duration::from_secs(6));
+    group.bench_function("plain", |b| b.iter(|| backtest::run(&panel, &funding, &plain).unwrap()));
+    group.bench_function("all_risk_on", |b| b.iter(|| backtest::run(&panel, &funding, &all_on).unwrap()));
+    group.finish();
+}
+
 fn parts(c: &mut Criterion) {
     let cfg = Config::default();
     let panel = common::random_panel(8_760, 36, 7, true);
@@ -57,5 +85,5 @@ fn parts(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, backtests, parts);
+criterion_group!(benches, backtests, risk_overhead, parts);
 criterion_main!(benches);
