@@ -9,6 +9,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod metrics;
+pub mod regime;
 pub mod risk;
 pub mod signal;
 pub mod sizing;

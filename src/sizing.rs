@@ -111,6 +111,10 @@ pub struct BookInputs<'a> {
     pub equity: f64,
     pub bars_per_year: f64,
     pub market_neutral: bool,
+    /// Raw weighting of this book (TSMOM books are always inverse-vol).
+    pub weighting: Weighting,
+    /// Target absolute sum of each leg before caps: `gross_leverage / 2` each for XSMOM.
+    pub leg_gross: [f64; 2],
 }
 
 /// What the vol target did at this bar (reported per bar).
@@ -125,12 +129,11 @@ pub struct BookStats {
 pub fn size_book(cfg: &SizingConfig, input: &BookInputs<'_>, weights: &mut [f64], scratch: &mut Scratch) -> BookStats {
     weights.fill(0.0);
     let cap = cfg.max_weight_per_asset.min(cfg.max_notional_usd / input.equity.max(f64::MIN_POSITIVE));
-    let half = cfg.gross_leverage / 2.0;
     let mut leg_sums = [0.0f64; 2];
     for (side, leg) in [input.longs, input.shorts].into_iter().enumerate() {
         scratch.magnitudes.clear();
-        scratch.magnitudes.extend(leg.iter().map(|&i| raw_weight(cfg.weighting, input.signal[i], input.sigma[i])));
-        normalise(&mut scratch.magnitudes, half);
+        scratch.magnitudes.extend(leg.iter().map(|&i| raw_weight(input.weighting, input.signal[i], input.sigma[i])));
+        normalise(&mut scratch.magnitudes, input.leg_gross[side]);
         scratch.caps.clear();
         scratch.caps.resize(leg.len(), cap);
         leg_sums[side] = match cfg.caps {

@@ -39,6 +39,12 @@ fn variant(index: usize) -> Config {
             "risk.kill_switch.max_daily_loss_pct=1",
             "risk.stops.max_bars_in_trade=20",
         ],
+        &[
+            "strategy.router.enabled=true",
+            "strategy.router.majors=[S000USDT, S001USDT]",
+            "strategy.router.corr_threshold=0.0",
+            "strategy.router.majors_slope_min=5",
+        ],
     ];
     let set: Vec<String> = sets[index % sets.len()].iter().map(|s| s.to_string()).collect();
     base.with_override_strings(&set).unwrap()
@@ -57,7 +63,7 @@ proptest! {
 
     /// Everything the engine outputs for bar t is the same whether it sees bars 0..=t or all bars.
     #[test]
-    fn truncation_invariance(seed in 0u64..10_000, n_symbols in 6usize..12, cut in 0.45f64..0.98, v in 0usize..11) {
+    fn truncation_invariance(seed in 0u64..10_000, n_symbols in 6usize..12, cut in 0.45f64..0.98, v in 0usize..12) {
         let panel = common::random_panel(600, n_symbols, seed, true);
         let cfg = variant(v);
         let full = run(&panel, &cfg);
@@ -131,4 +137,34 @@ fn market_neutral_book_without_take_profits_is_neutral() {
         }
     }
     assert!(books > 100, "the strategy traded ({books} books)");
+}
+
+#[test]
+fn router_runs_both_regimes_and_tsmom_books_follow_momentum() {
+    let panel = common::random_panel(900, 10, 77, false);
+    let cfg = variant(11);
+    let result = run(&panel, &cfg);
+    let regimes: std::collections::BTreeSet<&str> = result.bars.regime.iter().copied().collect();
+    assert_eq!(regimes, ["tsmom", "xsmom"].into_iter().collect(), "both regimes occur");
+    // A switch needs confirm_bars (3) bars of the new regime, so the regime never flickers bar to bar.
+    let switches = result.bars.regime.windows(2).filter(|w| w[0] != w[1]).count();
+    let flickers = result.bars.regime.windows(3).filter(|w| w[0] == w[2] && w[0] != w[1]).count();
+    assert!(switches > 0 && flickers == 0);
+    // On TSMOM decision bars every held target has the sign of its momentum and gross ≤ the cap.
+    let targets = result.target_weights();
+    let momentum =
+        xsmom::signal::momentum(panel.close.view(), &cfg.strategy.lookbacks, &cfg.strategy.lookback_weights, true);
+    let mut checked = 0;
+    for t in 0..panel.n_bars() {
+        if result.bars.regime[t] == "tsmom" && targets.row(t).iter().any(|w| *w != 0.0) {
+            for i in 0..panel.n_symbols() {
+                let w = targets[[t, i]];
+                if w != 0.0 {
+                    assert_eq!(w.signum(), momentum[[t, i]].signum(), "bar {t} symbol {i}");
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 0);
 }

@@ -14,6 +14,7 @@ use crate::config::{Accounting, Config, FillPrice, KMode, RegimeMode, ShortHisto
 use crate::data::{FundingGrid, Panel};
 use crate::error::{Error, Result};
 use crate::metrics::{self, Metrics};
+use crate::regime::{self, Regime, RegimeRouter};
 use crate::risk::{RiskEngine, StopExit};
 use crate::signal::{self, RollingMedian};
 use crate::sizing::{self, BookInputs, Scratch};
@@ -48,9 +49,7 @@ impl Indicators {
             momentum: signal::momentum(close, &s.lookbacks, &s.lookback_weights, s.normalise_momentum),
             sigma: signal::rolling_std(returns.view(), s.vol_lookback, s.vol_lookback / 2),
             returns,
-            slope: s
-                .regime_filter
-                .enabled
+            slope: (s.regime_filter.enabled || s.router.enabled)
                 .then(|| signal::ema_slope_bps_per_day(close, s.regime_filter.ema_len, bars_per_day)),
             adx: s
                 .adx_filter
@@ -223,6 +222,12 @@ pub struct Engine<'a> {
     scratch: Scratch,
     /// Per-symbol Kelly multipliers of the current bar.
     multiplier: Vec<f64>,
+    router: RegimeRouter,
+    regime: Regime,
+    /// Panel columns of `strategy.router.majors`.
+    majors: Vec<usize>,
+    corr_scratch: Vec<f64>,
+    eligible_list: Vec<usize>,
     exits: Vec<StopExit>,
     long_candidates: Vec<usize>,
     short_candidates: Vec<usize>,
@@ -277,6 +282,13 @@ impl<'a> Engine<'a> {
             });
         }
         warnings.extend(crate::risk::unsupported_features(cfg));
+        let router = &cfg.strategy.router;
+        if router.enabled && !router.majors.iter().any(|m| panel.symbols.contains(m)) {
+            warnings.push(format!(
+                "strategy.router.majors ({}) are not in the data: the router sees no majors trend and runs TSMOM",
+                router.majors.join(", ")
+            ));
+        }
         let capital = cfg.backtest.initial_capital;
         Ok(Self {
             cfg,
@@ -301,6 +313,17 @@ impl<'a> Engine<'a> {
             shorts: Vec::with_capacity(n_symbols),
             scratch: Scratch::default(),
             multiplier: vec![1.0; n_symbols],
+            router: RegimeRouter::new(&cfg.strategy.router),
+            regime: Regime::Xsmom,
+            majors: cfg
+                .strategy
+                .router
+                .majors
+                .iter()
+                .filter_map(|m| panel.symbols.iter().position(|s| s == m))
+                .collect(),
+            corr_scratch: Vec::new(),
+            eligible_list: Vec::with_capacity(n_symbols),
             exits: Vec::new(),
             long_candidates: Vec::with_capacity(n_symbols),
             short_candidates: Vec::with_capacity(n_symbols),
@@ -377,6 +400,7 @@ impl<'a> Engine<'a> {
         let equity = self.ledger.equity(&self.last_price);
 
         let cross = self.cross_section(t);
+        self.update_regime(t);
         let (k, vol_scale) = if self.is_decision_bar(t, cross) && !kill.paused {
             let decided = self.decide(t, equity, cross);
             if kill.freeze {
@@ -424,7 +448,7 @@ impl<'a> Engine<'a> {
         out.funding.push(self.ledger.bar_funding);
         out.n_long.push(n_long);
         out.n_short.push(n_short);
-        out.regime.push("xsmom");
+        out.regime.push(self.regime.as_str());
         out.k.push(k as u32);
         out.vol_scale.push(vol_scale);
         out.kill_switch.push(kill.active);
@@ -453,6 +477,7 @@ impl<'a> Engine<'a> {
         self.weights_equity = equity;
 
         let cross = self.cross_section(t);
+        self.update_regime(t);
         let decision = self.is_decision_bar(t, cross);
         let (k, vol_scale) = if decision { self.decide(t, equity, cross) } else { (0, 1.0) };
         let target = if decision { self.target.clone() } else { self.held_weights.clone() };
@@ -501,7 +526,7 @@ impl<'a> Engine<'a> {
         out.funding.push(funding * prev_equity);
         out.n_long.push(n_long);
         out.n_short.push(n_short);
-        out.regime.push("xsmom");
+        out.regime.push(self.regime.as_str());
         out.k.push(k as u32);
         out.vol_scale.push(vol_scale);
         out.kill_switch.push(false);
@@ -578,7 +603,7 @@ impl<'a> Engine<'a> {
         let momentum = self.ind.momentum.row(t);
         let sigma = self.ind.sigma.row(t);
         let universe = self.ind.universe.row(t);
-        let slope = self.ind.slope.as_ref().map(|m| m.row(t));
+        let slope = self.ind.slope.as_ref().filter(|_| s.regime_filter.enabled).map(|m| m.row(t));
         let adx = self.ind.adx.as_ref().map(|m| m.row(t));
         let adx_then = match &self.ind.adx {
             Some(m) if s.adx_filter.require_rising && t >= s.adx_filter.rising_bars => {
@@ -617,6 +642,9 @@ impl<'a> Engine<'a> {
     fn decide(&mut self, t: usize, equity: f64, cross: Option<CrossSection>) -> (usize, f64) {
         let s = &self.cfg.strategy;
         self.target.fill(0.0);
+        if self.regime == Regime::Tsmom {
+            return self.decide_tsmom(t, equity);
+        }
         let Some(cross) = cross else { return (0, 1.0) };
         let n_eligible = cross.count;
         let mut k = match s.k_mode {
@@ -640,6 +668,52 @@ impl<'a> Engine<'a> {
         if self.longs.is_empty() && self.shorts.is_empty() {
             return (0, 1.0);
         }
+        let half = self.cfg.sizing.gross_leverage / 2.0;
+        let vol_scale = self.size_legs(t, equity, self.cfg.sizing.weighting, [half, half], s.market_neutral);
+        (k, vol_scale)
+    }
+
+    /// TSMOM book (risk.md §7): every eligible symbol with `|S| ≥ tsmom_min_abs_momentum` in the
+    /// direction of its momentum, inverse-vol weights summing to `gross_leverage`, not market neutral.
+    fn decide_tsmom(&mut self, t: usize, equity: f64) -> (usize, f64) {
+        let min_abs = self.cfg.strategy.router.tsmom_min_abs_momentum;
+        let momentum = self.ind.momentum.row(t);
+        let sigma = self.ind.sigma.row(t);
+        self.longs.clear();
+        self.shorts.clear();
+        let (mut long_raw, mut short_raw) = (0.0, 0.0);
+        for i in (0..self.eligible.len()).filter(|&i| self.eligible[i]) {
+            let m = momentum[i];
+            if m.abs() < min_abs || m == 0.0 {
+                continue;
+            }
+            if m > 0.0 {
+                self.longs.push(i);
+                long_raw += 1.0 / sigma[i];
+            } else {
+                self.shorts.push(i);
+                short_raw += 1.0 / sigma[i];
+            }
+        }
+        let total = long_raw + short_raw;
+        if total <= 0.0 {
+            return (0, 1.0);
+        }
+        let gross = self.cfg.sizing.gross_leverage;
+        let legs = [gross * long_raw / total, gross * short_raw / total];
+        let vol_scale = self.size_legs(t, equity, crate::config::Weighting::InverseVol, legs, false);
+        (0, vol_scale)
+    }
+
+    /// Size `self.longs` / `self.shorts` into `self.target` (strategy.md §5); returns the vol scale.
+    fn size_legs(
+        &mut self,
+        t: usize,
+        equity: f64,
+        weighting: crate::config::Weighting,
+        leg_gross: [f64; 2],
+        market_neutral: bool,
+    ) -> f64 {
         let lookback = self.cfg.sizing.vol_target.lookback;
         let window_start = (t + 1).saturating_sub(lookback);
         let sigma = self.ind.sigma.row(t);
@@ -653,14 +727,34 @@ impl<'a> Engine<'a> {
             recent_returns: self.ind.returns.slice(s![window_start..=t, ..]),
             equity,
             bars_per_year: self.bars_per_year,
-            market_neutral: s.market_neutral,
+            market_neutral,
+            weighting,
+            leg_gross,
         };
         let stats = sizing::size_book(&self.cfg.sizing, &inputs, &mut self.target, &mut self.scratch);
         // A partial take-profit keeps the rest of that position smaller until it is closed.
         for (i, w) in self.target.iter_mut().enumerate() {
             *w *= self.risk.size_factor(i);
         }
-        (k, stats.vol_scale)
+        stats.vol_scale
+    }
+
+    /// Regime router (risk.md §7), fed every bar: average pairwise correlation of the eligible
+    /// set's last `corr_lookback` returns and the majors' mean EMA slope.
+    fn update_regime(&mut self, t: usize) {
+        let router_cfg = &self.cfg.strategy.router;
+        if !router_cfg.enabled {
+            return;
+        }
+        self.eligible_list.clear();
+        self.eligible_list.extend((0..self.eligible.len()).filter(|&i| self.eligible[i]));
+        let start = (t + 1).saturating_sub(router_cfg.corr_lookback);
+        let window = self.ind.returns.slice(s![start..=t, ..]);
+        let correlation = regime::average_pairwise_correlation(window, &self.eligible_list, &mut self.corr_scratch);
+        let slope = self.ind.slope.as_ref().expect("computed when the router is on").row(t);
+        let slopes: Vec<f64> = self.majors.iter().map(|&i| slope[i]).filter(|v| v.is_finite()).collect();
+        let majors_slope = if slopes.is_empty() { f64::NAN } else { slopes.iter().sum::<f64>() / slopes.len() as f64 };
+        self.regime = self.router.update(correlation, majors_slope);
     }
 
     /// Longs and shorts for this bar into `self.longs` / `self.shorts` (strategy.md §4). Ranked by z
@@ -670,7 +764,7 @@ impl<'a> Engine<'a> {
         let z = &self.z;
         let thr = s.regime_filter.slope_min_bps_per_day;
         let directional_slope = match (&self.ind.slope, s.regime_filter.mode) {
-            (Some(slope), RegimeMode::Directional) => Some(slope.row(t)),
+            (Some(slope), RegimeMode::Directional) if s.regime_filter.enabled => Some(slope.row(t)),
             _ => None,
         };
         let side_ok = |i: usize, long: bool| -> bool {
