@@ -77,11 +77,11 @@ def plot_tearsheet(result: BacktestResult, bars_per_year: float = 8760.0) -> Fig
     ax[3].plot(ts, rolling.to_list(), lw=0.8, color="tab:purple")
     ax[3].axhline(0.0, color="grey", lw=0.5)
     ax[3].set_title(f"Rolling Sharpe ({window} bars)")
+    # Each month against the previous month's last equity; the first month against the start.
     monthly = (
         eq.group_by_dynamic("ts", every="1mo")
         .agg(pl.col("equity").last())
-        .with_columns(ret=pl.col("equity").pct_change())
-        .drop_nulls("ret")
+        .with_columns(ret=pl.col("equity") / pl.col("equity").shift(1, fill_value=eq["equity"][0]) - 1.0)
         .with_columns(year=pl.col("ts").dt.year(), month=pl.col("ts").dt.month())
     )
     years = sorted(set(monthly["year"].to_list()))
