@@ -4,36 +4,6 @@
 mod common;
 
 use xsmom::backtest::{self, FillReason};
-use xsmom::config::{KMode, Weighting};
-use xsmom::Config;
-
-fn hand_config() -> Config {
-    let mut cfg = Config::default();
-    let s = &mut cfg.strategy;
-    s.lookbacks = vec![2];
-    s.lookback_weights = vec![1.0];
-    s.vol_lookback = 2;
-    s.min_history_bars = Some(3);
-    s.k_mode = KMode::Static;
-    s.k_min = 1;
-    s.k_max = 1;
-    s.regime_filter.enabled = false;
-    cfg.sizing.weighting = Weighting::Equal;
-    cfg.sizing.gross_leverage = 1.0;
-    cfg.sizing.max_weight_per_asset = 1.0;
-    cfg.sizing.max_notional_usd = 1e12;
-    cfg.sizing.vol_target.enabled = false;
-    cfg.risk.stops.enabled = false;
-    cfg.risk.kill_switch.enabled = false;
-    cfg.risk.anti_churn.enabled = false;
-    cfg.risk.scoring.enabled = false;
-    cfg.costs.maker_fee_bps = 10.0;
-    cfg.costs.taker_fee_bps = 10.0;
-    cfg.costs.slippage_bps = 0.0;
-    cfg.backtest.min_rebalance_delta = 0.05;
-    cfg.validate().unwrap();
-    cfg
-}
 
 #[test]
 fn three_symbols_eight_bars_by_hand() {
@@ -42,7 +12,7 @@ fn three_symbols_eight_bars_by_hand() {
     let c = [20.0, 20.2, 20.1, 20.3, 20.4, 20.35, 20.4, 20.5];
     let closes: Vec<Vec<f64>> = (0..8).map(|t| vec![a[t], b[t], c[t]]).collect();
     let panel = common::panel_from_closes(&closes, "1h");
-    let cfg = hand_config();
+    let cfg = common::hand_config();
     let result = backtest::run(&panel, &common::no_funding(&panel), &cfg).unwrap();
 
     // 2-bar momentum: t=2 A +3.0 %, B −2.0 %, C +0.5 % → long A, short B (K = 1, equal 0.5 each).
@@ -99,7 +69,7 @@ fn weights_accounting_follows_the_formula() {
     let c = [20.0, 20.2, 20.1, 20.3, 20.4, 20.35, 20.4, 20.5];
     let closes: Vec<Vec<f64>> = (0..8).map(|t| vec![a[t], b[t], c[t]]).collect();
     let panel = common::panel_from_closes(&closes, "1h");
-    let mut cfg = hand_config();
+    let mut cfg = common::hand_config();
     cfg.backtest.accounting = xsmom::config::Accounting::Weights;
     cfg.costs.slippage_bps = 2.0;
     let result = backtest::run(&panel, &common::no_funding(&panel), &cfg).unwrap();
@@ -126,7 +96,7 @@ fn weights_accounting_follows_the_formula() {
 #[test]
 fn empty_universe_is_an_error() {
     let panel = common::random_panel(300, 4, 5, false);
-    let mut cfg = hand_config();
+    let mut cfg = common::hand_config();
     cfg.universe.include = vec!["NOPEUSDT".into()];
     let err = backtest::run(&panel, &common::no_funding(&panel), &cfg).unwrap_err();
     assert_eq!(err.kind, xsmom::ErrorKind::Invalid);

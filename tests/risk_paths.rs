@@ -4,7 +4,6 @@
 mod common;
 
 use xsmom::backtest::{self, FillReason};
-use xsmom::config::{KMode, Weighting};
 use xsmom::data::Panel;
 use xsmom::signal;
 use xsmom::Config;
@@ -12,35 +11,16 @@ use xsmom::Config;
 const DAY: i64 = 86_400_000;
 const MIDNIGHT: i64 = 1_748_736_000_000; // 2025-06-01 00:00 UTC
 
-/// K = 1, lookback 2, equal weights of 0.5, no vol target, taker 10 bps, no slippage.
+/// The hand config with ATR stops (n = 2, no trailing, no take-profit, no breakeven) and/or the
+/// daily kill-switch.
 fn config(stops: bool, kill_switch: bool) -> Config {
-    let mut cfg = Config::default();
-    let s = &mut cfg.strategy;
-    s.lookbacks = vec![2];
-    s.lookback_weights = vec![1.0];
-    s.vol_lookback = 2;
-    s.min_history_bars = Some(3);
-    s.k_mode = KMode::Static;
-    s.k_min = 1;
-    s.k_max = 1;
-    s.regime_filter.enabled = false;
-    cfg.sizing.weighting = Weighting::Equal;
-    cfg.sizing.gross_leverage = 1.0;
-    cfg.sizing.max_weight_per_asset = 1.0;
-    cfg.sizing.max_notional_usd = 1e12;
-    cfg.sizing.vol_target.enabled = false;
+    let mut cfg = common::hand_config();
     cfg.risk.stops.enabled = stops;
     cfg.risk.stops.atr_len = 2;
     cfg.risk.stops.trailing = false;
     cfg.risk.stops.partial_tp_frac = 0.0;
     cfg.risk.stops.breakeven_after_r = 100.0;
     cfg.risk.kill_switch.enabled = kill_switch;
-    cfg.risk.anti_churn.enabled = false;
-    cfg.risk.scoring.enabled = false;
-    cfg.costs.maker_fee_bps = 10.0;
-    cfg.costs.taker_fee_bps = 10.0;
-    cfg.costs.slippage_bps = 0.0;
-    cfg.backtest.min_rebalance_delta = 0.05;
     cfg.validate().unwrap();
     cfg
 }

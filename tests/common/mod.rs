@@ -4,8 +4,9 @@
 pub mod naive_v1;
 
 use ndarray::Array2;
+use xsmom::config::{KMode, Weighting};
 use xsmom::data::{FundingGrid, Panel};
-use xsmom::Timeframe;
+use xsmom::{Config, Timeframe};
 
 /// Small deterministic generator (xorshift64*), so tests need no RNG dependency at run time.
 pub struct Rng(u64);
@@ -91,4 +92,34 @@ pub fn random_panel(n_bars: usize, n_symbols: usize, seed: u64, ragged: bool) ->
 
 pub fn no_funding(panel: &Panel) -> FundingGrid {
     FundingGrid::empty(panel.n_bars(), panel.n_symbols())
+}
+
+/// A config simple enough to derive results by hand: K = 1 on 2-bar momentum, equal weights of 0.5,
+/// no vol target or risk rules, 10 bps fees, no slippage, trades below 5 % of equity skipped.
+pub fn hand_config() -> Config {
+    let mut cfg = Config::default();
+    let s = &mut cfg.strategy;
+    s.lookbacks = vec![2];
+    s.lookback_weights = vec![1.0];
+    s.vol_lookback = 2;
+    s.min_history_bars = Some(3);
+    s.k_mode = KMode::Static;
+    s.k_min = 1;
+    s.k_max = 1;
+    s.regime_filter.enabled = false;
+    cfg.sizing.weighting = Weighting::Equal;
+    cfg.sizing.gross_leverage = 1.0;
+    cfg.sizing.max_weight_per_asset = 1.0;
+    cfg.sizing.max_notional_usd = 1e12;
+    cfg.sizing.vol_target.enabled = false;
+    cfg.risk.stops.enabled = false;
+    cfg.risk.kill_switch.enabled = false;
+    cfg.risk.anti_churn.enabled = false;
+    cfg.risk.scoring.enabled = false;
+    cfg.costs.maker_fee_bps = 10.0;
+    cfg.costs.taker_fee_bps = 10.0;
+    cfg.costs.slippage_bps = 0.0;
+    cfg.backtest.min_rebalance_delta = 0.05;
+    cfg.validate().unwrap();
+    cfg
 }
