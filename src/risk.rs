@@ -3,8 +3,8 @@
 //! Implemented here: ATR stops (initial, catastrophic, trailing, breakeven, partial take-profit,
 //! time exit) with cooldown (§1), the daily kill-switch (§2), the portfolio drawdown limit (§3),
 //! anti-churn entry limits and the loss-streak pause (§4), symbol scoring with ban / downweight and
-//! the time-of-day gate (§5) and Kelly scaling (§6); the regime router (§7) lives in `regime`. The
-//! carry sleeve (§8) is reported by [`unsupported_features`] when enabled, so that nothing is silently ignored.
+//! the time-of-day gate (§5) and Kelly scaling (§6). The regime router (§7) lives in `regime`, the
+//! carry sleeve (§8) in `carry`.
 
 use ndarray::Array2;
 
@@ -27,9 +27,6 @@ pub fn unsupported_features(cfg: &Config) -> Vec<String> {
         if r.stops.enabled || r.kill_switch.enabled || r.anti_churn.enabled || r.scoring.enabled {
             names.push("risk rules (stops, kill-switch, anti-churn, scoring) with backtest.accounting = weights");
         }
-    }
-    if cfg.strategy.carry.enabled {
-        names.push("strategy.carry");
     }
     names.into_iter().map(|name| format!("{name} is enabled but not implemented in this version: ignored")).collect()
 }

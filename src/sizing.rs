@@ -115,6 +115,9 @@ pub struct BookInputs<'a> {
     pub weighting: Weighting,
     /// Target absolute sum of each leg before caps: `gross_leverage / 2` each for XSMOM.
     pub leg_gross: [f64; 2],
+    /// The carry sleeve at full gross and its budget b: the book becomes `(1 − b)·momentum + b·carry`
+    /// before the vol target (risk.md §8).
+    pub carry: Option<(&'a [f64], f64)>,
 }
 
 /// What the vol target did at this bar (reported per bar).
@@ -148,12 +151,25 @@ pub fn size_book(cfg: &SizingConfig, input: &BookInputs<'_>, weights: &mut [f64]
     if input.market_neutral {
         restore_neutrality(weights, input.longs, input.shorts);
     }
+    // With a carry sleeve the legs of the rest of the pipeline are those of the combined book.
+    let combined_legs: Option<(Vec<usize>, Vec<usize>)> = input.carry.map(|(carry, budget)| {
+        for (w, c) in weights.iter_mut().zip(carry) {
+            *w = ((1.0 - budget) * *w + budget * c).clamp(-cap, cap);
+        }
+        let longs = (0..weights.len()).filter(|&i| weights[i] > 0.0).collect();
+        let shorts = (0..weights.len()).filter(|&i| weights[i] < 0.0).collect();
+        (longs, shorts)
+    });
+    let (longs, shorts): (&[usize], &[usize]) = match &combined_legs {
+        Some((longs, shorts)) => (longs, shorts),
+        None => (input.longs, input.shorts),
+    };
     if let Some(multiplier) = input.multiplier {
-        for &i in input.longs.iter().chain(input.shorts) {
+        for &i in longs.iter().chain(shorts) {
             weights[i] *= multiplier[i];
         }
         if input.market_neutral {
-            restore_neutrality(weights, input.longs, input.shorts);
+            restore_neutrality(weights, longs, shorts);
         }
     }
 
@@ -161,15 +177,15 @@ pub fn size_book(cfg: &SizingConfig, input: &BookInputs<'_>, weights: &mut [f64]
     let vt = &cfg.vol_target;
     if vt.enabled && input.recent_returns.nrows() >= (vt.lookback / 2).max(2) {
         scratch.held.clear();
-        scratch.held.extend(input.longs.iter().chain(input.shorts).copied());
+        scratch.held.extend(longs.iter().chain(shorts).copied());
         let sigma_p = ex_ante_vol(weights, &scratch.held, input.recent_returns, input.bars_per_year);
         let scale = vol_target_scale(sigma_p, vt.target_ann_vol, vt.min_scale, vt.max_scale);
         stats = BookStats { vol_scale: scale, ex_ante_vol: sigma_p };
-        for &i in input.longs.iter().chain(input.shorts) {
+        for &i in longs.iter().chain(shorts) {
             weights[i] = (weights[i] * scale).clamp(-cap, cap);
         }
         if input.market_neutral {
-            restore_neutrality(weights, input.longs, input.shorts);
+            restore_neutrality(weights, longs, shorts);
         }
     }
 

@@ -96,3 +96,42 @@ const GOLDEN_V1: &[(&str, f64)] = &[
     ("n_bars", 3571.0),
     ("final_equity", 4373.672057112383),
 ];
+
+#[test]
+fn carry_sleeve_on_real_funding_is_hedged_and_causal() {
+    // Budget 1: the book is the carry sleeve alone (hedged with BTCUSDT), then caps and vol target.
+    // Partial take-profits (which shrink one position after sizing) are off so the book stays neutral.
+    let cfg = Config::default()
+        .with_override_strings(&[
+            "strategy.carry.enabled=true".into(),
+            "strategy.carry.budget=1.0".into(),
+            "risk.stops.partial_tp_frac=0".into(),
+        ])
+        .unwrap();
+    let inputs = run::prepare(BarsSource::Path(fixture()), FundingSource::FromBarsStore, &cfg).unwrap();
+    let result = run::backtest(&inputs, &cfg, false).unwrap();
+    assert!(result.warnings.iter().all(|w| !w.contains("carry")), "{:?}", result.warnings);
+    let targets = result.target_weights();
+    let btc = inputs.panel.symbols.iter().position(|s| s == "BTCUSDT").unwrap();
+    let mut books = 0;
+    for row in targets.rows() {
+        let gross: f64 = row.iter().map(|w| w.abs()).sum();
+        if gross > 0.0 {
+            books += 1;
+            let net = row.iter().sum::<f64>();
+            assert!(net.abs() <= 1e-12 * gross.max(1.0), "the carry book is market neutral (net {net}, gross {gross})");
+        }
+    }
+    assert!(books > 1000, "carry candidates exist on the fixture ({books} books)");
+    assert!(targets.column(btc).iter().any(|w| *w != 0.0), "BTCUSDT hedges the sleeve");
+    // No look-ahead: the first 2000 bars alone give the same targets.
+    let head = inputs.panel.head(2000);
+    let funding = head.align_funding(&xsmom::data::read_funding(&fixture(), None, None, None).unwrap());
+    let head_result = xsmom::backtest::run(&head, &funding, &cfg).unwrap();
+    let head_targets = head_result.target_weights();
+    for t in 0..2000 {
+        for i in 0..head.n_symbols() {
+            assert_eq!(targets[[t, i]], head_targets[[t, i]], "bar {t} symbol {i}");
+        }
+    }
+}

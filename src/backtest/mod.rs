@@ -10,6 +10,7 @@ pub mod output;
 
 use ndarray::{s, Array2};
 
+use crate::carry::CarrySleeve;
 use crate::config::{Accounting, Config, FillPrice, KMode, RegimeMode, ShortHistory, Weighting};
 use crate::data::{FundingGrid, Panel};
 use crate::error::{Error, Result};
@@ -228,6 +229,10 @@ pub struct Engine<'a> {
     majors: Vec<usize>,
     corr_scratch: Vec<f64>,
     eligible_list: Vec<usize>,
+    carry: Option<CarrySleeve>,
+    carry_book: Vec<f64>,
+    carry_tradable: Vec<bool>,
+    carry_hedge: Option<usize>,
     exits: Vec<StopExit>,
     long_candidates: Vec<usize>,
     short_candidates: Vec<usize>,
@@ -282,6 +287,17 @@ impl<'a> Engine<'a> {
             });
         }
         warnings.extend(crate::risk::unsupported_features(cfg));
+        let carry = &cfg.strategy.carry;
+        if carry.enabled && !funding.has_data.iter().any(|h| *h) {
+            warnings
+                .push("strategy.carry is enabled but there is no funding data: the carry sleeve stays empty".into());
+        }
+        if carry.enabled && carry.hedge && !panel.symbols.contains(&carry.hedge_symbol) {
+            warnings.push(format!(
+                "strategy.carry.hedge_symbol {} is not in the data: the hedged carry sleeve stays empty",
+                carry.hedge_symbol
+            ));
+        }
         let router = &cfg.strategy.router;
         if router.enabled && !router.majors.iter().any(|m| panel.symbols.contains(m)) {
             warnings.push(format!(
@@ -324,6 +340,10 @@ impl<'a> Engine<'a> {
                 .collect(),
             corr_scratch: Vec::new(),
             eligible_list: Vec::with_capacity(n_symbols),
+            carry: cfg.strategy.carry.enabled.then(|| CarrySleeve::new(&cfg.strategy.carry, n_symbols)),
+            carry_book: vec![0.0; n_symbols],
+            carry_tradable: vec![false; n_symbols],
+            carry_hedge: panel.symbols.iter().position(|s| *s == cfg.strategy.carry.hedge_symbol),
             exits: Vec::new(),
             long_candidates: Vec::with_capacity(n_symbols),
             short_candidates: Vec::with_capacity(n_symbols),
@@ -345,6 +365,9 @@ impl<'a> Engine<'a> {
             if c.is_finite() {
                 *last = *c;
             }
+        }
+        if let Some(sleeve) = self.carry.as_mut() {
+            sleeve.observe(self.panel.ts[t], self.funding.events.row(t), self.funding.rates.row(t));
         }
         match self.cfg.backtest.accounting {
             Accounting::Units => self.step_units(t),
@@ -718,6 +741,7 @@ impl<'a> Engine<'a> {
         let window_start = (t + 1).saturating_sub(lookback);
         let sigma = self.ind.sigma.row(t);
         let kelly = self.risk.kelly_multipliers(&mut self.multiplier);
+        let carry = self.carry_sleeve(t);
         let inputs = BookInputs {
             longs: &self.longs,
             shorts: &self.shorts,
@@ -730,6 +754,7 @@ impl<'a> Engine<'a> {
             market_neutral,
             weighting,
             leg_gross,
+            carry: carry.then_some((&self.carry_book[..], self.cfg.strategy.carry.budget)),
         };
         let stats = sizing::size_book(&self.cfg.sizing, &inputs, &mut self.target, &mut self.scratch);
         // A partial take-profit keeps the rest of that position smaller until it is closed.
@@ -737,6 +762,23 @@ impl<'a> Engine<'a> {
             *w *= self.risk.size_factor(i);
         }
         stats.vol_scale
+    }
+
+    /// The carry sleeve of bar t into `self.carry_book` (false when off or without candidates).
+    fn carry_sleeve(&mut self, t: usize) -> bool {
+        let Some(sleeve) = &self.carry else { return false };
+        let sigma = self.ind.sigma.row(t);
+        let universe = self.ind.universe.row(t);
+        for (i, tradable) in self.carry_tradable.iter_mut().enumerate() {
+            *tradable = universe[i] && sigma[i].is_finite() && sigma[i] > 0.0 && self.risk.may_hold(t, i);
+        }
+        sleeve.book(
+            &self.carry_tradable,
+            sigma.as_slice().expect("standard layout"),
+            self.cfg.sizing.gross_leverage,
+            self.carry_hedge,
+            &mut self.carry_book,
+        )
     }
 
     /// Regime router (risk.md §7), fed every bar: average pairwise correlation of the eligible

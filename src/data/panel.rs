@@ -152,6 +152,7 @@ impl Panel {
     pub fn align_funding(&self, funding: &Funding) -> FundingGrid {
         let n_symbols = self.n_symbols();
         let mut rates = Array2::zeros((self.n_bars(), n_symbols));
+        let mut events = Array2::from_elem((self.n_bars(), n_symbols), false);
         let mut has_data = vec![false; n_symbols];
         let index: BTreeMap<&str, usize> = self.symbols.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
         let first = self.ts.first().copied().unwrap_or(0);
@@ -168,9 +169,10 @@ impl Panel {
             let t = (offset / step) as usize;
             if t < self.n_bars() && funding.rate[row].is_finite() {
                 rates[[t, i]] += funding.rate[row];
+                events[[t, i]] = true;
             }
         }
-        FundingGrid { rates, has_data }
+        FundingGrid { rates, events, has_data }
     }
 }
 
@@ -178,12 +180,18 @@ impl Panel {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FundingGrid {
     pub rates: Array2<f64>,
+    /// `events[t, i]`: a funding event of symbol i falls in bar t (its rate may be 0).
+    pub events: Array2<bool>,
     pub has_data: Vec<bool>,
 }
 
 impl FundingGrid {
     /// No funding data at all (every rate 0, every symbol reported as missing).
     pub fn empty(n_bars: usize, n_symbols: usize) -> Self {
-        Self { rates: Array2::zeros((n_bars, n_symbols)), has_data: vec![false; n_symbols] }
+        Self {
+            rates: Array2::zeros((n_bars, n_symbols)),
+            events: Array2::from_elem((n_bars, n_symbols), false),
+            has_data: vec![false; n_symbols],
+        }
     }
 }
