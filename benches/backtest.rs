@@ -46,10 +46,19 @@ fn risk_overhead(c: &mut Criterion) {
             "strategy.adx_filter.min_adx=15".into(),
         ])
         .unwrap();
+    let with_router = all_on
+        .with_override_strings(&[
+            "strategy.router.enabled=true".into(),
+            "strategy.router.majors=[S000USDT, S001USDT]".into(),
+        ])
+        .unwrap();
     let mut group = c.benchmark_group("risk_36x8760");
     group.sample_size(10).measurement_time(Duration::from_secs(6));
     group.bench_function("plain", |b| b.iter(|| backtest::run(&panel, &funding, &plain).unwrap()));
     group.bench_function("all_risk_on", |b| b.iter(|| backtest::run(&panel, &funding, &all_on).unwrap()));
+    group.bench_function("all_risk_on_with_router", |b| {
+        b.iter(|| backtest::run(&panel, &funding, &with_router).unwrap())
+    });
     group.finish();
 }
 

@@ -70,43 +70,57 @@ impl RegimeRouter {
 /// treated as the symbol's mean; symbols without variance are left out. NaN with fewer than 2 symbols.
 pub fn average_pairwise_correlation(returns: ArrayView2<f64>, symbols: &[usize], scratch: &mut Vec<f64>) -> f64 {
     let n_rows = returns.nrows();
-    if n_rows < 2 {
+    let k = symbols.len();
+    if n_rows < 2 || k < 2 {
         return f64::NAN;
     }
+    // Scratch layout: per symbol [sum, sum of squares, count, mean, 1/std], then the per-row sums.
     scratch.clear();
-    scratch.resize(n_rows, 0.0);
-    let mut used = 0usize;
-    for &i in symbols {
-        let column = returns.column(i);
-        let (mut sum, mut count) = (0.0, 0usize);
-        for r in column.iter().filter(|r| r.is_finite()) {
-            sum += r;
-            count += 1;
-        }
-        if count < 2 {
-            continue;
-        }
-        let mean = sum / count as f64;
-        let var = column.iter().filter(|r| r.is_finite()).map(|r| (r - mean).powi(2)).sum::<f64>() / n_rows as f64;
-        if !(var > 0.0) {
-            continue;
-        }
-        let std = var.sqrt();
-        for (acc, r) in scratch.iter_mut().zip(column) {
+    scratch.resize(5 * k + n_rows, 0.0);
+    let (stats, row_sums) = scratch.split_at_mut(5 * k);
+    for row in returns.rows() {
+        for (j, &i) in symbols.iter().enumerate() {
+            let r = row[i];
             if r.is_finite() {
-                *acc += (r - mean) / std;
+                stats[5 * j] += r;
+                stats[5 * j + 1] += r * r;
+                stats[5 * j + 2] += 1.0;
             }
         }
-        used += 1;
+    }
+    let mut used = 0usize;
+    for j in 0..k {
+        let (sum, sum_sq, count) = (stats[5 * j], stats[5 * j + 1], stats[5 * j + 2]);
+        stats[5 * j + 4] = 0.0;
+        if count < 2.0 {
+            continue;
+        }
+        let mean = sum / count;
+        // Population variance over all rows, missing returns standing at the mean.
+        let var = (sum_sq - mean * sum) / n_rows as f64;
+        if var > 1e-300 {
+            stats[5 * j + 3] = mean;
+            stats[5 * j + 4] = 1.0 / var.sqrt();
+            used += 1;
+        }
     }
     if used < 2 {
         return f64::NAN;
     }
+    for (row, total) in returns.rows().into_iter().zip(row_sums.iter_mut()) {
+        for (j, &i) in symbols.iter().enumerate() {
+            let r = row[i];
+            let inv_std = stats[5 * j + 4];
+            if inv_std > 0.0 && r.is_finite() {
+                *total += (r - stats[5 * j + 3]) * inv_std;
+            }
+        }
+    }
     let n = n_rows as f64;
-    let mean = scratch.iter().sum::<f64>() / n;
-    let var_sum = scratch.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
-    let k = used as f64;
-    (var_sum - k) / (k * (k - 1.0))
+    let mean = row_sums.iter().sum::<f64>() / n;
+    let var_sum = row_sums.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+    let used = used as f64;
+    (var_sum - used) / (used * (used - 1.0))
 }
 
 #[cfg(test)]

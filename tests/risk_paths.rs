@@ -109,3 +109,48 @@ fn kill_switch_fires_on_the_right_bar_and_trading_resumes_the_next_day() {
     let drop = (result.bars.equity[0] - result.bars.equity[4]) / result.bars.equity[0];
     assert!(drop >= 0.05);
 }
+
+#[test]
+fn a_bar_touching_stop_and_take_profit_exits_at_the_stop() {
+    let mut panel = panel(8);
+    let atr = signal::wilder_atr(panel.high.view(), panel.low.view(), panel.close.view(), 2)[[2, 0]];
+    let stop = 102.0 - 2.0 * atr;
+    let take_profit = 102.0 + 0.75 * 2.0 * atr;
+    panel.open[[3, 0]] = 102.0;
+    panel.high[[3, 0]] = take_profit + 1.0;
+    panel.low[[3, 0]] = stop - 1.0;
+    panel.close[[3, 0]] = 102.0;
+    let mut cfg = config(true, false);
+    cfg.risk.stops.partial_tp_frac = 0.5;
+    let result = backtest::run(&panel, &common::no_funding(&panel), &cfg).unwrap();
+    let exits: Vec<_> = result.fills.iter().filter(|f| f.symbol == 0 && f.side < 0).collect();
+    assert_eq!(exits[0].reason, FillReason::Stop);
+    assert!((exits[0].price - stop).abs() < 1e-12);
+    let tp: Vec<_> = result.fills.iter().filter(|f| f.reason == FillReason::TakeProfit).collect();
+    assert!(tp.iter().all(|f| !(f.symbol == 0 && f.ts == panel.ts[3])), "no take-profit after the stop: {tp:?}");
+}
+
+#[test]
+fn breakeven_moves_the_stop_to_entry_and_a_later_touch_exits_flat_minus_fees() {
+    let mut panel = panel(10);
+    let atr = signal::wilder_atr(panel.high.view(), panel.low.view(), panel.close.view(), 2)[[2, 0]];
+    let risk = 2.0 * atr;
+    // Bar 3 rallies 0.7 R above the entry (breakeven after 0.6 R) without touching the stop.
+    panel.open[[3, 0]] = 102.0;
+    panel.high[[3, 0]] = 102.0 + 0.7 * risk;
+    panel.low[[3, 0]] = 101.9;
+    panel.close[[3, 0]] = 102.0 + 0.5 * risk;
+    // Bar 4 falls back through the entry price: exit at 102 exactly.
+    panel.open[[4, 0]] = 102.0 + 0.4 * risk;
+    panel.high[[4, 0]] = 102.0 + 0.45 * risk;
+    panel.low[[4, 0]] = 101.0;
+    panel.close[[4, 0]] = 101.5;
+    let mut cfg = config(true, false);
+    cfg.risk.stops.breakeven_after_r = 0.6;
+    let result = backtest::run(&panel, &common::no_funding(&panel), &cfg).unwrap();
+    let exit = result.fills.iter().find(|f| f.symbol == 0 && f.side < 0).unwrap();
+    assert_eq!((exit.ts, exit.reason, exit.price), (panel.ts[4], FillReason::Breakeven, 102.0));
+    let trip = result.round_trips.iter().find(|r| r.symbol == 0).unwrap();
+    let units = 0.5 * 10_000.0 / 102.0;
+    assert!((trip.pnl - (-2.0 * units * 102.0 * 10.0 / 1e4)).abs() < 1e-9, "flat minus fees: {}", trip.pnl);
+}
