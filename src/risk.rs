@@ -859,3 +859,23 @@ mod portfolio_and_sizing_rule_tests {
         assert_eq!(risk.admissible_units(42, 2 * h, 0, 0.0, 1.0), 0.0, "03:00 is a blackout hour");
     }
 }
+
+#[cfg(test)]
+mod trailing_kill_switch_tests {
+    use super::*;
+
+    #[test]
+    fn trailing_reference_is_the_day_high() {
+        let hour = Timeframe::parse("1h").unwrap();
+        let h = 3_600_000;
+        let fixed = KillSwitchConfig { trailing: false, ..KillSwitchConfig::default() };
+        let trailing = KillSwitchConfig { trailing: true, ..KillSwitchConfig::default() };
+        let (mut from_start, mut from_high) = (KillSwitch::new(&fixed), KillSwitch::new(&trailing));
+        for (k, equity) in [100.0, 110.0, 104.0].into_iter().enumerate() {
+            let a = from_start.check(k as i64 * h, equity, hour);
+            let b = from_high.check(k as i64 * h, equity, hour);
+            // 104 is 5.45 % below the day's high of 110 but 4 % above the start.
+            assert_eq!((a.flatten, b.flatten), (false, k == 2), "bar {k}");
+        }
+    }
+}

@@ -154,3 +154,32 @@ fn breakeven_moves_the_stop_to_entry_and_a_later_touch_exits_flat_minus_fees() {
     let units = 0.5 * 10_000.0 / 102.0;
     assert!((trip.pnl - (-2.0 * units * 102.0 * 10.0 / 1e4)).abs() < 1e-9, "flat minus fees: {}", trip.pnl);
 }
+
+#[test]
+fn kill_switch_in_freeze_mode_only_lets_positions_shrink_until_the_next_day() {
+    let mut panel = panel(30);
+    for t in 4..30 {
+        for m in [&mut panel.open, &mut panel.high, &mut panel.low, &mut panel.close] {
+            m[[t, 0]] *= 0.75;
+        }
+    }
+    panel.open[[4, 0]] = panel.close[[3, 0]];
+    panel.high[[4, 0]] = panel.close[[3, 0]];
+    let mut cfg = config(false, true);
+    cfg.risk.kill_switch.action = xsmom::config::KillAction::Freeze;
+    cfg.backtest.min_rebalance_delta = 0.0;
+    let result = backtest::run(&panel, &common::no_funding(&panel), &cfg).unwrap();
+    assert!(result.bars.kill_switch[4]);
+    assert!(result.fills.iter().all(|f| f.reason != FillReason::KillSwitch), "freeze does not flatten");
+    let units = result.units();
+    for t in 5..=22 {
+        for i in 0..panel.n_symbols() {
+            let (before, now) = (units[[t - 1, i]], units[[t, i]]);
+            assert!(
+                now.abs() <= before.abs() + 1e-9 && (now == 0.0 || now.signum() == before.signum()),
+                "bar {t} symbol {i}: {before} → {now}"
+            );
+        }
+    }
+    assert!(!result.bars.kill_switch[23]);
+}
