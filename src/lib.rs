@@ -11,6 +11,7 @@ pub mod data;
 pub mod error;
 pub mod metrics;
 pub mod regime;
+pub mod research;
 pub mod risk;
 pub mod signal;
 pub mod sizing;

@@ -1,0 +1,229 @@
+//! Overfitting statistics and resampling for the research pipeline (research.md §3–4): the deflated
+//! Sharpe ratio, the probability of backtest overfitting by CSCV, and the stationary bootstrap with
+//! the Politis–White block length. Pure functions; every random draw comes from a seeded generator.
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use statrs::distribution::{ContinuousCDF, Normal};
+
+use crate::metrics::{moments, probabilistic_sharpe};
+
+const EULER_MASCHERONI: f64 = 0.577_215_664_901_532_9;
+
+/// Expected maximum per-period Sharpe of `n_trials` unskilled strategies whose Sharpe ratios have
+/// variance `sharpe_variance` (Bailey & López de Prado 2014):
+/// `√V · ((1 − γ)·Φ⁻¹(1 − 1/N) + γ·Φ⁻¹(1 − 1/(N·e)))`.
+pub fn expected_max_sharpe(n_trials: usize, sharpe_variance: f64) -> f64 {
+    if n_trials < 2 {
+        return 0.0;
+    }
+    let normal = Normal::standard();
+    let n = n_trials as f64;
+    sharpe_variance.max(0.0).sqrt()
+        * ((1.0 - EULER_MASCHERONI) * normal.inverse_cdf(1.0 - 1.0 / n)
+            + EULER_MASCHERONI * normal.inverse_cdf(1.0 - 1.0 / (n * std::f64::consts::E)))
+}
+
+/// Deflated Sharpe ratio: the probabilistic Sharpe of `returns` (per-period) against the expected
+/// maximum Sharpe of `n_trials` trials with per-period Sharpe variance `sharpe_variance`.
+pub fn deflated_sharpe(returns: &[f64], n_trials: usize, sharpe_variance: f64) -> f64 {
+    let (mean, std, skew, kurtosis) = moments(returns);
+    let sharpe = mean / std;
+    probabilistic_sharpe(sharpe, expected_max_sharpe(n_trials, sharpe_variance), returns.len(), skew, kurtosis)
+}
+
+/// Per-period Sharpe of the rows `rows` of one column of a `T × N` row-major matrix.
+fn column_sharpe(matrix: &[f64], n_cols: usize, col: usize, rows: &[usize]) -> f64 {
+    let n = rows.len() as f64;
+    let mean = rows.iter().map(|&r| matrix[r * n_cols + col]).sum::<f64>() / n;
+    let var = rows.iter().map(|&r| (matrix[r * n_cols + col] - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    if var > 0.0 {
+        mean / var.sqrt()
+    } else {
+        0.0
+    }
+}
+
+/// Probability of backtest overfitting by combinatorially symmetric cross-validation (Bailey,
+/// Borwein, López de Prado, Zhu 2017). `returns` is `T × N` row-major (bars × trials), cut into
+/// `n_blocks` (even) contiguous blocks; for every half of the blocks as in-sample, the trial best
+/// in-sample is ranked out-of-sample; PBO is the share of splits where it lands in the bottom half
+/// (logit of its relative rank ≤ 0). Sharpe is the performance measure.
+pub fn probability_of_backtest_overfitting(returns: &[f64], n_trials: usize, n_blocks: usize) -> f64 {
+    assert!(n_blocks >= 2 && n_blocks % 2 == 0, "CSCV needs an even number of blocks");
+    assert!(n_trials >= 2 && returns.len() % n_trials == 0);
+    let n_rows = returns.len() / n_trials;
+    let block_len = n_rows / n_blocks;
+    assert!(block_len >= 2, "too few rows for {n_blocks} blocks");
+    let blocks: Vec<Vec<usize>> = (0..n_blocks).map(|b| (b * block_len..(b + 1) * block_len).collect()).collect();
+    let mut overfit = 0usize;
+    let mut splits = 0usize;
+    for mask in 0u32..(1u32 << n_blocks) {
+        if mask.count_ones() as usize != n_blocks / 2 {
+            continue;
+        }
+        let (mut in_rows, mut out_rows) = (Vec::new(), Vec::new());
+        for (b, rows) in blocks.iter().enumerate() {
+            if mask & (1 << b) != 0 {
+                in_rows.extend_from_slice(rows);
+            } else {
+                out_rows.extend_from_slice(rows);
+            }
+        }
+        let in_sample: Vec<f64> = (0..n_trials).map(|c| column_sharpe(returns, n_trials, c, &in_rows)).collect();
+        let best =
+            (0..n_trials).max_by(|&a, &b| in_sample[a].total_cmp(&in_sample[b]).then(b.cmp(&a))).expect("≥ 2 trials");
+        let out_sample: Vec<f64> = (0..n_trials).map(|c| column_sharpe(returns, n_trials, c, &out_rows)).collect();
+        // Rank 1 = worst out of sample; ties count half.
+        let below = out_sample.iter().filter(|v| **v < out_sample[best]).count() as f64;
+        let ties = out_sample.iter().filter(|v| **v == out_sample[best]).count() as f64 - 1.0;
+        let rank = below + 1.0 + ties / 2.0;
+        let relative = rank / (n_trials as f64 + 1.0);
+        let logit = (relative / (1.0 - relative)).ln();
+        overfit += (logit <= 0.0) as usize;
+        splits += 1;
+    }
+    overfit as f64 / splits as f64
+}
+
+/// Politis–White (2004; Patton, Politis and White 2009 correction) automatic mean block length
+/// for the stationary bootstrap of `series`, capped at `min(3√n, n/3)`.
+pub fn politis_white_block_length(series: &[f64]) -> f64 {
+    let n = series.len();
+    if n < 8 {
+        return 1.0;
+    }
+    let nf = n as f64;
+    let mean = series.iter().sum::<f64>() / nf;
+    let centred: Vec<f64> = series.iter().map(|x| x - mean).collect();
+    let variance = centred.iter().map(|x| x * x).sum::<f64>() / nf;
+    if !(variance > 0.0) {
+        return 1.0;
+    }
+    let autocov = |k: usize| centred[..n - k].iter().zip(&centred[k..]).map(|(a, b)| a * b).sum::<f64>() / nf;
+    let max_lag = ((nf.sqrt().ceil() as usize) + 5).min(n - 1);
+    let rho: Vec<f64> = (0..=max_lag).map(|k| autocov(k) / variance).collect();
+    // m̂: the first lag after which K_N consecutive autocorrelations are insignificant.
+    let k_n = (5.0f64).max(nf.log10().sqrt()).ceil() as usize;
+    let bound = 2.0 * (nf.log10() / nf).sqrt();
+    let mut m_hat = max_lag;
+    for m in 1..=max_lag {
+        if (m..(m + k_n).min(max_lag + 1)).all(|k| rho[k].abs() < bound) {
+            m_hat = m - 1;
+            break;
+        }
+    }
+    let big_m = (2 * m_hat.max(1)).min(max_lag);
+    let flat_top = |t: f64| {
+        let t = t.abs();
+        if t <= 0.5 {
+            1.0
+        } else if t <= 1.0 {
+            2.0 * (1.0 - t)
+        } else {
+            0.0
+        }
+    };
+    let (mut g, mut long_run) = (0.0, autocov(0));
+    for k in 1..=big_m {
+        let weight = flat_top(k as f64 / big_m as f64);
+        let r = autocov(k);
+        g += 2.0 * weight * k as f64 * r;
+        long_run += 2.0 * weight * r;
+    }
+    let d_sb = 2.0 * long_run * long_run;
+    let cap = (3.0 * nf.sqrt()).min(nf / 3.0);
+    if !(d_sb > 0.0) {
+        return 1.0;
+    }
+    ((2.0 * g * g / d_sb).powf(1.0 / 3.0) * nf.powf(1.0 / 3.0)).clamp(1.0, cap)
+}
+
+/// One stationary-bootstrap resample (Politis & Romano 1994) of `series` into `out` (same length):
+/// blocks start at uniform positions, wrap around, and have geometric lengths with mean `block`.
+pub fn stationary_bootstrap(series: &[f64], block: f64, rng: &mut StdRng, out: &mut Vec<f64>) {
+    out.clear();
+    let n = series.len();
+    if n == 0 {
+        return;
+    }
+    let restart = 1.0 / block.max(1.0);
+    let mut position = rng.random_range(0..n);
+    for step in 0..n {
+        if step > 0 && rng.random::<f64>() < restart {
+            position = rng.random_range(0..n);
+        }
+        out.push(series[position]);
+        position = (position + 1) % n;
+    }
+}
+
+/// A seeded generator for path `path` of a run with `seed` (paths are independent and reproducible).
+pub fn path_rng(seed: u64, path: u64) -> StdRng {
+    StdRng::seed_from_u64(seed ^ path.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_max_sharpe_from_the_paper_formula() {
+        // N = 100 trials, V = 0.25²: Φ⁻¹(0.99) = 2.32635, Φ⁻¹(1 − 1/(100e)) = 2.68022,
+        // (1 − γ)·2.32635 + γ·2.68022 = 2.53060 (the paper's ≈ 2.53 for N = 100), × 0.25 = 0.63265.
+        let value = expected_max_sharpe(100, 0.0625);
+        let normal = Normal::standard();
+        let by_hand = 0.25
+            * ((1.0 - EULER_MASCHERONI) * normal.inverse_cdf(0.99)
+                + EULER_MASCHERONI * normal.inverse_cdf(1.0 - 1.0 / (100.0 * std::f64::consts::E)));
+        assert!((value - by_hand).abs() < 1e-12);
+        assert!((value - 0.63265).abs() < 5e-5, "{value}");
+        assert_eq!(expected_max_sharpe(1, 0.0625), 0.0);
+    }
+
+    #[test]
+    fn deflated_sharpe_is_lower_with_more_trials() {
+        let returns: Vec<f64> = (0..500).map(|t| 0.001 + 0.01 * ((t * 37 % 101) as f64 / 101.0 - 0.5)).collect();
+        let one = deflated_sharpe(&returns, 1, 0.0);
+        let many = deflated_sharpe(&returns, 1000, 0.01);
+        assert!(one > 0.9 && many < one, "{one} {many}");
+    }
+
+    #[test]
+    fn pbo_of_noise_is_near_one_half_and_of_a_real_edge_is_near_zero() {
+        let (n_rows, n_trials) = (320, 16);
+        let mut total = 0.0;
+        let mut noise = vec![];
+        for seed in 0..10 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            noise = (0..n_rows * n_trials).map(|_| rng.random::<f64>() - 0.5).collect();
+            total += probability_of_backtest_overfitting(&noise, n_trials, 8);
+        }
+        let mean_pbo = total / 10.0;
+        assert!((0.35..=0.65).contains(&mean_pbo), "{mean_pbo}");
+        // Trial 0 has a strong, persistent edge: it is best in and out of sample.
+        let mut edge = noise.clone();
+        for r in 0..n_rows {
+            edge[r * n_trials] += 0.3;
+        }
+        assert_eq!(probability_of_backtest_overfitting(&edge, n_trials, 8), 0.0);
+    }
+
+    #[test]
+    fn block_length_grows_with_persistence_and_bootstrap_is_seeded() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let white: Vec<f64> = (0..2000).map(|_| rng.random::<f64>() - 0.5).collect();
+        let mut ar = vec![0.0; 2000];
+        for t in 1..2000 {
+            ar[t] = 0.9 * ar[t - 1] + white[t];
+        }
+        let (b_white, b_ar) = (politis_white_block_length(&white), politis_white_block_length(&ar));
+        assert!(b_white < 3.0 && b_ar > 10.0, "{b_white} {b_ar}");
+        let (mut a, mut b) = (vec![], vec![]);
+        stationary_bootstrap(&ar, b_ar, &mut path_rng(1, 5), &mut a);
+        stationary_bootstrap(&ar, b_ar, &mut path_rng(1, 5), &mut b);
+        assert_eq!(a, b);
+        assert_eq!(a.len(), ar.len());
+        assert!(a.iter().all(|x| ar.contains(x)));
+    }
+}
