@@ -489,7 +489,7 @@ impl RiskEngine {
     }
 
     /// Keep the state machines in step with the book after bar t (no exits decided here).
-    pub fn end_bar(&mut self, _t: usize, _panel: &Panel, units: &[f64], _atr: Option<&Array2<f64>>) {
+    pub fn end_bar(&mut self, units: &[f64]) {
         for symbol in 0..self.stops.len() {
             if units[symbol] == 0.0 {
                 self.stops[symbol] = None;

@@ -427,7 +427,7 @@ impl<'a> Engine<'a> {
         let (k, vol_scale) = if self.is_decision_bar(t, cross) && !kill.paused {
             let decided = self.decide(t, equity, cross);
             if kill.freeze {
-                self.freeze_targets(t, equity);
+                self.freeze_targets(equity);
             }
             match self.cfg.backtest.fill {
                 FillPrice::Close => {
@@ -459,7 +459,7 @@ impl<'a> Engine<'a> {
             n_long += (units > 0.0) as u32;
             n_short += (units < 0.0) as u32;
         }
-        self.risk.end_bar(t, self.panel, &self.ledger.units, self.ind.atr.as_ref());
+        self.risk.end_bar(&self.ledger.units);
         let out = &mut self.out;
         out.equity.push(equity);
         out.cash.push(self.ledger.cash);
@@ -868,7 +868,7 @@ impl<'a> Engine<'a> {
     }
 
     /// With the kill-switch in `freeze` mode no new risk is added: targets may only shrink toward 0.
-    fn freeze_targets(&mut self, t: usize, equity: f64) {
+    fn freeze_targets(&mut self, equity: f64) {
         for i in 0..self.target.len() {
             let current = if equity > 0.0 { self.ledger.units[i] * self.last_price[i] / equity } else { 0.0 };
             let current = if current.is_finite() { current } else { 0.0 };
@@ -881,7 +881,6 @@ impl<'a> Engine<'a> {
                 target
             };
         }
-        let _ = t;
     }
 
     /// Trade from current units to `target` weights at `prices`, sized on `equity`.
