@@ -163,6 +163,89 @@ pub fn path_rng(seed: u64, path: u64) -> StdRng {
     StdRng::seed_from_u64(seed ^ path.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
+/// Statistics of one Monte Carlo path of per-bar returns (research.md §4).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PathStats {
+    pub total_return: f64,
+    pub cagr: f64,
+    pub max_drawdown: f64,
+    pub sharpe: f64,
+    /// Fraction of bars below the running equity peak.
+    pub time_under_water: f64,
+}
+
+/// Path statistics of per-bar `returns` (compounded from 1).
+pub fn path_stats(returns: &[f64], bars_per_year: f64) -> PathStats {
+    let mut equity = 1.0f64;
+    let mut peak = 1.0f64;
+    let (mut max_drawdown, mut under_water) = (0.0f64, 0usize);
+    for r in returns {
+        equity *= 1.0 + r;
+        peak = peak.max(equity);
+        if equity < peak {
+            under_water += 1;
+            max_drawdown = max_drawdown.max(1.0 - equity / peak);
+        }
+    }
+    let n = returns.len().max(1) as f64;
+    let (mean, std, _, _) = moments(returns);
+    PathStats {
+        total_return: equity - 1.0,
+        cagr: if equity > 0.0 { equity.powf(bars_per_year / n) - 1.0 } else { -1.0 },
+        max_drawdown,
+        sharpe: mean / std * bars_per_year.sqrt(),
+        time_under_water: under_water as f64 / n,
+    }
+}
+
+/// Quantile with linear interpolation between order statistics (`q` in [0, 1]).
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let position = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let (low, high) = (position.floor() as usize, position.ceil() as usize);
+    sorted[low] + (sorted[high] - sorted[low]) * (position - low as f64)
+}
+
+/// Summary of many paths: p1/p5/p50/p95/p99 of each statistic, the probability of a loss and the
+/// CVaR 5 % of total return (mean of the worst 5 % of paths). Max drawdown is a positive fraction,
+/// so its upper quantiles are the worst paths.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MonteCarloSummary {
+    /// (statistic name, [p1, p5, p50, p95, p99]).
+    pub quantiles: Vec<(&'static str, [f64; 5])>,
+    pub probability_of_loss: f64,
+    pub cvar_5_total_return: f64,
+}
+
+pub fn summarise_paths(paths: &[PathStats]) -> MonteCarloSummary {
+    const LEVELS: [f64; 5] = [0.01, 0.05, 0.50, 0.95, 0.99];
+    let fields: [(&'static str, fn(&PathStats) -> f64); 5] = [
+        ("total_return", |p| p.total_return),
+        ("cagr", |p| p.cagr),
+        ("max_drawdown", |p| p.max_drawdown),
+        ("sharpe", |p| p.sharpe),
+        ("time_under_water", |p| p.time_under_water),
+    ];
+    let quantiles = fields
+        .iter()
+        .map(|(name, get)| {
+            let mut values: Vec<f64> = paths.iter().map(get).filter(|v| !v.is_nan()).collect();
+            values.sort_by(f64::total_cmp);
+            (*name, LEVELS.map(|q| quantile(&values, q)))
+        })
+        .collect();
+    let mut totals: Vec<f64> = paths.iter().map(|p| p.total_return).collect();
+    totals.sort_by(f64::total_cmp);
+    let tail = ((totals.len() as f64 * 0.05).ceil() as usize).max(1).min(totals.len());
+    MonteCarloSummary {
+        quantiles,
+        probability_of_loss: totals.iter().filter(|r| **r < 0.0).count() as f64 / totals.len().max(1) as f64,
+        cvar_5_total_return: totals[..tail].iter().sum::<f64>() / tail as f64,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,5 +308,37 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.len(), ar.len());
         assert!(a.iter().all(|x| ar.contains(x)));
+    }
+
+    #[test]
+    fn path_stats_by_hand() {
+        // +10 %, −20 %, +10 %: equity 1.1, 0.88, 0.968; peak 1.1; drawdown 20 %, 2 of 3 bars under water.
+        let stats = path_stats(&[0.1, -0.2, 0.1], 3.0);
+        assert!((stats.total_return - (-0.032)).abs() < 1e-12);
+        assert!((stats.max_drawdown - 0.2).abs() < 1e-12);
+        assert!((stats.time_under_water - 2.0 / 3.0).abs() < 1e-12);
+        assert!((stats.cagr - (0.968f64 - 1.0)).abs() < 1e-12, "3 bars at 3 bars per year is one year");
+        assert_eq!(quantile(&[1.0, 2.0, 3.0, 4.0], 0.5), 2.5);
+        assert_eq!(quantile(&[1.0, 2.0, 3.0, 4.0], 1.0), 4.0);
+    }
+
+    #[test]
+    fn drawdown_tails_are_the_worst_paths() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let returns: Vec<f64> = (0..1000).map(|_| 0.0005 + 0.01 * (rng.random::<f64>() - 0.5)).collect();
+        let block = politis_white_block_length(&returns);
+        let mut path = vec![];
+        let paths: Vec<PathStats> = (0..300)
+            .map(|p| {
+                stationary_bootstrap(&returns, block, &mut path_rng(42, p), &mut path);
+                path_stats(&path, 8760.0)
+            })
+            .collect();
+        let summary = summarise_paths(&paths);
+        let dd = summary.quantiles.iter().find(|(n, _)| *n == "max_drawdown").unwrap().1;
+        assert!(dd[3] >= dd[2] && dd[4] >= dd[3], "{dd:?}");
+        assert!((0.0..=1.0).contains(&summary.probability_of_loss));
+        let total = summary.quantiles.iter().find(|(n, _)| *n == "total_return").unwrap().1;
+        assert!(summary.cvar_5_total_return <= total[1] + 1e-12);
     }
 }
