@@ -219,9 +219,12 @@ pub struct MonteCarloSummary {
     pub cvar_5_total_return: f64,
 }
 
+/// A named statistic of a path.
+type PathField = (&'static str, fn(&PathStats) -> f64);
+
 pub fn summarise_paths(paths: &[PathStats]) -> MonteCarloSummary {
     const LEVELS: [f64; 5] = [0.01, 0.05, 0.50, 0.95, 0.99];
-    let fields: [(&'static str, fn(&PathStats) -> f64); 5] = [
+    let fields: [PathField; 5] = [
         ("total_return", |p| p.total_return),
         ("cagr", |p| p.cagr),
         ("max_drawdown", |p| p.max_drawdown),
