@@ -163,6 +163,60 @@ pub fn path_rng(seed: u64, path: u64) -> StdRng {
     StdRng::seed_from_u64(seed ^ path.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
+/// Walk-forward window layout (research.md §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalkForwardMode {
+    /// Train windows of fixed length move forward by the OOS length.
+    Rolling,
+    /// Train windows start at bar 0 and grow.
+    Anchored,
+}
+
+/// One walk-forward segment in bar indices: train `[train_start, train_end)`, the bars of the train
+/// objective after purging `[train_start, purged_end)`, and OOS `[oos_start, oos_end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub train_start: usize,
+    pub train_end: usize,
+    pub purged_end: usize,
+    pub oos_start: usize,
+    pub oos_end: usize,
+}
+
+/// Segments over `n_bars` bars: train `[a, b)`, OOS `[b + embargo, b + embargo + oos)`, the next `a`
+/// moves by `oos`, so OOS windows are contiguous and never overlap. The last `purge` bars of each
+/// train window (the label horizon, `max(lookbacks)`) are dropped from the train objective.
+pub fn walk_forward_segments(
+    n_bars: usize,
+    train: usize,
+    oos: usize,
+    embargo: usize,
+    purge: usize,
+    mode: WalkForwardMode,
+) -> Vec<Segment> {
+    let mut segments = Vec::new();
+    if train == 0 || oos == 0 {
+        return segments;
+    }
+    let mut start = 0;
+    loop {
+        let train_start = match mode {
+            WalkForwardMode::Rolling => start,
+            WalkForwardMode::Anchored => 0,
+        };
+        let train_end = start + train;
+        let oos_start = train_end + embargo;
+        let oos_end = oos_start + oos;
+        if oos_end > n_bars {
+            break;
+        }
+        let purged_end = train_end.saturating_sub(purge).max(train_start);
+        segments.push(Segment { train_start, train_end, purged_end, oos_start, oos_end });
+        start += oos;
+    }
+    segments
+}
+
 /// Statistics of one Monte Carlo path of per-bar returns (research.md §4).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PathStats {
@@ -343,5 +397,30 @@ mod tests {
         assert!((0.0..=1.0).contains(&summary.probability_of_loss));
         let total = summary.quantiles.iter().find(|(n, _)| *n == "total_return").unwrap().1;
         assert!(summary.cvar_5_total_return <= total[1] + 1e-12);
+    }
+
+    #[test]
+    fn walk_forward_windows_are_contiguous_and_never_overlap_their_train() {
+        // 120/30/2 days of hourly bars over 300 days, purge 96 bars.
+        let (day, n) = (24, 300 * 24);
+        let rolling = walk_forward_segments(n, 120 * day, 30 * day, 2 * day, 96, WalkForwardMode::Rolling);
+        assert_eq!(rolling.len(), 5);
+        assert_eq!(
+            rolling[0],
+            Segment { train_start: 0, train_end: 2880, purged_end: 2784, oos_start: 2928, oos_end: 3648 }
+        );
+        for pair in rolling.windows(2) {
+            assert_eq!(pair[1].oos_start, pair[0].oos_end, "OOS windows are contiguous");
+            assert_eq!(pair[1].train_start, pair[0].train_start + 30 * day);
+        }
+        for s in &rolling {
+            assert!(s.train_end <= s.oos_start && s.oos_end <= n && s.purged_end + 96 == s.train_end);
+        }
+        let anchored = walk_forward_segments(n, 120 * day, 30 * day, 2 * day, 96, WalkForwardMode::Anchored);
+        assert!(anchored.iter().all(|s| s.train_start == 0));
+        assert_eq!(
+            anchored.iter().map(|s| s.oos_start).collect::<Vec<_>>(),
+            rolling.iter().map(|s| s.oos_start).collect::<Vec<_>>()
+        );
     }
 }
