@@ -36,6 +36,19 @@ fn panel(n_bars: usize) -> Panel {
     panel
 }
 
+/// 30 bars in which A (held long at 0.5) loses 25 % during bar 4, over the 5 % daily loss limit.
+fn crash_panel() -> Panel {
+    let mut panel = panel(30);
+    for t in 4..30 {
+        for m in [&mut panel.open, &mut panel.high, &mut panel.low, &mut panel.close] {
+            m[[t, 0]] *= 0.75;
+        }
+    }
+    panel.open[[4, 0]] = panel.close[[3, 0]];
+    panel.high[[4, 0]] = panel.close[[3, 0]];
+    panel
+}
+
 #[test]
 fn a_gap_through_the_stop_fills_at_the_open() {
     let mut panel = panel(10);
@@ -82,15 +95,7 @@ fn a_touch_exits_at_the_stop_level() {
 
 #[test]
 fn kill_switch_fires_on_the_right_bar_and_trading_resumes_the_next_day() {
-    let mut panel = panel(30);
-    // Bar 4: A loses 25 % (long 0.5 → about −12.5 % of equity, over the 5 % daily limit).
-    for t in 4..30 {
-        for m in [&mut panel.open, &mut panel.high, &mut panel.low, &mut panel.close] {
-            m[[t, 0]] *= 0.75;
-        }
-    }
-    panel.open[[4, 0]] = panel.close[[3, 0]];
-    panel.high[[4, 0]] = panel.close[[3, 0]];
+    let panel = crash_panel();
     let result = backtest::run(&panel, &common::no_funding(&panel), &config(false, true)).unwrap();
     let kill_fills: Vec<_> = result.fills.iter().filter(|f| f.reason == FillReason::KillSwitch).collect();
     assert_eq!(kill_fills.len(), 2, "both positions are closed");
@@ -157,14 +162,7 @@ fn breakeven_moves_the_stop_to_entry_and_a_later_touch_exits_flat_minus_fees() {
 
 #[test]
 fn kill_switch_in_freeze_mode_only_lets_positions_shrink_until_the_next_day() {
-    let mut panel = panel(30);
-    for t in 4..30 {
-        for m in [&mut panel.open, &mut panel.high, &mut panel.low, &mut panel.close] {
-            m[[t, 0]] *= 0.75;
-        }
-    }
-    panel.open[[4, 0]] = panel.close[[3, 0]];
-    panel.high[[4, 0]] = panel.close[[3, 0]];
+    let panel = crash_panel();
     let mut cfg = config(false, true);
     cfg.risk.kill_switch.action = xsmom::config::KillAction::Freeze;
     cfg.backtest.min_rebalance_delta = 0.0;
