@@ -65,7 +65,6 @@ fn risk_overhead(c: &mut Criterion) {
 fn parts(c: &mut Criterion) {
     let cfg = Config::default();
     let panel = common::random_panel(8_760, 36, 7, true);
-    let funding = common::no_funding(&panel);
     let close = panel.close.view();
     let mut group = c.benchmark_group("kernels_36x8760");
     group.sample_size(20);
@@ -80,16 +79,6 @@ fn parts(c: &mut Criterion) {
     });
     group.bench_function("wilder_adx", |b| {
         b.iter(|| signal::wilder_adx(panel.high.view(), panel.low.view(), close, 14))
-    });
-    let indicators = Indicators::compute(&panel, &cfg);
-    group.bench_function("engine_loop_only", |b| {
-        b.iter(|| {
-            let mut engine = backtest::Engine::new(&panel, &funding, &cfg, &indicators, false).unwrap();
-            for t in 0..panel.n_bars() {
-                engine.step(t);
-            }
-            engine.finish()
-        })
     });
     group.finish();
 }

@@ -6,8 +6,6 @@
 //! the time-of-day gate (§5) and Kelly scaling (§6). The regime router (§7) lives in `regime`, the
 //! carry sleeve (§8) in `carry`.
 
-use ndarray::Array2;
-
 use crate::backtest::{FillReason, RoundTrip};
 use std::collections::VecDeque;
 
@@ -15,7 +13,6 @@ use crate::config::{
     AntiChurnConfig, Config, DrawdownConfig, KellyConfig, KillAction, KillSwitchConfig, ScoreAction, ScoringConfig,
     StopsConfig, TimeOfDayConfig,
 };
-use crate::data::Panel;
 use crate::timeframe::{Timeframe, MS_PER_DAY};
 
 /// Features of the config that this version accepts but does not apply yet: one warning each.
@@ -423,7 +420,16 @@ impl RiskEngine {
     }
 
     /// Test every open stop against bar t (before the decision at its close).
-    pub fn check_stops(&mut self, t: usize, panel: &Panel, units: &[f64], exits: &mut Vec<StopExit>) {
+    /// `open`, `high`, `low`: bar t per symbol.
+    pub fn check_stops(
+        &mut self,
+        t: usize,
+        open: &[f64],
+        high: &[f64],
+        low: &[f64],
+        units: &[f64],
+        exits: &mut Vec<StopExit>,
+    ) {
         exits.clear();
         if !self.stops_cfg.enabled {
             return;
@@ -433,7 +439,7 @@ impl RiskEngine {
             if units[symbol] == 0.0 || state.entry_bar >= t {
                 continue;
             }
-            let (open, high, low) = (panel.open[[t, symbol]], panel.high[[t, symbol]], panel.low[[t, symbol]]);
+            let (open, high, low) = (open[symbol], high[symbol], low[symbol]);
             if !(open.is_finite() && high.is_finite() && low.is_finite()) {
                 continue;
             }
@@ -445,12 +451,15 @@ impl RiskEngine {
 
     /// After bar t's close: update extremes, trailing and breakeven levels; decide partial
     /// take-profits and time exits. Returns exits to execute at this bar.
+    #[allow(clippy::too_many_arguments)]
     pub fn end_bar_exits(
         &mut self,
         t: usize,
-        panel: &Panel,
+        high: &[f64],
+        low: &[f64],
+        close: &[f64],
         units: &[f64],
-        atr: Option<&Array2<f64>>,
+        atr: Option<&[f64]>,
         exits: &mut Vec<StopExit>,
     ) {
         exits.clear();
@@ -469,11 +478,11 @@ impl RiskEngine {
             if state.entry_bar >= t {
                 continue;
             }
-            let (high, low, close) = (panel.high[[t, symbol]], panel.low[[t, symbol]], panel.close[[t, symbol]]);
+            let (high, low, close) = (high[symbol], low[symbol], close[symbol]);
             if !(high.is_finite() && low.is_finite()) {
                 continue;
             }
-            let atr_now = atr.map_or(f64::NAN, |a| a[[t, symbol]]);
+            let atr_now = atr.map_or(f64::NAN, |a| a[symbol]);
             if let Some(level) = state.update(high, low, atr_now, cfg) {
                 exits.push(StopExit {
                     symbol,
@@ -522,7 +531,7 @@ impl RiskEngine {
         before: f64,
         after: f64,
         price: f64,
-        atr: Option<&Array2<f64>>,
+        decision_atr: f64,
         decision_bar: usize,
     ) {
         if after == 0.0 {
@@ -546,7 +555,7 @@ impl RiskEngine {
             return;
         }
         self.size_after_tp[symbol] = 1.0;
-        let atr_value = atr.map_or(f64::NAN, |a| a[[decision_bar, symbol]]);
+        let atr_value = decision_atr;
         self.stops[symbol] = if atr_value.is_finite() && atr_value > 0.0 {
             // Stops are tested from the bar after the decision: for next-open fills that is the fill bar.
             Some(StopState::open(after.signum(), price, decision_bar, atr_value, &self.stops_cfg))
@@ -731,8 +740,8 @@ mod churn_and_scoring_tests {
         let mut risk = engine(&cfg);
         for t in 0..2 {
             assert_eq!(risk.admissible_units(t, t as i64 * H, 0, 0.0, 5.0), 5.0);
-            risk.on_rebalance_fill(t, t as i64 * H, 0, 0.0, 5.0, 1.0, None, t);
-            risk.on_rebalance_fill(t, t as i64 * H, 0, 5.0, 0.0, 1.0, None, t);
+            risk.on_rebalance_fill(t, t as i64 * H, 0, 0.0, 5.0, 1.0, f64::NAN, t);
+            risk.on_rebalance_fill(t, t as i64 * H, 0, 5.0, 0.0, 1.0, f64::NAN, t);
         }
         // A third entry the same day is refused; exits and the other symbol are not affected.
         assert_eq!(risk.admissible_units(2, 2 * H, 0, 0.0, 5.0), 0.0);

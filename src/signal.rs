@@ -6,6 +6,89 @@
 
 use ndarray::{Array2, ArrayView2};
 
+/// The last `capacity` rows of an `N`-wide series. Each row is stored twice (at slot `s mod cap` and
+/// `s mod cap + cap`), so any run of recent rows is one contiguous `rows × N` view.
+#[derive(Debug, Clone)]
+pub struct RowWindow {
+    width: usize,
+    capacity: usize,
+    data: Vec<f64>,
+    pushed: usize,
+}
+
+impl RowWindow {
+    pub fn new(width: usize, capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Self { width, capacity, data: vec![f64::NAN; 2 * capacity * width], pushed: 0 }
+    }
+
+    pub fn push(&mut self, row: &[f64]) {
+        debug_assert_eq!(row.len(), self.width);
+        let slot = self.pushed % self.capacity;
+        let (w, c) = (self.width, self.capacity);
+        self.data[slot * w..(slot + 1) * w].copy_from_slice(row);
+        self.data[(slot + c) * w..(slot + c + 1) * w].copy_from_slice(row);
+        self.pushed += 1;
+    }
+
+    /// Rows pushed so far (not only those kept).
+    pub fn pushed(&self) -> usize {
+        self.pushed
+    }
+
+    /// The row pushed `k` pushes ago (`k = 0`: the newest); `k` must be below the rows kept.
+    pub fn ago(&self, k: usize) -> &[f64] {
+        debug_assert!(k < self.pushed.min(self.capacity));
+        let slot = (self.pushed - 1 - k) % self.capacity;
+        &self.data[slot * self.width..(slot + 1) * self.width]
+    }
+
+    /// The last `rows` rows (fewer when fewer were kept), oldest first.
+    pub fn recent(&self, rows: usize) -> ArrayView2<'_, f64> {
+        let rows = rows.min(self.pushed).min(self.capacity);
+        let start = (self.pushed - rows) % self.capacity;
+        let data = &self.data[start * self.width..(start + rows) * self.width];
+        ArrayView2::from_shape((rows, self.width), data).expect("contiguous rows")
+    }
+}
+
+/// Run a streaming kernel over every row of `T × N` inputs into a fresh `T × N` output.
+fn batch<T: Clone>(n_bars: usize, n_symbols: usize, fill: T, mut update: impl FnMut(usize, &mut [T])) -> Array2<T> {
+    let mut out = Array2::from_elem((n_bars, n_symbols), fill);
+    for t in 0..n_bars {
+        update(t, out.row_mut(t).into_slice().expect("fresh standard layout"));
+    }
+    out
+}
+
+fn row<'a>(matrix: &'a ArrayView2<'a, f64>, t: usize) -> &'a [f64] {
+    matrix.row(t).to_slice().expect("standard layout (see as_standard_layout)")
+}
+
+/// `R[t,i] = C[t,i] / C[t−L,i] − 1` one row at a time; NaN if `t < L` or either close is missing.
+#[derive(Debug, Clone)]
+pub struct LookbackReturns {
+    lookback: usize,
+    closes: RowWindow,
+}
+
+impl LookbackReturns {
+    pub fn new(n_symbols: usize, lookback: usize) -> Self {
+        Self { lookback, closes: RowWindow::new(n_symbols, lookback + 1) }
+    }
+    pub fn update(&mut self, close: &[f64], out: &mut [f64]) {
+        self.closes.push(close);
+        if self.closes.pushed() <= self.lookback {
+            out.fill(f64::NAN);
+            return;
+        }
+        let then = self.closes.ago(self.lookback);
+        for i in 0..out.len() {
+            out[i] = close[i] / then[i] - 1.0;
+        }
+    }
+}
+
 /// Simple one-bar returns `C[t]/C[t−1] − 1` (NaN on the first bar or when either close is missing).
 pub fn simple_returns(close: ArrayView2<f64>) -> Array2<f64> {
     lookback_returns(close, 1)
@@ -13,90 +96,129 @@ pub fn simple_returns(close: ArrayView2<f64>) -> Array2<f64> {
 
 /// `R[t,i] = C[t,i] / C[t−L,i] − 1`; NaN if `t < L` or either close is missing.
 pub fn lookback_returns(close: ArrayView2<f64>, lookback: usize) -> Array2<f64> {
-    let (n_bars, n_symbols) = close.dim();
-    let mut out = Array2::from_elem((n_bars, n_symbols), f64::NAN);
-    for t in lookback..n_bars {
-        let now = close.row(t);
-        let then = close.row(t - lookback);
-        let mut row = out.row_mut(t);
-        for i in 0..n_symbols {
-            row[i] = now[i] / then[i] - 1.0;
+    let close = close.as_standard_layout();
+    let view = close.view();
+    let (n_bars, n_symbols) = view.dim();
+    let mut state = LookbackReturns::new(n_symbols, lookback);
+    batch(n_bars, n_symbols, f64::NAN, |t, out| state.update(row(&view, t), out))
+}
+
+/// Weighted momentum `S = Σ_k w_k R_k / Σ_k w_k` (or the plain sum without normalising) one row at
+/// a time; NaN if any term is NaN.
+#[derive(Debug, Clone)]
+pub struct Momentum {
+    lookbacks: Vec<usize>,
+    weights: Vec<f64>,
+    scale: f64,
+    closes: RowWindow,
+}
+
+impl Momentum {
+    pub fn new(n_symbols: usize, lookbacks: &[usize], weights: &[f64], normalise: bool) -> Self {
+        assert_eq!(lookbacks.len(), weights.len(), "one weight per lookback");
+        let scale = if normalise { 1.0 / weights.iter().sum::<f64>() } else { 1.0 };
+        let longest = lookbacks.iter().copied().max().unwrap_or(0);
+        Self {
+            lookbacks: lookbacks.to_vec(),
+            weights: weights.to_vec(),
+            scale,
+            closes: RowWindow::new(n_symbols, longest + 1),
         }
     }
-    out
+    pub fn update(&mut self, close: &[f64], out: &mut [f64]) {
+        self.closes.push(close);
+        let t = self.closes.pushed() - 1;
+        out.fill(0.0);
+        for (lookback, weight) in self.lookbacks.iter().zip(&self.weights) {
+            if t < *lookback {
+                out.fill(f64::NAN);
+                break;
+            }
+            let then = self.closes.ago(*lookback);
+            for i in 0..out.len() {
+                out[i] += weight * (close[i] / then[i] - 1.0);
+            }
+        }
+        if self.scale != 1.0 {
+            out.iter_mut().for_each(|s| *s *= self.scale);
+        }
+    }
 }
 
 /// Weighted momentum `S = Σ_k w_k R_k / Σ_k w_k` (or the plain sum with `normalise = false`);
 /// NaN if any term is NaN.
 pub fn momentum(close: ArrayView2<f64>, lookbacks: &[usize], weights: &[f64], normalise: bool) -> Array2<f64> {
-    assert_eq!(lookbacks.len(), weights.len(), "one weight per lookback");
-    let (n_bars, n_symbols) = close.dim();
-    let mut out = Array2::zeros((n_bars, n_symbols));
-    let scale = if normalise { 1.0 / weights.iter().sum::<f64>() } else { 1.0 };
-    for t in 0..n_bars {
-        let now = close.row(t);
-        let mut row = out.row_mut(t);
-        for (lookback, weight) in lookbacks.iter().zip(weights) {
-            if t < *lookback {
-                row.fill(f64::NAN);
-                break;
-            }
-            let then = close.row(t - lookback);
-            for i in 0..n_symbols {
-                row[i] += weight * (now[i] / then[i] - 1.0);
-            }
-        }
-        if scale != 1.0 {
-            row.mapv_inplace(|s| s * scale);
+    let close = close.as_standard_layout();
+    let view = close.view();
+    let (n_bars, n_symbols) = view.dim();
+    let mut state = Momentum::new(n_symbols, lookbacks, weights, normalise);
+    batch(n_bars, n_symbols, f64::NAN, |t, out| state.update(row(&view, t), out))
+}
+
+/// Sample standard deviation (ddof 1) of the last `window` values, one row at a time (NaN entries
+/// skipped), NaN unless at least `min_periods` (≥ 2) values are valid.
+///
+/// Running sums make it O(N) per row; they are rebuilt from the kept rows every `window` rows so
+/// that rounding cannot accumulate, and a variance that rounds below zero is 0.
+#[derive(Debug, Clone)]
+pub struct RollingStd {
+    window: usize,
+    min_periods: usize,
+    rows: RowWindow,
+    sum: Vec<f64>,
+    sum_sq: Vec<f64>,
+    count: Vec<usize>,
+}
+
+impl RollingStd {
+    pub fn new(n_symbols: usize, window: usize, min_periods: usize) -> Self {
+        Self {
+            window,
+            min_periods: min_periods.max(2),
+            rows: RowWindow::new(n_symbols, window),
+            sum: vec![0.0; n_symbols],
+            sum_sq: vec![0.0; n_symbols],
+            count: vec![0; n_symbols],
         }
     }
-    out
+    pub fn update(&mut self, values: &[f64], out: &mut [f64]) {
+        let t = self.rows.pushed();
+        let window = self.window;
+        if window > 0 && t % window == 0 && t > 0 {
+            // Rebuild the sums over the rows (t − window, t − 1] to cancel rounding drift.
+            self.sum.fill(0.0);
+            self.sum_sq.fill(0.0);
+            self.count.fill(0);
+            for s in (t + 1).saturating_sub(window)..t {
+                accumulate(self.rows.ago(t - 1 - s), &mut self.sum, &mut self.sum_sq, &mut self.count, 1.0);
+            }
+        }
+        accumulate(values, &mut self.sum, &mut self.sum_sq, &mut self.count, 1.0);
+        if t >= window && (t % window.max(1) != 0 || t == 0) {
+            // Leaving the window: row t − window (only when it was added since the last rebuild).
+            accumulate(self.rows.ago(window - 1), &mut self.sum, &mut self.sum_sq, &mut self.count, -1.0);
+        }
+        self.rows.push(values);
+        for i in 0..out.len() {
+            let n = self.count[i];
+            out[i] = if n >= self.min_periods {
+                let mean = self.sum[i] / n as f64;
+                ((self.sum_sq[i] - mean * self.sum[i]) / (n as f64 - 1.0)).max(0.0).sqrt()
+            } else {
+                f64::NAN
+            };
+        }
+    }
 }
 
 /// Sample standard deviation (ddof 1) of the last `window` values ending at `t` (NaN entries skipped),
 /// NaN unless at least `min_periods` (≥ 2) values are valid.
-///
-/// Running sums make it O(T·N); they are rebuilt from scratch every `window` rows so that rounding
-/// cannot accumulate, and a variance that rounds below zero is 0.
 pub fn rolling_std(values: ArrayView2<f64>, window: usize, min_periods: usize) -> Array2<f64> {
-    let (n_bars, n_symbols) = values.dim();
-    let min_periods = min_periods.max(2);
-    let mut out = Array2::from_elem((n_bars, n_symbols), f64::NAN);
-    let mut sum = vec![0.0; n_symbols];
-    let mut sum_sq = vec![0.0; n_symbols];
-    let mut count = vec![0usize; n_symbols];
-    for t in 0..n_bars {
-        if window > 0 && t % window == 0 && t > 0 {
-            // Rebuild the sums over the rows (t − window, t − 1] to cancel rounding drift.
-            sum.fill(0.0);
-            sum_sq.fill(0.0);
-            count.fill(0);
-            for s in (t + 1).saturating_sub(window)..t {
-                accumulate(values.row(s).as_slice().expect("standard layout"), &mut sum, &mut sum_sq, &mut count, 1.0);
-            }
-        }
-        accumulate(values.row(t).as_slice().expect("standard layout"), &mut sum, &mut sum_sq, &mut count, 1.0);
-        if t >= window && (t % window != 0 || t == 0) {
-            // Leaving the window: row t − window (only when it was added since the last rebuild).
-            accumulate(
-                values.row(t - window).as_slice().expect("standard layout"),
-                &mut sum,
-                &mut sum_sq,
-                &mut count,
-                -1.0,
-            );
-        }
-        let mut row = out.row_mut(t);
-        for i in 0..n_symbols {
-            let n = count[i];
-            if n >= min_periods {
-                let mean = sum[i] / n as f64;
-                let var = ((sum_sq[i] - mean * sum[i]) / (n as f64 - 1.0)).max(0.0);
-                row[i] = var.sqrt();
-            }
-        }
-    }
-    out
+    let values = values.as_standard_layout();
+    let view = values.view();
+    let (n_bars, n_symbols) = view.dim();
+    let mut state = RollingStd::new(n_symbols, window, min_periods);
+    batch(n_bars, n_symbols, f64::NAN, |t, out| state.update(row(&view, t), out))
 }
 
 fn accumulate(row: &[f64], sum: &mut [f64], sum_sq: &mut [f64], count: &mut [usize], sign: f64) {
@@ -148,43 +270,64 @@ pub fn ema(close: ArrayView2<f64>, len: usize) -> Array2<f64> {
     out
 }
 
-/// EMA slope in bps per day (strategy.md §3): the mean of the last `m = max(1, len / 4)` EMA
-/// changes, divided by the close, × 1e4 × `bars_per_day`. NaN with fewer than `m + 1` EMA values or
-/// a missing close at t.
-pub fn ema_slope_bps_per_day(close: ArrayView2<f64>, ema_len: usize, bars_per_day: usize) -> Array2<f64> {
-    let m = (ema_len / 4).max(1);
-    let alpha = 2.0 / (ema_len as f64 + 1.0);
-    let (n_bars, n_symbols) = close.dim();
-    let mut out = Array2::from_elem((n_bars, n_symbols), f64::NAN);
-    // Ring buffer of the last m + 1 EMA values per symbol, column-major by symbol.
-    let mut ring = vec![0.0; (m + 1) * n_symbols];
-    let mut count = vec![0usize; n_symbols];
-    let mut state = vec![f64::NAN; n_symbols];
-    let per_day = 1e4 * bars_per_day as f64;
-    for t in 0..n_bars {
-        let now = close.row(t);
-        let mut row = out.row_mut(t);
-        for i in 0..n_symbols {
-            let c = now[i];
+/// EMA slope in bps per day (strategy.md §3), one row at a time: the mean of the last
+/// `m = max(1, len / 4)` EMA changes, divided by the close, × 1e4 × `bars_per_day`. NaN with fewer
+/// than `m + 1` EMA values or a missing close at t.
+#[derive(Debug, Clone)]
+pub struct EmaSlope {
+    m: usize,
+    alpha: f64,
+    per_day: f64,
+    /// Ring buffer of the last m + 1 EMA values per symbol, column-major by symbol.
+    ring: Vec<f64>,
+    count: Vec<usize>,
+    state: Vec<f64>,
+}
+
+impl EmaSlope {
+    pub fn new(n_symbols: usize, ema_len: usize, bars_per_day: usize) -> Self {
+        let m = (ema_len / 4).max(1);
+        Self {
+            m,
+            alpha: 2.0 / (ema_len as f64 + 1.0),
+            per_day: 1e4 * bars_per_day as f64,
+            ring: vec![0.0; (m + 1) * n_symbols],
+            count: vec![0; n_symbols],
+            state: vec![f64::NAN; n_symbols],
+        }
+    }
+    pub fn update(&mut self, close: &[f64], out: &mut [f64]) {
+        let m = self.m;
+        for i in 0..out.len() {
+            out[i] = f64::NAN;
+            let c = close[i];
             if c.is_nan() {
                 continue;
             }
-            ema_update(&mut state[i], c, alpha);
-            let slots = &mut ring[i * (m + 1)..(i + 1) * (m + 1)];
-            slots[count[i] % (m + 1)] = state[i];
-            count[i] += 1;
-            if count[i] > m {
+            ema_update(&mut self.state[i], c, self.alpha);
+            let slots = &mut self.ring[i * (m + 1)..(i + 1) * (m + 1)];
+            slots[self.count[i] % (m + 1)] = self.state[i];
+            self.count[i] += 1;
+            if self.count[i] > m {
                 // Oldest kept value is the EMA m steps back: mean of m deltas = (now − then) / m.
-                let then = slots[count[i] % (m + 1)];
-                row[i] = (state[i] - then) / m as f64 / c * per_day;
+                let then = slots[self.count[i] % (m + 1)];
+                out[i] = (self.state[i] - then) / m as f64 / c * self.per_day;
             }
         }
     }
-    out
+}
+
+/// EMA slope in bps per day (strategy.md §3); see [`EmaSlope`].
+pub fn ema_slope_bps_per_day(close: ArrayView2<f64>, ema_len: usize, bars_per_day: usize) -> Array2<f64> {
+    let close = close.as_standard_layout();
+    let view = close.view();
+    let (n_bars, n_symbols) = view.dim();
+    let mut state = EmaSlope::new(n_symbols, ema_len, bars_per_day);
+    batch(n_bars, n_symbols, f64::NAN, |t, out| state.update(row(&view, t), out))
 }
 
 /// Wilder RMA state: the SMA of the first `n` inputs seeds it, then `x ← x + (v − x)/n`.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 struct Rma {
     value: f64,
     seen: usize,
@@ -206,27 +349,42 @@ impl Rma {
     }
 }
 
-/// Wilder ATR(n): `TR = max(H−L, |H−C₋₁|, |L−C₋₁|)` (just `H−L` on a symbol's first bar; `C₋₁` is
-/// the last valid close), smoothed by an RMA seeded with the mean of the first n TRs.
-pub fn wilder_atr(high: ArrayView2<f64>, low: ArrayView2<f64>, close: ArrayView2<f64>, n: usize) -> Array2<f64> {
-    let (n_bars, n_symbols) = close.dim();
-    let mut out = Array2::from_elem((n_bars, n_symbols), f64::NAN);
-    let mut prev_close = vec![f64::NAN; n_symbols];
-    let mut rma = vec![Rma::new(); n_symbols];
-    for t in 0..n_bars {
-        for i in 0..n_symbols {
-            let (h, l, c) = (high[[t, i]], low[[t, i]], close[[t, i]]);
+/// Wilder ATR(n) one row at a time: `TR = max(H−L, |H−C₋₁|, |L−C₋₁|)` (just `H−L` on a symbol's
+/// first bar; `C₋₁` is the last valid close), smoothed by an RMA seeded with the mean of the first n TRs.
+#[derive(Debug, Clone)]
+pub struct WilderAtr {
+    n: usize,
+    prev_close: Vec<f64>,
+    rma: Vec<Rma>,
+}
+
+impl WilderAtr {
+    pub fn new(n_symbols: usize, n: usize) -> Self {
+        Self { n, prev_close: vec![f64::NAN; n_symbols], rma: vec![Rma::new(); n_symbols] }
+    }
+    pub fn update(&mut self, high: &[f64], low: &[f64], close: &[f64], out: &mut [f64]) {
+        for i in 0..out.len() {
+            out[i] = f64::NAN;
+            let (h, l, c) = (high[i], low[i], close[i]);
             if h.is_nan() || l.is_nan() || c.is_nan() {
                 continue;
             }
-            let tr = true_range(h, l, prev_close[i]);
-            prev_close[i] = c;
-            if let Some(atr) = rma[i].update(tr, n) {
-                out[[t, i]] = atr;
+            let tr = true_range(h, l, self.prev_close[i]);
+            self.prev_close[i] = c;
+            if let Some(atr) = self.rma[i].update(tr, self.n) {
+                out[i] = atr;
             }
         }
     }
-    out
+}
+
+/// Wilder ATR(n) over a panel; see [`WilderAtr`].
+pub fn wilder_atr(high: ArrayView2<f64>, low: ArrayView2<f64>, close: ArrayView2<f64>, n: usize) -> Array2<f64> {
+    let (high, low, close) = (high.as_standard_layout(), low.as_standard_layout(), close.as_standard_layout());
+    let (high, low, close) = (high.view(), low.view(), close.view());
+    let (n_bars, n_symbols) = close.dim();
+    let mut state = WilderAtr::new(n_symbols, n);
+    batch(n_bars, n_symbols, f64::NAN, |t, out| state.update(row(&high, t), row(&low, t), row(&close, t), out))
 }
 
 fn true_range(high: f64, low: f64, prev_close: f64) -> f64 {
@@ -237,22 +395,31 @@ fn true_range(high: f64, low: f64, prev_close: f64) -> f64 {
     }
 }
 
-/// Wilder ADX(n): `+DM/−DM` and TR from the second bar of a symbol on, each smoothed by an RMA
-/// (seeded with the mean of the first n values), `DX = 100·|+DI − −DI| / (+DI + −DI)` (0 when both
-/// are 0), `ADX = RMA(DX)`. The first ADX appears on a symbol's bar `2n − 1`.
-pub fn wilder_adx(high: ArrayView2<f64>, low: ArrayView2<f64>, close: ArrayView2<f64>, n: usize) -> Array2<f64> {
-    let (n_bars, n_symbols) = close.dim();
-    let mut out = Array2::from_elem((n_bars, n_symbols), f64::NAN);
-    let mut prev = vec![(f64::NAN, f64::NAN, f64::NAN); n_symbols];
-    let mut smooth = vec![(Rma::new(), Rma::new(), Rma::new(), Rma::new()); n_symbols];
-    for t in 0..n_bars {
-        for i in 0..n_symbols {
-            let (h, l, c) = (high[[t, i]], low[[t, i]], close[[t, i]]);
+/// Wilder ADX(n) one row at a time: `+DM/−DM` and TR from the second bar of a symbol on, each
+/// smoothed by an RMA (seeded with the mean of the first n values),
+/// `DX = 100·|+DI − −DI| / (+DI + −DI)` (0 when both are 0), `ADX = RMA(DX)`. The first ADX appears
+/// on a symbol's bar `2n − 1`.
+#[derive(Debug, Clone)]
+pub struct WilderAdx {
+    n: usize,
+    prev: Vec<(f64, f64, f64)>,
+    smooth: Vec<[Rma; 4]>,
+}
+
+impl WilderAdx {
+    pub fn new(n_symbols: usize, n: usize) -> Self {
+        Self { n, prev: vec![(f64::NAN, f64::NAN, f64::NAN); n_symbols], smooth: vec![[Rma::new(); 4]; n_symbols] }
+    }
+    pub fn update(&mut self, high: &[f64], low: &[f64], close: &[f64], out: &mut [f64]) {
+        let n = self.n;
+        for i in 0..out.len() {
+            out[i] = f64::NAN;
+            let (h, l, c) = (high[i], low[i], close[i]);
             if h.is_nan() || l.is_nan() || c.is_nan() {
                 continue;
             }
-            let (ph, pl, pc) = prev[i];
-            prev[i] = (h, l, c);
+            let (ph, pl, pc) = self.prev[i];
+            self.prev[i] = (h, l, c);
             if pc.is_nan() {
                 continue;
             }
@@ -261,7 +428,7 @@ pub fn wilder_adx(high: ArrayView2<f64>, low: ArrayView2<f64>, close: ArrayView2
             let plus_dm = if up > down && up > 0.0 { up } else { 0.0 };
             let minus_dm = if down > up && down > 0.0 { down } else { 0.0 };
             let tr = true_range(h, l, pc);
-            let (tr_rma, plus_rma, minus_rma, dx_rma) = &mut smooth[i];
+            let [tr_rma, plus_rma, minus_rma, dx_rma] = &mut self.smooth[i];
             let (Some(tr_s), Some(plus_s), Some(minus_s)) =
                 (tr_rma.update(tr, n), plus_rma.update(plus_dm, n), minus_rma.update(minus_dm, n))
             else {
@@ -272,11 +439,19 @@ pub fn wilder_adx(high: ArrayView2<f64>, low: ArrayView2<f64>, close: ArrayView2
             let di_sum = plus_di + minus_di;
             let dx = if di_sum > 0.0 { 100.0 * (plus_di - minus_di).abs() / di_sum } else { 0.0 };
             if let Some(adx) = dx_rma.update(dx, n) {
-                out[[t, i]] = adx;
+                out[i] = adx;
             }
         }
     }
-    out
+}
+
+/// Wilder ADX(n) over a panel; see [`WilderAdx`].
+pub fn wilder_adx(high: ArrayView2<f64>, low: ArrayView2<f64>, close: ArrayView2<f64>, n: usize) -> Array2<f64> {
+    let (high, low, close) = (high.as_standard_layout(), low.as_standard_layout(), close.as_standard_layout());
+    let (high, low, close) = (high.view(), low.view(), close.view());
+    let (n_bars, n_symbols) = close.dim();
+    let mut state = WilderAdx::new(n_symbols, n);
+    batch(n_bars, n_symbols, f64::NAN, |t, out| state.update(row(&high, t), row(&low, t), row(&close, t), out))
 }
 
 /// Rolling sum of the last `window` values ending at t; NaN inputs count as 0 (used for 24h quote

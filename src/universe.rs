@@ -3,13 +3,102 @@
 use ndarray::{Array2, ArrayView2};
 
 use crate::config::UniverseConfig;
+use crate::signal::RowWindow;
 
-/// `member[t, i]`: symbol i is in the universe at bar t and may trade there.
+/// Point-in-time universe membership, one bar at a time.
 ///
 /// Every bar: a valid close ≥ `min_price`, 24h quote volume ≥ `min_quote_volume_24h`, at least
 /// `min_history` valid closes so far, included and not excluded. Every `universe_refresh_bars`
 /// bars (counted from the first bar) the `max_symbols` most liquid of those by 24h quote volume at
 /// that bar are chosen and kept until the next refresh.
+#[derive(Debug, Clone)]
+pub struct UniverseFilter {
+    cfg: UniverseConfig,
+    listed: Vec<bool>,
+    window: usize,
+    min_history: usize,
+    volumes: RowWindow,
+    volume_24h: Vec<f64>,
+    history: Vec<usize>,
+    passes: Vec<bool>,
+    ranked_in: Vec<bool>,
+    order: Vec<usize>,
+}
+
+impl UniverseFilter {
+    pub fn new(symbols: &[String], bars_per_day: usize, min_history: usize, cfg: &UniverseConfig) -> Self {
+        let n_symbols = symbols.len();
+        let listed = symbols
+            .iter()
+            .map(|s| (cfg.include.is_empty() || cfg.include.contains(s)) && !cfg.exclude.contains(s))
+            .collect();
+        let window = bars_per_day.max(1);
+        Self {
+            cfg: cfg.clone(),
+            listed,
+            window,
+            min_history,
+            volumes: RowWindow::new(n_symbols, window),
+            volume_24h: vec![0.0; n_symbols],
+            history: vec![0; n_symbols],
+            passes: vec![false; n_symbols],
+            ranked_in: vec![true; n_symbols],
+            order: Vec::with_capacity(n_symbols),
+        }
+    }
+
+    /// Feed bar t (closes and quote volumes) and write who is a member at t into `member`.
+    pub fn update(&mut self, close: &[f64], quote_volume: &[f64], member: &mut [bool]) {
+        let finite_or_zero = |v: f64| if v.is_finite() { v } else { 0.0 };
+        let t = self.volumes.pushed();
+        let window = self.window;
+        let n_symbols = member.len();
+        if t % window == 0 {
+            // Rebuild the rolling 24h sums now and then so that rounding cannot accumulate.
+            self.volume_24h.fill(0.0);
+            for s in (t + 1).saturating_sub(window)..t {
+                for (sum, v) in self.volume_24h.iter_mut().zip(self.volumes.ago(t - 1 - s)) {
+                    *sum += finite_or_zero(*v);
+                }
+            }
+        } else if t >= window {
+            for (sum, v) in self.volume_24h.iter_mut().zip(self.volumes.ago(window - 1)) {
+                *sum -= finite_or_zero(*v);
+            }
+        }
+        for (sum, v) in self.volume_24h.iter_mut().zip(quote_volume) {
+            *sum += finite_or_zero(*v);
+        }
+        self.volumes.push(quote_volume);
+        let cfg = &self.cfg;
+        for i in 0..n_symbols {
+            let c = close[i];
+            self.history[i] += c.is_finite() as usize;
+            self.passes[i] = self.listed[i]
+                && c.is_finite()
+                && c >= cfg.min_price
+                && self.volume_24h[i] >= cfg.min_quote_volume_24h
+                && self.history[i] >= self.min_history;
+        }
+        if cfg.max_symbols > 0 && cfg.max_symbols < n_symbols && t % cfg.universe_refresh_bars.max(1) == 0 {
+            let passes = &self.passes;
+            let volume_24h = &self.volume_24h;
+            self.order.clear();
+            self.order.extend((0..n_symbols).filter(|&i| passes[i]));
+            // Most liquid first; ties broken by symbol order so the choice is deterministic.
+            self.order.sort_by(|&a, &b| volume_24h[b].total_cmp(&volume_24h[a]).then(a.cmp(&b)));
+            self.ranked_in.fill(false);
+            for &i in self.order.iter().take(cfg.max_symbols) {
+                self.ranked_in[i] = true;
+            }
+        }
+        for i in 0..n_symbols {
+            member[i] = self.ranked_in[i] && self.passes[i];
+        }
+    }
+}
+
+/// `member[t, i]`: symbol i is in the universe at bar t and may trade there (see [`UniverseFilter`]).
 pub fn universe_membership(
     symbols: &[String],
     close: ArrayView2<f64>,
@@ -18,61 +107,16 @@ pub fn universe_membership(
     min_history: usize,
     cfg: &UniverseConfig,
 ) -> Array2<bool> {
+    let (close, quote_volume) = (close.as_standard_layout(), quote_volume.as_standard_layout());
     let (n_bars, n_symbols) = close.dim();
-    let listed: Vec<bool> = symbols
-        .iter()
-        .map(|s| (cfg.include.is_empty() || cfg.include.contains(s)) && !cfg.exclude.contains(s))
-        .collect();
-    let window = bars_per_day.max(1);
+    let mut filter = UniverseFilter::new(symbols, bars_per_day, min_history, cfg);
     let mut member = Array2::from_elem((n_bars, n_symbols), false);
-    let mut volume_24h = vec![0.0; n_symbols];
-    let mut history = vec![0usize; n_symbols];
-    let mut passes = vec![false; n_symbols];
-    let mut ranked_in = vec![true; n_symbols];
-    let mut order: Vec<usize> = Vec::with_capacity(n_symbols);
-    let finite_or_zero = |v: f64| if v.is_finite() { v } else { 0.0 };
     for t in 0..n_bars {
-        let close_row = close.row(t);
-        let close_row = close_row.as_slice().expect("standard layout");
-        if t % window == 0 {
-            // Rebuild the rolling 24h sums now and then so that rounding cannot accumulate.
-            volume_24h.fill(0.0);
-            for s in (t + 1).saturating_sub(window)..t {
-                for (sum, v) in volume_24h.iter_mut().zip(quote_volume.row(s)) {
-                    *sum += finite_or_zero(*v);
-                }
-            }
-        } else if t >= window {
-            for (sum, v) in volume_24h.iter_mut().zip(quote_volume.row(t - window)) {
-                *sum -= finite_or_zero(*v);
-            }
-        }
-        for (sum, v) in volume_24h.iter_mut().zip(quote_volume.row(t)) {
-            *sum += finite_or_zero(*v);
-        }
-        for i in 0..n_symbols {
-            let c = close_row[i];
-            history[i] += c.is_finite() as usize;
-            passes[i] = listed[i]
-                && c.is_finite()
-                && c >= cfg.min_price
-                && volume_24h[i] >= cfg.min_quote_volume_24h
-                && history[i] >= min_history;
-        }
-        if cfg.max_symbols > 0 && cfg.max_symbols < n_symbols && t % cfg.universe_refresh_bars.max(1) == 0 {
-            order.clear();
-            order.extend((0..n_symbols).filter(|&i| passes[i]));
-            // Most liquid first; ties broken by symbol order so the choice is deterministic.
-            order.sort_by(|&a, &b| volume_24h[b].total_cmp(&volume_24h[a]).then(a.cmp(&b)));
-            ranked_in.fill(false);
-            for &i in order.iter().take(cfg.max_symbols) {
-                ranked_in[i] = true;
-            }
-        }
-        let mut row = member.row_mut(t);
-        for i in 0..n_symbols {
-            row[i] = ranked_in[i] && passes[i];
-        }
+        filter.update(
+            close.row(t).to_slice().expect("standard layout"),
+            quote_volume.row(t).to_slice().expect("standard layout"),
+            member.row_mut(t).into_slice().expect("standard layout"),
+        );
     }
     member
 }

@@ -1,14 +1,17 @@
 //! The one-pass backtest engine (backtest.md).
 //!
-//! Indicators are computed once for the whole panel by the causal kernels of [`crate::signal`]; the
-//! per-bar [`Engine::step`] does only the path-dependent part: eligibility, selection with bands,
-//! sizing with equity-dependent caps and the vol target, risk rules and accounting. The live runner
-//! drives the same `step` one bar at a time.
+//! [`Engine::step`] consumes one bar: it advances the streaming causal indicators of
+//! [`IndicatorState`] (no `T × N` matrices), then does the path-dependent part: eligibility,
+//! selection with bands, sizing with equity-dependent caps and the vol target, risk rules and
+//! accounting. The backtester feeds it the panel's rows; the live runner feeds it bars as they close.
 
+mod indicators;
 pub mod ledger;
 pub mod output;
 
-use ndarray::{s, Array2};
+use std::sync::Arc;
+
+use ndarray::{Array2, ArrayView1};
 
 use crate::carry::CarrySleeve;
 use crate::config::{Accounting, Config, FillPrice, KMode, RegimeMode, ShortHistory, Weighting};
@@ -19,59 +22,12 @@ use crate::regime::{self, Regime, RegimeRouter};
 use crate::risk::{RiskEngine, StopExit};
 use crate::signal::{self, RollingMedian};
 use crate::sizing::{self, BookInputs, Scratch};
-use crate::universe;
+use crate::timeframe::Timeframe;
 
+pub use indicators::{BarRow, IndicatorState, Indicators};
 pub use ledger::{Fill, FillReason, Ledger, RoundTrip};
 
 use crate::signal::CrossSection;
-
-/// Causal indicators for the whole panel, computed once before the per-bar loop.
-#[derive(Debug, Clone)]
-pub struct Indicators {
-    pub returns: Array2<f64>,
-    pub momentum: Array2<f64>,
-    pub sigma: Array2<f64>,
-    /// EMA slope in bps/day (regime filter), when the filter is on.
-    pub slope: Option<Array2<f64>>,
-    pub adx: Option<Array2<f64>>,
-    /// Wilder ATR for the stops, when they are on.
-    pub atr: Option<Array2<f64>>,
-    /// In the universe and listed for at least `min_history` bars (strategy.md §1, §1b).
-    pub universe: Array2<bool>,
-}
-
-impl Indicators {
-    pub fn compute(panel: &Panel, cfg: &Config) -> Indicators {
-        let s = &cfg.strategy;
-        let close = panel.close.view();
-        let bars_per_day = panel.timeframe.bars_per_day();
-        let returns = signal::simple_returns(close);
-        Indicators {
-            momentum: signal::momentum(close, &s.lookbacks, &s.lookback_weights, s.normalise_momentum),
-            sigma: signal::rolling_std(returns.view(), s.vol_lookback, s.vol_lookback / 2),
-            returns,
-            slope: (s.regime_filter.enabled || s.router.enabled)
-                .then(|| signal::ema_slope_bps_per_day(close, s.regime_filter.ema_len, bars_per_day)),
-            adx: s
-                .adx_filter
-                .enabled
-                .then(|| signal::wilder_adx(panel.high.view(), panel.low.view(), close, s.adx_filter.adx_len)),
-            atr: cfg
-                .risk
-                .stops
-                .enabled
-                .then(|| signal::wilder_atr(panel.high.view(), panel.low.view(), close, cfg.risk.stops.atr_len)),
-            universe: universe::universe_membership(
-                &panel.symbols,
-                close,
-                panel.quote_volume.view(),
-                bars_per_day,
-                s.min_history(),
-                &cfg.universe,
-            ),
-        }
-    }
-}
 
 /// Per-bar output columns (backtest.md §4).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -141,9 +97,32 @@ impl BookHistory {
 /// Signal diagnostics per bar and symbol (the `signals` API).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SignalRecord {
+    pub momentum: Array2<f64>,
     pub z: Array2<f64>,
     pub signal: Array2<f64>,
     pub eligible: Array2<bool>,
+}
+
+/// [`SignalRecord`] while it is being recorded: rows appended bar by bar.
+#[derive(Debug, Clone, Default)]
+struct SignalRows {
+    momentum: Vec<f64>,
+    z: Vec<f64>,
+    signal: Vec<f64>,
+    eligible: Vec<bool>,
+}
+
+impl SignalRows {
+    fn into_record(self, n_bars: usize, n_symbols: usize) -> SignalRecord {
+        let shape = (n_bars, n_symbols);
+        let matrix = |values: Vec<f64>| Array2::from_shape_vec(shape, values).expect("one row per bar");
+        SignalRecord {
+            momentum: matrix(self.momentum),
+            z: matrix(self.z),
+            signal: matrix(self.signal),
+            eligible: Array2::from_shape_vec(shape, self.eligible).expect("one row per bar"),
+        }
+    }
 }
 
 /// Everything a backtest produces.
@@ -162,7 +141,6 @@ pub struct BacktestResult {
     pub first_decision: Option<usize>,
     pub warnings: Vec<String>,
     pub signals: Option<SignalRecord>,
-    pub momentum: Array2<f64>,
 }
 
 impl BacktestResult {
@@ -187,20 +165,34 @@ pub fn run(panel: &Panel, funding: &FundingGrid, cfg: &Config) -> Result<Backtes
 
 /// Run a backtest, optionally recording z-scores, signals and eligibility per bar.
 pub fn run_with(panel: &Panel, funding: &FundingGrid, cfg: &Config, record_signals: bool) -> Result<BacktestResult> {
-    let indicators = Indicators::compute(panel, cfg);
-    let mut engine = Engine::new(panel, funding, cfg, &indicators, record_signals)?;
-    for t in 0..panel.n_bars() {
-        engine.step(t);
+    let (n_bars, n_symbols) = (panel.n_bars(), panel.n_symbols());
+    if n_symbols == 0 || n_bars == 0 {
+        return Err(Error::invalid("empty universe: the panel has no symbols or no bars"));
+    }
+    if funding.rates.dim() != (n_bars, n_symbols) {
+        return Err(Error::invalid("funding grid does not match the panel"));
+    }
+    let mut engine = Engine::new(&panel.symbols, panel.timeframe, &funding.has_data, cfg, record_signals)?;
+    engine.reserve(n_bars);
+    for t in 0..n_bars {
+        engine.step(&panel.bar_row(t, funding));
     }
     Ok(engine.finish())
 }
 
 /// Path-dependent state of one backtest, advanced bar by bar with [`Engine::step`].
-pub struct Engine<'a> {
-    cfg: &'a Config,
-    panel: &'a Panel,
-    funding: &'a FundingGrid,
-    ind: &'a Indicators,
+pub struct Engine {
+    cfg: Arc<Config>,
+    symbols: Vec<String>,
+    timeframe: Timeframe,
+    ind: IndicatorState,
+    /// Index of the next bar to step (bars are counted from the first one fed).
+    t: usize,
+    /// Open time of the bar being stepped.
+    bar_ts: i64,
+    ts: Vec<i64>,
+    /// `listed[t·N + i]`: symbol i had a close at bar t.
+    listed: Vec<bool>,
     bars_per_year: f64,
     ledger: Ledger,
     risk: RiskEngine,
@@ -238,7 +230,7 @@ pub struct Engine<'a> {
     short_candidates: Vec<usize>,
     out: BarSeries,
     book: BookHistory,
-    signals: Option<SignalRecord>,
+    signals: Option<SignalRows>,
     warnings: Vec<String>,
 }
 
@@ -248,37 +240,38 @@ struct PendingOrders {
     target: Vec<f64>,
 }
 
-impl<'a> Engine<'a> {
+impl Engine {
+    /// An engine for `symbols` (the panel's columns, in order) on `timeframe`; `funding_has_data[i]`
+    /// tells whether symbol i has any funding data (a warning otherwise).
     pub fn new(
-        panel: &'a Panel,
-        funding: &'a FundingGrid,
-        cfg: &'a Config,
-        ind: &'a Indicators,
+        symbols: &[String],
+        timeframe: Timeframe,
+        funding_has_data: &[bool],
+        cfg: &Config,
         record_signals: bool,
     ) -> Result<Self> {
-        let n_bars = panel.n_bars();
-        let n_symbols = panel.n_symbols();
-        if n_symbols == 0 || n_bars == 0 {
+        let n_symbols = symbols.len();
+        if n_symbols == 0 {
             return Err(Error::invalid("empty universe: the panel has no symbols or no bars"));
+        }
+        if funding_has_data.len() != n_symbols {
+            return Err(Error::invalid("funding grid does not match the panel"));
         }
         // An empty universe is a configuration error; a panel too short for any symbol to qualify
         // yet is not (the live runner steps through such bars at the start).
         let u = &cfg.universe;
-        if !panel.symbols.iter().any(|s| (u.include.is_empty() || u.include.contains(s)) && !u.exclude.contains(s)) {
+        if !symbols.iter().any(|s| (u.include.is_empty() || u.include.contains(s)) && !u.exclude.contains(s)) {
             return Err(Error::invalid(format!(
                 "empty universe: none of the {n_symbols} symbols of the data ({}) is left by universe.include {:?} \
                  and universe.exclude {:?}",
-                abbreviate(&panel.symbols),
+                abbreviate(symbols),
                 u.include,
                 u.exclude
             )));
         }
-        if funding.rates.dim() != (n_bars, n_symbols) {
-            return Err(Error::invalid("funding grid does not match the panel"));
-        }
         let mut warnings = Vec::new();
         let missing: Vec<&str> =
-            panel.symbols.iter().zip(&funding.has_data).filter(|(_, has)| !**has).map(|(s, _)| s.as_str()).collect();
+            symbols.iter().zip(funding_has_data).filter(|(_, has)| !**has).map(|(s, _)| s.as_str()).collect();
         if !missing.is_empty() {
             warnings.push(if missing.len() == n_symbols {
                 "no funding data: funding cash flows are 0 for every symbol".to_string()
@@ -288,18 +281,18 @@ impl<'a> Engine<'a> {
         }
         warnings.extend(crate::risk::unsupported_features(cfg));
         let carry = &cfg.strategy.carry;
-        if carry.enabled && !funding.has_data.iter().any(|h| *h) {
+        if carry.enabled && !funding_has_data.iter().any(|h| *h) {
             warnings
                 .push("strategy.carry is enabled but there is no funding data: the carry sleeve stays empty".into());
         }
-        if carry.enabled && carry.hedge && !panel.symbols.contains(&carry.hedge_symbol) {
+        if carry.enabled && carry.hedge && !symbols.contains(&carry.hedge_symbol) {
             warnings.push(format!(
                 "strategy.carry.hedge_symbol {} is not in the data: the hedged carry sleeve stays empty",
                 carry.hedge_symbol
             ));
         }
         let router = &cfg.strategy.router;
-        if router.enabled && !router.majors.iter().any(|m| panel.symbols.contains(m)) {
+        if router.enabled && !router.majors.iter().any(|m| symbols.contains(m)) {
             warnings.push(format!(
                 "strategy.router.majors ({}) are not in the data: the router sees no majors trend and runs TSMOM",
                 router.majors.join(", ")
@@ -307,13 +300,17 @@ impl<'a> Engine<'a> {
         }
         let capital = cfg.backtest.initial_capital;
         Ok(Self {
-            cfg,
-            panel,
-            funding,
-            ind,
-            bars_per_year: panel.timeframe.bars_per_year(),
+            cfg: Arc::new(cfg.clone()),
+            symbols: symbols.to_vec(),
+            timeframe,
+            ind: IndicatorState::new(symbols, timeframe, cfg),
+            t: 0,
+            bar_ts: 0,
+            ts: Vec::new(),
+            listed: Vec::new(),
+            bars_per_year: timeframe.bars_per_year(),
             ledger: Ledger::new(capital, n_symbols),
-            risk: RiskEngine::new(cfg, n_symbols, panel.timeframe),
+            risk: RiskEngine::new(cfg, n_symbols, timeframe),
             last_price: vec![f64::NAN; n_symbols],
             target: vec![0.0; n_symbols],
             weights_equity: capital,
@@ -331,61 +328,80 @@ impl<'a> Engine<'a> {
             multiplier: vec![1.0; n_symbols],
             router: RegimeRouter::new(&cfg.strategy.router),
             regime: Regime::Xsmom,
-            majors: cfg
-                .strategy
-                .router
-                .majors
-                .iter()
-                .filter_map(|m| panel.symbols.iter().position(|s| s == m))
-                .collect(),
+            majors: cfg.strategy.router.majors.iter().filter_map(|m| symbols.iter().position(|s| s == m)).collect(),
             corr_scratch: Vec::new(),
             eligible_list: Vec::with_capacity(n_symbols),
             carry: cfg.strategy.carry.enabled.then(|| CarrySleeve::new(&cfg.strategy.carry, n_symbols)),
             carry_book: vec![0.0; n_symbols],
             carry_tradable: vec![false; n_symbols],
-            carry_hedge: panel.symbols.iter().position(|s| *s == cfg.strategy.carry.hedge_symbol),
+            carry_hedge: symbols.iter().position(|s| *s == cfg.strategy.carry.hedge_symbol),
             exits: Vec::new(),
             long_candidates: Vec::with_capacity(n_symbols),
             short_candidates: Vec::with_capacity(n_symbols),
             out: BarSeries::default(),
-            book: BookHistory { row_start: Vec::with_capacity(n_bars), ..Default::default() },
-            signals: record_signals.then(|| SignalRecord {
-                z: Array2::from_elem((n_bars, n_symbols), f64::NAN),
-                signal: Array2::from_elem((n_bars, n_symbols), f64::NAN),
-                eligible: Array2::from_elem((n_bars, n_symbols), false),
-            }),
+            book: BookHistory::default(),
+            signals: record_signals.then(SignalRows::default),
             warnings,
         })
     }
 
-    /// Advance one bar: fills due, funding, stops, kill-switch, the decision, accounting, outputs.
-    pub fn step(&mut self, t: usize) {
-        let close = self.panel.close.row(t);
-        for (last, c) in self.last_price.iter_mut().zip(close) {
+    /// Room for `n_bars` bars of outputs.
+    pub fn reserve(&mut self, n_bars: usize) {
+        self.ts.reserve(n_bars);
+        self.book.row_start.reserve(n_bars);
+    }
+
+    /// Bars stepped so far.
+    pub fn bars(&self) -> usize {
+        self.t
+    }
+
+    /// Target weights decided at the last bar stepped (0 = flat).
+    pub fn target_weights(&self) -> &[f64] {
+        &self.target
+    }
+
+    pub fn symbols(&self) -> &[String] {
+        &self.symbols
+    }
+
+    pub fn timeframe(&self) -> Timeframe {
+        self.timeframe
+    }
+
+    /// Advance one bar (the next one after the last stepped): indicators, fills due, funding,
+    /// stops, kill-switch, the decision, accounting, outputs. Every slice of `bar` has one entry
+    /// per symbol, in the order given to [`Engine::new`].
+    pub fn step(&mut self, bar: &BarRow<'_>) {
+        let t = self.t;
+        self.bar_ts = bar.ts;
+        self.ts.push(bar.ts);
+        self.listed.extend(bar.close.iter().map(|c| c.is_finite()));
+        self.ind.update(bar);
+        for (last, c) in self.last_price.iter_mut().zip(bar.close) {
             if c.is_finite() {
                 *last = *c;
             }
         }
         if let Some(sleeve) = self.carry.as_mut() {
-            sleeve.observe(self.panel.ts[t], self.funding.events.row(t), self.funding.rates.row(t));
+            sleeve.observe(bar.ts, ArrayView1::from(bar.funding_event), ArrayView1::from(bar.funding_rate));
         }
         match self.cfg.backtest.accounting {
-            Accounting::Units => self.step_units(t),
-            Accounting::Weights => self.step_weights(t),
+            Accounting::Units => self.step_units(t, bar),
+            Accounting::Weights => self.step_weights(t, bar),
         }
+        self.t += 1;
     }
 
-    fn step_units(&mut self, t: usize) {
-        let ts = self.panel.ts[t];
-        let costs = &self.cfg.costs;
+    fn step_units(&mut self, t: usize, bar: &BarRow<'_>) {
+        let ts = bar.ts;
+        let cfg = Arc::clone(&self.cfg);
+        let costs = &cfg.costs;
         self.ledger.start_bar();
-        let panel = self.panel;
         if let Some(pending) = self.pending_orders.take() {
-            let open = panel.open.row(t);
-            self.rebalance(t, &pending.target, pending.equity, open.as_slice().expect("standard layout"), t - 1);
+            self.rebalance(t, &pending.target, pending.equity, bar.open, t - 1);
         }
-        let rates = self.funding.rates.row(t);
-        for (i, rate) in rates.iter().enumerate() {
+        for (i, rate) in bar.funding_rate.iter().enumerate() {
             if *rate != 0.0 && self.ledger.units[i] != 0.0 {
                 self.ledger.pay_funding(i, self.last_price[i], *rate);
             }
@@ -393,15 +409,23 @@ impl<'a> Engine<'a> {
         // Stops are tested on this bar's prices against the levels carried from the last bar, then
         // updated with this bar (trailing, breakeven, partial take-profit, time exit).
         let mut exits = std::mem::take(&mut self.exits);
-        self.risk.check_stops(t, panel, &self.ledger.units, &mut exits);
+        self.risk.check_stops(t, bar.open, bar.high, bar.low, &self.ledger.units, &mut exits);
         self.execute_exits(t, &exits);
-        self.risk.end_bar_exits(t, panel, &self.ledger.units, self.ind.atr.as_ref(), &mut exits);
+        self.risk.end_bar_exits(
+            t,
+            bar.high,
+            bar.low,
+            bar.close,
+            &self.ledger.units,
+            self.ind.atr.as_deref(),
+            &mut exits,
+        );
         self.execute_exits(t, &exits);
         self.exits = exits;
         let equity = self.ledger.equity(&self.last_price);
         let kill = self.risk.check_portfolio(t, ts, equity);
         if kill.flatten {
-            for i in 0..self.panel.n_symbols() {
+            for i in 0..self.symbols.len() {
                 let units = self.ledger.units[i];
                 if units != 0.0 && self.last_price[i].is_finite() {
                     self.ledger.trade(
@@ -423,17 +447,16 @@ impl<'a> Engine<'a> {
         let equity = self.ledger.equity(&self.last_price);
 
         let cross = self.cross_section(t);
-        self.update_regime(t);
+        self.update_regime();
         let (k, vol_scale) = if self.is_decision_bar(t, cross) && !kill.paused {
             let decided = self.decide(t, equity, cross);
             if kill.freeze {
                 self.freeze_targets(equity);
             }
-            match self.cfg.backtest.fill {
+            match cfg.backtest.fill {
                 FillPrice::Close => {
-                    let close = panel.close.row(t);
                     let target = std::mem::take(&mut self.target);
-                    self.rebalance(t, &target, equity, close.as_slice().expect("standard layout"), t);
+                    self.rebalance(t, &target, equity, bar.close, t);
                     self.target = target;
                 }
                 FillPrice::NextOpen => {
@@ -450,7 +473,7 @@ impl<'a> Engine<'a> {
 
         let equity = self.ledger.equity(&self.last_price);
         let (mut gross, mut net, mut n_long, mut n_short) = (0.0, 0.0, 0, 0);
-        for i in 0..self.panel.n_symbols() {
+        for i in 0..self.symbols.len() {
             let units = self.ledger.units[i];
             let weight = if units != 0.0 { units * self.last_price[i] / equity } else { 0.0 };
             self.book.push(i, self.target[i], weight, units);
@@ -480,19 +503,19 @@ impl<'a> Engine<'a> {
 
     /// Constant-weight accounting (backtest.md §3):
     /// `E_{t+1} = E_t (1 + Σ w_t r_{t+1}) − E_t · cost · Σ|w_t − w_{t−1}|`, plus funding on `w_t`.
-    fn step_weights(&mut self, t: usize) {
-        let returns = self.ind.returns.row(t);
+    fn step_weights(&mut self, t: usize, bar: &BarRow<'_>) {
+        let returns = &self.ind.returns;
         let prev_equity = self.weights_equity;
         let mut growth = 0.0;
         let mut funding = 0.0;
-        for i in 0..self.panel.n_symbols() {
+        for i in 0..self.symbols.len() {
             let w = self.held_weights[i];
             if w != 0.0 {
                 let r = returns[i];
                 if r.is_finite() {
                     growth += w * r;
                 }
-                funding -= w * self.funding.rates[[t, i]];
+                funding -= w * bar.funding_rate[i];
             }
         }
         let fees = self.pending_cost * prev_equity;
@@ -500,16 +523,17 @@ impl<'a> Engine<'a> {
         self.weights_equity = equity;
 
         let cross = self.cross_section(t);
-        self.update_regime(t);
+        self.update_regime();
         let decision = self.is_decision_bar(t, cross);
         let (k, vol_scale) = if decision { self.decide(t, equity, cross) } else { (0, 1.0) };
         let target = if decision { self.target.clone() } else { self.held_weights.clone() };
-        let costs = &self.cfg.costs;
+        let cfg = Arc::clone(&self.cfg);
+        let costs = &cfg.costs;
         let cost_rate = (costs.rebalance_fee_bps() + costs.slippage_bps) / 1e4;
         let mut turnover = 0.0;
         let (mut gross, mut net, mut n_long, mut n_short) = (0.0, 0.0, 0, 0);
-        let ts = self.panel.ts[t];
-        for i in 0..self.panel.n_symbols() {
+        let ts = bar.ts;
+        for i in 0..self.symbols.len() {
             let change = target[i] - self.held_weights[i];
             if change != 0.0 {
                 turnover += change.abs();
@@ -576,9 +600,7 @@ impl<'a> Engine<'a> {
     /// Eligibility, z-scores and amplified signals at bar t; feeds the dispersion window every bar.
     fn cross_section(&mut self, t: usize) -> Option<CrossSection> {
         self.compute_eligible(t);
-        let momentum = self.ind.momentum.row(t);
-        let momentum = momentum.as_slice().expect("standard layout");
-        let cross = signal::cross_sectional_z(momentum, &self.eligible, &mut self.z);
+        let cross = signal::cross_sectional_z(&self.ind.momentum, &self.eligible, &mut self.z);
         if self.cfg.strategy.k_mode == KMode::Dynamic {
             self.dispersion.push(cross.map_or(f64::NAN, |c| c.std));
         }
@@ -591,15 +613,16 @@ impl<'a> Engine<'a> {
             }
         }
         if let Some(rec) = self.signals.as_mut() {
-            rec.z.row_mut(t).assign(&ndarray::ArrayView1::from(&self.z[..]));
-            rec.signal.row_mut(t).assign(&ndarray::ArrayView1::from(&self.amplified[..]));
-            rec.eligible.row_mut(t).assign(&ndarray::ArrayView1::from(&self.eligible[..]));
+            rec.momentum.extend_from_slice(&self.ind.momentum);
+            rec.z.extend_from_slice(&self.z);
+            rec.signal.extend_from_slice(&self.amplified);
+            rec.eligible.extend_from_slice(&self.eligible);
         }
         cross
     }
 
     fn execute_exits(&mut self, t: usize, exits: &[StopExit]) {
-        let ts = self.panel.ts[t];
+        let ts = self.bar_ts;
         let costs = &self.cfg.costs;
         for exit in exits {
             let delta = -self.ledger.units[exit.symbol] * exit.fraction;
@@ -623,17 +646,11 @@ impl<'a> Engine<'a> {
         let s = &self.cfg.strategy;
         let thr = s.regime_filter.slope_min_bps_per_day;
         let pass_short_history = s.regime_filter.short_history == ShortHistory::Pass;
-        let momentum = self.ind.momentum.row(t);
-        let sigma = self.ind.sigma.row(t);
-        let universe = self.ind.universe.row(t);
-        let slope = self.ind.slope.as_ref().filter(|_| s.regime_filter.enabled).map(|m| m.row(t));
-        let adx = self.ind.adx.as_ref().map(|m| m.row(t));
-        let adx_then = match &self.ind.adx {
-            Some(m) if s.adx_filter.require_rising && t >= s.adx_filter.rising_bars => {
-                Some(m.row(t - s.adx_filter.rising_bars))
-            }
-            _ => None,
-        };
+        let ind = &self.ind;
+        let (momentum, sigma, universe) = (&ind.momentum, &ind.sigma, &ind.universe);
+        let slope = ind.slope.as_ref().filter(|_| s.regime_filter.enabled);
+        let adx = ind.adx.as_ref();
+        let adx_then = if s.adx_filter.require_rising { ind.adx_ago(s.adx_filter.rising_bars) } else { None };
         for i in 0..self.eligible.len() {
             let sigma = sigma[i];
             let mut ok = universe[i] && momentum[i].is_finite() && sigma.is_finite() && sigma > 0.0;
@@ -663,7 +680,8 @@ impl<'a> Engine<'a> {
 
     /// Selection and sizing at bar t (strategy.md §2.4–§5); sets `self.target`, returns (K, vol scale).
     fn decide(&mut self, t: usize, equity: f64, cross: Option<CrossSection>) -> (usize, f64) {
-        let s = &self.cfg.strategy;
+        let cfg = Arc::clone(&self.cfg);
+        let s = &cfg.strategy;
         self.target.fill(0.0);
         if self.regime == Regime::Tsmom {
             return self.decide_tsmom(t, equity);
@@ -684,7 +702,7 @@ impl<'a> Engine<'a> {
         if k < s.k_min {
             return (0, 1.0);
         }
-        self.select_legs(t, k);
+        self.select_legs(k);
         if s.market_neutral && (self.longs.is_empty() || self.shorts.is_empty()) {
             return (0, 1.0);
         }
@@ -700,8 +718,7 @@ impl<'a> Engine<'a> {
     /// direction of its momentum, inverse-vol weights summing to `gross_leverage`, not market neutral.
     fn decide_tsmom(&mut self, t: usize, equity: f64) -> (usize, f64) {
         let min_abs = self.cfg.strategy.router.tsmom_min_abs_momentum;
-        let momentum = self.ind.momentum.row(t);
-        let sigma = self.ind.sigma.row(t);
+        let (momentum, sigma) = (&self.ind.momentum, &self.ind.sigma);
         self.longs.clear();
         self.shorts.clear();
         let (mut long_raw, mut short_raw) = (0.0, 0.0);
@@ -738,17 +755,15 @@ impl<'a> Engine<'a> {
         market_neutral: bool,
     ) -> f64 {
         let lookback = self.cfg.sizing.vol_target.lookback;
-        let window_start = (t + 1).saturating_sub(lookback);
-        let sigma = self.ind.sigma.row(t);
         let kelly = self.risk.kelly_multipliers(&mut self.multiplier);
         let carry = self.carry_sleeve(t);
         let inputs = BookInputs {
             longs: &self.longs,
             shorts: &self.shorts,
             signal: &self.amplified,
-            sigma: sigma.as_slice().expect("standard layout"),
+            sigma: &self.ind.sigma,
             multiplier: kelly.then_some(&self.multiplier[..]),
-            recent_returns: self.ind.returns.slice(s![window_start..=t, ..]),
+            recent_returns: self.ind.recent_returns(lookback),
             equity,
             bars_per_year: self.bars_per_year,
             market_neutral,
@@ -767,33 +782,25 @@ impl<'a> Engine<'a> {
     /// The carry sleeve of bar t into `self.carry_book` (false when off or without candidates).
     fn carry_sleeve(&mut self, t: usize) -> bool {
         let Some(sleeve) = &self.carry else { return false };
-        let sigma = self.ind.sigma.row(t);
-        let universe = self.ind.universe.row(t);
+        let (sigma, universe) = (&self.ind.sigma, &self.ind.universe);
         for (i, tradable) in self.carry_tradable.iter_mut().enumerate() {
             *tradable = universe[i] && sigma[i].is_finite() && sigma[i] > 0.0 && self.risk.may_hold(t, i);
         }
-        sleeve.book(
-            &self.carry_tradable,
-            sigma.as_slice().expect("standard layout"),
-            self.cfg.sizing.gross_leverage,
-            self.carry_hedge,
-            &mut self.carry_book,
-        )
+        sleeve.book(&self.carry_tradable, sigma, self.cfg.sizing.gross_leverage, self.carry_hedge, &mut self.carry_book)
     }
 
     /// Regime router (risk.md §7), fed every bar: average pairwise correlation of the eligible
     /// set's last `corr_lookback` returns and the majors' mean EMA slope.
-    fn update_regime(&mut self, t: usize) {
+    fn update_regime(&mut self) {
         let router_cfg = &self.cfg.strategy.router;
         if !router_cfg.enabled {
             return;
         }
         self.eligible_list.clear();
         self.eligible_list.extend((0..self.eligible.len()).filter(|&i| self.eligible[i]));
-        let start = (t + 1).saturating_sub(router_cfg.corr_lookback);
-        let window = self.ind.returns.slice(s![start..=t, ..]);
+        let window = self.ind.recent_returns(router_cfg.corr_lookback);
         let correlation = regime::average_pairwise_correlation(window, &self.eligible_list, &mut self.corr_scratch);
-        let slope = self.ind.slope.as_ref().expect("computed when the router is on").row(t);
+        let slope = self.ind.slope.as_ref().expect("computed when the router is on");
         let slopes: Vec<f64> = self.majors.iter().map(|&i| slope[i]).filter(|v| v.is_finite()).collect();
         let majors_slope = if slopes.is_empty() { f64::NAN } else { slopes.iter().sum::<f64>() / slopes.len() as f64 };
         self.regime = self.router.update(correlation, majors_slope);
@@ -801,12 +808,12 @@ impl<'a> Engine<'a> {
 
     /// Longs and shorts for this bar into `self.longs` / `self.shorts` (strategy.md §4). Ranked by z
     /// (strongest first, ties by symbol order); longs need z > 0 and shorts z < 0 with `require_sign`.
-    fn select_legs(&mut self, t: usize, k: usize) {
+    fn select_legs(&mut self, k: usize) {
         let s = &self.cfg.strategy;
         let z = &self.z;
         let thr = s.regime_filter.slope_min_bps_per_day;
         let directional_slope = match (&self.ind.slope, s.regime_filter.mode) {
-            (Some(slope), RegimeMode::Directional) if s.regime_filter.enabled => Some(slope.row(t)),
+            (Some(slope), RegimeMode::Directional) if s.regime_filter.enabled => Some(slope),
             _ => None,
         };
         let side_ok = |i: usize, long: bool| -> bool {
@@ -886,8 +893,10 @@ impl<'a> Engine<'a> {
     /// Trade from current units to `target` weights at `prices`, sized on `equity`.
     /// `decision_bar` is the bar whose close decided the targets (t, or t − 1 for next-open fills).
     fn rebalance(&mut self, t: usize, target: &[f64], equity: f64, prices: &[f64], decision_bar: usize) {
-        let ts = self.panel.ts[t];
-        let costs = &self.cfg.costs;
+        let ts = self.bar_ts;
+        let cfg = Arc::clone(&self.cfg);
+        let costs = &cfg.costs;
+        let decision_atr = if decision_bar == t { self.ind.atr.as_deref() } else { self.ind.prev_atr.as_deref() };
         let fee_bps = costs.rebalance_fee_bps();
         let min_delta = self.cfg.backtest.min_rebalance_delta * equity;
         for i in 0..target.len() {
@@ -921,7 +930,7 @@ impl<'a> Engine<'a> {
                 current,
                 self.ledger.units[i],
                 fill_price,
-                self.ind.atr.as_ref(),
+                decision_atr.map_or(f64::NAN, |atr| atr[i]),
                 decision_bar,
             );
         }
@@ -932,19 +941,19 @@ impl<'a> Engine<'a> {
     pub fn finish(self) -> BacktestResult {
         let start = self.first_decision.map(|f| f.saturating_sub(1)).unwrap_or(0);
         let metrics = metrics::compute(&self.out, &self.ledger.round_trips, start, self.bars_per_year);
+        let (n_bars, n_symbols) = (self.ts.len(), self.symbols.len());
         BacktestResult {
-            symbols: self.panel.symbols.clone(),
-            ts: self.panel.ts.clone(),
+            listed: Array2::from_shape_vec((n_bars, n_symbols), self.listed).expect("one row per bar"),
+            signals: self.signals.map(|rows| rows.into_record(n_bars, n_symbols)),
+            symbols: self.symbols,
+            ts: self.ts,
             bars: self.out,
             book: self.book,
-            listed: self.panel.close.mapv(|c| c.is_finite()),
             fills: self.ledger.fills,
             round_trips: self.ledger.round_trips,
             metrics,
             first_decision: self.first_decision,
             warnings: self.warnings,
-            signals: self.signals,
-            momentum: self.ind.momentum.clone(),
         }
     }
 }

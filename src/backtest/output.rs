@@ -181,7 +181,7 @@ pub fn signals_batch(result: &BacktestResult) -> Option<RecordBatch> {
             if result.listed[[t, i]] {
                 ts.push(result.ts[t]);
                 symbol.push(result.symbols[i].as_str());
-                momentum.push(result.momentum[[t, i]]);
+                momentum.push(rec.momentum[[t, i]]);
                 z.push(rec.z[[t, i]]);
                 signal.push(rec.signal[[t, i]]);
                 eligible.push(rec.eligible[[t, i]]);

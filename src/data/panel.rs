@@ -78,6 +78,21 @@ impl Panel {
         self.symbols.len()
     }
 
+    /// Bar t with its funding, as the engine consumes it.
+    pub fn bar_row<'a>(&'a self, t: usize, funding: &'a FundingGrid) -> crate::backtest::BarRow<'a> {
+        let row = |matrix: &'a Array2<f64>| matrix.row(t).to_slice().expect("standard layout");
+        crate::backtest::BarRow {
+            ts: self.ts[t],
+            open: row(&self.open),
+            high: row(&self.high),
+            low: row(&self.low),
+            close: row(&self.close),
+            quote_volume: row(&self.quote_volume),
+            funding_rate: row(&funding.rates),
+            funding_event: funding.events.row(t).to_slice().expect("standard layout"),
+        }
+    }
+
     /// Pivot long bars onto the grid `first ts, first + Δ, …, last ts`. Rows must already be valid
     /// (see `data::validate`): a duplicate `(symbol, ts)` or a ts off the grid is an error here.
     pub fn from_bars(bars: &Bars, timeframe: Timeframe) -> Result<Panel> {

@@ -1,0 +1,178 @@
+//! The causal indicators the engine needs, advanced one bar at a time.
+//!
+//! The backtester and the live runner feed the same [`IndicatorState`] bar by bar, so a live
+//! decision uses exactly the numbers the backtest used at that bar. Nothing here is `T × N`: each
+//! kernel keeps a small per-symbol state and the windows it needs (returns for the vol target and
+//! the router, ADX for the rising test).
+
+use ndarray::{Array2, ArrayView2};
+
+use crate::config::Config;
+use crate::signal::{EmaSlope, LookbackReturns, Momentum, RollingStd, RowWindow, WilderAdx, WilderAtr};
+use crate::timeframe::Timeframe;
+use crate::universe::UniverseFilter;
+
+/// One bar of the panel: every slice has one entry per symbol (NaN = no bar).
+#[derive(Debug, Clone, Copy)]
+pub struct BarRow<'a> {
+    /// Bar open time, epoch ms UTC.
+    pub ts: i64,
+    pub open: &'a [f64],
+    pub high: &'a [f64],
+    pub low: &'a [f64],
+    pub close: &'a [f64],
+    pub quote_volume: &'a [f64],
+    /// Funding rate paid at this bar (0 without an event).
+    pub funding_rate: &'a [f64],
+    /// A funding event happened at this bar.
+    pub funding_event: &'a [bool],
+}
+
+/// Indicator values of the newest bar plus the short histories the engine looks back into.
+#[derive(Debug, Clone)]
+pub struct IndicatorState {
+    returns_kernel: LookbackReturns,
+    momentum_kernel: Momentum,
+    sigma_kernel: RollingStd,
+    slope_kernel: Option<EmaSlope>,
+    adx_kernel: Option<WilderAdx>,
+    atr_kernel: Option<WilderAtr>,
+    universe_kernel: UniverseFilter,
+    /// Simple returns of bar t.
+    pub returns: Vec<f64>,
+    pub momentum: Vec<f64>,
+    pub sigma: Vec<f64>,
+    /// EMA slope in bps/day (regime filter / router), when either is on.
+    pub slope: Option<Vec<f64>>,
+    pub adx: Option<Vec<f64>>,
+    /// Wilder ATR of bar t and of bar t − 1 (next-open fills open stops with the decision bar's ATR).
+    pub atr: Option<Vec<f64>>,
+    pub prev_atr: Option<Vec<f64>>,
+    /// In the universe and listed for at least `min_history` bars (strategy.md §1, §1b).
+    pub universe: Vec<bool>,
+    recent_returns: RowWindow,
+    adx_history: Option<RowWindow>,
+    bars: usize,
+}
+
+impl IndicatorState {
+    pub fn new(symbols: &[String], timeframe: Timeframe, cfg: &Config) -> Self {
+        let s = &cfg.strategy;
+        let n = symbols.len();
+        let bars_per_day = timeframe.bars_per_day();
+        let stops = cfg.risk.stops.enabled;
+        let returns_window =
+            cfg.sizing.vol_target.lookback.max(if s.router.enabled { s.router.corr_lookback } else { 1 });
+        Self {
+            returns_kernel: LookbackReturns::new(n, 1),
+            momentum_kernel: Momentum::new(n, &s.lookbacks, &s.lookback_weights, s.normalise_momentum),
+            sigma_kernel: RollingStd::new(n, s.vol_lookback, s.vol_lookback / 2),
+            slope_kernel: (s.regime_filter.enabled || s.router.enabled)
+                .then(|| EmaSlope::new(n, s.regime_filter.ema_len, bars_per_day)),
+            adx_kernel: s.adx_filter.enabled.then(|| WilderAdx::new(n, s.adx_filter.adx_len)),
+            atr_kernel: stops.then(|| WilderAtr::new(n, cfg.risk.stops.atr_len)),
+            universe_kernel: UniverseFilter::new(symbols, bars_per_day, s.min_history(), &cfg.universe),
+            returns: vec![f64::NAN; n],
+            momentum: vec![f64::NAN; n],
+            sigma: vec![f64::NAN; n],
+            slope: (s.regime_filter.enabled || s.router.enabled).then(|| vec![f64::NAN; n]),
+            adx: s.adx_filter.enabled.then(|| vec![f64::NAN; n]),
+            atr: stops.then(|| vec![f64::NAN; n]),
+            prev_atr: stops.then(|| vec![f64::NAN; n]),
+            universe: vec![false; n],
+            recent_returns: RowWindow::new(n, returns_window),
+            adx_history: (s.adx_filter.enabled && s.adx_filter.require_rising)
+                .then(|| RowWindow::new(n, s.adx_filter.rising_bars + 1)),
+            bars: 0,
+        }
+    }
+
+    /// Advance to the next bar.
+    pub fn update(&mut self, bar: &BarRow<'_>) {
+        self.returns_kernel.update(bar.close, &mut self.returns);
+        self.recent_returns.push(&self.returns);
+        self.momentum_kernel.update(bar.close, &mut self.momentum);
+        self.sigma_kernel.update(&self.returns, &mut self.sigma);
+        if let (Some(kernel), Some(slope)) = (self.slope_kernel.as_mut(), self.slope.as_mut()) {
+            kernel.update(bar.close, slope);
+        }
+        if let (Some(kernel), Some(adx)) = (self.adx_kernel.as_mut(), self.adx.as_mut()) {
+            kernel.update(bar.high, bar.low, bar.close, adx);
+            if let Some(history) = self.adx_history.as_mut() {
+                history.push(adx);
+            }
+        }
+        if let (Some(kernel), Some(atr), Some(prev)) =
+            (self.atr_kernel.as_mut(), self.atr.as_mut(), self.prev_atr.as_mut())
+        {
+            std::mem::swap(atr, prev);
+            kernel.update(bar.high, bar.low, bar.close, atr);
+        }
+        self.universe_kernel.update(bar.close, bar.quote_volume, &mut self.universe);
+        self.bars += 1;
+    }
+
+    /// Bars seen so far.
+    pub fn bars(&self) -> usize {
+        self.bars
+    }
+
+    /// Simple returns of the last `rows` bars (fewer at the start), oldest first.
+    pub fn recent_returns(&self, rows: usize) -> ArrayView2<'_, f64> {
+        self.recent_returns.recent(rows)
+    }
+
+    /// ADX `bars_ago` bars back, when kept (the ADX filter's rising test) and that old.
+    pub fn adx_ago(&self, bars_ago: usize) -> Option<&[f64]> {
+        let history = self.adx_history.as_ref()?;
+        (history.pushed() > bars_ago).then(|| history.ago(bars_ago))
+    }
+}
+
+/// The indicators of a whole panel as `T × N` matrices (diagnostics, benchmarks of the kernels).
+#[derive(Debug, Clone)]
+pub struct Indicators {
+    pub returns: Array2<f64>,
+    pub momentum: Array2<f64>,
+    pub sigma: Array2<f64>,
+    pub slope: Option<Array2<f64>>,
+    pub adx: Option<Array2<f64>>,
+    pub atr: Option<Array2<f64>>,
+    pub universe: Array2<bool>,
+}
+
+impl Indicators {
+    pub fn compute(panel: &crate::data::Panel, cfg: &Config) -> Indicators {
+        let (n_bars, n_symbols) = (panel.n_bars(), panel.n_symbols());
+        let funding = crate::data::FundingGrid::empty(n_bars, n_symbols);
+        let mut state = IndicatorState::new(&panel.symbols, panel.timeframe, cfg);
+        let nan = || Array2::from_elem((n_bars, n_symbols), f64::NAN);
+        let mut out = Indicators {
+            returns: nan(),
+            momentum: nan(),
+            sigma: nan(),
+            slope: state.slope.as_ref().map(|_| nan()),
+            adx: state.adx.as_ref().map(|_| nan()),
+            atr: state.atr.as_ref().map(|_| nan()),
+            universe: Array2::from_elem((n_bars, n_symbols), false),
+        };
+        let copy = |matrix: &mut Array2<f64>, t: usize, values: &[f64]| {
+            matrix.row_mut(t).assign(&ndarray::ArrayView1::from(values));
+        };
+        for t in 0..n_bars {
+            state.update(&panel.bar_row(t, &funding));
+            copy(&mut out.returns, t, &state.returns);
+            copy(&mut out.momentum, t, &state.momentum);
+            copy(&mut out.sigma, t, &state.sigma);
+            for (matrix, values) in
+                [(&mut out.slope, &state.slope), (&mut out.adx, &state.adx), (&mut out.atr, &state.atr)]
+            {
+                if let (Some(matrix), Some(values)) = (matrix.as_mut(), values.as_ref()) {
+                    copy(matrix, t, values);
+                }
+            }
+            out.universe.row_mut(t).assign(&ndarray::ArrayView1::from(&state.universe[..]));
+        }
+        out
+    }
+}
