@@ -52,6 +52,44 @@ impl RowWindow {
     }
 }
 
+/// Like [`RowWindow`], but stored symbol-major: each symbol's recent values are contiguous (twice,
+/// for the same wrap-around trick), so per-symbol loops over a window vectorise.
+#[derive(Debug, Clone)]
+pub struct ColumnWindow {
+    width: usize,
+    capacity: usize,
+    data: Vec<f64>,
+    pushed: usize,
+}
+
+impl ColumnWindow {
+    pub fn new(width: usize, capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Self { width, capacity, data: vec![f64::NAN; 2 * capacity * width], pushed: 0 }
+    }
+
+    pub fn push(&mut self, row: &[f64]) {
+        debug_assert_eq!(row.len(), self.width);
+        let slot = self.pushed % self.capacity;
+        let stride = 2 * self.capacity;
+        for (i, value) in row.iter().enumerate() {
+            self.data[i * stride + slot] = *value;
+            self.data[i * stride + slot + self.capacity] = *value;
+        }
+        self.pushed += 1;
+    }
+
+    /// The last `rows` rows (fewer when fewer were kept), oldest first, as a `rows × N` view whose
+    /// columns are contiguous.
+    pub fn recent(&self, rows: usize) -> ArrayView2<'_, f64> {
+        use ndarray::ShapeBuilder;
+        let rows = rows.min(self.pushed).min(self.capacity);
+        let start = (self.pushed - rows) % self.capacity;
+        let shape = (rows, self.width).strides((1, 2 * self.capacity));
+        ArrayView2::from_shape(shape, &self.data[start..]).expect("window inside the buffer")
+    }
+}
+
 /// Run a streaming kernel over every row of `T × N` inputs into a fresh `T × N` output.
 fn batch<T: Clone>(n_bars: usize, n_symbols: usize, fill: T, mut update: impl FnMut(usize, &mut [T])) -> Array2<T> {
     let mut out = Array2::from_elem((n_bars, n_symbols), fill);

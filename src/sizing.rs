@@ -71,18 +71,30 @@ pub fn ex_ante_vol(weights: &[f64], held: &[usize], returns: ArrayView2<f64>, ba
     if n < 2 {
         return f64::NAN;
     }
-    let mut sum = 0.0;
-    let mut sum_sq = 0.0;
-    for row in returns.rows() {
-        let mut book = 0.0;
-        for &i in held {
-            let r = row[i];
-            if r.is_finite() {
-                book += weights[i] * r;
+    // Symbol-major accumulation: each row's book return still adds the symbols in `held` order
+    // (the same sums as row by row), but the rows' sums are independent chains instead of one.
+    let mut book = vec![0.0; n];
+    for &i in held {
+        let w = weights[i];
+        let column = returns.column(i);
+        match column.as_slice() {
+            Some(column) => {
+                for (b, r) in book.iter_mut().zip(column) {
+                    *b += w * if r.is_finite() { *r } else { 0.0 };
+                }
+            }
+            None => {
+                for (b, r) in book.iter_mut().zip(column.iter()) {
+                    *b += w * if r.is_finite() { *r } else { 0.0 };
+                }
             }
         }
-        sum += book;
-        sum_sq += book * book;
+    }
+    let mut sum = 0.0;
+    let mut sum_sq = 0.0;
+    for b in &book {
+        sum += b;
+        sum_sq += b * b;
     }
     let mean = sum / n as f64;
     let var = ((sum_sq - mean * sum) / (n as f64 - 1.0)).max(0.0);

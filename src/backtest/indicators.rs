@@ -8,7 +8,7 @@
 use ndarray::{Array2, ArrayView2};
 
 use crate::config::Config;
-use crate::signal::{EmaSlope, LookbackReturns, Momentum, RollingStd, RowWindow, WilderAdx, WilderAtr};
+use crate::signal::{ColumnWindow, EmaSlope, LookbackReturns, Momentum, RollingStd, RowWindow, WilderAdx, WilderAtr};
 use crate::timeframe::Timeframe;
 use crate::universe::UniverseFilter;
 
@@ -50,7 +50,7 @@ pub struct IndicatorState {
     pub prev_atr: Option<Vec<f64>>,
     /// In the universe and listed for at least `min_history` bars (strategy.md §1, §1b).
     pub universe: Vec<bool>,
-    recent_returns: RowWindow,
+    recent_returns: ColumnWindow,
     adx_history: Option<RowWindow>,
     bars: usize,
 }
@@ -80,7 +80,7 @@ impl IndicatorState {
             atr: stops.then(|| vec![f64::NAN; n]),
             prev_atr: stops.then(|| vec![f64::NAN; n]),
             universe: vec![false; n],
-            recent_returns: RowWindow::new(n, returns_window),
+            recent_returns: ColumnWindow::new(n, returns_window),
             adx_history: (s.adx_filter.enabled && s.adx_filter.require_rising)
                 .then(|| RowWindow::new(n, s.adx_filter.rising_bars + 1)),
             bars: 0,

@@ -1,0 +1,22 @@
+//! Run the default-config backtest on a synthetic 36 × 8 760 panel many times, for profilers
+//! (`perf record`, `perf stat`, callgrind) that should see the engine and not the benchmark harness:
+//! `cargo run --release --example profile_backtest -- 200`.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::Instant;
+
+fn main() {
+    let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100);
+    let panel = common::random_panel(8_760, 36, 7, true);
+    let funding = common::no_funding(&panel);
+    let cfg = xsmom::Config::default();
+    let started = Instant::now();
+    let mut fills = 0;
+    for _ in 0..runs {
+        fills += xsmom::backtest::run(&panel, &funding, &cfg).expect("backtest").fills.len();
+    }
+    let per_run = started.elapsed().as_secs_f64() * 1e3 / runs as f64;
+    println!("{runs} runs, {per_run:.2} ms per run (wall), {} fills per run", fills / runs);
+}
