@@ -20,6 +20,7 @@ pub struct Config {
     pub risk: RiskConfig,
     pub costs: CostsConfig,
     pub backtest: BacktestConfig,
+    pub live: LiveConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -582,6 +583,62 @@ impl Default for BacktestConfig {
     }
 }
 
+/// The live runner (live.md): timing of the cycle and the risk loop, order placement, the API
+/// circuit breaker. Ignored by backtests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveConfig {
+    /// Seconds after a bar closes before the cycle fetches it (the exchange needs a moment).
+    pub rebalance_delay_secs: usize,
+    /// Limit orders sit at the touch (best bid to buy, best ask to sell) moved by this many bps
+    /// away from the spread (0 = at the touch).
+    pub price_offset_bps: f64,
+    /// Add half the current spread (in bps, capped at `max_spread_bps`) to the offset.
+    pub dynamic_offset: bool,
+    /// Skip a symbol while its spread is wider than this.
+    pub max_spread_bps: f64,
+    /// Orders older than this are cancelled and re-placed.
+    pub max_order_age_secs: usize,
+    /// Orders farther than this from the touch are cancelled and re-placed.
+    pub reprice_bps: f64,
+    /// Period of the risk loop (stops on last-trade prices, the kill-switch on account equity).
+    pub fast_check_secs: usize,
+    /// Closed bars fetched before the first live bar to warm the indicators and the model book.
+    pub warmup_bars: usize,
+    /// API circuit breaker: `max_errors` within `window_secs` pause new risk for `cooldown_secs`.
+    pub breaker: BreakerConfig,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            rebalance_delay_secs: 5,
+            price_offset_bps: 0.0,
+            dynamic_offset: false,
+            max_spread_bps: 15.0,
+            max_order_age_secs: 180,
+            reprice_bps: 15.0,
+            fast_check_secs: 2,
+            warmup_bars: 1_000,
+            breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    pub max_errors: usize,
+    pub window_secs: usize,
+    pub cooldown_secs: usize,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self { max_errors: 5, window_secs: 300, cooldown_secs: 600 }
+    }
+}
+
 /// Names accepted by [`Config::profile`].
 pub const PROFILES: &[&str] = &["default", "xsmom-bot-v1"];
 
@@ -795,6 +852,18 @@ impl Config {
         check.real("backtest.initial_capital", b.initial_capital, 1e-6, 1e15);
         check.int("backtest.rebalance_every", b.rebalance_every, 1, 100_000);
         check.real("backtest.min_rebalance_delta", b.min_rebalance_delta, 0.0, 1.0);
+
+        let l = &self.live;
+        check.int("live.rebalance_delay_secs", l.rebalance_delay_secs, 0, 3_600);
+        check.real("live.price_offset_bps", l.price_offset_bps, -100.0, 100.0);
+        check.real("live.max_spread_bps", l.max_spread_bps, 0.0, 10_000.0);
+        check.int("live.max_order_age_secs", l.max_order_age_secs, 1, 86_400);
+        check.real("live.reprice_bps", l.reprice_bps, 0.0, 10_000.0);
+        check.int("live.fast_check_secs", l.fast_check_secs, 1, 3_600);
+        check.int("live.warmup_bars", l.warmup_bars, 1, 1_000_000);
+        check.int("live.breaker.max_errors", l.breaker.max_errors, 1, 10_000);
+        check.int("live.breaker.window_secs", l.breaker.window_secs, 1, 86_400);
+        check.int("live.breaker.cooldown_secs", l.breaker.cooldown_secs, 0, 86_400 * 7);
         check.finish()
     }
 }

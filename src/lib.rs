@@ -9,6 +9,8 @@ pub mod carry;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod fsutil;
+pub mod live;
 pub mod metrics;
 pub mod regime;
 pub mod research;

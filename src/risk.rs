@@ -148,9 +148,40 @@ pub struct KillSwitch {
     fired: bool,
 }
 
+/// What a [`KillSwitch`] remembers between bars, for the live runner's state file.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KillSwitchSnapshot {
+    /// UTC day number (days since the epoch) the reference belongs to.
+    pub day: Option<i64>,
+    pub day_start_equity: Option<f64>,
+    pub day_high_equity: Option<f64>,
+    pub fired: bool,
+}
+
 impl KillSwitch {
     pub fn new(cfg: &KillSwitchConfig) -> Self {
         Self { cfg: cfg.clone(), day: i64::MIN, day_start_equity: f64::NAN, day_high_equity: f64::NAN, fired: false }
+    }
+
+    pub fn snapshot(&self) -> KillSwitchSnapshot {
+        let finite = |v: f64| v.is_finite().then_some(v);
+        KillSwitchSnapshot {
+            day: (self.day != i64::MIN).then_some(self.day),
+            day_start_equity: finite(self.day_start_equity),
+            day_high_equity: finite(self.day_high_equity),
+            fired: self.fired,
+        }
+    }
+
+    pub fn restore(cfg: &KillSwitchConfig, snapshot: &KillSwitchSnapshot) -> Self {
+        Self {
+            cfg: cfg.clone(),
+            day: snapshot.day.unwrap_or(i64::MIN),
+            day_start_equity: snapshot.day_start_equity.unwrap_or(f64::NAN),
+            day_high_equity: snapshot.day_high_equity.unwrap_or(f64::NAN),
+            fired: snapshot.fired,
+        }
     }
 
     /// Feed the equity at the close of the bar starting at `ts`. The day is the UTC day of the close time.

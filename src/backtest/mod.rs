@@ -369,6 +369,15 @@ impl Engine {
         self.timeframe
     }
 
+    /// The model's risk state machines (stops, cooldowns, scoring) after the last bar.
+    pub fn risk(&self) -> &RiskEngine {
+        &self.risk
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
     /// Advance one bar (the next one after the last stepped): indicators, fills due, funding,
     /// stops, kill-switch, the decision, accounting, outputs. Every slice of `bar` has one entry
     /// per symbol, in the order given to [`Engine::new`].

@@ -11,19 +11,19 @@ use arrow::record_batch::RecordBatch;
 
 use super::BacktestResult;
 
-fn ts_type() -> DataType {
+pub(crate) fn ts_type() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
 }
 
-fn ts_array(values: Vec<i64>) -> ArrayRef {
+pub(crate) fn ts_array(values: Vec<i64>) -> ArrayRef {
     Arc::new(TimestampMillisecondArray::from(values).with_timezone("UTC"))
 }
 
-fn f64_array(values: Vec<f64>) -> ArrayRef {
+pub(crate) fn f64_array(values: Vec<f64>) -> ArrayRef {
     Arc::new(Float64Array::from(values))
 }
 
-fn batch(fields: Vec<(&str, DataType)>, columns: Vec<ArrayRef>) -> RecordBatch {
+pub(crate) fn batch(fields: Vec<(&str, DataType)>, columns: Vec<ArrayRef>) -> RecordBatch {
     let schema =
         Schema::new(fields.into_iter().map(|(name, dtype)| Field::new(name, dtype, false)).collect::<Vec<_>>());
     RecordBatch::try_new(Arc::new(schema), columns).expect("columns match the schema")

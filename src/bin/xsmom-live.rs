@@ -1,0 +1,227 @@
+//! `xsmom-live run | health | state show` (live.md §5).
+//!
+//! Every error is one line on stderr and exit code 2; `health` exits 1 when the heartbeat is stale.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use xsmom::config::Config;
+use xsmom::error::{Error, Result};
+use xsmom::live::replay::ReplayExchange;
+use xsmom::live::runner::{Runner, RunnerOptions};
+use xsmom::live::state::LiveState;
+use xsmom::run::{self, BarsSource, FundingSource};
+
+const USAGE: &str = "usage:
+  xsmom-live run --config F [--mode replay|paper|testnet|bybit] [--bars PATH] [--out DIR]
+                 [--state F] [--heartbeat F] [--reset-state] [--log-format text|json]
+  xsmom-live health [--heartbeat F] [--max-age-secs S]
+  xsmom-live state show [--state F]";
+
+const DEFAULT_STATE: &str = "state/xsmom-live.json";
+const DEFAULT_HEARTBEAT: &str = "state/heartbeat.json";
+
+/// `--name value` options and bare flags of one command line.
+struct Args {
+    values: Vec<(String, String)>,
+    flags: Vec<String>,
+}
+
+impl Args {
+    fn parse(args: &[String], flags: &[&str]) -> Result<Args> {
+        let mut parsed = Args { values: Vec::new(), flags: Vec::new() };
+        let mut iter = args.iter();
+        while let Some(arg) = iter.next() {
+            let Some(name) = arg.strip_prefix("--") else {
+                return Err(Error::invalid(format!("unexpected argument {arg:?}\n{USAGE}")));
+            };
+            if flags.contains(&name) {
+                parsed.flags.push(name.to_string());
+            } else {
+                let value = iter.next().ok_or_else(|| Error::invalid(format!("--{name} needs a value")))?;
+                parsed.values.push((name.to_string(), value.clone()));
+            }
+        }
+        Ok(parsed)
+    }
+    fn get(&self, name: &str) -> Option<&str> {
+        self.values.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+    fn flag(&self, name: &str) -> bool {
+        self.flags.iter().any(|f| f == name)
+    }
+    fn check_known(&self, known: &[&str]) -> Result<()> {
+        match self.values.iter().find(|(n, _)| !known.contains(&n.as_str())) {
+            Some((name, _)) => Err(Error::invalid(format!("unknown option --{name}\n{USAGE}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("run") => cmd_run(&args[1..]),
+        Some("health") => cmd_health(&args[1..]),
+        Some("state") if args.get(1).map(String::as_str) == Some("show") => cmd_state_show(&args[2..]),
+        _ => Err(Error::invalid(USAGE)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("xsmom-live: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logs(format: &str) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("XSMOM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        "json" => builder.json().init(),
+        "text" => builder.init(),
+        other => return Err(Error::invalid(format!("--log-format {other}: expected text or json"))),
+    }
+    Ok(())
+}
+
+fn cmd_run(args: &[String]) -> Result<ExitCode> {
+    let args = Args::parse(args, &["reset-state"])?;
+    args.check_known(&["config", "mode", "bars", "out", "state", "heartbeat", "log-format"])?;
+    init_logs(args.get("log-format").unwrap_or("text"))?;
+    let config_path = PathBuf::from(args.get("config").ok_or_else(|| Error::invalid("run needs --config F"))?);
+    let config_text = std::fs::read_to_string(&config_path).map_err(|err| Error::io(config_path.display(), err))?;
+    let cfg = Config::from_yaml(&config_text, &config_path.display().to_string())?;
+    let mode = args.get("mode").unwrap_or("replay").to_string();
+    let opts = RunnerOptions {
+        mode: mode.clone(),
+        state_path: PathBuf::from(args.get("state").unwrap_or(DEFAULT_STATE)),
+        heartbeat_path: PathBuf::from(args.get("heartbeat").unwrap_or(DEFAULT_HEARTBEAT)),
+        start_ts: None,
+        reset_state: args.flag("reset-state"),
+    };
+    match mode.as_str() {
+        "replay" => {
+            let bars = args.get("bars").ok_or_else(|| Error::invalid("replay mode needs --bars PATH"))?;
+            let out = args.get("out").map(PathBuf::from);
+            run_replay(cfg, &config_text, Path::new(bars), out.as_deref(), opts)
+        }
+        "paper" | "testnet" | "bybit" => Err(Error::invalid(format!(
+            "--mode {mode}: the Bybit client is not built into this version yet; use --mode replay"
+        ))),
+        other => Err(Error::invalid(format!("--mode {other}: expected replay, paper, testnet or bybit"))),
+    }
+}
+
+/// SIGTERM / SIGINT set this; the loop finishes the current step, persists and exits 0.
+fn stop_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let handler = Arc::clone(&flag);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        handler.store(true, Ordering::SeqCst);
+    });
+    flag
+}
+
+fn run_replay(
+    cfg: Config,
+    config_text: &str,
+    bars: &Path,
+    out: Option<&Path>,
+    mut opts: RunnerOptions,
+) -> Result<ExitCode> {
+    let inputs = run::prepare(BarsSource::Path(bars.to_path_buf()), FundingSource::FromBarsStore, &cfg)?;
+    let delay_ms = cfg.live.rebalance_delay_secs as i64 * 1000;
+    let capital = cfg.backtest.initial_capital;
+    let exchange = ReplayExchange::new(inputs.panel, inputs.funding, cfg.costs.clone(), capital, delay_ms);
+    let symbols = exchange.symbols();
+    opts.start_ts = Some(exchange.first_bar_ts());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| Error::invalid(format!("cannot start the async runtime: {err}")))?;
+    runtime.block_on(async move {
+        let stop = stop_flag();
+        // A restarted replay resumes after the last bar it processed (with a fresh simulated account).
+        if !opts.reset_state {
+            if let Some(last) = LiveState::load(&opts.state_path)?.and_then(|s| s.last_bar_ts) {
+                exchange.advance_to(last);
+            }
+        }
+        let mut runner = Runner::start(exchange, cfg, config_text, symbols, opts).await?;
+        tracing::info!(mode = "replay", "xsmom-live started");
+        loop {
+            let report = runner.cycle().await?;
+            tracing::debug!(bars = report.bars_stepped, placed = report.orders_placed.len(), "cycle");
+            if stop.load(Ordering::SeqCst) {
+                tracing::info!("stop requested: state saved, exiting");
+                return Ok(ExitCode::SUCCESS);
+            }
+            tokio::task::yield_now().await;
+            if !runner.exchange().advance() {
+                break;
+            }
+        }
+        let executions = runner.exchange().executions();
+        let equity = runner.equity_history.clone();
+        let model = runner.finish();
+        if let Some(out) = out {
+            xsmom::live::output::write_replay_outputs(out, &model, &executions, &equity)?;
+        }
+        let last_equity = equity.last().map_or(capital, |e| e.1);
+        println!(
+            "replay done: {} bars, {} fills, equity {:.2} (model {:.2})",
+            model.ts.len(),
+            executions.len(),
+            last_equity,
+            model.bars.equity.last().copied().unwrap_or(capital)
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn cmd_health(args: &[String]) -> Result<ExitCode> {
+    let args = Args::parse(args, &[])?;
+    args.check_known(&["heartbeat", "max-age-secs"])?;
+    let path = PathBuf::from(args.get("heartbeat").unwrap_or(DEFAULT_HEARTBEAT));
+    let text = std::fs::read_to_string(&path).map_err(|err| Error::io(path.display(), err))?;
+    let beat: serde_json::Value =
+        serde_json::from_str(&text).map_err(|err| Error::format(format!("{}: {err}", path.display())))?;
+    let written = std::fs::metadata(&path).and_then(|m| m.modified()).map_err(|err| Error::io(path.display(), err))?;
+    let age = written.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let bar_secs = beat.get("timeframe_ms").and_then(|v| v.as_f64()).unwrap_or(3_600_000.0) / 1000.0;
+    let max_age = match args.get("max-age-secs") {
+        Some(v) => v.parse::<f64>().map_err(|_| Error::invalid(format!("--max-age-secs {v}: not a number")))?,
+        None => 2.0 * bar_secs,
+    };
+    let healthy = age <= max_age;
+    println!(
+        "{}: heartbeat {:.0} s old (limit {:.0} s), last bar {}",
+        if healthy { "healthy" } else { "STALE" },
+        age,
+        max_age,
+        beat.get("last_bar_ts").map_or("none".to_string(), |v| v.to_string())
+    );
+    Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn cmd_state_show(args: &[String]) -> Result<ExitCode> {
+    let args = Args::parse(args, &[])?;
+    args.check_known(&["state"])?;
+    let path = PathBuf::from(args.get("state").unwrap_or(DEFAULT_STATE));
+    let state = LiveState::load(&path)?.ok_or_else(|| Error::invalid(format!("{}: no state file", path.display())))?;
+    println!("{}", serde_json::to_string_pretty(&state).expect("state serialises"));
+    Ok(ExitCode::SUCCESS)
+}

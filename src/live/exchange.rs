@@ -1,0 +1,29 @@
+//! The one interface the runner trades through (live.md §1): Bybit (mainnet / testnet), `replay`
+//! (a bar store played as if live, with a simulated matching engine) and `paper`.
+
+use super::types::{ExchangeResult, FundingRate, Instrument, Kline, Order, OrderRequest, Position, Quote};
+use crate::timeframe::Timeframe;
+
+#[allow(async_fn_in_trait)]
+pub trait Exchange {
+    /// Current exchange time (epoch ms); the replay exchange's simulated clock.
+    async fn server_time_ms(&self) -> ExchangeResult<i64>;
+    async fn instruments(&self, symbols: &[String]) -> ExchangeResult<Vec<Instrument>>;
+    /// Closed bars with `start_ms ≤ ts < end_ms`, ascending, without the forming bar.
+    async fn closed_klines(
+        &self,
+        symbol: &str,
+        interval: Timeframe,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> ExchangeResult<Vec<Kline>>;
+    async fn funding_history(&self, symbol: &str, start_ms: i64, end_ms: i64) -> ExchangeResult<Vec<FundingRate>>;
+    async fn quote(&self, symbol: &str) -> ExchangeResult<Quote>;
+    async fn positions(&self) -> ExchangeResult<Vec<Position>>;
+    async fn open_orders(&self) -> ExchangeResult<Vec<Order>>;
+    /// Account equity in USDT (wallet balance plus unrealised PnL).
+    async fn equity(&self) -> ExchangeResult<f64>;
+    async fn place_order(&self, request: &OrderRequest) -> ExchangeResult<Order>;
+    async fn cancel_order(&self, symbol: &str, client_order_id: &str) -> ExchangeResult<()>;
+    async fn cancel_all(&self, symbol: Option<&str>) -> ExchangeResult<()>;
+}

@@ -1,0 +1,10 @@
+//! `xsmom-live`: the production runner (live.md). The same engine, risk state machines and config
+//! as the backtester, stepped once per closed bar; an [`exchange::Exchange`] to trade through.
+
+pub mod exchange;
+pub mod output;
+pub mod plan;
+pub mod replay;
+pub mod runner;
+pub mod state;
+pub mod types;
