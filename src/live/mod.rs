@@ -1,6 +1,7 @@
 //! `xsmom-live`: the production runner (live.md). The same engine, risk state machines and config
 //! as the backtester, stepped once per closed bar; an [`exchange::Exchange`] to trade through.
 
+pub mod bybit;
 pub mod exchange;
 pub mod output;
 pub mod plan;

@@ -92,6 +92,8 @@ pub struct Runner<E: Exchange> {
     pub equity_history: Vec<(i64, f64)>,
     /// After a restart: whether the rebuilt model matched the saved per-symbol state.
     rebuilt_matches: Option<bool>,
+    /// The last reconciliation failed: retry it at the next cycle, not only at the next bar.
+    reconcile_pending: bool,
 }
 
 impl<E: Exchange> Runner<E> {
@@ -136,6 +138,7 @@ impl<E: Exchange> Runner<E> {
             account_kill,
             equity_history: Vec::new(),
             rebuilt_matches: None,
+            reconcile_pending: false,
         };
         if let Some(previous) = loaded {
             runner.rebuild_model(&previous).await?;
@@ -276,10 +279,16 @@ impl<E: Exchange> Runner<E> {
             }
             report.bars_stepped = rows.ts.len();
             self.state.last_bar_ts = Some(newest_open);
-            report.last_bar_ts = Some(newest_open);
-            if let Err(err) = self.reconcile(newest_open, now, &mut report).await {
-                self.record_error(now, &err);
-                tracing::error!(error = %err, "reconciliation failed; retried next cycle");
+            self.reconcile_pending = true;
+        }
+        report.last_bar_ts = self.state.last_bar_ts;
+        if let (true, Some(bar_ts)) = (self.reconcile_pending, self.state.last_bar_ts) {
+            match self.reconcile(bar_ts, now, &mut report).await {
+                Ok(done) => self.reconcile_pending = !done,
+                Err(err) => {
+                    self.record_error(now, &err);
+                    tracing::error!(error = %err, "reconciliation failed; retried next cycle");
+                }
             }
         }
         report.breaker_open = breaker_open(&self.state, now);
@@ -299,8 +308,9 @@ impl<E: Exchange> Runner<E> {
         }
     }
 
-    /// Steer the account to the model's targets for the bar that opened at `bar_ts`.
-    async fn reconcile(&mut self, bar_ts: i64, now: i64, report: &mut CycleReport) -> Result<()> {
+    /// Steer the account to the model's targets for the bar that opened at `bar_ts`. False when
+    /// the circuit breaker held new orders back (retried next cycle).
+    async fn reconcile(&mut self, bar_ts: i64, now: i64, report: &mut CycleReport) -> Result<bool> {
         let ex = &self.exchange;
         let equity = ex.equity().await.map_err(|err| exchange_error("equity", err))?;
         report.equity = Some(equity);
@@ -333,11 +343,11 @@ impl<E: Exchange> Runner<E> {
         }
         if kill.active && (kill.flatten || kill.paused) {
             report.kill_switch = true;
-            return self.flatten(bar_ts, &positions, report).await;
+            return self.flatten(bar_ts, &positions, report).await.map(|()| true);
         }
         if breaker_open(&self.state, now) {
             report.breaker_open = true;
-            return Ok(());
+            return Ok(false);
         }
         let targets = self.engine.target_weights().to_vec();
         let mut books = Vec::new();
@@ -402,7 +412,7 @@ impl<E: Exchange> Runner<E> {
                 Err(err) => return Err(exchange_error(&format!("order {}", request.client_order_id), err)),
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Kill-switch: cancel everything and close every position with reduce-only market orders.

@@ -1,0 +1,305 @@
+//! The Bybit v5 client and the runner against the mock Bybit server (`tests/mock_bybit.py`) on
+//! 127.0.0.1 (live.md §6): signing, pagination, typed errors and retries, faults after an order was
+//! accepted, a full cycle placing exactly the expected orders, restarts without duplicates, and the
+//! API circuit breaker tripping and recovering.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use xsmom::live::bybit::{BybitClient, Credentials};
+use xsmom::live::exchange::Exchange;
+use xsmom::live::runner::{Runner, RunnerOptions};
+use xsmom::live::types::{ExchangeError, OrderRequest, OrderType, Side, TimeInForce};
+use xsmom::Config;
+
+const HOUR: i64 = 3_600_000;
+/// First bar of the fixture (2025-06-01 00:00 UTC).
+const FIRST_BAR: i64 = 1_748_736_000_000;
+const SYMBOLS: [&str; 6] = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT", "ADAUSDT"];
+
+struct Mock {
+    child: Child,
+    url: String,
+}
+
+impl Mock {
+    fn start(now_ms: i64) -> Mock {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let mut child = Command::new("python3")
+            .arg(root.join("tests/mock_bybit.py"))
+            .args(["--port", "0", "--bars"])
+            .arg(root.join("data"))
+            .args(["--symbols", &SYMBOLS.join(","), "--now-ms", &now_ms.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs the mock");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().strip_prefix("READY ").unwrap_or_else(|| panic!("mock said {line:?}")).to_string();
+        Mock { child, url: format!("http://127.0.0.1:{port}") }
+    }
+
+    fn client(&self) -> BybitClient {
+        BybitClient::new(&self.url, Some(Credentials::new("test-key", "test-secret")))
+            .unwrap()
+            .with_timeout(Duration::from_millis(1_500))
+    }
+
+    async fn control(&self, path: &str, body: Value) -> Value {
+        reqwest::Client::new()
+            .post(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn state(&self) -> Value {
+        self.control("/mock/state", json!({})).await
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
+}
+
+fn order(link_id: &str, price: f64) -> OrderRequest {
+    OrderRequest {
+        symbol: "BTCUSDT".into(),
+        side: Side::Buy,
+        qty: 0.01,
+        price: Some(price),
+        order_type: OrderType::Limit,
+        tif: TimeInForce::PostOnly,
+        reduce_only: false,
+        client_order_id: link_id.into(),
+    }
+}
+
+fn requests(state: &Value, path: &str) -> Vec<Value> {
+    state["log"].as_array().unwrap().iter().filter(|r| r["path"] == path).cloned().collect()
+}
+
+#[test]
+fn client_signs_paginates_and_never_serves_the_forming_bar() {
+    let now = FIRST_BAR + 2_600 * HOUR + 30 * 60_000; // half way through a bar
+    let mock = Mock::start(now);
+    block_on(async {
+        let client = mock.client();
+        assert_eq!(client.server_time_ms().await.unwrap(), now);
+        let bars = client.closed_klines("BTCUSDT", Config::default().timeframe(), FIRST_BAR, i64::MAX).await.unwrap();
+        assert_eq!(bars.len(), 2_600, "every closed bar, across pages");
+        assert!(bars.windows(2).all(|w| w[1].ts - w[0].ts == HOUR), "no gaps or duplicates at page edges");
+        assert_eq!(bars.last().unwrap().ts + HOUR, FIRST_BAR + 2_600 * HOUR, "the forming bar is not served");
+        assert!(requests(&mock.state().await, "/v5/market/kline").len() >= 3, "three pages of ≤ 1000");
+
+        let instruments = client.instruments(&["BTCUSDT".into()]).await.unwrap();
+        assert_eq!(instruments[0].lot_size, 0.001);
+        assert!(client.equity().await.unwrap() == 10_000.0, "signed request accepted");
+        let wrong = BybitClient::new(&mock.url, Some(Credentials::new("test-key", "wrong"))).unwrap();
+        match wrong.equity().await {
+            Err(ExchangeError::Auth { code: 10004, .. }) => {}
+            other => panic!("a wrong secret is an Auth error, got {other:?}"),
+        }
+        let anonymous = BybitClient::new(&mock.url, None).unwrap();
+        assert!(matches!(anonymous.positions().await, Err(ExchangeError::Auth { .. })));
+    });
+}
+
+#[test]
+fn client_errors_are_typed_and_unclear_creates_are_looked_up_not_resent() {
+    let mock = Mock::start(FIRST_BAR + 200 * HOUR + 5_000);
+    block_on(async {
+        let client = mock.client();
+        let quote = client.quote("BTCUSDT").await.unwrap();
+        let bid = quote.bid;
+
+        // 10006 once: the client waits and retries.
+        mock.control("/mock/faults", json!({"path": "/v5/market/tickers", "kind": "ratelimit", "count": 1})).await;
+        assert!(client.quote("BTCUSDT").await.is_ok());
+        // HTTP 5xx on a GET: retried; persisting 5xx: a typed Http error.
+        mock.control("/mock/faults", json!({"path": "/v5/position/list", "kind": "http500", "count": 1})).await;
+        assert!(client.positions().await.is_ok());
+        mock.control("/mock/faults", json!({"path": "/v5/position/list", "kind": "http500", "count": 50})).await;
+        let no_retries = mock.client().with_retries(1);
+        assert!(matches!(no_retries.positions().await, Err(ExchangeError::Http { status: 500, .. })));
+        mock.control("/mock/faults", json!({"path": "/v5/position/list", "kind": "http500", "count": 0})).await;
+
+        // The response of an accepted order is lost: the client finds the order by its link id.
+        mock.control("/mock/faults", json!({"path": "/v5/order/create", "kind": "drop_after_accept"})).await;
+        let placed = client.place_order(&order("xs-1-BTCUSDT-0", bid * 0.99)).await.unwrap();
+        assert_eq!(placed.client_order_id, "xs-1-BTCUSDT-0");
+        // Sending it again is refused as a duplicate, and the book holds it once.
+        assert!(matches!(
+            client.place_order(&order("xs-1-BTCUSDT-0", bid * 0.99)).await,
+            Err(ExchangeError::DuplicateOrder { .. })
+        ));
+        let state = mock.state().await;
+        let held: Vec<_> =
+            state["orders"].as_array().unwrap().iter().filter(|o| o["orderLinkId"] == "xs-1-BTCUSDT-0").collect();
+        assert_eq!(held.len(), 1);
+
+        // Post-only that would take liquidity: a typed rejection the runner re-prices.
+        match client.place_order(&order("xs-1-BTCUSDT-1", bid * 1.01)).await {
+            Err(ExchangeError::OrderRejected { post_only: true, .. }) => {}
+            other => panic!("post-only rejection expected, got {other:?}"),
+        }
+        client.cancel_order("BTCUSDT", "xs-1-BTCUSDT-0").await.unwrap();
+        assert!(matches!(client.cancel_order("BTCUSDT", "xs-1-BTCUSDT-0").await, Err(ExchangeError::NotFound { .. })));
+        assert!(client.open_orders().await.unwrap().is_empty());
+    });
+}
+
+fn config() -> (Config, String) {
+    let text = format!(
+        "universe:\n  include: [{}]\nstrategy:\n  k_min: 1\n  k_max: 2\n  regime_filter:\n    enabled: false\nrisk:\n  kill_switch:\n    enabled: false\n",
+        SYMBOLS.join(", ")
+    );
+    (Config::from_yaml(&text, "test").unwrap(), text)
+}
+
+fn options(dir: &Path) -> RunnerOptions {
+    RunnerOptions {
+        mode: "testnet".into(),
+        state_path: dir.join("state.json"),
+        heartbeat_path: dir.join("heartbeat.json"),
+        start_ts: Some(FIRST_BAR),
+        reset_state: false,
+    }
+}
+
+fn symbols() -> Vec<String> {
+    let mut symbols: Vec<String> = SYMBOLS.iter().map(|s| s.to_string()).collect();
+    symbols.sort();
+    symbols
+}
+
+#[test]
+fn a_full_cycle_places_exactly_the_orders_the_targets_ask_for() {
+    let now = FIRST_BAR + 1_430 * HOUR + 5_000;
+    let mock = Mock::start(now);
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let (cfg, text) = config();
+        let mut runner = Runner::start(mock.client(), cfg, &text, symbols(), options(dir.path())).await.unwrap();
+        let report = runner.cycle().await.unwrap();
+        assert_eq!(report.bars_stepped, 1_430);
+        let targets = runner.engine().target_weights().to_vec();
+        // Bar 1 429 of the fixture has a long and a short leg on these six symbols.
+        assert!(targets.iter().any(|w| *w > 0.0) && targets.iter().any(|w| *w < 0.0), "{targets:?}");
+        let state = mock.state().await;
+        let orders = state["orders"].as_array().unwrap();
+        let client = mock.client();
+        for (i, symbol) in symbols().iter().enumerate() {
+            let placed: Vec<&Value> = orders.iter().filter(|o| o["symbol"] == symbol.as_str()).collect();
+            if targets[i] == 0.0 {
+                assert!(placed.is_empty(), "{symbol}: no order for a zero target");
+                continue;
+            }
+            assert_eq!(placed.len(), 1, "{symbol}: one order");
+            let quote = client.quote(symbol).await.unwrap();
+            let mid = 0.5 * (quote.bid + quote.ask);
+            let want_qty = ((targets[i].abs() * 10_000.0 / mid) / 0.001 + 1e-9).floor() * 0.001;
+            let qty: f64 = placed[0]["qty"].as_str().unwrap().parse().unwrap();
+            assert!((qty - want_qty).abs() < 1e-9, "{symbol}: qty {qty} want {want_qty}");
+            assert_eq!(placed[0]["side"], if targets[i] > 0.0 { "Buy" } else { "Sell" });
+            let price: f64 = placed[0]["price"].as_str().unwrap().parse().unwrap();
+            let touch = if targets[i] > 0.0 { quote.bid } else { quote.ask };
+            assert!((price - touch).abs() / touch < 1e-4, "{symbol}: price {price} at the touch {touch}");
+            let bar = FIRST_BAR + 1_429 * HOUR;
+            assert_eq!(placed[0]["orderLinkId"], format!("xs-{bar}-{symbol}-0"));
+        }
+        assert_eq!(report.orders_placed.len(), orders.len());
+    });
+}
+
+#[test]
+fn a_crash_after_the_orders_were_sent_places_no_duplicates_on_restart() {
+    let now = FIRST_BAR + 1_430 * HOUR + 5_000;
+    let mock = Mock::start(now);
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let (cfg, text) = config();
+        let mut runner =
+            Runner::start(mock.client(), cfg.clone(), &text, symbols(), options(dir.path())).await.unwrap();
+        runner.cycle().await.unwrap();
+        let bar_two = now + HOUR;
+        mock.control("/mock/clock", json!({"now_ms": bar_two})).await;
+        let saved = std::fs::read(dir.path().join("state.json")).unwrap();
+        // The first create's response is dropped after the exchange accepted it.
+        mock.control("/mock/faults", json!({"path": "/v5/order/create", "kind": "drop_after_accept"})).await;
+        runner.cycle().await.unwrap();
+        // Crash before the state of that cycle was written: restore the old file, start again.
+        drop(runner);
+        std::fs::write(dir.path().join("state.json"), &saved).unwrap();
+        let mut runner = Runner::start(mock.client(), cfg, &text, symbols(), options(dir.path())).await.unwrap();
+        assert_eq!(runner.rebuilt_matches_state(), Some(true));
+        runner.cycle().await.unwrap();
+        let state = mock.state().await;
+        let creates = requests(&state, "/v5/order/create");
+        let mut ids: Vec<String> =
+            creates.iter().map(|r| r["body"]["orderLinkId"].as_str().unwrap().to_string()).collect();
+        let accepted: Vec<&Value> = state["orders"].as_array().unwrap().iter().collect();
+        let mut accepted_ids: Vec<&str> = accepted.iter().map(|o| o["orderLinkId"].as_str().unwrap()).collect();
+        accepted_ids.sort();
+        let before = accepted_ids.len();
+        accepted_ids.dedup();
+        assert_eq!(before, accepted_ids.len(), "no order id is on the book twice");
+        ids.sort();
+        ids.dedup();
+        assert!(accepted_ids.iter().all(|id| ids.contains(&id.to_string())));
+        // After the restart no create was sent for a symbol that already had this bar's order.
+        let bar = bar_two.div_euclid(HOUR) * HOUR - HOUR;
+        let this_bar: Vec<&&str> = accepted_ids.iter().filter(|id| id.starts_with(&format!("xs-{bar}-"))).collect();
+        let creates_this_bar = creates
+            .iter()
+            .filter(|r| r["body"]["orderLinkId"].as_str().unwrap().starts_with(&format!("xs-{bar}-")))
+            .count();
+        assert!(!this_bar.is_empty(), "the crashed cycle had placed orders");
+        assert_eq!(creates_this_bar, this_bar.len(), "each of this bar's orders was sent exactly once");
+    });
+}
+
+#[test]
+fn the_circuit_breaker_trips_after_five_errors_and_recovers_after_the_cooldown() {
+    let mut now = FIRST_BAR + 1_430 * HOUR + 5_000;
+    let mock = Mock::start(now);
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let (cfg, text) = config();
+        let client = mock.client().with_retries(0);
+        let mut runner = Runner::start(client, cfg, &text, symbols(), options(dir.path())).await.unwrap();
+        mock.control("/mock/faults", json!({"path": "/v5/account/wallet-balance", "kind": "http500", "count": 5}))
+            .await;
+        // Failed reconciliations are retried every cycle (here every 30 s of the mock clock).
+        for cycle in 0..5 {
+            let report = runner.cycle().await.unwrap();
+            assert!(report.orders_placed.is_empty());
+            assert_eq!(report.breaker_open, cycle == 4, "cycle {cycle}");
+            now += 30_000;
+            mock.control("/mock/clock", json!({"now_ms": now})).await;
+        }
+        // Open: no new risk while the cooldown (600 s) lasts, although the API works again.
+        let report = runner.cycle().await.unwrap();
+        assert!(report.breaker_open && report.orders_placed.is_empty());
+        now += 600_000;
+        mock.control("/mock/clock", json!({"now_ms": now})).await;
+        let report = runner.cycle().await.unwrap();
+        assert!(!report.breaker_open);
+        assert!(!report.orders_placed.is_empty(), "trading resumed after the cooldown");
+        assert!(runner.state().breaker_paused_until_ms.is_some());
+    });
+}

@@ -1,0 +1,388 @@
+"""A mock Bybit v5 REST server for offline tests of the live runner and `xsmom data fetch`.
+
+Run: ``python3 tests/mock_bybit.py --port 0 --bars data --now-ms MS [--key K --secret S]``; it
+prints ``READY <port>`` when listening. It checks signatures and the recv-window, serves klines
+(newest first, ``limit`` ≤ 1000, only bars closed at the mock clock), instruments, tickers,
+funding history and server time from a Hive bar store, keeps orders, positions and the USDT
+balance, and matches orders bar by bar when the clock moves (``POST /mock/clock``): a post-only
+limit fills when a later bar trades through its price, a market order at the next bar's open.
+
+Test hooks (no auth): ``POST /mock/clock {"now_ms"}``, ``POST /mock/faults {"path", "kind",
+"count"}`` with kind ``timeout | http500 | ratelimit | postonly | drop_after_accept | partial``,
+``GET /mock/state`` (orders, positions, balance, request log), ``POST /mock/reset``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+import polars as pl
+
+HOUR_MS = 3_600_000
+HALF_SPREAD = 1e-4
+MAKER_FEE, TAKER_FEE, SLIPPAGE = 1e-4, 5.5e-4, 2e-4
+
+
+class Exchange:
+    """State of the mock account and its market data."""
+
+    def __init__(self, bars_root: Path | None, symbols: list[str] | None, now_ms: int, balance: float):
+        self.lock = threading.RLock()
+        self.bars: dict[str, list[tuple]] = {}
+        self.funding: dict[str, list[tuple[int, float]]] = {}
+        if bars_root is not None:
+            self._load(bars_root, symbols)
+        self.now_ms = now_ms
+        self.start_balance = balance
+        self.reset()
+
+    def _load(self, root: Path, symbols: list[str] | None) -> None:
+        frame = pl.scan_parquet(str(root / "bars" / "timeframe=1h" / "**" / "*.parquet"), hive_partitioning=True)
+        if symbols:
+            frame = frame.filter(pl.col("symbol").is_in(symbols))
+        frame = frame.sort(["symbol", "ts"]).collect()
+        if "turnover" not in frame.columns:
+            # Quote volume as Bybit reports it; the store's panel derives it the same way.
+            frame = frame.with_columns((pl.col("close") * pl.col("volume")).alias("turnover"))
+        turnover = "turnover"
+        for (symbol,), part in frame.group_by(["symbol"], maintain_order=True):
+            self.bars[symbol] = list(
+                zip(
+                    part["ts"].to_list(),
+                    part["open"].to_list(),
+                    part["high"].to_list(),
+                    part["low"].to_list(),
+                    part["close"].to_list(),
+                    part["volume"].to_list(),
+                    part[turnover].to_list(),
+                    strict=True,
+                )
+            )
+        funding_dir = root / "funding"
+        if funding_dir.exists():
+            funding = pl.scan_parquet(str(funding_dir / "**" / "*.parquet"), hive_partitioning=True).collect()
+            for (symbol,), part in funding.group_by(["symbol"]):
+                if symbols and symbol not in symbols:
+                    continue
+                self.funding[symbol] = sorted(zip(part["ts"].to_list(), part["rate"].to_list(), strict=True))
+
+    def reset(self) -> None:
+        with self.lock:
+            self.balance = self.start_balance
+            self.positions: dict[str, float] = {}
+            self.avg_price: dict[str, float] = {}
+            self.orders: list[dict] = []
+            self.executions: list[dict] = []
+            self.faults: list[dict] = []
+            self.log: list[dict] = []
+            self.next_id = 1
+
+    # Market data -------------------------------------------------------------------------------
+    def closed(self, symbol: str) -> list[tuple]:
+        return [b for b in self.bars.get(symbol, []) if b[0] + HOUR_MS <= self.now_ms]
+
+    def last_close(self, symbol: str) -> float:
+        closed = self.closed(symbol)
+        return closed[-1][4] if closed else float("nan")
+
+    def equity(self) -> float:
+        return self.balance + sum(q * self.last_close(s) for s, q in self.positions.items() if q)
+
+    # Matching ----------------------------------------------------------------------------------
+    def advance(self, now_ms: int) -> None:
+        with self.lock:
+            previous = self.now_ms
+            self.now_ms = now_ms
+            for order in list(self.orders):
+                bars = [b for b in self.bars.get(order["symbol"], []) if previous <= b[0] + HOUR_MS <= now_ms]
+                for bar in bars:
+                    if bar[0] < order["created_bar_end"]:
+                        continue
+                    if self._try_fill(order, bar):
+                        break
+            self.orders = [o for o in self.orders if o["orderStatus"] in ("New", "PartiallyFilled")]
+
+    def _try_fill(self, order: dict, bar: tuple) -> bool:
+        _, open_, high, low, *_ = bar
+        side = 1.0 if order["side"] == "Buy" else -1.0
+        if order["orderType"] == "Market":
+            price, fee = open_ * (1 + side * SLIPPAGE), TAKER_FEE
+        else:
+            price = float(order["price"])
+            if (side > 0 and low < price) or (side < 0 and high > price):
+                price, fee = (min(price, open_) if side > 0 else max(price, open_)), MAKER_FEE
+            else:
+                return False
+        qty = float(order["qty"]) - float(order["cumExecQty"])
+        if order["reduceOnly"]:
+            position = self.positions.get(order["symbol"], 0.0)
+            qty = min(qty, abs(position)) if position * side < 0 else 0.0
+        if qty > 0:
+            self._execute(order, qty, price, fee)
+        order["orderStatus"] = "Filled"
+        return True
+
+    def _execute(self, order: dict, qty: float, price: float, fee_rate: float) -> None:
+        side = 1.0 if order["side"] == "Buy" else -1.0
+        symbol = order["symbol"]
+        self.balance -= side * qty * price + qty * price * fee_rate
+        before = self.positions.get(symbol, 0.0)
+        after = before + side * qty
+        self.positions[symbol] = 0.0 if abs(after) < 1e-12 else after
+        self.avg_price[symbol] = price
+        order["cumExecQty"] = str(float(order["cumExecQty"]) + qty)
+        self.executions.append({"symbol": symbol, "side": order["side"], "qty": qty, "price": price,
+                                "orderLinkId": order["orderLinkId"], "ts": self.now_ms})
+
+    def take_fault(self, path: str) -> str | None:
+        with self.lock:
+            for fault in self.faults:
+                if fault["path"] == path and fault["count"] > 0:
+                    fault["count"] -= 1
+                    return fault["kind"]
+        return None
+
+
+def ok(result) -> dict:
+    return {"retCode": 0, "retMsg": "OK", "result": result, "time": int(time.time() * 1000)}
+
+
+def error(code: int, message: str) -> dict:
+    return {"retCode": code, "retMsg": message, "result": {}, "time": int(time.time() * 1000)}
+
+
+class Handler(BaseHTTPRequestHandler):
+    exchange: Exchange
+    key: str
+    secret: str
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - silence the default access log
+        pass
+
+    def _send(self, payload: dict, status: int = 200) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _auth(self, payload: str) -> dict | None:
+        key = self.headers.get("X-BAPI-API-KEY")
+        timestamp = self.headers.get("X-BAPI-TIMESTAMP")
+        window = self.headers.get("X-BAPI-RECV-WINDOW", "5000")
+        signature = self.headers.get("X-BAPI-SIGN")
+        if not key or not timestamp or not signature:
+            return error(10003, "missing authentication headers")
+        if key != self.key:
+            return error(10003, "API key is invalid.")
+        if abs(int(time.time() * 1000) - int(timestamp)) > int(window):
+            return error(10002, "invalid request, please check your server timestamp or recv_window param")
+        expected = hmac.new(self.secret.encode(), f"{timestamp}{key}{window}{payload}".encode(), hashlib.sha256)
+        if not hmac.compare_digest(expected.hexdigest(), signature):
+            return error(10004, "error sign! origin_string[...]")
+        return None
+
+    def do_GET(self) -> None:  # noqa: N802
+        parts = urlsplit(self.path)
+        self._handle("GET", parts.path, dict(parse_qsl(parts.query)), parts.query, None)
+
+    def do_POST(self) -> None:  # noqa: N802
+        length = int(self.headers.get("Content-Length", "0"))
+        text = self.rfile.read(length).decode() if length else ""
+        body = json.loads(text) if text else {}
+        self._handle("POST", urlsplit(self.path).path, {}, text, body)
+
+    def _handle(self, method: str, path: str, query: dict, payload: str, body: dict | None) -> None:
+        ex = self.exchange
+        if path.startswith("/mock/"):
+            return self._send(self._mock(path, body or {}))
+        with ex.lock:
+            ex.log.append({"method": method, "path": path, "query": query, "body": body})
+        fault = ex.take_fault(path)
+        if fault == "timeout":
+            time.sleep(3)
+            return self._send(error(10016, "late"))
+        if fault == "http500":
+            return self._send({"error": "internal"}, status=500)
+        if fault == "ratelimit":
+            return self._send(error(10006, "Too many visits!"))
+        private = path.startswith(("/v5/order", "/v5/position", "/v5/account"))
+        if private:
+            failure = self._auth(payload)
+            if failure:
+                return self._send(failure)
+        try:
+            response = self._route(method, path, query, body or {}, fault)
+        except KeyError as missing:
+            response = error(10001, f"missing parameter {missing}")
+        if response is None:
+            # drop_after_accept: the order exists, the response never arrives.
+            time.sleep(3)
+            return None
+        return self._send(response)
+
+    def _mock(self, path: str, body: dict) -> dict:
+        ex = self.exchange
+        if path == "/mock/clock":
+            ex.advance(int(body["now_ms"]))
+        elif path == "/mock/faults":
+            with ex.lock:
+                ex.faults.append({"path": body["path"], "kind": body["kind"], "count": int(body.get("count", 1))})
+        elif path == "/mock/reset":
+            ex.reset()
+        with ex.lock:
+            return {
+                "now_ms": ex.now_ms,
+                "balance": ex.balance,
+                "equity": ex.equity(),
+                "positions": {s: q for s, q in ex.positions.items() if q},
+                "orders": ex.orders,
+                "executions": ex.executions,
+                "log": ex.log,
+            }
+
+    def _route(self, method: str, path: str, q: dict, body: dict, fault: str | None) -> dict | None:
+        ex = self.exchange
+        with ex.lock:
+            if path == "/v5/market/time":
+                return ok({"timeSecond": str(ex.now_ms // 1000), "timeNano": str(ex.now_ms * 1_000_000)})
+            if path == "/v5/market/kline":
+                symbol, limit = q["symbol"], min(int(q.get("limit", 200)), 1000)
+                if q.get("interval") != "60":
+                    return error(10001, "the mock serves 1h klines only")
+                start, end = int(q.get("start", 0)), int(q.get("end", 2**62))
+                rows = [b for b in ex.closed(symbol) if start <= b[0] <= end][-limit:]
+                listed = [[str(v) for v in b] for b in reversed(rows)]
+                return ok({"category": "linear", "symbol": symbol, "list": listed})
+            if path == "/v5/market/instruments-info":
+                symbol = q["symbol"]
+                if symbol not in ex.bars:
+                    return ok({"category": "linear", "list": []})
+                price = ex.last_close(symbol)
+                tick = 10 ** (len(str(int(price))) - 6) if price == price else 0.01
+                return ok({"category": "linear", "list": [{
+                    "symbol": symbol,
+                    "lotSizeFilter": {"qtyStep": "0.001", "minOrderQty": "0.001", "maxOrderQty": "1000000",
+                                      "minNotionalValue": "5"},
+                    "priceFilter": {"tickSize": f"{tick:.10f}".rstrip("0")},
+                }]})
+            if path == "/v5/market/tickers":
+                last = ex.last_close(q["symbol"])
+                return ok({"category": "linear", "list": [{
+                    "symbol": q["symbol"], "lastPrice": str(last),
+                    "bid1Price": str(last * (1 - HALF_SPREAD)), "ask1Price": str(last * (1 + HALF_SPREAD)),
+                }]})
+            if path == "/v5/market/funding/history":
+                symbol, limit = q["symbol"], min(int(q.get("limit", 200)), 200)
+                start, end = int(q.get("startTime", 0)), int(q.get("endTime", 2**62))
+                rows = [e for e in ex.funding.get(symbol, []) if start <= e[0] <= end and e[0] <= ex.now_ms]
+                rows = rows[-limit:]
+                return ok({"category": "linear", "list": [
+                    {"symbol": symbol, "fundingRate": str(r), "fundingRateTimestamp": str(t)} for t, r in reversed(rows)
+                ]})
+            if path == "/v5/account/wallet-balance":
+                return ok({"list": [{"accountType": "UNIFIED", "totalEquity": str(ex.equity())}]})
+            if path == "/v5/position/list":
+                return ok({"category": "linear", "list": [
+                    {"symbol": s, "side": "Buy" if qty > 0 else "Sell", "size": str(abs(qty)),
+                     "avgPrice": str(ex.avg_price.get(s, 0.0))}
+                    for s, qty in ex.positions.items() if qty
+                ]})
+            if path == "/v5/order/realtime":
+                orders = ex.orders
+                if "orderLinkId" in q:
+                    orders = [o for o in orders if o["orderLinkId"] == q["orderLinkId"]]
+                    done = [e for e in ex.executions if e["orderLinkId"] == q["orderLinkId"]]
+                    if not orders and done:
+                        orders = [{"orderId": "filled", "orderLinkId": q["orderLinkId"], "symbol": done[0]["symbol"],
+                                   "side": done[0]["side"], "qty": str(done[0]["qty"]),
+                                   "cumExecQty": str(done[0]["qty"]), "price": "0", "orderStatus": "Filled",
+                                   "reduceOnly": False, "createdTime": str(done[0]["ts"])}]
+                return ok({"category": "linear", "list": orders})
+            if path == "/v5/order/create":
+                return self._create(body, fault)
+            if path == "/v5/order/cancel":
+                before = len(ex.orders)
+                ex.orders = [o for o in ex.orders if o["orderLinkId"] != body.get("orderLinkId")]
+                if len(ex.orders) == before:
+                    return error(110001, "order not exists or too late to cancel")
+                return ok({"orderLinkId": body.get("orderLinkId")})
+            if path == "/v5/order/cancel-all":
+                symbol = body.get("symbol")
+                ex.orders = [o for o in ex.orders if symbol is not None and o["symbol"] != symbol]
+                return ok({"list": []})
+            return error(10001, f"unknown path {path}")
+
+    def _create(self, body: dict, fault: str | None) -> dict | None:
+        ex = self.exchange
+        link_id = body["orderLinkId"]
+        if any(o["orderLinkId"] == link_id for o in ex.orders) or any(
+            e["orderLinkId"] == link_id for e in ex.executions
+        ):
+            return error(110072, "OrderLinkedID is duplicate")
+        symbol = body["symbol"]
+        if symbol not in ex.bars:
+            return error(10001, f"symbol {symbol} invalid")
+        last = ex.last_close(symbol)
+        side = 1.0 if body["side"] == "Buy" else -1.0
+        if body["orderType"] == "Limit" and body.get("timeInForce") == "PostOnly":
+            price = float(body["price"])
+            crosses = price >= last * (1 + HALF_SPREAD) if side > 0 else price <= last * (1 - HALF_SPREAD)
+            if crosses or fault == "postonly":
+                return error(110094, "post only order will take liquidity and is rejected")
+        order = {
+            "orderId": f"mock-{ex.next_id}", "orderLinkId": link_id, "symbol": symbol, "side": body["side"],
+            "orderType": body["orderType"], "qty": body["qty"], "price": body.get("price", "0"),
+            "cumExecQty": "0", "orderStatus": "New", "reduceOnly": bool(body.get("reduceOnly", False)),
+            "createdTime": str(ex.now_ms), "created_bar_end": ex.now_ms,
+        }
+        ex.next_id += 1
+        ex.orders.append(order)
+        if fault == "partial" and order["orderType"] == "Limit":
+            ex._execute(order, float(order["qty"]) / 2, float(order["price"]), MAKER_FEE)
+            order["orderStatus"] = "PartiallyFilled"
+        if fault == "drop_after_accept":
+            return None
+        return ok({"orderId": order["orderId"], "orderLinkId": link_id})
+
+
+def serve(exchange: Exchange, port: int, key: str, secret: str) -> ThreadingHTTPServer:
+    handler = type("BoundHandler", (Handler,), {"exchange": exchange, "key": key, "secret": secret})
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    server.daemon_threads = True
+    return server
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--bars", type=Path)
+    parser.add_argument("--symbols", default="")
+    parser.add_argument("--now-ms", type=int, default=int(time.time() * 1000))
+    parser.add_argument("--balance", type=float, default=10_000.0)
+    parser.add_argument("--key", default="test-key")
+    parser.add_argument("--secret", default="test-secret")
+    args = parser.parse_args()
+    symbols = [s for s in args.symbols.split(",") if s] or None
+    exchange = Exchange(args.bars, symbols, args.now_ms, args.balance)
+    server = serve(exchange, args.port, args.key, args.secret)
+    print(f"READY {server.server_address[1]}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
