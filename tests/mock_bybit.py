@@ -46,7 +46,9 @@ class Exchange:
         self.reset()
 
     def _load(self, root: Path, symbols: list[str] | None) -> None:
-        frame = pl.scan_parquet(str(root / "bars" / "timeframe=1h" / "**" / "*.parquet"), hive_partitioning=True)
+        frame = pl.scan_parquet(
+            str(root / "bars" / "timeframe=1h" / "**" / "*.parquet"), hive_partitioning=True
+        )
         if symbols:
             frame = frame.filter(pl.col("symbol").is_in(symbols))
         frame = frame.sort(["symbol", "ts"]).collect()
@@ -140,8 +142,16 @@ class Exchange:
         self.positions[symbol] = 0.0 if abs(after) < 1e-12 else after
         self.avg_price[symbol] = price
         order["cumExecQty"] = str(float(order["cumExecQty"]) + qty)
-        self.executions.append({"symbol": symbol, "side": order["side"], "qty": qty, "price": price,
-                                "orderLinkId": order["orderLinkId"], "ts": self.now_ms})
+        self.executions.append(
+            {
+                "symbol": symbol,
+                "side": order["side"],
+                "qty": qty,
+                "price": price,
+                "orderLinkId": order["orderLinkId"],
+                "ts": self.now_ms,
+            }
+        )
 
     def take_fault(self, path: str) -> str | None:
         with self.lock:
@@ -187,7 +197,9 @@ class Handler(BaseHTTPRequestHandler):
             return error(10003, "API key is invalid.")
         if abs(int(time.time() * 1000) - int(timestamp)) > int(window):
             return error(10002, "invalid request, please check your server timestamp or recv_window param")
-        expected = hmac.new(self.secret.encode(), f"{timestamp}{key}{window}{payload}".encode(), hashlib.sha256)
+        expected = hmac.new(
+            self.secret.encode(), f"{timestamp}{key}{window}{payload}".encode(), hashlib.sha256
+        )
         if not hmac.compare_digest(expected.hexdigest(), signature):
             return error(10004, "error sign! origin_string[...]")
         return None
@@ -237,7 +249,9 @@ class Handler(BaseHTTPRequestHandler):
             ex.advance(int(body["now_ms"]))
         elif path == "/mock/faults":
             with ex.lock:
-                ex.faults.append({"path": body["path"], "kind": body["kind"], "count": int(body.get("count", 1))})
+                ex.faults.append(
+                    {"path": body["path"], "kind": body["kind"], "count": int(body.get("count", 1))}
+                )
         elif path == "/mock/reset":
             ex.reset()
         with ex.lock:
@@ -270,44 +284,90 @@ class Handler(BaseHTTPRequestHandler):
                     return ok({"category": "linear", "list": []})
                 price = ex.last_close(symbol)
                 tick = 10 ** (len(str(int(price))) - 6) if price == price else 0.01
-                return ok({"category": "linear", "list": [{
-                    "symbol": symbol,
-                    "lotSizeFilter": {"qtyStep": "0.001", "minOrderQty": "0.001", "maxOrderQty": "1000000",
-                                      "minNotionalValue": "5"},
-                    "priceFilter": {"tickSize": f"{tick:.10f}".rstrip("0")},
-                }]})
+                return ok(
+                    {
+                        "category": "linear",
+                        "list": [
+                            {
+                                "symbol": symbol,
+                                "lotSizeFilter": {
+                                    "qtyStep": "0.001",
+                                    "minOrderQty": "0.001",
+                                    "maxOrderQty": "1000000",
+                                    "minNotionalValue": "5",
+                                },
+                                "priceFilter": {"tickSize": f"{tick:.10f}".rstrip("0")},
+                            }
+                        ],
+                    }
+                )
             if path == "/v5/market/tickers":
                 last = ex.last_close(q["symbol"])
-                return ok({"category": "linear", "list": [{
-                    "symbol": q["symbol"], "lastPrice": str(last),
-                    "bid1Price": str(last * (1 - HALF_SPREAD)), "ask1Price": str(last * (1 + HALF_SPREAD)),
-                }]})
+                return ok(
+                    {
+                        "category": "linear",
+                        "list": [
+                            {
+                                "symbol": q["symbol"],
+                                "lastPrice": str(last),
+                                "bid1Price": str(last * (1 - HALF_SPREAD)),
+                                "ask1Price": str(last * (1 + HALF_SPREAD)),
+                            }
+                        ],
+                    }
+                )
             if path == "/v5/market/funding/history":
                 symbol, limit = q["symbol"], min(int(q.get("limit", 200)), 200)
                 start, end = int(q.get("startTime", 0)), int(q.get("endTime", 2**62))
                 rows = [e for e in ex.funding.get(symbol, []) if start <= e[0] <= end and e[0] <= ex.now_ms]
                 rows = rows[-limit:]
-                return ok({"category": "linear", "list": [
-                    {"symbol": symbol, "fundingRate": str(r), "fundingRateTimestamp": str(t)} for t, r in reversed(rows)
-                ]})
+                return ok(
+                    {
+                        "category": "linear",
+                        "list": [
+                            {"symbol": symbol, "fundingRate": str(r), "fundingRateTimestamp": str(t)}
+                            for t, r in reversed(rows)
+                        ],
+                    }
+                )
             if path == "/v5/account/wallet-balance":
                 return ok({"list": [{"accountType": "UNIFIED", "totalEquity": str(ex.equity())}]})
             if path == "/v5/position/list":
-                return ok({"category": "linear", "list": [
-                    {"symbol": s, "side": "Buy" if qty > 0 else "Sell", "size": str(abs(qty)),
-                     "avgPrice": str(ex.avg_price.get(s, 0.0))}
-                    for s, qty in ex.positions.items() if qty
-                ]})
+                return ok(
+                    {
+                        "category": "linear",
+                        "list": [
+                            {
+                                "symbol": s,
+                                "side": "Buy" if qty > 0 else "Sell",
+                                "size": str(abs(qty)),
+                                "avgPrice": str(ex.avg_price.get(s, 0.0)),
+                            }
+                            for s, qty in ex.positions.items()
+                            if qty
+                        ],
+                    }
+                )
             if path == "/v5/order/realtime":
                 orders = ex.orders
                 if "orderLinkId" in q:
                     orders = [o for o in orders if o["orderLinkId"] == q["orderLinkId"]]
                     done = [e for e in ex.executions if e["orderLinkId"] == q["orderLinkId"]]
                     if not orders and done:
-                        orders = [{"orderId": "filled", "orderLinkId": q["orderLinkId"], "symbol": done[0]["symbol"],
-                                   "side": done[0]["side"], "qty": str(done[0]["qty"]),
-                                   "cumExecQty": str(done[0]["qty"]), "price": "0", "orderStatus": "Filled",
-                                   "reduceOnly": False, "createdTime": str(done[0]["ts"])}]
+                        orders = [
+                            {
+                                "orderId": "filled",
+                                "orderLinkId": q["orderLinkId"],
+                                "symbol": done[0]["symbol"],
+                                "side": done[0]["side"],
+                                "qty": str(done[0]["qty"]),
+                                "cumExecQty": str(done[0]["qty"]),
+                                "price": "0",
+                                "orderStatus": "Filled",
+                                "reduceOnly": False,
+                                "createdTime": str(done[0]["ts"]),
+                            }
+                        ]
                 return ok({"category": "linear", "list": orders})
             if path == "/v5/order/create":
                 return self._create(body, fault)
@@ -341,10 +401,18 @@ class Handler(BaseHTTPRequestHandler):
             if crosses or fault == "postonly":
                 return error(110094, "post only order will take liquidity and is rejected")
         order = {
-            "orderId": f"mock-{ex.next_id}", "orderLinkId": link_id, "symbol": symbol, "side": body["side"],
-            "orderType": body["orderType"], "qty": body["qty"], "price": body.get("price", "0"),
-            "cumExecQty": "0", "orderStatus": "New", "reduceOnly": bool(body.get("reduceOnly", False)),
-            "createdTime": str(ex.now_ms), "created_bar_end": ex.now_ms,
+            "orderId": f"mock-{ex.next_id}",
+            "orderLinkId": link_id,
+            "symbol": symbol,
+            "side": body["side"],
+            "orderType": body["orderType"],
+            "qty": body["qty"],
+            "price": body.get("price", "0"),
+            "cumExecQty": "0",
+            "orderStatus": "New",
+            "reduceOnly": bool(body.get("reduceOnly", False)),
+            "createdTime": str(ex.now_ms),
+            "created_bar_end": ex.now_ms,
         }
         ex.next_id += 1
         ex.orders.append(order)
