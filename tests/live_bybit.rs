@@ -303,3 +303,229 @@ fn the_circuit_breaker_trips_after_five_errors_and_recovers_after_the_cooldown()
         assert!(runner.state().breaker_paused_until_ms.is_some());
     });
 }
+
+fn creates_with(state: &Value, link_prefix: &str) -> Vec<Value> {
+    requests(state, "/v5/order/create")
+        .into_iter()
+        .filter(|r| r["body"]["orderLinkId"].as_str().unwrap().starts_with(link_prefix))
+        .collect()
+}
+
+#[test]
+fn stale_orders_are_cancelled_and_replaced_under_the_next_id() {
+    let mut now = FIRST_BAR + 1_430 * HOUR + 5_000;
+    let mock = Mock::start(now);
+    let dir = tempfile::tempdir().unwrap();
+    let bar = FIRST_BAR + 1_429 * HOUR;
+    block_on(async {
+        let (cfg, text) = config();
+        let mut runner = Runner::start(mock.client(), cfg, &text, symbols(), options(dir.path())).await.unwrap();
+        let first = runner.cycle().await.unwrap();
+        assert!(!first.orders_placed.is_empty());
+        // 60 s later nothing is stale yet: no cancels, no new orders.
+        now += 60_000;
+        mock.control("/mock/clock", json!({"now_ms": now})).await;
+        let quiet = runner.cycle().await.unwrap();
+        assert!(quiet.orders_cancelled.is_empty() && quiet.orders_placed.is_empty(), "{quiet:?}");
+        // Past max_order_age_secs (180): every resting order of this bar is replaced under attempt 1.
+        now += 130_000;
+        mock.control("/mock/clock", json!({"now_ms": now})).await;
+        let aged = runner.cycle().await.unwrap();
+        let mut cancelled = aged.orders_cancelled.clone();
+        cancelled.sort();
+        let mut placed_first = first.orders_placed.clone();
+        placed_first.sort();
+        assert_eq!(cancelled, placed_first, "the aged orders were cancelled");
+        assert_eq!(aged.orders_placed.len(), first.orders_placed.len());
+        assert!(aged.orders_placed.iter().all(|id| id.ends_with("-1") && id.starts_with(&format!("xs-{bar}-"))));
+        // The touch moves 1 % away from one resting buy: farther than reprice_bps (15) → attempt 2.
+        let state = mock.state().await;
+        let buy = state["orders"].as_array().unwrap().iter().find(|o| o["side"] == "Buy").unwrap().clone();
+        let symbol = buy["symbol"].as_str().unwrap().to_string();
+        let price: f64 = buy["price"].as_str().unwrap().parse().unwrap();
+        mock.control("/mock/price", json!({"symbol": symbol, "last": price * 1.01})).await;
+        now += 10_000;
+        mock.control("/mock/clock", json!({"now_ms": now})).await;
+        let moved = runner.cycle().await.unwrap();
+        assert_eq!(moved.orders_cancelled, vec![format!("xs-{bar}-{symbol}-1")]);
+        assert_eq!(moved.orders_placed, vec![format!("xs-{bar}-{symbol}-2")], "{moved:?}");
+        let state = mock.state().await;
+        let replaced = state["orders"].as_array().unwrap().iter().find(|o| o["symbol"] == symbol.as_str()).unwrap();
+        let new_price: f64 = replaced["price"].as_str().unwrap().parse().unwrap();
+        assert!((new_price / (price * 1.01 * (1.0 - 1e-4)) - 1.0).abs() < 1e-4, "re-placed at the new bid");
+        // The attempt counter survives a restart: the same bar's next replacement is attempt 3.
+        assert_eq!(runner.state().order_attempts.get(&symbol), Some(&2));
+        drop(runner);
+        let (cfg, text) = config();
+        let runner = Runner::start(mock.client(), cfg, &text, symbols(), options(dir.path())).await.unwrap();
+        assert_eq!(runner.state().order_attempts.get(&symbol), Some(&2));
+    });
+}
+
+#[test]
+fn post_only_rejections_are_repriced_and_partial_fills_are_topped_up_next_bar() {
+    let mut now = FIRST_BAR + 1_430 * HOUR + 5_000;
+    let mock = Mock::start(now);
+    let dir = tempfile::tempdir().unwrap();
+    let bar = FIRST_BAR + 1_429 * HOUR;
+    block_on(async {
+        let (cfg, text) = config();
+        let mut runner = Runner::start(mock.client(), cfg, &text, symbols(), options(dir.path())).await.unwrap();
+        mock.control("/mock/faults", json!({"path": "/v5/order/create", "kind": "postonly", "count": 1})).await;
+        let report = runner.cycle().await.unwrap();
+        let state = mock.state().await;
+        let creates = creates_with(&state, &format!("xs-{bar}-"));
+        // The first create was rejected as post-only and re-sent once under attempt 1, one tick away.
+        assert_eq!(creates.len(), report.orders_placed.len() + 1);
+        let retried: Vec<&String> = report.orders_placed.iter().filter(|id| id.ends_with("-1")).collect();
+        assert_eq!(retried.len(), 1, "{:?}", report.orders_placed);
+        let first_id = creates[0]["body"]["orderLinkId"].as_str().unwrap();
+        assert_eq!(retried[0], &first_id.replace("-0", "-1").to_string());
+
+        // Next bar: the first create fills half at once; the runner leaves the partial order resting
+        // (it is this bar's, and fresh), and the bar after tops the position up towards the target.
+        now += HOUR;
+        mock.control("/mock/clock", json!({"now_ms": now})).await;
+        mock.control("/mock/faults", json!({"path": "/v5/order/create", "kind": "partial", "count": 1})).await;
+        let second = runner.cycle().await.unwrap();
+        assert!(second.bars_stepped == 1);
+        let state = mock.state().await;
+        let partial: Vec<&Value> =
+            state["orders"].as_array().unwrap().iter().filter(|o| o["orderStatus"] == "PartiallyFilled").collect();
+        assert_eq!(partial.len(), 1, "one partially filled order rests");
+        let symbol = partial[0]["symbol"].as_str().unwrap().to_string();
+        assert!(state["positions"][&symbol].as_f64().unwrap().abs() > 0.0);
+        now += 30_000;
+        mock.control("/mock/clock", json!({"now_ms": now})).await;
+        let third = runner.cycle().await.unwrap();
+        assert!(
+            !third.orders_placed.iter().any(|id| id.contains(&format!("-{symbol}-"))),
+            "no second order while the partial one is fresh"
+        );
+    });
+}
+
+#[test]
+fn a_timed_out_request_is_retried_and_a_persistent_one_is_a_typed_error() {
+    let mock = Mock::start(FIRST_BAR + 200 * HOUR + 5_000);
+    block_on(async {
+        let client = mock.client().with_timeout(Duration::from_millis(800));
+        mock.control("/mock/faults", json!({"path": "/v5/market/tickers", "kind": "timeout", "count": 1})).await;
+        assert!(client.quote("BTCUSDT").await.is_ok(), "a GET is retried after a timeout");
+        mock.control("/mock/faults", json!({"path": "/v5/market/tickers", "kind": "timeout", "count": 5})).await;
+        let once = mock.client().with_timeout(Duration::from_millis(800)).with_retries(0);
+        match once.quote("BTCUSDT").await {
+            Err(err) => {
+                assert!(err.to_string().contains("timed out") || format!("{err:?}").contains("Timeout"), "{err}")
+            }
+            Ok(quote) => panic!("a timeout without retries is an error, got {quote:?}"),
+        }
+    });
+}
+
+#[test]
+fn a_stop_hit_on_the_last_trade_closes_with_a_reduce_only_market_order() {
+    let now = FIRST_BAR + 1_430 * HOUR + 5_000;
+    let mock = Mock::start(now);
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let (cfg, text) = config();
+        let mut runner = Runner::start(mock.client(), cfg, &text, symbols(), options(dir.path())).await.unwrap();
+        // Every order of the cycle fills half at once: the account holds the model's sides.
+        mock.control("/mock/faults", json!({"path": "/v5/order/create", "kind": "partial", "count": 10})).await;
+        runner.cycle().await.unwrap();
+        let positions = runner.exchange().positions().await.unwrap();
+        assert!(!positions.is_empty(), "the orders filled in part");
+        assert!(runner.risk_check().await.unwrap().is_empty(), "no stop is hit at the current price");
+        // A position the model also holds, with its stop level from the core's stop state machine.
+        let position = positions
+            .iter()
+            .find(|p| {
+                let i = symbols().iter().position(|s| *s == p.symbol).unwrap();
+                runner.engine().risk().stop_state(i).is_some_and(|s| s.side == p.qty.signum())
+            })
+            .expect("a held position with a model stop")
+            .clone();
+        let i = symbols().iter().position(|s| *s == position.symbol).unwrap();
+        let stop = runner.engine().risk().stop_state(i).unwrap().clone();
+        let through = if stop.side > 0.0 { stop.stop * 0.98 } else { stop.stop * 1.02 };
+        mock.control("/mock/price", json!({"symbol": position.symbol, "last": through})).await;
+        let exits = runner.risk_check().await.unwrap();
+        let bar = FIRST_BAR + 1_429 * HOUR;
+        assert_eq!(exits, vec![format!("xs-{bar}-{}-stop", position.symbol)]);
+        let state = mock.state().await;
+        let exit = &creates_with(&state, &exits[0])[0]["body"];
+        assert_eq!(exit["orderType"], "Market");
+        assert_eq!(exit["reduceOnly"], true);
+        assert_eq!(exit["side"], if position.qty > 0.0 { "Sell" } else { "Buy" });
+        let qty: f64 = exit["qty"].as_str().unwrap().parse().unwrap();
+        assert!((qty - position.qty.abs()).abs() < 1e-9);
+        // Checked again (the loop runs every 2 s): the exit is not sent twice.
+        assert!(runner.risk_check().await.unwrap().is_empty());
+        assert_eq!(creates_with(&mock.state().await, &exits[0]).len(), 1);
+    });
+}
+
+#[test]
+fn a_config_reload_swaps_between_cycles_or_is_rejected_keeping_the_old_one() {
+    let now = FIRST_BAR + 1_430 * HOUR + 5_000;
+    let mock = Mock::start(now);
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let (cfg, text) = config();
+        let mut runner = Runner::start(mock.client(), cfg, &text, symbols(), options(dir.path())).await.unwrap();
+        runner.cycle().await.unwrap();
+        let version = runner.config_version().to_string();
+        let targets = runner.engine().target_weights().to_vec();
+        let gross: f64 = targets.iter().map(|w| w.abs()).sum();
+        // A config that fails validation is rejected; the old one keeps running.
+        let mut bad = Config::default();
+        bad.sizing.gross_leverage = -1.0;
+        assert!(runner.reload(bad, "bad").await.is_err());
+        assert_eq!(runner.config_version(), version);
+        assert_eq!(runner.engine().target_weights(), &targets[..]);
+        // A valid one is swapped in: the model is rebuilt over the same bars with it.
+        let half = text.clone() + "sizing:\n  max_weight_per_asset: 0.04\n";
+        let new_cfg = Config::from_yaml(&half, "reload").unwrap();
+        runner.reload(new_cfg.clone(), &half).await.unwrap();
+        assert_ne!(runner.config_version(), version);
+        assert_eq!(runner.config().sizing.max_weight_per_asset, 0.04);
+        let new_gross: f64 = runner.engine().target_weights().iter().map(|w| w.abs()).sum();
+        assert!(new_gross <= 4.0 * 0.04 + 1e-9 && new_gross < gross, "{new_gross} vs {gross}");
+        // Exactly what a fresh model on the new config says for the same bar.
+        let fresh_dir = tempfile::tempdir().unwrap();
+        let mut fresh =
+            Runner::start(mock.client(), new_cfg, &half, symbols(), options(fresh_dir.path())).await.unwrap();
+        fresh.cycle().await.unwrap();
+        assert_eq!(fresh.engine().target_weights(), runner.engine().target_weights());
+    });
+}
+
+#[test]
+fn paper_mode_trades_on_public_data_without_sending_a_signed_request() {
+    use xsmom::live::paper::PaperExchange;
+    let mut now = FIRST_BAR + 1_430 * HOUR + 5_000;
+    let mock = Mock::start(now);
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let (cfg, text) = config();
+        let market = BybitClient::new(&mock.url, None).unwrap();
+        let paper = PaperExchange::new(market, cfg.costs.clone(), 10_000.0);
+        let mut opts = options(dir.path());
+        opts.mode = "paper".into();
+        let mut runner = Runner::start(paper, cfg, &text, symbols(), opts).await.unwrap();
+        let first = runner.cycle().await.unwrap();
+        assert!(!first.orders_placed.is_empty());
+        now += HOUR;
+        mock.control("/mock/clock", json!({"now_ms": now})).await;
+        runner.cycle().await.unwrap();
+        let positions = runner.exchange().positions().await.unwrap();
+        assert!(!positions.is_empty(), "simulated fills when the next bar trades through");
+        let equity = runner.exchange().equity().await.unwrap();
+        assert!(equity > 9_000.0 && equity < 11_000.0 && equity != 10_000.0, "{equity}");
+        let state = mock.state().await;
+        assert!(requests(&state, "/v5/order/create").is_empty(), "paper never sends an order");
+        assert!(requests(&state, "/v5/account/wallet-balance").is_empty());
+        assert!(!requests(&state, "/v5/market/kline").is_empty());
+    });
+}
