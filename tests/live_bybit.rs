@@ -529,3 +529,143 @@ fn paper_mode_trades_on_public_data_without_sending_a_signed_request() {
         assert!(!requests(&state, "/v5/market/kline").is_empty());
     });
 }
+
+/// A Discord webhook stand-in on 127.0.0.1: answers the first post with 429 `Retry-After: 1`, the
+/// rest with 204, and keeps every message body it received.
+struct Webhook {
+    url: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Webhook {
+    fn start() -> Webhook {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/api/webhooks/1/secret-token", listener.local_addr().unwrap());
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&bodies);
+        std::thread::spawn(move || {
+            for (n, stream) in listener.incoming().enumerate() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; length];
+                reader.read_exact(&mut body).unwrap();
+                seen.lock().unwrap().push(String::from_utf8_lossy(&body).to_string());
+                let reply = if n == 0 {
+                    "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                } else {
+                    "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                };
+                let _ = stream.write_all(reply.as_bytes());
+            }
+        });
+        Webhook { url, bodies }
+    }
+
+    fn messages(&self) -> Vec<String> {
+        self.bodies.lock().unwrap().clone()
+    }
+}
+
+fn wait_for(what: &str, seconds: u64, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_binary_trades_testnet_reloads_notifies_and_stops_cleanly_without_leaking_secrets() {
+    let now = FIRST_BAR + 1_430 * HOUR + 5_000;
+    let mock = Mock::start(now);
+    let hook = Webhook::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, text) = config();
+    let config_path = dir.path().join("live.yaml");
+    std::fs::write(&config_path, text.clone() + "live:\n  fast_check_secs: 1\n  warmup_bars: 1430\n").unwrap();
+    let state_path = dir.path().join("state.json");
+    let heartbeat = dir.path().join("heartbeat.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xsmom-live"))
+        .args(["run", "--mode", "testnet", "--base-url", &mock.url, "--config"])
+        .arg(&config_path)
+        .arg("--state")
+        .arg(&state_path)
+        .arg("--heartbeat")
+        .arg(&heartbeat)
+        .env("BYBIT_API_KEY", "test-key")
+        .env("BYBIT_API_SECRET", "test-secret")
+        .env("DISCORD_WEBHOOK_URL", &hook.url)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let orders = || block_on(mock.state())["orders"].as_array().map_or(0, |o| o.len());
+    wait_for("the first cycle's orders", 60, || orders() > 0 && heartbeat.exists());
+    let health = Command::new(env!("CARGO_BIN_EXE_xsmom-live"))
+        .arg("health")
+        .arg("--heartbeat")
+        .arg(&heartbeat)
+        .output()
+        .unwrap();
+    assert!(health.status.success(), "{}", String::from_utf8_lossy(&health.stdout));
+    // The first message met a 429 and was sent again after Retry-After.
+    wait_for("the start message", 20, || {
+        hook.messages().iter().filter(|m| m.contains("xsmom-live started")).count() == 2
+    });
+
+    // An invalid config is rejected (alert) and the runner keeps going on the old one.
+    std::thread::sleep(Duration::from_millis(1100)); // a new modification time
+    std::fs::write(&config_path, "strategy:\n  k_max: -3\n").unwrap();
+    wait_for("the rejection alert", 20, || hook.messages().iter().any(|m| m.contains("config rejected")));
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    // A valid one is swapped in on SIGHUP.
+    std::fs::write(
+        &config_path,
+        text.clone() + "live:\n  fast_check_secs: 1\n  warmup_bars: 1430\nsizing:\n  max_weight_per_asset: 0.04\n",
+    )
+    .unwrap();
+    Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
+    wait_for("the reload message", 20, || hook.messages().iter().any(|m| m.contains("config reloaded")));
+
+    // SIGTERM: finish the step, save the state, exit 0.
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(std::time::Instant::now() < deadline, "xsmom-live did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    assert!(status.success(), "exit {status:?}");
+    let output = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
+    assert!(logs.contains("config rejected"), "{logs}");
+    let state = std::fs::read_to_string(&state_path).unwrap();
+    for secret in ["test-secret", "secret-token", hook.url.as_str()] {
+        assert!(!logs.contains(secret), "a secret in the logs: {secret}");
+        assert!(!state.contains(secret), "a secret in the state: {secret}");
+    }
+    wait_for("the stop message", 10, || hook.messages().iter().any(|m| m.contains("xsmom-live stopped")));
+    let shown = Command::new(env!("CARGO_BIN_EXE_xsmom-live"))
+        .args(["state", "show", "--state"])
+        .arg(&state_path)
+        .output()
+        .unwrap();
+    assert!(shown.status.success());
+    assert!(String::from_utf8_lossy(&shown.stdout).contains(&format!("\"last_bar_ts\": {}", FIRST_BAR + 1_429 * HOUR)));
+}
