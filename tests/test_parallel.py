@@ -1,0 +1,107 @@
+"""Scale-out: sweeps on a process pool and on a real Dask LocalCluster give the local results."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import polars as pl
+import pytest
+import xsmom
+from xsmom.parallel import chunks, executor_from_cli
+
+OVERRIDES = [
+    {"strategy.k_max": k, "strategy.signal_power": p, "risk.stops.atr_mult_sl": sl}
+    for k in (3, 5)
+    for p in (1.0, 1.5)
+    for sl in (1.5, 2.5)
+] + [{"strategy.lookbacks": [6, 12, 24], "strategy.lookback_weights": [0.5, 0.3, 0.2]}]
+
+
+@pytest.fixture(scope="module")
+def small(bars):
+    symbols = sorted(bars["symbol"].unique().to_list())[:12]
+    before = pl.col("ts") < pl.datetime(2025, 8, 1, time_zone="UTC")
+    return bars.filter(pl.col("symbol").is_in(symbols) & before)
+
+
+def test_chunks_cover_every_index_once():
+    for n_items in range(0, 30):
+        for n_chunks in range(1, 9):
+            ranges = chunks(n_items, n_chunks)
+            assert [i for r in ranges for i in r] == list(range(n_items))
+            assert len(ranges) <= n_chunks
+            if n_items:
+                sizes = [len(r) for r in ranges]
+                assert max(sizes) - min(sizes) <= max(1, n_items // n_chunks)
+
+
+def test_process_pool_matches_local(small):
+    config = xsmom.Config.default()
+    local = xsmom.sweep(small, config, OVERRIDES, n_jobs=1)
+    assert len({round(r["sharpe"], 12) for r in local}) > 3, "the overrides must change the results"
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        remote = xsmom.sweep(small, config, OVERRIDES, n_jobs=1, executor=pool)
+    assert remote == local
+
+
+def test_store_path_and_funding_match_local(data_dir):
+    """A store path: the workers get the bars and the store's funding as DataFrames."""
+    config = xsmom.Config.default().with_overrides({"strategy.carry.enabled": True})
+    overrides = [{"strategy.k_max": 3}, {"strategy.k_max": 6}, {"strategy.carry.budget": 0.4}]
+    local = xsmom.sweep(data_dir, config, overrides, n_jobs=1)
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        remote = xsmom.sweep(data_dir, config, overrides, n_jobs=1, executor=pool)
+    assert remote == local
+    assert all(r["funding"] != 0.0 for r in local), "the store's funding was applied"
+
+
+def test_bad_override_names_its_index_in_the_whole_list(small):
+    overrides = [{"strategy.k_max": 4}] * 5 + [{"strategy.k_maxx": 4}]
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        with pytest.raises(ValueError, match=r"override set 5: .*k_maxx"):
+            xsmom.sweep(small, None, overrides, executor=pool)
+
+
+def test_dask_local_cluster_matches_local(small):
+    distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed (xsmom[dask])")
+    config = xsmom.Config.default()
+    local = xsmom.sweep(small, config, OVERRIDES, n_jobs=1)
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
+    ) as cluster:
+        executor = executor_from_cli(cluster.scheduler_address)
+        try:
+            client = executor._client
+            assert len(client.scheduler_info()["workers"]) == 2
+            with distributed.get_task_stream(client) as stream:
+                started = time.perf_counter()
+                remote = xsmom.sweep(small, config, OVERRIDES, n_jobs=1, executor=executor)
+                elapsed = time.perf_counter() - started
+            tasks = [t for t in stream.data if "_sweep_chunk" in str(t["key"])]
+            assert len(tasks) >= 2
+            assert len({t["worker"] for t in tasks}) == 2, "both worker processes ran chunks"
+        finally:
+            executor.shutdown()
+    assert remote == local
+    print(f"dask sweep of {len(OVERRIDES)} configs on 2 worker processes: {elapsed:.2f} s")
+
+
+def test_executor_from_cli_errors():
+    assert executor_from_cli(None) is None
+    with pytest.raises(ValueError, match="expected HOST:PORT"):
+        executor_from_cli("nohost")
+    with pytest.raises(ValueError, match="local or local:N"):
+        executor_from_cli("local:zero")
+    pytest.importorskip("distributed")
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = time.perf_counter()
+    with pytest.raises(OSError, match=f"cannot connect to the Dask scheduler at tcp://127.0.0.1:{port}"):
+        from xsmom.parallel import dask_executor
+
+        dask_executor(f"tcp://127.0.0.1:{port}", timeout=2)
+    assert time.perf_counter() - started < 20
