@@ -105,3 +105,95 @@ def test_executor_from_cli_errors():
 
         dask_executor(f"tcp://127.0.0.1:{port}", timeout=2)
     assert time.perf_counter() - started < 20
+
+
+# -- one optuna study shared by two worker processes through PostgreSQL ---------------------------
+
+WORKER = r"""
+import json, os, sys
+import optuna
+import xsmom
+
+url, study_name, bars_path, worker, n_trials = sys.argv[1:6]
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+sampler = optuna.samplers.TPESampler(
+    seed=int(worker), n_startup_trials=4, multivariate=True, constant_liar=True
+)
+study = optuna.create_study(study_name=study_name, storage=url, direction="maximize", sampler=sampler,
+                            load_if_exists=True)
+config = xsmom.Config.default()
+done = []
+for _ in range(int(n_trials) // 2):
+    trials = [study.ask() for _ in range(2)]
+    overrides = [
+        {
+            "strategy.k_max": t.suggest_int("k_max", 3, 8),
+            "strategy.signal_power": t.suggest_float("power", 0.8, 2.0),
+        }
+        for t in trials
+    ]
+    results = xsmom.sweep(bars_path, config, overrides, n_jobs=1)
+    for trial, metrics in zip(trials, results):
+        trial.set_user_attr("worker", int(worker))
+        trial.set_user_attr("pid", os.getpid())
+        study.tell(trial, metrics["sharpe"])
+        done.append(trial.number)
+print(json.dumps(done))
+"""
+
+
+def test_two_workers_share_one_study_in_postgresql(tmp_path, small):
+    optuna = pytest.importorskip("optuna")
+    pytest.importorskip("psycopg", reason="psycopg is not installed (xsmom[postgres])")
+    import json
+    import subprocess
+    import sys
+
+    from pg_server import PostgresUnavailable, postgres_server
+
+    bars_path = tmp_path / "bars.parquet"
+    small.write_parquet(bars_path)
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    n_trials = 8
+    try:
+        server = postgres_server()
+        url = server.__enter__()
+    except PostgresUnavailable as err:
+        pytest.skip(str(err))
+    try:
+        # The study exists before the workers start, as `xsmom optimize` creates it for `--worker`s.
+        optuna.create_study(study_name="shared", storage=url, direction="maximize")
+        workers = [
+            subprocess.Popen(
+                [sys.executable, str(script), url, "shared", str(bars_path), str(w), str(n_trials)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for w in (1, 2)
+        ]
+        outputs = [w.communicate(timeout=300) for w in workers]
+        for worker, (_, err) in zip(workers, outputs, strict=True):
+            assert worker.returncode == 0, err
+        numbers = [json.loads(out) for out, _ in outputs]
+        study = optuna.load_study(study_name="shared", storage=url)
+        trials = study.get_trials(deepcopy=False)
+        pids = {t.user_attrs["pid"] for t in trials}
+    finally:
+        server.__exit__(None, None, None)
+
+    assert len(trials) == 2 * n_trials, "every trial is counted exactly once"
+    assert sorted(t.number for t in trials) == list(range(2 * n_trials))
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert set(numbers[0]).isdisjoint(numbers[1])
+    assert sorted(numbers[0] + numbers[1]) == list(range(2 * n_trials))
+    assert len(pids) == 2, "both processes contributed"
+    for worker, done in zip((1, 2), numbers, strict=True):
+        assert {t.number for t in trials if t.user_attrs["worker"] == worker} == set(done)
+    # Each stored value is the backtest of its parameters.
+    overrides = [
+        {"strategy.k_max": t.params["k_max"], "strategy.signal_power": t.params["power"]} for t in trials
+    ]
+    expected = xsmom.sweep(small, xsmom.Config.default(), overrides)
+    assert [t.value for t in trials] == [m["sharpe"] for m in expected]
