@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import xsmom
+from test_notify import TOKEN, serve_webhook
 from xsmom.cli import main
 from xsmom.daily import StateError, build_report, last_equity, load_state
 from xsmom.deploy import VERSION_RE, DeployError, Deployment
@@ -51,6 +52,12 @@ def _candidate(directory: Path, passed: bool = True, k_max: int = 4) -> Path:
     path.write_text(xsmom.Config.default().with_overrides({"strategy.k_max": k_max}).to_yaml())
     (directory / "candidate.json").write_text(json.dumps(_verdict(passed)))
     return path
+
+
+@pytest.fixture
+def webhook():
+    with serve_webhook() as hook:
+        yield hook
 
 
 @pytest.fixture
@@ -251,17 +258,20 @@ def test_cli_versions_and_rollback(tmp_path, live, capsys):
     assert "no version '20000101T000000Z_deadbeef'" in capsys.readouterr().err
 
 
-def test_deploy_notifies_discord_without_leaking_the_url(tmp_path, live, monkeypatch, capsys):
-    sent = []
-    monkeypatch.setenv("DISCORD_WEBHOOK_URL", "https://discord.invalid/api/webhooks/1/SECRET-TOKEN")
-    monkeypatch.setattr("xsmom.notify.send_discord", lambda text, files=(): sent.append(text) or True)
+def test_deploy_notifies_discord_without_leaking_the_url(tmp_path, live, monkeypatch, capsys, webhook):
+    monkeypatch.setenv("DISCORD_WEBHOOK_URL", webhook.url)
     candidate = _candidate(tmp_path / "run")
     assert main(["config", "deploy", str(candidate), "--live", str(live), "--notify"]) == 0
-    assert len(sent) == 1 and sent[0].startswith("xsmom config: deployed ")
+    assert len(webhook.requests) == 1
+    assert webhook.requests[0]["payload"]["content"].startswith("xsmom config: deployed ")
     out = capsys.readouterr()
-    assert "SECRET-TOKEN" not in out.out + out.err
-    history = (live.parent / "history.jsonl").read_text()
-    assert "SECRET-TOKEN" not in history
+    assert TOKEN not in out.out + out.err
+    for path in live.parent.rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
+    monkeypatch.delenv("DISCORD_WEBHOOK_URL")
+    assert main(["config", "rollback", "--live", str(live), "--notify"]) == 2
+    assert "--notify needs DISCORD_WEBHOOK_URL" in capsys.readouterr().err
 
 
 # -- the daily report ------------------------------------------------------------------------------
@@ -347,7 +357,7 @@ def _live_binary() -> Path | None:
     return None
 
 
-def test_daily_report_of_a_replay_run(tmp_path, bars, capsys, monkeypatch):
+def test_daily_report_of_a_replay_run(tmp_path, bars, capsys, monkeypatch, webhook):
     """A real state file: xsmom-live replays a tiny store, then `xsmom report daily --notify` reads it."""
     binary = _live_binary()
     if binary is None:
@@ -371,14 +381,13 @@ def test_daily_report_of_a_replay_run(tmp_path, bars, capsys, monkeypatch):
     _, equity = last_equity(tmp_path / "out" / "equity.parquet")
     assert f"equity {equity:.2f}" in run.stdout
 
-    sent = []
-    monkeypatch.setenv("DISCORD_WEBHOOK_URL", "https://discord.invalid/api/webhooks/1/TOKEN")
-    monkeypatch.setattr("xsmom.notify.send_discord", lambda text, files=(): sent.append(text) or True)
+    monkeypatch.setenv("DISCORD_WEBHOOK_URL", webhook.url)
     argv = ["report", "daily", "--state", str(tmp_path / "state.json")]
     argv += ["--equity", str(tmp_path / "out" / "equity.parquet"), "--config", str(tmp_path / "config.yaml")]
     assert main([*argv, "--notify"]) == 0
     text = capsys.readouterr().out
-    assert sent == [text.rstrip("\n")]
+    assert [r["payload"]["content"] for r in webhook.requests] == [text.rstrip("\n")]
+    assert TOKEN not in text
     assert f"equity {equity:,.2f} USDT" in text
     assert f"config {state['config_version']}" in text and "mode replay" in text
     start = state["kill_switch"]["day_start_equity"]

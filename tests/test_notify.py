@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.parser
 import email.policy
 import json
@@ -44,8 +45,9 @@ def _parse(content_type: str, body: bytes) -> dict:
     return {"payload": payload, "files": files}
 
 
-@pytest.fixture
-def webhook() -> Iterator[Webhook]:
+@contextlib.contextmanager
+def serve_webhook() -> Iterator[Webhook]:
+    """A fake webhook on 127.0.0.1 for the duration of the block."""
     state: Webhook
 
     class Handler(BaseHTTPRequestHandler):
@@ -67,14 +69,26 @@ def webhook() -> Iterator[Webhook]:
             self.end_headers()
             self.wfile.write(reply)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        def handle_error(self, request, client_address):
+            pass  # a client that timed out and closed its end (the timeout test) is expected
+
+    server = Server(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     state = Webhook(url=f"http://127.0.0.1:{server.server_address[1]}/api/webhooks/1234/{TOKEN}")
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    with serve_webhook() as hook:
+        yield hook
 
 
 def test_content_from_the_environment(webhook, monkeypatch, caplog, capsys):
