@@ -397,3 +397,22 @@ def test_daily_report_of_a_replay_run(tmp_path, bars, capsys, monkeypatch, webho
     assert f"bans / cooldowns: {', '.join(blocked) if blocked else 'none'}" in text
     assert f"of {len(symbols)} symbols held" in text
     shutil.rmtree(tmp_path / "out")
+
+
+def test_deployment_doc_commands_parse():
+    import re
+    import shlex
+
+    from xsmom.cli import _build_parser
+
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    commands = [
+        line
+        for block in re.findall(r"```bash\n(.*?)```", text, re.S)
+        for line in block.splitlines()
+        if line.startswith("xsmom ")
+    ]
+    assert len(commands) >= 8
+    parser = _build_parser()
+    for command in commands:
+        parser.parse_args(shlex.split(command)[1:])
