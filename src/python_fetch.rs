@@ -2,11 +2,12 @@
 //! the bar store, through the live runner's own client ([`BybitClient`]: newest-first pages of up to
 //! 1000 klines / 200 funding events, no gaps or duplicates at page edges, never the forming bar).
 //!
-//! Incremental: per symbol, only the ranges the store does not cover inside `[start, end)` are
-//! requested — before its first bar and after its last (gaps inside the stored range are left to
-//! `xsmom data validate`; the exchange may simply have no bars there). Each symbol is appended as soon
-//! as it is fetched by the store writer, which merges on `ts` and replaces each year file atomically,
-//! so an interrupted run loses nothing and the next run continues where it stopped.
+//! Incremental: per symbol, only the bars the store lacks inside `[start, end)` are requested (runs of
+//! missing bars closer than a page are merged into one request; a gap that the exchange itself has
+//! costs one request per run). Funding events are not on a fixed grid: only the ranges before the
+//! first and after the last stored event are requested. Each symbol is appended as soon as it is
+//! fetched by the store writer, which merges on `ts` and replaces each year file atomically, so an
+//! interrupted run loses nothing and the next run continues where it stopped.
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +21,9 @@ use crate::live::bybit::{BybitClient, MAINNET, TESTNET};
 use crate::live::exchange::Exchange;
 use crate::live::types::ExchangeError;
 use crate::timeframe::Timeframe;
+
+/// Bybit's largest kline page.
+const KLINE_PAGE: usize = 1000;
 
 /// What one symbol's fetch did.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -53,7 +57,7 @@ fn exchange(symbol: &str, what: &str, err: ExchangeError) -> Failure {
 }
 
 /// The parts of `[start, end)` outside the stored `[first, last]` (inclusive) range; `step` is the
-/// spacing of stored rows (a bar, or 1 ms for funding events).
+/// spacing of stored rows (1 ms for funding events, which are not on a fixed grid).
 pub fn missing_ranges(stored: Option<(i64, i64)>, start: i64, end: i64, step: i64) -> Vec<(i64, i64)> {
     if start >= end {
         return Vec::new();
@@ -74,14 +78,47 @@ pub fn missing_ranges(stored: Option<(i64, i64)>, start: i64, end: i64, step: i6
     }
 }
 
-fn stored_bars(root: &Path, symbol: &str, timeframe: Timeframe) -> Result<Option<(i64, i64)>> {
-    let dir = root.join("bars").join(format!("timeframe={}", timeframe.label())).join(format!("symbol={symbol}"));
-    if !dir.is_dir() {
-        return Ok(None);
+/// The grid points of `[start, end)` (step `step`) that `stored` (ascending) lacks, as `[from, to)` runs;
+/// runs closer than one kline page are merged so that each request fills a page (re-fetched bars
+/// replace themselves with the same values).
+pub fn missing_bar_ranges(stored: &[i64], start: i64, end: i64, step: i64, page: usize) -> Vec<(i64, i64)> {
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    let mut cursor = start;
+    for &ts in stored {
+        if ts >= end {
+            break;
+        }
+        if ts < cursor {
+            continue;
+        }
+        if ts > cursor {
+            runs.push((cursor, ts));
+        }
+        cursor = ts + step;
     }
-    let selection = Selection { symbols: Some(vec![symbol.to_string()]), start: None, end: None, timeframe };
-    let (bars, _) = data::read_bars(root, &selection)?;
-    Ok(bars.ts.first().copied().zip(bars.ts.last().copied()))
+    if cursor < end {
+        runs.push((cursor, end));
+    }
+    let span = step.saturating_mul(page as i64);
+    let mut merged: Vec<(i64, i64)> = Vec::new();
+    for run in runs {
+        match merged.last_mut() {
+            Some(last) if run.1 - last.0 <= span => last.1 = run.1,
+            _ => merged.push(run),
+        }
+    }
+    merged
+}
+
+/// The stored bar timestamps of `symbol` inside `[start, end)`.
+fn stored_bars(root: &Path, symbol: &str, timeframe: Timeframe, start: i64, end: i64) -> Result<Vec<i64>> {
+    let dir = root.join("bars").join(format!("timeframe={}", timeframe.label())).join(format!("symbol={symbol}"));
+    if !dir.is_dir() || start >= end {
+        return Ok(Vec::new());
+    }
+    let selection =
+        Selection { symbols: Some(vec![symbol.to_string()]), start: Some(start), end: Some(end), timeframe };
+    Ok(data::read_bars(root, &selection)?.0.ts)
 }
 
 fn stored_funding(root: &Path, symbol: &str) -> Result<Option<(i64, i64)>> {
@@ -106,7 +143,8 @@ async fn fetch_symbol(
     let bar_end = end.min(now.div_euclid(timeframe.ms) * timeframe.ms);
     let first_bar =
         start.div_euclid(timeframe.ms) * timeframe.ms + if start % timeframe.ms == 0 { 0 } else { timeframe.ms };
-    out.ranges = missing_ranges(stored_bars(root, symbol, timeframe)?, first_bar, bar_end, timeframe.ms);
+    let stored = stored_bars(root, symbol, timeframe, first_bar, bar_end)?;
+    out.ranges = missing_bar_ranges(&stored, first_bar, bar_end, timeframe.ms, KLINE_PAGE);
     let mut bars = Bars {
         ts: Vec::new(),
         symbol: Vec::new(),
@@ -267,7 +305,17 @@ fn fetch_store<'py>(
         .collect()
 }
 
+/// [`missing_bar_ranges`], for the property tests.
+#[pyfunction]
+fn fetch_missing_ranges(stored: Vec<i64>, start: i64, end: i64, step: i64, page: usize) -> PyResult<Vec<(i64, i64)>> {
+    if step <= 0 || page == 0 || stored.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(PyValueError::new_err("fetch_missing_ranges: step and page must be positive, stored ascending"));
+    }
+    Ok(missing_bar_ranges(&stored, start, end, step, page))
+}
+
 /// Add the fetch functions to `xsmom._core`.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(fetch_store, m)?)
+    m.add_function(wrap_pyfunction!(fetch_store, m)?)?;
+    m.add_function(wrap_pyfunction!(fetch_missing_ranges, m)?)
 }

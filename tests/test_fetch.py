@@ -12,6 +12,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 import xsmom
+import xsmom.cli
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from xsmom.cli import main
 from xsmom.fetch import fetch
 
@@ -25,10 +28,10 @@ def ms(text: str) -> int:
 
 
 class Mock:
-    def __init__(self, now_ms: int) -> None:
+    def __init__(self, now_ms: int, bars: Path = ROOT / "data") -> None:
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "tests" / "mock_bybit.py"), "--port", "0"]
-            + ["--bars", str(ROOT / "data"), "--symbols", ",".join(SYMBOLS), "--now-ms", str(now_ms)],
+            + ["--bars", str(bars), "--symbols", ",".join(SYMBOLS), "--now-ms", str(now_ms)],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -176,3 +179,69 @@ def test_unreachable_exchange_is_one_clear_error(tmp_path, capsys):
     with pytest.raises(ConnectionError, match="exchange: server: time"):
         fetch(tmp_path / "s", ["BTCUSDT"], "2025-08-01", base_url=f"http://127.0.0.1:{port}", retries=0)
     assert not (tmp_path / "s").exists()
+
+
+def test_fetch_fills_a_gap_between_two_earlier_fetches(tmp_path, mock):
+    store = tmp_path / "store"
+    fetch(store, SYMBOLS, "2025-07-01", "2025-07-10", base_url=mock.url)
+    fetch(store, SYMBOLS, "2025-08-01", "2025-08-10", base_url=mock.url)
+    mock.clear_log()
+    summary = fetch(store, SYMBOLS, "2025-07-01", "2025-08-10", base_url=mock.url)
+    gap = (ms("2025-07-10T00:00:00"), ms("2025-08-01T00:00:00"))
+    assert [r.ranges for r in summary.symbols] == [[gap]] * 2
+    assert summary.bars_added == 2 * 22 * 24
+    same_bars(stored(store), fixture_bars("2025-07-01", ms("2025-08-10T00:00:00")))
+
+
+def test_a_gap_on_the_exchange_costs_one_request_per_run(tmp_path):
+    """Bars the exchange does not have are asked for again (one request), never invented."""
+    exchange = tmp_path / "exchange"
+    bars = xsmom.read_bars(ROOT / "data", symbols=SYMBOLS, end="2025-08-15")
+    hole = (pl.col("symbol") == "BTCUSDT") & pl.col("ts").is_between(
+        dt.datetime(2025, 7, 3, tzinfo=dt.UTC), dt.datetime(2025, 7, 3, 5, tzinfo=dt.UTC)
+    )
+    bars.filter(~hole).write_parquet(tmp_path / "bars.parquet")
+    xsmom.cli.main(["data", "ingest", str(tmp_path / "bars.parquet"), "--store", str(exchange)])
+    server = Mock(now_ms=ms("2025-08-15T00:30:00"), bars=exchange)
+    try:
+        store = tmp_path / "store"
+        first = fetch(store, SYMBOLS, "2025-07-01", base_url=server.url)
+        assert [r.bars_added for r in first.symbols] == [45 * 24 - 6, 45 * 24]
+        server.clear_log()
+        second = fetch(store, SYMBOLS, "2025-07-01", base_url=server.url)
+        assert second.bars_added == 0
+        hole_range = (ms("2025-07-03T00:00:00"), ms("2025-07-03T06:00:00"))
+        assert [r.ranges for r in second.symbols] == [[hole_range], []]
+        assert len(server.requests("/v5/market/kline")) == 1
+    finally:
+        server.close()
+    july = pl.col("ts") >= dt.datetime(2025, 7, 1, tzinfo=dt.UTC)
+    same_bars(stored(store), bars.filter(~hole & july).sort("symbol", "ts"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    present=st.lists(st.booleans(), min_size=0, max_size=120),
+    start=st.integers(-5, 130),
+    length=st.integers(0, 140),
+    page=st.integers(1, 30),
+)
+def test_missing_ranges_cover_exactly_the_missing_bars(present, start, length, page):
+    from xsmom import _core
+
+    step = 10
+    stored = [i * step for i, here in enumerate(present) if here]
+    lo, hi = start * step, (start + length) * step
+    ranges = _core.fetch_missing_ranges(stored, lo, hi, step, page)
+    covered = {t for a, b in ranges for t in range(a, b, step)}
+    missing = {t for t in range(lo, hi, step) if t not in set(stored)}
+    assert missing <= covered, "every missing bar is requested"
+    assert all(lo <= a < b <= hi for a, b in ranges)
+    assert all(b1 < a2 for (_, b1), (a2, _) in zip(ranges, ranges[1:], strict=False)), "sorted, disjoint"
+    for a, b in ranges:
+        # A range starts and ends at missing bars, and only a single run may exceed one page.
+        assert a in missing and b - step in missing
+        run_inside = all(t in missing for t in range(a, b, step))
+        assert run_inside or (b - a) <= page * step
+    if not missing:
+        assert ranges == []
