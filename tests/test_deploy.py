@@ -416,3 +416,16 @@ def test_deployment_doc_commands_parse():
     parser = _build_parser()
     for command in commands:
         parser.parse_args(shlex.split(command)[1:])
+
+
+def test_first_deploy_without_a_live_file(tmp_path):
+    live = tmp_path / "configs" / "live.yaml"
+    live.parent.mkdir()
+    candidate = _candidate(tmp_path / "run")
+    outcome = Deployment(live).deploy(candidate)
+    assert outcome.previous is None and live.read_bytes() == candidate.read_bytes()
+    assert len(Deployment(live).versions()) == 1
+    with pytest.raises(DeployError, match="no config was live before"):
+        Deployment(live).rollback()
+    with pytest.raises(DeployError, match="directory does not exist"):
+        Deployment(tmp_path / "nowhere" / "live.yaml").deploy(candidate)

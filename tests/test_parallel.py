@@ -87,6 +87,18 @@ def test_dask_local_cluster_matches_local(small):
     print(f"dask sweep of {len(OVERRIDES)} configs on 2 worker processes: {elapsed:.2f} s")
 
 
+def test_executor_from_cli_local_cluster(small):
+    pytest.importorskip("distributed")
+    overrides = OVERRIDES[:3]
+    executor = executor_from_cli("local:1")
+    try:
+        assert len(executor._client.scheduler_info()["workers"]) == 1
+        remote = xsmom.sweep(small, None, overrides, n_jobs=1, executor=executor)
+    finally:
+        executor.shutdown()
+    assert remote == xsmom.sweep(small, None, overrides, n_jobs=1)
+
+
 def test_executor_from_cli_errors():
     assert executor_from_cli(None) is None
     with pytest.raises(ValueError, match="expected HOST:PORT"):
