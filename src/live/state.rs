@@ -35,6 +35,10 @@ pub struct LiveState {
     pub breaker_paused_until_ms: Option<i64>,
     /// Per symbol: the model's risk state after the last bar (for `state show` and the restart check).
     pub symbols: BTreeMap<String, SymbolState>,
+    /// Order attempts per symbol for the bar `last_bar_ts` (the `<n>` of `xs-<bar>-<symbol>-<n>`):
+    /// a cancelled or re-priced order is replaced under the next id, also after a restart.
+    #[serde(default)]
+    pub order_attempts: BTreeMap<String, u32>,
     pub updated_ms: i64,
 }
 
@@ -70,6 +74,7 @@ impl LiveState {
             breaker_errors_ms: Vec::new(),
             breaker_paused_until_ms: None,
             symbols: BTreeMap::new(),
+            order_attempts: BTreeMap::new(),
             updated_ms: 0,
         }
     }
