@@ -270,8 +270,10 @@ def test_deploy_notifies_discord_without_leaking_the_url(tmp_path, live, monkeyp
         if path.is_file():
             assert TOKEN.encode() not in path.read_bytes(), path
     monkeypatch.delenv("DISCORD_WEBHOOK_URL")
-    assert main(["config", "rollback", "--live", str(live), "--notify"]) == 2
-    assert "--notify needs DISCORD_WEBHOOK_URL" in capsys.readouterr().err
+    assert main(["config", "rollback", "--live", str(live), "--notify"]) == 0
+    assert "DISCORD_WEBHOOK_URL is not set; nothing sent" in capsys.readouterr().err
+    assert live.read_text() == LIVE_TEXT, "the rollback itself happened"
+    assert len(webhook.requests) == 1
 
 
 # -- the daily report ------------------------------------------------------------------------------
