@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import xsmom
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_notify import TOKEN, serve_webhook
 from xsmom.cli import main
 from xsmom.daily import StateError, build_report, last_equity, load_state
@@ -431,3 +433,49 @@ def test_first_deploy_without_a_live_file(tmp_path):
         Deployment(live).rollback()
     with pytest.raises(DeployError, match="directory does not exist"):
         Deployment(tmp_path / "nowhere" / "live.yaml").deploy(candidate)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    ops=st.lists(
+        st.one_of(st.integers(0, 2), st.just("back"), st.tuples(st.just("to"), st.integers(0, 3))), max_size=8
+    )
+)
+def test_any_sequence_of_deploys_and_rollbacks_follows_the_lineage(tmp_path_factory, ops):
+    """A model of the contract: live bytes, versions and history after any sequence of operations."""
+    root = tmp_path_factory.mktemp("seq")
+    live = root / "configs" / "live.yaml"
+    live.parent.mkdir()
+    live.write_text(LIVE_TEXT)
+    candidates = [_candidate(root / f"c{k}", k_max=k + 3) for k in range(3)]
+    contents = [LIVE_TEXT.encode()] + [c.read_bytes() for c in candidates]
+    deployment = Deployment(live)
+    current, before, records = contents[0], {}, 0  # before: bytes → bytes live before its latest deploy
+    for op in ops:
+        if isinstance(op, int):
+            outcome = deployment.deploy(candidates[op])
+            new = contents[op + 1]
+            if new != current:
+                before[new] = current
+                current, records = new, records + 1
+            assert outcome.action == ("deploy" if outcome.previous else "unchanged")
+        elif op == "back":
+            if current not in before:
+                with pytest.raises(DeployError):
+                    deployment.rollback()
+                continue
+            deployment.rollback()
+            current, records = before[current], records + 1
+        else:
+            stored = {v.path.read_bytes(): v.id for v in deployment.versions()}
+            target = contents[op[1]]
+            if target not in stored:
+                continue
+            deployment.rollback(to=stored[target])
+            if target != current:
+                current, records = target, records + 1
+        assert live.read_bytes() == current
+        assert len(deployment.history()) == records
+        assert deployment.current() is not None
+        shas = [v.sha256 for v in deployment.versions()]
+        assert len(shas) == len(set(shas)), "one version per distinct content"

@@ -210,16 +210,18 @@ def _config_command(args: argparse.Namespace) -> int:
 
     deployment = Deployment(args.live)
     try:
+        if args.config_command == "versions":
+            return _versions(deployment, args.json)
         if args.config_command == "deploy":
             outcome = deployment.deploy(args.candidate, force=args.force)
             forced = " (FORCED past the gate)" if outcome.forced and not outcome.passed else ""
             previous = outcome.previous or "none"
             message = f"deployed {outcome.version} to {args.live}{forced}; previous: {previous}"
-        elif args.config_command == "rollback":
+        else:
             outcome = deployment.rollback(args.to)
             message = f"rolled back {args.live} to {outcome.version}; previous: {outcome.previous or 'none'}"
-        else:
-            return _versions(deployment, args.json)
+        if outcome.action == "unchanged":
+            message = f"{args.live} already holds {outcome.version}; nothing changed"
     except DeployError as err:
         raise CliError(str(err)) from None
     print(message)

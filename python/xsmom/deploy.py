@@ -13,6 +13,8 @@ Layout, next to the live config ``F``::
   directory. A failure at any point before the rename leaves the live file as it was.
 - ``rollback(live, to=None)`` restores a version byte for byte; without ``to`` it restores the config
   that was live before the current one was deployed.
+- Deploying (or rolling back to) the bytes that are already live changes nothing and records nothing
+  (``Outcome.action == "unchanged"``).
 - Operations on one live file are serialised by an ``flock`` on ``<dir>/.deploy.lock``.
 """
 
@@ -274,6 +276,9 @@ class Deployment:
             if report is not None:
                 meta.update({k: v for k, v in report.items() if k not in meta})
             version = self._store(data, meta, when)
+            if previous is not None and previous.sha256 == version.sha256:
+                # Already live: nothing to replace, nothing to record.
+                return Outcome("unchanged", version.id, None, self.live, force, passed)
             write_atomically(self.live, data)
             self._record("deploy", version, previous, forced=force, passed=passed)
         return Outcome("deploy", version.id, previous.id if previous else None, self.live, force, passed)
@@ -298,6 +303,8 @@ class Deployment:
                     f"{target.path}: no longer a valid config, not restored: {message}"
                 ) from None
             previous = self._preserve_live(_now())
+            if previous is not None and previous.sha256 == target.sha256:
+                return Outcome("unchanged", target.id, None, self.live)
             write_atomically(self.live, data)
             self._record("rollback", target, previous)
         return Outcome("rollback", target.id, previous.id if previous else None, self.live)
