@@ -93,6 +93,7 @@ def test_executor_from_cli_local_cluster(small):
     executor = executor_from_cli("local:1")
     try:
         assert len(executor._client.scheduler_info()["workers"]) == 1
+        assert executor.n_workers == 1
         remote = xsmom.sweep(small, None, overrides, n_jobs=1, executor=executor)
     finally:
         executor.shutdown()

@@ -142,6 +142,11 @@ class _OwningExecutor(Executor):
         self._cluster = cluster
         self._inner = client.get_executor()
 
+    @property
+    def n_workers(self) -> int:
+        """Worker threads on the cluster now (for sizing chunks)."""
+        return _workers(self)
+
     def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
         return self._inner.submit(fn, *args, **kwargs)
 
