@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -226,7 +227,9 @@ def test_a_killed_deploy_never_leaves_a_partial_live_file(tmp_path, live):
 
     for delay in (0.0, 0.013, 0.05, 0.11, 0.2, 0.37):
         child = subprocess.Popen(
-            ["python", "-c", script, str(live), str(first), str(second)], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", script, str(live), str(first), str(second)],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert child.stdout.readline() == "go\n"
         time.sleep(delay)

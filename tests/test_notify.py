@@ -196,3 +196,13 @@ def test_missing_attachment_is_skipped(webhook, tmp_path, caplog):
     assert send_discord("x", files=[tmp_path / "absent.png"], url=webhook.url) is True
     assert webhook.requests[0]["files"] == {}
     assert "absent.png skipped" in caplog.text
+
+
+def test_oversized_attachment_is_skipped(webhook, tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr("xsmom.notify.MAX_UPLOAD", 1000)
+    small, big = tmp_path / "small.txt", tmp_path / "big.bin"
+    small.write_bytes(b"x" * 100)
+    big.write_bytes(b"y" * 2000)
+    assert send_discord("files", files=[big, small], url=webhook.url) is True
+    assert webhook.requests[0]["files"] == {"files[0]": ("small.txt", small.read_bytes())}
+    assert "big.bin skipped" in caplog.text

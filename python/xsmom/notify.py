@@ -31,6 +31,7 @@ log = logging.getLogger("xsmom.notify")
 ENV_VAR = "DISCORD_WEBHOOK_URL"
 MAX_CONTENT = 2000
 MAX_FILES = 10
+MAX_UPLOAD = 24 * 1024 * 1024  # Discord refuses requests over 25 MiB (non-boosted servers)
 USER_AGENT = "xsmom-notify/1.0"
 
 
@@ -135,6 +136,15 @@ def _send(
             attachments.append((path.name, path.read_bytes()))
         except OSError as err:
             log.warning("discord: attachment %s skipped: %s", path, err.strerror or err)
+    total = len(text.encode())
+    kept = []
+    for name, data in attachments:
+        if total + len(data) > MAX_UPLOAD:
+            log.warning("discord: attachment %s skipped: the message would exceed 24 MiB", name)
+            continue
+        total += len(data)
+        kept.append((name, data))
+    attachments = kept
     if len(attachments) > MAX_FILES:
         log.warning("discord: %d attachments, only the first %d sent", len(attachments), MAX_FILES)
         attachments = attachments[:MAX_FILES]
