@@ -210,3 +210,73 @@ def test_two_workers_share_one_study_in_postgresql(tmp_path, small):
     ]
     expected = xsmom.sweep(small, xsmom.Config.default(), overrides)
     assert [t.value for t in trials] == [m["sharpe"] for m in expected]
+
+
+def _wait_for_a_study(dsn: str, process, timeout: float = 60.0) -> None:
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with psycopg.connect(dsn) as connection:
+                if connection.execute("SELECT count(*) FROM studies").fetchone()[0] > 0:
+                    return
+        except psycopg.Error:
+            pass  # the optimizer has not created its tables yet
+        time.sleep(0.1)
+    raise AssertionError(f"no optuna study appeared in the storage (optimizer exit code {process.poll()})")
+
+
+def test_optimize_worker_processes_share_the_study_in_postgresql(tmp_path, data_dir):
+    """`xsmom optimize` and `xsmom optimize --worker` on one PostgreSQL storage (research.md §2)."""
+    optuna = pytest.importorskip("optuna")
+    pytest.importorskip("psycopg", reason="psycopg is not installed (xsmom[postgres])")
+    import subprocess
+    import sys
+
+    from pg_server import PostgresUnavailable, postgres_server
+    from xsmom.cli import _build_parser
+
+    commands = _build_parser()._subparsers._group_actions[0].choices
+    if "optimize" not in commands:
+        pytest.skip("xsmom optimize is not on this branch yet")
+    n_trials = 100
+    try:
+        server = postgres_server()
+        url = server.__enter__()
+    except PostgresUnavailable as err:
+        pytest.skip(str(err))
+    try:
+        common = ["--bars", str(data_dir), "--storage", url, "--trials", str(n_trials)]
+
+        def start(*extra: str) -> subprocess.Popen:
+            return subprocess.Popen(
+                [sys.executable, "-m", "xsmom", "optimize", *common, *extra],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+
+        # As in operation: the optimizer creates the storage and its study, then workers join.
+        runs = [start("--out", str(tmp_path / "main"))]
+        _wait_for_a_study(url.replace("+psycopg", ""), runs[0])
+        runs.append(start("--worker", "--out", str(tmp_path / "worker")))
+        outputs = [run.communicate(timeout=600) for run in runs]
+        for run, (_, err) in zip(runs, outputs, strict=True):
+            assert run.returncode == 0, err
+        names = optuna.get_all_study_names(url)
+        studies = {name: optuna.load_study(study_name=name, storage=url) for name in names}
+        trials = {name: study.get_trials(deepcopy=False) for name, study in studies.items()}
+    finally:
+        server.__exit__(None, None, None)
+
+    assert studies, "the optimizer created its studies in PostgreSQL"
+    finished = {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+    who = set()
+    for name, found in trials.items():
+        assert sorted(t.number for t in found) == list(range(len(found))), name
+        assert len(found) >= n_trials, f"{name}: {len(found)} trials"
+        assert all(t.state in finished for t in found), f"{name}: unfinished trials"
+        who |= {t.user_attrs.get("evaluated_by") for t in found}
+    assert None not in who and len(who) == 2, f"both processes evaluated trials: {who}"
+    assert (tmp_path / "main" / "candidate.json").exists()
