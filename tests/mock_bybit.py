@@ -398,7 +398,7 @@ class Handler(BaseHTTPRequestHandler):
         symbol = body["symbol"]
         if symbol not in ex.bars:
             return error(10001, f"symbol {symbol} invalid")
-        last = ex.last_close(symbol)
+        last = ex.price_override.get(symbol, ex.last_close(symbol))
         side = 1.0 if body["side"] == "Buy" else -1.0
         if body["orderType"] == "Limit" and body.get("timeInForce") == "PostOnly":
             price = float(body["price"])

@@ -4,8 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use xsmom::config::Config;
 use xsmom::error::{Error, Result};
@@ -131,24 +130,6 @@ fn cmd_run(args: &[String]) -> Result<ExitCode> {
     }
 }
 
-/// SIGTERM / SIGINT set this; the loop finishes the current step, persists and exits 0.
-fn stop_flag() -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let handler = Arc::clone(&flag);
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        handler.store(true, Ordering::SeqCst);
-    });
-    flag
-}
-
 fn run_replay(
     cfg: Config,
     config_text: &str,
@@ -163,7 +144,7 @@ fn run_replay(
     let symbols = exchange.symbols();
     opts.start_ts = Some(exchange.first_bar_ts());
     runtime()?.block_on(async move {
-        let stop = stop_flag();
+        let stop = Control::from_signals().stop;
         // A restarted replay resumes after the last bar it processed (with a fresh simulated account).
         if !opts.reset_state {
             if let Some(last) = LiveState::load(&opts.state_path)?.and_then(|s| s.last_bar_ts) {

@@ -282,6 +282,7 @@ impl<E: Exchange> Runner<E> {
             report.bars_stepped = rows.ts.len();
             self.state.last_bar_ts = Some(newest_open);
             self.state.order_attempts.clear();
+            self.state.stop_exits.clear();
             self.reconcile_pending = true;
         }
         report.last_bar_ts = self.state.last_bar_ts;
@@ -546,6 +547,10 @@ impl<E: Exchange> Runner<E> {
             let last = quote.last;
             // The stop state machine of the core, on the last trade as a one-tick bar.
             let Some((_, reason)) = stop.test(last, last, last) else { continue };
+            let client_order_id = format!("xs-{bar_ts}-{}-stop", position.symbol);
+            if self.state.stop_exits.contains(&client_order_id) {
+                continue;
+            }
             let request = OrderRequest {
                 symbol: position.symbol.clone(),
                 side: if position.qty > 0.0 { Side::Sell } else { Side::Buy },
@@ -554,16 +559,20 @@ impl<E: Exchange> Runner<E> {
                 order_type: OrderType::Market,
                 tif: TimeInForce::Ioc,
                 reduce_only: true,
-                client_order_id: format!("xs-{bar_ts}-{}-stop", position.symbol),
+                client_order_id,
             };
             match self.exchange.place_order(&request).await {
                 Ok(_) => {
                     tracing::warn!(symbol = %position.symbol, last, reason = reason.as_str(), "stop hit: reduce-only exit");
+                    self.state.stop_exits.push(request.client_order_id.clone());
                     placed.push(request.client_order_id);
                 }
-                Err(ExchangeError::DuplicateOrder { .. }) => {}
+                Err(ExchangeError::DuplicateOrder { .. }) => self.state.stop_exits.push(request.client_order_id),
                 Err(err) => return Err(exchange_error(&format!("stop exit {}", position.symbol), err)),
             }
+        }
+        if !placed.is_empty() {
+            self.persist(now)?;
         }
         Ok(placed)
     }

@@ -39,6 +39,11 @@ pub struct LiveState {
     /// a cancelled or re-priced order is replaced under the next id, also after a restart.
     #[serde(default)]
     pub order_attempts: BTreeMap<String, u32>,
+    /// Stop exits the risk loop sent during the bar `last_bar_ts` (client order ids): sent once;
+    /// if one does not close the position, the next bar's model (the same stop machine on the
+    /// bar's high/low) and reconciliation take over.
+    #[serde(default)]
+    pub stop_exits: Vec<String>,
     pub updated_ms: i64,
 }
 
@@ -75,6 +80,7 @@ impl LiveState {
             breaker_paused_until_ms: None,
             symbols: BTreeMap::new(),
             order_attempts: BTreeMap::new(),
+            stop_exits: Vec::new(),
             updated_ms: 0,
         }
     }
