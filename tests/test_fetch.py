@@ -245,3 +245,23 @@ def test_missing_ranges_cover_exactly_the_missing_bars(present, start, length, p
         assert run_inside or (b - a) <= page * step
     if not missing:
         assert ranges == []
+
+
+def test_faults_are_retried_without_gaps_or_duplicates(tmp_path, mock):
+    """Rate limits, HTTP 500 and a timeout on kline and funding pages: retried, the result is whole."""
+    faults = [
+        ("/v5/market/kline", "ratelimit", 1),
+        ("/v5/market/kline", "http500", 1),
+        ("/v5/market/kline", "timeout", 1),
+        ("/v5/market/funding/history", "http500", 1),
+    ]
+    for path, kind, count in faults:
+        mock.post("/mock/faults", {"path": path, "kind": kind, "count": count})
+    store = tmp_path / "store"
+    summary = fetch(store, SYMBOLS, "2025-06-01", base_url=mock.url, funding=True, timeout=1.0)
+    assert summary.bars_added == 3600
+    same_bars(stored(store), fixture_bars("2025-06-01", ms("2025-08-15T00:00:00")))
+    funding = xsmom.read_funding(store).sort("symbol", "ts")
+    want = fixture_funding("2025-06-01", ms("2025-08-15T00:30:00") + 1)
+    assert funding.equals(want.select(funding.columns))
+    assert len(mock.requests("/v5/market/kline")) == 4 + 3, "four pages plus three failed attempts"
