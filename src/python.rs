@@ -334,5 +334,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(time_backtest, m)?)?;
     m.add_function(wrap_pyfunction!(ingest, m)?)?;
     m.add_function(wrap_pyfunction!(resample_store, m)?)?;
+    crate::python_fetch::register(m)?;
     Ok(())
 }
