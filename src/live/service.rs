@@ -1,7 +1,7 @@
 //! The runner as a service: the main cycle and the risk loop every `live.fast_check_secs`, config
 //! reload on SIGHUP or when the config file changes, and a clean stop on SIGTERM (live.md §2–5).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -61,7 +61,7 @@ fn load_config(path: &Path) -> Result<(Config, String)> {
 pub async fn serve<E: Exchange>(
     runner: &mut Runner<E>,
     control: &Control,
-    config_path: &PathBuf,
+    config_path: &Path,
     notifier: &Notifier,
 ) -> Result<()> {
     let mut config_stamp = modified(config_path);
