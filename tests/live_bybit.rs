@@ -656,6 +656,8 @@ fn the_binary_trades_testnet_reloads_notifies_and_stops_cleanly_without_leaking_
     let logs = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
     assert!(logs.contains("config rejected"), "{logs}");
     let state = std::fs::read_to_string(&state_path).unwrap();
+    let saved: Value = serde_json::from_str(&state).unwrap();
+    assert!(saved["equity"].as_f64().is_some_and(|e| e > 9_000.0), "the account equity is saved: {saved}");
     for secret in ["test-secret", "secret-token", hook.url.as_str()] {
         assert!(!logs.contains(secret), "a secret in the logs: {secret}");
         assert!(!state.contains(secret), "a secret in the state: {secret}");

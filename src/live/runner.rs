@@ -348,6 +348,7 @@ impl<E: Exchange> Runner<E> {
         let ex = &self.exchange;
         let equity = ex.equity().await.map_err(|err| exchange_error("equity", err))?;
         report.equity = Some(equity);
+        self.state.equity = Some(equity);
         self.equity_history.push((bar_ts, equity));
         let kill = self.account_kill.check(bar_ts, equity, self.timeframe);
         self.state.kill_switch = Some(self.account_kill.snapshot());

@@ -28,6 +28,9 @@ pub struct LiveState {
     pub model_start_ts: Option<i64>,
     /// Last closed bar the model processed.
     pub last_bar_ts: Option<i64>,
+    /// Account equity (USDT) at the last reconciliation (for reports; the exchange stays the source).
+    #[serde(default)]
+    pub equity: Option<f64>,
     /// The account kill-switch on real equity (risk.md §2): day, reference equity, fired today.
     pub kill_switch: Option<KillSwitchSnapshot>,
     /// API errors inside the breaker window (epoch ms) and the end of a breaker pause.
@@ -75,6 +78,7 @@ impl LiveState {
             mode: mode.to_string(),
             model_start_ts: None,
             last_bar_ts: None,
+            equity: None,
             kill_switch: None,
             breaker_errors_ms: Vec::new(),
             breaker_paused_until_ms: None,
