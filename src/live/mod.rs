@@ -10,5 +10,6 @@ pub mod plan;
 pub mod replay;
 pub mod runner;
 pub mod service;
+pub mod sim;
 pub mod state;
 pub mod types;
