@@ -857,16 +857,8 @@ impl Engine {
             pick_with_bands(&shorts, k, buffer, -1.0, z, &held, z_entry, z_exit, &mut self.shorts);
         } else {
             // Only the top K of each leg matter: select them without sorting the rest.
-            for (candidates, order, leg) in [
-                (&mut longs, &long_order as &dyn Fn(&usize, &usize) -> std::cmp::Ordering, &mut self.longs),
-                (&mut shorts, &short_order, &mut self.shorts),
-            ] {
-                if candidates.len() > k {
-                    candidates.select_nth_unstable_by(k - 1, order);
-                    candidates.truncate(k);
-                }
-                leg.extend_from_slice(candidates);
-            }
+            top_k(&mut longs, k, long_order, &mut self.longs);
+            top_k(&mut shorts, k, short_order, &mut self.shorts);
         }
         // Without require_sign the two legs could meet when few are eligible: a symbol is in one leg only.
         let long_leg = &self.longs;
@@ -972,6 +964,25 @@ fn abbreviate(names: &[String]) -> String {
     match names.len() {
         0..=5 => names.join(", "),
         n => format!("{}, … and {} more", names[..5].join(", "), n - 5),
+    }
+}
+
+/// The first `k` of `candidates` in `order` (in no particular order among themselves), appended
+/// to `leg`. Generic, so the comparison is inlined: this runs twice per bar.
+fn top_k<F: FnMut(&usize, &usize) -> std::cmp::Ordering>(
+    candidates: &mut [usize],
+    k: usize,
+    order: F,
+    leg: &mut Vec<usize>,
+) {
+    if k == 0 {
+        return;
+    }
+    if candidates.len() > k {
+        candidates.select_nth_unstable_by(k - 1, order);
+        leg.extend_from_slice(&candidates[..k]);
+    } else {
+        leg.extend_from_slice(candidates);
     }
 }
 
