@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import math
 import os
+import socket
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
@@ -27,6 +28,7 @@ from xsmom import _core
 from xsmom.config import Config
 
 DEFAULT_SPACE = "default.yaml"
+_WHO = f"{socket.gethostname()}:{os.getpid()}"
 COST_MULTIPLIERS = (1.5, 2.0, 3.0)
 
 
@@ -248,7 +250,9 @@ def _evaluate_chunk(
 ) -> list[dict[str, Any]]:
     """Run on an executor worker: prepare the shipped bars once, evaluate the chunk in one call."""
     panel = _core.research_panel(bars, config_yaml, funding)
-    return [dict(r) for r in _core.evaluate_windows(panel, config_yaml, jobs, series, None)]
+    # An explicit thread count builds a fresh rayon pool: the global one is unusable in a forked child.
+    threads = os.cpu_count() or 1
+    return [dict(r) for r in _core.evaluate_windows(panel, config_yaml, jobs, series, threads)]
 
 
 class Evaluator:
@@ -459,14 +463,15 @@ def _run_study(
         values = [{p.path: p.suggest(t) for p in space} for t in trials]
         results = evaluate([(_encode(v), window[0], window[1]) for v in values], series=True)
         for trial, result in zip(trials, results, strict=True):
+            trial.set_user_attr("evaluated_by", _WHO)
             if "error" in result:
                 trial.set_user_attr("error", result["error"])
                 study.tell(trial, state=TrialState.PRUNED)
                 continue
             metrics = result["metrics"]
             value = objective(metrics)
-            for key in ("sharpe", "cagr", "max_drawdown", "turnover_per_year", "round_trips"):
-                trial.set_user_attr(key, metrics[key])
+            keys = ("sharpe", "cagr", "max_drawdown", "turnover_per_year", "round_trips")
+            trial.set_user_attr("train", {k: _finite_or_none(metrics[k]) for k in keys})
             if not math.isfinite(value):
                 trial.set_user_attr("error", "objective is not finite (no trades in the train window?)")
                 study.tell(trial, state=TrialState.PRUNED)
@@ -536,6 +541,7 @@ def optimize(
     if n_trials < 1:
         raise ResearchError(f"n_trials must be at least 1, got {n_trials}")
     out_dir = Path(out) if out is not None else None
+    fresh = storage is None and out_dir is not None and not worker
     if storage is None:
         if out_dir is None:
             storage = "sqlite:///:memory:" if not worker else ""
@@ -547,7 +553,11 @@ def optimize(
     if storage == "sqlite:///:memory:":
         storage_obj: Any = optuna.storages.InMemoryStorage()
     else:
-        storage_obj = storage
+        if fresh and out_dir is not None:
+            # The default storage belongs to this run: start fresh (same seed → same result).
+            for suffix in ("", "-wal", "-shm"):
+                (out_dir / f"optuna.db{suffix}").unlink(missing_ok=True)
+        storage_obj = open_storage(storage)
     name = study_name or "xsmom"
     evaluate = Evaluator(bars, config, funding=funding, executor=executor, n_jobs=n_jobs)
     panel = evaluate.panel
@@ -567,9 +577,13 @@ def optimize(
             f"{days:.1f} days of bars are too few for one walk-forward segment "
             f"(train {wfo.train_days} + embargo {wfo.embargo_days} + oos {wfo.oos_days} days)"
         )
-    batch = n_jobs or os.cpu_count() or 2
-    if executor is not None:
-        batch = max(batch, _executor_workers(executor) * 4)
+    # Trials per ask/tell batch: n_jobs, else every core (or 4 per executor worker).
+    if n_jobs is not None:
+        batch = n_jobs
+    elif executor is not None:
+        batch = _executor_workers(executor) * 4
+    else:
+        batch = os.cpu_count() or 2
 
     seg_results: list[SegmentResult] = []
     studies: list[Any] = []
@@ -608,9 +622,7 @@ def optimize(
         base_parts.append(base)
         oos_ts.extend(panel.ts[oos_window[0] : oos_window[1]])
         trade_returns.extend(cand["trade_returns"])
-        sharpes = [
-            t.user_attrs["sharpe"] for t in complete if math.isfinite(t.user_attrs.get("sharpe", math.nan))
-        ]
+        sharpes = [_train_sharpe(t) for t in complete if math.isfinite(_train_sharpe(t))]
         trial_sharpes.extend(sharpes)
         matrix = [returns[t.number] for t in complete if t.number in returns]
         try:
@@ -694,6 +706,37 @@ def _mc_summary(mc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _train_sharpe(trial: Any) -> float:
+    value = (trial.user_attrs.get("train") or {}).get("sharpe")
+    return math.nan if value is None else float(value)
+
+
+def open_storage(url: str) -> Any:
+    """An optuna storage for ``url``. SQLite files get WAL and ``synchronous=OFF``: each commit
+    would otherwise fsync (≈ 13 ms here) and a study makes several commits per trial."""
+    import optuna
+
+    if not url.startswith("sqlite:///") or url == "sqlite:///:memory:":
+        return url
+    import sqlalchemy
+
+    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+
+    def pragmas(connection: Any, _record: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=OFF")
+        cursor.close()
+
+    sqlalchemy.event.listen(storage.engine, "connect", pragmas)
+    storage.engine.dispose()  # connections opened while creating the schema lack the pragmas
+    return optuna.storages._CachedStorage(storage)
+
+
 def _variance(values: Sequence[float]) -> float:
     if len(values) < 2:
         return 0.0
@@ -709,6 +752,16 @@ def _redact(url: str) -> str:
         user = creds.split(":", 1)[0]
         return f"{scheme}://{user}:***@{host}"
     return url
+
+
+def scrub(message: str, url: str | None) -> str:
+    """``message`` on one line with the password of storage ``url`` masked."""
+    text = " ".join(str(message).split())
+    if url and "://" in url and "@" in url.split("://", 1)[1]:
+        creds = url.split("://", 1)[1].rsplit("@", 1)[0]
+        if ":" in creds:
+            text = text.replace(creds.split(":", 1)[1], "***")
+    return text
 
 
 def monte_carlo(

@@ -175,7 +175,7 @@ def trial_rows(studies: Sequence[Any], space: Sequence[Param]) -> list[dict[str,
                     "number": t.number,
                     "state": t.state.name,
                     "value": t.value,
-                    "sharpe": t.user_attrs.get("sharpe"),
+                    "sharpe": (t.user_attrs.get("train") or {}).get("sharpe"),
                     "error": t.user_attrs.get("error"),
                     "params": params_of(t, space),
                 }
