@@ -303,3 +303,369 @@ fn the_circuit_breaker_trips_after_five_errors_and_recovers_after_the_cooldown()
         assert!(runner.state().breaker_paused_until_ms.is_some());
     });
 }
+
+fn creates_with(state: &Value, link_prefix: &str) -> Vec<Value> {
+    requests(state, "/v5/order/create")
+        .into_iter()
+        .filter(|r| r["body"]["orderLinkId"].as_str().unwrap().starts_with(link_prefix))
+        .collect()
+}
+
+#[test]
+fn stale_orders_are_cancelled_and_replaced_under_the_next_id() {
+    let mut now = FIRST_BAR + 1_430 * HOUR + 5_000;
+    let mock = Mock::start(now);
+    let dir = tempfile::tempdir().unwrap();
+    let bar = FIRST_BAR + 1_429 * HOUR;
+    block_on(async {
+        let (cfg, text) = config();
+        let mut runner = Runner::start(mock.client(), cfg, &text, symbols(), options(dir.path())).await.unwrap();
+        let first = runner.cycle().await.unwrap();
+        assert!(!first.orders_placed.is_empty());
+        // 60 s later nothing is stale yet: no cancels, no new orders.
+        now += 60_000;
+        mock.control("/mock/clock", json!({"now_ms": now})).await;
+        let quiet = runner.cycle().await.unwrap();
+        assert!(quiet.orders_cancelled.is_empty() && quiet.orders_placed.is_empty(), "{quiet:?}");
+        // Past max_order_age_secs (180): every resting order of this bar is replaced under attempt 1.
+        now += 130_000;
+        mock.control("/mock/clock", json!({"now_ms": now})).await;
+        let aged = runner.cycle().await.unwrap();
+        let mut cancelled = aged.orders_cancelled.clone();
+        cancelled.sort();
+        let mut placed_first = first.orders_placed.clone();
+        placed_first.sort();
+        assert_eq!(cancelled, placed_first, "the aged orders were cancelled");
+        assert_eq!(aged.orders_placed.len(), first.orders_placed.len());
+        assert!(aged.orders_placed.iter().all(|id| id.ends_with("-1") && id.starts_with(&format!("xs-{bar}-"))));
+        // The touch moves 1 % away from one resting buy: farther than reprice_bps (15) → attempt 2.
+        let state = mock.state().await;
+        let buy = state["orders"].as_array().unwrap().iter().find(|o| o["side"] == "Buy").unwrap().clone();
+        let symbol = buy["symbol"].as_str().unwrap().to_string();
+        let price: f64 = buy["price"].as_str().unwrap().parse().unwrap();
+        mock.control("/mock/price", json!({"symbol": symbol, "last": price * 1.01})).await;
+        now += 10_000;
+        mock.control("/mock/clock", json!({"now_ms": now})).await;
+        let moved = runner.cycle().await.unwrap();
+        assert_eq!(moved.orders_cancelled, vec![format!("xs-{bar}-{symbol}-1")]);
+        assert_eq!(moved.orders_placed, vec![format!("xs-{bar}-{symbol}-2")], "{moved:?}");
+        let state = mock.state().await;
+        let replaced = state["orders"].as_array().unwrap().iter().find(|o| o["symbol"] == symbol.as_str()).unwrap();
+        let new_price: f64 = replaced["price"].as_str().unwrap().parse().unwrap();
+        assert!((new_price / (price * 1.01 * (1.0 - 1e-4)) - 1.0).abs() < 1e-4, "re-placed at the new bid");
+        // The attempt counter survives a restart: the same bar's next replacement is attempt 3.
+        assert_eq!(runner.state().order_attempts.get(&symbol), Some(&2));
+        drop(runner);
+        let (cfg, text) = config();
+        let runner = Runner::start(mock.client(), cfg, &text, symbols(), options(dir.path())).await.unwrap();
+        assert_eq!(runner.state().order_attempts.get(&symbol), Some(&2));
+    });
+}
+
+#[test]
+fn post_only_rejections_are_repriced_and_partial_fills_are_topped_up_next_bar() {
+    let mut now = FIRST_BAR + 1_430 * HOUR + 5_000;
+    let mock = Mock::start(now);
+    let dir = tempfile::tempdir().unwrap();
+    let bar = FIRST_BAR + 1_429 * HOUR;
+    block_on(async {
+        let (cfg, text) = config();
+        let mut runner = Runner::start(mock.client(), cfg, &text, symbols(), options(dir.path())).await.unwrap();
+        mock.control("/mock/faults", json!({"path": "/v5/order/create", "kind": "postonly", "count": 1})).await;
+        let report = runner.cycle().await.unwrap();
+        let state = mock.state().await;
+        let creates = creates_with(&state, &format!("xs-{bar}-"));
+        // The first create was rejected as post-only and re-sent once under attempt 1, one tick away.
+        assert_eq!(creates.len(), report.orders_placed.len() + 1);
+        let retried: Vec<&String> = report.orders_placed.iter().filter(|id| id.ends_with("-1")).collect();
+        assert_eq!(retried.len(), 1, "{:?}", report.orders_placed);
+        let first_id = creates[0]["body"]["orderLinkId"].as_str().unwrap();
+        assert_eq!(retried[0], &first_id.replace("-0", "-1").to_string());
+
+        // Next bar: the first create fills half at once; the runner leaves the partial order resting
+        // (it is this bar's, and fresh), and the bar after tops the position up towards the target.
+        now += HOUR;
+        mock.control("/mock/clock", json!({"now_ms": now})).await;
+        mock.control("/mock/faults", json!({"path": "/v5/order/create", "kind": "partial", "count": 1})).await;
+        let second = runner.cycle().await.unwrap();
+        assert!(second.bars_stepped == 1);
+        let state = mock.state().await;
+        let partial: Vec<&Value> =
+            state["orders"].as_array().unwrap().iter().filter(|o| o["orderStatus"] == "PartiallyFilled").collect();
+        assert_eq!(partial.len(), 1, "one partially filled order rests");
+        let symbol = partial[0]["symbol"].as_str().unwrap().to_string();
+        assert!(state["positions"][&symbol].as_f64().unwrap().abs() > 0.0);
+        now += 30_000;
+        mock.control("/mock/clock", json!({"now_ms": now})).await;
+        let third = runner.cycle().await.unwrap();
+        assert!(
+            !third.orders_placed.iter().any(|id| id.contains(&format!("-{symbol}-"))),
+            "no second order while the partial one is fresh"
+        );
+    });
+}
+
+#[test]
+fn a_timed_out_request_is_retried_and_a_persistent_one_is_a_typed_error() {
+    let mock = Mock::start(FIRST_BAR + 200 * HOUR + 5_000);
+    block_on(async {
+        let client = mock.client().with_timeout(Duration::from_millis(800));
+        mock.control("/mock/faults", json!({"path": "/v5/market/tickers", "kind": "timeout", "count": 1})).await;
+        assert!(client.quote("BTCUSDT").await.is_ok(), "a GET is retried after a timeout");
+        mock.control("/mock/faults", json!({"path": "/v5/market/tickers", "kind": "timeout", "count": 5})).await;
+        let once = mock.client().with_timeout(Duration::from_millis(800)).with_retries(0);
+        match once.quote("BTCUSDT").await {
+            Err(err) => {
+                assert!(err.to_string().contains("timed out") || format!("{err:?}").contains("Timeout"), "{err}")
+            }
+            Ok(quote) => panic!("a timeout without retries is an error, got {quote:?}"),
+        }
+    });
+}
+
+#[test]
+fn a_stop_hit_on_the_last_trade_closes_with_a_reduce_only_market_order() {
+    let now = FIRST_BAR + 1_430 * HOUR + 5_000;
+    let mock = Mock::start(now);
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let (cfg, text) = config();
+        let mut runner = Runner::start(mock.client(), cfg, &text, symbols(), options(dir.path())).await.unwrap();
+        // Every order of the cycle fills half at once: the account holds the model's sides.
+        mock.control("/mock/faults", json!({"path": "/v5/order/create", "kind": "partial", "count": 10})).await;
+        runner.cycle().await.unwrap();
+        let positions = runner.exchange().positions().await.unwrap();
+        assert!(!positions.is_empty(), "the orders filled in part");
+        assert!(runner.risk_check().await.unwrap().is_empty(), "no stop is hit at the current price");
+        // A position the model also holds, with its stop level from the core's stop state machine.
+        let position = positions
+            .iter()
+            .find(|p| {
+                let i = symbols().iter().position(|s| *s == p.symbol).unwrap();
+                runner.engine().risk().stop_state(i).is_some_and(|s| s.side == p.qty.signum())
+            })
+            .expect("a held position with a model stop")
+            .clone();
+        let i = symbols().iter().position(|s| *s == position.symbol).unwrap();
+        let stop = runner.engine().risk().stop_state(i).unwrap().clone();
+        let through = if stop.side > 0.0 { stop.stop * 0.98 } else { stop.stop * 1.02 };
+        mock.control("/mock/price", json!({"symbol": position.symbol, "last": through})).await;
+        let exits = runner.risk_check().await.unwrap();
+        let bar = FIRST_BAR + 1_429 * HOUR;
+        assert_eq!(exits, vec![format!("xs-{bar}-{}-stop", position.symbol)]);
+        let state = mock.state().await;
+        let exit = &creates_with(&state, &exits[0])[0]["body"];
+        assert_eq!(exit["orderType"], "Market");
+        assert_eq!(exit["reduceOnly"], true);
+        assert_eq!(exit["side"], if position.qty > 0.0 { "Sell" } else { "Buy" });
+        let qty: f64 = exit["qty"].as_str().unwrap().parse().unwrap();
+        assert!((qty - position.qty.abs()).abs() < 1e-9);
+        // Checked again (the loop runs every 2 s): the exit is not sent twice.
+        assert!(runner.risk_check().await.unwrap().is_empty());
+        assert_eq!(creates_with(&mock.state().await, &exits[0]).len(), 1);
+    });
+}
+
+#[test]
+fn a_config_reload_swaps_between_cycles_or_is_rejected_keeping_the_old_one() {
+    let now = FIRST_BAR + 1_430 * HOUR + 5_000;
+    let mock = Mock::start(now);
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let (cfg, text) = config();
+        let mut runner = Runner::start(mock.client(), cfg, &text, symbols(), options(dir.path())).await.unwrap();
+        runner.cycle().await.unwrap();
+        let version = runner.config_version().to_string();
+        let targets = runner.engine().target_weights().to_vec();
+        let gross: f64 = targets.iter().map(|w| w.abs()).sum();
+        // A config that fails validation is rejected; the old one keeps running.
+        let mut bad = Config::default();
+        bad.sizing.gross_leverage = -1.0;
+        assert!(runner.reload(bad, "bad").await.is_err());
+        assert_eq!(runner.config_version(), version);
+        assert_eq!(runner.engine().target_weights(), &targets[..]);
+        // A valid one is swapped in: the model is rebuilt over the same bars with it.
+        let half = text.clone() + "sizing:\n  max_weight_per_asset: 0.04\n";
+        let new_cfg = Config::from_yaml(&half, "reload").unwrap();
+        runner.reload(new_cfg.clone(), &half).await.unwrap();
+        assert_ne!(runner.config_version(), version);
+        assert_eq!(runner.config().sizing.max_weight_per_asset, 0.04);
+        let new_gross: f64 = runner.engine().target_weights().iter().map(|w| w.abs()).sum();
+        assert!(new_gross <= 4.0 * 0.04 + 1e-9 && new_gross < gross, "{new_gross} vs {gross}");
+        // Exactly what a fresh model on the new config says for the same bar.
+        let fresh_dir = tempfile::tempdir().unwrap();
+        let mut fresh =
+            Runner::start(mock.client(), new_cfg, &half, symbols(), options(fresh_dir.path())).await.unwrap();
+        fresh.cycle().await.unwrap();
+        assert_eq!(fresh.engine().target_weights(), runner.engine().target_weights());
+    });
+}
+
+#[test]
+fn paper_mode_trades_on_public_data_without_sending_a_signed_request() {
+    use xsmom::live::paper::PaperExchange;
+    let mut now = FIRST_BAR + 1_430 * HOUR + 5_000;
+    let mock = Mock::start(now);
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let (cfg, text) = config();
+        let market = BybitClient::new(&mock.url, None).unwrap();
+        let paper = PaperExchange::new(market, cfg.costs.clone(), 10_000.0);
+        let mut opts = options(dir.path());
+        opts.mode = "paper".into();
+        let mut runner = Runner::start(paper, cfg, &text, symbols(), opts).await.unwrap();
+        let first = runner.cycle().await.unwrap();
+        assert!(!first.orders_placed.is_empty());
+        now += HOUR;
+        mock.control("/mock/clock", json!({"now_ms": now})).await;
+        runner.cycle().await.unwrap();
+        let positions = runner.exchange().positions().await.unwrap();
+        assert!(!positions.is_empty(), "simulated fills when the next bar trades through");
+        let equity = runner.exchange().equity().await.unwrap();
+        assert!(equity > 9_000.0 && equity < 11_000.0 && equity != 10_000.0, "{equity}");
+        let state = mock.state().await;
+        assert!(requests(&state, "/v5/order/create").is_empty(), "paper never sends an order");
+        assert!(requests(&state, "/v5/account/wallet-balance").is_empty());
+        assert!(!requests(&state, "/v5/market/kline").is_empty());
+    });
+}
+
+/// A Discord webhook stand-in on 127.0.0.1: answers the first post with 429 `Retry-After: 1`, the
+/// rest with 204, and keeps every message body it received.
+struct Webhook {
+    url: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Webhook {
+    fn start() -> Webhook {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/api/webhooks/1/secret-token", listener.local_addr().unwrap());
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&bodies);
+        std::thread::spawn(move || {
+            for (n, stream) in listener.incoming().enumerate() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; length];
+                reader.read_exact(&mut body).unwrap();
+                seen.lock().unwrap().push(String::from_utf8_lossy(&body).to_string());
+                let reply = if n == 0 {
+                    "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                } else {
+                    "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                };
+                let _ = stream.write_all(reply.as_bytes());
+            }
+        });
+        Webhook { url, bodies }
+    }
+
+    fn messages(&self) -> Vec<String> {
+        self.bodies.lock().unwrap().clone()
+    }
+}
+
+fn wait_for(what: &str, seconds: u64, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_binary_trades_testnet_reloads_notifies_and_stops_cleanly_without_leaking_secrets() {
+    let now = FIRST_BAR + 1_430 * HOUR + 5_000;
+    let mock = Mock::start(now);
+    let hook = Webhook::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, text) = config();
+    let config_path = dir.path().join("live.yaml");
+    std::fs::write(&config_path, text.clone() + "live:\n  fast_check_secs: 1\n  warmup_bars: 1430\n").unwrap();
+    let state_path = dir.path().join("state.json");
+    let heartbeat = dir.path().join("heartbeat.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xsmom-live"))
+        .args(["run", "--mode", "testnet", "--base-url", &mock.url, "--config"])
+        .arg(&config_path)
+        .arg("--state")
+        .arg(&state_path)
+        .arg("--heartbeat")
+        .arg(&heartbeat)
+        .env("BYBIT_API_KEY", "test-key")
+        .env("BYBIT_API_SECRET", "test-secret")
+        .env("DISCORD_WEBHOOK_URL", &hook.url)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let orders = || block_on(mock.state())["orders"].as_array().map_or(0, |o| o.len());
+    wait_for("the first cycle's orders", 60, || orders() > 0 && heartbeat.exists());
+    let health = Command::new(env!("CARGO_BIN_EXE_xsmom-live"))
+        .arg("health")
+        .arg("--heartbeat")
+        .arg(&heartbeat)
+        .output()
+        .unwrap();
+    assert!(health.status.success(), "{}", String::from_utf8_lossy(&health.stdout));
+    // The first message met a 429 and was sent again after Retry-After.
+    wait_for("the start message", 20, || {
+        hook.messages().iter().filter(|m| m.contains("xsmom-live started")).count() == 2
+    });
+
+    // An invalid config is rejected (alert) and the runner keeps going on the old one.
+    std::thread::sleep(Duration::from_millis(1100)); // a new modification time
+    std::fs::write(&config_path, "strategy:\n  k_max: -3\n").unwrap();
+    wait_for("the rejection alert", 20, || hook.messages().iter().any(|m| m.contains("config rejected")));
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    // A valid one is swapped in on SIGHUP.
+    std::fs::write(
+        &config_path,
+        text.clone() + "live:\n  fast_check_secs: 1\n  warmup_bars: 1430\nsizing:\n  max_weight_per_asset: 0.04\n",
+    )
+    .unwrap();
+    Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
+    wait_for("the reload message", 20, || hook.messages().iter().any(|m| m.contains("config reloaded")));
+
+    // SIGTERM: finish the step, save the state, exit 0.
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(std::time::Instant::now() < deadline, "xsmom-live did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    assert!(status.success(), "exit {status:?}");
+    let output = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
+    assert!(logs.contains("config rejected"), "{logs}");
+    let state = std::fs::read_to_string(&state_path).unwrap();
+    for secret in ["test-secret", "secret-token", hook.url.as_str()] {
+        assert!(!logs.contains(secret), "a secret in the logs: {secret}");
+        assert!(!state.contains(secret), "a secret in the state: {secret}");
+    }
+    wait_for("the stop message", 10, || hook.messages().iter().any(|m| m.contains("xsmom-live stopped")));
+    let shown = Command::new(env!("CARGO_BIN_EXE_xsmom-live"))
+        .args(["state", "show", "--state"])
+        .arg(&state_path)
+        .output()
+        .unwrap();
+    assert!(shown.status.success());
+    assert!(String::from_utf8_lossy(&shown.stdout).contains(&format!("\"last_bar_ts\": {}", FIRST_BAR + 1_429 * HOUR)));
+}

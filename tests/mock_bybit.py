@@ -9,7 +9,8 @@ limit fills when a later bar trades through its price, a market order at the nex
 
 Test hooks (no auth): ``POST /mock/clock {"now_ms"}``, ``POST /mock/faults {"path", "kind",
 "count"}`` with kind ``timeout | http500 | ratelimit | postonly | drop_after_accept | partial``,
-``GET /mock/state`` (orders, positions, balance, request log), ``POST /mock/reset``.
+``POST /mock/price {"symbol", "last"}`` (the ticker's last trade, for stop tests), ``GET /mock/state``
+(orders, positions, balance, request log), ``POST /mock/reset``.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ class Exchange:
             self.faults: list[dict] = []
             self.log: list[dict] = []
             self.next_id = 1
+            self.price_override: dict[str, float] = {}
 
     # Market data -------------------------------------------------------------------------------
     def closed(self, symbol: str) -> list[tuple]:
@@ -252,6 +254,9 @@ class Handler(BaseHTTPRequestHandler):
                 ex.faults.append(
                     {"path": body["path"], "kind": body["kind"], "count": int(body.get("count", 1))}
                 )
+        elif path == "/mock/price":
+            with ex.lock:
+                ex.price_override[body["symbol"]] = float(body["last"])
         elif path == "/mock/reset":
             ex.reset()
         with ex.lock:
@@ -302,7 +307,7 @@ class Handler(BaseHTTPRequestHandler):
                     }
                 )
             if path == "/v5/market/tickers":
-                last = ex.last_close(q["symbol"])
+                last = ex.price_override.get(q["symbol"], ex.last_close(q["symbol"]))
                 return ok(
                     {
                         "category": "linear",
@@ -393,7 +398,7 @@ class Handler(BaseHTTPRequestHandler):
         symbol = body["symbol"]
         if symbol not in ex.bars:
             return error(10001, f"symbol {symbol} invalid")
-        last = ex.last_close(symbol)
+        last = ex.price_override.get(symbol, ex.last_close(symbol))
         side = 1.0 if body["side"] == "Buy" else -1.0
         if body["orderType"] == "Limit" and body.get("timeInForce") == "PostOnly":
             price = float(body["price"])

@@ -4,19 +4,23 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use xsmom::config::Config;
 use xsmom::error::{Error, Result};
+use xsmom::live::bybit::{self, BybitClient, Credentials};
+use xsmom::live::notify::Notifier;
+use xsmom::live::paper::PaperExchange;
 use xsmom::live::replay::ReplayExchange;
 use xsmom::live::runner::{Runner, RunnerOptions};
+use xsmom::live::service::{self, Control};
 use xsmom::live::state::LiveState;
 use xsmom::run::{self, BarsSource, FundingSource};
 
 const USAGE: &str = "usage:
   xsmom-live run --config F [--mode replay|paper|testnet|bybit] [--bars PATH] [--out DIR]
-                 [--state F] [--heartbeat F] [--reset-state] [--log-format text|json]
+                 [--symbols A,B] [--base-url URL] [--state F] [--heartbeat F] [--reset-state]
+                 [--log-format text|json]
   xsmom-live health [--heartbeat F] [--max-age-secs S]
   xsmom-live state show [--state F]";
 
@@ -91,7 +95,7 @@ fn init_logs(format: &str) -> Result<()> {
 
 fn cmd_run(args: &[String]) -> Result<ExitCode> {
     let args = Args::parse(args, &["reset-state"])?;
-    args.check_known(&["config", "mode", "bars", "out", "state", "heartbeat", "log-format"])?;
+    args.check_known(&["config", "mode", "bars", "out", "state", "heartbeat", "log-format", "symbols", "base-url"])?;
     init_logs(args.get("log-format").unwrap_or("text"))?;
     let config_path = PathBuf::from(args.get("config").ok_or_else(|| Error::invalid("run needs --config F"))?);
     let config_text = std::fs::read_to_string(&config_path).map_err(|err| Error::io(config_path.display(), err))?;
@@ -110,29 +114,20 @@ fn cmd_run(args: &[String]) -> Result<ExitCode> {
             let out = args.get("out").map(PathBuf::from);
             run_replay(cfg, &config_text, Path::new(bars), out.as_deref(), opts)
         }
-        "paper" | "testnet" | "bybit" => Err(Error::invalid(format!(
-            "--mode {mode}: the Bybit client is not built into this version yet; use --mode replay"
-        ))),
+        "paper" | "testnet" | "bybit" => {
+            let base_url = match (args.get("base-url"), mode.as_str()) {
+                (Some(url), _) => url.to_string(),
+                (None, "bybit") => bybit::MAINNET.to_string(),
+                (None, _) => bybit::TESTNET.to_string(),
+            };
+            let symbols: Vec<String> = match args.get("symbols") {
+                Some(list) => list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+                None => cfg.universe.include.clone(),
+            };
+            run_exchange(cfg, &config_text, &config_path, &base_url, symbols, opts)
+        }
         other => Err(Error::invalid(format!("--mode {other}: expected replay, paper, testnet or bybit"))),
     }
-}
-
-/// SIGTERM / SIGINT set this; the loop finishes the current step, persists and exits 0.
-fn stop_flag() -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let handler = Arc::clone(&flag);
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        handler.store(true, Ordering::SeqCst);
-    });
-    flag
 }
 
 fn run_replay(
@@ -148,12 +143,8 @@ fn run_replay(
     let exchange = ReplayExchange::new(inputs.panel, inputs.funding, cfg.costs.clone(), capital, delay_ms);
     let symbols = exchange.symbols();
     opts.start_ts = Some(exchange.first_bar_ts());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|err| Error::invalid(format!("cannot start the async runtime: {err}")))?;
-    runtime.block_on(async move {
-        let stop = stop_flag();
+    runtime()?.block_on(async move {
+        let stop = Control::from_signals().stop;
         // A restarted replay resumes after the last bar it processed (with a fresh simulated account).
         if !opts.reset_state {
             if let Some(last) = LiveState::load(&opts.state_path)?.and_then(|s| s.last_bar_ts) {
@@ -188,6 +179,49 @@ fn run_replay(
             last_equity,
             model.bars.equity.last().copied().unwrap_or(capital)
         );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| Error::invalid(format!("cannot start the async runtime: {err}")))
+}
+
+/// `bybit` / `testnet` trade through the REST client with keys from the environment; `paper`
+/// uses its public market data and simulates the fills.
+fn run_exchange(
+    cfg: Config,
+    config_text: &str,
+    config_path: &Path,
+    base_url: &str,
+    mut symbols: Vec<String>,
+    opts: RunnerOptions,
+) -> Result<ExitCode> {
+    symbols.sort();
+    symbols.dedup();
+    let mode = opts.mode.clone();
+    let credentials = Credentials::from_env();
+    if mode != "paper" && credentials.is_none() {
+        return Err(Error::config(format!(
+            "--mode {mode} needs BYBIT_API_KEY and BYBIT_API_SECRET in the environment"
+        )));
+    }
+    let client = BybitClient::new(base_url, credentials).map_err(|err| Error::invalid(err.to_string()))?;
+    let config_path = config_path.to_path_buf();
+    runtime()?.block_on(async move {
+        let control = Control::from_signals();
+        let notifier = Notifier::from_env();
+        if mode == "paper" {
+            let exchange = PaperExchange::new(client, cfg.costs.clone(), cfg.backtest.initial_capital);
+            let mut runner = Runner::start(exchange, cfg, config_text, symbols, opts).await?;
+            service::serve(&mut runner, &control, &config_path, &notifier).await?;
+        } else {
+            let mut runner = Runner::start(client, cfg, config_text, symbols, opts).await?;
+            service::serve(&mut runner, &control, &config_path, &notifier).await?;
+        }
         Ok(ExitCode::SUCCESS)
     })
 }

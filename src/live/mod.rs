@@ -3,9 +3,12 @@
 
 pub mod bybit;
 pub mod exchange;
+pub mod notify;
 pub mod output;
+pub mod paper;
 pub mod plan;
 pub mod replay;
 pub mod runner;
+pub mod service;
 pub mod state;
 pub mod types;

@@ -85,7 +85,7 @@ fn plan_one(book: &SymbolBook, inputs: &PlanInputs) -> Result<Option<PlannedOrde
         round_to_step(wanted, book.qty_step) - book.position
     };
     let delta = if closing { delta } else { round_to_step(delta, book.qty_step) };
-    if delta == 0.0 || delta.abs() < book.qty_step * 0.5 {
+    if delta == 0.0 || (!closing && delta.abs() < book.qty_step * 0.5) {
         return Ok(None);
     }
     let notional = delta.abs() * mid;

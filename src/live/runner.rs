@@ -262,8 +262,10 @@ impl<E: Exchange> Runner<E> {
         let mut report = CycleReport::default();
         let now = self.exchange.server_time_ms().await.map_err(|err| exchange_error("server time", err))?;
         let step = self.timeframe.ms;
-        // Newest bar whose close time is ≤ now: never the forming bar.
-        let newest_open = now.div_euclid(step) * step - step;
+        // Newest bar whose close time is ≤ now − rebalance delay: never the forming bar, and the
+        // exchange has had a moment to publish the closed one.
+        let delay = self.cfg.live.rebalance_delay_secs as i64 * 1000;
+        let newest_open = (now - delay).div_euclid(step) * step - step;
         let start = match self.state.last_bar_ts {
             Some(last) => last + step,
             None => {
@@ -279,9 +281,21 @@ impl<E: Exchange> Runner<E> {
             }
             report.bars_stepped = rows.ts.len();
             self.state.last_bar_ts = Some(newest_open);
+            self.state.order_attempts.clear();
+            self.state.stop_exits.clear();
             self.reconcile_pending = true;
         }
         report.last_bar_ts = self.state.last_bar_ts;
+        if let (false, Some(bar_ts)) = (self.reconcile_pending, self.state.last_bar_ts) {
+            // Between bars: replace this bar's orders that went stale (too old or too far from the touch).
+            match self.cancel_stale_orders(bar_ts, now, &mut report).await {
+                Ok(cancelled) => self.reconcile_pending = cancelled > 0,
+                Err(err) => {
+                    self.record_error(now, &err);
+                    tracing::error!(error = %err, "stale-order check failed; retried next cycle");
+                }
+            }
+        }
         if let (true, Some(bar_ts)) = (self.reconcile_pending, self.state.last_bar_ts) {
             match self.reconcile(bar_ts, now, &mut report).await {
                 Ok(done) => self.reconcile_pending = !done,
@@ -294,6 +308,26 @@ impl<E: Exchange> Runner<E> {
         report.breaker_open = breaker_open(&self.state, now);
         self.persist(now)?;
         Ok(report)
+    }
+
+    /// Count a failure outside a reconciliation (a failed fetch, a failed risk check) for the
+    /// circuit breaker, and persist that.
+    pub async fn record_failure(&mut self, err: &Error) {
+        let now = match self.exchange.server_time_ms().await {
+            Ok(now) => now,
+            Err(_) => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+        };
+        self.record_error(now, err);
+        if let Err(err) = self.persist(now) {
+            tracing::error!(error = %err, "cannot save the state");
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
     }
 
     fn record_error(&mut self, now: i64, err: &Error) {
@@ -338,6 +372,9 @@ impl<E: Exchange> Runner<E> {
                     .await
                     .or_else(ignore_not_found)
                     .map_err(|err| exchange_error("cancel", err))?;
+                if order.client_order_id.starts_with(&prefix) {
+                    self.state.order_attempts.entry(order.symbol.clone()).and_modify(|n| *n += 1).or_insert(1);
+                }
                 report.orders_cancelled.push(order.client_order_id);
             }
         }
@@ -380,6 +417,7 @@ impl<E: Exchange> Runner<E> {
         let (orders, skipped) = plan::plan_orders(&books, &inputs);
         report.skipped = skipped;
         for order in orders {
+            let attempt = self.state.order_attempts.get(&order.symbol).copied().unwrap_or(0);
             let mut request = OrderRequest {
                 symbol: order.symbol.clone(),
                 side: order.side,
@@ -388,7 +426,7 @@ impl<E: Exchange> Runner<E> {
                 order_type: OrderType::Limit,
                 tif: TimeInForce::PostOnly,
                 reduce_only: order.reduce_only,
-                client_order_id: plan::client_order_id(bar_ts, &order.symbol, 0),
+                client_order_id: plan::client_order_id(bar_ts, &order.symbol, attempt),
             };
             match ex.place_order(&request).await {
                 Ok(_) => report.orders_placed.push(request.client_order_id),
@@ -401,7 +439,8 @@ impl<E: Exchange> Runner<E> {
                         Side::Buy => plan::floor_to_step(quote.bid - tick, tick),
                         Side::Sell => plan::ceil_to_step(quote.ask + tick, tick),
                     });
-                    request.client_order_id = plan::client_order_id(bar_ts, &order.symbol, 1);
+                    self.state.order_attempts.insert(order.symbol.clone(), attempt + 1);
+                    request.client_order_id = plan::client_order_id(bar_ts, &order.symbol, attempt + 1);
                     match ex.place_order(&request).await {
                         Ok(_) | Err(ExchangeError::DuplicateOrder { .. }) => {
                             report.orders_placed.push(request.client_order_id)
@@ -413,6 +452,41 @@ impl<E: Exchange> Runner<E> {
             }
         }
         Ok(true)
+    }
+
+    /// Cancel this bar's resting orders that are older than `max_order_age_secs` or farther than
+    /// `reprice_bps` from the touch (live.md §2.5); the next reconciliation re-places them under
+    /// the next attempt id. Returns how many were cancelled.
+    async fn cancel_stale_orders(&mut self, bar_ts: i64, now: i64, report: &mut CycleReport) -> Result<usize> {
+        let live = &self.cfg.live;
+        let max_age_ms = live.max_order_age_secs as i64 * 1000;
+        let open = self.exchange.open_orders().await.map_err(|err| exchange_error("open orders", err))?;
+        let prefix = format!("xs-{bar_ts}-");
+        let mut cancelled = 0;
+        for order in open.into_iter().filter(|o| o.client_order_id.starts_with(&prefix)) {
+            let too_old = now - order.created_ms >= max_age_ms;
+            let too_far = match order.price {
+                Some(price) if !too_old => {
+                    let quote = self.exchange.quote(&order.symbol).await.map_err(|err| exchange_error("quote", err))?;
+                    let touch = if order.side == Side::Buy { quote.bid } else { quote.ask };
+                    touch > 0.0 && (price - touch).abs() / touch * 1e4 > live.reprice_bps
+                }
+                _ => false,
+            };
+            if !(too_old || too_far) {
+                continue;
+            }
+            self.exchange
+                .cancel_order(&order.symbol, &order.client_order_id)
+                .await
+                .or_else(ignore_not_found)
+                .map_err(|err| exchange_error("cancel", err))?;
+            self.state.order_attempts.entry(order.symbol.clone()).and_modify(|n| *n += 1).or_insert(1);
+            tracing::info!(symbol = %order.symbol, id = %order.client_order_id, too_old, too_far, "stale order cancelled");
+            report.orders_cancelled.push(order.client_order_id);
+            cancelled += 1;
+        }
+        Ok(cancelled)
     }
 
     /// Kill-switch: cancel everything and close every position with reduce-only market orders.
@@ -442,6 +516,92 @@ impl<E: Exchange> Runner<E> {
             }
         }
         Ok(())
+    }
+
+    /// The risk loop (live.md §3), run every `live.fast_check_secs`: the model's stop levels tested
+    /// on last-trade prices of the account's open positions (a hit closes with a reduce-only market
+    /// order), and the account kill-switch on the current equity. Returns the exit order ids.
+    pub async fn risk_check(&mut self) -> Result<Vec<String>> {
+        let Some(bar_ts) = self.state.last_bar_ts else { return Ok(Vec::new()) };
+        let now = self.exchange.server_time_ms().await.map_err(|err| exchange_error("server time", err))?;
+        let mut placed = Vec::new();
+        let positions = self.exchange.positions().await.map_err(|err| exchange_error("positions", err))?;
+        let equity = self.exchange.equity().await.map_err(|err| exchange_error("equity", err))?;
+        let kill = self.account_kill.check(bar_ts, equity, self.timeframe);
+        self.state.kill_switch = Some(self.account_kill.snapshot());
+        if kill.flatten {
+            let book: BTreeMap<String, f64> = positions.iter().map(|p| (p.symbol.clone(), p.qty)).collect();
+            let mut report = CycleReport::default();
+            tracing::error!(equity, "daily kill-switch fired: cancelling orders and flattening");
+            self.flatten(bar_ts, &book, &mut report).await?;
+            self.persist(now)?;
+            return Ok(report.orders_placed);
+        }
+        for position in positions {
+            let Some(i) = self.symbols.iter().position(|s| *s == position.symbol) else { continue };
+            let Some(stop) = self.engine.risk().stop_state(i) else { continue };
+            if stop.side != position.qty.signum() {
+                continue;
+            }
+            let quote = self.exchange.quote(&position.symbol).await.map_err(|err| exchange_error("quote", err))?;
+            let last = quote.last;
+            // The stop state machine of the core, on the last trade as a one-tick bar.
+            let Some((_, reason)) = stop.test(last, last, last) else { continue };
+            let client_order_id = format!("xs-{bar_ts}-{}-stop", position.symbol);
+            if self.state.stop_exits.contains(&client_order_id) {
+                continue;
+            }
+            let request = OrderRequest {
+                symbol: position.symbol.clone(),
+                side: if position.qty > 0.0 { Side::Sell } else { Side::Buy },
+                qty: position.qty.abs(),
+                price: None,
+                order_type: OrderType::Market,
+                tif: TimeInForce::Ioc,
+                reduce_only: true,
+                client_order_id,
+            };
+            match self.exchange.place_order(&request).await {
+                Ok(_) => {
+                    tracing::warn!(symbol = %position.symbol, last, reason = reason.as_str(), "stop hit: reduce-only exit");
+                    self.state.stop_exits.push(request.client_order_id.clone());
+                    placed.push(request.client_order_id);
+                }
+                Err(ExchangeError::DuplicateOrder { .. }) => self.state.stop_exits.push(request.client_order_id),
+                Err(err) => return Err(exchange_error(&format!("stop exit {}", position.symbol), err)),
+            }
+        }
+        if !placed.is_empty() {
+            self.persist(now)?;
+        }
+        Ok(placed)
+    }
+
+    /// Swap in a new config between cycles: validated first (an invalid one is rejected and the
+    /// old one keeps running), then the model is rebuilt from its first bar with the new config.
+    pub async fn reload(&mut self, cfg: Config, config_text: &str) -> Result<()> {
+        cfg.validate()?;
+        if cfg.timeframe() != self.timeframe {
+            return Err(Error::config("live reload: data.timeframe cannot change while running; restart instead"));
+        }
+        let mut engine = Engine::new(&self.symbols, self.timeframe, &vec![true; self.symbols.len()], &cfg, false)?;
+        if let (Some(start), Some(last)) = (self.state.model_start_ts, self.state.last_bar_ts) {
+            let rows = self.fetch_rows(start, last + self.timeframe.ms).await?;
+            for k in 0..rows.ts.len() {
+                engine.step(&rows.row(k, self.symbols.len()));
+            }
+        }
+        self.engine = engine;
+        self.account_kill = KillSwitch::restore(&cfg.risk.kill_switch, &self.account_kill.snapshot());
+        self.cfg = cfg;
+        self.config_version = config_version(config_text);
+        self.reconcile_pending = true;
+        tracing::info!(version = %self.config_version, "config reloaded");
+        Ok(())
+    }
+
+    pub fn config_version(&self) -> &str {
+        &self.config_version
     }
 
     /// The model's per-symbol risk state after the last bar.

@@ -35,6 +35,15 @@ pub struct LiveState {
     pub breaker_paused_until_ms: Option<i64>,
     /// Per symbol: the model's risk state after the last bar (for `state show` and the restart check).
     pub symbols: BTreeMap<String, SymbolState>,
+    /// Order attempts per symbol for the bar `last_bar_ts` (the `<n>` of `xs-<bar>-<symbol>-<n>`):
+    /// a cancelled or re-priced order is replaced under the next id, also after a restart.
+    #[serde(default)]
+    pub order_attempts: BTreeMap<String, u32>,
+    /// Stop exits the risk loop sent during the bar `last_bar_ts` (client order ids): sent once;
+    /// if one does not close the position, the next bar's model (the same stop machine on the
+    /// bar's high/low) and reconciliation take over.
+    #[serde(default)]
+    pub stop_exits: Vec<String>,
     pub updated_ms: i64,
 }
 
@@ -70,6 +79,8 @@ impl LiveState {
             breaker_errors_ms: Vec::new(),
             breaker_paused_until_ms: None,
             symbols: BTreeMap::new(),
+            order_attempts: BTreeMap::new(),
+            stop_exits: Vec::new(),
             updated_ms: 0,
         }
     }
