@@ -397,14 +397,44 @@ def test_cli_research_errors_are_one_line(args, needle, capsys, monkeypatch, dat
 
 
 def test_discord_verdict_is_sent_when_the_webhook_is_set(tmp_path, planted, monkeypatch):
-    notify = pytest.importorskip("xsmom.notify")
-    sent = []
-    monkeypatch.setattr(
-        notify, "send_discord", lambda content, files=(), **_: sent.append((content, files)) or True
-    )
-    monkeypatch.setenv("DISCORD_WEBHOOK_URL", "http://127.0.0.1:9/hook")
-    result = research.optimize(
-        planted, base_config(), space=small_space(), n_trials=4, seed=0, wfo=WFO, mc_paths=20, out=tmp_path
-    )
-    assert result.notified is True and len(sent) == 1
-    assert "xsmom optimize" in sent[0][0] and "127.0.0.1" not in sent[0][0]
+    """The real ``xsmom.notify.send_discord`` against a local HTTP server (skipped without the module)."""
+    pytest.importorskip("xsmom.notify")
+    import http.server
+    import threading
+
+    received = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/hook/secret-token"
+    monkeypatch.setenv("DISCORD_WEBHOOK_URL", url)
+    try:
+        result = research.optimize(
+            planted,
+            base_config(),
+            space=small_space(),
+            n_trials=4,
+            seed=0,
+            wfo=WFO,
+            mc_paths=20,
+            out=tmp_path,
+        )
+    finally:
+        server.shutdown()
+    assert result.notified is True and len(received) == 1
+    body = received[0]
+    assert b"xsmom optimize" in body and b"oos_equity.png" in body and b"candidate.json" in body
+    verdict = b"PASSED" if result.verdict["passed"] else b"REFUSED"
+    assert verdict in body
+    for path in tmp_path.iterdir():
+        if path.is_file() and path.suffix in (".md", ".json", ".yaml"):
+            assert "secret-token" not in path.read_text()
