@@ -2,6 +2,7 @@
 
 mod common;
 
+use ndarray::s;
 use xsmom::backtest::{self, BacktestResult};
 use xsmom::config::Accounting;
 use xsmom::data::Panel;
@@ -100,6 +101,20 @@ fn warm_window_starts_at_initial_capital_and_reads_nothing_after_trade_to() {
     assert_eq!(again.metrics, window.metrics);
 
     // History before trade_from matters (it is not leakage): a cold run on the window alone differs.
+    let cold_panel = Panel {
+        timeframe: panel.timeframe,
+        ts: panel.ts[from..to].to_vec(),
+        symbols: panel.symbols.clone(),
+        open: panel.open.slice(s![from..to, ..]).to_owned(),
+        high: panel.high.slice(s![from..to, ..]).to_owned(),
+        low: panel.low.slice(s![from..to, ..]).to_owned(),
+        close: panel.close.slice(s![from..to, ..]).to_owned(),
+        volume: panel.volume.slice(s![from..to, ..]).to_owned(),
+        quote_volume: panel.quote_volume.slice(s![from..to, ..]).to_owned(),
+    };
+    let cold = backtest::run(&cold_panel, &common::no_funding(&cold_panel), &cfg).unwrap();
+    assert!(cold.first_decision.unwrap() > 50, "a cold start waits for its indicators");
+    assert_ne!(cold.target_weights().row(10), window.target_weights().row(10));
     assert!(backtest::run_window(&panel, &funding, &cfg, 0, 10, false).is_ok());
     assert!(backtest::run_window(&panel, &funding, &cfg, 10, 10, false).is_err());
     assert!(backtest::run_window(&panel, &funding, &cfg, 10, 2001, false).is_err());
