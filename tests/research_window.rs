@@ -158,6 +158,13 @@ fn batch_evaluates_every_job_and_reports_invalid_ones_per_item() {
                 assert_eq!(r.returns.as_ref().unwrap().len(), j.trade_to - j.trade_from);
                 assert_eq!(r.equity.as_ref().unwrap(), &direct.bars.equity);
                 assert_eq!(r.trade_returns.as_ref().unwrap().len(), direct.round_trips.len());
+                // Each round trip over the equity at the close before its entry bar.
+                for (ret, trip) in r.trade_returns.as_ref().unwrap().iter().zip(&direct.round_trips) {
+                    let entry = direct.ts.iter().position(|&ts| ts == trip.entry_ts).unwrap();
+                    let before =
+                        if entry == 0 { cfg_k.backtest.initial_capital } else { direct.bars.equity[entry - 1] };
+                    assert!((ret - trip.pnl / before).abs() < 1e-15);
+                }
             }
         }
     }

@@ -444,6 +444,42 @@ mod tests {
         assert!(pbo(&rows[..10], 2, 8).is_err());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(40))]
+        /// The O(blocks) CSCV equals the definition on any matrix, and PBO is a probability.
+        #[test]
+        fn pbo_equals_the_definition_on_random_matrices(
+            seed in 0u64..10_000,
+            n_trials in 2usize..6,
+            half_blocks in 1usize..4,
+            extra_rows in 0usize..7,
+        ) {
+            let n_blocks = 2 * half_blocks;
+            let n_rows = n_blocks * 3 + extra_rows;
+            let mut rng = StdRng::seed_from_u64(seed);
+            let m: Vec<f64> = (0..n_rows * n_trials).map(|_| rng.random::<f64>() - 0.48).collect();
+            let fast = pbo(&m, n_trials, n_blocks).unwrap();
+            proptest::prop_assert_eq!(fast, pbo_by_definition(&m, n_trials, n_blocks));
+            proptest::prop_assert!((0.0..=1.0).contains(&fast));
+        }
+
+        /// Bootstrap paths only hold values of the series, and path stats are consistent.
+        #[test]
+        fn bootstrap_paths_resample_the_series(seed in 0u64..10_000, n in 2usize..300, block in 1.0f64..20.0) {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let series: Vec<f64> = (0..n).map(|_| 0.02 * (rng.random::<f64>() - 0.5)).collect();
+            let mut path = vec![];
+            stationary_bootstrap(&series, block, &mut path_rng(seed, 1), &mut path);
+            proptest::prop_assert_eq!(path.len(), n);
+            proptest::prop_assert!(path.iter().all(|x| series.contains(x)));
+            let stats = path_stats(&path, 8760.0);
+            proptest::prop_assert!((0.0..1.0).contains(&stats.max_drawdown));
+            proptest::prop_assert!((0.0..=1.0).contains(&stats.time_under_water));
+            let compounded = path.iter().fold(1.0, |e, r| e * (1.0 + r)) - 1.0;
+            proptest::prop_assert!((stats.total_return - compounded).abs() < 1e-12);
+        }
+    }
+
     #[test]
     fn block_length_grows_with_persistence_and_bootstrap_is_seeded() {
         let mut rng = StdRng::seed_from_u64(3);
