@@ -245,11 +245,25 @@ def deployment_gate(
 Job = tuple[list[tuple[str, str]], int, int]
 
 
+_PANELS: dict[str, Any] = {}
+
+
 def _evaluate_chunk(
-    bars: pl.DataFrame, funding: pl.DataFrame | None, config_yaml: str, jobs: list[Job], series: bool
+    token: str,
+    bars: pl.DataFrame,
+    funding: pl.DataFrame | None,
+    config_yaml: str,
+    jobs: list[Job],
+    series: bool,
 ) -> list[dict[str, Any]]:
-    """Run on an executor worker: prepare the shipped bars once, evaluate the chunk in one call."""
-    panel = _core.research_panel(bars, config_yaml, funding)
+    """Run on an executor worker: evaluate the chunk in one call. The prepared panel is kept per
+    worker process under the evaluator's ``token`` (the last two), so a study prepares it once."""
+    panel = _PANELS.get(token)
+    if panel is None:
+        panel = _core.research_panel(bars, config_yaml, funding)
+        while len(_PANELS) >= 2:
+            _PANELS.pop(next(iter(_PANELS)))
+        _PANELS[token] = panel
     # An explicit thread count builds a fresh rayon pool: the global one is unusable in a forked child.
     threads = os.cpu_count() or 1
     return [dict(r) for r in _core.evaluate_windows(panel, config_yaml, jobs, series, threads)]
@@ -273,6 +287,7 @@ class Evaluator:
         self.executor = executor
         self.n_jobs = n_jobs
         self._frames: tuple[pl.DataFrame, pl.DataFrame | None] | None = None
+        self.token = f"{_WHO}:{id(self)}:{time.time_ns()}"
         if executor is not None:
             self._frames = _as_frames(bars, funding, self.panel.timeframe)
 
@@ -287,7 +302,9 @@ class Evaluator:
         n_chunks = max(1, min(len(jobs), _executor_workers(self.executor)))
         size = math.ceil(len(jobs) / n_chunks)
         futures = [
-            self.executor.submit(_evaluate_chunk, bars, funding, self.config_yaml, jobs[i : i + size], series)
+            self.executor.submit(
+                _evaluate_chunk, self.token, bars, funding, self.config_yaml, jobs[i : i + size], series
+            )
             for i in range(0, len(jobs), size)
         ]
         return [item for future in futures for item in future.result()]
