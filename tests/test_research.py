@@ -374,6 +374,23 @@ def test_cli_optimize_and_montecarlo_end_to_end(tmp_path, data_dir, capsys):
         (["optimize", "--bars", "data", "--worker"], "--worker needs --storage"),
         (["optimize", "--bars", "data", "--space", "/no/space.yaml"], "/no/space.yaml: cannot read"),
         (["montecarlo", "--result", "/no/dir"], "/no/dir/oos.json: no such file"),
+        (["optimize", "--bars", "data", "--train-days", "400"], "too few for one walk-forward segment"),
+        (
+            [
+                "optimize",
+                "--bars",
+                "data",
+                "--trials",
+                "2",
+                "--train-days",
+                "60",
+                "--oos-days",
+                "20",
+                "--space",
+                "tests/bad_key_space.yaml",
+            ],
+            "every trial was pruned; the first one:",
+        ),
         (
             [
                 "optimize",
@@ -388,8 +405,12 @@ def test_cli_optimize_and_montecarlo_end_to_end(tmp_path, data_dir, capsys):
         ),
     ],
 )
-def test_cli_research_errors_are_one_line(args, needle, capsys, monkeypatch, data_dir):
+def test_cli_research_errors_are_one_line(args, needle, capsys, monkeypatch, data_dir, tmp_path):
     monkeypatch.chdir(data_dir.parent)
+    bad = tmp_path / "bad_key_space.yaml"
+    bad.write_text("params:\n  - {path: strategy.no_such_key, type: int, low: 1, high: 3}\n")
+    args = [str(bad) if a == "tests/bad_key_space.yaml" else a for a in args]
+    args += ["--out", str(tmp_path / "out")] if args[0] == "optimize" else []
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("xsmom: error: ") and needle in err and err.count("\n") == 1

@@ -621,7 +621,9 @@ def optimize(
 
         complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
         if not complete:
-            raise ResearchError(f"segment {j}: every trial was pruned (see the trials' 'error' attributes)")
+            errors = [t.user_attrs.get("error") for t in study.get_trials(deepcopy=False)]
+            first = next((e for e in errors if e), "no error recorded")
+            raise ResearchError(f"segment {j}: every trial was pruned; the first one: {first}")
         missing = [t for t in complete if t.number not in returns]
         if missing:  # trials told by other workers: their train returns are recomputed here
             again = evaluate([(_encode(params_of(t, space)), *window) for t in missing], series=True)
