@@ -389,7 +389,7 @@ def test_cli_optimize_and_montecarlo_end_to_end(tmp_path, data_dir, capsys):
                 "--space",
                 "tests/bad_key_space.yaml",
             ],
-            "every trial was pruned; the first one:",
+            "bad_key_space.yaml: strategy.no_such_key: unknown config key",
         ),
         (
             [

@@ -128,7 +128,7 @@ def _optimize(args: argparse.Namespace) -> int:
     if args.worker and args.storage is None:
         raise CliError("--worker needs --storage URL of the study to join")
     config = _config(args)
-    space = research.load_space(args.space)
+    research.load_space(args.space)  # a bad space file fails before any data is read
     executor = None
     if args.dask_scheduler is not None:
         try:
@@ -141,7 +141,7 @@ def _optimize(args: argparse.Namespace) -> int:
         result = research.optimize(
             args.bars,
             config,
-            space=space,
+            space=args.space,
             n_trials=args.trials,
             seed=args.seed,
             n_jobs=args.jobs,

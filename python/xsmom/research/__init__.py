@@ -508,6 +508,18 @@ def _wait_for_study(study: Any, n_trials: int, timeout: float = 600.0) -> None:
         time.sleep(0.2)
 
 
+def _check_paths(space: Sequence[Param], config: Config, source: str) -> None:
+    """Every path of the space must be a config key (values may still clash per trial: pruned then)."""
+    for p in space:
+        value = p.choices[0] if p.type == "categorical" else p.low
+        value = int(value) if p.type == "int" else value
+        try:
+            config.with_overrides({p.path: value})
+        except ValueError as err:
+            if "unknown" in str(err):
+                raise ResearchError(f"{source}: {p.path}: {' '.join(str(err).split())}") from None
+
+
 def _purge(config: Config, space: Sequence[Param]) -> int:
     lookbacks = list(config.to_dict()["strategy"]["lookbacks"])
     for p in space:
@@ -552,7 +564,9 @@ def optimize(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.perf_counter()
     config = config or Config.default()
+    space_source = "search space" if isinstance(space, list | tuple) else str(space or DEFAULT_SPACE)
     space = list(space) if isinstance(space, list | tuple) else load_space(space)
+    _check_paths(space, config, space_source)
     wfo = wfo or WalkForward()
     objective = objective or Objective()
     if n_trials < 1:
