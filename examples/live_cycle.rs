@@ -12,7 +12,6 @@ use xsmom::live::runner::{Runner, RunnerOptions};
 use xsmom::Config;
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 /// User + system CPU seconds of this process.

@@ -22,6 +22,8 @@ pub mod universe;
 
 #[cfg(feature = "python")]
 mod python;
+#[cfg(feature = "python")]
+mod python_fetch;
 pub mod run;
 
 /// mimalloc as the global allocator (as polars does): backtests allocate and free panel-sized

@@ -338,5 +338,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ingest, m)?)?;
     m.add_function(wrap_pyfunction!(resample_store, m)?)?;
     research::register(m)?;
+    crate::python_fetch::register(m)?;
     Ok(())
 }

@@ -44,7 +44,10 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 /// Run the replay to the end; `crash_after` cycles, drop the runner and start a new one on the same
 /// account from the saved state (optionally restoring an older state file first, as if the crash
 /// came after the orders were sent but before the state was written).
-fn run_replay(cfg: &Config, dir: &Path, crash_after: Option<(usize, bool)>) -> (BacktestResult, Vec<String>) {
+/// The model's outputs, the order ids sent, and the account equity `(bar ts, equity)` per bar.
+type Replayed = (BacktestResult, Vec<String>, Vec<(i64, f64)>);
+
+fn run_replay(cfg: &Config, dir: &Path, crash_after: Option<(usize, bool)>) -> Replayed {
     block_on(async {
         let exchange = replay(cfg);
         let start = exchange.first_bar_ts();
@@ -75,7 +78,8 @@ fn run_replay(cfg: &Config, dir: &Path, crash_after: Option<(usize, bool)>) -> (
                 break;
             }
         }
-        (runner.finish(), placed)
+        let equity = runner.equity_history.clone();
+        (runner.finish(), placed, equity)
     })
 }
 
@@ -88,13 +92,42 @@ fn assert_same_targets(live: &BacktestResult, backtest: &BacktestResult) {
     }
 }
 
+/// The account's equity follows the backtest's within the fill-model difference: post-only limit
+/// orders filled when a later bar trades through them (some never fill) against fills at the close.
+fn assert_equity_tracks_the_backtest(account: &[(i64, f64)], backtest: &BacktestResult, correlation_min: f64) {
+    let by_ts: std::collections::HashMap<i64, f64> =
+        backtest.ts.iter().copied().zip(backtest.bars.equity.iter().copied()).collect();
+    let pairs: Vec<(f64, f64)> = account.iter().filter_map(|(ts, e)| by_ts.get(ts).map(|b| (*e, *b))).collect();
+    assert!(pairs.len() > 1000, "equity compared on {} bars", pairs.len());
+    let returns = |pick: fn(&(f64, f64)) -> f64| -> Vec<f64> {
+        pairs.windows(2).map(|w| pick(&w[1]) / pick(&w[0]) - 1.0).collect()
+    };
+    let (live_r, bt_r) = (returns(|p| p.0), returns(|p| p.1));
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (ml, mb) = (mean(&live_r), mean(&bt_r));
+    let cov: f64 = live_r.iter().zip(&bt_r).map(|(l, b)| (l - ml) * (b - mb)).sum();
+    let var_l: f64 = live_r.iter().map(|l| (l - ml).powi(2)).sum();
+    let var_b: f64 = bt_r.iter().map(|b| (b - mb).powi(2)).sum();
+    let correlation = cov / (var_l * var_b).sqrt();
+    let (last_live, last_bt) = *pairs.last().unwrap();
+    let gap = (last_live / last_bt - 1.0).abs();
+    eprintln!("equity parity: return correlation {correlation:.3}, final equity {last_live:.0} vs {last_bt:.0}");
+    assert!(correlation > correlation_min, "bar returns correlate {correlation:.3}");
+    // Maker fills without slippage cost less than the backtest's blended fee plus slippage, so the
+    // account ends higher; over five months of hourly rebalancing the gap stays below 60 %.
+    assert!(gap < 0.6 && last_live > 0.5 * last_bt, "final equity {last_live:.0} vs backtest {last_bt:.0}");
+}
+
 #[test]
 fn replay_parity_target_weights_equal_the_backtester_bar_by_bar() {
-    for cfg in [Config::default(), Config::profile("xsmom-bot-v1").unwrap()] {
+    // Measured: return correlation 0.54 with the default config (the model's intrabar stop exits and
+    // unfilled limit orders are where the two books differ most) and 0.99 with the v1 profile.
+    for (cfg, correlation_min) in [(Config::default(), 0.45), (Config::profile("xsmom-bot-v1").unwrap(), 0.95)] {
         let dir = tempfile::tempdir().unwrap();
-        let (live, placed) = run_replay(&cfg, dir.path(), None);
+        let (live, placed, account) = run_replay(&cfg, dir.path(), None);
         let backtest = run::backtest(&inputs(&cfg), &cfg, false).unwrap();
         assert_same_targets(&live, &backtest);
+        assert_equity_tracks_the_backtest(&account, &backtest, correlation_min);
         assert!(live.target_weights().iter().any(|w| *w != 0.0), "the model traded");
         assert!(placed.len() > 100, "the runner placed orders: {}", placed.len());
     }
@@ -106,7 +139,7 @@ fn a_restart_rebuilds_the_model_and_never_sends_an_order_twice() {
     let backtest = run::backtest(&inputs(&cfg), &cfg, false).unwrap();
     for lose_state in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let (live, placed) = run_replay(&cfg, dir.path(), Some((1500, lose_state)));
+        let (live, placed, _) = run_replay(&cfg, dir.path(), Some((1500, lose_state)));
         assert_same_targets(&live, &backtest);
         let mut unique = placed.clone();
         unique.sort();
@@ -122,7 +155,7 @@ fn the_account_kill_switch_flattens_with_reduce_only_market_orders() {
     // A 0.5 % daily loss limit fires within days on the fixture.
     let cfg = Config::default().with_override_strings(&["risk.kill_switch.max_daily_loss_pct=0.5".into()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (_, placed) = run_replay(&cfg, dir.path(), None);
+    let (_, placed, _) = run_replay(&cfg, dir.path(), None);
     let kills: Vec<&String> = placed.iter().filter(|id| id.ends_with("-kill")).collect();
     assert!(!kills.is_empty(), "the kill-switch closed positions");
     // While paused (the rest of the UTC day) no new limit orders are placed for that day.

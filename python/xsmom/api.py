@@ -13,6 +13,8 @@ from xsmom import _core
 from xsmom.config import Config
 
 if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
     from matplotlib.figure import Figure
 
 BarsLike = pl.DataFrame | str | Path
@@ -133,8 +135,20 @@ def sweep(
     overrides_list: list[dict[str, Any]],
     n_jobs: int | None = None,
     funding: pl.DataFrame | str | Path | None = None,
+    executor: Executor | None = None,
 ) -> list[dict[str, float]]:
-    """Metrics for each override set, computed in parallel in Rust (GIL released). Data is loaded once."""
+    """Metrics for each override set, computed in parallel in Rust (GIL released). Data is loaded once.
+
+    With ``executor`` (any ``concurrent.futures.Executor``, e.g. ``xsmom.parallel.dask_executor(addr)``)
+    the list is cut into chunks that run as tasks on its workers (bars shipped as a polars DataFrame,
+    ``n_jobs`` threads per task); the results are the same, in the same order.
+    """
+    if executor is not None:
+        from xsmom.parallel import sweep_on_executor
+
+        return sweep_on_executor(
+            executor, bars, _config(config), overrides_list, funding=funding, n_jobs=n_jobs
+        )
     import json
 
     sets = [[(str(k), json.dumps(v)) for k, v in overrides.items()] for overrides in overrides_list]

@@ -74,6 +74,8 @@ def _build_parser() -> _Parser:
     resample.add_argument("--store", type=Path, required=True)
     resample.add_argument("--to", required=True)
     resample.add_argument("--from", dest="source", default=None)
+    _add_fetch_parser(data_commands)
+    _add_deploy_parsers(commands)
     return parser
 
 
@@ -283,12 +285,172 @@ def _data(args: argparse.Namespace) -> int:
                 print(findings if findings.height else "no findings")
             print(f"{errors} error(s), {findings.height - errors} warning(s)")
         return 1 if errors else 0
+    if args.data_command == "fetch":
+        return _fetch(args)
     if args.data_command == "resample":
         stats = _core.resample_store(str(args.store), args.to, args.source)
         added, replaced = stats["rows_added"], stats["rows_replaced"]
         print(f"resampled {args.store} to {args.to}: {added} bars added, {replaced} replaced")
         return 0
     raise CliError(f"unknown data command {args.data_command!r}")
+
+
+# -- config deploy | rollback | versions, report daily, data fetch ---------------------------------
+
+
+def _add_fetch_parser(data_commands) -> None:
+    fetch = data_commands.add_parser(
+        "fetch", help="fetch closed klines (and funding) from Bybit v5 into a store"
+    )
+    fetch.add_argument("--store", type=Path, required=True)
+    fetch.add_argument("--symbols", required=True, help="comma-separated, e.g. BTCUSDT,ETHUSDT")
+    fetch.add_argument("--start", required=True, help="first bar (date or ISO time, UTC)")
+    fetch.add_argument("--end", default=None, help="end, exclusive (default: now; only closed bars)")
+    fetch.add_argument("--timeframe", default="1h")
+    fetch.add_argument("--funding", action="store_true", help="also fetch the funding rate history")
+    fetch.add_argument("--base-url", default=None, help="API base URL (default: Bybit mainnet)")
+
+
+def _add_deploy_parsers(commands) -> None:
+    config = commands.add_parser("config", help="deploy, roll back and list versions of the live config")
+    config_commands = config.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
+    deploy = config_commands.add_parser("deploy", help="deploy a candidate whose verdict passed the gate")
+    deploy.add_argument("candidate", type=Path, help="candidate.yaml (its candidate.json verdict beside it)")
+    deploy.add_argument("--live", type=Path, required=True, help="the live config file to replace")
+    deploy.add_argument("--force", action="store_true", help="deploy even if the gate failed (recorded)")
+    deploy.add_argument("--notify", action="store_true", help="send the outcome to Discord")
+    rollback = config_commands.add_parser("rollback", help="restore a stored version byte for byte")
+    rollback.add_argument("--to", default=None, help="version id (default: the one before the current)")
+    rollback.add_argument("--live", type=Path, required=True)
+    rollback.add_argument("--notify", action="store_true", help="send the outcome to Discord")
+    versions = config_commands.add_parser("versions", help="list stored versions and the history")
+    versions.add_argument("--live", type=Path, required=True)
+    versions.add_argument("--json", action="store_true")
+
+    report = commands.add_parser("report", help="reports of the live runner")
+    report_commands = report.add_subparsers(dest="report_command", required=True, parser_class=_Parser)
+    daily = report_commands.add_parser("daily", help="the daily report from the live runner's state file")
+    daily.add_argument("--state", type=Path, required=True, help="the xsmom-live state JSON")
+    daily.add_argument("--equity", type=Path, default=None, help="equity.parquet of the runner's --out")
+    daily.add_argument("--config", type=Path, default=None, help="live config (for the kill-switch limit)")
+    daily.add_argument("--notify", action="store_true", help="send the report to Discord")
+
+
+def _notify(text: str, files: Sequence[Path] = ()) -> None:
+    from xsmom.notify import send_discord, webhook_configured
+
+    if not webhook_configured():
+        print("xsmom: warning: --notify: DISCORD_WEBHOOK_URL is not set; nothing sent", file=sys.stderr)
+        return
+    if not send_discord(text, files):
+        print("xsmom: warning: the Discord notification was not sent (see the log)", file=sys.stderr)
+
+
+def _config_command(args: argparse.Namespace) -> int:
+    from xsmom.deploy import DeployError, Deployment
+
+    deployment = Deployment(args.live)
+    try:
+        if args.config_command == "versions":
+            return _versions(deployment, args.json)
+        if args.config_command == "deploy":
+            outcome = deployment.deploy(args.candidate, force=args.force)
+            forced = " (FORCED past the gate)" if outcome.forced and not outcome.passed else ""
+            previous = outcome.previous or "none"
+            message = f"deployed {outcome.version} to {args.live}{forced}; previous: {previous}"
+        else:
+            outcome = deployment.rollback(args.to)
+            message = f"rolled back {args.live} to {outcome.version}; previous: {outcome.previous or 'none'}"
+        if outcome.action == "unchanged":
+            message = f"{args.live} already holds {outcome.version}; nothing changed"
+    except DeployError as err:
+        raise CliError(str(err)) from None
+    print(message)
+    if args.notify:
+        _notify(f"xsmom config: {message}")
+    return 0
+
+
+def _versions(deployment, as_json: bool) -> int:
+    versions = deployment.versions()
+    current = deployment.current()
+    if as_json:
+        rows = [
+            {
+                "id": v.id,
+                "created": v.created.isoformat(),
+                "sha256": v.sha256,
+                "kind": v.kind,
+                "passed": (v.meta.get("verdict") or {}).get("passed"),
+                "forced": v.meta.get("forced", False),
+                "live": current is not None and v.id == current.id,
+            }
+            for v in versions
+        ]
+        print(json.dumps(rows))
+        return 0
+    if not versions:
+        print(f"no versions in {deployment.versions_dir}")
+        return 0
+    print(f"{'':2}{'version':<28}{'kind':<15}{'gate':<8}source")
+    for v in versions:
+        mark = "* " if current is not None and v.id == current.id else "  "
+        passed = (v.meta.get("verdict") or {}).get("passed")
+        gate = "-" if passed is None else ("passed" if passed else "failed")
+        if v.meta.get("forced") and not passed:
+            gate = "forced"
+        print(f"{mark}{v.id:<28}{v.kind:<15}{gate:<8}{v.meta.get('source', '')}")
+    if current is None and deployment.live.exists():
+        print(f"(the live file {deployment.live} matches no stored version)")
+    return 0
+
+
+def _report_command(args: argparse.Namespace) -> int:
+    from xsmom.daily import build_report, last_equity, load_state
+
+    state = load_state(args.state)
+    equity = last_equity(args.equity)[1] if args.equity is not None else None
+    limit = None
+    if args.config is not None:
+        kill = Config.load(args.config).to_dict()["risk"]["kill_switch"]
+        limit = float(kill["max_daily_loss_pct"]) if kill.get("enabled") else None
+    report = build_report(state, equity=equity, max_daily_loss_pct=limit)
+    print(report.text)
+    if args.notify:
+        _notify(report.text)
+    return 0
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from xsmom.fetch import fetch
+
+    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
+    if not symbols:
+        raise CliError("--symbols: give at least one symbol, e.g. BTCUSDT,ETHUSDT")
+    _progress(f"fetching {len(symbols)} symbol(s) into {args.store} …")
+    summary = fetch(
+        args.store,
+        symbols,
+        args.start,
+        args.end,
+        timeframe=args.timeframe,
+        funding=args.funding,
+        base_url=args.base_url,
+    )
+    for row in summary.symbols:
+        line = f"{row.symbol}: {row.bars_added} bar(s) added"
+        if row.fetched_from is not None:
+            line += f" ({row.fetched_from} → {row.fetched_to})"
+        else:
+            line += " (up to date)"
+        if args.funding:
+            line += f", {row.funding_added} funding event(s) added"
+        print(line)
+    print(f"{summary.bars_added} bar(s), {summary.funding_added} funding event(s) written to {args.store}")
+    return 0
+
+
+_DEPLOY_COMMANDS = {"config": _config_command, "report": _report_command}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -301,6 +463,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _optimize(args)
         if args.command == "montecarlo":
             return _montecarlo(args)
+        if args.command in _DEPLOY_COMMANDS:
+            return _DEPLOY_COMMANDS[args.command](args)
         return _data(args)
     except (CliError, ValueError, OSError) as err:
         message = " ".join(str(err).split())

@@ -59,11 +59,10 @@ impl<E: Exchange> PaperExchange<E> {
         let mut orders = std::mem::take(&mut account.orders);
         for order in orders.iter_mut().filter(|o| o.symbol == symbol && o.status.is_open()) {
             let Some(price) = order.price else { continue };
-            let traded =
-                bars.iter().filter(|b| b.ts >= order.created_ms - interval.ms + 1).find(|b| match order.side {
-                    Side::Buy => b.low < price,
-                    Side::Sell => b.high > price,
-                });
+            let traded = bars.iter().filter(|b| b.ts > order.created_ms - interval.ms).find(|b| match order.side {
+                Side::Buy => b.low < price,
+                Side::Sell => b.high > price,
+            });
             if traded.is_some() {
                 let mut qty = order.qty - order.filled_qty;
                 if order.reduce_only {

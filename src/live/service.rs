@@ -1,7 +1,7 @@
 //! The runner as a service: the main cycle and the risk loop every `live.fast_check_secs`, config
 //! reload on SIGHUP or when the config file changes, and a clean stop on SIGTERM (live.md §2–5).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -25,12 +25,15 @@ impl Control {
         use tokio::signal::unix::{signal, SignalKind};
         let control = Control::default();
         let (stop, reload) = (Arc::clone(&control.stop), Arc::clone(&control.reload));
+        // Registered here, before the first step: a signal that arrives before the task is first
+        // polled is queued, not fatal.
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+        else {
+            tracing::error!("cannot install the signal handlers");
+            return control;
+        };
         tokio::spawn(async move {
-            let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
-                (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
-            else {
-                return;
-            };
             loop {
                 tokio::select! {
                     _ = term.recv() => stop.store(true, Ordering::SeqCst),
@@ -58,12 +61,14 @@ fn load_config(path: &Path) -> Result<(Config, String)> {
 pub async fn serve<E: Exchange>(
     runner: &mut Runner<E>,
     control: &Control,
-    config_path: &PathBuf,
+    config_path: &Path,
     notifier: &Notifier,
 ) -> Result<()> {
     let mut config_stamp = modified(config_path);
     notifier.send(format!("xsmom-live started ({}, config {})", runner.state().mode, runner.config_version()));
     let mut breaker_was_open = false;
+    // Errors are notified once per streak (the breaker counts every one of them).
+    let mut failing = false;
     while !control.stop.load(Ordering::SeqCst) {
         let stamp = modified(config_path);
         if control.reload.swap(false, Ordering::SeqCst) || stamp != config_stamp {
@@ -89,9 +94,17 @@ pub async fn serve<E: Exchange>(
                     notifier.send("API circuit breaker open: no new risk during the cooldown");
                 }
                 breaker_was_open = report.breaker_open;
+                if failing {
+                    notifier.send("cycles succeed again");
+                }
+                failing = false;
             }
             Err(err) => {
                 tracing::error!(error = %err, "cycle failed; retried at the next step");
+                if !failing {
+                    notifier.send(format!("cycle failed (retried every step until it succeeds): {err}"));
+                }
+                failing = true;
                 runner.record_failure(&err).await;
             }
         }
