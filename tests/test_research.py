@@ -232,6 +232,8 @@ def test_two_processes_share_one_study_and_count_every_trial_once(tmp_path, nois
         text=True,
     )
     try:
+        # The worker has started (imports done) and polls for the study when it prints this line.
+        assert "worker joining study shared" in worker.stderr.readline()
         code = main(["optimize", *common, "--out", str(tmp_path / "out"), "--mc-paths", "50", "--no-notify"])
         out, err = worker.communicate(timeout=120)
     finally:
@@ -243,7 +245,9 @@ def test_two_processes_share_one_study_and_count_every_trial_once(tmp_path, nois
     who = set()
     for name in names:
         trials = optuna.load_study(study_name=name, storage=storage).trials
-        assert len(trials) == 40 and sorted(t.number for t in trials) == list(range(40))
+        # Each process checks the count before it asks: with batches of 1 and 2 processes a study can
+        # end with one trial more than asked for, never a duplicate or a lost one.
+        assert 40 <= len(trials) <= 41 and sorted(t.number for t in trials) == list(range(len(trials)))
         assert all(t.state.is_finished() for t in trials)
         who |= {t.user_attrs["evaluated_by"] for t in trials}
     assert len(who) == 2, f"both processes evaluate trials: {who}"

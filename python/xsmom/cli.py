@@ -139,6 +139,9 @@ def _optimize(args: argparse.Namespace) -> int:
             raise CliError("--dask-scheduler needs xsmom.parallel (the scale-out module)") from None
         executor = executor_from_cli(args.dask_scheduler)
     _progress(f"optimizing on {args.bars} …")
+    if args.worker:
+        storage = research._redact(args.storage)
+        print(f"xsmom optimize: worker joining study {args.study} at {storage}", file=sys.stderr, flush=True)
     try:
         result = research.optimize(
             args.bars,

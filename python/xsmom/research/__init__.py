@@ -588,7 +588,7 @@ def optimize(
             # The default storage belongs to this run: start fresh (same seed → same result).
             for suffix in ("", "-wal", "-shm"):
                 (out_dir / f"optuna.db{suffix}").unlink(missing_ok=True)
-        storage_obj = open_storage(storage)
+        storage_obj = _open_as_worker(storage) if worker else open_storage(storage)
     name = study_name or "xsmom"
     evaluate = Evaluator(bars, config, funding=funding, executor=executor, n_jobs=n_jobs)
     panel = evaluate.panel
@@ -761,13 +761,27 @@ def open_storage(url: str) -> Any:
 
     def pragmas(connection: Any, _record: Any) -> None:
         cursor = connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        # WAL is persistent in the file; switching needs a lock another process may hold, so only once.
+        if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=OFF")
         cursor.close()
 
     sqlalchemy.event.listen(storage.engine, "connect", pragmas)
     storage.engine.dispose()  # connections opened while creating the schema lack the pragmas
     return optuna.storages._CachedStorage(storage)
+
+
+def _open_as_worker(url: str, timeout: float = 60.0) -> Any:
+    """Open a storage that the main process may be creating right now (schema creation races)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return open_storage(url)
+        except Exception as err:  # SQLAlchemy/alembic errors while the schema is being created
+            if isinstance(err, ImportError) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _variance(values: Sequence[float]) -> float:
