@@ -21,6 +21,9 @@ use crate::error::{Error, ErrorKind};
 use crate::run::{self, BarsSource, FundingSource, Inputs};
 use crate::timeframe::Timeframe;
 
+#[path = "python_research.rs"]
+mod research;
+
 fn to_py(err: Error) -> PyErr {
     match err.kind {
         ErrorKind::Io => PyOSError::new_err(err.message),
@@ -334,6 +337,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(time_backtest, m)?)?;
     m.add_function(wrap_pyfunction!(ingest, m)?)?;
     m.add_function(wrap_pyfunction!(resample_store, m)?)?;
+    research::register(m)?;
     crate::python_fetch::register(m)?;
     Ok(())
 }

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import matplotlib
 
@@ -55,6 +55,8 @@ def _build_parser() -> _Parser:
     bt.add_argument("--out", type=Path, help="write metrics, outputs, tearsheet.png and report.html here")
     bt.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
 
+    _add_research_parsers(commands)
+
     data = commands.add_parser("data", help="bar store maintenance")
     data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     ingest = data_commands.add_parser("ingest", help="append long-format Parquet/CSV files to a store")
@@ -75,6 +77,148 @@ def _build_parser() -> _Parser:
     _add_fetch_parser(data_commands)
     _add_deploy_parsers(commands)
     return parser
+
+
+def _add_research_parsers(commands: Any) -> None:
+    opt = commands.add_parser(
+        "optimize", help="walk-forward Bayesian optimisation → report folder and deploy verdict"
+    )
+    opt.add_argument("--config", type=Path, help="YAML config file (default: the built-in defaults)")
+    opt.add_argument("--profile", help="named profile: default | xsmom-bot-v1")
+    opt.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    opt.add_argument("--bars", type=Path, required=True, help="bar store or long Parquet/CSV file")
+    opt.add_argument("--funding", type=Path, default=None, help="funding file or store")
+    opt.add_argument("--space", type=Path, default=None, help="search space YAML (default: the shipped one)")
+    opt.add_argument("--trials", type=int, default=100, help="trials per walk-forward segment (100)")
+    opt.add_argument("--storage", default=None, help="optuna storage URL (default sqlite:///<out>/optuna.db)")
+    opt.add_argument("--study", default="xsmom", help="study name prefix shared with --worker processes")
+    opt.add_argument("--worker", action="store_true", help="join a running study and only evaluate trials")
+    opt.add_argument("--out", type=Path, default=Path("optimize-out"), help="report folder (./optimize-out)")
+    opt.add_argument("--seed", type=int, default=0)
+    opt.add_argument("--jobs", type=int, default=None, help="trials per batch / threads (default: all cores)")
+    opt.add_argument("--train-days", type=float, default=120.0)
+    opt.add_argument("--oos-days", type=float, default=30.0)
+    opt.add_argument("--embargo-days", type=float, default=2.0)
+    opt.add_argument("--wfo-mode", choices=["rolling", "anchored"], default="rolling")
+    opt.add_argument("--purge-bars", type=int, default=None, help="default: max(lookbacks)")
+    opt.add_argument("--lambda-turnover", type=float, default=0.1)
+    opt.add_argument("--lambda-dd", type=float, default=0.5)
+    opt.add_argument("--mc-paths", type=int, default=1000)
+    opt.add_argument(
+        "--dask-scheduler", default=None, metavar="ADDR", help="evaluate batches on a Dask cluster"
+    )
+    opt.add_argument("--no-notify", action="store_true", help="do not send the verdict to Discord")
+
+    mc = commands.add_parser("montecarlo", help="re-run the Monte Carlo of an optimize result folder")
+    mc.add_argument("--result", type=Path, required=True, help="an optimize --out folder (reads oos.json)")
+    mc.add_argument("--paths", type=int, default=1000)
+    mc.add_argument("--seed", type=int, default=0)
+    mc.add_argument("--block", type=float, default=None, help="mean block length (default: Politis–White)")
+    mc.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+
+def _optimize(args: argparse.Namespace) -> int:
+    from xsmom import research
+
+    if not args.bars.exists():
+        raise CliError(f"{args.bars}: no such file or directory")
+    for name in ("trials", "mc_paths"):
+        if getattr(args, name) < 1:
+            raise CliError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.jobs is not None and args.jobs < 1:
+        raise CliError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.worker and args.storage is None:
+        raise CliError("--worker needs --storage URL of the study to join")
+    config = _config(args)
+    research.load_space(args.space)  # a bad space file fails before any data is read
+    executor = None
+    if args.dask_scheduler is not None:
+        try:
+            from xsmom.parallel import executor_from_cli
+        except ImportError:
+            raise CliError("--dask-scheduler needs xsmom.parallel (the scale-out module)") from None
+        executor = executor_from_cli(args.dask_scheduler)
+    _progress(f"optimizing on {args.bars} …")
+    if args.worker:
+        storage = research._redact(args.storage)
+        print(f"xsmom optimize: worker joining study {args.study} at {storage}", file=sys.stderr, flush=True)
+    try:
+        result = research.optimize(
+            args.bars,
+            config,
+            space=args.space,
+            n_trials=args.trials,
+            seed=args.seed,
+            n_jobs=args.jobs,
+            storage=args.storage,
+            out=None if args.worker else args.out,
+            worker=args.worker,
+            study_name=args.study,
+            wfo=research.WalkForward(
+                args.train_days, args.oos_days, args.embargo_days, args.wfo_mode, args.purge_bars
+            ),
+            objective=research.Objective(args.lambda_turnover, args.lambda_dd),
+            executor=executor,
+            funding=args.funding,
+            mc_paths=args.mc_paths,
+            notify=not args.no_notify,
+        )
+    except Exception as err:  # optuna / SQLAlchemy storage errors: one line, no traceback
+        if isinstance(err, CliError | ValueError | OSError):
+            raise
+        if isinstance(err, ImportError) or type(err).__module__.split(".")[0] in ("optuna", "sqlalchemy"):
+            raise CliError(research.scrub(f"storage {args.storage}: {err}", args.storage)) from None
+        raise
+    if result is None:
+        print(f"xsmom optimize: worker done (study {args.study})")
+        return 0
+    v = result.verdict
+    print(
+        f"xsmom optimize: {len(result.segments)} segments, {result.n_trials} trials, "
+        f"{result.elapsed_s:.1f} s — verdict: {'PASSED' if v['passed'] else 'REFUSED'}"
+    )
+    for c in v["checks"]:
+        mark = "ok  " if c["passed"] else "FAIL"
+        print(f"  {mark} {c['name']:<22} {c['value']:>10.4g}  (threshold {c['threshold']:g})")
+    print(f"report: {args.out / 'report.md'}")
+    print(f"candidate: {args.out / 'candidate.yaml'}")
+    return 0
+
+
+def _montecarlo(args: argparse.Namespace) -> int:
+    from xsmom import research
+    from xsmom.research.report import write_json
+
+    source = args.result / "oos.json"
+    try:
+        doc = json.loads(source.read_text())
+    except FileNotFoundError:
+        raise CliError(f"{source}: no such file (is {args.result} an optimize --out folder?)") from None
+    except json.JSONDecodeError as err:
+        raise CliError(f"{source}: not valid JSON: {err}") from None
+    if args.paths < 1:
+        raise CliError(f"--paths must be at least 1, got {args.paths}")
+    for key in ("returns", "trade_returns", "bars_per_year"):
+        if key not in doc:
+            raise CliError(f"{source}: missing key {key!r}")
+    mc = research.monte_carlo(
+        doc["returns"], doc["trade_returns"], doc["bars_per_year"], args.paths, args.seed, args.block
+    )
+    summary = research._mc_summary(mc)
+    write_json(args.result / "mc.json", summary)
+    if args.json:
+        print(json.dumps(research.report._json_safe(summary)))
+        return 0
+    boot = summary["bootstrap"]
+    print(f"xsmom montecarlo: {args.paths} paths, block {boot['block']:.1f} bars, seed {args.seed}")
+    print(f"{'statistic':<18} {'p1':>9} {'p5':>9} {'p50':>9} {'p95':>9} {'p99':>9}")
+    for stat in ("total_return", "cagr", "max_drawdown", "sharpe", "time_under_water"):
+        q = boot["summary"][stat]
+        print(f"{stat:<18} " + " ".join(f"{q[p]:>9.4f}" for p in ("p1", "p5", "p50", "p95", "p99")))
+    print(f"probability of loss {boot['summary']['probability_of_loss']:.3f}, ", end="")
+    print(f"CVaR 5% of total return {boot['summary']['cvar_5_total_return']:.4f}")
+    print(f"written: {args.result / 'mc.json'}")
+    return 0
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -318,6 +462,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command == "backtest":
             return _backtest(args)
+        if args.command == "optimize":
+            return _optimize(args)
+        if args.command == "montecarlo":
+            return _montecarlo(args)
         if args.command in _DEPLOY_COMMANDS:
             return _DEPLOY_COMMANDS[args.command](args)
         return _data(args)

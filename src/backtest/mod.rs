@@ -180,6 +180,42 @@ pub fn run_with(panel: &Panel, funding: &FundingGrid, cfg: &Config, record_signa
     Ok(engine.finish())
 }
 
+/// A warm backtest over the window `[trade_from, trade_to)` of the panel (research.md §1): the bars
+/// before `trade_from` only advance the causal indicators (history is not leakage), trading,
+/// equity (from `initial_capital`), outputs and metrics start at `trade_from`, and no bar at or
+/// after `trade_to` is read. Path-dependent state (stops, kill-switch, scoring) starts fresh at
+/// `trade_from`; the rebalance cadence keeps the phase it would have in a run over the whole panel.
+pub fn run_window(
+    panel: &Panel,
+    funding: &FundingGrid,
+    cfg: &Config,
+    trade_from: usize,
+    trade_to: usize,
+    record_signals: bool,
+) -> Result<BacktestResult> {
+    let (n_bars, n_symbols) = (panel.n_bars(), panel.n_symbols());
+    if n_symbols == 0 || n_bars == 0 {
+        return Err(Error::invalid("empty universe: the panel has no symbols or no bars"));
+    }
+    if funding.rates.dim() != (n_bars, n_symbols) {
+        return Err(Error::invalid("funding grid does not match the panel"));
+    }
+    if trade_from >= trade_to || trade_to > n_bars {
+        return Err(Error::invalid(format!(
+            "window [{trade_from}, {trade_to}) is empty or outside the panel's {n_bars} bars"
+        )));
+    }
+    let mut engine = Engine::new(&panel.symbols, panel.timeframe, &funding.has_data, cfg, record_signals)?;
+    engine.reserve(trade_to - trade_from);
+    for t in 0..trade_from {
+        engine.warm(&panel.bar_row(t, funding));
+    }
+    for t in trade_from..trade_to {
+        engine.step(&panel.bar_row(t, funding));
+    }
+    Ok(engine.finish())
+}
+
 /// Path-dependent state of one backtest, advanced bar by bar with [`Engine::step`].
 pub struct Engine {
     cfg: Arc<Config>,
@@ -232,6 +268,12 @@ pub struct Engine {
     book: BookHistory,
     signals: Option<SignalRows>,
     warnings: Vec<String>,
+    /// Bars fed with [`Engine::warm`] before the first traded bar.
+    warm_bars: usize,
+    /// The bar (counted over warm-up bars) that would have been the first decision of a full run.
+    warm_first_decision: Option<usize>,
+    /// Offset that keeps the rebalance cadence of a full run after a warm-up.
+    cadence_phase: usize,
 }
 
 /// Targets decided at t and filled at the open of t + 1 (`fill: next_open`).
@@ -342,6 +384,9 @@ impl Engine {
             book: BookHistory::default(),
             signals: record_signals.then(SignalRows::default),
             warnings,
+            warm_bars: 0,
+            warm_first_decision: None,
+            cadence_phase: 0,
         })
     }
 
@@ -400,6 +445,35 @@ impl Engine {
             Accounting::Weights => self.step_weights(t, bar),
         }
         self.t += 1;
+    }
+
+    /// Advance the data-driven state only (indicators, last prices, funding history, dispersion,
+    /// regime) by one bar before trading starts: no decisions, fills or outputs. Only valid before
+    /// the first [`Engine::step`].
+    pub fn warm(&mut self, bar: &BarRow<'_>) {
+        assert_eq!(self.t, 0, "warm-up bars come before the first traded bar");
+        let g = self.warm_bars;
+        self.bar_ts = bar.ts;
+        self.ind.update(bar);
+        for (last, c) in self.last_price.iter_mut().zip(bar.close) {
+            if c.is_finite() {
+                *last = *c;
+            }
+        }
+        if let Some(sleeve) = self.carry.as_mut() {
+            sleeve.observe(bar.ts, ArrayView1::from(bar.funding_event), ArrayView1::from(bar.funding_rate));
+        }
+        let recording = self.signals.take();
+        let cross = self.cross_section(g);
+        self.signals = recording;
+        self.update_regime();
+        if self.warm_first_decision.is_none() {
+            let ready = self.cfg.backtest.first_decision_bar.is_none_or(|first| g >= first);
+            if ready && cross.map_or(0, |c| c.count) >= 2 * self.cfg.strategy.k_min {
+                self.warm_first_decision = Some(g);
+            }
+        }
+        self.warm_bars += 1;
     }
 
     fn step_units(&mut self, t: usize, bar: &BarRow<'_>) {
@@ -592,6 +666,14 @@ impl Engine {
     /// True when bar t may trade: at or after the first decision bar and on the rebalance cadence.
     fn is_decision_bar(&mut self, t: usize, cross: Option<CrossSection>) -> bool {
         if self.first_decision.is_none() {
+            if let Some(first) = self.warm_first_decision {
+                // After a warm-up that already passed the first decision: trade from this bar on,
+                // on the cadence of the full run.
+                self.first_decision = Some(t);
+                self.cadence_phase = (self.warm_bars + t - first) % self.cfg.backtest.rebalance_every;
+            }
+        }
+        if self.first_decision.is_none() {
             let ready = match self.cfg.backtest.first_decision_bar {
                 Some(first) => t >= first,
                 None => true,
@@ -603,7 +685,7 @@ impl Engine {
             self.first_decision = Some(t);
         }
         let first = self.first_decision.expect("set above");
-        (t - first) % self.cfg.backtest.rebalance_every == 0
+        (t - first + self.cadence_phase) % self.cfg.backtest.rebalance_every == 0
     }
 
     /// Eligibility, z-scores and amplified signals at bar t; feeds the dispersion window every bar.
@@ -940,8 +1022,14 @@ impl Engine {
 
     /// Collect outputs and metrics.
     pub fn finish(self) -> BacktestResult {
-        let start = self.first_decision.map(|f| f.saturating_sub(1)).unwrap_or(0);
-        let metrics = metrics::compute(&self.out, &self.ledger.round_trips, start, self.bars_per_year);
+        let metrics = if self.warm_bars > 0 {
+            // A warm window: the base E_0 is the initial capital just before its first bar.
+            let based = with_base_bar(&self.out, self.cfg.backtest.initial_capital);
+            metrics::compute(&based, &self.ledger.round_trips, 0, self.bars_per_year)
+        } else {
+            let start = self.first_decision.map(|f| f.saturating_sub(1)).unwrap_or(0);
+            metrics::compute(&self.out, &self.ledger.round_trips, start, self.bars_per_year)
+        };
         let (n_bars, n_symbols) = (self.ts.len(), self.symbols.len());
         BacktestResult {
             listed: Array2::from_shape_vec((n_bars, n_symbols), self.listed).expect("one row per bar"),
@@ -956,6 +1044,19 @@ impl Engine {
             first_decision: self.first_decision,
             warnings: self.warnings,
         }
+    }
+}
+
+/// The series with a flat bar at `equity` in front (the columns metrics read).
+fn with_base_bar(out: &BarSeries, equity: f64) -> BarSeries {
+    let prepend = |first: f64, values: &[f64]| std::iter::once(first).chain(values.iter().copied()).collect();
+    BarSeries {
+        equity: prepend(equity, &out.equity),
+        gross: prepend(0.0, &out.gross),
+        traded_notional: prepend(0.0, &out.traded_notional),
+        fees: prepend(0.0, &out.fees),
+        funding: prepend(0.0, &out.funding),
+        ..BarSeries::default()
     }
 }
 

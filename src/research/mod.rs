@@ -8,6 +8,12 @@ use statrs::distribution::{ContinuousCDF, Normal};
 
 use crate::metrics::{moments, probabilistic_sharpe};
 
+pub mod batch;
+pub mod montecarlo;
+
+pub use batch::{evaluate_windows, WindowJob, WindowResult};
+pub use montecarlo::{bootstrap_paths, reshuffle_trade_paths, trade_returns};
+
 const EULER_MASCHERONI: f64 = 0.577_215_664_901_532_9;
 
 /// Expected maximum per-period Sharpe of `n_trials` unskilled strategies whose Sharpe ratios have
@@ -32,48 +38,85 @@ pub fn deflated_sharpe(returns: &[f64], n_trials: usize, sharpe_variance: f64) -
     probabilistic_sharpe(sharpe, expected_max_sharpe(n_trials, sharpe_variance), returns.len(), skew, kurtosis)
 }
 
-/// Per-period Sharpe of the rows `rows` of one column of a `T × N` row-major matrix.
-fn column_sharpe(matrix: &[f64], n_cols: usize, col: usize, rows: &[usize]) -> f64 {
-    let n = rows.len() as f64;
-    let mean = rows.iter().map(|&r| matrix[r * n_cols + col]).sum::<f64>() / n;
-    let var = rows.iter().map(|&r| (matrix[r * n_cols + col] - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    if var > 0.0 {
-        mean / var.sqrt()
-    } else {
-        0.0
-    }
-}
-
 /// Probability of backtest overfitting by combinatorially symmetric cross-validation (Bailey,
 /// Borwein, López de Prado, Zhu 2017). `returns` is `T × N` row-major (bars × trials), cut into
-/// `n_blocks` (even) contiguous blocks; for every half of the blocks as in-sample, the trial best
-/// in-sample is ranked out-of-sample; PBO is the share of splits where it lands in the bottom half
-/// (logit of its relative rank ≤ 0). Sharpe is the performance measure.
+/// `n_blocks` (even) contiguous blocks of `⌊T / n_blocks⌋` rows (the remainder rows at the end are
+/// left out); for every half of the blocks as in-sample, the trial best in-sample is ranked
+/// out-of-sample; PBO is the share of splits where it lands in the bottom half (logit of its
+/// relative rank ≤ 0). Sharpe is the performance measure. Panics on an invalid layout (see
+/// [`pbo`] for the checked version).
 pub fn probability_of_backtest_overfitting(returns: &[f64], n_trials: usize, n_blocks: usize) -> f64 {
-    assert!(n_blocks >= 2 && n_blocks % 2 == 0, "CSCV needs an even number of blocks");
-    assert!(n_trials >= 2 && returns.len() % n_trials == 0);
+    pbo(returns, n_trials, n_blocks).expect("valid CSCV layout")
+}
+
+/// [`probability_of_backtest_overfitting`] with the layout checked: an even `n_blocks` ≥ 2 (≤ 24),
+/// at least 2 trials, whole rows, at least 2 rows per block.
+pub fn pbo(returns: &[f64], n_trials: usize, n_blocks: usize) -> crate::Result<f64> {
+    use crate::Error;
+    if !(2..=24).contains(&n_blocks) || n_blocks % 2 != 0 {
+        return Err(Error::invalid(format!("PBO: n_blocks must be even and in 2..=24, got {n_blocks}")));
+    }
+    if n_trials < 2 || returns.len() % n_trials != 0 {
+        return Err(Error::invalid(format!(
+            "PBO: need ≥ 2 trials and a whole T × N matrix, got {} values for {n_trials} trials",
+            returns.len()
+        )));
+    }
     let n_rows = returns.len() / n_trials;
     let block_len = n_rows / n_blocks;
-    assert!(block_len >= 2, "too few rows for {n_blocks} blocks");
-    let blocks: Vec<Vec<usize>> = (0..n_blocks).map(|b| (b * block_len..(b + 1) * block_len).collect()).collect();
+    if block_len < 2 {
+        return Err(Error::invalid(format!("PBO: {n_rows} rows are too few for {n_blocks} blocks")));
+    }
+    if returns[..block_len * n_blocks * n_trials].iter().any(|r| !r.is_finite()) {
+        return Err(Error::invalid("PBO: the trial matrix has non-finite returns"));
+    }
+    // Sums and sums of squares per (block, trial), of returns centred on the trial's mean, so that
+    // the Sharpe of any union of blocks is O(blocks) per trial.
+    let used = block_len * n_blocks;
+    let mut centre = vec![0.0; n_trials];
+    for r in 0..used {
+        for c in 0..n_trials {
+            centre[c] += returns[r * n_trials + c];
+        }
+    }
+    centre.iter_mut().for_each(|m| *m /= used as f64);
+    let mut sums = vec![0.0; n_blocks * n_trials];
+    let mut squares = vec![0.0; n_blocks * n_trials];
+    for r in 0..used {
+        let b = r / block_len;
+        for c in 0..n_trials {
+            let x = returns[r * n_trials + c] - centre[c];
+            sums[b * n_trials + c] += x;
+            squares[b * n_trials + c] += x * x;
+        }
+    }
+    let sharpe_of = |mask: u32, inside: bool, out: &mut Vec<f64>| {
+        out.clear();
+        let n = (n_blocks / 2 * block_len) as f64;
+        for c in 0..n_trials {
+            let (mut s, mut q) = (0.0, 0.0);
+            for b in 0..n_blocks {
+                if (mask & (1 << b) != 0) == inside {
+                    s += sums[b * n_trials + c];
+                    q += squares[b * n_trials + c];
+                }
+            }
+            let mean = s / n;
+            let var = (q - s * s / n) / (n - 1.0);
+            out.push(if var > 0.0 { (mean + centre[c]) / var.sqrt() } else { 0.0 });
+        }
+    };
+    let (mut in_sample, mut out_sample) = (Vec::with_capacity(n_trials), Vec::with_capacity(n_trials));
     let mut overfit = 0usize;
     let mut splits = 0usize;
     for mask in 0u32..(1u32 << n_blocks) {
         if mask.count_ones() as usize != n_blocks / 2 {
             continue;
         }
-        let (mut in_rows, mut out_rows) = (Vec::new(), Vec::new());
-        for (b, rows) in blocks.iter().enumerate() {
-            if mask & (1 << b) != 0 {
-                in_rows.extend_from_slice(rows);
-            } else {
-                out_rows.extend_from_slice(rows);
-            }
-        }
-        let in_sample: Vec<f64> = (0..n_trials).map(|c| column_sharpe(returns, n_trials, c, &in_rows)).collect();
+        sharpe_of(mask, true, &mut in_sample);
+        sharpe_of(mask, false, &mut out_sample);
         let best =
             (0..n_trials).max_by(|&a, &b| in_sample[a].total_cmp(&in_sample[b]).then(b.cmp(&a))).expect("≥ 2 trials");
-        let out_sample: Vec<f64> = (0..n_trials).map(|c| column_sharpe(returns, n_trials, c, &out_rows)).collect();
         // Rank 1 = worst out of sample; ties count half.
         let below = out_sample.iter().filter(|v| **v < out_sample[best]).count() as f64;
         let ties = out_sample.iter().filter(|v| **v == out_sample[best]).count() as f64 - 1.0;
@@ -83,7 +126,7 @@ pub fn probability_of_backtest_overfitting(returns: &[f64], n_trials: usize, n_b
         overfit += (logit <= 0.0) as usize;
         splits += 1;
     }
-    overfit as f64 / splits as f64
+    Ok(overfit as f64 / splits as f64)
 }
 
 /// Politis–White (2004; Patton, Politis and White 2009 correction) automatic mean block length
@@ -347,6 +390,94 @@ mod tests {
             edge[r * n_trials] += 0.3;
         }
         assert_eq!(probability_of_backtest_overfitting(&edge, n_trials, 8), 0.0);
+    }
+
+    /// CSCV written out directly from the paper (Sharpe of each half recomputed from the rows).
+    fn pbo_by_definition(returns: &[f64], n_trials: usize, n_blocks: usize) -> f64 {
+        let n_rows = returns.len() / n_trials;
+        let block_len = n_rows / n_blocks;
+        let sharpe = |c: usize, rows: &[usize]| {
+            let n = rows.len() as f64;
+            let mean = rows.iter().map(|&r| returns[r * n_trials + c]).sum::<f64>() / n;
+            let var = rows.iter().map(|&r| (returns[r * n_trials + c] - mean).powi(2)).sum::<f64>() / (n - 1.0);
+            mean / var.sqrt()
+        };
+        let (mut overfit, mut splits) = (0, 0);
+        for mask in 0u32..(1 << n_blocks) {
+            if mask.count_ones() as usize != n_blocks / 2 {
+                continue;
+            }
+            let rows_of = |inside: bool| -> Vec<usize> {
+                (0..n_blocks * block_len).filter(|r| (mask & (1 << (r / block_len)) != 0) == inside).collect()
+            };
+            let (is_rows, oos_rows) = (rows_of(true), rows_of(false));
+            let is: Vec<f64> = (0..n_trials).map(|c| sharpe(c, &is_rows)).collect();
+            let oos: Vec<f64> = (0..n_trials).map(|c| sharpe(c, &oos_rows)).collect();
+            let best = (0..n_trials).max_by(|&a, &b| is[a].total_cmp(&is[b]).then(b.cmp(&a))).unwrap();
+            let below = oos.iter().filter(|v| **v < oos[best]).count() as f64;
+            let ties = oos.iter().filter(|v| **v == oos[best]).count() as f64 - 1.0;
+            let omega = (below + 1.0 + ties / 2.0) / (n_trials as f64 + 1.0);
+            overfit += ((omega / (1.0 - omega)).ln() <= 0.0) as usize;
+            splits += 1;
+        }
+        overfit as f64 / splits as f64
+    }
+
+    #[test]
+    fn pbo_matches_the_definition_and_checks_its_layout() {
+        for seed in 0..4 {
+            let mut rng = StdRng::seed_from_u64(100 + seed);
+            let (n_rows, n_trials) = (203, 7);
+            let mut m: Vec<f64> = (0..n_rows * n_trials).map(|_| rng.random::<f64>() - 0.5).collect();
+            for r in 0..n_rows {
+                m[r * n_trials + 2] += 0.02 * seed as f64;
+            }
+            for blocks in [2, 4, 8, 10] {
+                assert_eq!(pbo(&m, n_trials, blocks).unwrap(), pbo_by_definition(&m, n_trials, blocks));
+            }
+        }
+        // C(8, 4) = 70 splits; trial 1 has the higher Sharpe in every half: PBO = 0.
+        let rows: Vec<f64> = (0..80).flat_map(|r| [0.0 + (r % 2) as f64 * 0.01, 0.5 + (r % 2) as f64 * 0.01]).collect();
+        assert_eq!(pbo(&rows, 2, 8).unwrap(), 0.0);
+        assert!(pbo(&rows, 2, 7).is_err());
+        assert!(pbo(&rows, 1, 8).is_err());
+        assert!(pbo(&rows[..10], 2, 8).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(40))]
+        /// The O(blocks) CSCV equals the definition on any matrix, and PBO is a probability.
+        #[test]
+        fn pbo_equals_the_definition_on_random_matrices(
+            seed in 0u64..10_000,
+            n_trials in 2usize..6,
+            half_blocks in 1usize..4,
+            extra_rows in 0usize..7,
+        ) {
+            let n_blocks = 2 * half_blocks;
+            let n_rows = n_blocks * 3 + extra_rows;
+            let mut rng = StdRng::seed_from_u64(seed);
+            let m: Vec<f64> = (0..n_rows * n_trials).map(|_| rng.random::<f64>() - 0.48).collect();
+            let fast = pbo(&m, n_trials, n_blocks).unwrap();
+            proptest::prop_assert_eq!(fast, pbo_by_definition(&m, n_trials, n_blocks));
+            proptest::prop_assert!((0.0..=1.0).contains(&fast));
+        }
+
+        /// Bootstrap paths only hold values of the series, and path stats are consistent.
+        #[test]
+        fn bootstrap_paths_resample_the_series(seed in 0u64..10_000, n in 2usize..300, block in 1.0f64..20.0) {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let series: Vec<f64> = (0..n).map(|_| 0.02 * (rng.random::<f64>() - 0.5)).collect();
+            let mut path = vec![];
+            stationary_bootstrap(&series, block, &mut path_rng(seed, 1), &mut path);
+            proptest::prop_assert_eq!(path.len(), n);
+            proptest::prop_assert!(path.iter().all(|x| series.contains(x)));
+            let stats = path_stats(&path, 8760.0);
+            proptest::prop_assert!((0.0..1.0).contains(&stats.max_drawdown));
+            proptest::prop_assert!((0.0..=1.0).contains(&stats.time_under_water));
+            let compounded = path.iter().fold(1.0, |e, r| e * (1.0 + r)) - 1.0;
+            proptest::prop_assert!((stats.total_return - compounded).abs() < 1e-12);
+        }
     }
 
     #[test]

@@ -1,0 +1,465 @@
+"""Research pipeline: search space, gate, planted signal, noise, determinism, pruning, executor,
+workers on one study, Rust statistics through the bindings, and the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import subprocess
+import sys
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+import xsmom  # noqa: E402
+from xsmom import _core, research  # noqa: E402
+from xsmom.cli import main  # noqa: E402
+from xsmom.research import Gate, Param, WalkForward, deployment_gate  # noqa: E402
+from xsmom.research.synthetic import synthetic_bars  # noqa: E402
+
+WFO = WalkForward(train_days=60, oos_days=20, embargo_days=1)
+CHOICES = ([6], [48], [336])
+
+
+def base_config() -> xsmom.Config:
+    return xsmom.Config.default().with_overrides(
+        {
+            "strategy.lookbacks": [6],
+            "strategy.lookback_weights": [1.0],
+            "strategy.regime_filter.enabled": False,
+            "risk.stops.enabled": False,
+        }
+    )
+
+
+def small_space() -> list[Param]:
+    return [
+        Param("strategy.lookbacks", "categorical", choices=CHOICES),
+        Param("strategy.signal_power", "float", 0.8, 2.0),
+        Param("strategy.k_max", "int", 2, 5),
+    ]
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return synthetic_bars(12, 24 * 200, seed=1, planted_lookback=48)
+
+
+@pytest.fixture(scope="module")
+def noise():
+    return synthetic_bars(12, 24 * 200, seed=2)
+
+
+# --- search space ----------------------------------------------------------------------------
+
+
+def test_default_space_covers_research_md_keys():
+    paths = {p.path for p in research.load_space()}
+    for key in (
+        "strategy.lookbacks",
+        "strategy.signal_power",
+        "strategy.k_min",
+        "strategy.k_max",
+        "sizing.gross_leverage",
+        "strategy.vol_lookback",
+        "sizing.vol_target.target_ann_vol",
+        "strategy.regime_filter.slope_min_bps_per_day",
+        "risk.stops.atr_mult_sl",
+        "risk.stops.trail_atr_mult",
+    ):
+        assert key in paths
+    # Every categorical choice and both ends of every range are valid on the default config.
+    config = xsmom.Config.default()
+    for p in research.load_space():
+        values = p.choices if p.type == "categorical" else (p.low, p.high)
+        for v in values:
+            config.with_overrides({p.path: int(v) if p.type == "int" else v})
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("params: []", "non-empty list under the key 'params'"),
+        ("params:\n  - {path: strategy.k_max, type: int, low: 5, high: 2}", "low 5 is above high 2"),
+        ("params:\n  - {path: strategy.k_max, type: weird, low: 1, high: 2}", "type must be int, float"),
+        ("params:\n  - {path: strategy.k_max, type: int, low: 1, hi: 2}", "unknown key(s) ['hi']"),
+        ("params:\n  - {path: a.b, type: float, low: 0, high: 1, log: true}", "log needs low > 0"),
+        ("params:\n  - {path: a.b, type: categorical}", "needs a non-empty 'choices'"),
+        ("params: [", "not valid YAML"),
+    ],
+)
+def test_bad_space_files_give_one_line_errors(tmp_path, text, needle):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    with pytest.raises(research.ResearchError) as err:
+        research.load_space(path)
+    assert needle in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+# --- gate -------------------------------------------------------------------------------------
+
+
+def test_deployment_gate_checks_every_threshold():
+    base = {"sharpe": 1.0, "cagr": 0.10, "max_drawdown": 0.10, "n_bars": 1000.0, "round_trips": 100.0}
+    good = {"sharpe": 1.2, "cagr": 0.15, "max_drawdown": 0.12, "n_bars": 1000.0, "round_trips": 100.0}
+    mc = {"max_drawdown": {"p99": 0.30}}
+    verdict = deployment_gate(good, base, mc, 0.95)
+    assert verdict["passed"] and len(verdict["checks"]) == 7
+    assert {c["name"] for c in verdict["checks"]} == {
+        "delta_sharpe",
+        "delta_cagr",
+        "delta_max_drawdown",
+        "mc_p99_max_drawdown",
+        "dsr",
+        "oos_bars",
+        "oos_trades",
+    }
+    failing = {
+        "delta_sharpe": ({**good, "sharpe": 1.04}, mc, 0.95),
+        "delta_cagr": ({**good, "cagr": 0.12}, mc, 0.95),
+        "delta_max_drawdown": ({**good, "max_drawdown": 0.16}, mc, 0.95),
+        "mc_p99_max_drawdown": (good, {"max_drawdown": {"p99": 0.36}}, 0.95),
+        "dsr": (good, mc, 0.89),
+        "oos_bars": ({**good, "n_bars": 199.0}, mc, 0.95),
+        "oos_trades": ({**good, "round_trips": 29.0}, mc, 0.95),
+    }
+    for name, (cand, mc_, dsr) in failing.items():
+        verdict = deployment_gate(cand, base, mc_, dsr)
+        assert not verdict["passed"]
+        assert [c["name"] for c in verdict["checks"] if not c["passed"]] == [name]
+    assert not deployment_gate(good, base, mc, math.nan)["passed"]
+    # Thresholds are configurable.
+    assert deployment_gate({**good, "round_trips": 29.0}, base, mc, 0.95, Gate(oos_min_trades=20))["passed"]
+
+
+# --- the optimizer ----------------------------------------------------------------------------
+
+
+def test_planted_signal_is_found_and_passes_the_gate(planted):
+    result = research.optimize(
+        planted, base_config(), space=small_space(), n_trials=16, seed=0, wfo=WFO, mc_paths=200, n_jobs=2
+    )
+    assert len(result.segments) == 6
+    assert all(s.params["strategy.lookbacks"] == [48] for s in result.segments)
+    assert result.params["strategy.lookbacks"] == [48]
+    assert result.verdict["passed"], result.verdict
+    assert result.candidate["sharpe"] > result.baseline["sharpe"] + 1.0
+    # The deflated Sharpe is the PSR against a positive benchmark: below the plain PSR.
+    assert result.dsr <= _core.psr(result.oos_returns) and result.dsr > 0.9
+    assert result.n_trials == 6 * 16
+    assert 0.0 <= result.pbo <= 0.5
+    assert result.candidate_config.to_dict()["strategy"]["lookbacks"] == [48]
+    assert set(result.stress) == {"costs_x1.5", "costs_x2", "costs_x3", "fill_next_open"}
+    assert result.stress["costs_x3"]["total_return"] < result.candidate["total_return"]
+
+
+def test_noise_is_refused_by_the_gate(noise):
+    result = research.optimize(
+        noise, base_config(), space=small_space(), n_trials=16, seed=0, wfo=WFO, mc_paths=200, n_jobs=2
+    )
+    assert not result.verdict["passed"]
+    failed = {c["name"] for c in result.verdict["checks"] if not c["passed"]}
+    assert "dsr" in failed
+    assert result.dsr < 0.9
+
+
+def test_same_seed_same_result_and_another_seed_differs(noise):
+    def run(seed):
+        return research.optimize(
+            noise, base_config(), space=small_space(), n_trials=12, seed=seed, wfo=WFO, mc_paths=50, n_jobs=3
+        )
+
+    a, b, c = run(7), run(7), run(8)
+    assert [s.params for s in a.segments] == [s.params for s in b.segments]
+    assert a.oos_returns == b.oos_returns and a.verdict == b.verdict and a.mc == b.mc
+    values = [[t.value for t in s.trials] for s in a.extra["studies"]]
+    assert values == [[t.value for t in s.trials] for s in b.extra["studies"]]
+    assert values != [[t.value for t in s.trials] for s in c.extra["studies"]]
+
+
+def test_invalid_configurations_are_pruned_not_scored(noise):
+    space = [Param("strategy.k_min", "int", 1, 6), Param("strategy.k_max", "int", 1, 6)]
+    result = research.optimize(
+        noise,
+        base_config(),
+        space=space,
+        n_trials=14,
+        seed=0,
+        wfo=WalkForward(60, 20, 1),
+        mc_paths=50,
+        n_jobs=4,
+    )
+    pruned = [
+        t for s in result.extra["studies"] for t in s.trials if t.state == optuna.trial.TrialState.PRUNED
+    ]
+    assert pruned, "k_min > k_max must occur in 14 × 6 trials"
+    for t in pruned:
+        assert t.params["strategy.k_min"] > t.params["strategy.k_max"] and "k_min" in t.user_attrs["error"]
+    assert sum(s.n_pruned for s in result.segments) == len(pruned)
+    assert all(s.params["strategy.k_min"] <= s.params["strategy.k_max"] for s in result.segments)
+
+
+def test_executor_evaluates_like_the_local_call(noise):
+    kwargs = dict(space=small_space(), n_trials=8, seed=3, wfo=WFO, mc_paths=50, n_jobs=4)
+    local = research.optimize(noise, base_config(), **kwargs)
+    # spawn: a forked child would inherit the parent's polars/rayon thread pools without their threads.
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        remote = research.optimize(noise, base_config(), executor=pool, **kwargs)
+    assert [s.params for s in remote.segments] == [s.params for s in local.segments]
+    assert remote.oos_returns == local.oos_returns
+
+
+def test_two_processes_share_one_study_and_count_every_trial_once(tmp_path, noise):
+    bars = tmp_path / "bars.parquet"
+    noise.filter(noise["ts"] < noise["ts"].min() + __import__("datetime").timedelta(days=102)).write_parquet(
+        bars
+    )
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        "params:\n  - {path: strategy.signal_power, type: float, low: 0.8, high: 2.0}\n"
+        "  - {path: strategy.k_max, type: int, low: 2, high: 5}\n"
+    )
+    common = ["--bars", str(bars), "--storage", storage, "--study", "shared", "--trials", "40", "--jobs", "1"]
+    common += ["--train-days", "60", "--oos-days", "20", "--embargo-days", "1", "--space", str(space)]
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "xsmom", "optimize", "--worker", *common],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # The worker has started (imports done) and polls for the study when it prints this line.
+        assert "worker joining study shared" in worker.stderr.readline()
+        code = main(["optimize", *common, "--out", str(tmp_path / "out"), "--mc-paths", "50", "--no-notify"])
+        out, err = worker.communicate(timeout=120)
+    finally:
+        worker.kill()
+    assert code == 0
+    assert worker.returncode == 0, err
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    assert sorted(names) == ["shared-seg00", "shared-seg01"]
+    who = set()
+    for name in names:
+        trials = optuna.load_study(study_name=name, storage=storage).trials
+        # Each process checks the count before it asks: with batches of 1 and 2 processes a study can
+        # end with one trial more than asked for, never a duplicate or a lost one.
+        assert 40 <= len(trials) <= 41 and sorted(t.number for t in trials) == list(range(len(trials)))
+        assert all(t.state.is_finished() for t in trials)
+        who |= {t.user_attrs["evaluated_by"] for t in trials}
+    assert len(who) == 2, f"both processes evaluate trials: {who}"
+
+
+# --- Rust statistics through the bindings -----------------------------------------------------
+
+
+def test_psr_dsr_and_expected_max_sharpe_match_the_formulas():
+    from statistics import NormalDist
+
+    returns = [0.001 + 0.01 * ((t * 37 % 101) / 101 - 0.5) for t in range(500)]
+    n = len(returns)
+    mean = sum(returns) / n
+    sd = math.sqrt(sum((r - mean) ** 2 for r in returns) / (n - 1))
+    m2 = sum((r - mean) ** 2 for r in returns) / n
+    skew = sum((r - mean) ** 3 for r in returns) / n / m2**1.5
+    kurt = sum((r - mean) ** 4 for r in returns) / n / m2**2
+    sr = mean / sd
+    phi, inv = NormalDist().cdf, NormalDist().inv_cdf
+
+    def psr(bench):
+        return phi((sr - bench) * math.sqrt(n - 1) / math.sqrt(1 - skew * sr + (kurt - 1) / 4 * sr * sr))
+
+    assert _core.psr(returns) == pytest.approx(psr(0.0), abs=1e-12)
+    gamma = 0.5772156649015329
+    emax = math.sqrt(0.002) * ((1 - gamma) * inv(1 - 1 / 50) + gamma * inv(1 - 1 / (50 * math.e)))
+    assert _core.expected_max_sharpe(50, 0.002) == pytest.approx(emax, rel=1e-9)
+    assert _core.deflated_sharpe(returns, 50, 0.002) == pytest.approx(psr(emax), abs=1e-9)
+
+
+def test_pbo_binding_and_monte_carlo_are_seeded():
+    import random
+
+    rng = random.Random(1)
+    trials = [[rng.gauss(0, 1) for _ in range(320)] for _ in range(8)]
+    edge = [[x + (0.5 if k == 0 else 0.0) for x in t] for k, t in enumerate(trials)]
+    assert _core.pbo(edge, 8) == 0.0
+    assert 0.0 < _core.pbo(trials, 8) < 1.0
+    with pytest.raises(ValueError, match="n_blocks must be even"):
+        _core.pbo(trials, 7)
+    with pytest.raises(ValueError, match="trial 1 has 3 returns"):
+        _core.pbo([[0.1, 0.2, 0.3, 0.4], [0.1, 0.2, 0.3]], 2)
+    returns = [0.001 * rng.gauss(0.2, 1) for _ in range(400)]
+    a = _core.mc_bootstrap(returns, 100, 5, None, 8760.0, True)
+    b = _core.mc_bootstrap(returns, 100, 5, None, 8760.0, True)
+    assert a == b and len(a["fan"]["p50"]) == 400
+    q = a["summary"]["max_drawdown"]
+    assert q["p99"] >= q["p95"] >= q["p50"] >= q["p5"]
+    assert a["block"] == pytest.approx(_core.block_length(returns))
+    with pytest.raises(ValueError, match="block length"):
+        _core.mc_bootstrap(returns, 10, 0, 0.5)
+
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(st.floats(-0.05, 0.05, allow_nan=False), min_size=5, max_size=200),
+    st.integers(0, 2**32),
+)
+def test_monte_carlo_summary_properties(returns, seed):
+    out = _core.mc_bootstrap(returns, 40, seed, None, 8760.0, False)
+    summary = out["summary"]
+    for stat in ("total_return", "max_drawdown", "sharpe", "time_under_water"):
+        q = [summary[stat][p] for p in ("p1", "p5", "p50", "p95", "p99")]
+        finite = [v for v in q if not math.isnan(v)]
+        assert finite == sorted(finite)
+    assert 0.0 <= summary["probability_of_loss"] <= 1.0
+    assert summary["cvar_5_total_return"] <= summary["total_return"]["p5"] + 1e-12
+    assert all(0.0 <= d < 1.0 for d in out["paths"]["max_drawdown"])
+    shuffled = _core.mc_reshuffle(returns, 20, seed, 100.0)
+    total = _core.path_stats(returns, 100.0)["total_return"]
+    assert all(t == pytest.approx(total, rel=1e-9, abs=1e-12) for t in shuffled["paths"]["total_return"])
+
+
+# --- CLI --------------------------------------------------------------------------------------
+
+
+def test_cli_optimize_and_montecarlo_end_to_end(tmp_path, data_dir, capsys):
+    out = tmp_path / "report"
+    args = ["optimize", "--bars", str(data_dir), "--trials", "6", "--train-days", "60", "--oos-days", "20"]
+    args += ["--embargo-days", "1", "--out", str(out), "--mc-paths", "100", "--seed", "2", "--no-notify"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "verdict:" in printed and "report:" in printed
+    for name in (
+        "report.md",
+        "oos_equity.png",
+        "param_importance.png",
+        "trial_history.png",
+        "mc_fan.png",
+        "drawdown_distribution.png",
+        "candidate.yaml",
+        "candidate.json",
+        "oos.json",
+        "optuna.db",
+    ):
+        assert (out / name).stat().st_size > 0, name
+    doc = json.loads((out / "candidate.json").read_text())
+    assert {"verdict", "baseline", "candidate", "params", "study", "data_range", "mc"} <= set(doc)
+    assert {"passed", "checks"} <= set(doc["verdict"])
+    assert all({"name", "value", "threshold", "passed"} <= set(c) for c in doc["verdict"]["checks"])
+    start, end = doc["data_range"]
+    assert isinstance(start, int) and end > start
+    loaded = xsmom.Config.load(out / "candidate.yaml").to_dict()
+    for key, value in doc["params"].items():
+        node = loaded
+        for part in key.split("."):
+            node = node[part]
+        assert node == pytest.approx(value)
+    report = (out / "report.md").read_text()
+    assert "Deployment gate" in report and "Monte Carlo" in report
+    assert main(["montecarlo", "--result", str(out), "--paths", "120", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["bootstrap"]["summary"]["n_paths"] == 120
+    assert json.loads((out / "mc.json").read_text()) == summary
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["optimize", "--bars", "/no/such/dir"], "/no/such/dir: no such file"),
+        (["optimize", "--bars", "data", "--trials", "0"], "--trials must be at least 1"),
+        (["optimize", "--bars", "data", "--worker"], "--worker needs --storage"),
+        (["optimize", "--bars", "data", "--space", "/no/space.yaml"], "/no/space.yaml: cannot read"),
+        (["montecarlo", "--result", "/no/dir"], "/no/dir/oos.json: no such file"),
+        (["optimize", "--bars", "data", "--train-days", "400"], "too few for one walk-forward segment"),
+        (
+            [
+                "optimize",
+                "--bars",
+                "data",
+                "--trials",
+                "2",
+                "--train-days",
+                "60",
+                "--oos-days",
+                "20",
+                "--space",
+                "tests/bad_key_space.yaml",
+            ],
+            "bad_key_space.yaml: strategy.no_such_key: unknown config key",
+        ),
+        (
+            [
+                "optimize",
+                "--bars",
+                "data",
+                "--trials",
+                "2",
+                "--storage",
+                "postgresql://u:hunter2@127.0.0.1:9/x",
+            ],
+            "storage postgresql://u:***@127.0.0.1:9/x",
+        ),
+    ],
+)
+def test_cli_research_errors_are_one_line(args, needle, capsys, monkeypatch, data_dir, tmp_path):
+    monkeypatch.chdir(data_dir.parent)
+    bad = tmp_path / "bad_key_space.yaml"
+    bad.write_text("params:\n  - {path: strategy.no_such_key, type: int, low: 1, high: 3}\n")
+    args = [str(bad) if a == "tests/bad_key_space.yaml" else a for a in args]
+    args += ["--out", str(tmp_path / "out")] if args[0] == "optimize" else []
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("xsmom: error: ") and needle in err and err.count("\n") == 1
+    assert "hunter2" not in err
+
+
+def test_discord_verdict_is_sent_when_the_webhook_is_set(tmp_path, planted, monkeypatch):
+    """The real ``xsmom.notify.send_discord`` against a local HTTP server (skipped without the module)."""
+    pytest.importorskip("xsmom.notify")
+    import http.server
+    import threading
+
+    received = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/hook/secret-token"
+    monkeypatch.setenv("DISCORD_WEBHOOK_URL", url)
+    try:
+        result = research.optimize(
+            planted,
+            base_config(),
+            space=small_space(),
+            n_trials=4,
+            seed=0,
+            wfo=WFO,
+            mc_paths=20,
+            out=tmp_path,
+        )
+    finally:
+        server.shutdown()
+    assert result.notified is True and len(received) == 1
+    body = received[0]
+    assert b"xsmom optimize" in body and b"oos_equity.png" in body and b"candidate.json" in body
+    verdict = b"PASSED" if result.verdict["passed"] else b"REFUSED"
+    assert verdict in body
+    for path in tmp_path.iterdir():
+        if path.is_file() and path.suffix in (".md", ".json", ".yaml"):
+            assert "secret-token" not in path.read_text()
