@@ -97,3 +97,17 @@ def block_length(series: list[float]) -> float: ...
 def segments(
     n_bars: int, train: int, oos: int, embargo: int, purge: int, mode: str = "rolling"
 ) -> list[dict[str, int]]: ...
+
+# Bybit v5 fetch into a bar store (python_fetch.rs)
+def fetch_store(
+    store: str,
+    symbols: list[str],
+    start_ms: int,
+    end_ms: int | None = None,
+    timeframe: str = "1h",
+    funding: bool = False,
+    base_url: str | None = None,
+    timeout_secs: float = 10.0,
+    retries: int = 4,
+) -> list[dict[str, Any]]: ...
+def fetch_missing_ranges(stored: list[int], start: int, end: int, step: int, page: int) -> list[tuple[int, int]]: ...
