@@ -463,3 +463,35 @@ def test_discord_verdict_is_sent_when_the_webhook_is_set(tmp_path, planted, monk
     for path in tmp_path.iterdir():
         if path.is_file() and path.suffix in (".md", ".json", ".yaml"):
             assert "secret-token" not in path.read_text()
+
+
+def test_optimizer_on_a_dask_cluster_of_two_processes_matches_the_local_run(tmp_path, noise, capsys):
+    distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed (xsmom[dask])")
+    from xsmom.parallel import executor_from_cli
+
+    kwargs = dict(space=small_space(), n_trials=8, seed=3, wfo=WFO, mc_paths=50, n_jobs=4)
+    local = research.optimize(noise, base_config(), **kwargs)
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
+    ) as cluster:
+        executor = executor_from_cli(cluster.scheduler_address)
+        try:
+            client = executor._client
+            with distributed.get_task_stream(client) as stream:
+                remote = research.optimize(noise, base_config(), executor=executor, **kwargs)
+            workers = {t["worker"] for t in stream.data}
+        finally:
+            executor.shutdown()
+        assert len(workers) == 2, f"both worker processes evaluated batches: {workers}"
+        assert [s.params for s in remote.segments] == [s.params for s in local.segments]
+        assert remote.oos_returns == local.oos_returns
+
+        # The CLI flag: the same cluster by its address.
+        bars = tmp_path / "bars.parquet"
+        noise.write_parquet(bars)
+        out = tmp_path / "report"
+        args = ["optimize", "--bars", str(bars), "--trials", "6", "--train-days", "60", "--oos-days", "20"]
+        args += ["--embargo-days", "1", "--out", str(out), "--mc-paths", "50", "--no-notify"]
+        assert main([*args, "--dask-scheduler", cluster.scheduler_address]) == 0
+        assert "verdict:" in capsys.readouterr().out
+        assert json.loads((out / "candidate.json").read_text())["verdict"]["checks"]

@@ -169,6 +169,9 @@ def _optimize(args: argparse.Namespace) -> int:
         if isinstance(err, ImportError) or type(err).__module__.split(".")[0] in ("optuna", "sqlalchemy"):
             raise CliError(research.scrub(f"storage {args.storage}: {err}", args.storage)) from None
         raise
+    finally:
+        if executor is not None:
+            executor.shutdown()
     if result is None:
         print(f"xsmom optimize: worker done (study {args.study})")
         return 0
