@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.dates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -72,6 +73,9 @@ def plot_oos_equity(result: OptimizeResult, path: Path) -> None:
     bottom.plot(x, cand / np.maximum.accumulate(cand) - 1.0, lw=1.0, label="candidate")
     bottom.plot(x, base / np.maximum.accumulate(base) - 1.0, lw=0.9, label="baseline", alpha=0.8)
     bottom.set_ylabel("drawdown")
+    locator = matplotlib.dates.AutoDateLocator()
+    bottom.xaxis.set_major_locator(locator)
+    bottom.xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(locator))
     _save(fig, path)
 
 
