@@ -181,6 +181,12 @@ fn options(dir: &Path) -> RunnerOptions {
     }
 }
 
+/// A runner on the mock's testnet account with the test config, state in `dir`.
+async fn start_runner(mock: &Mock, dir: &Path) -> Runner<BybitClient> {
+    let (cfg, text) = config();
+    Runner::start(mock.client(), cfg, &text, symbols(), options(dir)).await.unwrap()
+}
+
 fn symbols() -> Vec<String> {
     let mut symbols: Vec<String> = SYMBOLS.iter().map(|s| s.to_string()).collect();
     symbols.sort();
@@ -193,8 +199,7 @@ fn a_full_cycle_places_exactly_the_orders_the_targets_ask_for() {
     let mock = Mock::start(now);
     let dir = tempfile::tempdir().unwrap();
     block_on(async {
-        let (cfg, text) = config();
-        let mut runner = Runner::start(mock.client(), cfg, &text, symbols(), options(dir.path())).await.unwrap();
+        let mut runner = start_runner(&mock, dir.path()).await;
         let report = runner.cycle().await.unwrap();
         assert_eq!(report.bars_stepped, 1_430);
         let targets = runner.engine().target_weights().to_vec();
@@ -318,8 +323,7 @@ fn stale_orders_are_cancelled_and_replaced_under_the_next_id() {
     let dir = tempfile::tempdir().unwrap();
     let bar = FIRST_BAR + 1_429 * HOUR;
     block_on(async {
-        let (cfg, text) = config();
-        let mut runner = Runner::start(mock.client(), cfg, &text, symbols(), options(dir.path())).await.unwrap();
+        let mut runner = start_runner(&mock, dir.path()).await;
         let first = runner.cycle().await.unwrap();
         assert!(!first.orders_placed.is_empty());
         // 60 s later nothing is stale yet: no cancels, no new orders.
@@ -369,8 +373,7 @@ fn post_only_rejections_are_repriced_and_partial_fills_are_topped_up_next_bar() 
     let dir = tempfile::tempdir().unwrap();
     let bar = FIRST_BAR + 1_429 * HOUR;
     block_on(async {
-        let (cfg, text) = config();
-        let mut runner = Runner::start(mock.client(), cfg, &text, symbols(), options(dir.path())).await.unwrap();
+        let mut runner = start_runner(&mock, dir.path()).await;
         mock.control("/mock/faults", json!({"path": "/v5/order/create", "kind": "postonly", "count": 1})).await;
         let report = runner.cycle().await.unwrap();
         let state = mock.state().await;
@@ -429,8 +432,7 @@ fn a_stop_hit_on_the_last_trade_closes_with_a_reduce_only_market_order() {
     let mock = Mock::start(now);
     let dir = tempfile::tempdir().unwrap();
     block_on(async {
-        let (cfg, text) = config();
-        let mut runner = Runner::start(mock.client(), cfg, &text, symbols(), options(dir.path())).await.unwrap();
+        let mut runner = start_runner(&mock, dir.path()).await;
         // Every order of the cycle fills half at once: the account holds the model's sides.
         mock.control("/mock/faults", json!({"path": "/v5/order/create", "kind": "partial", "count": 10})).await;
         runner.cycle().await.unwrap();
@@ -472,8 +474,7 @@ fn a_config_reload_swaps_between_cycles_or_is_rejected_keeping_the_old_one() {
     let mock = Mock::start(now);
     let dir = tempfile::tempdir().unwrap();
     block_on(async {
-        let (cfg, text) = config();
-        let mut runner = Runner::start(mock.client(), cfg, &text, symbols(), options(dir.path())).await.unwrap();
+        let mut runner = start_runner(&mock, dir.path()).await;
         runner.cycle().await.unwrap();
         let version = runner.config_version().to_string();
         let targets = runner.engine().target_weights().to_vec();
@@ -485,7 +486,7 @@ fn a_config_reload_swaps_between_cycles_or_is_rejected_keeping_the_old_one() {
         assert_eq!(runner.config_version(), version);
         assert_eq!(runner.engine().target_weights(), &targets[..]);
         // A valid one is swapped in: the model is rebuilt over the same bars with it.
-        let half = text.clone() + "sizing:\n  max_weight_per_asset: 0.04\n";
+        let half = config().1 + "sizing:\n  max_weight_per_asset: 0.04\n";
         let new_cfg = Config::from_yaml(&half, "reload").unwrap();
         runner.reload(new_cfg.clone(), &half).await.unwrap();
         assert_ne!(runner.config_version(), version);
