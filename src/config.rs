@@ -603,6 +603,9 @@ pub struct LiveConfig {
     pub reprice_bps: f64,
     /// Period of the risk loop (stops on last-trade prices, the kill-switch on account equity).
     pub fast_check_secs: usize,
+    /// Test the stops of the risk loop on the closed bars of this finer timeframe (e.g. `1m`) since
+    /// the last model bar, in order, instead of on the last trade. `null`: the last trade.
+    pub stop_timeframe: Option<String>,
     /// Closed bars fetched before the first live bar to warm the indicators and the model book.
     pub warmup_bars: usize,
     /// API circuit breaker: `max_errors` within `window_secs` pause new risk for `cooldown_secs`.
@@ -619,6 +622,7 @@ impl Default for LiveConfig {
             max_order_age_secs: 180,
             reprice_bps: 15.0,
             fast_check_secs: 2,
+            stop_timeframe: None,
             warmup_bars: 1_000,
             breaker: BreakerConfig::default(),
         }
@@ -864,6 +868,17 @@ impl Config {
         check.int("live.breaker.max_errors", l.breaker.max_errors, 1, 10_000);
         check.int("live.breaker.window_secs", l.breaker.window_secs, 1, 86_400);
         check.int("live.breaker.cooldown_secs", l.breaker.cooldown_secs, 0, 86_400 * 7);
+        if let Some(text) = &l.stop_timeframe {
+            let bar = Timeframe::parse(&self.data.timeframe)?;
+            match Timeframe::parse(text) {
+                Ok(stop) if stop.ms < bar.ms && bar.ms % stop.ms == 0 => {}
+                Ok(_) => check.fail(format!(
+                    "live.stop_timeframe = {text}: must be finer than data.timeframe ({}) and divide it",
+                    self.data.timeframe
+                )),
+                Err(err) => check.fail(format!("live.stop_timeframe: {err}")),
+            }
+        }
         check.finish()
     }
 }

@@ -11,7 +11,9 @@ use xsmom::live::exchange::Exchange;
 use xsmom::live::replay::ReplayExchange;
 use xsmom::live::runner::{Runner, RunnerOptions};
 use xsmom::live::state::LiveState;
+use xsmom::live::types::{ExchangeResult, FundingRate, Instrument, Kline, Order, OrderRequest, Position, Quote};
 use xsmom::run::{self, BarsSource, FundingSource, Inputs};
+use xsmom::timeframe::Timeframe;
 use xsmom::Config;
 
 fn fixture() -> PathBuf {
@@ -271,4 +273,115 @@ fn binary_reports_a_corrupt_state_file_instead_of_resetting() {
     let output = binary().args(["run", "--config"]).arg(&config).args(["--frobnicate", "1"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown option --frobnicate"));
+}
+
+/// The replay exchange with hand-made bars of a finer timeframe for the risk loop's stops.
+struct WithStopBars {
+    inner: ReplayExchange,
+    stop_bars: std::sync::Mutex<Vec<(String, Kline)>>,
+}
+
+impl Exchange for WithStopBars {
+    async fn server_time_ms(&self) -> ExchangeResult<i64> {
+        self.inner.server_time_ms().await
+    }
+    async fn instruments(&self, symbols: &[String]) -> ExchangeResult<Vec<Instrument>> {
+        self.inner.instruments(symbols).await
+    }
+    async fn closed_klines(
+        &self,
+        symbol: &str,
+        interval: Timeframe,
+        start: i64,
+        end: i64,
+    ) -> ExchangeResult<Vec<Kline>> {
+        if interval.ms == 3_600_000 {
+            return self.inner.closed_klines(symbol, interval, start, end).await;
+        }
+        // The replay clock stands still inside a bar: the test's finer bars count as closed already.
+        let _ = end;
+        let bars = self.stop_bars.lock().unwrap();
+        Ok(bars.iter().filter(|(s, k)| s == symbol && k.ts >= start).map(|(_, k)| *k).collect())
+    }
+    async fn funding_history(&self, symbol: &str, start: i64, end: i64) -> ExchangeResult<Vec<FundingRate>> {
+        self.inner.funding_history(symbol, start, end).await
+    }
+    async fn quote(&self, symbol: &str) -> ExchangeResult<Quote> {
+        self.inner.quote(symbol).await
+    }
+    async fn positions(&self) -> ExchangeResult<Vec<Position>> {
+        self.inner.positions().await
+    }
+    async fn open_orders(&self) -> ExchangeResult<Vec<Order>> {
+        self.inner.open_orders().await
+    }
+    async fn equity(&self) -> ExchangeResult<f64> {
+        self.inner.equity().await
+    }
+    async fn place_order(&self, request: &OrderRequest) -> ExchangeResult<Order> {
+        self.inner.place_order(request).await
+    }
+    async fn cancel_order(&self, symbol: &str, id: &str) -> ExchangeResult<()> {
+        self.inner.cancel_order(symbol, id).await
+    }
+    async fn cancel_all(&self, symbol: Option<&str>) -> ExchangeResult<()> {
+        self.inner.cancel_all(symbol).await
+    }
+}
+
+#[test]
+fn stop_timeframe_tests_the_stops_on_finer_bars_in_order() {
+    for (text, needle) in [
+        ("2h", "must be finer than data.timeframe (1h) and divide it"),
+        ("40m", "must be finer than data.timeframe (1h) and divide it"),
+        ("fast", "live.stop_timeframe: timeframe 'fast' is not valid"),
+    ] {
+        let err = Config::default().with_override_strings(&[format!("live.stop_timeframe={text}")]).unwrap_err();
+        assert!(err.to_string().contains(needle), "{err}");
+    }
+    let cfg = Config::default().with_override_strings(&["live.stop_timeframe=5m".into()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let exchange = WithStopBars { inner: replay(&cfg), stop_bars: Default::default() };
+        let start = exchange.inner.first_bar_ts();
+        let symbols = exchange.inner.symbols();
+        let mut runner =
+            Runner::start(exchange, cfg.clone(), "", symbols.clone(), options(dir.path(), start)).await.unwrap();
+        // Step until the account holds a position the model has a stop for.
+        let (symbol, stop) = loop {
+            runner.cycle().await.unwrap();
+            let held = runner.exchange().positions().await.unwrap().into_iter().find_map(|p| {
+                let i = symbols.iter().position(|s| *s == p.symbol)?;
+                let stop = runner.engine().risk().stop_state(i)?.clone();
+                (stop.side == p.qty.signum()).then_some((p.symbol, stop))
+            });
+            if let Some(found) = held {
+                break found;
+            }
+            assert!(runner.exchange().inner.advance(), "no stopped position in the fixture");
+        };
+        let since = runner.state().last_bar_ts.unwrap() + 3_600_000;
+        let bar = |k: i64, open: f64, high: f64, low: f64| Kline {
+            ts: since + k * 300_000,
+            open,
+            high,
+            low,
+            close: open,
+            volume: 1.0,
+            turnover: open,
+        };
+        let (safe, through) = (stop.stop * (1.0 + stop.side * 0.01), stop.stop * (1.0 - stop.side * 0.01));
+        // A first 5m bar that stays on the safe side: no exit.
+        runner.exchange().stop_bars.lock().unwrap().push((symbol.clone(), bar(0, safe, safe, safe)));
+        assert!(runner.risk_check().await.unwrap().is_empty());
+        // The next one trades through the level: one reduce-only market exit.
+        let (high, low) = if stop.side > 0.0 { (safe, through) } else { (through, safe) };
+        runner.exchange().stop_bars.lock().unwrap().push((symbol.clone(), bar(1, safe, high, low)));
+        let exits = runner.risk_check().await.unwrap();
+        assert_eq!(exits.len(), 1, "{exits:?}");
+        assert!(exits[0].contains(&symbol) && exits[0].ends_with("-stop"));
+        let orders = runner.exchange().open_orders().await.unwrap();
+        let exit = orders.iter().find(|o| o.client_order_id == exits[0]).expect("the exit rests until the next bar");
+        assert!(exit.reduce_only && exit.price.is_none());
+    });
 }

@@ -538,16 +538,32 @@ impl<E: Exchange> Runner<E> {
             self.persist(now)?;
             return Ok(report.orders_placed);
         }
+        let stop_timeframe = self.cfg.live.stop_timeframe.as_deref().map(Timeframe::parse).transpose()?;
         for position in positions {
             let Some(i) = self.symbols.iter().position(|s| *s == position.symbol) else { continue };
             let Some(stop) = self.engine.risk().stop_state(i) else { continue };
             if stop.side != position.qty.signum() {
                 continue;
             }
-            let quote = self.exchange.quote(&position.symbol).await.map_err(|err| exchange_error("quote", err))?;
-            let last = quote.last;
-            // The stop state machine of the core, on the last trade as a one-tick bar.
-            let Some((_, reason)) = stop.test(last, last, last) else { continue };
+            let hit = match stop_timeframe {
+                // The stop state machine of the core, on the last trade as a one-tick bar.
+                None => {
+                    let quote =
+                        self.exchange.quote(&position.symbol).await.map_err(|err| exchange_error("quote", err))?;
+                    stop.test(quote.last, quote.last, quote.last)
+                }
+                // … or on each closed finer bar since the model's last bar, in order.
+                Some(timeframe) => {
+                    let since = bar_ts + self.timeframe.ms;
+                    let bars = self
+                        .exchange
+                        .closed_klines(&position.symbol, timeframe, since, now)
+                        .await
+                        .map_err(|err| exchange_error(&format!("stop bars {}", position.symbol), err))?;
+                    bars.iter().find_map(|b| stop.test(b.open, b.high, b.low))
+                }
+            };
+            let Some((price, reason)) = hit else { continue };
             let client_order_id = format!("xs-{bar_ts}-{}-stop", position.symbol);
             if self.state.stop_exits.contains(&client_order_id) {
                 continue;
@@ -564,7 +580,7 @@ impl<E: Exchange> Runner<E> {
             };
             match self.exchange.place_order(&request).await {
                 Ok(_) => {
-                    tracing::warn!(symbol = %position.symbol, last, reason = reason.as_str(), "stop hit: reduce-only exit");
+                    tracing::warn!(symbol = %position.symbol, price, reason = reason.as_str(), "stop hit: reduce-only exit");
                     self.state.stop_exits.push(request.client_order_id.clone());
                     placed.push(request.client_order_id);
                 }
