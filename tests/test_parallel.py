@@ -155,46 +155,53 @@ print(json.dumps(done))
 """
 
 
-def test_two_workers_share_one_study_in_postgresql(tmp_path, small):
-    optuna = pytest.importorskip("optuna")
+@pytest.fixture
+def postgres_url():
+    """URL of a real PostgreSQL server started for the test on 127.0.0.1 (tests/pg_server.py)."""
     pytest.importorskip("psycopg", reason="psycopg is not installed (xsmom[postgres])")
+    from pg_server import PostgresUnavailable, postgres_server
+
+    server = postgres_server()
+    try:
+        url = server.__enter__()
+    except PostgresUnavailable as err:
+        pytest.skip(str(err))
+    try:
+        yield url
+    finally:
+        server.__exit__(None, None, None)
+
+
+def test_two_workers_share_one_study_in_postgresql(tmp_path, small, postgres_url):
+    optuna = pytest.importorskip("optuna")
     import json
     import subprocess
     import sys
 
-    from pg_server import PostgresUnavailable, postgres_server
-
+    url = postgres_url
     bars_path = tmp_path / "bars.parquet"
     small.write_parquet(bars_path)
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     n_trials = 8
-    try:
-        server = postgres_server()
-        url = server.__enter__()
-    except PostgresUnavailable as err:
-        pytest.skip(str(err))
-    try:
-        # The study exists before the workers start, as `xsmom optimize` creates it for `--worker`s.
-        optuna.create_study(study_name="shared", storage=url, direction="maximize")
-        workers = [
-            subprocess.Popen(
-                [sys.executable, str(script), url, "shared", str(bars_path), str(w), str(n_trials)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for w in (1, 2)
-        ]
-        outputs = [w.communicate(timeout=300) for w in workers]
-        for worker, (_, err) in zip(workers, outputs, strict=True):
-            assert worker.returncode == 0, err
-        numbers = [json.loads(out) for out, _ in outputs]
-        study = optuna.load_study(study_name="shared", storage=url)
-        trials = study.get_trials(deepcopy=False)
-        pids = {t.user_attrs["pid"] for t in trials}
-    finally:
-        server.__exit__(None, None, None)
+    # The study exists before the workers start, as `xsmom optimize` creates it for `--worker`s.
+    optuna.create_study(study_name="shared", storage=url, direction="maximize")
+    workers = [
+        subprocess.Popen(
+            [sys.executable, str(script), url, "shared", str(bars_path), str(w), str(n_trials)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in (1, 2)
+    ]
+    outputs = [w.communicate(timeout=300) for w in workers]
+    for worker, (_, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err
+    numbers = [json.loads(out) for out, _ in outputs]
+    study = optuna.load_study(study_name="shared", storage=url)
+    trials = study.get_trials(deepcopy=False)
+    pids = {t.user_attrs["pid"] for t in trials}
 
     assert len(trials) == 2 * n_trials, "every trial is counted exactly once"
     assert sorted(t.number for t in trials) == list(range(2 * n_trials))
@@ -227,48 +234,34 @@ def _wait_for_a_study(dsn: str, process, timeout: float = 60.0) -> None:
     raise AssertionError(f"no optuna study appeared in the storage (optimizer exit code {process.poll()})")
 
 
-def test_optimize_worker_processes_share_the_study_in_postgresql(tmp_path, data_dir):
+def test_optimize_worker_processes_share_the_study_in_postgresql(tmp_path, data_dir, postgres_url):
     """`xsmom optimize` and `xsmom optimize --worker` on one PostgreSQL storage (research.md §2)."""
     optuna = pytest.importorskip("optuna")
-    pytest.importorskip("psycopg", reason="psycopg is not installed (xsmom[postgres])")
     import subprocess
     import sys
 
-    from pg_server import PostgresUnavailable, postgres_server
-    from xsmom.cli import _build_parser
-
-    commands = _build_parser()._subparsers._group_actions[0].choices
-    if "optimize" not in commands:
-        pytest.skip("xsmom optimize is not on this branch yet")
+    url = postgres_url
     n_trials = 100
-    try:
-        server = postgres_server()
-        url = server.__enter__()
-    except PostgresUnavailable as err:
-        pytest.skip(str(err))
-    try:
-        common = ["--bars", str(data_dir), "--storage", url, "--trials", str(n_trials)]
+    common = ["--bars", str(data_dir), "--storage", url, "--trials", str(n_trials)]
 
-        def start(*extra: str) -> subprocess.Popen:
-            return subprocess.Popen(
-                [sys.executable, "-m", "xsmom", "optimize", *common, *extra],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
+    def start(*extra: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "xsmom", "optimize", *common, *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
-        # As in operation: the optimizer creates the storage and its study, then workers join.
-        runs = [start("--out", str(tmp_path / "main"))]
-        _wait_for_a_study(url.replace("+psycopg", ""), runs[0])
-        runs.append(start("--worker", "--out", str(tmp_path / "worker")))
-        outputs = [run.communicate(timeout=600) for run in runs]
-        for run, (_, err) in zip(runs, outputs, strict=True):
-            assert run.returncode == 0, err
-        names = optuna.get_all_study_names(url)
-        studies = {name: optuna.load_study(study_name=name, storage=url) for name in names}
-        trials = {name: study.get_trials(deepcopy=False) for name, study in studies.items()}
-    finally:
-        server.__exit__(None, None, None)
+    # As in operation: the optimizer creates the storage and its study, then workers join.
+    runs = [start("--out", str(tmp_path / "main"))]
+    _wait_for_a_study(url.replace("+psycopg", ""), runs[0])
+    runs.append(start("--worker", "--out", str(tmp_path / "worker")))
+    outputs = [run.communicate(timeout=600) for run in runs]
+    for run, (_, err) in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, err
+    names = optuna.get_all_study_names(url)
+    studies = {name: optuna.load_study(study_name=name, storage=url) for name in names}
+    trials = {name: study.get_trials(deepcopy=False) for name, study in studies.items()}
 
     assert studies, "the optimizer created its studies in PostgreSQL"
     finished = {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
