@@ -270,8 +270,12 @@ impl DrawdownLimit {
 pub struct RiskEngine {
     stops_cfg: StopsConfig,
     stops: Vec<Option<StopState>>,
-    /// Last bar of the cooldown after a stop or time exit (no holding up to and including it).
-    cooldown_until: Vec<Option<usize>>,
+    /// Bit i set ⇔ `stops[i]` is `Some`: the per-bar stop passes visit open positions only, in
+    /// symbol order.
+    open_stops: Vec<u64>,
+    /// First bar symbol i may be held again: past both its cooldown after a stop or time exit and
+    /// its scoring ban (0 = now). Both only ever move forward, so this is the max of the two.
+    hold_from: Vec<usize>,
     /// Size multiplier after a partial take-profit (kept until the position is closed or flips).
     size_after_tp: Vec<f64>,
     kill: KillSwitch,
@@ -353,7 +357,8 @@ impl RiskEngine {
         Self {
             stops_cfg: cfg.risk.stops.clone(),
             stops: vec![None; n_symbols],
-            cooldown_until: vec![None; n_symbols],
+            open_stops: vec![0; n_symbols.div_ceil(64)],
+            hold_from: vec![0; n_symbols],
             size_after_tp: vec![1.0; n_symbols],
             kill: KillSwitch::new(&cfg.risk.kill_switch),
             drawdown: DrawdownLimit::new(&cfg.risk.drawdown, timeframe.bars_per_day()),
@@ -384,8 +389,12 @@ impl RiskEngine {
 
     /// Whether symbol i may be held (and so be eligible) at bar t: not in a stop cooldown, not banned.
     pub fn may_hold(&self, t: usize, symbol: usize) -> bool {
-        self.cooldown_until[symbol].is_none_or(|until| t > until)
-            && self.scores[symbol].banned_until.is_none_or(|until| t > until)
+        t >= self.hold_from[symbol]
+    }
+
+    /// Per symbol, the first bar it may be held again (see [`RiskEngine::may_hold`]).
+    pub fn hold_from(&self) -> &[usize] {
+        &self.hold_from
     }
 
     /// The position a rebalance may move to: `wanted`, or 0 when it would be an entry (from flat or a
@@ -465,8 +474,10 @@ impl RiskEngine {
         if !self.stops_cfg.enabled {
             return;
         }
-        for (symbol, state) in self.stops.iter().enumerate() {
-            let Some(state) = state else { continue };
+        let mut next = next_set_bit(&self.open_stops, 0);
+        while let Some(symbol) = next {
+            next = next_set_bit(&self.open_stops, symbol + 1);
+            let Some(state) = &self.stops[symbol] else { continue };
             if units[symbol] == 0.0 || state.entry_bar >= t {
                 continue;
             }
@@ -498,9 +509,13 @@ impl RiskEngine {
             return;
         }
         let cfg = &self.stops_cfg;
-        for symbol in 0..self.stops.len() {
+        // Visits open stops only; closing the current one does not affect the symbols after it.
+        let mut next = next_set_bit(&self.open_stops, 0);
+        while let Some(symbol) = next {
+            next = next_set_bit(&self.open_stops, symbol + 1);
             if units[symbol] == 0.0 {
                 self.stops[symbol] = None;
+                self.open_stops[symbol / 64] &= !(1 << (symbol % 64));
                 continue;
             }
             let Some(state) = self.stops[symbol].as_mut() else {
@@ -530,10 +545,13 @@ impl RiskEngine {
 
     /// Keep the state machines in step with the book after bar t (no exits decided here).
     pub fn end_bar(&mut self, units: &[f64]) {
-        for symbol in 0..self.stops.len() {
-            if units[symbol] == 0.0 {
-                self.stops[symbol] = None;
-                self.size_after_tp[symbol] = 1.0;
+        for ((units, size_after_tp), symbol) in units.iter().zip(self.size_after_tp.iter_mut()).zip(0..) {
+            if *units == 0.0 {
+                *size_after_tp = 1.0;
+                if self.stops[symbol].is_some() {
+                    self.stops[symbol] = None;
+                    self.open_stops[symbol / 64] &= !(1 << (symbol % 64));
+                }
             }
         }
     }
@@ -544,10 +562,11 @@ impl RiskEngine {
             self.size_after_tp[symbol] *= 1.0 - self.stops_cfg.partial_tp_frac;
             return;
         }
-        self.stops[symbol] = None;
+        self.close_stop(symbol);
         self.size_after_tp[symbol] = 1.0;
         if matches!(reason, FillReason::Stop | FillReason::Trail | FillReason::Breakeven | FillReason::Time) {
-            self.cooldown_until[symbol] = Some(t + self.stops_cfg.cooldown_bars_after_stop);
+            let until = t + self.stops_cfg.cooldown_bars_after_stop;
+            self.hold_from[symbol] = self.hold_from[symbol].max(until + 1);
         }
     }
 
@@ -566,7 +585,7 @@ impl RiskEngine {
         decision_bar: usize,
     ) {
         if after == 0.0 {
-            self.stops[symbol] = None;
+            self.close_stop(symbol);
             self.size_after_tp[symbol] = 1.0;
             return;
         }
@@ -587,12 +606,28 @@ impl RiskEngine {
         }
         self.size_after_tp[symbol] = 1.0;
         let atr_value = decision_atr;
-        self.stops[symbol] = if atr_value.is_finite() && atr_value > 0.0 {
+        let state = if atr_value.is_finite() && atr_value > 0.0 {
             // Stops are tested from the bar after the decision: for next-open fills that is the fill bar.
             Some(StopState::open(after.signum(), price, decision_bar, atr_value, &self.stops_cfg))
         } else {
             None
         };
+        self.set_stop(symbol, state);
+    }
+
+    /// Open (or replace) the stop state of `symbol`, keeping `open_stops` in step.
+    fn set_stop(&mut self, symbol: usize, state: Option<StopState>) {
+        let bit = 1u64 << (symbol % 64);
+        if state.is_some() {
+            self.open_stops[symbol / 64] |= bit;
+        } else {
+            self.open_stops[symbol / 64] &= !bit;
+        }
+        self.stops[symbol] = state;
+    }
+
+    fn close_stop(&mut self, symbol: usize) {
+        self.set_stop(symbol, None);
     }
 
     /// Daily kill-switch and portfolio drawdown limit at bar t.
@@ -638,13 +673,30 @@ impl RiskEngine {
                 let score = &mut self.scores[symbol];
                 let bad = score.record(trip.pnl, &self.scoring);
                 match self.scoring.action {
-                    ScoreAction::Ban if bad => score.banned_until = Some(t + self.scoring.ban_bars),
+                    ScoreAction::Ban if bad => {
+                        let until = t + self.scoring.ban_bars;
+                        score.banned_until = Some(until);
+                        self.hold_from[symbol] = self.hold_from[symbol].max(until + 1);
+                    }
                     ScoreAction::Ban => {}
                     ScoreAction::Downweight => score.downweighted = bad,
                 }
             }
         }
         self.trips_seen = trips.len();
+    }
+}
+
+/// The first set bit of a bitset at or after `from`.
+fn next_set_bit(words: &[u64], from: usize) -> Option<usize> {
+    let mut word = from / 64;
+    let mut bits = *words.get(word)? & (!0u64 << (from % 64));
+    loop {
+        if bits != 0 {
+            return Some(word * 64 + bits.trailing_zeros() as usize);
+        }
+        word += 1;
+        bits = *words.get(word)?;
     }
 }
 
@@ -685,6 +737,23 @@ mod tests {
 
     fn stops() -> StopsConfig {
         StopsConfig::default()
+    }
+
+    #[test]
+    fn next_set_bit_walks_words_in_order() {
+        let mut words = vec![0u64; 3];
+        for bit in [0usize, 5, 63, 64, 130, 191] {
+            words[bit / 64] |= 1 << (bit % 64);
+        }
+        let mut seen = Vec::new();
+        let mut next = next_set_bit(&words, 0);
+        while let Some(bit) = next {
+            seen.push(bit);
+            next = next_set_bit(&words, bit + 1);
+        }
+        assert_eq!(seen, [0, 5, 63, 64, 130, 191]);
+        assert_eq!(next_set_bit(&words, 192), None);
+        assert_eq!(next_set_bit(&[], 0), None);
     }
 
     #[test]

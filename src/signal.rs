@@ -6,28 +6,38 @@
 
 use ndarray::{Array2, ArrayView2};
 
-/// The last `capacity` rows of an `N`-wide series. Each row is stored twice (at slot `s mod cap` and
-/// `s mod cap + cap`), so any run of recent rows is one contiguous `rows × N` view.
+/// `value.is_finite()` written as a float comparison (`inf − inf` and `NaN − NaN` are NaN), which
+/// LLVM turns into a vector mask; `f64::is_finite` compiles to integer bit tests that keep the hot
+/// per-symbol loops scalar.
+#[inline(always)]
+#[allow(clippy::eq_op)]
+pub(crate) fn finite(value: f64) -> bool {
+    value - value == 0.0
+}
+
+/// The last `capacity` rows of an `N`-wide series in a ring (each row stored once, no modulo on
+/// the hot path): [`RowWindow::ago`] reads any kept row.
 #[derive(Debug, Clone)]
 pub struct RowWindow {
     width: usize,
     capacity: usize,
     data: Vec<f64>,
     pushed: usize,
+    /// Slot the next row goes to.
+    next: usize,
 }
 
 impl RowWindow {
     pub fn new(width: usize, capacity: usize) -> Self {
         let capacity = capacity.max(1);
-        Self { width, capacity, data: vec![f64::NAN; 2 * capacity * width], pushed: 0 }
+        Self { width, capacity, data: vec![f64::NAN; capacity * width], pushed: 0, next: 0 }
     }
 
     pub fn push(&mut self, row: &[f64]) {
         debug_assert_eq!(row.len(), self.width);
-        let slot = self.pushed % self.capacity;
-        let (w, c) = (self.width, self.capacity);
-        self.data[slot * w..(slot + 1) * w].copy_from_slice(row);
-        self.data[(slot + c) * w..(slot + c + 1) * w].copy_from_slice(row);
+        let w = self.width;
+        self.data[self.next * w..(self.next + 1) * w].copy_from_slice(row);
+        self.next = if self.next + 1 == self.capacity { 0 } else { self.next + 1 };
         self.pushed += 1;
     }
 
@@ -39,16 +49,8 @@ impl RowWindow {
     /// The row pushed `k` pushes ago (`k = 0`: the newest); `k` must be below the rows kept.
     pub fn ago(&self, k: usize) -> &[f64] {
         debug_assert!(k < self.pushed.min(self.capacity));
-        let slot = (self.pushed - 1 - k) % self.capacity;
+        let slot = if self.next > k { self.next - 1 - k } else { self.next + self.capacity - 1 - k };
         &self.data[slot * self.width..(slot + 1) * self.width]
-    }
-
-    /// The last `rows` rows (fewer when fewer were kept), oldest first.
-    pub fn recent(&self, rows: usize) -> ArrayView2<'_, f64> {
-        let rows = rows.min(self.pushed).min(self.capacity);
-        let start = (self.pushed - rows) % self.capacity;
-        let data = &self.data[start * self.width..(start + rows) * self.width];
-        ArrayView2::from_shape((rows, self.width), data).expect("contiguous rows")
     }
 }
 
@@ -71,10 +73,10 @@ impl ColumnWindow {
     pub fn push(&mut self, row: &[f64]) {
         debug_assert_eq!(row.len(), self.width);
         let slot = self.pushed % self.capacity;
-        let stride = 2 * self.capacity;
-        for (i, value) in row.iter().enumerate() {
-            self.data[i * stride + slot] = *value;
-            self.data[i * stride + slot + self.capacity] = *value;
+        for (column, value) in self.data.chunks_exact_mut(2 * self.capacity).zip(row) {
+            let (first, second) = column.split_at_mut(self.capacity);
+            first[slot] = *value;
+            second[slot] = *value;
         }
         self.pushed += 1;
     }
@@ -121,8 +123,8 @@ impl LookbackReturns {
             return;
         }
         let then = self.closes.ago(self.lookback);
-        for i in 0..out.len() {
-            out[i] = close[i] / then[i] - 1.0;
+        for ((r, now), then) in out.iter_mut().zip(close).zip(then) {
+            *r = now / then - 1.0;
         }
     }
 }
@@ -148,6 +150,8 @@ pub struct Momentum {
     lookbacks: Vec<usize>,
     weights: Vec<f64>,
     scale: f64,
+    /// Every term is NaN before this many bars.
+    longest: usize,
     closes: RowWindow,
 }
 
@@ -160,21 +164,22 @@ impl Momentum {
             lookbacks: lookbacks.to_vec(),
             weights: weights.to_vec(),
             scale,
+            longest,
             closes: RowWindow::new(n_symbols, longest + 1),
         }
     }
     pub fn update(&mut self, close: &[f64], out: &mut [f64]) {
         self.closes.push(close);
         let t = self.closes.pushed() - 1;
+        if t < self.longest {
+            out.fill(f64::NAN);
+            return;
+        }
         out.fill(0.0);
         for (lookback, weight) in self.lookbacks.iter().zip(&self.weights) {
-            if t < *lookback {
-                out.fill(f64::NAN);
-                break;
-            }
             let then = self.closes.ago(*lookback);
-            for i in 0..out.len() {
-                out[i] += weight * (close[i] / then[i] - 1.0);
+            for ((s, now), then) in out.iter_mut().zip(close).zip(then) {
+                *s += weight * (now / then - 1.0);
             }
         }
         if self.scale != 1.0 {
@@ -201,50 +206,55 @@ pub fn momentum(close: ArrayView2<f64>, lookbacks: &[usize], weights: &[f64], no
 #[derive(Debug, Clone)]
 pub struct RollingStd {
     window: usize,
-    min_periods: usize,
+    min_periods: f64,
     rows: RowWindow,
     sum: Vec<f64>,
     sum_sq: Vec<f64>,
-    count: Vec<usize>,
+    /// Valid values in the window, as f64 so that the output loop has no integer conversions.
+    count: Vec<f64>,
+    /// Rows since the sums were last rebuilt (a rebuild happens every `window` rows).
+    since_rebuild: usize,
 }
 
 impl RollingStd {
     pub fn new(n_symbols: usize, window: usize, min_periods: usize) -> Self {
         Self {
             window,
-            min_periods: min_periods.max(2),
+            min_periods: min_periods.max(2) as f64,
             rows: RowWindow::new(n_symbols, window),
             sum: vec![0.0; n_symbols],
             sum_sq: vec![0.0; n_symbols],
-            count: vec![0; n_symbols],
+            count: vec![0.0; n_symbols],
+            since_rebuild: 0,
         }
     }
     pub fn update(&mut self, values: &[f64], out: &mut [f64]) {
         let t = self.rows.pushed();
         let window = self.window;
-        if window > 0 && t % window == 0 && t > 0 {
+        let rebuilt = window > 0 && t > 0 && self.since_rebuild + 1 == window;
+        if rebuilt {
             // Rebuild the sums over the rows (t − window, t − 1] to cancel rounding drift.
             self.sum.fill(0.0);
             self.sum_sq.fill(0.0);
-            self.count.fill(0);
+            self.count.fill(0.0);
             for s in (t + 1).saturating_sub(window)..t {
-                accumulate(self.rows.ago(t - 1 - s), &mut self.sum, &mut self.sum_sq, &mut self.count, 1.0);
+                add_finite(self.rows.ago(t - 1 - s), &mut self.sum, &mut self.sum_sq, &mut self.count);
             }
+            self.since_rebuild = 0;
+        } else if t > 0 {
+            self.since_rebuild += 1;
         }
-        accumulate(values, &mut self.sum, &mut self.sum_sq, &mut self.count, 1.0);
-        if t >= window && (t % window.max(1) != 0 || t == 0) {
+        add_finite(values, &mut self.sum, &mut self.sum_sq, &mut self.count);
+        if t >= window && !rebuilt {
             // Leaving the window: row t − window (only when it was added since the last rebuild).
-            accumulate(self.rows.ago(window - 1), &mut self.sum, &mut self.sum_sq, &mut self.count, -1.0);
+            remove_finite(self.rows.ago(window - 1), &mut self.sum, &mut self.sum_sq, &mut self.count);
         }
         self.rows.push(values);
-        for i in 0..out.len() {
-            let n = self.count[i];
-            out[i] = if n >= self.min_periods {
-                let mean = self.sum[i] / n as f64;
-                ((self.sum_sq[i] - mean * self.sum[i]) / (n as f64 - 1.0)).max(0.0).sqrt()
-            } else {
-                f64::NAN
-            };
+        let min_periods = self.min_periods;
+        for (((o, n), sum), sum_sq) in out.iter_mut().zip(&self.count).zip(&self.sum).zip(&self.sum_sq) {
+            let mean = sum / n;
+            let std = ((sum_sq - mean * sum) / (n - 1.0)).max(0.0).sqrt();
+            *o = if *n >= min_periods { std } else { f64::NAN };
         }
     }
 }
@@ -259,18 +269,29 @@ pub fn rolling_std(values: ArrayView2<f64>, window: usize, min_periods: usize) -
     batch(n_bars, n_symbols, f64::NAN, |t, out| state.update(row(&view, t), out))
 }
 
-fn accumulate(row: &[f64], sum: &mut [f64], sum_sq: &mut [f64], count: &mut [usize], sign: f64) {
-    for i in 0..row.len() {
-        let value = row[i];
-        if value.is_finite() {
-            sum[i] += sign * value;
-            sum_sq[i] += sign * value * value;
-            if sign > 0.0 {
-                count[i] += 1;
-            } else {
-                count[i] -= 1;
-            }
-        }
+/// Add the finite entries of `row` (a non-finite entry adds 0, which leaves the sums unchanged).
+/// Not inlined: as a function of its own the four slices are known not to alias, so it vectorises.
+#[inline(never)]
+fn add_finite(row: &[f64], sum: &mut [f64], sum_sq: &mut [f64], count: &mut [f64]) {
+    for (((value, sum), sum_sq), count) in row.iter().zip(sum).zip(sum_sq).zip(count) {
+        let finite = finite(*value);
+        let value = if finite { *value } else { 0.0 };
+        *sum += value;
+        *sum_sq += value * value;
+        *count += if finite { 1.0 } else { 0.0 };
+    }
+}
+
+/// Remove the finite entries of `row` (see [`add_finite`]). Written as adding the negated value
+/// (`a + (−b)` is exactly `a − b`): `a − 0` would fold to a branch that does not vectorise.
+#[inline(never)]
+fn remove_finite(row: &[f64], sum: &mut [f64], sum_sq: &mut [f64], count: &mut [f64]) {
+    for (((value, sum), sum_sq), count) in row.iter().zip(sum).zip(sum_sq).zip(count) {
+        let finite = finite(*value);
+        let (value, negated) = if finite { (*value, -*value) } else { (0.0, 0.0) };
+        *sum += negated;
+        *sum_sq += negated * value;
+        *count += if finite { -1.0 } else { 0.0 };
     }
 }
 
@@ -316,9 +337,12 @@ pub struct EmaSlope {
     m: usize,
     alpha: f64,
     per_day: f64,
-    /// Ring buffer of the last m + 1 EMA values per symbol, column-major by symbol.
+    /// Ring buffer of the last m + 1 EMA values per symbol, symbol-major.
     ring: Vec<f64>,
-    count: Vec<usize>,
+    /// Per symbol: the ring slot of the next EMA value (which holds the oldest kept one).
+    next: Vec<usize>,
+    /// Per symbol: EMA values seen, saturating at m + 1.
+    seen: Vec<usize>,
     state: Vec<f64>,
 }
 
@@ -330,27 +354,35 @@ impl EmaSlope {
             alpha: 2.0 / (ema_len as f64 + 1.0),
             per_day: 1e4 * bars_per_day as f64,
             ring: vec![0.0; (m + 1) * n_symbols],
-            count: vec![0; n_symbols],
+            next: vec![0; n_symbols],
+            seen: vec![0; n_symbols],
             state: vec![f64::NAN; n_symbols],
         }
     }
     pub fn update(&mut self, close: &[f64], out: &mut [f64]) {
-        let m = self.m;
-        for i in 0..out.len() {
-            out[i] = f64::NAN;
-            let c = close[i];
+        let slots_per_symbol = self.m + 1;
+        let m = self.m as f64;
+        let symbols = out.iter_mut().zip(close).zip(self.ring.chunks_exact_mut(slots_per_symbol));
+        for (((o, c), slots), ((next, seen), state)) in
+            symbols.zip(self.next.iter_mut().zip(self.seen.iter_mut()).zip(self.state.iter_mut()))
+        {
+            let c = *c;
             if c.is_nan() {
+                *o = f64::NAN;
                 continue;
             }
-            ema_update(&mut self.state[i], c, self.alpha);
-            let slots = &mut self.ring[i * (m + 1)..(i + 1) * (m + 1)];
-            slots[self.count[i] % (m + 1)] = self.state[i];
-            self.count[i] += 1;
-            if self.count[i] > m {
-                // Oldest kept value is the EMA m steps back: mean of m deltas = (now − then) / m.
-                let then = slots[self.count[i] % (m + 1)];
-                out[i] = (self.state[i] - then) / m as f64 / c * self.per_day;
+            let ema = ema_update(state, c, self.alpha);
+            slots[*next] = ema;
+            *next = if *next + 1 == slots_per_symbol { 0 } else { *next + 1 };
+            if *seen < slots_per_symbol {
+                *seen += 1;
             }
+            *o = if *seen == slots_per_symbol {
+                // Oldest kept value is the EMA m steps back: mean of m deltas = (now − then) / m.
+                (ema - slots[*next]) / m / c * self.per_day
+            } else {
+                f64::NAN
+            };
         }
     }
 }
@@ -376,6 +408,7 @@ impl Rma {
         Self { value: 0.0, seen: 0 }
     }
     /// Feed one value; returns the RMA once `n` values have been seen.
+    #[inline]
     fn update(&mut self, input: f64, n: usize) -> Option<f64> {
         self.seen += 1;
         if self.seen <= n {
@@ -401,16 +434,20 @@ impl WilderAtr {
         Self { n, prev_close: vec![f64::NAN; n_symbols], rma: vec![Rma::new(); n_symbols] }
     }
     pub fn update(&mut self, high: &[f64], low: &[f64], close: &[f64], out: &mut [f64]) {
-        for i in 0..out.len() {
-            out[i] = f64::NAN;
-            let (h, l, c) = (high[i], low[i], close[i]);
+        let n = self.n;
+        let bars = high.iter().zip(low).zip(close);
+        for ((((h, l), c), o), (prev_close, rma)) in
+            bars.zip(out.iter_mut()).zip(self.prev_close.iter_mut().zip(self.rma.iter_mut()))
+        {
+            let (h, l, c) = (*h, *l, *c);
+            *o = f64::NAN;
             if h.is_nan() || l.is_nan() || c.is_nan() {
                 continue;
             }
-            let tr = true_range(h, l, self.prev_close[i]);
-            self.prev_close[i] = c;
-            if let Some(atr) = self.rma[i].update(tr, self.n) {
-                out[i] = atr;
+            let tr = true_range(h, l, *prev_close);
+            *prev_close = c;
+            if let Some(atr) = rma.update(tr, n) {
+                *o = atr;
             }
         }
     }
@@ -425,6 +462,7 @@ pub fn wilder_atr(high: ArrayView2<f64>, low: ArrayView2<f64>, close: ArrayView2
     batch(n_bars, n_symbols, f64::NAN, |t, out| state.update(row(&high, t), row(&low, t), row(&close, t), out))
 }
 
+#[inline]
 fn true_range(high: f64, low: f64, prev_close: f64) -> f64 {
     if prev_close.is_nan() {
         high - low
@@ -528,30 +566,31 @@ pub fn rolling_sum(values: ArrayView2<f64>, window: usize) -> Array2<f64> {
 
 /// Cross-sectional z-score over the eligible entries (population std). Writes NaN for ineligible
 /// entries; returns `None` (and writes all NaN) when fewer than 2 are eligible or the std is 0.
+/// Ineligible entries are masked to 0 in the sums (adding 0 leaves a sum unchanged), which keeps
+/// the passes free of branches.
 pub fn cross_sectional_z(values: &[f64], eligible: &[bool], out: &mut [f64]) -> Option<CrossSection> {
-    out.fill(f64::NAN);
     let mut count = 0usize;
     let mut sum = 0.0;
     for (v, e) in values.iter().zip(eligible) {
-        if *e {
-            count += 1;
-            sum += v;
-        }
+        count += *e as usize;
+        sum += if *e { *v } else { 0.0 };
     }
     if count < 2 {
+        out.fill(f64::NAN);
         return None;
     }
     let mean = sum / count as f64;
-    let var =
-        values.iter().zip(eligible).filter(|(_, e)| **e).map(|(v, _)| (v - mean).powi(2)).sum::<f64>() / count as f64;
-    let std = var.sqrt();
+    let mut sum_sq = -0.0;
+    for (v, e) in values.iter().zip(eligible) {
+        sum_sq += if *e { (v - mean).powi(2) } else { 0.0 };
+    }
+    let std = (sum_sq / count as f64).sqrt();
     if !(std > 0.0) {
+        out.fill(f64::NAN);
         return None;
     }
     for ((o, v), e) in out.iter_mut().zip(values).zip(eligible) {
-        if *e {
-            *o = (v - mean) / std;
-        }
+        *o = if *e { (v - mean) / std } else { f64::NAN };
     }
     Some(CrossSection { count, mean, std })
 }
@@ -661,6 +700,23 @@ mod tests {
         assert_eq!(dynamic_k(0.5, 2, 6, 0.8, 1.5), 2);
         assert_eq!(dynamic_k(2.0, 2, 6, 0.8, 1.5), 6);
         assert_eq!(dynamic_k(1.15, 2, 6, 0.8, 1.5), 4);
+    }
+
+    #[test]
+    fn finite_matches_is_finite() {
+        let specials = [0.0, -0.0, 1.0, -1.5, f64::MAX, f64::MIN, f64::MIN_POSITIVE, 5e-324, f64::INFINITY];
+        let mut values: Vec<f64> = specials.iter().flat_map(|v| [*v, -*v]).collect();
+        values.extend([f64::NAN, -f64::NAN, f64::from_bits(0x7ff0_0000_0000_0001)]);
+        let mut bits = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..10_000 {
+            bits ^= bits << 13;
+            bits ^= bits >> 7;
+            bits ^= bits << 17;
+            values.push(f64::from_bits(bits));
+        }
+        for v in values {
+            assert_eq!(finite(v), v.is_finite(), "{v:?} ({:#x})", v.to_bits());
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use ndarray::ArrayView2;
 
 use crate::config::{CapMode, SizingConfig, Weighting};
+use crate::signal::finite;
 
 /// Raw weight magnitude of one selected symbol: `1`, `1/σ` or `|a|/σ`.
 #[inline]
@@ -65,34 +66,41 @@ pub fn clip(weights: &mut [f64], caps: &[f64]) -> f64 {
 }
 
 /// Sample std (ddof 1) of the candidate book's past returns `Σ_i w_i r[s,i]` over the rows of
-/// `returns` (missing returns count as 0), annualised with `√bars_per_year`.
-pub fn ex_ante_vol(weights: &[f64], held: &[usize], returns: ArrayView2<f64>, bars_per_year: f64) -> f64 {
+/// `returns` (missing returns count as 0), annualised with `√bars_per_year`. `book` is scratch space.
+pub fn ex_ante_vol(
+    weights: &[f64],
+    held: &[usize],
+    returns: ArrayView2<f64>,
+    bars_per_year: f64,
+    book: &mut Vec<f64>,
+) -> f64 {
     let n = returns.nrows();
     if n < 2 {
         return f64::NAN;
     }
     // Symbol-major accumulation: each row's book return still adds the symbols in `held` order
     // (the same sums as row by row), but the rows' sums are independent chains instead of one.
-    let mut book = vec![0.0; n];
+    book.clear();
+    book.resize(n, 0.0);
     for &i in held {
         let w = weights[i];
         let column = returns.column(i);
         match column.as_slice() {
             Some(column) => {
                 for (b, r) in book.iter_mut().zip(column) {
-                    *b += w * if r.is_finite() { *r } else { 0.0 };
+                    *b += w * if finite(*r) { *r } else { 0.0 };
                 }
             }
             None => {
                 for (b, r) in book.iter_mut().zip(column.iter()) {
-                    *b += w * if r.is_finite() { *r } else { 0.0 };
+                    *b += w * if finite(*r) { *r } else { 0.0 };
                 }
             }
         }
     }
     let mut sum = 0.0;
     let mut sum_sq = 0.0;
-    for b in &book {
+    for b in book.iter() {
         sum += b;
         sum_sq += b * b;
     }
@@ -190,7 +198,7 @@ pub fn size_book(cfg: &SizingConfig, input: &BookInputs<'_>, weights: &mut [f64]
     if vt.enabled && input.recent_returns.nrows() >= (vt.lookback / 2).max(2) {
         scratch.held.clear();
         scratch.held.extend(longs.iter().chain(shorts).copied());
-        let sigma_p = ex_ante_vol(weights, &scratch.held, input.recent_returns, input.bars_per_year);
+        let sigma_p = ex_ante_vol(weights, &scratch.held, input.recent_returns, input.bars_per_year, &mut scratch.book);
         let scale = vol_target_scale(sigma_p, vt.target_ann_vol, vt.min_scale, vt.max_scale);
         stats = BookStats { vol_scale: scale, ex_ante_vol: sigma_p };
         for &i in longs.iter().chain(shorts) {
@@ -233,6 +241,7 @@ pub struct Scratch {
     magnitudes: Vec<f64>,
     caps: Vec<f64>,
     held: Vec<usize>,
+    book: Vec<f64>,
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use ndarray::{Array2, ArrayView2};
 
 use crate::config::UniverseConfig;
-use crate::signal::RowWindow;
+use crate::signal::{finite, RowWindow};
 
 /// Point-in-time universe membership, one bar at a time.
 ///
@@ -49,7 +49,7 @@ impl UniverseFilter {
 
     /// Feed bar t (closes and quote volumes) and write who is a member at t into `member`.
     pub fn update(&mut self, close: &[f64], quote_volume: &[f64], member: &mut [bool]) {
-        let finite_or_zero = |v: f64| if v.is_finite() { v } else { 0.0 };
+        let finite_or_zero = |v: f64| if finite(v) { v } else { 0.0 };
         let t = self.volumes.pushed();
         let window = self.window;
         let n_symbols = member.len();
@@ -61,24 +61,29 @@ impl UniverseFilter {
                     *sum += finite_or_zero(*v);
                 }
             }
-        } else if t >= window {
-            for (sum, v) in self.volume_24h.iter_mut().zip(self.volumes.ago(window - 1)) {
-                *sum -= finite_or_zero(*v);
+            for (sum, v) in self.volume_24h.iter_mut().zip(quote_volume) {
+                *sum += finite_or_zero(*v);
             }
-        }
-        for (sum, v) in self.volume_24h.iter_mut().zip(quote_volume) {
-            *sum += finite_or_zero(*v);
+        } else if t >= window {
+            let leaving = self.volumes.ago(window - 1);
+            for ((sum, old), new) in self.volume_24h.iter_mut().zip(leaving).zip(quote_volume) {
+                *sum = *sum - finite_or_zero(*old) + finite_or_zero(*new);
+            }
+        } else {
+            for (sum, v) in self.volume_24h.iter_mut().zip(quote_volume) {
+                *sum += finite_or_zero(*v);
+            }
         }
         self.volumes.push(quote_volume);
         let cfg = &self.cfg;
-        for i in 0..n_symbols {
-            let c = close[i];
-            self.history[i] += c.is_finite() as usize;
-            self.passes[i] = self.listed[i]
-                && c.is_finite()
-                && c >= cfg.min_price
-                && self.volume_24h[i] >= cfg.min_quote_volume_24h
-                && self.history[i] >= self.min_history;
+        let (min_price, min_volume, min_history) = (cfg.min_price, cfg.min_quote_volume_24h, self.min_history);
+        let symbols = close.iter().zip(&self.listed).zip(&self.volume_24h);
+        for (((c, listed), volume_24h), (history, passes)) in
+            symbols.zip(self.history.iter_mut().zip(self.passes.iter_mut()))
+        {
+            let finite = finite(*c);
+            *history += finite as usize;
+            *passes = *listed & finite & (*c >= min_price) & (*volume_24h >= min_volume) & (*history >= min_history);
         }
         if cfg.max_symbols > 0 && cfg.max_symbols < n_symbols && t % cfg.universe_refresh_bars.max(1) == 0 {
             let passes = &self.passes;
@@ -92,8 +97,8 @@ impl UniverseFilter {
                 self.ranked_in[i] = true;
             }
         }
-        for i in 0..n_symbols {
-            member[i] = self.ranked_in[i] && self.passes[i];
+        for ((m, ranked_in), passes) in member.iter_mut().zip(&self.ranked_in).zip(&self.passes) {
+            *m = *ranked_in & *passes;
         }
     }
 }

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::metrics::{self, Metrics};
 use crate::regime::{self, Regime, RegimeRouter};
 use crate::risk::{RiskEngine, StopExit};
-use crate::signal::{self, RollingMedian};
+use crate::signal::{self, finite, RollingMedian};
 use crate::sizing::{self, BookInputs, Scratch};
 use crate::timeframe::Timeframe;
 
@@ -433,9 +433,7 @@ impl Engine {
         self.listed.extend(bar.close.iter().map(|c| c.is_finite()));
         self.ind.update(bar);
         for (last, c) in self.last_price.iter_mut().zip(bar.close) {
-            if c.is_finite() {
-                *last = *c;
-            }
+            *last = if finite(*c) { *c } else { *last };
         }
         if let Some(sleeve) = self.carry.as_mut() {
             sleeve.observe(bar.ts, ArrayView1::from(bar.funding_event), ArrayView1::from(bar.funding_rate));
@@ -456,9 +454,7 @@ impl Engine {
         self.bar_ts = bar.ts;
         self.ind.update(bar);
         for (last, c) in self.last_price.iter_mut().zip(bar.close) {
-            if c.is_finite() {
-                *last = *c;
-            }
+            *last = if finite(*c) { *c } else { *last };
         }
         if let Some(sleeve) = self.carry.as_mut() {
             sleeve.observe(bar.ts, ArrayView1::from(bar.funding_event), ArrayView1::from(bar.funding_rate));
@@ -478,8 +474,8 @@ impl Engine {
 
     fn step_units(&mut self, t: usize, bar: &BarRow<'_>) {
         let ts = bar.ts;
-        let cfg = Arc::clone(&self.cfg);
-        let costs = &cfg.costs;
+        let (taker_fee_bps, slippage_bps) = (self.cfg.costs.taker_fee_bps, self.cfg.costs.slippage_bps);
+        let fill = self.cfg.backtest.fill;
         self.ledger.start_bar();
         if let Some(pending) = self.pending_orders.take() {
             self.rebalance(t, &pending.target, pending.equity, bar.open, t - 1);
@@ -505,7 +501,8 @@ impl Engine {
         );
         self.execute_exits(t, &exits);
         self.exits = exits;
-        let equity = self.ledger.equity(&self.last_price);
+        // Equity is re-marked only after something traded: the same sum over the same book.
+        let mut equity = self.ledger.equity(&self.last_price);
         let kill = self.risk.check_portfolio(t, ts, equity);
         if kill.flatten {
             for i in 0..self.symbols.len() {
@@ -517,8 +514,8 @@ impl Engine {
                         i,
                         -units,
                         self.last_price[i],
-                        costs.taker_fee_bps,
-                        costs.slippage_bps,
+                        taker_fee_bps,
+                        slippage_bps,
                         kill.reason.unwrap_or(FillReason::KillSwitch),
                     );
                     self.risk.on_exit(t, i, 0.0, FillReason::KillSwitch);
@@ -526,8 +523,9 @@ impl Engine {
             }
             self.risk.absorb_round_trips(t, &self.ledger.round_trips);
             self.target.fill(0.0);
+            equity = self.ledger.equity(&self.last_price);
         }
-        let equity = self.ledger.equity(&self.last_price);
+        let fills_before_decision = self.ledger.fills.len();
 
         let cross = self.cross_section(t);
         self.update_regime();
@@ -536,7 +534,7 @@ impl Engine {
             if kill.freeze {
                 self.freeze_targets(equity);
             }
-            match cfg.backtest.fill {
+            match fill {
                 FillPrice::Close => {
                     let target = std::mem::take(&mut self.target);
                     self.rebalance(t, &target, equity, bar.close, t);
@@ -554,12 +552,18 @@ impl Engine {
             (0, 1.0)
         };
 
-        let equity = self.ledger.equity(&self.last_price);
+        if self.ledger.fills.len() != fills_before_decision {
+            equity = self.ledger.equity(&self.last_price);
+        }
         let (mut gross, mut net, mut n_long, mut n_short) = (0.0, 0.0, 0, 0);
-        for i in 0..self.symbols.len() {
-            let units = self.ledger.units[i];
-            let weight = if units != 0.0 { units * self.last_price[i] / equity } else { 0.0 };
-            self.book.push(i, self.target[i], weight, units);
+        let positions = self.ledger.units.iter().zip(&self.target).zip(&self.last_price);
+        for (i, ((&units, &target), &price)) in positions.enumerate() {
+            // Most symbols are flat with no target: nothing to record, and adding 0 changes no sum.
+            if units == 0.0 && target == 0.0 {
+                continue;
+            }
+            let weight = if units != 0.0 { units * price / equity } else { 0.0 };
+            self.book.push(i, target, weight, units);
             gross += weight.abs();
             net += weight;
             n_long += (units > 0.0) as u32;
@@ -732,48 +736,39 @@ impl Engine {
         self.risk.absorb_round_trips(t, &self.ledger.round_trips);
     }
 
-    /// Eligible set E_t (strategy.md §2.3) into `self.eligible`.
+    /// Eligible set E_t (strategy.md §2.3) into `self.eligible`. One branch-free pass per filter
+    /// (`&`, not `&&`): this runs for every symbol at every bar.
     fn compute_eligible(&mut self, t: usize) {
         let s = &self.cfg.strategy;
-        let thr = s.regime_filter.slope_min_bps_per_day;
-        let pass_short_history = s.regime_filter.short_history == ShortHistory::Pass;
         let ind = &self.ind;
-        let (momentum, sigma, universe) = (&ind.momentum, &ind.sigma, &ind.universe);
-        let slope = ind.slope.as_ref().filter(|_| s.regime_filter.enabled);
-        let adx = ind.adx.as_ref();
-        let adx_then = if s.adx_filter.require_rising { ind.adx_ago(s.adx_filter.rising_bars) } else { None };
-        for i in 0..self.eligible.len() {
-            let sigma = sigma[i];
-            let mut ok = universe[i] && momentum[i].is_finite() && sigma.is_finite() && sigma > 0.0;
-            if ok {
-                if let Some(slope) = &slope {
-                    let slope = slope[i];
-                    ok = if slope.is_nan() {
-                        pass_short_history
-                    } else {
-                        match s.regime_filter.mode {
-                            RegimeMode::Abs | RegimeMode::Directional => slope.abs() >= thr,
-                            RegimeMode::Up => slope >= thr,
-                        }
-                    };
-                }
+        let hold_from = self.risk.hold_from();
+        let columns = ind.momentum.iter().zip(&ind.sigma).zip(&ind.universe).zip(hold_from);
+        for (eligible, (((momentum, sigma), universe), hold_from)) in self.eligible.iter_mut().zip(columns) {
+            *eligible = *universe & finite(*momentum) & finite(*sigma) & (*sigma > 0.0) & (t >= *hold_from);
+        }
+        if let Some(slope) = ind.slope.as_ref().filter(|_| s.regime_filter.enabled) {
+            let thr = s.regime_filter.slope_min_bps_per_day;
+            let pass_short_history = s.regime_filter.short_history == ShortHistory::Pass;
+            let up_only = s.regime_filter.mode == RegimeMode::Up;
+            for (eligible, slope) in self.eligible.iter_mut().zip(slope) {
+                let trending = if up_only { *slope >= thr } else { slope.abs() >= thr };
+                *eligible &= if slope.is_nan() { pass_short_history } else { trending };
             }
-            if ok {
-                if let Some(adx) = &adx {
-                    let f = &s.adx_filter;
-                    let now = adx[i];
-                    ok = now >= f.min_adx && (!f.require_rising || adx_then.as_ref().is_some_and(|then| now > then[i]));
-                }
+        }
+        if let Some(adx) = ind.adx.as_ref() {
+            let f = &s.adx_filter;
+            let adx_then = if f.require_rising { ind.adx_ago(f.rising_bars) } else { None };
+            for (i, eligible) in self.eligible.iter_mut().enumerate() {
+                let now = adx[i];
+                *eligible &= now >= f.min_adx && (!f.require_rising || adx_then.is_some_and(|then| now > then[i]));
             }
-            self.eligible[i] = ok && self.risk.may_hold(t, i);
         }
     }
 
     /// Selection and sizing at bar t (strategy.md §2.4–§5); sets `self.target`, returns (K, vol scale).
     fn decide(&mut self, t: usize, equity: f64, cross: Option<CrossSection>) -> (usize, f64) {
-        let cfg = Arc::clone(&self.cfg);
-        let s = &cfg.strategy;
         self.target.fill(0.0);
+        let s = &self.cfg.strategy;
         if self.regime == Regime::Tsmom {
             return self.decide_tsmom(t, equity);
         }
@@ -793,15 +788,16 @@ impl Engine {
         if k < s.k_min {
             return (0, 1.0);
         }
+        let market_neutral = s.market_neutral;
         self.select_legs(k);
-        if s.market_neutral && (self.longs.is_empty() || self.shorts.is_empty()) {
+        if market_neutral && (self.longs.is_empty() || self.shorts.is_empty()) {
             return (0, 1.0);
         }
         if self.longs.is_empty() && self.shorts.is_empty() {
             return (0, 1.0);
         }
         let half = self.cfg.sizing.gross_leverage / 2.0;
-        let vol_scale = self.size_legs(t, equity, self.cfg.sizing.weighting, [half, half], s.market_neutral);
+        let vol_scale = self.size_legs(t, equity, self.cfg.sizing.weighting, [half, half], market_neutral);
         (k, vol_scale)
     }
 
@@ -977,18 +973,16 @@ impl Engine {
     /// `decision_bar` is the bar whose close decided the targets (t, or t − 1 for next-open fills).
     fn rebalance(&mut self, t: usize, target: &[f64], equity: f64, prices: &[f64], decision_bar: usize) {
         let ts = self.bar_ts;
-        let cfg = Arc::clone(&self.cfg);
-        let costs = &cfg.costs;
-        let decision_atr = if decision_bar == t { self.ind.atr.as_deref() } else { self.ind.prev_atr.as_deref() };
-        let fee_bps = costs.rebalance_fee_bps();
+        let (fee_bps, slippage_bps) = (self.cfg.costs.rebalance_fee_bps(), self.cfg.costs.slippage_bps);
         let min_delta = self.cfg.backtest.min_rebalance_delta * equity;
         for i in 0..target.len() {
             let price = prices[i];
-            if !(price > 0.0) {
+            let current = self.ledger.units[i];
+            // Flat with no target: nothing to trade (the division below would give 0 units).
+            if !(price > 0.0) || (target[i] == 0.0 && current == 0.0) {
                 continue;
             }
             let wanted = target[i] * equity / price;
-            let current = self.ledger.units[i];
             let delta = wanted - current;
             if delta == 0.0 {
                 continue;
@@ -1004,8 +998,9 @@ impl Engine {
             if delta == 0.0 {
                 continue;
             }
-            self.ledger.trade(t, ts, i, delta, price, fee_bps, costs.slippage_bps, FillReason::Rebalance);
+            self.ledger.trade(t, ts, i, delta, price, fee_bps, slippage_bps, FillReason::Rebalance);
             let fill_price = self.ledger.fills.last().expect("just traded").price;
+            let decision_atr = if decision_bar == t { self.ind.atr.as_deref() } else { self.ind.prev_atr.as_deref() };
             self.risk.on_rebalance_fill(
                 t,
                 ts,
