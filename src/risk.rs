@@ -7,6 +7,7 @@
 //! carry sleeve (§8) in `carry`.
 
 use crate::backtest::{FillReason, RoundTrip};
+use crate::bitset::SymbolSet;
 use std::collections::VecDeque;
 
 use crate::config::{
@@ -270,14 +271,16 @@ impl DrawdownLimit {
 pub struct RiskEngine {
     stops_cfg: StopsConfig,
     stops: Vec<Option<StopState>>,
-    /// Bit i set ⇔ `stops[i]` is `Some`: the per-bar stop passes visit open positions only, in
+    /// The symbols whose `stops` entry is `Some`: the per-bar stop passes visit these only, in
     /// symbol order.
-    open_stops: Vec<u64>,
+    open_stops: SymbolSet,
     /// First bar symbol i may be held again: past both its cooldown after a stop or time exit and
     /// its scoring ban (0 = now). Both only ever move forward, so this is the max of the two.
     hold_from: Vec<usize>,
     /// Size multiplier after a partial take-profit (kept until the position is closed or flips).
     size_after_tp: Vec<f64>,
+    /// Scoring multiplier per symbol: `downweight_factor` while downweighted, else 1.
+    downweight: Vec<f64>,
     kill: KillSwitch,
     drawdown: DrawdownLimit,
     trips_seen: usize,
@@ -357,9 +360,10 @@ impl RiskEngine {
         Self {
             stops_cfg: cfg.risk.stops.clone(),
             stops: vec![None; n_symbols],
-            open_stops: vec![0; n_symbols.div_ceil(64)],
+            open_stops: SymbolSet::new(n_symbols),
             hold_from: vec![0; n_symbols],
             size_after_tp: vec![1.0; n_symbols],
+            downweight: vec![1.0; n_symbols],
             kill: KillSwitch::new(&cfg.risk.kill_switch),
             drawdown: DrawdownLimit::new(&cfg.risk.drawdown, timeframe.bars_per_day()),
             trips_seen: 0,
@@ -455,8 +459,14 @@ impl RiskEngine {
 
     /// Size factor of symbol i (partial take-profit, scoring downweight), applied to its target.
     pub fn size_factor(&self, symbol: usize) -> f64 {
-        let downweight = if self.scores[symbol].downweighted { self.scoring.downweight_factor } else { 1.0 };
-        self.size_after_tp[symbol] * downweight
+        self.size_after_tp[symbol] * self.downweight[symbol]
+    }
+
+    /// Multiply each target weight by its symbol's [`RiskEngine::size_factor`].
+    pub fn apply_size_factors(&self, weights: &mut [f64]) {
+        for ((w, after_tp), downweight) in weights.iter_mut().zip(&self.size_after_tp).zip(&self.downweight) {
+            *w *= after_tp * downweight;
+        }
     }
 
     /// Test every open stop against bar t (before the decision at its close).
@@ -474,9 +484,9 @@ impl RiskEngine {
         if !self.stops_cfg.enabled {
             return;
         }
-        let mut next = next_set_bit(&self.open_stops, 0);
+        let mut next = self.open_stops.next(0);
         while let Some(symbol) = next {
-            next = next_set_bit(&self.open_stops, symbol + 1);
+            next = self.open_stops.next(symbol + 1);
             let Some(state) = &self.stops[symbol] else { continue };
             if units[symbol] == 0.0 || state.entry_bar >= t {
                 continue;
@@ -510,12 +520,12 @@ impl RiskEngine {
         }
         let cfg = &self.stops_cfg;
         // Visits open stops only; closing the current one does not affect the symbols after it.
-        let mut next = next_set_bit(&self.open_stops, 0);
+        let mut next = self.open_stops.next(0);
         while let Some(symbol) = next {
-            next = next_set_bit(&self.open_stops, symbol + 1);
+            next = self.open_stops.next(symbol + 1);
             if units[symbol] == 0.0 {
                 self.stops[symbol] = None;
-                self.open_stops[symbol / 64] &= !(1 << (symbol % 64));
+                self.open_stops.remove(symbol);
                 continue;
             }
             let Some(state) = self.stops[symbol].as_mut() else {
@@ -545,13 +555,14 @@ impl RiskEngine {
 
     /// Keep the state machines in step with the book after bar t (no exits decided here).
     pub fn end_bar(&mut self, units: &[f64]) {
-        for ((units, size_after_tp), symbol) in units.iter().zip(self.size_after_tp.iter_mut()).zip(0..) {
-            if *units == 0.0 {
-                *size_after_tp = 1.0;
-                if self.stops[symbol].is_some() {
-                    self.stops[symbol] = None;
-                    self.open_stops[symbol / 64] &= !(1 << (symbol % 64));
-                }
+        for (units, size_after_tp) in units.iter().zip(self.size_after_tp.iter_mut()) {
+            *size_after_tp = if *units == 0.0 { 1.0 } else { *size_after_tp };
+        }
+        let mut next = self.open_stops.next(0);
+        while let Some(symbol) = next {
+            next = self.open_stops.next(symbol + 1);
+            if units[symbol] == 0.0 {
+                self.close_stop(symbol);
             }
         }
     }
@@ -617,12 +628,7 @@ impl RiskEngine {
 
     /// Open (or replace) the stop state of `symbol`, keeping `open_stops` in step.
     fn set_stop(&mut self, symbol: usize, state: Option<StopState>) {
-        let bit = 1u64 << (symbol % 64);
-        if state.is_some() {
-            self.open_stops[symbol / 64] |= bit;
-        } else {
-            self.open_stops[symbol / 64] &= !bit;
-        }
+        self.open_stops.assign(symbol, state.is_some());
         self.stops[symbol] = state;
     }
 
@@ -679,24 +685,14 @@ impl RiskEngine {
                         self.hold_from[symbol] = self.hold_from[symbol].max(until + 1);
                     }
                     ScoreAction::Ban => {}
-                    ScoreAction::Downweight => score.downweighted = bad,
+                    ScoreAction::Downweight => {
+                        score.downweighted = bad;
+                        self.downweight[symbol] = if bad { self.scoring.downweight_factor } else { 1.0 };
+                    }
                 }
             }
         }
         self.trips_seen = trips.len();
-    }
-}
-
-/// The first set bit of a bitset at or after `from`.
-fn next_set_bit(words: &[u64], from: usize) -> Option<usize> {
-    let mut word = from / 64;
-    let mut bits = *words.get(word)? & (!0u64 << (from % 64));
-    loop {
-        if bits != 0 {
-            return Some(word * 64 + bits.trailing_zeros() as usize);
-        }
-        word += 1;
-        bits = *words.get(word)?;
     }
 }
 
@@ -737,23 +733,6 @@ mod tests {
 
     fn stops() -> StopsConfig {
         StopsConfig::default()
-    }
-
-    #[test]
-    fn next_set_bit_walks_words_in_order() {
-        let mut words = vec![0u64; 3];
-        for bit in [0usize, 5, 63, 64, 130, 191] {
-            words[bit / 64] |= 1 << (bit % 64);
-        }
-        let mut seen = Vec::new();
-        let mut next = next_set_bit(&words, 0);
-        while let Some(bit) = next {
-            seen.push(bit);
-            next = next_set_bit(&words, bit + 1);
-        }
-        assert_eq!(seen, [0, 5, 63, 64, 130, 191]);
-        assert_eq!(next_set_bit(&words, 192), None);
-        assert_eq!(next_set_bit(&[], 0), None);
     }
 
     #[test]

@@ -595,6 +595,33 @@ pub fn cross_sectional_z(values: &[f64], eligible: &[bool], out: &mut [f64]) -> 
     Some(CrossSection { count, mean, std })
 }
 
+/// [`cross_sectional_z`] with the eligible set given as its members (ascending): the same sums in
+/// the same order, over the members only.
+pub fn cross_sectional_z_of(values: &[f64], members: &[usize], out: &mut [f64]) -> Option<CrossSection> {
+    out.fill(f64::NAN);
+    let count = members.len();
+    if count < 2 {
+        return None;
+    }
+    let mut sum = 0.0;
+    for &i in members {
+        sum += values[i];
+    }
+    let mean = sum / count as f64;
+    let mut sum_sq = -0.0;
+    for &i in members {
+        sum_sq += (values[i] - mean).powi(2);
+    }
+    let std = (sum_sq / count as f64).sqrt();
+    if !(std > 0.0) {
+        return None;
+    }
+    for &i in members {
+        out[i] = (values[i] - mean) / std;
+    }
+    Some(CrossSection { count, mean, std })
+}
+
 /// Summary of one cross-section: how many were eligible, their mean and population std.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CrossSection {
@@ -631,18 +658,33 @@ impl RollingMedian {
     }
 
     /// Push the value of the newest bar (NaN = no value) and drop the one that left the window.
+    /// When one value leaves and one enters, only the values between their two ranks move.
     pub fn push(&mut self, value: f64) {
-        if self.by_time.len() == self.window {
-            let old = self.by_time.pop_front().expect("window is full");
-            if !old.is_nan() {
-                let at = self.sorted.partition_point(|v| *v < old);
+        let leaving = if self.by_time.len() == self.window { self.by_time.pop_front() } else { None };
+        self.by_time.push_back(value);
+        let leaving = leaving.filter(|v| !v.is_nan());
+        let entering = (!value.is_nan()).then_some(value);
+        let rank = |sorted: &[f64], x: f64| sorted.partition_point(|v| *v < x);
+        match (leaving, entering) {
+            (Some(old), Some(new)) => {
+                let (from, to) = (rank(&self.sorted, old), rank(&self.sorted, new));
+                if to > from {
+                    self.sorted.copy_within(from + 1..to, from);
+                    self.sorted[to - 1] = new;
+                } else {
+                    self.sorted.copy_within(to..from, to + 1);
+                    self.sorted[to] = new;
+                }
+            }
+            (Some(old), None) => {
+                let at = rank(&self.sorted, old);
                 self.sorted.remove(at);
             }
-        }
-        self.by_time.push_back(value);
-        if !value.is_nan() {
-            let at = self.sorted.partition_point(|v| *v < value);
-            self.sorted.insert(at, value);
+            (None, Some(new)) => {
+                let at = rank(&self.sorted, new);
+                self.sorted.insert(at, new);
+            }
+            (None, None) => {}
         }
     }
 
@@ -696,6 +738,33 @@ mod tests {
     }
 
     #[test]
+    fn z_of_members_is_bitwise_the_masked_z() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for case in 0..500 {
+            let n = 1 + case % 40;
+            let values: Vec<f64> =
+                (0..n).map(|_| if next() % 9 == 0 { f64::NAN } else { (next() % 20_001) as f64 / 1e4 - 1.0 }).collect();
+            let eligible: Vec<bool> = values.iter().map(|v| v.is_finite() && next() % 3 != 0).collect();
+            let members: Vec<usize> = (0..n).filter(|&i| eligible[i]).collect();
+            let (mut masked, mut listed) = (vec![0.0; n], vec![0.0; n]);
+            let a = cross_sectional_z(&values, &eligible, &mut masked);
+            let b = cross_sectional_z_of(&values, &members, &mut listed);
+            assert_eq!(
+                a.map(|c| (c.count, c.mean.to_bits(), c.std.to_bits())),
+                b.map(|c| (c.count, c.mean.to_bits(), c.std.to_bits()))
+            );
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&masked), bits(&listed));
+        }
+    }
+
+    #[test]
     fn dynamic_k_interpolates_and_clamps() {
         assert_eq!(dynamic_k(0.5, 2, 6, 0.8, 1.5), 2);
         assert_eq!(dynamic_k(2.0, 2, 6, 0.8, 1.5), 6);
@@ -716,6 +785,38 @@ mod tests {
         }
         for v in values {
             assert_eq!(finite(v), v.is_finite(), "{v:?} ({:#x})", v.to_bits());
+        }
+    }
+
+    #[test]
+    fn rolling_median_matches_sorting_the_window() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for window in [1usize, 2, 3, 7, 24] {
+            let mut rolling = RollingMedian::new(window);
+            let mut values = Vec::new();
+            for _ in 0..400 {
+                // Few distinct values, so that ties and repeats are common; some NaN.
+                let value = if next() % 7 == 0 { f64::NAN } else { (next() % 9) as f64 - 4.0 };
+                values.push(value);
+                rolling.push(value);
+                let mut kept: Vec<f64> =
+                    values[values.len().saturating_sub(window)..].iter().copied().filter(|v| !v.is_nan()).collect();
+                kept.sort_by(f64::total_cmp);
+                let n = kept.len();
+                let expected = match n {
+                    0 => None,
+                    _ if n % 2 == 1 => Some(kept[n / 2]),
+                    _ => Some(0.5 * (kept[n / 2 - 1] + kept[n / 2])),
+                };
+                assert_eq!(rolling.median(), expected);
+                assert_eq!(rolling.sorted, kept);
+            }
         }
     }
 

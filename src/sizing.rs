@@ -6,7 +6,6 @@
 use ndarray::ArrayView2;
 
 use crate::config::{CapMode, SizingConfig, Weighting};
-use crate::signal::finite;
 
 /// Raw weight magnitude of one selected symbol: `1`, `1/σ` or `|a|/σ`.
 #[inline]
@@ -66,7 +65,8 @@ pub fn clip(weights: &mut [f64], caps: &[f64]) -> f64 {
 }
 
 /// Sample std (ddof 1) of the candidate book's past returns `Σ_i w_i r[s,i]` over the rows of
-/// `returns` (missing returns count as 0), annualised with `√bars_per_year`. `book` is scratch space.
+/// `returns` (finite: a missing return must be given as 0), annualised with `√bars_per_year`.
+/// `book` is scratch space.
 pub fn ex_ante_vol(
     weights: &[f64],
     held: &[usize],
@@ -79,23 +79,24 @@ pub fn ex_ante_vol(
         return f64::NAN;
     }
     // Symbol-major accumulation: each row's book return still adds the symbols in `held` order
-    // (the same sums as row by row), but the rows' sums are independent chains instead of one.
+    // (the same sums as row by row), but the rows are independent chains that vectorise, and four
+    // symbols go into one pass over the rows.
     book.clear();
     book.resize(n, 0.0);
-    for &i in held {
+    let column = |i: usize| returns.column(i).to_slice().expect("symbol-major window");
+    let mut quads = held.chunks_exact(4);
+    for quad in &mut quads {
+        let [a, b, c, d] = [quad[0], quad[1], quad[2], quad[3]];
+        let (wa, wb, wc, wd) = (weights[a], weights[b], weights[c], weights[d]);
+        let rows = column(a).iter().zip(column(b)).zip(column(c)).zip(column(d));
+        for (sum, (((ra, rb), rc), rd)) in book.iter_mut().zip(rows) {
+            *sum = *sum + wa * ra + wb * rb + wc * rc + wd * rd;
+        }
+    }
+    for &i in quads.remainder() {
         let w = weights[i];
-        let column = returns.column(i);
-        match column.as_slice() {
-            Some(column) => {
-                for (b, r) in book.iter_mut().zip(column) {
-                    *b += w * if finite(*r) { *r } else { 0.0 };
-                }
-            }
-            None => {
-                for (b, r) in book.iter_mut().zip(column.iter()) {
-                    *b += w * if finite(*r) { *r } else { 0.0 };
-                }
-            }
+        for (sum, r) in book.iter_mut().zip(column(i)) {
+            *sum += w * r;
         }
     }
     let mut sum = 0.0;
@@ -126,7 +127,8 @@ pub struct BookInputs<'a> {
     pub sigma: &'a [f64],
     /// Per-symbol multiplier applied after caps (Kelly, downweighting); `None` = 1.
     pub multiplier: Option<&'a [f64]>,
-    /// Bar returns of the last `vol_target.lookback` bars ending at t (rows), for the vol target.
+    /// Bar returns of the last `vol_target.lookback` bars ending at t (rows, symbol-major), a missing
+    /// return given as 0, for the vol target.
     pub recent_returns: ArrayView2<'a, f64>,
     pub equity: f64,
     pub bars_per_year: f64,
@@ -209,14 +211,19 @@ pub fn size_book(cfg: &SizingConfig, input: &BookInputs<'_>, weights: &mut [f64]
         }
     }
 
-    let gross: f64 = weights.iter().map(|w| w.abs()).sum();
+    // Only the legs can be non-zero: the gross sum, its cap and the minimum weight visit them in
+    // symbol order (the same sum as over every symbol, whose other terms are 0).
+    scratch.members.clear();
+    scratch.members.extend(longs.iter().chain(shorts).copied());
+    scratch.members.sort_unstable();
+    let gross: f64 = scratch.members.iter().map(|&i| weights[i].abs()).sum();
     if gross > cfg.max_gross_leverage {
         let scale = cfg.max_gross_leverage / gross;
-        weights.iter_mut().for_each(|w| *w *= scale);
+        scratch.members.iter().for_each(|&i| weights[i] *= scale);
     }
-    for w in weights.iter_mut() {
-        if w.abs() < cfg.min_weight {
-            *w = 0.0;
+    for &i in &scratch.members {
+        if weights[i].abs() < cfg.min_weight {
+            weights[i] = 0.0;
         }
     }
     stats
@@ -242,6 +249,7 @@ pub struct Scratch {
     caps: Vec<f64>,
     held: Vec<usize>,
     book: Vec<f64>,
+    members: Vec<usize>,
 }
 
 #[cfg(test)]

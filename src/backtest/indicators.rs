@@ -8,7 +8,9 @@
 use ndarray::{Array2, ArrayView2};
 
 use crate::config::Config;
-use crate::signal::{ColumnWindow, EmaSlope, LookbackReturns, Momentum, RollingStd, RowWindow, WilderAdx, WilderAtr};
+use crate::signal::{
+    finite, ColumnWindow, EmaSlope, LookbackReturns, Momentum, RollingStd, RowWindow, WilderAdx, WilderAtr,
+};
 use crate::timeframe::Timeframe;
 use crate::universe::UniverseFilter;
 
@@ -50,7 +52,13 @@ pub struct IndicatorState {
     pub prev_atr: Option<Vec<f64>>,
     /// In the universe and listed for at least `min_history` bars (strategy.md §1, §1b).
     pub universe: Vec<bool>,
-    recent_returns: ColumnWindow,
+    /// Bar returns of the last `vol_target.lookback` bars, a missing return stored as 0 (what the
+    /// vol target counts it as).
+    recent_returns_or_zero: ColumnWindow,
+    /// Bar returns of the last `router.corr_lookback` bars with NaN for missing ones (router only).
+    recent_returns: Option<ColumnWindow>,
+    /// Scratch row for the zero-filled window.
+    returns_or_zero: Vec<f64>,
     adx_history: Option<RowWindow>,
     bars: usize,
 }
@@ -61,8 +69,6 @@ impl IndicatorState {
         let n = symbols.len();
         let bars_per_day = timeframe.bars_per_day();
         let stops = cfg.risk.stops.enabled;
-        let returns_window =
-            cfg.sizing.vol_target.lookback.max(if s.router.enabled { s.router.corr_lookback } else { 1 });
         Self {
             returns_kernel: LookbackReturns::new(n, 1),
             momentum_kernel: Momentum::new(n, &s.lookbacks, &s.lookback_weights, s.normalise_momentum),
@@ -80,7 +86,9 @@ impl IndicatorState {
             atr: stops.then(|| vec![f64::NAN; n]),
             prev_atr: stops.then(|| vec![f64::NAN; n]),
             universe: vec![false; n],
-            recent_returns: ColumnWindow::new(n, returns_window),
+            recent_returns_or_zero: ColumnWindow::new(n, cfg.sizing.vol_target.lookback),
+            recent_returns: s.router.enabled.then(|| ColumnWindow::new(n, s.router.corr_lookback)),
+            returns_or_zero: vec![0.0; n],
             adx_history: (s.adx_filter.enabled && s.adx_filter.require_rising)
                 .then(|| RowWindow::new(n, s.adx_filter.rising_bars + 1)),
             bars: 0,
@@ -90,7 +98,13 @@ impl IndicatorState {
     /// Advance to the next bar.
     pub fn update(&mut self, bar: &BarRow<'_>) {
         self.returns_kernel.update(bar.close, &mut self.returns);
-        self.recent_returns.push(&self.returns);
+        for (zeroed, r) in self.returns_or_zero.iter_mut().zip(&self.returns) {
+            *zeroed = if finite(*r) { *r } else { 0.0 };
+        }
+        self.recent_returns_or_zero.push(&self.returns_or_zero);
+        if let Some(window) = self.recent_returns.as_mut() {
+            window.push(&self.returns);
+        }
         self.momentum_kernel.update(bar.close, &mut self.momentum);
         self.sigma_kernel.update(&self.returns, &mut self.sigma);
         if let (Some(kernel), Some(slope)) = (self.slope_kernel.as_mut(), self.slope.as_mut()) {
@@ -117,9 +131,16 @@ impl IndicatorState {
         self.bars
     }
 
-    /// Simple returns of the last `rows` bars (fewer at the start), oldest first.
-    pub fn recent_returns(&self, rows: usize) -> ArrayView2<'_, f64> {
-        self.recent_returns.recent(rows)
+    /// Simple returns of the last `rows` bars (fewer at the start), oldest first, NaN where missing;
+    /// kept for the router's correlation window (`None` with the router off).
+    pub fn recent_returns(&self, rows: usize) -> Option<ArrayView2<'_, f64>> {
+        self.recent_returns.as_ref().map(|window| window.recent(rows))
+    }
+
+    /// Like [`IndicatorState::recent_returns`] with missing returns as 0, for the vol target (up to
+    /// `vol_target.lookback` rows).
+    pub fn recent_returns_or_zero(&self, rows: usize) -> ArrayView2<'_, f64> {
+        self.recent_returns_or_zero.recent(rows)
     }
 
     /// ADX `bars_ago` bars back, when kept (the ADX filter's rising test) and that old.

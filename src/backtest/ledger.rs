@@ -1,5 +1,7 @@
 //! Cash, positions in units, fills and round trips (backtest.md §3–4).
 
+use crate::bitset::SymbolSet;
+
 /// Why a fill happened (the `reason` column of the fills and the `exit_reason` of round trips).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FillReason {
@@ -81,6 +83,8 @@ struct OpenTrip {
 pub struct Ledger {
     pub cash: f64,
     pub units: Vec<f64>,
+    /// The symbols with `units != 0` (only [`Ledger::trade`] changes units).
+    held: SymbolSet,
     pub fills: Vec<Fill>,
     pub round_trips: Vec<RoundTrip>,
     open: Vec<Option<OpenTrip>>,
@@ -95,6 +99,7 @@ impl Ledger {
         Self {
             cash: initial_capital,
             units: vec![0.0; n_symbols],
+            held: SymbolSet::new(n_symbols),
             fills: Vec::new(),
             round_trips: Vec::new(),
             open: vec![None; n_symbols],
@@ -112,7 +117,24 @@ impl Ledger {
 
     /// Equity marked at `prices` (last valid close per symbol).
     pub fn equity(&self, prices: &[f64]) -> f64 {
-        self.cash + self.units.iter().zip(prices).filter(|(u, _)| **u != 0.0).map(|(u, p)| u * p).sum::<f64>()
+        // Summed over held symbols in symbol order from −0.0, as `Iterator::sum` over the non-zero
+        // positions would: the same additions in the same order.
+        let mut marked = -0.0;
+        for symbol in self.held.iter() {
+            marked += self.units[symbol] * prices[symbol];
+        }
+        self.cash + marked
+    }
+
+    /// The symbols with an open position, ascending.
+    pub fn held(&self) -> impl Iterator<Item = usize> + '_ {
+        self.held.iter()
+    }
+
+    /// The first symbol with an open position at or after `from` (walk with `next_held(i + 1)`
+    /// while trading).
+    pub fn next_held(&self, from: usize) -> Option<usize> {
+        self.held.next(from)
     }
 
     /// Book a funding payment: a long pays `units × price × rate` when the rate is positive.
@@ -159,6 +181,7 @@ impl Ledger {
         let after = before + delta_units;
         self.units[symbol] = if after.abs() < 1e-12 * qty.max(1.0) { 0.0 } else { after };
         let after = self.units[symbol];
+        self.held.assign(symbol, after != 0.0);
         // Split the fill into the part that reduces the current position and the part that opens.
         let reducing = if before != 0.0 && (before > 0.0) != (delta_units > 0.0) { qty.min(before.abs()) } else { 0.0 };
         let opening = qty - reducing;

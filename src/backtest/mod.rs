@@ -256,6 +256,7 @@ pub struct Engine {
     /// Panel columns of `strategy.router.majors`.
     majors: Vec<usize>,
     corr_scratch: Vec<f64>,
+    /// The eligible symbols of the current bar, ascending (the members of `eligible`).
     eligible_list: Vec<usize>,
     carry: Option<CarrySleeve>,
     carry_book: Vec<f64>,
@@ -391,9 +392,39 @@ impl Engine {
     }
 
     /// Room for `n_bars` bars of outputs.
+    /// Room for `n_bars` bars of outputs, so that they are allocated once instead of growing by
+    /// doubling (each growth copies and faults in fresh pages). Book entries and fills are sized by
+    /// the book the strategy can hold; a run that trades more grows them as usual.
     pub fn reserve(&mut self, n_bars: usize) {
+        let n_symbols = self.symbols.len();
+        let book_size = n_symbols.min(2 * self.cfg.strategy.k_max + 2);
         self.ts.reserve(n_bars);
+        self.listed.reserve(n_bars * n_symbols);
         self.book.row_start.reserve(n_bars);
+        for column in [&mut self.book.target_weight, &mut self.book.weight, &mut self.book.units] {
+            column.reserve(n_bars * book_size);
+        }
+        self.book.symbol.reserve(n_bars * book_size);
+        self.ledger.fills.reserve(n_bars * book_size / 2);
+        let out = &mut self.out;
+        for column in [
+            &mut out.equity,
+            &mut out.cash,
+            &mut out.gross,
+            &mut out.net,
+            &mut out.turnover,
+            &mut out.traded_notional,
+            &mut out.fees,
+            &mut out.funding,
+            &mut out.vol_scale,
+        ] {
+            column.reserve(n_bars);
+        }
+        out.n_long.reserve(n_bars);
+        out.n_short.reserve(n_bars);
+        out.k.reserve(n_bars);
+        out.regime.reserve(n_bars);
+        out.kill_switch.reserve(n_bars);
     }
 
     /// Bars stepped so far.
@@ -480,9 +511,13 @@ impl Engine {
         if let Some(pending) = self.pending_orders.take() {
             self.rebalance(t, &pending.target, pending.equity, bar.open, t - 1);
         }
-        for (i, rate) in bar.funding_rate.iter().enumerate() {
-            if *rate != 0.0 && self.ledger.units[i] != 0.0 {
-                self.ledger.pay_funding(i, self.last_price[i], *rate);
+        // Funding is paid on open positions only, in symbol order.
+        let mut next = self.ledger.next_held(0);
+        while let Some(i) = next {
+            next = self.ledger.next_held(i + 1);
+            let rate = bar.funding_rate[i];
+            if rate != 0.0 {
+                self.ledger.pay_funding(i, self.last_price[i], rate);
             }
         }
         // Stops are tested on this bar's prices against the levels carried from the last bar, then
@@ -695,7 +730,7 @@ impl Engine {
     /// Eligibility, z-scores and amplified signals at bar t; feeds the dispersion window every bar.
     fn cross_section(&mut self, t: usize) -> Option<CrossSection> {
         self.compute_eligible(t);
-        let cross = signal::cross_sectional_z(&self.ind.momentum, &self.eligible, &mut self.z);
+        let cross = signal::cross_sectional_z_of(&self.ind.momentum, &self.eligible_list, &mut self.z);
         if self.cfg.strategy.k_mode == KMode::Dynamic {
             self.dispersion.push(cross.map_or(f64::NAN, |c| c.std));
         }
@@ -763,6 +798,8 @@ impl Engine {
                 *eligible &= now >= f.min_adx && (!f.require_rising || adx_then.is_some_and(|then| now > then[i]));
             }
         }
+        self.eligible_list.clear();
+        self.eligible_list.extend(self.eligible.iter().enumerate().filter(|(_, e)| **e).map(|(i, _)| i));
     }
 
     /// Selection and sizing at bar t (strategy.md §2.4–§5); sets `self.target`, returns (K, vol scale).
@@ -850,7 +887,7 @@ impl Engine {
             signal: &self.amplified,
             sigma: &self.ind.sigma,
             multiplier: kelly.then_some(&self.multiplier[..]),
-            recent_returns: self.ind.recent_returns(lookback),
+            recent_returns: self.ind.recent_returns_or_zero(lookback),
             equity,
             bars_per_year: self.bars_per_year,
             market_neutral,
@@ -860,9 +897,7 @@ impl Engine {
         };
         let stats = sizing::size_book(&self.cfg.sizing, &inputs, &mut self.target, &mut self.scratch);
         // A partial take-profit keeps the rest of that position smaller until it is closed.
-        for (i, w) in self.target.iter_mut().enumerate() {
-            *w *= self.risk.size_factor(i);
-        }
+        self.risk.apply_size_factors(&mut self.target);
         stats.vol_scale
     }
 
@@ -877,15 +912,14 @@ impl Engine {
     }
 
     /// Regime router (risk.md §7), fed every bar: average pairwise correlation of the eligible
-    /// set's last `corr_lookback` returns and the majors' mean EMA slope.
+    /// set's last `corr_lookback` returns and the majors' mean EMA slope. Runs after
+    /// [`Engine::cross_section`], which lists the eligible set.
     fn update_regime(&mut self) {
         let router_cfg = &self.cfg.strategy.router;
         if !router_cfg.enabled {
             return;
         }
-        self.eligible_list.clear();
-        self.eligible_list.extend((0..self.eligible.len()).filter(|&i| self.eligible[i]));
-        let window = self.ind.recent_returns(router_cfg.corr_lookback);
+        let window = self.ind.recent_returns(router_cfg.corr_lookback).expect("kept when the router is on");
         let correlation = regime::average_pairwise_correlation(window, &self.eligible_list, &mut self.corr_scratch);
         let slope = self.ind.slope.as_ref().expect("computed when the router is on");
         let slopes: Vec<f64> = self.majors.iter().map(|&i| slope[i]).filter(|v| v.is_finite()).collect();
@@ -912,7 +946,7 @@ impl Engine {
         let mut shorts = std::mem::take(&mut self.short_candidates);
         longs.clear();
         shorts.clear();
-        for i in (0..z.len()).filter(|&i| self.eligible[i]) {
+        for &i in &self.eligible_list {
             if (!s.require_sign || z[i] > 0.0) && side_ok(i, true) {
                 longs.push(i);
             }

@@ -1,0 +1,89 @@
+//! A fixed-size set of symbol indices as bits, walked in ascending order: the per-bar passes over
+//! open positions and stops visit the few members instead of every symbol.
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SymbolSet {
+    words: Vec<u64>,
+}
+
+impl SymbolSet {
+    /// An empty set for symbols `0..n_symbols`.
+    pub fn new(n_symbols: usize) -> Self {
+        Self { words: vec![0; n_symbols.div_ceil(64)] }
+    }
+
+    pub fn insert(&mut self, symbol: usize) {
+        self.words[symbol / 64] |= 1 << (symbol % 64);
+    }
+
+    pub fn remove(&mut self, symbol: usize) {
+        self.words[symbol / 64] &= !(1 << (symbol % 64));
+    }
+
+    /// Put `symbol` in the set or take it out.
+    pub fn assign(&mut self, symbol: usize, member: bool) {
+        if member {
+            self.insert(symbol);
+        } else {
+            self.remove(symbol);
+        }
+    }
+
+    pub fn contains(&self, symbol: usize) -> bool {
+        self.words.get(symbol / 64).is_some_and(|word| word & (1 << (symbol % 64)) != 0)
+    }
+
+    /// The smallest member at or after `from`. Walking with `next(member + 1)` lets the caller change
+    /// the set between steps (members before the cursor are not revisited).
+    pub fn next(&self, from: usize) -> Option<usize> {
+        let mut word = from / 64;
+        let mut bits = *self.words.get(word)? & (!0u64 << (from % 64));
+        loop {
+            if bits != 0 {
+                return Some(word * 64 + bits.trailing_zeros() as usize);
+            }
+            word += 1;
+            bits = *self.words.get(word)?;
+        }
+    }
+
+    /// Members in ascending order.
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.words.iter().enumerate().flat_map(|(word, &bits)| {
+            let mut bits = bits;
+            std::iter::from_fn(move || {
+                (bits != 0).then(|| {
+                    let bit = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    word * 64 + bit
+                })
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walks_members_in_order_across_words() {
+        let mut set = SymbolSet::new(192);
+        for symbol in [130, 0, 63, 5, 191, 64] {
+            set.insert(symbol);
+        }
+        set.insert(7);
+        set.remove(7);
+        assert_eq!(set.iter().collect::<Vec<_>>(), [0, 5, 63, 64, 130, 191]);
+        let mut walked = Vec::new();
+        let mut next = set.next(0);
+        while let Some(symbol) = next {
+            walked.push(symbol);
+            next = set.next(symbol + 1);
+        }
+        assert_eq!(walked, [0, 5, 63, 64, 130, 191]);
+        assert_eq!(set.next(192), None);
+        assert!(set.contains(64) && !set.contains(65) && !set.contains(1000));
+        assert_eq!(SymbolSet::new(0).next(0), None);
+    }
+}
