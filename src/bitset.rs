@@ -29,6 +29,22 @@ impl SymbolSet {
         }
     }
 
+    pub fn clear(&mut self) {
+        self.words.fill(0);
+    }
+
+    /// Set to the symbols whose `values` entry is non-zero, plus the members of `other` (built a
+    /// word at a time, without a branch per symbol).
+    pub fn assign_nonzero_or(&mut self, values: &[f64], other: &SymbolSet) {
+        for ((word, chunk), other) in self.words.iter_mut().zip(values.chunks(64)).zip(&other.words) {
+            let mut bits = 0u64;
+            for (bit, value) in chunk.iter().enumerate() {
+                bits |= ((*value != 0.0) as u64) << bit;
+            }
+            *word = bits | other;
+        }
+    }
+
     pub fn contains(&self, symbol: usize) -> bool {
         self.words.get(symbol / 64).is_some_and(|word| word & (1 << (symbol % 64)) != 0)
     }
@@ -85,5 +101,20 @@ mod tests {
         assert_eq!(set.next(192), None);
         assert!(set.contains(64) && !set.contains(65) && !set.contains(1000));
         assert_eq!(SymbolSet::new(0).next(0), None);
+    }
+
+    #[test]
+    fn nonzero_values_united_with_another_set() {
+        let mut values = vec![0.0; 130];
+        values[3] = 1.5;
+        values[64] = -0.25;
+        values[129] = f64::NAN;
+        let mut other = SymbolSet::new(130);
+        other.insert(3);
+        other.insert(70);
+        let mut set = SymbolSet::new(130);
+        set.insert(5);
+        set.assign_nonzero_or(&values, &other);
+        assert_eq!(set.iter().collect::<Vec<_>>(), [3, 64, 70, 129]);
     }
 }

@@ -15,6 +15,14 @@ pub(crate) fn finite(value: f64) -> bool {
     value - value == 0.0
 }
 
+/// `if cond { a } else { b }` as bit masks. A plain `if` that keeps a state's old value becomes a
+/// conditional store, which does not vectorise; this stays a select.
+#[inline(always)]
+pub(crate) fn blend(cond: bool, a: f64, b: f64) -> f64 {
+    let mask = (cond as u64).wrapping_neg();
+    f64::from_bits((a.to_bits() & mask) | (b.to_bits() & !mask))
+}
+
 /// The last `capacity` rows of an `N`-wide series in a ring (each row stored once, no modulo on
 /// the hot path): [`RowWindow::ago`] reads any kept row.
 #[derive(Debug, Clone)]
@@ -244,10 +252,11 @@ impl RollingStd {
         } else if t > 0 {
             self.since_rebuild += 1;
         }
-        add_finite(values, &mut self.sum, &mut self.sum_sq, &mut self.count);
         if t >= window && !rebuilt {
-            // Leaving the window: row t − window (only when it was added since the last rebuild).
-            remove_finite(self.rows.ago(window - 1), &mut self.sum, &mut self.sum_sq, &mut self.count);
+            // Row t enters and row t − window leaves (it was added since the last rebuild).
+            replace_finite(values, self.rows.ago(window - 1), &mut self.sum, &mut self.sum_sq, &mut self.count);
+        } else {
+            add_finite(values, &mut self.sum, &mut self.sum_sq, &mut self.count);
         }
         self.rows.push(values);
         let min_periods = self.min_periods;
@@ -282,16 +291,20 @@ fn add_finite(row: &[f64], sum: &mut [f64], sum_sq: &mut [f64], count: &mut [f64
     }
 }
 
-/// Remove the finite entries of `row` (see [`add_finite`]). Written as adding the negated value
-/// (`a + (−b)` is exactly `a − b`): `a − 0` would fold to a branch that does not vectorise.
+/// Add the finite entries of `entering`, then remove those of `leaving`, in one pass: per entry
+/// `(s + new) + (−old)`, the same operations as [`add_finite`] followed by a removal. Removing is
+/// written as adding the negated value (`a + (−b)` is exactly `a − b`), because `a − 0` folds into
+/// a branch that does not vectorise.
 #[inline(never)]
-fn remove_finite(row: &[f64], sum: &mut [f64], sum_sq: &mut [f64], count: &mut [f64]) {
-    for (((value, sum), sum_sq), count) in row.iter().zip(sum).zip(sum_sq).zip(count) {
-        let finite = finite(*value);
-        let (value, negated) = if finite { (*value, -*value) } else { (0.0, 0.0) };
-        *sum += negated;
-        *sum_sq += negated * value;
-        *count += if finite { -1.0 } else { 0.0 };
+fn replace_finite(entering: &[f64], leaving: &[f64], sum: &mut [f64], sum_sq: &mut [f64], count: &mut [f64]) {
+    let rows = entering.iter().zip(leaving);
+    for (((sum, sum_sq), count), (new, old)) in sum.iter_mut().zip(sum_sq).zip(count).zip(rows) {
+        let (new_finite, old_finite) = (finite(*new), finite(*old));
+        let new = if new_finite { *new } else { 0.0 };
+        let (old, negated) = if old_finite { (*old, -*old) } else { (0.0, 0.0) };
+        *sum = *sum + new + negated;
+        *sum_sq = *sum_sq + new * new + negated * old;
+        *count = *count + if new_finite { 1.0 } else { 0.0 } + if old_finite { -1.0 } else { 0.0 };
     }
 }
 
@@ -422,33 +435,43 @@ impl Rma {
 
 /// Wilder ATR(n) one row at a time: `TR = max(H−L, |H−C₋₁|, |L−C₋₁|)` (just `H−L` on a symbol's
 /// first bar; `C₋₁` is the last valid close), smoothed by an RMA seeded with the mean of the first n TRs.
+///
+/// Written without branches (structure of arrays, masks): a symbol without a bar keeps its state.
+/// `max` ignores a NaN operand, so `TR` of a first bar (no `C₋₁`) is `H−L` without a special case,
+/// and the seeding mean `x + v/n` and the RMA step `x + (v − x)/n` share one division.
 #[derive(Debug, Clone)]
 pub struct WilderAtr {
-    n: usize,
+    n: f64,
     prev_close: Vec<f64>,
-    rma: Vec<Rma>,
+    /// RMA value and bars seen per symbol (a count in f64, exact far beyond any history).
+    value: Vec<f64>,
+    seen: Vec<f64>,
 }
 
 impl WilderAtr {
     pub fn new(n_symbols: usize, n: usize) -> Self {
-        Self { n, prev_close: vec![f64::NAN; n_symbols], rma: vec![Rma::new(); n_symbols] }
+        Self {
+            n: n as f64,
+            prev_close: vec![f64::NAN; n_symbols],
+            value: vec![0.0; n_symbols],
+            seen: vec![0.0; n_symbols],
+        }
     }
     pub fn update(&mut self, high: &[f64], low: &[f64], close: &[f64], out: &mut [f64]) {
         let n = self.n;
         let bars = high.iter().zip(low).zip(close);
-        for ((((h, l), c), o), (prev_close, rma)) in
-            bars.zip(out.iter_mut()).zip(self.prev_close.iter_mut().zip(self.rma.iter_mut()))
-        {
-            let (h, l, c) = (*h, *l, *c);
-            *o = f64::NAN;
-            if h.is_nan() || l.is_nan() || c.is_nan() {
-                continue;
-            }
-            let tr = true_range(h, l, *prev_close);
-            *prev_close = c;
-            if let Some(atr) = rma.update(tr, n) {
-                *o = atr;
-            }
+        let state = self.prev_close.iter_mut().zip(self.value.iter_mut()).zip(self.seen.iter_mut());
+        for ((((h, l), c), o), ((prev_close, value), seen)) in bars.zip(out.iter_mut()).zip(state) {
+            let (h, l, c, pc) = (*h, *l, *c, *prev_close);
+            let valid = !(h.is_nan() | l.is_nan() | c.is_nan());
+            let tr = (h - l).max((h - pc).abs()).max((l - pc).abs());
+            let seen_now = *seen + 1.0;
+            let seeding = seen_now <= n;
+            let stepped = *value + (if seeding { tr } else { tr - *value }) / n;
+            *value = blend(valid, stepped, *value);
+            *seen = blend(valid, seen_now, *seen);
+            *prev_close = blend(valid, c, pc);
+            *o = if valid & (seen_now >= n) { stepped } else { f64::NAN };
         }
     }
 }
@@ -817,6 +840,14 @@ mod tests {
                 assert_eq!(rolling.median(), expected);
                 assert_eq!(rolling.sorted, kept);
             }
+        }
+    }
+
+    #[test]
+    fn blend_selects_bit_for_bit() {
+        for (a, b) in [(1.5, -0.0), (f64::NAN, 2.0), (-0.0, f64::INFINITY), (f64::MIN_POSITIVE, f64::NAN)] {
+            assert_eq!(blend(true, a, b).to_bits(), a.to_bits());
+            assert_eq!(blend(false, a, b).to_bits(), b.to_bits());
         }
     }
 

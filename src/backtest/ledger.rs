@@ -126,9 +126,9 @@ impl Ledger {
         self.cash + marked
     }
 
-    /// The symbols with an open position, ascending.
-    pub fn held(&self) -> impl Iterator<Item = usize> + '_ {
-        self.held.iter()
+    /// The symbols with an open position.
+    pub fn held(&self) -> &SymbolSet {
+        &self.held
     }
 
     /// The first symbol with an open position at or after `from` (walk with `next_held(i + 1)`

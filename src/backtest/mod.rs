@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use ndarray::{Array2, ArrayView1};
 
+use crate::bitset::SymbolSet;
 use crate::carry::CarrySleeve;
 use crate::config::{Accounting, Config, FillPrice, KMode, RegimeMode, ShortHistory, Weighting};
 use crate::data::{FundingGrid, Panel};
@@ -258,6 +259,9 @@ pub struct Engine {
     corr_scratch: Vec<f64>,
     /// The eligible symbols of the current bar, ascending (the members of `eligible`).
     eligible_list: Vec<usize>,
+    /// Scratch set: symbols with a target or a position (the only ones a rebalance or the book
+    /// record can touch).
+    active: SymbolSet,
     carry: Option<CarrySleeve>,
     carry_book: Vec<f64>,
     carry_tradable: Vec<bool>,
@@ -374,6 +378,7 @@ impl Engine {
             majors: cfg.strategy.router.majors.iter().filter_map(|m| symbols.iter().position(|s| s == m)).collect(),
             corr_scratch: Vec::new(),
             eligible_list: Vec::with_capacity(n_symbols),
+            active: SymbolSet::new(n_symbols),
             carry: cfg.strategy.carry.enabled.then(|| CarrySleeve::new(&cfg.strategy.carry, n_symbols)),
             carry_book: vec![0.0; n_symbols],
             carry_tradable: vec![false; n_symbols],
@@ -591,12 +596,10 @@ impl Engine {
             equity = self.ledger.equity(&self.last_price);
         }
         let (mut gross, mut net, mut n_long, mut n_short) = (0.0, 0.0, 0, 0);
-        let positions = self.ledger.units.iter().zip(&self.target).zip(&self.last_price);
-        for (i, ((&units, &target), &price)) in positions.enumerate() {
-            // Most symbols are flat with no target: nothing to record, and adding 0 changes no sum.
-            if units == 0.0 && target == 0.0 {
-                continue;
-            }
+        // Symbols flat with no target have nothing to record, and adding their 0 changes no sum.
+        self.active.assign_nonzero_or(&self.target, self.ledger.held());
+        for i in self.active.iter() {
+            let (units, target, price) = (self.ledger.units[i], self.target[i], self.last_price[i]);
             let weight = if units != 0.0 { units * price / equity } else { 0.0 };
             self.book.push(i, target, weight, units);
             gross += weight.abs();
@@ -798,8 +801,7 @@ impl Engine {
                 *eligible &= now >= f.min_adx && (!f.require_rising || adx_then.is_some_and(|then| now > then[i]));
             }
         }
-        self.eligible_list.clear();
-        self.eligible_list.extend(self.eligible.iter().enumerate().filter(|(_, e)| **e).map(|(i, _)| i));
+        compact_members(&self.eligible, &mut self.eligible_list);
     }
 
     /// Selection and sizing at bar t (strategy.md §2.4–§5); sets `self.target`, returns (K, vol scale).
@@ -944,16 +946,18 @@ impl Engine {
         };
         let mut longs = std::mem::take(&mut self.long_candidates);
         let mut shorts = std::mem::take(&mut self.short_candidates);
-        longs.clear();
-        shorts.clear();
+        // Branch-free compaction (the sides of z are a coin flip for the branch predictor).
+        longs.resize(self.eligible_list.len(), 0);
+        shorts.resize(self.eligible_list.len(), 0);
+        let (mut n_longs, mut n_shorts) = (0, 0);
         for &i in &self.eligible_list {
-            if (!s.require_sign || z[i] > 0.0) && side_ok(i, true) {
-                longs.push(i);
-            }
-            if (!s.require_sign || z[i] < 0.0) && side_ok(i, false) {
-                shorts.push(i);
-            }
+            longs[n_longs] = i;
+            n_longs += ((!s.require_sign || z[i] > 0.0) & side_ok(i, true)) as usize;
+            shorts[n_shorts] = i;
+            n_shorts += ((!s.require_sign || z[i] < 0.0) & side_ok(i, false)) as usize;
         }
+        longs.truncate(n_longs);
+        shorts.truncate(n_shorts);
         let long_order = |a: &usize, b: &usize| z[*b].total_cmp(&z[*a]).then(a.cmp(b));
         let short_order = |a: &usize, b: &usize| z[*a].total_cmp(&z[*b]).then(b.cmp(a));
         self.longs.clear();
@@ -1009,11 +1013,15 @@ impl Engine {
         let ts = self.bar_ts;
         let (fee_bps, slippage_bps) = (self.cfg.costs.rebalance_fee_bps(), self.cfg.costs.slippage_bps);
         let min_delta = self.cfg.backtest.min_rebalance_delta * equity;
-        for i in 0..target.len() {
+        // Symbols flat with no target have nothing to trade: visit the others, in symbol order.
+        let mut active = std::mem::take(&mut self.active);
+        active.assign_nonzero_or(target, self.ledger.held());
+        let mut next = active.next(0);
+        while let Some(i) = next {
+            next = active.next(i + 1);
             let price = prices[i];
             let current = self.ledger.units[i];
-            // Flat with no target: nothing to trade (the division below would give 0 units).
-            if !(price > 0.0) || (target[i] == 0.0 && current == 0.0) {
+            if !(price > 0.0) {
                 continue;
             }
             let wanted = target[i] * equity / price;
@@ -1046,6 +1054,7 @@ impl Engine {
                 decision_bar,
             );
         }
+        self.active = active;
         self.risk.absorb_round_trips(t, &self.ledger.round_trips);
     }
 
@@ -1087,6 +1096,19 @@ fn with_base_bar(out: &BarSeries, equity: f64) -> BarSeries {
         funding: prepend(0.0, &out.funding),
         ..BarSeries::default()
     }
+}
+
+/// The indices of the `true` entries of `mask`, ascending, into `members` (branch-free: every index
+/// is written, and the length only advances past members).
+fn compact_members(mask: &[bool], members: &mut Vec<usize>) {
+    members.clear();
+    members.resize(mask.len(), 0);
+    let mut len = 0;
+    for (i, member) in mask.iter().enumerate() {
+        members[len] = i;
+        len += *member as usize;
+    }
+    members.truncate(len);
 }
 
 /// At most five names, then "… and N more".
