@@ -33,6 +33,12 @@ impl SymbolSet {
         self.words.fill(0);
     }
 
+    /// Empty, sized for symbols `0..n_symbols`.
+    pub fn reset(&mut self, n_symbols: usize) {
+        self.words.clear();
+        self.words.resize(n_symbols.div_ceil(64), 0);
+    }
+
     /// Set to the symbols whose `values` entry is non-zero, plus the members of `other` (built a
     /// word at a time, without a branch per symbol).
     pub fn assign_nonzero_or(&mut self, values: &[f64], other: &SymbolSet) {

@@ -8,6 +8,7 @@
 
 use crate::backtest::{FillReason, RoundTrip};
 use crate::bitset::SymbolSet;
+use crate::signal::finite;
 use std::collections::VecDeque;
 
 use crate::config::{
@@ -492,7 +493,7 @@ impl RiskEngine {
                 continue;
             }
             let (open, high, low) = (open[symbol], high[symbol], low[symbol]);
-            if !(open.is_finite() && high.is_finite() && low.is_finite()) {
+            if !(finite(open) & finite(high) & finite(low)) {
                 continue;
             }
             if let Some((price, reason)) = state.test(open, high, low) {
@@ -535,7 +536,7 @@ impl RiskEngine {
                 continue;
             }
             let (high, low, close) = (high[symbol], low[symbol], close[symbol]);
-            if !(high.is_finite() && low.is_finite()) {
+            if !(finite(high) & finite(low)) {
                 continue;
             }
             let atr_now = atr.map_or(f64::NAN, |a| a[symbol]);

@@ -173,7 +173,8 @@ impl Momentum {
             weights: weights.to_vec(),
             scale,
             longest,
-            closes: RowWindow::new(n_symbols, longest + 1),
+            // At least two rows: the window also gives one-bar returns (`update_with_returns`).
+            closes: RowWindow::new(n_symbols, longest.max(1) + 1),
         }
     }
     pub fn update(&mut self, close: &[f64], out: &mut [f64]) {
@@ -192,6 +193,20 @@ impl Momentum {
         }
         if self.scale != 1.0 {
             out.iter_mut().for_each(|s| *s *= self.scale);
+        }
+    }
+
+    /// [`Momentum::update`] plus the one-bar returns `C[t]/C[t−1] − 1` from the same window of
+    /// closes (what [`LookbackReturns`] with lookback 1 gives), so the closes are stored once.
+    pub fn update_with_returns(&mut self, close: &[f64], out: &mut [f64], returns: &mut [f64]) {
+        self.update(close, out);
+        if self.closes.pushed() < 2 {
+            returns.fill(f64::NAN);
+            return;
+        }
+        let then = self.closes.ago(1);
+        for ((r, now), then) in returns.iter_mut().zip(close).zip(then) {
+            *r = now / then - 1.0;
         }
     }
 }
@@ -357,6 +372,8 @@ pub struct EmaSlope {
     /// Per symbol: EMA values seen, saturating at m + 1.
     seen: Vec<usize>,
     state: Vec<f64>,
+    /// Scratch: per symbol, the EMA m steps back (NaN while fewer than m + 1 values).
+    then: Vec<f64>,
 }
 
 impl EmaSlope {
@@ -370,32 +387,37 @@ impl EmaSlope {
             next: vec![0; n_symbols],
             seen: vec![0; n_symbols],
             state: vec![f64::NAN; n_symbols],
+            then: vec![f64::NAN; n_symbols],
         }
     }
+    /// Three passes: the EMA step and the slope arithmetic (two divisions per symbol) run
+    /// branch-free over every symbol and vectorise; only the per-symbol ring is a scalar pass.
     pub fn update(&mut self, close: &[f64], out: &mut [f64]) {
+        let alpha = self.alpha;
+        for (state, c) in self.state.iter_mut().zip(close) {
+            let stepped = if state.is_nan() { *c } else { *state + alpha * (c - *state) };
+            *state = blend(c.is_nan(), *state, stepped);
+        }
         let slots_per_symbol = self.m + 1;
-        let m = self.m as f64;
-        let symbols = out.iter_mut().zip(close).zip(self.ring.chunks_exact_mut(slots_per_symbol));
-        for (((o, c), slots), ((next, seen), state)) in
-            symbols.zip(self.next.iter_mut().zip(self.seen.iter_mut()).zip(self.state.iter_mut()))
+        let symbols = close.iter().zip(&self.state).zip(self.ring.chunks_exact_mut(slots_per_symbol));
+        for (((c, ema), slots), ((next, seen), then)) in
+            symbols.zip(self.next.iter_mut().zip(self.seen.iter_mut()).zip(self.then.iter_mut()))
         {
-            let c = *c;
             if c.is_nan() {
-                *o = f64::NAN;
+                *then = f64::NAN;
                 continue;
             }
-            let ema = ema_update(state, c, self.alpha);
-            slots[*next] = ema;
+            slots[*next] = *ema;
             *next = if *next + 1 == slots_per_symbol { 0 } else { *next + 1 };
-            if *seen < slots_per_symbol {
-                *seen += 1;
-            }
-            *o = if *seen == slots_per_symbol {
-                // Oldest kept value is the EMA m steps back: mean of m deltas = (now − then) / m.
-                (ema - slots[*next]) / m / c * self.per_day
-            } else {
-                f64::NAN
-            };
+            *seen = (*seen + 1).min(slots_per_symbol);
+            // The oldest kept value is the EMA m steps back (once m + 1 values were seen).
+            *then = if *seen == slots_per_symbol { slots[*next] } else { f64::NAN };
+        }
+        let (m, per_day) = (self.m as f64, self.per_day);
+        for (((o, c), ema), then) in out.iter_mut().zip(close).zip(&self.state).zip(&self.then) {
+            // Mean of m deltas = (now − then) / m; NaN without a close or without m + 1 values.
+            let slope = (ema - then) / m / c * per_day;
+            *o = if then.is_nan() | c.is_nan() { f64::NAN } else { slope };
         }
     }
 }

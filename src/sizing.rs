@@ -5,6 +5,7 @@
 
 use ndarray::ArrayView2;
 
+use crate::bitset::SymbolSet;
 use crate::config::{CapMode, SizingConfig, Weighting};
 
 /// Raw weight magnitude of one selected symbol: `1`, `1/σ` or `|a|/σ`.
@@ -213,9 +214,13 @@ pub fn size_book(cfg: &SizingConfig, input: &BookInputs<'_>, weights: &mut [f64]
 
     // Only the legs can be non-zero: the gross sum, its cap and the minimum weight visit them in
     // symbol order (the same sum as over every symbol, whose other terms are 0).
+    // Symbol order without a sort: mark the legs in a bit set and walk it.
+    scratch.member_set.reset(weights.len());
+    for &i in longs.iter().chain(shorts) {
+        scratch.member_set.insert(i);
+    }
     scratch.members.clear();
-    scratch.members.extend(longs.iter().chain(shorts).copied());
-    scratch.members.sort_unstable();
+    scratch.members.extend(scratch.member_set.iter());
     let gross: f64 = scratch.members.iter().map(|&i| weights[i].abs()).sum();
     if gross > cfg.max_gross_leverage {
         let scale = cfg.max_gross_leverage / gross;
@@ -250,6 +255,7 @@ pub struct Scratch {
     held: Vec<usize>,
     book: Vec<f64>,
     members: Vec<usize>,
+    member_set: SymbolSet,
 }
 
 #[cfg(test)]

@@ -16,10 +16,11 @@ pub struct UniverseFilter {
     cfg: UniverseConfig,
     listed: Vec<bool>,
     window: usize,
-    min_history: usize,
+    min_history: f64,
     volumes: RowWindow,
     volume_24h: Vec<f64>,
-    history: Vec<usize>,
+    /// Valid closes so far (a count in f64, so that the membership pass has one element type).
+    history: Vec<f64>,
     passes: Vec<bool>,
     ranked_in: Vec<bool>,
     order: Vec<usize>,
@@ -37,10 +38,10 @@ impl UniverseFilter {
             cfg: cfg.clone(),
             listed,
             window,
-            min_history,
+            min_history: min_history as f64,
             volumes: RowWindow::new(n_symbols, window),
             volume_24h: vec![0.0; n_symbols],
-            history: vec![0; n_symbols],
+            history: vec![0.0; n_symbols],
             passes: vec![false; n_symbols],
             ranked_in: vec![true; n_symbols],
             order: Vec::with_capacity(n_symbols),
@@ -82,7 +83,7 @@ impl UniverseFilter {
             symbols.zip(self.history.iter_mut().zip(self.passes.iter_mut()))
         {
             let finite = finite(*c);
-            *history += finite as usize;
+            *history += if finite { 1.0 } else { 0.0 };
             *passes = *listed & finite & (*c >= min_price) & (*volume_24h >= min_volume) & (*history >= min_history);
         }
         if cfg.max_symbols > 0 && cfg.max_symbols < n_symbols && t % cfg.universe_refresh_bars.max(1) == 0 {

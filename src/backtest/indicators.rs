@@ -8,9 +8,7 @@
 use ndarray::{Array2, ArrayView2};
 
 use crate::config::Config;
-use crate::signal::{
-    finite, ColumnWindow, EmaSlope, LookbackReturns, Momentum, RollingStd, RowWindow, WilderAdx, WilderAtr,
-};
+use crate::signal::{finite, ColumnWindow, EmaSlope, Momentum, RollingStd, RowWindow, WilderAdx, WilderAtr};
 use crate::timeframe::Timeframe;
 use crate::universe::UniverseFilter;
 
@@ -33,7 +31,6 @@ pub struct BarRow<'a> {
 /// Indicator values of the newest bar plus the short histories the engine looks back into.
 #[derive(Debug, Clone)]
 pub struct IndicatorState {
-    returns_kernel: LookbackReturns,
     momentum_kernel: Momentum,
     sigma_kernel: RollingStd,
     slope_kernel: Option<EmaSlope>,
@@ -70,7 +67,6 @@ impl IndicatorState {
         let bars_per_day = timeframe.bars_per_day();
         let stops = cfg.risk.stops.enabled;
         Self {
-            returns_kernel: LookbackReturns::new(n, 1),
             momentum_kernel: Momentum::new(n, &s.lookbacks, &s.lookback_weights, s.normalise_momentum),
             sigma_kernel: RollingStd::new(n, s.vol_lookback, s.vol_lookback / 2),
             slope_kernel: (s.regime_filter.enabled || s.router.enabled)
@@ -97,7 +93,7 @@ impl IndicatorState {
 
     /// Advance to the next bar.
     pub fn update(&mut self, bar: &BarRow<'_>) {
-        self.returns_kernel.update(bar.close, &mut self.returns);
+        self.momentum_kernel.update_with_returns(bar.close, &mut self.momentum, &mut self.returns);
         for (zeroed, r) in self.returns_or_zero.iter_mut().zip(&self.returns) {
             *zeroed = if finite(*r) { *r } else { 0.0 };
         }
@@ -105,7 +101,6 @@ impl IndicatorState {
         if let Some(window) = self.recent_returns.as_mut() {
             window.push(&self.returns);
         }
-        self.momentum_kernel.update(bar.close, &mut self.momentum);
         self.sigma_kernel.update(&self.returns, &mut self.sigma);
         if let (Some(kernel), Some(slope)) = (self.slope_kernel.as_mut(), self.slope.as_mut()) {
             kernel.update(bar.close, slope);

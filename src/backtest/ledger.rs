@@ -92,6 +92,9 @@ pub struct Ledger {
     pub bar_fees: f64,
     pub bar_traded_notional: f64,
     pub bar_funding: f64,
+    /// The last slippage in bps and its fraction `bps / 1e4`, so that a run with one slippage
+    /// divides once instead of once per fill.
+    slippage: (f64, f64),
 }
 
 impl Ledger {
@@ -106,6 +109,7 @@ impl Ledger {
             bar_fees: 0.0,
             bar_traded_notional: 0.0,
             bar_funding: 0.0,
+            slippage: (0.0, 0.0),
         }
     }
 
@@ -168,7 +172,11 @@ impl Ledger {
             return;
         }
         let side: i8 = if delta_units > 0.0 { 1 } else { -1 };
-        let price = base_price * (1.0 + side as f64 * slippage_bps / 1e4);
+        if slippage_bps != self.slippage.0 {
+            self.slippage = (slippage_bps, slippage_bps / 1e4);
+        }
+        // `±1 · (bps / 1e4)` is exactly `(±bps) / 1e4`: division is symmetric in sign.
+        let price = base_price * (1.0 + side as f64 * self.slippage.1);
         let qty = delta_units.abs();
         let notional = qty * price;
         let fee = notional * fee_bps / 1e4;

@@ -64,6 +64,7 @@ pub struct BookHistory {
 }
 
 impl BookHistory {
+    #[inline]
     fn push(&mut self, symbol: usize, target_weight: f64, weight: f64, units: f64) {
         if target_weight != 0.0 || weight != 0.0 || units != 0.0 {
             self.symbol.push(symbol as u32);
@@ -466,7 +467,7 @@ impl Engine {
         let t = self.t;
         self.bar_ts = bar.ts;
         self.ts.push(bar.ts);
-        self.listed.extend(bar.close.iter().map(|c| c.is_finite()));
+        self.listed.extend(bar.close.iter().map(|c| finite(*c)));
         self.ind.update(bar);
         for (last, c) in self.last_price.iter_mut().zip(bar.close) {
             *last = if finite(*c) { *c } else { *last };
