@@ -6,6 +6,8 @@
 
 use ndarray::{Array2, ArrayView2};
 
+use crate::bitset::SymbolSet;
+
 /// `value.is_finite()` written as a float comparison (`inf − inf` and `NaN − NaN` are NaN), which
 /// LLVM turns into a vector mask; `f64::is_finite` compiles to integer bit tests that keep the hot
 /// per-symbol loops scalar.
@@ -360,20 +362,29 @@ pub fn ema(close: ArrayView2<f64>, len: usize) -> Array2<f64> {
 /// EMA slope in bps per day (strategy.md §3), one row at a time: the mean of the last
 /// `m = max(1, len / 4)` EMA changes, divided by the close, × 1e4 × `bars_per_day`. NaN with fewer
 /// than `m + 1` EMA values or a missing close at t.
+///
+/// The EMA `m` valid closes back is read from a time-major window of EMA rows while a symbol's
+/// last `m + 1` closes are all present (then "m closes back" is "m bars back", and the pass over
+/// every symbol vectorises). A symbol with a missing close moves to a per-symbol ring of its last
+/// `m + 1` EMA values (seeded from the window), until it has `m + 1` consecutive closes again.
 #[derive(Debug, Clone)]
 pub struct EmaSlope {
     m: usize,
     alpha: f64,
     per_day: f64,
-    /// Ring buffer of the last m + 1 EMA values per symbol, symbol-major.
+    state: Vec<f64>,
+    /// EMA rows of the last m + 1 bars (a symbol without a close keeps its previous value).
+    rows: RowWindow,
+    /// Per symbol: consecutive closes ending at the current bar (f64 for the vector pass).
+    run: Vec<f64>,
+    /// Symbols followed in their own ring (a missing close within their last m + 1 bars).
+    slow: SymbolSet,
+    /// Per-symbol rings of the last m + 1 EMA values (symbol-major), kept for `slow` symbols.
     ring: Vec<f64>,
     /// Per symbol: the ring slot of the next EMA value (which holds the oldest kept one).
     next: Vec<usize>,
-    /// Per symbol: EMA values seen, saturating at m + 1.
+    /// Per symbol: EMA values in the ring, at most m + 1.
     seen: Vec<usize>,
-    state: Vec<f64>,
-    /// Scratch: per symbol, the EMA m steps back (NaN while fewer than m + 1 values).
-    then: Vec<f64>,
 }
 
 impl EmaSlope {
@@ -383,41 +394,74 @@ impl EmaSlope {
             m,
             alpha: 2.0 / (ema_len as f64 + 1.0),
             per_day: 1e4 * bars_per_day as f64,
+            state: vec![f64::NAN; n_symbols],
+            rows: RowWindow::new(n_symbols, m + 1),
+            run: vec![0.0; n_symbols],
+            slow: SymbolSet::new(n_symbols),
             ring: vec![0.0; (m + 1) * n_symbols],
             next: vec![0; n_symbols],
             seen: vec![0; n_symbols],
-            state: vec![f64::NAN; n_symbols],
-            then: vec![f64::NAN; n_symbols],
         }
     }
-    /// Three passes: the EMA step and the slope arithmetic (two divisions per symbol) run
-    /// branch-free over every symbol and vectorise; only the per-symbol ring is a scalar pass.
+
     pub fn update(&mut self, close: &[f64], out: &mut [f64]) {
+        let slots_per_symbol = self.m + 1;
+        // A missing close after the first one: follow the symbol in its own ring from now on,
+        // seeded with its EMA values of the bars before this one (all were closes, or the symbol
+        // is already slow).
+        for (i, c) in close.iter().enumerate() {
+            if c.is_nan() && !self.state[i].is_nan() && !self.slow.contains(i) {
+                let kept = (self.run[i] as usize).min(slots_per_symbol).min(self.rows.pushed());
+                let slots = &mut self.ring[i * slots_per_symbol..(i + 1) * slots_per_symbol];
+                for (slot, ago) in (0..kept).rev().enumerate() {
+                    slots[slot] = self.rows.ago(ago)[i];
+                }
+                self.next[i] = kept % slots_per_symbol;
+                self.seen[i] = kept;
+                self.slow.insert(i);
+            }
+        }
         let alpha = self.alpha;
-        for (state, c) in self.state.iter_mut().zip(close) {
+        for ((state, run), c) in self.state.iter_mut().zip(self.run.iter_mut()).zip(close) {
             let stepped = if state.is_nan() { *c } else { *state + alpha * (c - *state) };
             *state = blend(c.is_nan(), *state, stepped);
+            *run = if c.is_nan() { 0.0 } else { *run + 1.0 };
         }
-        let slots_per_symbol = self.m + 1;
-        let symbols = close.iter().zip(&self.state).zip(self.ring.chunks_exact_mut(slots_per_symbol));
-        for (((c, ema), slots), ((next, seen), then)) in
-            symbols.zip(self.next.iter_mut().zip(self.seen.iter_mut()).zip(self.then.iter_mut()))
-        {
+        self.rows.push(&self.state);
+        let (m, per_day, full) = (self.m as f64, self.per_day, slots_per_symbol as f64);
+        if self.rows.pushed() > self.m {
+            let then = self.rows.ago(self.m);
+            let symbols = out.iter_mut().zip(close).zip(&self.state).zip(&self.run);
+            for ((((o, c), ema), run), then) in symbols.zip(then) {
+                // Mean of m deltas = (now − then) / m.
+                let slope = (ema - then) / m / c * per_day;
+                *o = if *run >= full { slope } else { f64::NAN };
+            }
+        } else {
+            out.fill(f64::NAN);
+        }
+        let mut next_slow = self.slow.next(0);
+        while let Some(i) = next_slow {
+            next_slow = self.slow.next(i + 1);
+            let c = close[i];
             if c.is_nan() {
-                *then = f64::NAN;
                 continue;
             }
-            slots[*next] = *ema;
-            *next = if *next + 1 == slots_per_symbol { 0 } else { *next + 1 };
-            *seen = (*seen + 1).min(slots_per_symbol);
-            // The oldest kept value is the EMA m steps back (once m + 1 values were seen).
-            *then = if *seen == slots_per_symbol { slots[*next] } else { f64::NAN };
-        }
-        let (m, per_day) = (self.m as f64, self.per_day);
-        for (((o, c), ema), then) in out.iter_mut().zip(close).zip(&self.state).zip(&self.then) {
-            // Mean of m deltas = (now − then) / m; NaN without a close or without m + 1 values.
-            let slope = (ema - then) / m / c * per_day;
-            *o = if then.is_nan() | c.is_nan() { f64::NAN } else { slope };
+            let slots = &mut self.ring[i * slots_per_symbol..(i + 1) * slots_per_symbol];
+            let ema = self.state[i];
+            slots[self.next[i]] = ema;
+            self.next[i] = if self.next[i] + 1 == slots_per_symbol { 0 } else { self.next[i] + 1 };
+            self.seen[i] = (self.seen[i] + 1).min(slots_per_symbol);
+            out[i] = if self.seen[i] == slots_per_symbol {
+                // The oldest kept value is the EMA m closes back.
+                (ema - slots[self.next[i]]) / m / c * per_day
+            } else {
+                f64::NAN
+            };
+            if self.run[i] >= full {
+                // m + 1 consecutive closes again: the time-major window gives the same value.
+                self.slow.remove(i);
+            }
         }
     }
 }
@@ -870,6 +914,80 @@ mod tests {
         for (a, b) in [(1.5, -0.0), (f64::NAN, 2.0), (-0.0, f64::INFINITY), (f64::MIN_POSITIVE, f64::NAN)] {
             assert_eq!(blend(true, a, b).to_bits(), a.to_bits());
             assert_eq!(blend(false, a, b).to_bits(), b.to_bits());
+        }
+    }
+
+    /// The EMA slope kept in one ring per symbol, updated at every close (the straightforward form
+    /// of the definition that [`EmaSlope`] speeds up).
+    fn ema_slope_by_rings(close: &[Vec<f64>], ema_len: usize, bars_per_day: usize) -> Vec<Vec<f64>> {
+        let m = (ema_len / 4).max(1);
+        let alpha = 2.0 / (ema_len as f64 + 1.0);
+        let n = close[0].len();
+        let mut state = vec![f64::NAN; n];
+        let mut rings: Vec<Vec<f64>> = vec![Vec::new(); n];
+        close
+            .iter()
+            .map(|row| {
+                (0..n)
+                    .map(|i| {
+                        let c = row[i];
+                        if c.is_nan() {
+                            return f64::NAN;
+                        }
+                        state[i] = if state[i].is_nan() { c } else { state[i] + alpha * (c - state[i]) };
+                        rings[i].push(state[i]);
+                        let k = rings[i].len();
+                        if k > m {
+                            (state[i] - rings[i][k - 1 - m]) / m as f64 / c * (1e4 * bars_per_day as f64)
+                        } else {
+                            f64::NAN
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ema_slope_is_bitwise_the_ring_definition_with_holes() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for case in 0..40 {
+            let (n, n_bars, ema_len) = (1 + case % 5, 60 + case * 7, 2 + case % 23);
+            let hole_every = [3u64, 7, 19, 1000][case % 4];
+            let mut prices = vec![50.0; n];
+            let close: Vec<Vec<f64>> = (0..n_bars)
+                .map(|t| {
+                    (0..n)
+                        .map(|i| {
+                            prices[i] *= 1.0 + ((next() % 2001) as f64 - 1000.0) * 2e-5;
+                            let listed = t >= i * 9;
+                            if !listed || next() % hole_every == 0 {
+                                f64::NAN
+                            } else {
+                                prices[i]
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            let expected = ema_slope_by_rings(&close, ema_len, 24);
+            let mut kernel = EmaSlope::new(n, ema_len, 24);
+            let mut out = vec![0.0; n];
+            for (t, row) in close.iter().enumerate() {
+                kernel.update(row, &mut out);
+                for i in 0..n {
+                    assert_eq!(out[i].is_nan(), expected[t][i].is_nan(), "case {case} t {t} i {i}");
+                    if !out[i].is_nan() {
+                        assert_eq!(out[i].to_bits(), expected[t][i].to_bits(), "case {case} t {t} i {i}");
+                    }
+                }
+            }
         }
     }
 
