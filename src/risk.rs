@@ -191,7 +191,9 @@ impl KillSwitch {
         if !self.cfg.enabled {
             return KillState::default();
         }
-        let day = (ts + timeframe.ms).div_euclid(MS_PER_DAY);
+        let close = ts + timeframe.ms;
+        // Same day as the last bar in most bars: compare with its bounds instead of dividing.
+        let day = if self.day != i64::MIN && in_day(close, self.day) { self.day } else { close.div_euclid(MS_PER_DAY) };
         if day != self.day {
             self.day = day;
             self.day_start_equity = equity;
@@ -417,7 +419,7 @@ impl RiskEngine {
         }
         let log = &self.entries[symbol];
         let cfg = &self.anti_churn;
-        let today = self.day_of(ts) == log.day && log.entries_today >= cfg.max_entries_per_day_per_symbol;
+        let today = in_day(ts + self.timeframe.ms, log.day) && log.entries_today >= cfg.max_entries_per_day_per_symbol;
         let too_soon = log.last_entry.is_some_and(|last| t < last + cfg.min_bars_between_entries);
         let paused = log.paused_until.is_some_and(|until| t <= until);
         if today || too_soon || paused {
@@ -451,11 +453,6 @@ impl RiskEngine {
             *m = kelly_multiplier(returns.iter().copied(), &self.kelly);
         }
         true
-    }
-
-    /// UTC day of the close of the bar starting at `ts`.
-    fn day_of(&self, ts: i64) -> i64 {
-        (ts + self.timeframe.ms).div_euclid(MS_PER_DAY)
     }
 
     /// Size factor of symbol i (partial take-profit, scoring downweight), applied to its target.
@@ -605,10 +602,10 @@ impl RiskEngine {
         if !entering {
             return;
         }
-        let day = self.day_of(ts);
+        let close = ts + self.timeframe.ms;
         let log = &mut self.entries[symbol];
-        if log.day != day {
-            log.day = day;
+        if !in_day(close, log.day) {
+            log.day = close.div_euclid(MS_PER_DAY);
             log.entries_today = 0;
         }
         log.entries_today += 1;
@@ -697,6 +694,14 @@ impl RiskEngine {
     }
 }
 
+/// Whether the time `ms` (epoch ms) falls on UTC day number `day` (`ms.div_euclid(MS_PER_DAY) ==
+/// day`, without the division).
+fn in_day(ms: i64, day: i64) -> bool {
+    day.checked_mul(MS_PER_DAY)
+        .and_then(|start| ms.checked_sub(start))
+        .is_some_and(|into| (0..MS_PER_DAY).contains(&into))
+}
+
 /// Kelly weight multiplier from a symbol's recent round-trip returns (risk.md §6): `p` win rate,
 /// `b` = average win / average loss, `f = p − (1 − p)/b` clamped to [0, 1], multiplier
 /// `clamp(kelly_fraction · f / f_ref, kelly_min_scale, kelly_max_scale)`; 1 with fewer than
@@ -734,6 +739,16 @@ mod tests {
 
     fn stops() -> StopsConfig {
         StopsConfig::default()
+    }
+
+    #[test]
+    fn in_day_agrees_with_dividing() {
+        for ms in [-MS_PER_DAY - 1, -1, 0, 1, MS_PER_DAY - 1, MS_PER_DAY, 1_700_000_000_000, 1_700_006_400_000] {
+            let day = ms.div_euclid(MS_PER_DAY);
+            for candidate in [day - 1, day, day + 1, i64::MIN, i64::MAX] {
+                assert_eq!(in_day(ms, candidate), candidate == day, "{ms} {candidate}");
+            }
+        }
     }
 
     #[test]

@@ -72,23 +72,26 @@ pub struct ColumnWindow {
     capacity: usize,
     data: Vec<f64>,
     pushed: usize,
+    /// Slot the next row goes to (`pushed mod capacity`, kept without dividing).
+    next: usize,
 }
 
 impl ColumnWindow {
     pub fn new(width: usize, capacity: usize) -> Self {
         let capacity = capacity.max(1);
-        Self { width, capacity, data: vec![f64::NAN; 2 * capacity * width], pushed: 0 }
+        Self { width, capacity, data: vec![f64::NAN; 2 * capacity * width], pushed: 0, next: 0 }
     }
 
     pub fn push(&mut self, row: &[f64]) {
         debug_assert_eq!(row.len(), self.width);
-        let slot = self.pushed % self.capacity;
+        let slot = self.next;
         for (column, value) in self.data.chunks_exact_mut(2 * self.capacity).zip(row) {
             let (first, second) = column.split_at_mut(self.capacity);
             first[slot] = *value;
             second[slot] = *value;
         }
         self.pushed += 1;
+        self.next = if slot + 1 == self.capacity { 0 } else { slot + 1 };
     }
 
     /// The last `rows` rows (fewer when fewer were kept), oldest first, as a `rows × N` view whose
@@ -96,7 +99,7 @@ impl ColumnWindow {
     pub fn recent(&self, rows: usize) -> ArrayView2<'_, f64> {
         use ndarray::ShapeBuilder;
         let rows = rows.min(self.pushed).min(self.capacity);
-        let start = (self.pushed - rows) % self.capacity;
+        let start = if self.next >= rows { self.next - rows } else { self.next + self.capacity - rows };
         let shape = (rows, self.width).strides((1, 2 * self.capacity));
         ArrayView2::from_shape(shape, &self.data[start..]).expect("window inside the buffer")
     }

@@ -24,6 +24,10 @@ pub struct UniverseFilter {
     passes: Vec<bool>,
     ranked_in: Vec<bool>,
     order: Vec<usize>,
+    /// Bars until the next rebuild of the 24h sums and until the next ranking (counted down
+    /// instead of taking `t mod window` every bar).
+    until_rebuild: usize,
+    until_refresh: usize,
 }
 
 impl UniverseFilter {
@@ -45,6 +49,8 @@ impl UniverseFilter {
             passes: vec![false; n_symbols],
             ranked_in: vec![true; n_symbols],
             order: Vec::with_capacity(n_symbols),
+            until_rebuild: 0,
+            until_refresh: 0,
         }
     }
 
@@ -54,7 +60,11 @@ impl UniverseFilter {
         let t = self.volumes.pushed();
         let window = self.window;
         let n_symbols = member.len();
-        if t % window == 0 {
+        let rebuild = self.until_rebuild == 0;
+        self.until_rebuild = if rebuild { window - 1 } else { self.until_rebuild - 1 };
+        let refresh = self.until_refresh == 0;
+        self.until_refresh = if refresh { cfg_refresh(&self.cfg) - 1 } else { self.until_refresh - 1 };
+        if rebuild {
             // Rebuild the rolling 24h sums now and then so that rounding cannot accumulate.
             self.volume_24h.fill(0.0);
             for s in (t + 1).saturating_sub(window)..t {
@@ -86,7 +96,7 @@ impl UniverseFilter {
             *history += if finite { 1.0 } else { 0.0 };
             *passes = *listed & finite & (*c >= min_price) & (*volume_24h >= min_volume) & (*history >= min_history);
         }
-        if cfg.max_symbols > 0 && cfg.max_symbols < n_symbols && t % cfg.universe_refresh_bars.max(1) == 0 {
+        if cfg.max_symbols > 0 && cfg.max_symbols < n_symbols && refresh {
             let passes = &self.passes;
             let volume_24h = &self.volume_24h;
             self.order.clear();
@@ -102,6 +112,11 @@ impl UniverseFilter {
             *m = *ranked_in & *passes;
         }
     }
+}
+
+/// Bars between two rankings by liquidity (at least 1).
+fn cfg_refresh(cfg: &UniverseConfig) -> usize {
+    cfg.universe_refresh_bars.max(1)
 }
 
 /// `member[t, i]`: symbol i is in the universe at bar t and may trade there (see [`UniverseFilter`]).

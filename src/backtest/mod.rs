@@ -728,7 +728,8 @@ impl Engine {
             self.first_decision = Some(t);
         }
         let first = self.first_decision.expect("set above");
-        (t - first + self.cadence_phase) % self.cfg.backtest.rebalance_every == 0
+        let every = self.cfg.backtest.rebalance_every;
+        every == 1 || (t - first + self.cadence_phase) % every == 0
     }
 
     /// Eligibility, z-scores and amplified signals at bar t; feeds the dispersion window every bar.
