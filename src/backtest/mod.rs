@@ -412,6 +412,7 @@ impl Engine {
         }
         self.book.symbol.reserve(n_bars * book_size);
         self.ledger.fills.reserve(n_bars * book_size / 2);
+        self.ledger.round_trips.reserve(n_bars * book_size / 4);
         let out = &mut self.out;
         for column in [
             &mut out.equity,
