@@ -165,7 +165,10 @@ pub struct Momentum {
     scale: f64,
     /// Every term is NaN before this many bars.
     longest: usize,
-    closes: RowWindow,
+    /// Reciprocals `1/C` of the kept closes: each close is divided once, when it arrives, and every
+    /// ratio `C[t]/C[t−L]` is then a multiplication (`C[t]·(1/C[t−L])`, within an ulp of the quotient).
+    inverse_closes: RowWindow,
+    inverse_row: Vec<f64>,
 }
 
 impl Momentum {
@@ -179,21 +182,25 @@ impl Momentum {
             scale,
             longest,
             // At least two rows: the window also gives one-bar returns (`update_with_returns`).
-            closes: RowWindow::new(n_symbols, longest.max(1) + 1),
+            inverse_closes: RowWindow::new(n_symbols, longest.max(1) + 1),
+            inverse_row: vec![f64::NAN; n_symbols],
         }
     }
     pub fn update(&mut self, close: &[f64], out: &mut [f64]) {
-        self.closes.push(close);
-        let t = self.closes.pushed() - 1;
+        for (inverse, c) in self.inverse_row.iter_mut().zip(close) {
+            *inverse = 1.0 / c;
+        }
+        self.inverse_closes.push(&self.inverse_row);
+        let t = self.inverse_closes.pushed() - 1;
         if t < self.longest {
             out.fill(f64::NAN);
             return;
         }
         out.fill(0.0);
         for (lookback, weight) in self.lookbacks.iter().zip(&self.weights) {
-            let then = self.closes.ago(*lookback);
-            for ((s, now), then) in out.iter_mut().zip(close).zip(then) {
-                *s += weight * (now / then - 1.0);
+            let inverse_then = self.inverse_closes.ago(*lookback);
+            for ((s, now), inverse_then) in out.iter_mut().zip(close).zip(inverse_then) {
+                *s += weight * (now * inverse_then - 1.0);
             }
         }
         if self.scale != 1.0 {
@@ -201,17 +208,17 @@ impl Momentum {
         }
     }
 
-    /// [`Momentum::update`] plus the one-bar returns `C[t]/C[t−1] − 1` from the same window of
-    /// closes (what [`LookbackReturns`] with lookback 1 gives), so the closes are stored once.
+    /// [`Momentum::update`] plus the one-bar returns `C[t]/C[t−1] − 1` from the same window (what
+    /// [`LookbackReturns`] with lookback 1 gives, to an ulp), so the closes are stored once.
     pub fn update_with_returns(&mut self, close: &[f64], out: &mut [f64], returns: &mut [f64]) {
         self.update(close, out);
-        if self.closes.pushed() < 2 {
+        if self.inverse_closes.pushed() < 2 {
             returns.fill(f64::NAN);
             return;
         }
-        let then = self.closes.ago(1);
-        for ((r, now), then) in returns.iter_mut().zip(close).zip(then) {
-            *r = now / then - 1.0;
+        let inverse_then = self.inverse_closes.ago(1);
+        for ((r, now), inverse_then) in returns.iter_mut().zip(close).zip(inverse_then) {
+            *r = now * inverse_then - 1.0;
         }
     }
 }
@@ -431,13 +438,13 @@ impl EmaSlope {
             *run = if c.is_nan() { 0.0 } else { *run + 1.0 };
         }
         self.rows.push(&self.state);
-        let (m, per_day, full) = (self.m as f64, self.per_day, slots_per_symbol as f64);
+        let (per_day_over_m, full) = (self.per_day / self.m as f64, slots_per_symbol as f64);
         if self.rows.pushed() > self.m {
             let then = self.rows.ago(self.m);
             let symbols = out.iter_mut().zip(close).zip(&self.state).zip(&self.run);
             for ((((o, c), ema), run), then) in symbols.zip(then) {
-                // Mean of m deltas = (now − then) / m.
-                let slope = (ema - then) / m / c * per_day;
+                // Mean of m deltas = (now − then) / m, per unit of price, in bps per day.
+                let slope = (ema - then) * per_day_over_m / c;
                 *o = if *run >= full { slope } else { f64::NAN };
             }
         } else {
@@ -457,7 +464,7 @@ impl EmaSlope {
             self.seen[i] = (self.seen[i] + 1).min(slots_per_symbol);
             out[i] = if self.seen[i] == slots_per_symbol {
                 // The oldest kept value is the EMA m closes back.
-                (ema - slots[self.next[i]]) / m / c * per_day
+                (ema - slots[self.next[i]]) * per_day_over_m / c
             } else {
                 f64::NAN
             };
@@ -941,7 +948,7 @@ mod tests {
                         rings[i].push(state[i]);
                         let k = rings[i].len();
                         if k > m {
-                            (state[i] - rings[i][k - 1 - m]) / m as f64 / c * (1e4 * bars_per_day as f64)
+                            (state[i] - rings[i][k - 1 - m]) * (1e4 * bars_per_day as f64 / m as f64) / c
                         } else {
                             f64::NAN
                         }
