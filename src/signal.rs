@@ -514,7 +514,7 @@ impl Rma {
 ///
 /// Written without branches (structure of arrays, masks): a symbol without a bar keeps its state.
 /// `max` ignores a NaN operand, so `TR` of a first bar (no `C₋₁`) is `H−L` without a special case,
-/// and the seeding mean `x + v/n` and the RMA step `x + (v − x)/n` share one division.
+/// and the seeding mean `x + v/n` and the RMA step `x + (v − x)/n` share one multiplication by `1/n`.
 #[derive(Debug, Clone)]
 pub struct WilderAtr {
     n: f64,
@@ -534,7 +534,7 @@ impl WilderAtr {
         }
     }
     pub fn update(&mut self, high: &[f64], low: &[f64], close: &[f64], out: &mut [f64]) {
-        let n = self.n;
+        let (n, inverse_n) = (self.n, 1.0 / self.n);
         let bars = high.iter().zip(low).zip(close);
         let state = self.prev_close.iter_mut().zip(self.value.iter_mut()).zip(self.seen.iter_mut());
         for ((((h, l), c), o), ((prev_close, value), seen)) in bars.zip(out.iter_mut()).zip(state) {
@@ -543,7 +543,7 @@ impl WilderAtr {
             let tr = (h - l).max((h - pc).abs()).max((l - pc).abs());
             let seen_now = *seen + 1.0;
             let seeding = seen_now <= n;
-            let stepped = *value + (if seeding { tr } else { tr - *value }) / n;
+            let stepped = *value + (if seeding { tr } else { tr - *value }) * inverse_n;
             *value = blend(valid, stepped, *value);
             *seen = blend(valid, seen_now, *seen);
             *prev_close = blend(valid, c, pc);

@@ -92,9 +92,10 @@ pub struct Ledger {
     pub bar_fees: f64,
     pub bar_traded_notional: f64,
     pub bar_funding: f64,
-    /// The last slippage in bps and its fraction `bps / 1e4`, so that a run with one slippage
-    /// divides once instead of once per fill.
+    /// The last slippage and fee rates in bps with their fractions `bps / 1e4`, so that a run with
+    /// one cost model divides once instead of once per fill.
     slippage: (f64, f64),
+    fee: (f64, f64),
 }
 
 impl Ledger {
@@ -110,6 +111,7 @@ impl Ledger {
             bar_traded_notional: 0.0,
             bar_funding: 0.0,
             slippage: (0.0, 0.0),
+            fee: (0.0, 0.0),
         }
     }
 
@@ -179,7 +181,11 @@ impl Ledger {
         let price = base_price * (1.0 + side as f64 * self.slippage.1);
         let qty = delta_units.abs();
         let notional = qty * price;
-        let fee = notional * fee_bps / 1e4;
+        if fee_bps != self.fee.0 {
+            self.fee = (fee_bps, fee_bps / 1e4);
+        }
+        let fee = notional * self.fee.1;
+        let fee_per_unit = fee / qty;
         self.cash -= delta_units * price + fee;
         self.bar_fees += fee;
         self.bar_traded_notional += notional;
@@ -197,7 +203,7 @@ impl Ledger {
             let trip = self.open[symbol].as_mut().expect("a position has an open trip");
             trip.closed_qty += reducing;
             trip.closed_notional += reducing * price;
-            trip.costs += fee * reducing / qty;
+            trip.costs += fee_per_unit * reducing;
             if after == 0.0 || (after > 0.0) != (before > 0.0) {
                 let trip = self.open[symbol].take().expect("checked above");
                 self.close_trip(symbol, trip, bar, ts, reason);
@@ -216,7 +222,7 @@ impl Ledger {
             });
             trip.opened_qty += opening;
             trip.opened_notional += opening * price;
-            trip.costs += fee * opening / qty;
+            trip.costs += fee_per_unit * opening;
         }
     }
 

@@ -600,9 +600,10 @@ impl Engine {
         let (mut gross, mut net, mut n_long, mut n_short) = (0.0, 0.0, 0, 0);
         // Symbols flat with no target have nothing to record, and adding their 0 changes no sum.
         self.active.assign_nonzero_or(&self.target, self.ledger.held());
+        let inverse_equity = 1.0 / equity;
         for i in self.active.iter() {
             let (units, target, price) = (self.ledger.units[i], self.target[i], self.last_price[i]);
-            let weight = if units != 0.0 { units * price / equity } else { 0.0 };
+            let weight = if units != 0.0 { units * price * inverse_equity } else { 0.0 };
             self.book.push(i, target, weight, units);
             gross += weight.abs();
             net += weight;
