@@ -45,8 +45,28 @@ impl RowWindow {
 
     pub fn push(&mut self, row: &[f64]) {
         debug_assert_eq!(row.len(), self.width);
+        self.push_with(|slot, _| slot.copy_from_slice(row));
+    }
+
+    /// Push a row written in place by `fill(new_row, newest_row)` (`newest_row` is the row pushed
+    /// last, NaN before the first push, and empty in a window of one row, whose new row replaces
+    /// it): a kernel that keeps its state as the newest row computes straight into the window,
+    /// without a scratch row and a copy.
+    pub fn push_with(&mut self, fill: impl FnOnce(&mut [f64], &[f64])) {
         let w = self.width;
-        self.data[self.next * w..(self.next + 1) * w].copy_from_slice(row);
+        let newest = if self.next == 0 { self.capacity - 1 } else { self.next - 1 };
+        if newest == self.next {
+            fill(&mut self.data[..w], &[]);
+        } else {
+            let (slot, previous) = if self.next < newest {
+                let (head, tail) = self.data.split_at_mut(newest * w);
+                (&mut head[self.next * w..(self.next + 1) * w], &tail[..w])
+            } else {
+                let (head, tail) = self.data.split_at_mut(self.next * w);
+                (&mut tail[..w], &head[newest * w..(newest + 1) * w])
+            };
+            fill(slot, previous);
+        }
         self.next = if self.next + 1 == self.capacity { 0 } else { self.next + 1 };
         self.pushed += 1;
     }
@@ -168,7 +188,6 @@ pub struct Momentum {
     /// Reciprocals `1/C` of the kept closes: each close is divided once, when it arrives, and every
     /// ratio `C[t]/C[t−L]` is then a multiplication (`C[t]·(1/C[t−L])`, within an ulp of the quotient).
     inverse_closes: RowWindow,
-    inverse_row: Vec<f64>,
 }
 
 impl Momentum {
@@ -183,14 +202,14 @@ impl Momentum {
             longest,
             // At least two rows: the window also gives one-bar returns (`update_with_returns`).
             inverse_closes: RowWindow::new(n_symbols, longest.max(1) + 1),
-            inverse_row: vec![f64::NAN; n_symbols],
         }
     }
     pub fn update(&mut self, close: &[f64], out: &mut [f64]) {
-        for (inverse, c) in self.inverse_row.iter_mut().zip(close) {
-            *inverse = 1.0 / c;
-        }
-        self.inverse_closes.push(&self.inverse_row);
+        self.inverse_closes.push_with(|row, _| {
+            for (inverse, c) in row.iter_mut().zip(close) {
+                *inverse = 1.0 / c;
+            }
+        });
         let t = self.inverse_closes.pushed() - 1;
         if t < self.longest {
             out.fill(f64::NAN);
@@ -382,8 +401,8 @@ pub struct EmaSlope {
     m: usize,
     alpha: f64,
     per_day: f64,
-    state: Vec<f64>,
-    /// EMA rows of the last m + 1 bars (a symbol without a close keeps its previous value).
+    /// EMA rows of the last m + 1 bars (a symbol without a close keeps its previous value); the
+    /// newest row is the current EMA.
     rows: RowWindow,
     /// Per symbol: consecutive closes ending at the current bar (f64 for the vector pass).
     run: Vec<f64>,
@@ -404,7 +423,6 @@ impl EmaSlope {
             m,
             alpha: 2.0 / (ema_len as f64 + 1.0),
             per_day: 1e4 * bars_per_day as f64,
-            state: vec![f64::NAN; n_symbols],
             rows: RowWindow::new(n_symbols, m + 1),
             run: vec![0.0; n_symbols],
             slow: SymbolSet::new(n_symbols),
@@ -419,8 +437,9 @@ impl EmaSlope {
         // A missing close after the first one: follow the symbol in its own ring from now on,
         // seeded with its EMA values of the bars before this one (all were closes, or the symbol
         // is already slow).
+        let had_ema = |rows: &RowWindow, i: usize| rows.pushed() > 0 && !rows.ago(0)[i].is_nan();
         for (i, c) in close.iter().enumerate() {
-            if c.is_nan() && !self.state[i].is_nan() && !self.slow.contains(i) {
+            if c.is_nan() && had_ema(&self.rows, i) && !self.slow.contains(i) {
                 let kept = (self.run[i] as usize).min(slots_per_symbol).min(self.rows.pushed());
                 let slots = &mut self.ring[i * slots_per_symbol..(i + 1) * slots_per_symbol];
                 for (slot, ago) in (0..kept).rev().enumerate() {
@@ -432,16 +451,19 @@ impl EmaSlope {
             }
         }
         let alpha = self.alpha;
-        for ((state, run), c) in self.state.iter_mut().zip(self.run.iter_mut()).zip(close) {
-            let stepped = if state.is_nan() { *c } else { *state + alpha * (c - *state) };
-            *state = blend(c.is_nan(), *state, stepped);
+        self.rows.push_with(|ema, previous| {
+            for ((ema, previous), c) in ema.iter_mut().zip(previous).zip(close) {
+                let stepped = if previous.is_nan() { *c } else { *previous + alpha * (c - *previous) };
+                *ema = blend(c.is_nan(), *previous, stepped);
+            }
+        });
+        for (run, c) in self.run.iter_mut().zip(close) {
             *run = if c.is_nan() { 0.0 } else { *run + 1.0 };
         }
-        self.rows.push(&self.state);
         let (per_day_over_m, full) = (self.per_day / self.m as f64, slots_per_symbol as f64);
         if self.rows.pushed() > self.m {
             let then = self.rows.ago(self.m);
-            let symbols = out.iter_mut().zip(close).zip(&self.state).zip(&self.run);
+            let symbols = out.iter_mut().zip(close).zip(self.rows.ago(0)).zip(&self.run);
             for ((((o, c), ema), run), then) in symbols.zip(then) {
                 // Mean of m deltas = (now − then) / m, per unit of price, in bps per day.
                 let slope = (ema - then) * per_day_over_m / c;
@@ -458,7 +480,7 @@ impl EmaSlope {
                 continue;
             }
             let slots = &mut self.ring[i * slots_per_symbol..(i + 1) * slots_per_symbol];
-            let ema = self.state[i];
+            let ema = self.rows.ago(0)[i];
             slots[self.next[i]] = ema;
             self.next[i] = if self.next[i] + 1 == slots_per_symbol { 0 } else { self.next[i] + 1 };
             self.seen[i] = (self.seen[i] + 1).min(slots_per_symbol);
