@@ -8,7 +8,7 @@
 
 use crate::backtest::{FillReason, RoundTrip};
 use crate::bitset::SymbolSet;
-use crate::signal::finite;
+use crate::signal::{blend, finite};
 use std::collections::VecDeque;
 
 use crate::config::{
@@ -96,24 +96,19 @@ impl StopState {
     /// Update with this bar after the test: extreme, trailing stop, breakeven. Returns the partial
     /// take-profit level when it is reached for the first time.
     pub fn update(&mut self, high: f64, low: f64, atr: f64, cfg: &StopsConfig) -> Option<f64> {
+        // Selects instead of branches: whether a bar makes a new extreme or moves the trail is a
+        // coin flip for the branch predictor, and this runs for every open position every bar.
         let side = self.side;
         let favourable = if side > 0.0 { high } else { low };
-        if side * (favourable - self.extreme) > 0.0 {
-            self.extreme = favourable;
-        }
-        if cfg.trailing && atr.is_finite() {
-            let trail = self.extreme - side * cfg.trail_atr_mult * atr;
-            if side * (trail - self.stop) > 0.0 {
-                self.stop = trail;
-                self.stop_reason = FillReason::Trail;
-            }
-        }
-        if side * (self.extreme - self.entry_price) >= cfg.breakeven_after_r * self.risk
-            && side * (self.entry_price - self.stop) > 0.0
-        {
-            self.stop = self.entry_price;
-            self.stop_reason = FillReason::Breakeven;
-        }
+        self.extreme = blend(side * (favourable - self.extreme) > 0.0, favourable, self.extreme);
+        let trail = self.extreme - side * cfg.trail_atr_mult * atr;
+        let trails = cfg.trailing & finite(atr) & (side * (trail - self.stop) > 0.0);
+        self.stop = blend(trails, trail, self.stop);
+        self.stop_reason = if trails { FillReason::Trail } else { self.stop_reason };
+        let breakeven = (side * (self.extreme - self.entry_price) >= cfg.breakeven_after_r * self.risk)
+            & (side * (self.entry_price - self.stop) > 0.0);
+        self.stop = blend(breakeven, self.entry_price, self.stop);
+        self.stop_reason = if breakeven { FillReason::Breakeven } else { self.stop_reason };
         if !self.partial_done && cfg.partial_tp_frac > 0.0 {
             let level = self.entry_price + side * cfg.partial_tp_r * self.risk;
             if side * (favourable - level) >= 0.0 {
