@@ -54,39 +54,21 @@ impl UniverseFilter {
         }
     }
 
+    /// Whether the 24h quote volumes are needed: for the `min_quote_volume_24h` filter (0 turns it
+    /// off) or for ranking by liquidity.
+    fn uses_volume(&self, n_symbols: usize) -> bool {
+        self.cfg.min_quote_volume_24h > 0.0 || (self.cfg.max_symbols > 0 && self.cfg.max_symbols < n_symbols)
+    }
+
     /// Feed bar t (closes and quote volumes) and write who is a member at t into `member`.
     pub fn update(&mut self, close: &[f64], quote_volume: &[f64], member: &mut [bool]) {
-        let finite_or_zero = |v: f64| if finite(v) { v } else { 0.0 };
-        let t = self.volumes.pushed();
-        let window = self.window;
-        let n_symbols = member.len();
-        let rebuild = self.until_rebuild == 0;
-        self.until_rebuild = if rebuild { window - 1 } else { self.until_rebuild - 1 };
-        let refresh = self.until_refresh == 0;
-        self.until_refresh = if refresh { cfg_refresh(&self.cfg) - 1 } else { self.until_refresh - 1 };
-        if rebuild {
-            // Rebuild the rolling 24h sums now and then so that rounding cannot accumulate.
-            self.volume_24h.fill(0.0);
-            for s in (t + 1).saturating_sub(window)..t {
-                for (sum, v) in self.volume_24h.iter_mut().zip(self.volumes.ago(t - 1 - s)) {
-                    *sum += finite_or_zero(*v);
-                }
-            }
-            for (sum, v) in self.volume_24h.iter_mut().zip(quote_volume) {
-                *sum += finite_or_zero(*v);
-            }
-        } else if t >= window {
-            let leaving = self.volumes.ago(window - 1);
-            for ((sum, old), new) in self.volume_24h.iter_mut().zip(leaving).zip(quote_volume) {
-                *sum = *sum - finite_or_zero(*old) + finite_or_zero(*new);
-            }
-        } else {
-            for (sum, v) in self.volume_24h.iter_mut().zip(quote_volume) {
-                *sum += finite_or_zero(*v);
-            }
+        if self.uses_volume(member.len()) {
+            self.update_volume(quote_volume);
         }
-        self.volumes.push(quote_volume);
         let cfg = &self.cfg;
+        let n_symbols = member.len();
+        let refresh = self.until_refresh == 0;
+        self.until_refresh = if refresh { cfg_refresh(cfg) - 1 } else { self.until_refresh - 1 };
         let (min_price, min_volume, min_history) = (cfg.min_price, cfg.min_quote_volume_24h, self.min_history);
         let symbols = close.iter().zip(&self.listed).zip(&self.volume_24h);
         for (((c, listed), volume_24h), (history, passes)) in
@@ -111,6 +93,37 @@ impl UniverseFilter {
         for ((m, ranked_in), passes) in member.iter_mut().zip(&self.ranked_in).zip(&self.passes) {
             *m = *ranked_in & *passes;
         }
+    }
+
+    /// Advance the rolling 24h quote volume sums by one bar.
+    fn update_volume(&mut self, quote_volume: &[f64]) {
+        let finite_or_zero = |v: f64| if finite(v) { v } else { 0.0 };
+        let t = self.volumes.pushed();
+        let window = self.window;
+        let rebuild = self.until_rebuild == 0;
+        self.until_rebuild = if rebuild { window - 1 } else { self.until_rebuild - 1 };
+        if rebuild {
+            // Rebuild the rolling 24h sums now and then so that rounding cannot accumulate.
+            self.volume_24h.fill(0.0);
+            for s in (t + 1).saturating_sub(window)..t {
+                for (sum, v) in self.volume_24h.iter_mut().zip(self.volumes.ago(t - 1 - s)) {
+                    *sum += finite_or_zero(*v);
+                }
+            }
+            for (sum, v) in self.volume_24h.iter_mut().zip(quote_volume) {
+                *sum += finite_or_zero(*v);
+            }
+        } else if t >= window {
+            let leaving = self.volumes.ago(window - 1);
+            for ((sum, old), new) in self.volume_24h.iter_mut().zip(leaving).zip(quote_volume) {
+                *sum = *sum - finite_or_zero(*old) + finite_or_zero(*new);
+            }
+        } else {
+            for (sum, v) in self.volume_24h.iter_mut().zip(quote_volume) {
+                *sum += finite_or_zero(*v);
+            }
+        }
+        self.volumes.push(quote_volume);
     }
 }
 
