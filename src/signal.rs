@@ -268,6 +268,11 @@ pub struct RollingStd {
     count: Vec<f64>,
     /// Rows since the sums were last rebuilt (a rebuild happens every `window` rows).
     since_rebuild: usize,
+    /// `1/n` and `1/(n − 1)` per symbol for the count `inverse_of` they were taken for: counts
+    /// rarely change once the window is full, so the output pass multiplies instead of dividing.
+    inverse_count: Vec<f64>,
+    inverse_count_less_one: Vec<f64>,
+    inverse_of: Vec<f64>,
 }
 
 impl RollingStd {
@@ -280,6 +285,9 @@ impl RollingStd {
             sum_sq: vec![0.0; n_symbols],
             count: vec![0.0; n_symbols],
             since_rebuild: 0,
+            inverse_count: vec![f64::INFINITY; n_symbols],
+            inverse_count_less_one: vec![-1.0; n_symbols],
+            inverse_of: vec![0.0; n_symbols],
         }
     }
     pub fn update(&mut self, values: &[f64], out: &mut [f64]) {
@@ -305,10 +313,19 @@ impl RollingStd {
             add_finite(values, &mut self.sum, &mut self.sum_sq, &mut self.count);
         }
         self.rows.push(values);
+        for (i, n) in self.count.iter().enumerate() {
+            if *n != self.inverse_of[i] {
+                self.inverse_of[i] = *n;
+                self.inverse_count[i] = 1.0 / n;
+                self.inverse_count_less_one[i] = 1.0 / (n - 1.0);
+            }
+        }
         let min_periods = self.min_periods;
-        for (((o, n), sum), sum_sq) in out.iter_mut().zip(&self.count).zip(&self.sum).zip(&self.sum_sq) {
-            let mean = sum / n;
-            let std = ((sum_sq - mean * sum) / (n - 1.0)).max(0.0).sqrt();
+        let inverses = self.inverse_count.iter().zip(&self.inverse_count_less_one);
+        let sums = self.count.iter().zip(&self.sum).zip(&self.sum_sq);
+        for ((o, ((n, sum), sum_sq)), (inverse_n, inverse_n_less_one)) in out.iter_mut().zip(sums).zip(inverses) {
+            let mean = sum * inverse_n;
+            let std = ((sum_sq - mean * sum) * inverse_n_less_one).max(0.0).sqrt();
             *o = if *n >= min_periods { std } else { f64::NAN };
         }
     }
