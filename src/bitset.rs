@@ -70,16 +70,57 @@ impl SymbolSet {
     }
 
     /// Members in ascending order.
-    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        self.words.iter().enumerate().flat_map(|(word, &bits)| {
-            let mut bits = bits;
-            std::iter::from_fn(move || {
-                (bits != 0).then(|| {
-                    let bit = bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    word * 64 + bit
-                })
-            })
+    pub fn iter(&self) -> Members<'_> {
+        Members { words: &self.words, word: 0, bits: self.words.first().copied().unwrap_or(0) }
+    }
+
+    /// Number of 64-symbol words; with [`SymbolSet::word`] and [`Bits`], a caller can walk the
+    /// members of a copied word while it changes the set (members `64·w + b` for `b` in
+    /// `Bits(set.word(w))`).
+    pub fn word_count(&self) -> usize {
+        self.words.len()
+    }
+
+    /// The members `64·w .. 64·w + 64` as bits.
+    pub fn word(&self, w: usize) -> u64 {
+        self.words[w]
+    }
+}
+
+/// Members of a [`SymbolSet`], ascending.
+pub struct Members<'a> {
+    words: &'a [u64],
+    word: usize,
+    bits: u64,
+}
+
+impl Iterator for Members<'_> {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        while self.bits == 0 {
+            self.word += 1;
+            self.bits = *self.words.get(self.word)?;
+        }
+        let bit = self.bits.trailing_zeros() as usize;
+        self.bits &= self.bits - 1;
+        Some(self.word * 64 + bit)
+    }
+}
+
+/// The set bits of one word, lowest first.
+pub struct Bits(pub u64);
+
+impl Iterator for Bits {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        (self.0 != 0).then(|| {
+            let bit = self.0.trailing_zeros() as usize;
+            self.0 &= self.0 - 1;
+            bit
         })
     }
 }
@@ -104,6 +145,11 @@ mod tests {
             next = set.next(symbol + 1);
         }
         assert_eq!(walked, [0, 5, 63, 64, 130, 191]);
+        let by_words: Vec<usize> =
+            (0..set.word_count()).flat_map(|w| Bits(set.word(w)).map(move |bit| 64 * w + bit)).collect();
+        assert_eq!(by_words, [0, 5, 63, 64, 130, 191]);
+        assert_eq!(SymbolSet::new(0).iter().count(), 0);
+        assert_eq!(SymbolSet::new(200).iter().count(), 0);
         assert_eq!(set.next(192), None);
         assert!(set.contains(64) && !set.contains(65) && !set.contains(1000));
         assert_eq!(SymbolSet::new(0).next(0), None);

@@ -7,7 +7,7 @@
 //! carry sleeve (§8) in `carry`.
 
 use crate::backtest::{FillReason, RoundTrip};
-use crate::bitset::SymbolSet;
+use crate::bitset::{Bits, SymbolSet};
 use crate::signal::{blend, finite};
 use std::collections::VecDeque;
 
@@ -477,9 +477,7 @@ impl RiskEngine {
         if !self.stops_cfg.enabled {
             return;
         }
-        let mut next = self.open_stops.next(0);
-        while let Some(symbol) = next {
-            next = self.open_stops.next(symbol + 1);
+        for symbol in self.open_stops.iter() {
             let Some(state) = &self.stops[symbol] else { continue };
             if units[symbol] == 0.0 || state.entry_bar >= t {
                 continue;
@@ -512,36 +510,37 @@ impl RiskEngine {
             return;
         }
         let cfg = &self.stops_cfg;
-        // Visits open stops only; closing the current one does not affect the symbols after it.
-        let mut next = self.open_stops.next(0);
-        while let Some(symbol) = next {
-            next = self.open_stops.next(symbol + 1);
-            if units[symbol] == 0.0 {
-                self.stops[symbol] = None;
-                self.open_stops.remove(symbol);
-                continue;
-            }
-            let Some(state) = self.stops[symbol].as_mut() else {
-                continue;
-            };
-            if state.entry_bar >= t {
-                continue;
-            }
-            let (high, low, close) = (high[symbol], low[symbol], close[symbol]);
-            if !(finite(high) & finite(low)) {
-                continue;
-            }
-            let atr_now = atr.map_or(f64::NAN, |a| a[symbol]);
-            if let Some(level) = state.update(high, low, atr_now, cfg) {
-                exits.push(StopExit {
-                    symbol,
-                    price: level,
-                    fraction: cfg.partial_tp_frac,
-                    reason: FillReason::TakeProfit,
-                });
-            }
-            if cfg.max_bars_in_trade > 0 && t - state.entry_bar >= cfg.max_bars_in_trade && close.is_finite() {
-                exits.push(StopExit { symbol, price: close, fraction: 1.0, reason: FillReason::Time });
+        // Visits open stops only, walking a copy of each word: closing the current one is fine.
+        for w in 0..self.open_stops.word_count() {
+            for bit in Bits(self.open_stops.word(w)) {
+                let symbol = 64 * w + bit;
+                if units[symbol] == 0.0 {
+                    self.stops[symbol] = None;
+                    self.open_stops.remove(symbol);
+                    continue;
+                }
+                let Some(state) = self.stops[symbol].as_mut() else {
+                    continue;
+                };
+                if state.entry_bar >= t {
+                    continue;
+                }
+                let (high, low, close) = (high[symbol], low[symbol], close[symbol]);
+                if !(finite(high) & finite(low)) {
+                    continue;
+                }
+                let atr_now = atr.map_or(f64::NAN, |a| a[symbol]);
+                if let Some(level) = state.update(high, low, atr_now, cfg) {
+                    exits.push(StopExit {
+                        symbol,
+                        price: level,
+                        fraction: cfg.partial_tp_frac,
+                        reason: FillReason::TakeProfit,
+                    });
+                }
+                if cfg.max_bars_in_trade > 0 && t - state.entry_bar >= cfg.max_bars_in_trade && close.is_finite() {
+                    exits.push(StopExit { symbol, price: close, fraction: 1.0, reason: FillReason::Time });
+                }
             }
         }
     }
@@ -551,11 +550,12 @@ impl RiskEngine {
         for (units, size_after_tp) in units.iter().zip(self.size_after_tp.iter_mut()) {
             *size_after_tp = if *units == 0.0 { 1.0 } else { *size_after_tp };
         }
-        let mut next = self.open_stops.next(0);
-        while let Some(symbol) = next {
-            next = self.open_stops.next(symbol + 1);
-            if units[symbol] == 0.0 {
-                self.close_stop(symbol);
+        for w in 0..self.open_stops.word_count() {
+            for bit in Bits(self.open_stops.word(w)) {
+                let symbol = 64 * w + bit;
+                if units[symbol] == 0.0 {
+                    self.close_stop(symbol);
+                }
             }
         }
     }

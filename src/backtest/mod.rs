@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use ndarray::{Array2, ArrayView1};
 
-use crate::bitset::SymbolSet;
+use crate::bitset::{Bits, SymbolSet};
 use crate::carry::CarrySleeve;
 use crate::config::{Accounting, Config, FillPrice, KMode, RegimeMode, ShortHistory, Weighting};
 use crate::data::{FundingGrid, Panel};
@@ -519,12 +519,13 @@ impl Engine {
             self.rebalance(t, &pending.target, pending.equity, bar.open, t - 1);
         }
         // Funding is paid on open positions only, in symbol order.
-        let mut next = self.ledger.next_held(0);
-        while let Some(i) = next {
-            next = self.ledger.next_held(i + 1);
-            let rate = bar.funding_rate[i];
-            if rate != 0.0 {
-                self.ledger.pay_funding(i, self.last_price[i], rate);
+        for w in 0..self.ledger.held().word_count() {
+            for bit in Bits(self.ledger.held().word(w)) {
+                let i = 64 * w + bit;
+                let rate = bar.funding_rate[i];
+                if rate != 0.0 {
+                    self.ledger.pay_funding(i, self.last_price[i], rate);
+                }
             }
         }
         // Stops are tested on this bar's prices against the levels carried from the last bar, then
@@ -1020,9 +1021,7 @@ impl Engine {
         // Symbols flat with no target have nothing to trade: visit the others, in symbol order.
         let mut active = std::mem::take(&mut self.active);
         active.assign_nonzero_or(target, self.ledger.held());
-        let mut next = active.next(0);
-        while let Some(i) = next {
-            next = active.next(i + 1);
+        for i in active.iter() {
             let price = prices[i];
             let current = self.ledger.units[i];
             if !(price > 0.0) {
