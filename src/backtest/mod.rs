@@ -1127,19 +1127,34 @@ fn abbreviate(names: &[String]) -> String {
 fn top_k<F: FnMut(&usize, &usize) -> std::cmp::Ordering>(
     candidates: &mut [usize],
     k: usize,
-    order: F,
+    mut order: F,
     leg: &mut Vec<usize>,
 ) {
     if k == 0 {
         return;
     }
-    if candidates.len() > k {
-        candidates.select_nth_unstable_by(k - 1, order);
+    if candidates.len() <= k {
+        leg.extend_from_slice(candidates);
+    } else if k >= 2 && candidates.len() <= SMALL_SELECTION {
+        // A short list is sorted whole (which is what `select_nth_unstable_by` does below this
+        // length too, so the legs come out in the same order), by insertion with the comparison
+        // inlined.
+        for i in 1..candidates.len() {
+            let mut j = i;
+            while j > 0 && order(&candidates[j], &candidates[j - 1]).is_lt() {
+                candidates.swap(j, j - 1);
+                j -= 1;
+            }
+        }
         leg.extend_from_slice(&candidates[..k]);
     } else {
-        leg.extend_from_slice(candidates);
+        candidates.select_nth_unstable_by(k - 1, order);
+        leg.extend_from_slice(&candidates[..k]);
     }
 }
+
+/// Candidate lists up to this length are selected by sorting them (see [`top_k`]).
+const SMALL_SELECTION: usize = 16;
 
 /// Bands (strategy.md §4): held names stay while their sign is unchanged, `|z| ≥ z_exit` and their rank is
 /// within `K + buffer`; other names enter, in rank order, only with `|z| ≥ z_entry` and while the
