@@ -454,17 +454,19 @@ impl EmaSlope {
         // A missing close after the first one: follow the symbol in its own ring from now on,
         // seeded with its EMA values of the bars before this one (all were closes, or the symbol
         // is already slow).
-        let had_ema = |rows: &RowWindow, i: usize| rows.pushed() > 0 && !rows.ago(0)[i].is_nan();
-        for (i, c) in close.iter().enumerate() {
-            if c.is_nan() && had_ema(&self.rows, i) && !self.slow.contains(i) {
-                let kept = (self.run[i] as usize).min(slots_per_symbol).min(self.rows.pushed());
-                let slots = &mut self.ring[i * slots_per_symbol..(i + 1) * slots_per_symbol];
-                for (slot, ago) in (0..kept).rev().enumerate() {
-                    slots[slot] = self.rows.ago(ago)[i];
+        if self.rows.pushed() > 0 {
+            let newest = self.rows.ago(0);
+            for (i, c) in close.iter().enumerate() {
+                if c.is_nan() && !newest[i].is_nan() && !self.slow.contains(i) {
+                    let kept = (self.run[i] as usize).min(slots_per_symbol).min(self.rows.pushed());
+                    let slots = &mut self.ring[i * slots_per_symbol..(i + 1) * slots_per_symbol];
+                    for (slot, ago) in (0..kept).rev().enumerate() {
+                        slots[slot] = self.rows.ago(ago)[i];
+                    }
+                    self.next[i] = kept % slots_per_symbol;
+                    self.seen[i] = kept;
+                    self.slow.insert(i);
                 }
-                self.next[i] = kept % slots_per_symbol;
-                self.seen[i] = kept;
-                self.slow.insert(i);
             }
         }
         let alpha = self.alpha;
