@@ -786,16 +786,23 @@ impl Engine {
         let ind = &self.ind;
         let hold_from = self.risk.hold_from();
         let columns = ind.momentum.iter().zip(&ind.sigma).zip(&ind.universe).zip(hold_from);
-        for (eligible, (((momentum, sigma), universe), hold_from)) in self.eligible.iter_mut().zip(columns) {
-            *eligible = *universe & finite(*momentum) & finite(*sigma) & (*sigma > 0.0) & (t >= *hold_from);
-        }
+        let held = |momentum: f64, sigma: f64, universe: bool, hold_from: usize| {
+            universe & finite(momentum) & finite(sigma) & (sigma > 0.0) & (t >= hold_from)
+        };
         if let Some(slope) = ind.slope.as_ref().filter(|_| s.regime_filter.enabled) {
             let thr = s.regime_filter.slope_min_bps_per_day;
             let pass_short_history = s.regime_filter.short_history == ShortHistory::Pass;
             let up_only = s.regime_filter.mode == RegimeMode::Up;
-            for (eligible, slope) in self.eligible.iter_mut().zip(slope) {
+            for ((eligible, (((momentum, sigma), universe), hold_from)), slope) in
+                self.eligible.iter_mut().zip(columns).zip(slope)
+            {
                 let trending = if up_only { *slope >= thr } else { slope.abs() >= thr };
-                *eligible &= if slope.is_nan() { pass_short_history } else { trending };
+                let regime_ok = if slope.is_nan() { pass_short_history } else { trending };
+                *eligible = held(*momentum, *sigma, *universe, *hold_from) & regime_ok;
+            }
+        } else {
+            for (eligible, (((momentum, sigma), universe), hold_from)) in self.eligible.iter_mut().zip(columns) {
+                *eligible = held(*momentum, *sigma, *universe, *hold_from);
             }
         }
         if let Some(adx) = ind.adx.as_ref() {
