@@ -844,6 +844,17 @@ mod tests {
     use super::*;
     use ndarray::array;
 
+    /// A small deterministic generator for the randomized tests (xorshift64).
+    fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+        let mut state = seed;
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
     #[test]
     fn lookback_returns_and_momentum_by_hand() {
         let close = array![[100.0, 10.0], [110.0, f64::NAN], [121.0, 12.0]];
@@ -879,13 +890,7 @@ mod tests {
 
     #[test]
     fn z_of_members_is_bitwise_the_masked_z() {
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x2545_F491_4F6C_DD1Du64);
         for case in 0..500 {
             let n = 1 + case % 40;
             let values: Vec<f64> =
@@ -930,13 +935,7 @@ mod tests {
 
     #[test]
     fn rolling_median_matches_sorting_the_window() {
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15u64);
         for window in [1usize, 2, 3, 7, 24] {
             let mut rolling = RollingMedian::new(window);
             let mut values = Vec::new();
@@ -1001,13 +1000,7 @@ mod tests {
 
     #[test]
     fn ema_slope_is_bitwise_the_ring_definition_with_holes() {
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x2545_F491_4F6C_DD1Du64);
         for case in 0..40 {
             let (n, n_bars, ema_len) = (1 + case % 5, 60 + case * 7, 2 + case % 23);
             let hole_every = [3u64, 7, 19, 1000][case % 4];
