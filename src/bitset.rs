@@ -29,10 +29,6 @@ impl SymbolSet {
         }
     }
 
-    pub fn clear(&mut self) {
-        self.words.fill(0);
-    }
-
     /// Empty, sized for symbols `0..n_symbols`.
     pub fn reset(&mut self, n_symbols: usize) {
         self.words.clear();

@@ -417,7 +417,8 @@ pub fn ema(close: ArrayView2<f64>, len: usize) -> Array2<f64> {
 pub struct EmaSlope {
     m: usize,
     alpha: f64,
-    per_day: f64,
+    /// `1e4 × bars_per_day / m`: bps per day of the mean of m EMA changes, per unit of price.
+    per_day_over_m: f64,
     /// EMA rows of the last m + 1 bars (a symbol without a close keeps its previous value); the
     /// newest row is the current EMA.
     rows: RowWindow,
@@ -439,7 +440,7 @@ impl EmaSlope {
         Self {
             m,
             alpha: 2.0 / (ema_len as f64 + 1.0),
-            per_day: 1e4 * bars_per_day as f64,
+            per_day_over_m: 1e4 * bars_per_day as f64 / m as f64,
             rows: RowWindow::new(n_symbols, m + 1),
             run: vec![0.0; n_symbols],
             slow: SymbolSet::new(n_symbols),
@@ -479,7 +480,7 @@ impl EmaSlope {
         for (run, c) in self.run.iter_mut().zip(close) {
             *run = if c.is_nan() { 0.0 } else { *run + 1.0 };
         }
-        let (per_day_over_m, full) = (self.per_day / self.m as f64, slots_per_symbol as f64);
+        let (per_day_over_m, full) = (self.per_day_over_m, slots_per_symbol as f64);
         if self.rows.pushed() > self.m {
             let then = self.rows.ago(self.m);
             let symbols = out.iter_mut().zip(close).zip(self.rows.ago(0)).zip(&self.run);

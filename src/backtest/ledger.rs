@@ -137,12 +137,6 @@ impl Ledger {
         &self.held
     }
 
-    /// The first symbol with an open position at or after `from` (walk with `next_held(i + 1)`
-    /// while trading).
-    pub fn next_held(&self, from: usize) -> Option<usize> {
-        self.held.next(from)
-    }
-
     /// Book a funding payment: a long pays `units × price × rate` when the rate is positive.
     pub fn pay_funding(&mut self, symbol: usize, price: f64, rate: f64) {
         let flow = -self.units[symbol] * price * rate;
@@ -174,17 +168,11 @@ impl Ledger {
             return;
         }
         let side: i8 = if delta_units > 0.0 { 1 } else { -1 };
-        if slippage_bps != self.slippage.0 {
-            self.slippage = (slippage_bps, slippage_bps / 1e4);
-        }
         // `±1 · (bps / 1e4)` is exactly `(±bps) / 1e4`: division is symmetric in sign.
-        let price = base_price * (1.0 + side as f64 * self.slippage.1);
+        let price = base_price * (1.0 + side as f64 * bps_fraction(&mut self.slippage, slippage_bps));
         let qty = delta_units.abs();
         let notional = qty * price;
-        if fee_bps != self.fee.0 {
-            self.fee = (fee_bps, fee_bps / 1e4);
-        }
-        let fee = notional * self.fee.1;
+        let fee = notional * bps_fraction(&mut self.fee, fee_bps);
         let fee_per_unit = fee / qty;
         self.cash -= delta_units * price + fee;
         self.bar_fees += fee;
@@ -250,6 +238,14 @@ impl Ledger {
     pub fn is_open(&self, symbol: usize) -> bool {
         self.open[symbol].is_some()
     }
+}
+
+/// `bps / 1e4`, remembered in `cache` as (bps, fraction) so that one rate divides once per run.
+fn bps_fraction(cache: &mut (f64, f64), bps: f64) -> f64 {
+    if bps != cache.0 {
+        *cache = (bps, bps / 1e4);
+    }
+    cache.1
 }
 
 #[cfg(test)]
