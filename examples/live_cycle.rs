@@ -35,7 +35,7 @@ fn main() {
     let funding = common::no_funding(&panel);
     let cfg = Config::default();
     let dir = tempfile::tempdir().unwrap();
-    let exchange = ReplayExchange::new(panel, funding, cfg.costs.clone(), cfg.backtest.initial_capital, 5_000);
+    let exchange = ReplayExchange::new(panel, funding, &cfg);
     let symbols = exchange.symbols();
     let opts = RunnerOptions {
         mode: "replay".into(),

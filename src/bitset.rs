@@ -47,6 +47,17 @@ impl SymbolSet {
         }
     }
 
+    /// Add the symbols whose `values` entry is non-zero.
+    pub fn insert_nonzero(&mut self, values: &[f64]) {
+        for (word, chunk) in self.words.iter_mut().zip(values.chunks(64)) {
+            let mut bits = 0u64;
+            for (bit, value) in chunk.iter().enumerate() {
+                bits |= ((*value != 0.0) as u64) << bit;
+            }
+            *word |= bits;
+        }
+    }
+
     pub fn contains(&self, symbol: usize) -> bool {
         self.words.get(symbol / 64).is_some_and(|word| word & (1 << (symbol % 64)) != 0)
     }

@@ -20,6 +20,7 @@ pub struct Config {
     pub risk: RiskConfig,
     pub costs: CostsConfig,
     pub backtest: BacktestConfig,
+    pub execution: ExecutionConfig,
     pub live: LiveConfig,
 }
 
@@ -554,8 +555,45 @@ pub enum Accounting {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FillPrice {
+    /// At the close of the decision bar (blended maker/taker fee, slippage).
     Close,
+    /// At the open of the next bar (blended fee, slippage).
     NextOpen,
+    /// Post-only limit at the decision close ± `limit_offset_bps`, filled when a later bar trades
+    /// through it (at the open when the bar gaps through), maker fee, no slippage; after
+    /// `limit_ttl_bars` bars without a fill cancelled or sent as a taker order.
+    LimitTouch,
+}
+
+/// What happens to a `limit_touch` order that has not filled after `limit_ttl_bars`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitFallback {
+    /// Sent as a market order at that bar's close (taker fee, slippage).
+    Taker,
+    /// Cancelled: the position stays where it is until the next decision trades it.
+    Cancel,
+}
+
+/// The fill model (backtest.md §2), shared by the backtest and the simulated account of
+/// `xsmom-live` replay / paper.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecutionConfig {
+    pub fill: FillPrice,
+    /// Distance of a `limit_touch` order from the decision close, in bps away from the market
+    /// (a buy below, a sell above).
+    pub limit_offset_bps: f64,
+    /// Bars a `limit_touch` order may rest (counted from the first of consecutive same-side orders
+    /// of a symbol) before `limit_fallback` applies.
+    pub limit_ttl_bars: usize,
+    pub limit_fallback: LimitFallback,
+}
+
+impl Default for ExecutionConfig {
+    fn default() -> Self {
+        Self { fill: FillPrice::Close, limit_offset_bps: 0.0, limit_ttl_bars: 1, limit_fallback: LimitFallback::Taker }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -563,7 +601,9 @@ pub enum FillPrice {
 pub struct BacktestConfig {
     pub initial_capital: f64,
     pub accounting: Accounting,
-    pub fill: FillPrice,
+    /// Deprecated alias of `execution.fill` (kept so that older configs load); `null` when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fill: Option<FillPrice>,
     pub rebalance_every: usize,
     pub min_rebalance_delta: f64,
     /// First bar index allowed to trade; `null` = the first bar with `2·k_min` eligible symbols.
@@ -575,7 +615,7 @@ impl Default for BacktestConfig {
         Self {
             initial_capital: 10_000.0,
             accounting: Accounting::Units,
-            fill: FillPrice::Close,
+            fill: None,
             rebalance_every: 1,
             min_rebalance_delta: 0.002,
             first_decision_bar: None,
@@ -588,6 +628,9 @@ impl Default for BacktestConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LiveConfig {
+    /// `false` (a `stand aside` deploy, research.md §5): cancel orders, close every position and
+    /// stay flat, still stepping the model, reporting and heart-beating.
+    pub trading: bool,
     /// Seconds after a bar closes before the cycle fetches it (the exchange needs a moment).
     pub rebalance_delay_secs: usize,
     /// Limit orders sit at the touch (best bid to buy, best ask to sell) moved by this many bps
@@ -615,6 +658,7 @@ pub struct LiveConfig {
 impl Default for LiveConfig {
     fn default() -> Self {
         Self {
+            trading: true,
             rebalance_delay_secs: 5,
             price_offset_bps: 0.0,
             dynamic_offset: false,
@@ -649,11 +693,15 @@ pub const PROFILES: &[&str] = &["default", "xsmom-bot-v1"];
 impl Config {
     /// Parse YAML text; `source` names the file in error messages.
     pub fn from_yaml(text: &str, source: &str) -> Result<Config> {
-        let config: Config = if text.trim().is_empty() {
+        let mut config: Config = if text.trim().is_empty() {
             Config::default()
         } else {
             serde_yaml::from_str(text).map_err(|err| Error::config(format!("{source}: {err}")))?
         };
+        // `backtest.fill` is the old name of `execution.fill`.
+        if let Some(fill) = config.backtest.fill.take() {
+            config.execution.fill = fill;
+        }
         config.validate().map_err(|err| err.context(source))?;
         Ok(config)
     }
@@ -704,7 +752,7 @@ impl Config {
         config.risk.scoring.enabled = false;
         config.risk.anti_churn.enabled = false;
         config.backtest.accounting = Accounting::Weights;
-        config.backtest.fill = FillPrice::Close;
+        config.execution.fill = FillPrice::Close;
         config.backtest.first_decision_bar = Some(config.strategy.max_lookback().max(config.strategy.vol_lookback) + 5);
         config
     }
@@ -858,6 +906,9 @@ impl Config {
         check.real("backtest.min_rebalance_delta", b.min_rebalance_delta, 0.0, 1.0);
 
         let l = &self.live;
+        let e = &self.execution;
+        check.real("execution.limit_offset_bps", e.limit_offset_bps, 0.0, 1_000.0);
+        check.int("execution.limit_ttl_bars", e.limit_ttl_bars, 1, 100_000);
         check.int("live.rebalance_delay_secs", l.rebalance_delay_secs, 0, 3_600);
         check.real("live.price_offset_bps", l.price_offset_bps, -100.0, 100.0);
         check.real("live.max_spread_bps", l.max_spread_bps, 0.0, 10_000.0);

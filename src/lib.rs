@@ -10,6 +10,7 @@ pub mod carry;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod execution;
 pub mod fsutil;
 pub mod live;
 pub mod metrics;

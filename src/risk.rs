@@ -77,20 +77,17 @@ impl StopState {
     /// Test the levels carried from the previous bar against this bar (gap → fill at the open).
     /// The catastrophic stop wins when both are hit.
     pub fn test(&self, open: f64, high: f64, low: f64) -> Option<(f64, FillReason)> {
-        let side = self.side;
-        // "Adverse" price of the bar: the low for a long, the high for a short.
-        let adverse = if side > 0.0 { low } else { high };
-        let crossed = |level: f64| side * (level - adverse) >= 0.0;
-        let gapped = |level: f64| side * (level - open) >= 0.0;
         for (level, reason) in [(self.catastrophic, FillReason::Stop), (self.stop, self.stop_reason)] {
-            if gapped(level) {
-                return Some((open, reason));
-            }
-            if crossed(level) {
-                return Some((level, reason));
+            if let Some(price) = stop_hit(self.side, level, open, high, low) {
+                return Some((price, reason));
             }
         }
         None
+    }
+
+    /// Level of the partial take-profit (risk.md §1).
+    pub fn take_profit_level(&self, cfg: &StopsConfig) -> f64 {
+        self.entry_price + self.side * cfg.partial_tp_r * self.risk
     }
 
     /// Update with this bar after the test: extreme, trailing stop, breakeven. Returns the partial
@@ -110,14 +107,36 @@ impl StopState {
         self.stop = blend(breakeven, self.entry_price, self.stop);
         self.stop_reason = if breakeven { FillReason::Breakeven } else { self.stop_reason };
         if !self.partial_done && cfg.partial_tp_frac > 0.0 {
-            let level = self.entry_price + side * cfg.partial_tp_r * self.risk;
-            if side * (favourable - level) >= 0.0 {
+            let level = self.take_profit_level(cfg);
+            if take_profit_hit(side, level, high, low) {
                 self.partial_done = true;
                 return Some(level);
             }
         }
         None
     }
+}
+
+/// Where a stop at `level` protecting a position on `side` (+1 long, −1 short) exits in a bar: at
+/// the open when the bar opens through it (gap), at the level when the bar trades to it, else `None`.
+#[inline]
+pub fn stop_hit(side: f64, level: f64, open: f64, high: f64, low: f64) -> Option<f64> {
+    // "Adverse" price of the bar: the low for a long, the high for a short.
+    let adverse = if side > 0.0 { low } else { high };
+    if side * (level - open) >= 0.0 {
+        Some(open)
+    } else if side * (level - adverse) >= 0.0 {
+        Some(level)
+    } else {
+        None
+    }
+}
+
+/// Whether a bar reaches the take-profit `level` of a position on `side` (filled at the level).
+#[inline]
+pub fn take_profit_hit(side: f64, level: f64, high: f64, low: f64) -> bool {
+    let favourable = if side > 0.0 { high } else { low };
+    side * (favourable - level) >= 0.0
 }
 
 /// Portfolio-level outcome for one bar (daily kill-switch and drawdown limit).

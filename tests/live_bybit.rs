@@ -86,6 +86,9 @@ fn order(link_id: &str, price: f64) -> OrderRequest {
         tif: TimeInForce::PostOnly,
         reduce_only: false,
         client_order_id: link_id.into(),
+        trigger_price: None,
+        close_fraction: None,
+        reason: xsmom::backtest::FillReason::Rebalance,
     }
 }
 
@@ -165,7 +168,7 @@ fn client_errors_are_typed_and_unclear_creates_are_looked_up_not_resent() {
 
 fn config() -> (Config, String) {
     let text = format!(
-        "universe:\n  include: [{}]\nstrategy:\n  k_min: 1\n  k_max: 2\n  regime_filter:\n    enabled: false\nrisk:\n  kill_switch:\n    enabled: false\n",
+        "execution:\n  fill: limit_touch\nuniverse:\n  include: [{}]\nstrategy:\n  k_min: 1\n  k_max: 2\n  regime_filter:\n    enabled: false\nrisk:\n  kill_switch:\n    enabled: false\n",
         SYMBOLS.join(", ")
     );
     (Config::from_yaml(&text, "test").unwrap(), text)
@@ -511,7 +514,7 @@ fn paper_mode_trades_on_public_data_without_sending_a_signed_request() {
     block_on(async {
         let (cfg, text) = config();
         let market = BybitClient::new(&mock.url, None).unwrap();
-        let paper = PaperExchange::new(market, cfg.costs.clone(), 10_000.0);
+        let paper = PaperExchange::new(market, &symbols(), &cfg);
         let mut opts = options(dir.path());
         opts.mode = "paper".into();
         let mut runner = Runner::start(paper, cfg, &text, symbols(), opts).await.unwrap();

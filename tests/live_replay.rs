@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use xsmom::backtest::BacktestResult;
+use xsmom::backtest::{BacktestResult, Fill};
 use xsmom::live::exchange::Exchange;
 use xsmom::live::replay::ReplayExchange;
 use xsmom::live::runner::{Runner, RunnerOptions};
@@ -26,7 +26,7 @@ fn inputs(cfg: &Config) -> Inputs {
 
 fn replay(cfg: &Config) -> ReplayExchange {
     let inputs = inputs(cfg);
-    ReplayExchange::new(inputs.panel, inputs.funding, cfg.costs.clone(), cfg.backtest.initial_capital, 5_000)
+    ReplayExchange::new(inputs.panel, inputs.funding, cfg)
 }
 
 fn options(dir: &Path, start_ts: i64) -> RunnerOptions {
@@ -47,7 +47,8 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 /// account from the saved state (optionally restoring an older state file first, as if the crash
 /// came after the orders were sent but before the state was written).
 /// The model's outputs, the order ids sent, and the account equity `(bar ts, equity)` per bar.
-type Replayed = (BacktestResult, Vec<String>, Vec<(i64, f64)>);
+/// The simulated account's fills (backtest schema) and its equity path per bar.
+type Replayed = (BacktestResult, Vec<String>, Vec<(i64, f64)>, Vec<Fill>);
 
 fn run_replay(cfg: &Config, dir: &Path, crash_after: Option<(usize, bool)>) -> Replayed {
     block_on(async {
@@ -80,8 +81,9 @@ fn run_replay(cfg: &Config, dir: &Path, crash_after: Option<(usize, bool)>) -> R
                 break;
             }
         }
-        let equity = runner.equity_history.clone();
-        (runner.finish(), placed, equity)
+        let equity = runner.exchange().equity_path();
+        let fills = runner.exchange().fills();
+        (runner.finish(), placed, equity, fills)
     })
 }
 
@@ -94,45 +96,113 @@ fn assert_same_targets(live: &BacktestResult, backtest: &BacktestResult) {
     }
 }
 
-/// The account's equity follows the backtest's within the fill-model difference: post-only limit
-/// orders filled when a later bar trades through them (some never fill) against fills at the close.
-fn assert_equity_tracks_the_backtest(account: &[(i64, f64)], backtest: &BacktestResult, correlation_min: f64) {
-    let by_ts: std::collections::HashMap<i64, f64> =
-        backtest.ts.iter().copied().zip(backtest.bars.equity.iter().copied()).collect();
-    let pairs: Vec<(f64, f64)> = account.iter().filter_map(|(ts, e)| by_ts.get(ts).map(|b| (*e, *b))).collect();
-    assert!(pairs.len() > 1000, "equity compared on {} bars", pairs.len());
-    let returns = |pick: fn(&(f64, f64)) -> f64| -> Vec<f64> {
-        pairs.windows(2).map(|w| pick(&w[1]) / pick(&w[0]) - 1.0).collect()
+/// Relative difference, 0 when both are 0.
+fn relative(a: f64, b: f64) -> f64 {
+    if a == b {
+        0.0
+    } else {
+        (a - b).abs() / a.abs().max(b.abs())
+    }
+}
+
+/// The simulated account filled what the backtest filled: same bars, symbols, sides and reasons,
+/// quantities, prices and fees within 1e-9 relative.
+/// Within a bar the account sees intrabar exits before the runner's exits at the close, where the
+/// engine decides both in one pass over the symbols: fills are compared in (bar, symbol) order.
+fn assert_same_fills(account: &[Fill], backtest: &BacktestResult, label: &str) {
+    let by_bar_and_symbol = |fills: &[Fill]| {
+        let mut sorted = fills.to_vec();
+        sorted.sort_by_key(|f| (f.ts, f.symbol));
+        sorted
     };
-    let (live_r, bt_r) = (returns(|p| p.0), returns(|p| p.1));
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let (ml, mb) = (mean(&live_r), mean(&bt_r));
-    let cov: f64 = live_r.iter().zip(&bt_r).map(|(l, b)| (l - ml) * (b - mb)).sum();
-    let var_l: f64 = live_r.iter().map(|l| (l - ml).powi(2)).sum();
-    let var_b: f64 = bt_r.iter().map(|b| (b - mb).powi(2)).sum();
-    let correlation = cov / (var_l * var_b).sqrt();
-    let (last_live, last_bt) = *pairs.last().unwrap();
-    let gap = (last_live / last_bt - 1.0).abs();
-    eprintln!("equity parity: return correlation {correlation:.3}, final equity {last_live:.0} vs {last_bt:.0}");
-    assert!(correlation > correlation_min, "bar returns correlate {correlation:.3}");
-    // Maker fills without slippage cost less than the backtest's blended fee plus slippage, so the
-    // account ends higher; over five months of hourly rebalancing the gap stays below 60 %.
-    assert!(gap < 0.6 && last_live > 0.5 * last_bt, "final equity {last_live:.0} vs backtest {last_bt:.0}");
+    let (account, expected) = (by_bar_and_symbol(account), by_bar_and_symbol(&backtest.fills));
+    for (k, (live, want)) in account.iter().zip(&expected).enumerate() {
+        let same = live.ts == want.ts && live.symbol == want.symbol && live.side == want.side && live.reason == want.reason;
+        assert!(same, "{label}: fill {k} differs: account {live:?}, backtest {want:?}");
+        for (what, a, b) in [("qty", live.qty, want.qty), ("price", live.price, want.price), ("fee", live.fee, want.fee)] {
+            assert!(relative(a, b) <= 1e-9, "{label}: fill {k} {what}: account {a}, backtest {b} ({live:?})");
+        }
+    }
+    assert_eq!(account.len(), backtest.fills.len(), "{label}: number of fills");
+}
+
+/// The account's equity at every bar close equals the backtest's within 1e-9 relative.
+fn assert_same_equity(account: &[(i64, f64)], backtest: &BacktestResult, label: &str) {
+    assert_eq!(account.len(), backtest.ts.len(), "{label}: one equity per bar");
+    for (t, ((ts, live), want)) in account.iter().zip(&backtest.bars.equity).enumerate() {
+        assert_eq!(*ts, backtest.ts[t]);
+        assert!(relative(*live, *want) <= 1e-9, "{label}: equity at bar {t}: account {live}, backtest {want}");
+    }
+}
+
+/// Every risk feature that can be on at once.
+fn all_risk_on() -> Config {
+    let overrides = [
+        "risk.stops.max_bars_in_trade=6",
+        "risk.kill_switch.max_daily_loss_pct=2.0",
+        "risk.kill_switch.trailing=true",
+        "risk.anti_churn.max_entries_per_day_per_symbol=2",
+        "risk.anti_churn.min_bars_between_entries=3",
+        "risk.time_of_day.enabled=true",
+        "risk.time_of_day.blackout_hours_utc=[3, 4]",
+        "risk.drawdown.enabled=true",
+        "risk.drawdown.max_portfolio_drawdown_pct=8",
+        "sizing.kelly.enabled=true",
+        "strategy.bands.enabled=true",
+    ];
+    Config::default().with_override_strings(&overrides.map(String::from)).unwrap()
+}
+
+fn with(cfg: &Config, overrides: &[&str]) -> Config {
+    cfg.with_override_strings(&overrides.iter().map(|o| o.to_string()).collect::<Vec<_>>()).unwrap()
+}
+
+/// `xsmom-live` replay is the backtest bar by bar: the same admitted targets, fills and equity.
+fn assert_replay_is_the_backtest(cfg: &Config, label: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, placed, equity, fills) = run_replay(cfg, dir.path(), None);
+    let backtest = run::backtest(&inputs(cfg), cfg, false).unwrap();
+    assert_same_targets(&live, &backtest);
+    assert!(backtest.fills.len() > 50, "{label}: the backtest traded ({} fills)", backtest.fills.len());
+    assert_same_fills(&fills, &backtest, label);
+    assert_same_equity(&equity, &backtest, label);
+    assert!(!placed.is_empty());
+    eprintln!("{label}: {} fills, final equity {:.2}", fills.len(), equity.last().unwrap().1);
 }
 
 #[test]
-fn replay_parity_target_weights_equal_the_backtester_bar_by_bar() {
-    // Measured: return correlation 0.54 with the default config (the model's intrabar stop exits and
-    // unfilled limit orders are where the two books differ most) and 0.99 with the v1 profile.
-    for (cfg, correlation_min) in [(Config::default(), 0.45), (Config::profile("xsmom-bot-v1").unwrap(), 0.95)] {
-        let dir = tempfile::tempdir().unwrap();
-        let (live, placed, account) = run_replay(&cfg, dir.path(), None);
-        let backtest = run::backtest(&inputs(&cfg), &cfg, false).unwrap();
-        assert_same_targets(&live, &backtest);
-        assert_equity_tracks_the_backtest(&account, &backtest, correlation_min);
-        assert!(live.target_weights().iter().any(|w| *w != 0.0), "the model traded");
-        assert!(placed.len() > 100, "the runner placed orders: {}", placed.len());
+fn replay_is_the_backtest_with_the_default_config() {
+    assert_replay_is_the_backtest(&Config::default(), "default");
+}
+
+#[test]
+fn replay_is_the_backtest_with_every_risk_feature_on() {
+    let cfg = all_risk_on();
+    assert_replay_is_the_backtest(&cfg, "all risk on");
+    let reasons: std::collections::BTreeSet<&str> =
+        run::backtest(&inputs(&cfg), &cfg, false).unwrap().fills.iter().map(|f| f.reason.as_str()).collect();
+    eprintln!("all-risk exit reasons: {reasons:?}");
+    for reason in ["rebalance", "stop", "take_profit", "time"] {
+        assert!(reasons.contains(reason), "the all-risk config exercises {reason} exits: {reasons:?}");
     }
+}
+
+#[test]
+fn replay_is_the_backtest_with_the_v1_profile_on_units() {
+    // An exchange account holds units: the profile is replayed with `accounting: units`.
+    let cfg = with(&Config::profile("xsmom-bot-v1").unwrap(), &["backtest.accounting=units"]);
+    assert_replay_is_the_backtest(&cfg, "xsmom-bot-v1 (units)");
+}
+
+#[test]
+fn replay_is_the_backtest_for_every_fill_model() {
+    let base = Config::default();
+    assert_replay_is_the_backtest(&with(&base, &["execution.fill=next_open"]), "next_open");
+    let limit = with(&base, &["execution.fill=limit_touch", "execution.limit_offset_bps=2"]);
+    assert_replay_is_the_backtest(&limit, "limit_touch, taker fallback");
+    let cancel = with(&limit, &["execution.limit_fallback=cancel", "execution.limit_ttl_bars=2"]);
+    assert_replay_is_the_backtest(&cancel, "limit_touch, cancel after 2 bars");
+    assert_replay_is_the_backtest(&with(&all_risk_on(), &["execution.fill=limit_touch"]), "limit_touch, all risk on");
 }
 
 #[test]
@@ -141,7 +211,7 @@ fn a_restart_rebuilds_the_model_and_never_sends_an_order_twice() {
     let backtest = run::backtest(&inputs(&cfg), &cfg, false).unwrap();
     for lose_state in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let (live, placed, _) = run_replay(&cfg, dir.path(), Some((1500, lose_state)));
+        let (live, placed, _, _) = run_replay(&cfg, dir.path(), Some((1500, lose_state)));
         assert_same_targets(&live, &backtest);
         let mut unique = placed.clone();
         unique.sort();
@@ -157,7 +227,7 @@ fn the_account_kill_switch_flattens_with_reduce_only_market_orders() {
     // A 0.5 % daily loss limit fires within days on the fixture.
     let cfg = Config::default().with_override_strings(&["risk.kill_switch.max_daily_loss_pct=0.5".into()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (_, placed, _) = run_replay(&cfg, dir.path(), None);
+    let (_, placed, _, _) = run_replay(&cfg, dir.path(), None);
     let kills: Vec<&String> = placed.iter().filter(|id| id.ends_with("-kill")).collect();
     assert!(!kills.is_empty(), "the kill-switch closed positions");
     // While paused (the rest of the UTC day) no new limit orders are placed for that day.
@@ -380,8 +450,10 @@ fn stop_timeframe_tests_the_stops_on_finer_bars_in_order() {
         let exits = runner.risk_check().await.unwrap();
         assert_eq!(exits.len(), 1, "{exits:?}");
         assert!(exits[0].contains(&symbol) && exits[0].ends_with("-stop"));
-        let orders = runner.exchange().open_orders().await.unwrap();
-        let exit = orders.iter().find(|o| o.client_order_id == exits[0]).expect("the exit rests until the next bar");
-        assert!(exit.reduce_only && exit.price.is_none());
+        let executions = runner.exchange().inner.executions();
+        let exit = executions.iter().find(|e| e.client_order_id == exits[0]).expect("the exit filled at once");
+        assert_eq!(exit.reason, xsmom::backtest::FillReason::Stop);
+        assert!(runner.exchange().positions().await.unwrap().iter().all(|p| p.symbol != symbol), "closed");
     });
 }
+

@@ -15,9 +15,10 @@ use ndarray::{Array2, ArrayView1};
 
 use crate::bitset::{Bits, SymbolSet};
 use crate::carry::CarrySleeve;
-use crate::config::{Accounting, Config, FillPrice, KMode, RegimeMode, ShortHistory, Weighting};
+use crate::config::{Accounting, Config, FillPrice, KMode, LimitFallback, RegimeMode, ShortHistory, Weighting};
 use crate::data::{FundingGrid, Panel};
 use crate::error::{Error, Result};
+use crate::execution;
 use crate::metrics::{self, Metrics};
 use crate::regime::{self, Regime, RegimeRouter};
 use crate::risk::{RiskEngine, StopExit};
@@ -58,17 +59,22 @@ pub struct BookHistory {
     /// Entries of bar t are `row_start[t]..row_start[t + 1]`.
     pub row_start: Vec<usize>,
     pub symbol: Vec<u32>,
+    /// The admitted target: what the engine trades toward (after anti-churn, time of day,
+    /// cooldowns, bans, kill-switch and drawdown pauses).
     pub target_weight: Vec<f64>,
+    /// The strategy's target before admission.
+    pub model_weight: Vec<f64>,
     pub weight: Vec<f64>,
     pub units: Vec<f64>,
 }
 
 impl BookHistory {
     #[inline]
-    fn push(&mut self, symbol: usize, target_weight: f64, weight: f64, units: f64) {
-        if target_weight != 0.0 || weight != 0.0 || units != 0.0 {
+    fn push(&mut self, symbol: usize, target_weight: f64, model_weight: f64, weight: f64, units: f64) {
+        if target_weight != 0.0 || model_weight != 0.0 || weight != 0.0 || units != 0.0 {
             self.symbol.push(symbol as u32);
             self.target_weight.push(target_weight);
+            self.model_weight.push(model_weight);
             self.weight.push(weight);
             self.units.push(units);
         }
@@ -146,9 +152,13 @@ pub struct BacktestResult {
 }
 
 impl BacktestResult {
-    /// Target weights as a dense `T × N` matrix.
+    /// Admitted target weights as a dense `T × N` matrix.
     pub fn target_weights(&self) -> Array2<f64> {
         self.book.dense(&self.book.target_weight, self.symbols.len())
+    }
+    /// The strategy's target weights before admission, as a dense `T × N` matrix.
+    pub fn model_weights(&self) -> Array2<f64> {
+        self.book.dense(&self.book.model_weight, self.symbols.len())
     }
     /// Weights held after each bar's trades, marked at the close, as a dense `T × N` matrix.
     pub fn weights(&self) -> Array2<f64> {
@@ -236,7 +246,18 @@ pub struct Engine {
     risk: RiskEngine,
     /// Last valid close per symbol (valuation of positions over missing bars).
     last_price: Vec<f64>,
+    /// Admitted target of the last decision (what is traded toward).
     target: Vec<f64>,
+    /// The strategy's target before admission.
+    model_target: Vec<f64>,
+    /// What this bar did besides rebalancing, for the live runner ([`Engine::bar_orders`]).
+    bar_orders: Vec<BarOrder>,
+    /// This bar was a decision bar: the account is steered to `target` (at this close, at the next
+    /// open, or with resting limits, by the fill model).
+    decided: bool,
+    /// Resting `limit_touch` orders per symbol.
+    resting: Vec<Option<RestingOrder>>,
+    n_resting: usize,
     /// Weights accounting: equity, previous weights and the turnover still to be charged.
     weights_equity: f64,
     held_weights: Vec<f64>,
@@ -286,6 +307,31 @@ pub struct Engine {
 struct PendingOrders {
     equity: f64,
     target: Vec<f64>,
+}
+
+/// A resting `limit_touch` order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RestingOrder {
+    /// Signed units to trade.
+    pub units: f64,
+    pub price: f64,
+    /// Bar the order was placed at (it may fill from the next bar on).
+    pub placed_bar: usize,
+    /// First bar of the symbol's consecutive same-side orders: the TTL counts from here.
+    pub since_bar: usize,
+    /// ATR of the placement bar (the stop distance of an entry it fills).
+    pub atr: f64,
+}
+
+/// What a bar did besides the rebalance toward the admitted target, in the order it happened.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BarOrder {
+    /// A stop or take-profit exit filled inside this bar at its level (or the open on a gap).
+    Exited { symbol: usize, reason: FillReason },
+    /// An exit decided at this bar's close and filled at it (time, kill-switch, drawdown flatten).
+    ExitAtClose { symbol: usize, reason: FillReason },
+    /// A `limit_touch` order reached its TTL unfilled: sent as a taker order at this close, or cancelled.
+    Expired { symbol: usize, taker: bool },
 }
 
 impl Engine {
@@ -361,6 +407,11 @@ impl Engine {
             risk: RiskEngine::new(cfg, n_symbols, timeframe),
             last_price: vec![f64::NAN; n_symbols],
             target: vec![0.0; n_symbols],
+            model_target: vec![0.0; n_symbols],
+            bar_orders: Vec::new(),
+            decided: false,
+            resting: vec![None; n_symbols],
+            n_resting: 0,
             weights_equity: capital,
             held_weights: vec![0.0; n_symbols],
             pending_cost: 0.0,
@@ -407,7 +458,9 @@ impl Engine {
         self.ts.reserve(n_bars);
         self.listed.reserve(n_bars * n_symbols);
         self.book.row_start.reserve(n_bars);
-        for column in [&mut self.book.target_weight, &mut self.book.weight, &mut self.book.units] {
+        for column in
+            [&mut self.book.target_weight, &mut self.book.model_weight, &mut self.book.weight, &mut self.book.units]
+        {
             column.reserve(n_bars * book_size);
         }
         self.book.symbol.reserve(n_bars * book_size);
@@ -439,9 +492,39 @@ impl Engine {
         self.t
     }
 
-    /// Target weights decided at the last bar stepped (0 = flat).
+    /// Admitted target weights of the last decision (0 = flat): what the engine trades toward.
     pub fn target_weights(&self) -> &[f64] {
         &self.target
+    }
+
+    /// The strategy's target weights of the last decision, before admission.
+    pub fn model_weights(&self) -> &[f64] {
+        &self.model_target
+    }
+
+    /// Whether the last bar stepped was a decision bar (the book is steered to [`Engine::target_weights`]).
+    pub fn decided(&self) -> bool {
+        self.decided
+    }
+
+    /// Exits and expired limits of the last bar stepped, in the order they happened.
+    pub fn bar_orders(&self) -> &[BarOrder] {
+        &self.bar_orders
+    }
+
+    /// The resting `limit_touch` order of symbol i after the last bar.
+    pub fn resting_order(&self, symbol: usize) -> Option<&RestingOrder> {
+        self.resting[symbol].as_ref()
+    }
+
+    /// Units held by the engine's own book after the last bar (`accounting: units`).
+    pub fn units(&self) -> &[f64] {
+        &self.ledger.units
+    }
+
+    /// ATR per symbol at the last bar (`None` when stops are off).
+    pub fn atr(&self) -> Option<&[f64]> {
+        self.ind.atr.as_deref()
     }
 
     pub fn symbols(&self) -> &[String] {
@@ -470,17 +553,26 @@ impl Engine {
         self.ts.push(bar.ts);
         self.listed.extend(bar.close.iter().map(|c| finite(*c)));
         self.ind.update(bar);
-        for (last, c) in self.last_price.iter_mut().zip(bar.close) {
-            *last = if finite(*c) { *c } else { *last };
-        }
+        self.bar_orders.clear();
+        self.decided = false;
         if let Some(sleeve) = self.carry.as_mut() {
             sleeve.observe(bar.ts, ArrayView1::from(bar.funding_event), ArrayView1::from(bar.funding_rate));
         }
         match self.cfg.backtest.accounting {
             Accounting::Units => self.step_units(t, bar),
-            Accounting::Weights => self.step_weights(t, bar),
+            Accounting::Weights => {
+                self.mark_closes(bar.close);
+                self.step_weights(t, bar)
+            }
         }
         self.t += 1;
+    }
+
+    /// The last valid close per symbol, after bar `close`.
+    fn mark_closes(&mut self, close: &[f64]) {
+        for (last, c) in self.last_price.iter_mut().zip(close) {
+            *last = if finite(*c) { *c } else { *last };
+        }
     }
 
     /// Advance the data-driven state only (indicators, last prices, funding history, dispersion,
@@ -513,12 +605,13 @@ impl Engine {
     fn step_units(&mut self, t: usize, bar: &BarRow<'_>) {
         let ts = bar.ts;
         let (taker_fee_bps, slippage_bps) = (self.cfg.costs.taker_fee_bps, self.cfg.costs.slippage_bps);
-        let fill = self.cfg.backtest.fill;
+        let fill = self.cfg.execution.fill;
         self.ledger.start_bar();
         if let Some(pending) = self.pending_orders.take() {
-            self.rebalance(t, &pending.target, pending.equity, bar.open, t - 1);
+            self.rebalance(t, &pending.target, pending.equity, bar.open);
         }
-        // Funding is paid on open positions only, in symbol order.
+        // Funding is paid on open positions only, in symbol order, priced at the last close at or
+        // before the event (backtest.md §3): this bar's close is not known yet.
         for w in 0..self.ledger.held().word_count() {
             for bit in Bits(self.ledger.held().word(w)) {
                 let i = 64 * w + bit;
@@ -527,6 +620,10 @@ impl Engine {
                     self.ledger.pay_funding(i, self.last_price[i], rate);
                 }
             }
+        }
+        self.mark_closes(bar.close);
+        if self.n_resting > 0 {
+            self.fill_resting(t, bar);
         }
         // Stops are tested on this bar's prices against the levels carried from the last bar, then
         // updated with this bar (trailing, breakeven, partial take-profit, time exit).
@@ -562,11 +659,21 @@ impl Engine {
                         kill.reason.unwrap_or(FillReason::KillSwitch),
                     );
                     self.risk.on_exit(t, i, 0.0, FillReason::KillSwitch);
+                    let reason = kill.reason.unwrap_or(FillReason::KillSwitch);
+                    self.bar_orders.push(BarOrder::ExitAtClose { symbol: i, reason });
                 }
             }
+            self.cancel_resting();
             self.risk.absorb_round_trips(t, &self.ledger.round_trips);
             self.target.fill(0.0);
             equity = self.ledger.equity(&self.last_price);
+        }
+        if self.n_resting > 0 {
+            let fills_before = self.ledger.fills.len();
+            self.expire_resting(t, bar.close);
+            if self.ledger.fills.len() != fills_before {
+                equity = self.ledger.equity(&self.last_price);
+            }
         }
         let fills_before_decision = self.ledger.fills.len();
 
@@ -574,23 +681,28 @@ impl Engine {
         self.update_regime();
         let (k, vol_scale) = if self.is_decision_bar(t, cross) && !kill.paused {
             let decided = self.decide(t, equity, cross);
+            self.model_target.copy_from_slice(&self.target);
+            self.admit(t, ts);
             if kill.freeze {
                 self.freeze_targets(equity);
             }
+            self.decided = true;
             match fill {
                 FillPrice::Close => {
                     let target = std::mem::take(&mut self.target);
-                    self.rebalance(t, &target, equity, bar.close, t);
+                    self.rebalance(t, &target, equity, bar.close);
                     self.target = target;
                 }
                 FillPrice::NextOpen => {
                     self.pending_orders = Some(PendingOrders { equity, target: self.target.clone() });
                 }
+                FillPrice::LimitTouch => self.place_limits(t, equity, bar.close),
             }
             decided
         } else {
             if kill.paused {
                 self.target.fill(0.0);
+                self.model_target.fill(0.0);
             }
             (0, 1.0)
         };
@@ -601,11 +713,12 @@ impl Engine {
         let (mut gross, mut net, mut n_long, mut n_short) = (0.0, 0.0, 0, 0);
         // Symbols flat with no target have nothing to record, and adding their 0 changes no sum.
         self.active.assign_nonzero_or(&self.target, self.ledger.held());
+        self.active.insert_nonzero(&self.model_target);
         let inverse_equity = 1.0 / equity;
         for i in self.active.iter() {
             let (units, target, price) = (self.ledger.units[i], self.target[i], self.last_price[i]);
             let weight = if units != 0.0 { units * price * inverse_equity } else { 0.0 };
-            self.book.push(i, target, weight, units);
+            self.book.push(i, target, self.model_target[i], weight, units);
             gross += weight.abs();
             net += weight;
             n_long += (units > 0.0) as u32;
@@ -655,6 +768,10 @@ impl Engine {
         self.update_regime();
         let decision = self.is_decision_bar(t, cross);
         let (k, vol_scale) = if decision { self.decide(t, equity, cross) } else { (0, 1.0) };
+        self.decided = decision;
+        if decision {
+            self.model_target.copy_from_slice(&self.target);
+        }
         let target = if decision { self.target.clone() } else { self.held_weights.clone() };
         let cfg = Arc::clone(&self.cfg);
         let costs = &cfg.costs;
@@ -683,7 +800,7 @@ impl Engine {
             }
             let w = target[i];
             let units = if w != 0.0 { w * equity / self.last_price[i] } else { 0.0 };
-            self.book.push(i, w, w, units);
+            self.book.push(i, w, w, w, units);
             gross += w.abs();
             net += w;
             n_long += (w > 0.0) as u32;
@@ -761,7 +878,8 @@ impl Engine {
 
     fn execute_exits(&mut self, t: usize, exits: &[StopExit]) {
         let ts = self.bar_ts;
-        let costs = &self.cfg.costs;
+        let cfg = Arc::clone(&self.cfg);
+        let costs = &cfg.costs;
         for exit in exits {
             let delta = -self.ledger.units[exit.symbol] * exit.fraction;
             self.ledger.trade(
@@ -775,6 +893,16 @@ impl Engine {
                 exit.reason,
             );
             self.risk.on_exit(t, exit.symbol, self.ledger.units[exit.symbol], exit.reason);
+            let (symbol, reason) = (exit.symbol, exit.reason);
+            self.bar_orders.push(if execution::exits_at_close(reason) {
+                BarOrder::ExitAtClose { symbol, reason }
+            } else {
+                BarOrder::Exited { symbol, reason }
+            });
+            // An entry still resting for a symbol that was just stopped out would re-open it.
+            if reason != FillReason::TakeProfit {
+                self.cancel_resting_of(symbol);
+            }
         }
         self.risk.absorb_round_trips(t, &self.ledger.round_trips);
     }
@@ -1019,53 +1147,139 @@ impl Engine {
         }
     }
 
-    /// Trade from current units to `target` weights at `prices`, sized on `equity`.
-    /// `decision_bar` is the bar whose close decided the targets (t, or t − 1 for next-open fills).
-    fn rebalance(&mut self, t: usize, target: &[f64], equity: f64, prices: &[f64], decision_bar: usize) {
+    /// Entry rules at decision bar t (its bar opened at `ts`): an entry (from flat, or a flip) that
+    /// anti-churn or the time-of-day gate forbids gets a target of 0, so the position only goes to
+    /// flat or stays flat. The admitted target is what every fill model trades toward.
+    fn admit(&mut self, t: usize, ts: i64) {
+        let mut active = std::mem::take(&mut self.active);
+        active.assign_nonzero_or(&self.target, self.ledger.held());
+        for i in active.iter() {
+            let wanted = self.target[i];
+            if wanted != 0.0 && self.risk.admissible_units(t, ts, i, self.ledger.units[i], wanted) == 0.0 {
+                self.target[i] = 0.0;
+            }
+        }
+        self.active = active;
+    }
+
+    /// Trade from current units to `target` weights at `prices`, sized on `equity` (market fills:
+    /// `close` at this bar's close, `next_open` at this bar's open).
+    fn rebalance(&mut self, t: usize, target: &[f64], equity: f64, prices: &[f64]) {
         let ts = self.bar_ts;
-        let (fee_bps, slippage_bps) = (self.cfg.costs.rebalance_fee_bps(), self.cfg.costs.slippage_bps);
-        let min_delta = self.cfg.backtest.min_rebalance_delta * equity;
+        let fill = self.cfg.execution.fill;
+        let (fee_bps, slippage_bps) = execution::fill_costs(fill, FillReason::Rebalance, false, &self.cfg.costs);
+        let min_delta = self.cfg.backtest.min_rebalance_delta;
         // Symbols flat with no target have nothing to trade: visit the others, in symbol order.
         let mut active = std::mem::take(&mut self.active);
         active.assign_nonzero_or(target, self.ledger.held());
         for i in active.iter() {
-            let price = prices[i];
             let current = self.ledger.units[i];
-            if !(price > 0.0) {
-                continue;
-            }
-            let wanted = target[i] * equity / price;
-            let delta = wanted - current;
+            let delta = execution::rebalance_delta(target[i], equity, prices[i], current, min_delta);
             if delta == 0.0 {
                 continue;
             }
-            // Small trades are skipped, except closing a position whose target is 0.
-            let closing = target[i] == 0.0 && current != 0.0;
-            if !closing && (delta * price).abs() < min_delta {
-                continue;
-            }
-            // Anti-churn may forbid an entry: then the position only goes to flat (or stays flat).
-            let wanted = self.risk.admissible_units(t, ts, i, current, wanted);
-            let delta = wanted - current;
-            if delta == 0.0 {
-                continue;
-            }
-            self.ledger.trade(t, ts, i, delta, price, fee_bps, slippage_bps, FillReason::Rebalance);
-            let fill_price = self.ledger.fills.last().expect("just traded").price;
-            let decision_atr = if decision_bar == t { self.ind.atr.as_deref() } else { self.ind.prev_atr.as_deref() };
-            self.risk.on_rebalance_fill(
-                t,
-                ts,
-                i,
-                current,
-                self.ledger.units[i],
-                fill_price,
-                decision_atr.map_or(f64::NAN, |atr| atr[i]),
-                decision_bar,
-            );
+            self.ledger.trade(t, ts, i, delta, prices[i], fee_bps, slippage_bps, FillReason::Rebalance);
+            let decision_atr = if fill == FillPrice::NextOpen { self.ind.prev_atr.as_deref() } else { self.ind.atr.as_deref() };
+            self.after_rebalance_fill(t, i, current, decision_atr.map_or(f64::NAN, |atr| atr[i]));
         }
         self.active = active;
         self.risk.absorb_round_trips(t, &self.ledger.round_trips);
+    }
+
+    /// Bookkeeping after a rebalance fill of symbol i at bar t: entries (re)open the stop state with
+    /// `decision_atr`, armed from the bar after the fill.
+    fn after_rebalance_fill(&mut self, t: usize, i: usize, before: f64, decision_atr: f64) {
+        let fill_price = self.ledger.fills.last().expect("just traded").price;
+        self.risk.on_rebalance_fill(t, self.bar_ts, i, before, self.ledger.units[i], fill_price, decision_atr, t);
+    }
+
+    /// `limit_touch`: replace the resting orders with one per symbol that the admitted target wants
+    /// traded, at this close ± the offset. A symbol that keeps wanting the same side keeps its TTL clock.
+    fn place_limits(&mut self, t: usize, equity: f64, close: &[f64]) {
+        let (min_delta, offset) = (self.cfg.backtest.min_rebalance_delta, self.cfg.execution.limit_offset_bps);
+        let target = std::mem::take(&mut self.target);
+        let mut active = std::mem::take(&mut self.active);
+        active.assign_nonzero_or(&target, self.ledger.held());
+        for i in 0..self.resting.len() {
+            if self.resting[i].is_some() && !active.contains(i) {
+                self.cancel_resting_of(i);
+            }
+        }
+        for i in active.iter() {
+            let previous = self.resting[i].take();
+            self.n_resting -= previous.is_some() as usize;
+            let delta = execution::rebalance_delta(target[i], equity, close[i], self.ledger.units[i], min_delta);
+            if delta == 0.0 {
+                continue;
+            }
+            let side = delta.signum();
+            let since_bar = previous.filter(|p| p.units.signum() == side).map_or(t, |p| p.since_bar);
+            let atr = self.ind.atr.as_deref().map_or(f64::NAN, |atr| atr[i]);
+            let price = execution::limit_price(close[i], side, offset);
+            self.resting[i] = Some(RestingOrder { units: delta, price, placed_bar: t, since_bar, atr });
+            self.n_resting += 1;
+        }
+        self.active = active;
+        self.target = target;
+    }
+
+    /// Resting limits that bar t trades through fill at their price (or the open on a gap): maker
+    /// fills without slippage.
+    fn fill_resting(&mut self, t: usize, bar: &BarRow<'_>) {
+        let (fee_bps, slippage_bps) =
+            execution::fill_costs(FillPrice::LimitTouch, FillReason::Rebalance, true, &self.cfg.costs);
+        for i in 0..self.resting.len() {
+            let Some(order) = self.resting[i] else { continue };
+            if order.placed_bar >= t {
+                continue;
+            }
+            let side = order.units.signum();
+            let Some(price) = execution::limit_fill(side, order.price, bar.open[i], bar.high[i], bar.low[i]) else {
+                continue;
+            };
+            self.resting[i] = None;
+            self.n_resting -= 1;
+            let before = self.ledger.units[i];
+            self.ledger.trade(t, self.bar_ts, i, order.units, price, fee_bps, slippage_bps, FillReason::Rebalance);
+            self.after_rebalance_fill(t, i, before, order.atr);
+        }
+        self.risk.absorb_round_trips(t, &self.ledger.round_trips);
+    }
+
+    /// At the close of bar t, resting limits whose TTL ran out are sent as taker orders at this close
+    /// or cancelled (`execution.limit_fallback`).
+    fn expire_resting(&mut self, t: usize, close: &[f64]) {
+        let ttl = self.cfg.execution.limit_ttl_bars;
+        let taker = self.cfg.execution.limit_fallback == LimitFallback::Taker;
+        let (fee_bps, slippage_bps) =
+            execution::fill_costs(FillPrice::LimitTouch, FillReason::Rebalance, false, &self.cfg.costs);
+        for i in 0..self.resting.len() {
+            let Some(order) = self.resting[i] else { continue };
+            if t < order.since_bar + ttl {
+                continue;
+            }
+            self.resting[i] = None;
+            self.n_resting -= 1;
+            self.bar_orders.push(BarOrder::Expired { symbol: i, taker });
+            if taker && close[i] > 0.0 {
+                let before = self.ledger.units[i];
+                self.ledger.trade(t, self.bar_ts, i, order.units, close[i], fee_bps, slippage_bps, FillReason::Rebalance);
+                let atr = self.ind.atr.as_deref().map_or(f64::NAN, |atr| atr[i]);
+                self.after_rebalance_fill(t, i, before, atr);
+            }
+        }
+        self.risk.absorb_round_trips(t, &self.ledger.round_trips);
+    }
+
+    fn cancel_resting_of(&mut self, symbol: usize) {
+        if self.resting[symbol].take().is_some() {
+            self.n_resting -= 1;
+        }
+    }
+
+    fn cancel_resting(&mut self) {
+        self.resting.fill(None);
+        self.n_resting = 0;
     }
 
     /// Collect outputs and metrics.

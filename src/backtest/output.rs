@@ -70,9 +70,11 @@ pub fn equity_batch(result: &BacktestResult) -> RecordBatch {
 }
 
 /// Per bar and symbol, for every symbol with a close at that bar or a position: `ts, symbol,
-/// target_weight, weight, units`.
+/// target_weight, model_weight, weight, units` (`target_weight` is the admitted target,
+/// `model_weight` the strategy's before admission).
 pub fn weights_batch(result: &BacktestResult) -> RecordBatch {
-    let (mut ts, mut symbol, mut target, mut weight, mut units) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut ts, mut symbol, mut target, mut model, mut weight, mut units) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
     let book = &result.book;
     for t in 0..result.ts.len() {
         let mut entries = book.bar(t).peekable();
@@ -85,11 +87,13 @@ pub fn weights_batch(result: &BacktestResult) -> RecordBatch {
                 match entry {
                     Some(e) => {
                         target.push(book.target_weight[e]);
+                        model.push(book.model_weight[e]);
                         weight.push(book.weight[e]);
                         units.push(book.units[e]);
                     }
                     None => {
                         target.push(0.0);
+                        model.push(0.0);
                         weight.push(0.0);
                         units.push(0.0);
                     }
@@ -102,10 +106,18 @@ pub fn weights_batch(result: &BacktestResult) -> RecordBatch {
             ("ts", ts_type()),
             ("symbol", DataType::Utf8),
             ("target_weight", DataType::Float64),
+            ("model_weight", DataType::Float64),
             ("weight", DataType::Float64),
             ("units", DataType::Float64),
         ],
-        vec![ts_array(ts), Arc::new(StringArray::from(symbol)), f64_array(target), f64_array(weight), f64_array(units)],
+        vec![
+            ts_array(ts),
+            Arc::new(StringArray::from(symbol)),
+            f64_array(target),
+            f64_array(model),
+            f64_array(weight),
+            f64_array(units),
+        ],
     )
 }
 

@@ -101,13 +101,26 @@ fn cmd_run(args: &[String]) -> Result<ExitCode> {
     let config_text = std::fs::read_to_string(&config_path).map_err(|err| Error::io(config_path.display(), err))?;
     let cfg = Config::from_yaml(&config_text, &config_path.display().to_string())?;
     let mode = args.get("mode").unwrap_or("replay").to_string();
+    // A replay starts from a clean simulated account: its state and heartbeat go to a folder of
+    // its own unless `--state` / `--heartbeat` name files (then a second run resumes after the last bar).
+    let scratch = match mode.as_str() {
+        "replay" => Some(tempfile_dir()?),
+        _ => None,
+    };
+    let default_path = |name: &str, default: &str| match &scratch {
+        Some(dir) => dir.join(name),
+        None => PathBuf::from(default),
+    };
     let opts = RunnerOptions {
         mode: mode.clone(),
-        state_path: PathBuf::from(args.get("state").unwrap_or(DEFAULT_STATE)),
-        heartbeat_path: PathBuf::from(args.get("heartbeat").unwrap_or(DEFAULT_HEARTBEAT)),
+        state_path: args.get("state").map_or_else(|| default_path("state.json", DEFAULT_STATE), PathBuf::from),
+        heartbeat_path: args
+            .get("heartbeat")
+            .map_or_else(|| default_path("heartbeat.json", DEFAULT_HEARTBEAT), PathBuf::from),
         start_ts: None,
         reset_state: args.flag("reset-state"),
     };
+    let _cleanup = scratch.map(RemoveOnDrop);
     match mode.as_str() {
         "replay" => {
             let bars = args.get("bars").ok_or_else(|| Error::invalid("replay mode needs --bars PATH"))?;
@@ -138,9 +151,8 @@ fn run_replay(
     mut opts: RunnerOptions,
 ) -> Result<ExitCode> {
     let inputs = run::prepare(BarsSource::Path(bars.to_path_buf()), FundingSource::FromBarsStore, &cfg)?;
-    let delay_ms = cfg.live.rebalance_delay_secs as i64 * 1000;
     let capital = cfg.backtest.initial_capital;
-    let exchange = ReplayExchange::new(inputs.panel, inputs.funding, cfg.costs.clone(), capital, delay_ms);
+    let exchange = ReplayExchange::new(inputs.panel, inputs.funding, &cfg);
     let symbols = exchange.symbols();
     opts.start_ts = Some(exchange.first_bar_ts());
     runtime()?.block_on(async move {
@@ -166,7 +178,7 @@ fn run_replay(
             }
         }
         let executions = runner.exchange().executions();
-        let equity = runner.equity_history.clone();
+        let equity = runner.exchange().equity_path();
         let model = runner.finish();
         if let Some(out) = out {
             xsmom::live::output::write_replay_outputs(out, &model, &executions, &equity)?;
@@ -181,6 +193,23 @@ fn run_replay(
         );
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// A fresh folder under the system temp dir for a replay's own state.
+fn tempfile_dir() -> Result<PathBuf> {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let dir = std::env::temp_dir().join(format!("xsmom-replay-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|err| Error::io(dir.display(), err))?;
+    Ok(dir)
+}
+
+/// Removes a scratch folder when the run ends.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -215,7 +244,7 @@ fn run_exchange(
         let control = Control::from_signals();
         let notifier = Notifier::from_env();
         if mode == "paper" {
-            let exchange = PaperExchange::new(client, cfg.costs.clone(), cfg.backtest.initial_capital);
+            let exchange = PaperExchange::new(client, &symbols, &cfg);
             let mut runner = Runner::start(exchange, cfg, config_text, symbols, opts).await?;
             service::serve(&mut runner, &control, &config_path, &notifier).await?;
         } else {

@@ -99,18 +99,18 @@ impl Panel {
         if bars.is_empty() {
             return Err(Error::invalid("no bars: the selection is empty (check symbols, start and end)"));
         }
-        let step = timeframe.ms;
         let first = *bars.ts.iter().min().expect("non-empty");
         let last = *bars.ts.iter().max().expect("non-empty");
-        let n_bars = ((last - first) / step + 1) as usize;
-        let mut columns: BTreeMap<&str, usize> = BTreeMap::new();
-        for symbol in &bars.symbol {
-            columns.entry(symbol.as_str()).or_insert(0);
-        }
-        let symbols: Vec<String> = columns.keys().map(|s| s.to_string()).collect();
-        for (index, slot) in columns.values_mut().enumerate() {
-            *slot = index;
-        }
+        let symbols: std::collections::BTreeSet<&str> = bars.symbol.iter().map(String::as_str).collect();
+        let symbols: Vec<String> = symbols.into_iter().map(str::to_string).collect();
+        Panel::on_grid(bars, timeframe, &symbols, first, ((last - first) / timeframe.ms + 1) as usize)
+    }
+
+    /// Pivot long bars onto a given grid: `n_bars` bars from `first`, the columns `symbols` in that
+    /// order (the live runner's fixed universe). Rows outside the grid or of other symbols are an error.
+    pub fn on_grid(bars: &Bars, timeframe: Timeframe, symbols: &[String], first: i64, n_bars: usize) -> Result<Panel> {
+        let step = timeframe.ms;
+        let columns: BTreeMap<&str, usize> = symbols.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
         let n_symbols = symbols.len();
         let nan = || Array2::from_elem((n_bars, n_symbols), f64::NAN);
         let (mut open, mut high, mut low, mut close, mut volume, mut quote_volume) =
@@ -118,15 +118,17 @@ impl Panel {
         for row in 0..bars.len() {
             let ts = bars.ts[row];
             let offset = ts - first;
-            if offset % step != 0 {
+            if offset % step != 0 || offset < 0 || offset / step >= n_bars as i64 {
                 return Err(Error::data(format!(
-                    "bar {} at ts {ts} is not on the {} grid starting at {first}",
+                    "bar {} at ts {ts} is not on the {} grid of {n_bars} bars starting at {first}",
                     bars.symbol[row],
                     timeframe.label()
                 )));
             }
             let t = (offset / step) as usize;
-            let i = columns[bars.symbol[row].as_str()];
+            let Some(&i) = columns.get(bars.symbol[row].as_str()) else {
+                return Err(Error::data(format!("bar of {} at ts {ts}: not a symbol of the panel", bars.symbol[row])));
+            };
             if !close[[t, i]].is_nan() {
                 return Err(Error::data(format!("duplicate bar for {} at ts {ts}", bars.symbol[row])));
             }
@@ -135,13 +137,13 @@ impl Panel {
             low[[t, i]] = bars.low[row];
             close[[t, i]] = bars.close[row];
             volume[[t, i]] = bars.volume[row];
-            quote_volume[[t, i]] = match &bars.turnover {
-                Some(turnover) => turnover[row],
-                None => bars.close[row] * bars.volume[row],
-            };
+            // Quote volume: the turnover column where it has a value, else close × volume.
+            let turnover = bars.turnover.as_ref().map_or(f64::NAN, |turnover| turnover[row]);
+            quote_volume[[t, i]] =
+                if turnover.is_finite() { turnover } else { bars.close[row] * bars.volume[row] };
         }
         let ts = (0..n_bars as i64).map(|t| first + t * step).collect();
-        Ok(Panel { timeframe, ts, symbols, open, high, low, close, volume, quote_volume })
+        Ok(Panel { timeframe, ts, symbols: symbols.to_vec(), open, high, low, close, volume, quote_volume })
     }
 
     /// The first `n_bars` rows only (truncation-invariance tests and warm starts).

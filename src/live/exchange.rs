@@ -26,4 +26,10 @@ pub trait Exchange {
     async fn place_order(&self, request: &OrderRequest) -> ExchangeResult<Order>;
     async fn cancel_order(&self, symbol: &str, client_order_id: &str) -> ExchangeResult<()>;
     async fn cancel_all(&self, symbol: Option<&str>) -> ExchangeResult<()>;
+    /// Whether the exchange matches resting stop (trigger) orders against the bars it simulates
+    /// (`replay`): then the runner keeps the engine's stop levels resting there, and they fill inside
+    /// the bar as the backtest's stops do. Elsewhere the risk loop watches the stops.
+    fn resting_stops(&self) -> bool {
+        false
+    }
 }

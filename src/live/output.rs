@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arrow::array::{BooleanArray, StringArray};
 use arrow::datatypes::DataType;
 
-use super::types::Execution;
+use super::types::{Execution, Side};
 use crate::backtest::output::{batch, f64_array, ts_array, ts_type, weights_batch};
 use crate::backtest::BacktestResult;
 use crate::data::store::write_parquet_atomically;
@@ -27,17 +27,21 @@ pub fn write_replay_outputs(
             ("side", DataType::Utf8),
             ("qty", DataType::Float64),
             ("price", DataType::Float64),
+            ("notional", DataType::Float64),
             ("fee", DataType::Float64),
+            ("reason", DataType::Utf8),
             ("maker", DataType::Boolean),
             ("client_order_id", DataType::Utf8),
         ],
         vec![
             ts_array(executions.iter().map(|e| e.ts).collect()),
             Arc::new(StringArray::from_iter_values(executions.iter().map(|e| e.symbol.as_str()))),
-            Arc::new(StringArray::from_iter_values(executions.iter().map(|e| e.side.as_str()))),
+            Arc::new(StringArray::from_iter_values(executions.iter().map(|e| if e.side == Side::Buy { "buy" } else { "sell" }))),
             f64_array(executions.iter().map(|e| e.qty).collect()),
             f64_array(executions.iter().map(|e| e.price).collect()),
+            f64_array(executions.iter().map(|e| e.qty * e.price).collect()),
             f64_array(executions.iter().map(|e| e.fee).collect()),
+            Arc::new(StringArray::from_iter_values(executions.iter().map(|e| e.reason.as_str()))),
             Arc::new(BooleanArray::from(executions.iter().map(|e| e.maker).collect::<Vec<_>>())),
             Arc::new(StringArray::from_iter_values(executions.iter().map(|e| e.client_order_id.as_str()))),
         ],

@@ -10,8 +10,8 @@ use std::sync::Mutex;
 
 use super::exchange::Exchange;
 use super::sim::SimAccount;
-use super::types::{ExchangeResult, FundingRate, Instrument, Kline, Order, OrderRequest, OrderType, Position, Quote};
-use crate::config::CostsConfig;
+use super::types::{ExchangeResult, FundingRate, Instrument, Kline, Order, OrderRequest, Position, Quote};
+use crate::config::Config;
 use crate::timeframe::Timeframe;
 
 pub struct PaperExchange<E: Exchange> {
@@ -22,8 +22,17 @@ pub struct PaperExchange<E: Exchange> {
 }
 
 impl<E: Exchange> PaperExchange<E> {
-    pub fn new(market: E, costs: CostsConfig, capital: f64) -> Self {
-        Self { market, account: Mutex::new(SimAccount::new(costs, capital, "paper")), started_ms: Mutex::new(None) }
+    /// A paper account for `symbols` with `cfg`'s costs, fill model and initial capital.
+    pub fn new(market: E, symbols: &[String], cfg: &Config) -> Self {
+        let account = SimAccount::new(
+            symbols,
+            cfg.costs.clone(),
+            cfg.execution.clone(),
+            cfg.timeframe().ms,
+            cfg.backtest.initial_capital,
+            "paper",
+        );
+        Self { market, account: Mutex::new(account), started_ms: Mutex::new(None) }
     }
 
     fn account(&self) -> std::sync::MutexGuard<'_, SimAccount> {
@@ -52,7 +61,7 @@ impl<E: Exchange> Exchange for PaperExchange<E> {
         let bars = self.market.closed_klines(symbol, interval, start_ms, end_ms).await?;
         let mut account = self.account();
         for bar in &bars {
-            account.match_bar(symbol, bar, interval.ms);
+            account.match_bar(symbol, bar);
         }
         Ok(bars)
     }
@@ -92,12 +101,7 @@ impl<E: Exchange> Exchange for PaperExchange<E> {
     async fn place_order(&self, request: &OrderRequest) -> ExchangeResult<Order> {
         let now = self.market.server_time_ms().await?;
         let last = self.quote(&request.symbol).await?.last;
-        let mut account = self.account();
-        let order = account.place(request, now, last)?;
-        if request.order_type == OrderType::Market {
-            return Ok(account.fill_market_now(&request.client_order_id, last, now).unwrap_or(order));
-        }
-        Ok(order)
+        self.account().place(request, now, last, now)
     }
 
     async fn cancel_order(&self, symbol: &str, client_order_id: &str) -> ExchangeResult<()> {

@@ -1,11 +1,14 @@
-//! From target weights to orders (live.md §2.3): a pure function of the model's targets, the
-//! account and the order books, so that it is tested without any exchange.
+//! From the engine's trade to an exchange order (live.md §2.3): lot rounding, the exchange's minimums
+//! and the post-only price at the touch. Whether and how much to trade is the engine's rule
+//! ([`crate::execution::rebalance_delta`]); this is a pure function of that trade and the order
+//! book, tested without any exchange.
 
-/// One symbol as the planner sees it.
+/// One symbol's trade as the planner sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SymbolBook {
     pub symbol: String,
-    pub target_weight: f64,
+    /// Units to trade (signed), as the engine's rule sized them on the account.
+    pub delta: f64,
     /// Signed position in contracts (+ long).
     pub position: f64,
     pub bid: f64,
@@ -16,12 +19,10 @@ pub struct SymbolBook {
     pub min_notional: f64,
 }
 
-/// Account-wide inputs of a plan.
+/// Order-placement settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PlanInputs {
-    pub equity: f64,
-    /// Trades smaller than this fraction of equity are skipped (closing a position never is).
-    pub min_rebalance_delta: f64,
+    /// Bps away from the touch (`execution.limit_offset_bps` + `live.price_offset_bps`).
     pub price_offset_bps: f64,
     pub dynamic_offset: bool,
     pub max_spread_bps: f64,
@@ -43,33 +44,19 @@ pub struct PlannedOrder {
 /// Why a symbol gets no order this cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Skip {
-    /// Already at the target after rounding to the lot size.
+    /// Already at the target after rounding to the lot size, or the engine's rule skips the trade.
     AtTarget,
     NoQuote,
     SpreadTooWide,
     BelowMinNotional,
-    BelowMinRebalanceDelta,
+    /// `live.trading: false`: the account stands aside (flat).
+    NotTrading,
 }
 
-/// Orders that move each symbol from its position to its target, and the reasons for the others.
-pub fn plan_orders(books: &[SymbolBook], inputs: &PlanInputs) -> (Vec<PlannedOrder>, Vec<(String, Skip)>) {
-    let mut orders = Vec::new();
-    let mut skipped = Vec::new();
-    for book in books {
-        match plan_one(book, inputs) {
-            Ok(Some(order)) => orders.push(order),
-            Ok(None) => skipped.push((book.symbol.clone(), Skip::AtTarget)),
-            Err(skip) => skipped.push((book.symbol.clone(), skip)),
-        }
-    }
-    (orders, skipped)
-}
-
-fn plan_one(book: &SymbolBook, inputs: &PlanInputs) -> Result<Option<PlannedOrder>, Skip> {
-    let closing = book.target_weight == 0.0 && book.position != 0.0;
-    if book.target_weight == 0.0 && book.position == 0.0 {
-        return Ok(None);
-    }
+/// The post-only limit order for `book.delta`: rounded toward zero to the lot (a close of the whole
+/// position is exact), above the exchange's minimums, priced at the touch moved `price_offset_bps` away
+/// from the market.
+pub fn plan_order(book: &SymbolBook, inputs: &PlanInputs) -> Result<Option<PlannedOrder>, Skip> {
     if !(book.bid > 0.0 && book.ask >= book.bid) {
         return Err(Skip::NoQuote);
     }
@@ -78,24 +65,13 @@ fn plan_one(book: &SymbolBook, inputs: &PlanInputs) -> Result<Option<PlannedOrde
     if spread_bps > inputs.max_spread_bps {
         return Err(Skip::SpreadTooWide);
     }
-    let delta = if closing {
-        -book.position
-    } else {
-        let wanted = book.target_weight * inputs.equity / mid;
-        round_to_step(wanted, book.qty_step) - book.position
-    };
-    let delta = if closing { delta } else { round_to_step(delta, book.qty_step) };
-    if delta == 0.0 || (!closing && delta.abs() < book.qty_step * 0.5) {
+    let closing = book.delta == -book.position && book.position != 0.0;
+    let delta = if closing { book.delta } else { round_to_step(book.delta, book.qty_step) };
+    if delta == 0.0 {
         return Ok(None);
     }
-    let notional = delta.abs() * mid;
-    if !closing {
-        if delta.abs() < book.min_qty || notional < book.min_notional {
-            return Err(Skip::BelowMinNotional);
-        }
-        if notional < inputs.min_rebalance_delta * inputs.equity {
-            return Err(Skip::BelowMinRebalanceDelta);
-        }
+    if !closing && (delta.abs() < book.min_qty || delta.abs() * mid < book.min_notional) {
+        return Err(Skip::BelowMinNotional);
     }
     let side = if delta > 0.0 { Side::Buy } else { Side::Sell };
     let mut offset_bps = inputs.price_offset_bps;
@@ -109,9 +85,12 @@ fn plan_one(book: &SymbolBook, inputs: &PlanInputs) -> Result<Option<PlannedOrde
         Side::Sell => nearest_step(book.ask * (1.0 + offset_bps / 1e4), book.tick_size)
             .max(ceil_to_step(book.ask, book.tick_size)),
     };
-    let reduce_only = closing
-        || (book.position != 0.0 && delta.signum() != book.position.signum() && delta.abs() <= book.position.abs());
-    Ok(Some(PlannedOrder { symbol: book.symbol.clone(), side, qty: delta.abs(), price, reduce_only }))
+    Ok(Some(PlannedOrder { symbol: book.symbol.clone(), side, qty: delta.abs(), price, reduce_only: reduces(book.position, delta) }))
+}
+
+/// Whether trading `delta` only reduces `position` (never opens or flips).
+pub fn reduces(position: f64, delta: f64) -> bool {
+    position != 0.0 && delta.signum() != position.signum() && delta.abs() <= position.abs()
 }
 
 /// `value` rounded toward zero to a multiple of `step` (lot sizes never round up into more risk).
@@ -161,10 +140,10 @@ pub fn client_order_id(bar_ts: i64, symbol: &str, attempt: u32) -> String {
 mod tests {
     use super::*;
 
-    fn book(target: f64, position: f64) -> SymbolBook {
+    fn book(delta: f64, position: f64) -> SymbolBook {
         SymbolBook {
             symbol: "BTCUSDT".into(),
-            target_weight: target,
+            delta,
             position,
             bid: 100.0,
             ask: 100.1,
@@ -176,58 +155,38 @@ mod tests {
     }
 
     fn inputs() -> PlanInputs {
-        PlanInputs {
-            equity: 10_000.0,
-            min_rebalance_delta: 0.002,
-            price_offset_bps: 0.0,
-            dynamic_offset: false,
-            max_spread_bps: 15.0,
-        }
+        PlanInputs { price_offset_bps: 0.0, dynamic_offset: false, max_spread_bps: 15.0 }
     }
 
     #[test]
-    fn sizes_from_equity_rounds_to_lot_and_prices_at_the_touch() {
-        // 0.05 × 10 000 / 100.05 = 4.9975 → 4.99 contracts, buy at the bid.
-        let (orders, _) = plan_orders(&[book(0.05, 0.0)], &inputs());
+    fn rounds_to_lot_and_prices_at_the_touch() {
+        let order = plan_order(&book(4.9975, 0.0), &inputs()).unwrap().unwrap();
         assert_eq!(
-            orders,
-            vec![PlannedOrder {
-                symbol: "BTCUSDT".into(),
-                side: Side::Buy,
-                qty: 4.99,
-                price: 100.0,
-                reduce_only: false
-            }]
+            order,
+            PlannedOrder { symbol: "BTCUSDT".into(), side: Side::Buy, qty: 4.99, price: 100.0, reduce_only: false }
         );
-        // Short 0.05 from +1: sell 5.99 at the ask; crossing zero is not reduce-only.
-        let (orders, _) = plan_orders(&[book(-0.05, 1.0)], &inputs());
-        assert_eq!(
-            (orders[0].side, orders[0].qty, orders[0].price, orders[0].reduce_only),
-            (Side::Sell, 5.99, 100.1, false)
-        );
+        // From +1 to short: sell 5.99 at the ask; crossing zero is not reduce-only.
+        let order = plan_order(&book(-5.995, 1.0), &inputs()).unwrap().unwrap();
+        assert_eq!((order.side, order.qty, order.price, order.reduce_only), (Side::Sell, 5.99, 100.1, false));
     }
 
     #[test]
-    fn zero_targets_close_whatever_the_size_and_small_trades_are_skipped() {
-        let (orders, _) = plan_orders(&[book(0.0, 0.003)], &inputs());
-        assert_eq!((orders[0].side, orders[0].qty, orders[0].reduce_only), (Side::Sell, 0.003, true));
-        // 0.0499 → 0.05 weight: 0.01 contracts ≈ 1 USDT < min notional.
-        let (orders, skipped) = plan_orders(&[book(0.05, 4.98)], &inputs());
-        assert!(orders.is_empty());
-        assert_eq!(skipped[0].1, Skip::BelowMinNotional);
-        let mut wide = book(0.05, 0.0);
+    fn closing_is_exact_and_minimums_and_spreads_are_exchange_rules() {
+        let order = plan_order(&book(-0.003, 0.003), &inputs()).unwrap().unwrap();
+        assert_eq!((order.side, order.qty, order.reduce_only), (Side::Sell, 0.003, true));
+        assert_eq!(plan_order(&book(0.02, 4.98), &inputs()), Err(Skip::BelowMinNotional));
+        assert_eq!(plan_order(&book(0.004, 0.0), &inputs()), Ok(None), "below one lot");
+        let mut wide = book(5.0, 0.0);
         wide.ask = 100.2; // 20 bps
-        assert_eq!(plan_orders(&[wide], &inputs()).1[0].1, Skip::SpreadTooWide);
+        assert_eq!(plan_order(&wide, &inputs()), Err(Skip::SpreadTooWide));
     }
 
     #[test]
     fn offsets_move_away_from_the_spread_and_ids_are_deterministic() {
         let mut with_offset = inputs();
         with_offset.price_offset_bps = 10.0;
-        let (orders, _) = plan_orders(&[book(0.05, 0.0)], &with_offset);
-        assert_eq!(orders[0].price, 99.9);
-        let (orders, _) = plan_orders(&[book(-0.05, 0.0)], &with_offset);
-        assert_eq!(orders[0].price, 100.2);
+        assert_eq!(plan_order(&book(5.0, 0.0), &with_offset).unwrap().unwrap().price, 99.9);
+        assert_eq!(plan_order(&book(-5.0, 0.0), &with_offset).unwrap().unwrap().price, 100.2);
         assert_eq!(client_order_id(1_700_000_000_000, "BTCUSDT", 0), "xs-1700000000000-BTCUSDT-0");
     }
 }

@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::exchange::Exchange;
-use super::sim::{SimAccount, HALF_SPREAD_BPS};
+use super::sim::SimAccount;
 use super::types::{
     ExchangeError, ExchangeResult, Execution, FundingRate, Instrument, Kline, Order, OrderRequest, Position, Quote,
 };
-use crate::config::CostsConfig;
+use crate::config::{Config, FillPrice};
 use crate::data::{FundingGrid, Panel};
 use crate::timeframe::Timeframe;
 
@@ -27,23 +27,37 @@ struct Book {
     funding: FundingGrid,
     column: BTreeMap<String, usize>,
     delay_ms: i64,
+    fill: FillPrice,
+    /// Account equity after everything of bar t happened and before bar t + 1, per bar.
+    equity: Vec<(i64, f64)>,
     /// Bars `0..happened` have closed.
     happened: usize,
     account: SimAccount,
 }
 
 impl ReplayExchange {
-    /// Start with the first bar closed and `capital` USDT in the account.
-    pub fn new(panel: Panel, funding: FundingGrid, costs: CostsConfig, capital: f64, delay_ms: i64) -> Self {
+    /// Start with the first bar closed and `backtest.initial_capital` USDT in an account that fills
+    /// with `cfg`'s costs and fill model; the clock stands `live.rebalance_delay_secs` after a close.
+    pub fn new(panel: Panel, funding: FundingGrid, cfg: &Config) -> Self {
         let column = panel.symbols.iter().enumerate().map(|(i, s)| (s.clone(), i)).collect();
+        let account = SimAccount::new(
+            &panel.symbols,
+            cfg.costs.clone(),
+            cfg.execution.clone(),
+            panel.timeframe.ms,
+            cfg.backtest.initial_capital,
+            "replay",
+        );
         Self {
             book: Mutex::new(Book {
                 panel,
                 funding,
                 column,
-                delay_ms,
+                delay_ms: cfg.live.rebalance_delay_secs as i64 * 1000,
+                fill: cfg.execution.fill,
+                equity: Vec::new(),
                 happened: 1,
-                account: SimAccount::new(costs, capital, "replay"),
+                account,
             }),
         }
     }
@@ -68,6 +82,8 @@ impl ReplayExchange {
             return false;
         }
         let t = book.happened;
+        let snapshot = (book.panel.ts[t - 1], book.account.equity());
+        book.equity.push(snapshot);
         book.match_bar(t);
         book.happened += 1;
         true
@@ -89,6 +105,20 @@ impl ReplayExchange {
     /// Every simulated fill so far.
     pub fn executions(&self) -> Vec<Execution> {
         self.lock().account.executions().to_vec()
+    }
+
+    /// Every simulated fill so far in the backtest's schema (symbols are the panel's columns).
+    pub fn fills(&self) -> Vec<crate::backtest::Fill> {
+        self.lock().account.fills().to_vec()
+    }
+
+    /// The account's equity at each bar that has closed (after the orders sent in its cycle; the
+    /// newest bar as it stands now), as the backtest reports it.
+    pub fn equity_path(&self) -> Vec<(i64, f64)> {
+        let book = self.lock();
+        let mut path = book.equity.clone();
+        path.push((book.panel.ts[book.happened - 1], book.account.equity()));
+        path
     }
 
     /// Equity marked at the close of the newest bar.
@@ -131,19 +161,29 @@ impl Book {
         }
     }
 
-    /// Bar t happens: the simulated account matches it, then pays its funding events.
+    /// Bar t happens: the simulated account pays its funding events and matches its orders against it.
     fn match_bar(&mut self, t: usize) {
-        let bar_ms = self.timeframe().ms;
-        for i in 0..self.panel.n_symbols() {
-            let bar = self.kline(t, i);
-            let symbol = &self.panel.symbols[i];
-            self.account.match_bar(symbol, &bar, bar_ms);
-            if self.funding.events[[t, i]] {
-                let price = if bar.close.is_finite() { bar.close } else { self.last_close(i) };
-                self.account.pay_funding(symbol, bar.ts, self.funding.rates[[t, i]], price);
-            }
+        let n = self.panel.n_symbols();
+        let bars: Vec<(usize, Kline)> = (0..n).map(|i| (i, self.kline(t, i))).collect();
+        let funding: Vec<(usize, i64, f64)> = (0..n)
+            .filter(|&i| self.funding.events[[t, i]])
+            .map(|i| (i, self.panel.ts[t], self.funding.rates[[t, i]]))
+            .collect();
+        self.account.match_bars(&bars, &funding);
+    }
+
+    /// The last trade as the fill model sees it: the newest close (`close`, `limit_touch`), or the
+    /// open of the bar that is forming (`next_open`, whose orders fill there); NaN when there is none.
+    fn trade_price(&self, i: usize) -> f64 {
+        match self.fill {
+            FillPrice::NextOpen => match self.happened < self.panel.n_bars() {
+                true => self.panel.open[[self.happened, i]],
+                false => f64::NAN,
+            },
+            FillPrice::Close | FillPrice::LimitTouch => self.last_close(i),
         }
     }
+
 }
 
 impl Exchange for ReplayExchange {
@@ -157,14 +197,14 @@ impl Exchange for ReplayExchange {
             .iter()
             .map(|s| {
                 book.column(s)?;
-                // Fine lots so that replay sizes follow the model closely.
+                // No lot or tick rounding and no minimum: replay trades exactly the backtest's sizes.
                 Ok(Instrument {
                     symbol: s.clone(),
-                    lot_size: 1e-6,
-                    min_qty: 1e-6,
-                    max_qty: 1e12,
-                    tick_size: 1e-8,
-                    min_notional: 1.0,
+                    lot_size: 0.0,
+                    min_qty: 0.0,
+                    max_qty: f64::INFINITY,
+                    tick_size: 0.0,
+                    min_notional: 0.0,
                 })
             })
             .collect()
@@ -204,9 +244,9 @@ impl Exchange for ReplayExchange {
 
     async fn quote(&self, symbol: &str) -> ExchangeResult<Quote> {
         let book = self.lock();
-        let last = book.last_close(book.column(symbol)?);
-        let half = last * HALF_SPREAD_BPS / 1e4;
-        Ok(Quote { bid: last - half, ask: last + half, last, ts: book.now() })
+        // Bars carry no book: the touch is the last trade (a zero spread).
+        let last = book.trade_price(book.column(symbol)?);
+        Ok(Quote { bid: last, ask: last, last, ts: book.now() })
     }
 
     async fn positions(&self) -> ExchangeResult<Vec<Position>> {
@@ -224,8 +264,8 @@ impl Exchange for ReplayExchange {
     async fn place_order(&self, request: &OrderRequest) -> ExchangeResult<Order> {
         let mut book = self.lock();
         let i = book.column(&request.symbol)?;
-        let (now, last) = (book.now(), book.last_close(i));
-        book.account.place(request, now, last)
+        let (now, last, newest) = (book.now(), book.trade_price(i), book.panel.ts[book.happened - 1]);
+        book.account.place(request, now, last, newest)
     }
 
     async fn cancel_order(&self, symbol: &str, client_order_id: &str) -> ExchangeResult<()> {
@@ -235,5 +275,9 @@ impl Exchange for ReplayExchange {
     async fn cancel_all(&self, symbol: Option<&str>) -> ExchangeResult<()> {
         self.lock().account.cancel_all(symbol);
         Ok(())
+    }
+
+    fn resting_stops(&self) -> bool {
+        true
     }
 }

@@ -11,12 +11,14 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::exchange::Exchange;
-use super::plan::{self, PlanInputs, SymbolBook};
+use super::plan::{self, Skip};
 use super::state::{LiveState, StopSnapshot, SymbolState};
-use super::types::{ExchangeError, Instrument, OrderRequest, OrderType, Side, TimeInForce};
-use crate::backtest::{BacktestResult, BarRow, Engine};
-use crate::config::Config;
+use super::types::{ExchangeError, Instrument, Order, OrderRequest, OrderType, Side, TimeInForce};
+use crate::backtest::{BacktestResult, BarOrder, Engine, FillReason};
+use crate::config::{Config, FillPrice, OnInvalid};
+use crate::data::{self, Bars, Funding, FundingGrid, Panel};
 use crate::error::{Error, Result};
+use crate::execution;
 use crate::risk::{KillSwitch, KillSwitchSnapshot};
 use crate::timeframe::Timeframe;
 
@@ -44,34 +46,6 @@ pub struct CycleReport {
     pub breaker_open: bool,
 }
 
-/// Closed bars of the universe on the runner's time grid.
-struct Rows {
-    ts: Vec<i64>,
-    open: Vec<f64>,
-    high: Vec<f64>,
-    low: Vec<f64>,
-    close: Vec<f64>,
-    quote_volume: Vec<f64>,
-    funding_rate: Vec<f64>,
-    funding_event: Vec<bool>,
-}
-
-impl Rows {
-    fn row(&self, k: usize, n: usize) -> BarRow<'_> {
-        let r = k * n..(k + 1) * n;
-        BarRow {
-            ts: self.ts[k],
-            open: &self.open[r.clone()],
-            high: &self.high[r.clone()],
-            low: &self.low[r.clone()],
-            close: &self.close[r.clone()],
-            quote_volume: &self.quote_volume[r.clone()],
-            funding_rate: &self.funding_rate[r.clone()],
-            funding_event: &self.funding_event[r],
-        }
-    }
-}
-
 /// API circuit breaker (live.md §3): `max_errors` in `window_secs` pause new risk for `cooldown_secs`.
 fn breaker_open(state: &LiveState, now_ms: i64) -> bool {
     state.breaker_paused_until_ms.is_some_and(|until| now_ms < until)
@@ -94,6 +68,13 @@ pub struct Runner<E: Exchange> {
     rebuilt_matches: Option<bool>,
     /// The last reconciliation failed: retry it at the next cycle, not only at the next bar.
     reconcile_pending: bool,
+    /// Closes of the newest bar stepped (NaN where a symbol had none): the price the `close` and
+    /// `limit_touch` fill models size and price at.
+    last_close: Vec<f64>,
+    /// The engine's exits and expired limits of the bars stepped since the last reconciliation.
+    pending_bar_orders: Vec<BarOrder>,
+    /// The engine decided at the newest bar stepped.
+    pending_decision: bool,
 }
 
 impl<E: Exchange> Runner<E> {
@@ -139,6 +120,9 @@ impl<E: Exchange> Runner<E> {
             equity_history: Vec::new(),
             rebuilt_matches: None,
             reconcile_pending: false,
+            last_close: Vec::new(),
+            pending_bar_orders: Vec::new(),
+            pending_decision: false,
         };
         if let Some(previous) = loaded {
             runner.rebuild_model(&previous).await?;
@@ -179,9 +163,10 @@ impl<E: Exchange> Runner<E> {
         let (Some(start), Some(last)) = (previous.model_start_ts, previous.last_bar_ts) else {
             return Ok(());
         };
-        let rows = self.fetch_rows(start, last + self.timeframe.ms).await?;
-        for k in 0..rows.ts.len() {
-            self.engine.step(&rows.row(k, self.symbols.len()));
+        if let Some((panel, funding)) = self.fetch_panel(start, last + self.timeframe.ms).await? {
+            for t in 0..panel.n_bars() {
+                self.engine.step(&panel.bar_row(t, &funding));
+            }
         }
         // Compared as JSON: NaN-free and exactly what was saved.
         let rebuilt = self.symbol_states();
@@ -201,59 +186,53 @@ impl<E: Exchange> Runner<E> {
         Ok(())
     }
 
-    /// Closed bars `[start, end)` of every symbol on the grid, with funding aligned to the bar in
-    /// which each event falls (as `Panel::align_funding` does).
-    async fn fetch_rows(&self, start: i64, end: i64) -> Result<Rows> {
-        let n = self.symbols.len();
+    /// Closed bars `[start, end)` of every symbol as a panel on the runner's grid and symbols, through
+    /// the data module's validation (`data.on_invalid`) and panel builder, with funding aligned to the
+    /// bar each event falls in. `None` when the range holds no bar.
+    async fn fetch_panel(&self, start: i64, end: i64) -> Result<Option<(Panel, FundingGrid)>> {
         let step = self.timeframe.ms;
-        let n_rows = ((end - start).max(0) / step) as usize;
-        let mut rows = Rows {
-            ts: (0..n_rows as i64).map(|k| start + k * step).collect(),
-            open: vec![f64::NAN; n_rows * n],
-            high: vec![f64::NAN; n_rows * n],
-            low: vec![f64::NAN; n_rows * n],
-            close: vec![f64::NAN; n_rows * n],
-            quote_volume: vec![f64::NAN; n_rows * n],
-            funding_rate: vec![0.0; n_rows * n],
-            funding_event: vec![false; n_rows * n],
-        };
-        if n_rows == 0 {
-            return Ok(rows);
+        let n_bars = ((end - start).max(0) / step) as usize;
+        if n_bars == 0 {
+            return Ok(None);
         }
-        for (i, symbol) in self.symbols.iter().enumerate() {
+        let mut bars = Bars { turnover: Some(Vec::new()), ..Bars::default() };
+        let mut funding = Funding::default();
+        for symbol in &self.symbols {
             let klines = self
                 .exchange
                 .closed_klines(symbol, self.timeframe, start, end)
                 .await
                 .map_err(|err| exchange_error(&format!("klines {symbol}"), err))?;
-            for bar in klines {
-                let offset = bar.ts - start;
-                if offset < 0 || offset % step != 0 || bar.ts >= end {
-                    continue;
-                }
-                let cell = (offset / step) as usize * n + i;
-                rows.open[cell] = bar.open;
-                rows.high[cell] = bar.high;
-                rows.low[cell] = bar.low;
-                rows.close[cell] = bar.close;
-                rows.quote_volume[cell] = bar.turnover;
+            for bar in klines.into_iter().filter(|b| b.ts >= start && b.ts < end) {
+                bars.ts.push(bar.ts);
+                bars.symbol.push(symbol.clone());
+                bars.open.push(bar.open);
+                bars.high.push(bar.high);
+                bars.low.push(bar.low);
+                bars.close.push(bar.close);
+                bars.volume.push(bar.volume);
+                bars.turnover.as_mut().expect("set above").push(bar.turnover);
             }
-            let funding = self
+            let events = self
                 .exchange
                 .funding_history(symbol, start, end)
                 .await
                 .map_err(|err| exchange_error(&format!("funding {symbol}"), err))?;
-            for event in funding {
-                let offset = event.ts - start;
-                if offset < 0 || event.ts >= end || !event.rate.is_finite() {
-                    continue;
-                }
-                let cell = (offset / step) as usize * n + i;
-                rows.funding_rate[cell] += event.rate;
-                rows.funding_event[cell] = true;
+            for event in events.into_iter().filter(|e| e.ts >= start && e.ts < end) {
+                funding.ts.push(event.ts);
+                funding.symbol.push(symbol.clone());
+                funding.rate.push(event.rate);
             }
         }
-        Ok(rows)
+        let drop_invalid = self.cfg.data.on_invalid == OnInvalid::Drop;
+        let (bars, findings) = data::clean_bars(&bars, self.timeframe, drop_invalid)
+            .map_err(|err| err.context("live klines"))?;
+        for finding in findings.iter().take(20) {
+            tracing::warn!(symbol = %finding.symbol, ts = finding.ts, kind = finding.kind, "kline finding");
+        }
+        let panel = Panel::on_grid(&bars, self.timeframe, &self.symbols, start, n_bars)?;
+        let grid = panel.align_funding(&funding);
+        Ok(Some((panel, grid)))
     }
 
     /// One main cycle: step the model over every newly closed bar, then steer the account to the
@@ -275,11 +254,15 @@ impl<E: Exchange> Runner<E> {
             }
         };
         if start <= newest_open {
-            let rows = self.fetch_rows(start, newest_open + step).await?;
-            for k in 0..rows.ts.len() {
-                self.engine.step(&rows.row(k, self.symbols.len()));
+            if let Some((panel, funding)) = self.fetch_panel(start, newest_open + step).await? {
+                for t in 0..panel.n_bars() {
+                    self.engine.step(&panel.bar_row(t, &funding));
+                    self.pending_bar_orders.extend_from_slice(self.engine.bar_orders());
+                }
+                self.pending_decision = self.engine.decided();
+                self.last_close = panel.close.row(panel.n_bars() - 1).to_vec();
+                report.bars_stepped = panel.n_bars();
             }
-            report.bars_stepped = rows.ts.len();
             self.state.last_bar_ts = Some(newest_open);
             self.state.order_attempts.clear();
             self.state.stop_exits.clear();
@@ -342,63 +325,173 @@ impl<E: Exchange> Runner<E> {
         }
     }
 
-    /// Steer the account to the model's targets for the bar that opened at `bar_ts`. False when
-    /// the circuit breaker held new orders back (retried next cycle).
+    /// Steer the account to the engine's admitted targets for the bar that opened at `bar_ts`, in
+    /// the engine's order: its exits at the close, its expired limits, then (on a decision bar) the
+    /// rebalance, sized on the account after those exits with the engine's own trade rule
+    /// ([`execution::rebalance_delta`]); last, the engine's stop levels as resting orders where the
+    /// exchange simulates bars. False when the circuit breaker held new orders back (retried next cycle).
     async fn reconcile(&mut self, bar_ts: i64, now: i64, report: &mut CycleReport) -> Result<bool> {
-        let ex = &self.exchange;
-        let equity = ex.equity().await.map_err(|err| exchange_error("equity", err))?;
+        let equity = self.exchange.equity().await.map_err(|err| exchange_error("equity", err))?;
         report.equity = Some(equity);
         self.state.equity = Some(equity);
-        self.equity_history.push((bar_ts, equity));
         let kill = self.account_kill.check(bar_ts, equity, self.timeframe);
         self.state.kill_switch = Some(self.account_kill.snapshot());
-        let positions: BTreeMap<String, f64> = ex
+        let mut positions = self.positions().await?;
+        let prefix = format!("xs-{bar_ts}-");
+        let decided = std::mem::take(&mut self.pending_decision);
+        let bar_orders = std::mem::take(&mut self.pending_bar_orders);
+        let open = self.exchange.open_orders().await.map_err(|err| exchange_error("open orders", err))?;
+        // Rebalance orders of earlier bars are replaced at a decision bar (the engine replaces its
+        // resting limits then); resting stops are placed anew every bar.
+        let mut current: Vec<String> = Vec::new();
+        let mut cancelled: BTreeMap<String, Order> = BTreeMap::new();
+        for order in open {
+            let this_bar = order.client_order_id.starts_with(&prefix);
+            let stop_order = is_resting_stop(&order.client_order_id);
+            let too_old = now - order.created_ms >= self.cfg.live.max_order_age_secs as i64 * 1000;
+            if this_bar && !stop_order && !too_old {
+                current.push(order.symbol.clone());
+                continue;
+            }
+            if !(stop_order || decided || too_old || !self.cfg.live.trading) {
+                continue;
+            }
+            self.cancel(&order, report).await?;
+            if !stop_order {
+                cancelled.insert(order.symbol.clone(), order);
+            }
+        }
+        if !self.cfg.live.trading {
+            // A `stand aside` deploy: flat and staying flat, the model still stepping.
+            report.skipped = self.symbols.iter().map(|s| (s.clone(), Skip::NotTrading)).collect();
+            return self.flatten(bar_ts, &positions, FillReason::Flatten, report).await.map(|()| true);
+        }
+        if kill.active && (kill.flatten || kill.paused) {
+            report.kill_switch = true;
+            return self.flatten(bar_ts, &positions, FillReason::KillSwitch, report).await.map(|()| true);
+        }
+        if breaker_open(&self.state, now) {
+            report.breaker_open = true;
+            // The engine's decisions of this bar are kept for the retry.
+            self.pending_decision = decided;
+            self.pending_bar_orders = bar_orders;
+            return Ok(false);
+        }
+        for order in &bar_orders {
+            match *order {
+                BarOrder::ExitAtClose { symbol, reason } => {
+                    let symbol = self.symbols[symbol].clone();
+                    let qty = positions.get(&symbol).copied().unwrap_or(0.0);
+                    if qty != 0.0 {
+                        let id = format!("{prefix}{symbol}-{}", reason.as_str());
+                        self.place_exit(&symbol, qty, reason, id, report).await?;
+                    }
+                }
+                BarOrder::Expired { symbol, taker } => {
+                    let symbol = self.symbols[symbol].clone();
+                    let resting = match cancelled.remove(&symbol) {
+                        Some(order) => Some(order),
+                        None => self.cancel_rebalance_orders(&symbol, report).await?,
+                    };
+                    if let (true, Some(order)) = (taker, resting) {
+                        let left = order.qty - order.filled_qty;
+                        let request = self.request(&symbol, order.side.sign() * left, None, FillReason::Rebalance);
+                        self.send(request, report).await?;
+                    }
+                }
+                BarOrder::Exited { .. } => {}
+            }
+        }
+        if decided {
+            positions = self.positions().await?;
+            let equity = self.exchange.equity().await.map_err(|err| exchange_error("equity", err))?;
+            self.rebalance(bar_ts, equity, &positions, &current, report).await?;
+        }
+        if self.exchange.resting_stops() {
+            positions = self.positions().await?;
+            self.place_resting_stops(bar_ts, &positions, report).await?;
+        }
+        let equity = self.exchange.equity().await.map_err(|err| exchange_error("equity", err))?;
+        self.equity_history.push((bar_ts, equity));
+        Ok(true)
+    }
+
+    /// The account's positions by symbol (signed).
+    async fn positions(&self) -> Result<BTreeMap<String, f64>> {
+        Ok(self
+            .exchange
             .positions()
             .await
             .map_err(|err| exchange_error("positions", err))?
             .into_iter()
             .map(|p| (p.symbol, p.qty))
-            .collect();
-        let prefix = format!("xs-{bar_ts}-");
-        // Orders of earlier bars are stale by definition: the targets have moved on.
-        let open = ex.open_orders().await.map_err(|err| exchange_error("open orders", err))?;
-        let mut current: Vec<String> = Vec::new();
-        for order in open {
-            let fresh = order.client_order_id.starts_with(&prefix)
-                && now - order.created_ms < self.cfg.live.max_order_age_secs as i64 * 1000;
-            if fresh {
-                current.push(order.symbol.clone());
-            } else {
-                ex.cancel_order(&order.symbol, &order.client_order_id)
-                    .await
-                    .or_else(ignore_not_found)
-                    .map_err(|err| exchange_error("cancel", err))?;
-                if order.client_order_id.starts_with(&prefix) {
-                    self.state.order_attempts.entry(order.symbol.clone()).and_modify(|n| *n += 1).or_insert(1);
-                }
-                report.orders_cancelled.push(order.client_order_id);
-            }
+            .collect())
+    }
+
+    async fn cancel(&mut self, order: &Order, report: &mut CycleReport) -> Result<()> {
+        self.exchange
+            .cancel_order(&order.symbol, &order.client_order_id)
+            .await
+            .or_else(ignore_not_found)
+            .map_err(|err| exchange_error("cancel", err))?;
+        report.orders_cancelled.push(order.client_order_id.clone());
+        Ok(())
+    }
+
+    /// Cancel `symbol`'s resting rebalance orders; returns the last one cancelled.
+    async fn cancel_rebalance_orders(&mut self, symbol: &str, report: &mut CycleReport) -> Result<Option<Order>> {
+        let open = self.exchange.open_orders().await.map_err(|err| exchange_error("open orders", err))?;
+        let mut last = None;
+        for order in open.into_iter().filter(|o| o.symbol == symbol && !is_resting_stop(&o.client_order_id)) {
+            self.cancel(&order, report).await?;
+            last = Some(order);
         }
-        if kill.active && (kill.flatten || kill.paused) {
-            report.kill_switch = true;
-            return self.flatten(bar_ts, &positions, report).await.map(|()| true);
-        }
-        if breaker_open(&self.state, now) {
-            report.breaker_open = true;
-            return Ok(false);
-        }
+        Ok(last)
+    }
+
+    /// The rebalance of a decision bar: every symbol with an admitted target or a position, sized on
+    /// the account with the engine's trade rule, rounded to the lot; the order style follows the fill
+    /// model (`close`, `next_open`: market orders; `limit_touch`: post-only limits at the close ± the
+    /// offset).
+    async fn rebalance(
+        &mut self,
+        bar_ts: i64,
+        equity: f64,
+        positions: &BTreeMap<String, f64>,
+        current: &[String],
+        report: &mut CycleReport,
+    ) -> Result<()> {
         let targets = self.engine.target_weights().to_vec();
-        let mut books = Vec::new();
-        for (i, symbol) in self.symbols.iter().enumerate() {
-            let position = positions.get(symbol).copied().unwrap_or(0.0);
-            if (targets[i] == 0.0 && position == 0.0) || current.contains(symbol) {
+        let fill = self.cfg.execution.fill;
+        let min_delta = self.cfg.backtest.min_rebalance_delta;
+        let inputs = plan::PlanInputs {
+            price_offset_bps: self.cfg.execution.limit_offset_bps + self.cfg.live.price_offset_bps,
+            dynamic_offset: self.cfg.live.dynamic_offset,
+            max_spread_bps: self.cfg.live.max_spread_bps,
+        };
+        for i in 0..self.symbols.len() {
+            let symbol = self.symbols[i].clone();
+            let position = positions.get(&symbol).copied().unwrap_or(0.0);
+            if (targets[i] == 0.0 && position == 0.0) || current.contains(&symbol) {
                 continue;
             }
-            let quote = ex.quote(symbol).await.map_err(|err| exchange_error(&format!("quote {symbol}"), err))?;
-            let instrument = &self.instruments[symbol];
-            books.push(SymbolBook {
+            // The price the fill model sizes at: this bar's close, or the market now for `next_open`.
+            let price = match fill {
+                FillPrice::Close | FillPrice::LimitTouch => self.last_close.get(i).copied().unwrap_or(f64::NAN),
+                FillPrice::NextOpen => {
+                    self.exchange.quote(&symbol).await.map_err(|err| exchange_error("quote", err))?.last
+                }
+            };
+            let delta = execution::rebalance_delta(targets[i], equity, price, position, min_delta);
+            if delta == 0.0 {
+                report.skipped.push((symbol, if price > 0.0 { Skip::AtTarget } else { Skip::NoQuote }));
+                continue;
+            }
+            let quote = self.exchange.quote(&symbol).await.map_err(|err| exchange_error("quote", err))?;
+            let instrument = &self.instruments[&symbol];
+            let book = plan::SymbolBook {
                 symbol: symbol.clone(),
-                target_weight: targets[i],
+                delta,
                 position,
                 bid: quote.bid,
                 ask: quote.ask,
@@ -406,53 +499,135 @@ impl<E: Exchange> Runner<E> {
                 min_qty: instrument.min_qty,
                 tick_size: instrument.tick_size,
                 min_notional: instrument.min_notional,
-            });
-        }
-        let inputs = PlanInputs {
-            equity,
-            min_rebalance_delta: self.cfg.backtest.min_rebalance_delta,
-            price_offset_bps: self.cfg.live.price_offset_bps,
-            dynamic_offset: self.cfg.live.dynamic_offset,
-            max_spread_bps: self.cfg.live.max_spread_bps,
-        };
-        let (orders, skipped) = plan::plan_orders(&books, &inputs);
-        report.skipped = skipped;
-        for order in orders {
-            let attempt = self.state.order_attempts.get(&order.symbol).copied().unwrap_or(0);
-            let mut request = OrderRequest {
-                symbol: order.symbol.clone(),
-                side: order.side,
-                qty: order.qty,
-                price: Some(order.price),
-                order_type: OrderType::Limit,
-                tif: TimeInForce::PostOnly,
-                reduce_only: order.reduce_only,
-                client_order_id: plan::client_order_id(bar_ts, &order.symbol, attempt),
             };
-            match ex.place_order(&request).await {
+            let planned = match plan::plan_order(&book, &inputs) {
+                Ok(Some(planned)) => planned,
+                Ok(None) => {
+                    report.skipped.push((symbol, Skip::AtTarget));
+                    continue;
+                }
+                Err(skip) => {
+                    report.skipped.push((symbol, skip));
+                    continue;
+                }
+            };
+            let limit = (fill == FillPrice::LimitTouch).then_some(planned.price);
+            let mut request = self.request(&symbol, planned.side.sign() * planned.qty, limit, FillReason::Rebalance);
+            request.reduce_only = planned.reduce_only;
+            let attempt = self.state.order_attempts.get(&symbol).copied().unwrap_or(0);
+            request.client_order_id = plan::client_order_id(bar_ts, &symbol, attempt);
+            match self.exchange.place_order(&request).await {
                 Ok(_) => report.orders_placed.push(request.client_order_id),
                 Err(ExchangeError::DuplicateOrder { .. }) => {}
                 Err(ExchangeError::OrderRejected { post_only: true, .. }) => {
-                    // The touch moved through our price: one re-price one tick further away.
-                    let quote = ex.quote(&order.symbol).await.map_err(|err| exchange_error("quote", err))?;
-                    let tick = self.instruments[&order.symbol].tick_size;
-                    request.price = Some(match order.side {
+                    // The touch moved through our price: one re-price one tick behind the touch.
+                    let quote = self.exchange.quote(&symbol).await.map_err(|err| exchange_error("quote", err))?;
+                    let tick = self.instruments[&symbol].tick_size;
+                    request.price = Some(match request.side {
                         Side::Buy => plan::floor_to_step(quote.bid - tick, tick),
                         Side::Sell => plan::ceil_to_step(quote.ask + tick, tick),
                     });
-                    self.state.order_attempts.insert(order.symbol.clone(), attempt + 1);
-                    request.client_order_id = plan::client_order_id(bar_ts, &order.symbol, attempt + 1);
-                    match ex.place_order(&request).await {
+                    self.state.order_attempts.insert(symbol.clone(), attempt + 1);
+                    request.client_order_id = plan::client_order_id(bar_ts, &symbol, attempt + 1);
+                    match self.exchange.place_order(&request).await {
                         Ok(_) | Err(ExchangeError::DuplicateOrder { .. }) => {
                             report.orders_placed.push(request.client_order_id)
                         }
-                        Err(err) => tracing::warn!(symbol = %order.symbol, error = %err, "re-priced order rejected"),
+                        Err(err) => tracing::warn!(%symbol, error = %err, "re-priced order rejected"),
                     }
                 }
                 Err(err) => return Err(exchange_error(&format!("order {}", request.client_order_id), err)),
             }
         }
-        Ok(true)
+        Ok(())
+    }
+
+    /// An order for `delta` units of `symbol` (market when `limit` is `None`); the id is set by the caller.
+    fn request(&self, symbol: &str, delta: f64, limit: Option<f64>, reason: FillReason) -> OrderRequest {
+        OrderRequest {
+            symbol: symbol.to_string(),
+            side: if delta > 0.0 { Side::Buy } else { Side::Sell },
+            qty: delta.abs(),
+            price: limit,
+            order_type: if limit.is_some() { OrderType::Limit } else { OrderType::Market },
+            tif: if limit.is_some() { TimeInForce::PostOnly } else { TimeInForce::Ioc },
+            reduce_only: false,
+            client_order_id: String::new(),
+            trigger_price: None,
+            close_fraction: None,
+            reason,
+        }
+    }
+
+    /// Send a market order under the symbol's next attempt id.
+    async fn send(&mut self, mut request: OrderRequest, report: &mut CycleReport) -> Result<()> {
+        let bar_ts = self.state.last_bar_ts.unwrap_or(0);
+        let attempt = self.state.order_attempts.get(&request.symbol).copied().unwrap_or(0);
+        self.state.order_attempts.insert(request.symbol.clone(), attempt + 1);
+        request.client_order_id = plan::client_order_id(bar_ts, &request.symbol, attempt);
+        match self.exchange.place_order(&request).await {
+            Ok(_) => report.orders_placed.push(request.client_order_id),
+            Err(ExchangeError::DuplicateOrder { .. }) => {}
+            Err(err) => return Err(exchange_error(&format!("order {}", request.client_order_id), err)),
+        }
+        Ok(())
+    }
+
+    /// A reduce-only market exit of the whole `position`.
+    async fn place_exit(
+        &mut self,
+        symbol: &str,
+        position: f64,
+        reason: FillReason,
+        client_order_id: String,
+        report: &mut CycleReport,
+    ) -> Result<()> {
+        let mut request = self.request(symbol, -position, None, reason);
+        request.reduce_only = true;
+        request.client_order_id = client_order_id;
+        match self.exchange.place_order(&request).await {
+            Ok(_) => report.orders_placed.push(request.client_order_id),
+            Err(ExchangeError::DuplicateOrder { .. }) => {}
+            Err(err) => return Err(exchange_error(&format!("exit {symbol}"), err)),
+        }
+        Ok(())
+    }
+
+    /// The engine's stop machine as resting reduce-only orders on an exchange that simulates bars
+    /// (`replay`): the catastrophic stop, then the stop (the order the core tests them in), then the
+    /// partial take-profit, at the levels carried into the next bar.
+    async fn place_resting_stops(
+        &mut self,
+        bar_ts: i64,
+        positions: &BTreeMap<String, f64>,
+        report: &mut CycleReport,
+    ) -> Result<()> {
+        let stops_cfg = self.cfg.risk.stops.clone();
+        for i in 0..self.symbols.len() {
+            let symbol = self.symbols[i].clone();
+            let position = positions.get(&symbol).copied().unwrap_or(0.0);
+            let Some(stop) = self.engine.risk().stop_state(i).cloned() else { continue };
+            if position == 0.0 || stop.side != position.signum() {
+                continue;
+            }
+            let mut levels = vec![("cat", stop.catastrophic, FillReason::Stop, 1.0), ("sl", stop.stop, stop.stop_reason, 1.0)];
+            if !stop.partial_done && stops_cfg.partial_tp_frac > 0.0 {
+                levels.push(("tp", stop.take_profit_level(&stops_cfg), FillReason::TakeProfit, stops_cfg.partial_tp_frac));
+            }
+            for (suffix, level, reason, fraction) in levels {
+                let mut request = self.request(&symbol, -position * fraction, None, reason);
+                request.reduce_only = true;
+                request.trigger_price = Some(level);
+                request.close_fraction = Some(fraction);
+                request.client_order_id = format!("xs-{bar_ts}-{symbol}-{suffix}");
+                match self.exchange.place_order(&request).await {
+                    Ok(_) => report.orders_placed.push(request.client_order_id),
+                    Err(ExchangeError::DuplicateOrder { .. }) => {}
+                    Err(err) => return Err(exchange_error(&format!("stop order {symbol}"), err)),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Cancel this bar's resting orders that are older than `max_order_age_secs` or farther than
@@ -490,31 +665,19 @@ impl<E: Exchange> Runner<E> {
         Ok(cancelled)
     }
 
-    /// Kill-switch: cancel everything and close every position with reduce-only market orders.
+    /// Kill-switch or stand-aside: cancel everything and close every position with reduce-only
+    /// market orders.
     async fn flatten(
         &mut self,
         bar_ts: i64,
         positions: &BTreeMap<String, f64>,
+        reason: FillReason,
         report: &mut CycleReport,
     ) -> Result<()> {
-        let ex = &self.exchange;
-        ex.cancel_all(None).await.map_err(|err| exchange_error("cancel all", err))?;
+        self.exchange.cancel_all(None).await.map_err(|err| exchange_error("cancel all", err))?;
         for (symbol, qty) in positions.iter().filter(|(_, q)| **q != 0.0) {
-            let request = OrderRequest {
-                symbol: symbol.clone(),
-                side: if *qty > 0.0 { Side::Sell } else { Side::Buy },
-                qty: qty.abs(),
-                price: None,
-                order_type: OrderType::Market,
-                tif: TimeInForce::Ioc,
-                reduce_only: true,
-                client_order_id: format!("xs-{bar_ts}-{symbol}-kill"),
-            };
-            match ex.place_order(&request).await {
-                Ok(_) => report.orders_placed.push(request.client_order_id),
-                Err(ExchangeError::DuplicateOrder { .. }) => {}
-                Err(err) => return Err(exchange_error(&format!("flatten {symbol}"), err)),
-            }
+            let id = format!("xs-{bar_ts}-{symbol}-{}", if reason == FillReason::KillSwitch { "kill" } else { "flat" });
+            self.place_exit(symbol, *qty, reason, id, report).await?;
         }
         Ok(())
     }
@@ -534,7 +697,7 @@ impl<E: Exchange> Runner<E> {
             let book: BTreeMap<String, f64> = positions.iter().map(|p| (p.symbol.clone(), p.qty)).collect();
             let mut report = CycleReport::default();
             tracing::error!(equity, "daily kill-switch fired: cancelling orders and flattening");
-            self.flatten(bar_ts, &book, &mut report).await?;
+            self.flatten(bar_ts, &book, FillReason::KillSwitch, &mut report).await?;
             self.persist(now)?;
             return Ok(report.orders_placed);
         }
@@ -568,16 +731,9 @@ impl<E: Exchange> Runner<E> {
             if self.state.stop_exits.contains(&client_order_id) {
                 continue;
             }
-            let request = OrderRequest {
-                symbol: position.symbol.clone(),
-                side: if position.qty > 0.0 { Side::Sell } else { Side::Buy },
-                qty: position.qty.abs(),
-                price: None,
-                order_type: OrderType::Market,
-                tif: TimeInForce::Ioc,
-                reduce_only: true,
-                client_order_id,
-            };
+            let mut request = self.request(&position.symbol, -position.qty, None, reason);
+            request.reduce_only = true;
+            request.client_order_id = client_order_id;
             match self.exchange.place_order(&request).await {
                 Ok(_) => {
                     tracing::warn!(symbol = %position.symbol, price, reason = reason.as_str(), "stop hit: reduce-only exit");
@@ -603,9 +759,10 @@ impl<E: Exchange> Runner<E> {
         }
         let mut engine = Engine::new(&self.symbols, self.timeframe, &vec![true; self.symbols.len()], &cfg, false)?;
         if let (Some(start), Some(last)) = (self.state.model_start_ts, self.state.last_bar_ts) {
-            let rows = self.fetch_rows(start, last + self.timeframe.ms).await?;
-            for k in 0..rows.ts.len() {
-                engine.step(&rows.row(k, self.symbols.len()));
+            if let Some((panel, funding)) = self.fetch_panel(start, last + self.timeframe.ms).await? {
+                for t in 0..panel.n_bars() {
+                    engine.step(&panel.bar_row(t, &funding));
+                }
             }
         }
         self.engine = engine;
@@ -659,6 +816,11 @@ impl<E: Exchange> Runner<E> {
         });
         crate::fsutil::write_atomically(&self.opts.heartbeat_path, heartbeat.to_string().as_bytes())
     }
+}
+
+/// Resting stop and take-profit orders of [`Runner::place_resting_stops`].
+fn is_resting_stop(client_order_id: &str) -> bool {
+    ["-cat", "-sl", "-tp"].iter().any(|suffix| client_order_id.ends_with(suffix))
 }
 
 fn ignore_not_found(err: ExchangeError) -> std::result::Result<(), ExchangeError> {

@@ -76,6 +76,14 @@ pub struct OrderRequest {
     pub tif: TimeInForce,
     pub reduce_only: bool,
     pub client_order_id: String,
+    /// A conditional (stop-market) order: a market order sent when the price reaches this level
+    /// (a sell when it falls to it, a buy when it rises to it; a take-profit the other way).
+    pub trigger_price: Option<f64>,
+    /// With a trigger: close this fraction of the position held when it triggers (a position
+    /// stop-loss / take-profit, as Bybit's `tpslMode`), not a fixed quantity.
+    pub close_fraction: Option<f64>,
+    /// Why the order is sent (the fills' `reason`; the simulated accounts price and charge by it).
+    pub reason: crate::backtest::FillReason,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +145,7 @@ pub struct Execution {
     pub fee: f64,
     pub maker: bool,
     pub client_order_id: String,
+    pub reason: crate::backtest::FillReason,
 }
 
 /// Exchange failures, typed so that the runner can decide: retry, re-price, pause, or stop.
