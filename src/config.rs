@@ -763,6 +763,8 @@ impl Config {
     pub fn with_overrides<'a>(&self, overrides: impl IntoIterator<Item = (&'a str, Value)>) -> Result<Config> {
         let mut tree = self.to_value();
         for (path, value) in overrides {
+            // `backtest.fill` is the old name of `execution.fill`.
+            let path = if path == "backtest.fill" { "execution.fill" } else { path };
             set_path(&mut tree, path, value)?;
         }
         // Round trip through text so that serde reports errors with their key path.

@@ -9,7 +9,13 @@ use crate::config::{CostsConfig, FillPrice};
 /// is skipped: no price, nothing to do, or smaller than `min_rebalance_delta × equity` (closing a
 /// position whose target is 0 is never skipped).
 #[inline]
-pub fn rebalance_delta(target_weight: f64, equity: f64, price: f64, current_units: f64, min_rebalance_delta: f64) -> f64 {
+pub fn rebalance_delta(
+    target_weight: f64,
+    equity: f64,
+    price: f64,
+    current_units: f64,
+    min_rebalance_delta: f64,
+) -> f64 {
     if !(price > 0.0) {
         return 0.0;
     }

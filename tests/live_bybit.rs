@@ -198,15 +198,15 @@ fn symbols() -> Vec<String> {
 
 #[test]
 fn a_full_cycle_places_exactly_the_orders_the_targets_ask_for() {
-    let now = FIRST_BAR + 1_430 * HOUR + 5_000;
+    let now = FIRST_BAR + 1_420 * HOUR + 5_000;
     let mock = Mock::start(now);
     let dir = tempfile::tempdir().unwrap();
     block_on(async {
         let mut runner = start_runner(&mock, dir.path()).await;
         let report = runner.cycle().await.unwrap();
-        assert_eq!(report.bars_stepped, 1_430);
+        assert_eq!(report.bars_stepped, 1_420);
         let targets = runner.engine().target_weights().to_vec();
-        // Bar 1 429 of the fixture has a long and a short leg on these six symbols.
+        // Bar 1 419 of the fixture has a long and a short leg on these six symbols.
         assert!(targets.iter().any(|w| *w > 0.0) && targets.iter().any(|w| *w < 0.0), "{targets:?}");
         let state = mock.state().await;
         let orders = state["orders"].as_array().unwrap();
@@ -227,7 +227,7 @@ fn a_full_cycle_places_exactly_the_orders_the_targets_ask_for() {
             let price: f64 = placed[0]["price"].as_str().unwrap().parse().unwrap();
             let touch = if targets[i] > 0.0 { quote.bid } else { quote.ask };
             assert!((price - touch).abs() / touch < 1e-4, "{symbol}: price {price} at the touch {touch}");
-            let bar = FIRST_BAR + 1_429 * HOUR;
+            let bar = FIRST_BAR + 1_419 * HOUR;
             assert_eq!(placed[0]["orderLinkId"], format!("xs-{bar}-{symbol}-0"));
         }
         assert_eq!(report.orders_placed.len(), orders.len());
@@ -236,7 +236,7 @@ fn a_full_cycle_places_exactly_the_orders_the_targets_ask_for() {
 
 #[test]
 fn a_crash_after_the_orders_were_sent_places_no_duplicates_on_restart() {
-    let now = FIRST_BAR + 1_430 * HOUR + 5_000;
+    let now = FIRST_BAR + 1_420 * HOUR + 5_000;
     let mock = Mock::start(now);
     let dir = tempfile::tempdir().unwrap();
     block_on(async {
@@ -283,7 +283,7 @@ fn a_crash_after_the_orders_were_sent_places_no_duplicates_on_restart() {
 
 #[test]
 fn the_circuit_breaker_trips_after_five_errors_and_recovers_after_the_cooldown() {
-    let mut now = FIRST_BAR + 1_430 * HOUR + 5_000;
+    let mut now = FIRST_BAR + 1_420 * HOUR + 5_000;
     let mock = Mock::start(now);
     let dir = tempfile::tempdir().unwrap();
     block_on(async {
@@ -321,10 +321,10 @@ fn creates_with(state: &Value, link_prefix: &str) -> Vec<Value> {
 
 #[test]
 fn stale_orders_are_cancelled_and_replaced_under_the_next_id() {
-    let mut now = FIRST_BAR + 1_430 * HOUR + 5_000;
+    let mut now = FIRST_BAR + 1_420 * HOUR + 5_000;
     let mock = Mock::start(now);
     let dir = tempfile::tempdir().unwrap();
-    let bar = FIRST_BAR + 1_429 * HOUR;
+    let bar = FIRST_BAR + 1_419 * HOUR;
     block_on(async {
         let mut runner = start_runner(&mock, dir.path()).await;
         let first = runner.cycle().await.unwrap();
@@ -371,10 +371,10 @@ fn stale_orders_are_cancelled_and_replaced_under_the_next_id() {
 
 #[test]
 fn post_only_rejections_are_repriced_and_partial_fills_are_topped_up_next_bar() {
-    let mut now = FIRST_BAR + 1_430 * HOUR + 5_000;
+    let mut now = FIRST_BAR + 1_420 * HOUR + 5_000;
     let mock = Mock::start(now);
     let dir = tempfile::tempdir().unwrap();
-    let bar = FIRST_BAR + 1_429 * HOUR;
+    let bar = FIRST_BAR + 1_419 * HOUR;
     block_on(async {
         let mut runner = start_runner(&mock, dir.path()).await;
         mock.control("/mock/faults", json!({"path": "/v5/order/create", "kind": "postonly", "count": 1})).await;
@@ -431,7 +431,7 @@ fn a_timed_out_request_is_retried_and_a_persistent_one_is_a_typed_error() {
 
 #[test]
 fn a_stop_hit_on_the_last_trade_closes_with_a_reduce_only_market_order() {
-    let now = FIRST_BAR + 1_430 * HOUR + 5_000;
+    let now = FIRST_BAR + 1_420 * HOUR + 5_000;
     let mock = Mock::start(now);
     let dir = tempfile::tempdir().unwrap();
     block_on(async {
@@ -456,7 +456,7 @@ fn a_stop_hit_on_the_last_trade_closes_with_a_reduce_only_market_order() {
         let through = if stop.side > 0.0 { stop.stop * 0.98 } else { stop.stop * 1.02 };
         mock.control("/mock/price", json!({"symbol": position.symbol, "last": through})).await;
         let exits = runner.risk_check().await.unwrap();
-        let bar = FIRST_BAR + 1_429 * HOUR;
+        let bar = FIRST_BAR + 1_419 * HOUR;
         assert_eq!(exits, vec![format!("xs-{bar}-{}-stop", position.symbol)]);
         let state = mock.state().await;
         let exit = &creates_with(&state, &exits[0])[0]["body"];
@@ -473,7 +473,7 @@ fn a_stop_hit_on_the_last_trade_closes_with_a_reduce_only_market_order() {
 
 #[test]
 fn a_config_reload_swaps_between_cycles_or_is_rejected_keeping_the_old_one() {
-    let now = FIRST_BAR + 1_430 * HOUR + 5_000;
+    let now = FIRST_BAR + 1_420 * HOUR + 5_000;
     let mock = Mock::start(now);
     let dir = tempfile::tempdir().unwrap();
     block_on(async {
@@ -508,7 +508,7 @@ fn a_config_reload_swaps_between_cycles_or_is_rejected_keeping_the_old_one() {
 #[test]
 fn paper_mode_trades_on_public_data_without_sending_a_signed_request() {
     use xsmom::live::paper::PaperExchange;
-    let mut now = FIRST_BAR + 1_430 * HOUR + 5_000;
+    let mut now = FIRST_BAR + 1_420 * HOUR + 5_000;
     let mock = Mock::start(now);
     let dir = tempfile::tempdir().unwrap();
     block_on(async {
@@ -591,7 +591,7 @@ fn wait_for(what: &str, seconds: u64, mut ready: impl FnMut() -> bool) {
 
 #[test]
 fn the_binary_trades_testnet_reloads_notifies_and_stops_cleanly_without_leaking_secrets() {
-    let now = FIRST_BAR + 1_430 * HOUR + 5_000;
+    let now = FIRST_BAR + 1_420 * HOUR + 5_000;
     let mock = Mock::start(now);
     let hook = Webhook::start();
     let dir = tempfile::tempdir().unwrap();
@@ -673,5 +673,5 @@ fn the_binary_trades_testnet_reloads_notifies_and_stops_cleanly_without_leaking_
         .output()
         .unwrap();
     assert!(shown.status.success());
-    assert!(String::from_utf8_lossy(&shown.stdout).contains(&format!("\"last_bar_ts\": {}", FIRST_BAR + 1_429 * HOUR)));
+    assert!(String::from_utf8_lossy(&shown.stdout).contains(&format!("\"last_bar_ts\": {}", FIRST_BAR + 1_419 * HOUR)));
 }

@@ -117,9 +117,12 @@ fn assert_same_fills(account: &[Fill], backtest: &BacktestResult, label: &str) {
     };
     let (account, expected) = (by_bar_and_symbol(account), by_bar_and_symbol(&backtest.fills));
     for (k, (live, want)) in account.iter().zip(&expected).enumerate() {
-        let same = live.ts == want.ts && live.symbol == want.symbol && live.side == want.side && live.reason == want.reason;
+        let same =
+            live.ts == want.ts && live.symbol == want.symbol && live.side == want.side && live.reason == want.reason;
         assert!(same, "{label}: fill {k} differs: account {live:?}, backtest {want:?}");
-        for (what, a, b) in [("qty", live.qty, want.qty), ("price", live.price, want.price), ("fee", live.fee, want.fee)] {
+        for (what, a, b) in
+            [("qty", live.qty, want.qty), ("price", live.price, want.price), ("fee", live.fee, want.fee)]
+        {
             assert!(relative(a, b) <= 1e-9, "{label}: fill {k} {what}: account {a}, backtest {b} ({live:?})");
         }
     }
@@ -456,4 +459,3 @@ fn stop_timeframe_tests_the_stops_on_finer_bars_in_order() {
         assert!(runner.exchange().positions().await.unwrap().iter().all(|p| p.symbol != symbol), "closed");
     });
 }
-

@@ -1179,7 +1179,8 @@ impl Engine {
                 continue;
             }
             self.ledger.trade(t, ts, i, delta, prices[i], fee_bps, slippage_bps, FillReason::Rebalance);
-            let decision_atr = if fill == FillPrice::NextOpen { self.ind.prev_atr.as_deref() } else { self.ind.atr.as_deref() };
+            let decision_atr =
+                if fill == FillPrice::NextOpen { self.ind.prev_atr.as_deref() } else { self.ind.atr.as_deref() };
             self.after_rebalance_fill(t, i, current, decision_atr.map_or(f64::NAN, |atr| atr[i]));
         }
         self.active = active;
@@ -1263,7 +1264,16 @@ impl Engine {
             self.bar_orders.push(BarOrder::Expired { symbol: i, taker });
             if taker && close[i] > 0.0 {
                 let before = self.ledger.units[i];
-                self.ledger.trade(t, self.bar_ts, i, order.units, close[i], fee_bps, slippage_bps, FillReason::Rebalance);
+                self.ledger.trade(
+                    t,
+                    self.bar_ts,
+                    i,
+                    order.units,
+                    close[i],
+                    fee_bps,
+                    slippage_bps,
+                    FillReason::Rebalance,
+                );
                 let atr = self.ind.atr.as_deref().map_or(f64::NAN, |atr| atr[i]);
                 self.after_rebalance_fill(t, i, before, atr);
             }

@@ -139,8 +139,7 @@ impl Panel {
             volume[[t, i]] = bars.volume[row];
             // Quote volume: the turnover column where it has a value, else close × volume.
             let turnover = bars.turnover.as_ref().map_or(f64::NAN, |turnover| turnover[row]);
-            quote_volume[[t, i]] =
-                if turnover.is_finite() { turnover } else { bars.close[row] * bars.volume[row] };
+            quote_volume[[t, i]] = if turnover.is_finite() { turnover } else { bars.close[row] * bars.volume[row] };
         }
         let ts = (0..n_bars as i64).map(|t| first + t * step).collect();
         Ok(Panel { timeframe, ts, symbols: symbols.to_vec(), open, high, low, close, volume, quote_volume })

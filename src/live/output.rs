@@ -36,7 +36,13 @@ pub fn write_replay_outputs(
         vec![
             ts_array(executions.iter().map(|e| e.ts).collect()),
             Arc::new(StringArray::from_iter_values(executions.iter().map(|e| e.symbol.as_str()))),
-            Arc::new(StringArray::from_iter_values(executions.iter().map(|e| if e.side == Side::Buy { "buy" } else { "sell" }))),
+            Arc::new(StringArray::from_iter_values(executions.iter().map(|e| {
+                if e.side == Side::Buy {
+                    "buy"
+                } else {
+                    "sell"
+                }
+            }))),
             f64_array(executions.iter().map(|e| e.qty).collect()),
             f64_array(executions.iter().map(|e| e.price).collect()),
             f64_array(executions.iter().map(|e| e.qty * e.price).collect()),

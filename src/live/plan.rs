@@ -85,7 +85,13 @@ pub fn plan_order(book: &SymbolBook, inputs: &PlanInputs) -> Result<Option<Plann
         Side::Sell => nearest_step(book.ask * (1.0 + offset_bps / 1e4), book.tick_size)
             .max(ceil_to_step(book.ask, book.tick_size)),
     };
-    Ok(Some(PlannedOrder { symbol: book.symbol.clone(), side, qty: delta.abs(), price, reduce_only: reduces(book.position, delta) }))
+    Ok(Some(PlannedOrder {
+        symbol: book.symbol.clone(),
+        side,
+        qty: delta.abs(),
+        price,
+        reduce_only: reduces(book.position, delta),
+    }))
 }
 
 /// Whether trading `delta` only reduces `position` (never opens or flips).

@@ -183,7 +183,6 @@ impl Book {
             FillPrice::Close | FillPrice::LimitTouch => self.last_close(i),
         }
     }
-
 }
 
 impl Exchange for ReplayExchange {

@@ -73,7 +73,7 @@ pub struct Runner<E: Exchange> {
     last_close: Vec<f64>,
     /// The engine's exits and expired limits of the bars stepped since the last reconciliation.
     pending_bar_orders: Vec<BarOrder>,
-    /// The engine decided at the newest bar stepped.
+    /// The engine decided at the newest bar stepped (the rebalance of that bar is due).
     pending_decision: bool,
 }
 
@@ -225,9 +225,10 @@ impl<E: Exchange> Runner<E> {
             }
         }
         let drop_invalid = self.cfg.data.on_invalid == OnInvalid::Drop;
-        let (bars, findings) = data::clean_bars(&bars, self.timeframe, drop_invalid)
-            .map_err(|err| err.context("live klines"))?;
-        for finding in findings.iter().take(20) {
+        let (bars, findings) =
+            data::clean_bars(&bars, self.timeframe, drop_invalid).map_err(|err| err.context("live klines"))?;
+        // Warnings (spikes, zero volume) are the backtest's too; errors were dropped or refused above.
+        for finding in findings.iter().filter(|f| f.severity == data::Severity::Error).take(20) {
             tracing::warn!(symbol = %finding.symbol, ts = finding.ts, kind = finding.kind, "kline finding");
         }
         let panel = Panel::on_grid(&bars, self.timeframe, &self.symbols, start, n_bars)?;
@@ -338,8 +339,11 @@ impl<E: Exchange> Runner<E> {
         self.state.kill_switch = Some(self.account_kill.snapshot());
         let mut positions = self.positions().await?;
         let prefix = format!("xs-{bar_ts}-");
-        let decided = std::mem::take(&mut self.pending_decision);
-        let bar_orders = std::mem::take(&mut self.pending_bar_orders);
+        // A decision holds for its whole bar: a re-run of this bar's reconciliation (stale orders, a
+        // failure) steers to it again; the exits are sent once.
+        let decided = self.pending_decision;
+        // Kept until this reconciliation succeeds: exits carry fixed ids, so a retry never doubles one.
+        let bar_orders = self.pending_bar_orders.clone();
         let open = self.exchange.open_orders().await.map_err(|err| exchange_error("open orders", err))?;
         // Rebalance orders of earlier bars are replaced at a decision bar (the engine replaces its
         // resting limits then); resting stops are placed anew every bar.
@@ -364,17 +368,18 @@ impl<E: Exchange> Runner<E> {
         if !self.cfg.live.trading {
             // A `stand aside` deploy: flat and staying flat, the model still stepping.
             report.skipped = self.symbols.iter().map(|s| (s.clone(), Skip::NotTrading)).collect();
-            return self.flatten(bar_ts, &positions, FillReason::Flatten, report).await.map(|()| true);
+            self.flatten(bar_ts, &positions, FillReason::Flatten, report).await?;
+            self.pending_bar_orders.clear();
+            return Ok(true);
         }
         if kill.active && (kill.flatten || kill.paused) {
             report.kill_switch = true;
-            return self.flatten(bar_ts, &positions, FillReason::KillSwitch, report).await.map(|()| true);
+            self.flatten(bar_ts, &positions, FillReason::KillSwitch, report).await?;
+            self.pending_bar_orders.clear();
+            return Ok(true);
         }
         if breaker_open(&self.state, now) {
             report.breaker_open = true;
-            // The engine's decisions of this bar are kept for the retry.
-            self.pending_decision = decided;
-            self.pending_bar_orders = bar_orders;
             return Ok(false);
         }
         for order in &bar_orders {
@@ -413,6 +418,7 @@ impl<E: Exchange> Runner<E> {
         }
         let equity = self.exchange.equity().await.map_err(|err| exchange_error("equity", err))?;
         self.equity_history.push((bar_ts, equity));
+        self.pending_bar_orders.clear();
         Ok(true)
     }
 
@@ -610,9 +616,15 @@ impl<E: Exchange> Runner<E> {
             if position == 0.0 || stop.side != position.signum() {
                 continue;
             }
-            let mut levels = vec![("cat", stop.catastrophic, FillReason::Stop, 1.0), ("sl", stop.stop, stop.stop_reason, 1.0)];
+            let mut levels =
+                vec![("cat", stop.catastrophic, FillReason::Stop, 1.0), ("sl", stop.stop, stop.stop_reason, 1.0)];
             if !stop.partial_done && stops_cfg.partial_tp_frac > 0.0 {
-                levels.push(("tp", stop.take_profit_level(&stops_cfg), FillReason::TakeProfit, stops_cfg.partial_tp_frac));
+                levels.push((
+                    "tp",
+                    stop.take_profit_level(&stops_cfg),
+                    FillReason::TakeProfit,
+                    stops_cfg.partial_tp_frac,
+                ));
             }
             for (suffix, level, reason, fraction) in levels {
                 let mut request = self.request(&symbol, -position * fraction, None, reason);

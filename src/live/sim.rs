@@ -21,7 +21,6 @@ use crate::config::{CostsConfig, ExecutionConfig, FillPrice};
 use crate::execution;
 use crate::risk::{stop_hit, take_profit_hit};
 
-
 #[derive(Debug, Clone)]
 struct Resting {
     order: Order,
@@ -301,7 +300,11 @@ impl SimAccount {
     pub fn positions(&self) -> Vec<Position> {
         (0..self.symbols.len())
             .filter(|&i| self.ledger.units[i] != 0.0)
-            .map(|i| Position { symbol: self.symbols[i].clone(), qty: self.ledger.units[i], avg_price: self.avg_price[i] })
+            .map(|i| Position {
+                symbol: self.symbols[i].clone(),
+                qty: self.ledger.units[i],
+                avg_price: self.avg_price[i],
+            })
             .collect()
     }
 
