@@ -34,7 +34,7 @@ def test_backtest_result_schemas(bars, funding, data_dir):
         "regime",
         "k",
     ]
-    assert res.weights.columns == ["ts", "symbol", "target_weight", "weight", "units"]
+    assert res.weights.columns == ["ts", "symbol", "target_weight", "model_weight", "weight", "units"]
     assert res.weights.schema["ts"] == UTC_MS
     assert res.fills.columns == ["ts", "symbol", "side", "qty", "price", "notional", "fee", "reason"]
     assert res.trades.columns == [
