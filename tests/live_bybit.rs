@@ -675,3 +675,162 @@ fn the_binary_trades_testnet_reloads_notifies_and_stops_cleanly_without_leaking_
     assert!(shown.status.success());
     assert!(String::from_utf8_lossy(&shown.stdout).contains(&format!("\"last_bar_ts\": {}", FIRST_BAR + 1_419 * HOUR)));
 }
+
+/// A config on the test symbols: `extra` YAML lines go at the top level (no key of the base set).
+fn config_text(extra: &str) -> (Config, String) {
+    let text = format!(
+        "universe:\n  include: [{}]\nstrategy:\n  k_min: 1\n  k_max: 2\n  regime_filter:\n    enabled: false\n{extra}",
+        SYMBOLS.join(", ")
+    );
+    (Config::from_yaml(&text, "test").unwrap(), text)
+}
+
+/// The backtest of `cfg` on the mock's bars and funding (the six test symbols of the fixture).
+fn backtest_on_the_mock_data(cfg: &Config) -> xsmom::backtest::BacktestResult {
+    use xsmom::run::{self, BarsSource, FundingSource};
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data");
+    let selection =
+        xsmom::data::store::Selection { symbols: Some(symbols()), start: None, end: None, timeframe: cfg.timeframe() };
+    let bars = xsmom::data::read_bars(&root, &selection).unwrap().0;
+    let inputs = run::prepare(BarsSource::Bars(bars), FundingSource::Path(root), cfg).unwrap();
+    run::backtest(&inputs, cfg, false).unwrap()
+}
+
+/// The orders of one cycle as the mock recorded them: symbol → signed quantity.
+fn orders_of(state: &Value, ids: &[String]) -> std::collections::BTreeMap<String, f64> {
+    let all = state["orders"].as_array().unwrap().iter().chain(state["closed_orders"].as_array().unwrap());
+    all.filter(|o| ids.iter().any(|id| o["orderLinkId"] == id.as_str()))
+        .map(|o| {
+            let qty: f64 = o["qty"].as_str().unwrap().parse().unwrap();
+            (o["symbol"].as_str().unwrap().to_string(), if o["side"] == "Buy" { qty } else { -qty })
+        })
+        .collect()
+}
+
+#[test]
+fn the_runner_sends_bar_by_bar_the_orders_the_backtests_fills_imply() {
+    // Fills at the close with the taker fee (the mock's market orders), no stops (the risk loop is
+    // not run here): the mock account follows the backtest's book up to lot rounding and funding.
+    let (cfg, text) = config_text(
+        "costs:\n  maker_fill_ratio: 0.0\nrisk:\n  stops:\n    enabled: false\n  kill_switch:\n    enabled: false\n",
+    );
+    let backtest = backtest_on_the_mock_data(&cfg);
+    let first = backtest.first_decision.expect("the backtest trades");
+    let mut now = FIRST_BAR + first as i64 * HOUR + 5_000;
+    let mock = Mock::start(now);
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let mut runner =
+            Runner::start(mock.client(), cfg.clone(), &text, symbols(), options(dir.path())).await.unwrap();
+        assert!(runner.cycle().await.unwrap().orders_placed.is_empty(), "nothing before the first decision");
+        let (mut compared, mut near_threshold) = (0, 0);
+        let backtest_targets = backtest.target_weights();
+        for t in first..first + 200 {
+            now += HOUR;
+            mock.control("/mock/clock", json!({"now_ms": now})).await;
+            let report = runner.cycle().await.unwrap();
+            assert_eq!(
+                runner.engine().target_weights(),
+                backtest_targets.row(t).to_vec(),
+                "admitted targets at bar {t}"
+            );
+            let ts = FIRST_BAR + t as i64 * HOUR;
+            let live = orders_of(&mock.state().await, &report.orders_placed);
+            let implied: std::collections::BTreeMap<String, f64> = backtest
+                .fills
+                .iter()
+                .filter(|f| f.ts == ts)
+                .map(|f| (backtest.symbols[f.symbol].clone(), f.side as f64 * f.qty))
+                .collect();
+            let equity = backtest.bars.equity[t];
+            let threshold = cfg.backtest.min_rebalance_delta * equity;
+            for symbol in implied.keys().chain(live.keys()).collect::<std::collections::BTreeSet<_>>() {
+                let (want, got) =
+                    (implied.get(symbol).copied().unwrap_or(0.0), live.get(symbol).copied().unwrap_or(0.0));
+                if want == 0.0 || got == 0.0 {
+                    // Only a trade at the edge of min_rebalance_delta may be on one side alone.
+                    near_threshold += 1;
+                    assert!(
+                        near_threshold <= 3,
+                        "bar {t} {symbol}: backtest {want}, runner {got} (threshold {threshold:.2})"
+                    );
+                    continue;
+                }
+                assert_eq!(want.signum(), got.signum(), "bar {t} {symbol}: side");
+                let tolerance = 2.0 * 0.001 + 2e-3 * want.abs();
+                assert!((want - got).abs() <= tolerance, "bar {t} {symbol}: backtest {want}, runner {got}");
+                compared += 1;
+            }
+        }
+        assert!(compared > 120, "orders compared: {compared}");
+        eprintln!("orders compared: {compared}, on one side only: {near_threshold}");
+    });
+}
+
+#[test]
+fn an_entry_the_entry_rules_refuse_is_traded_by_neither_the_backtest_nor_the_runner() {
+    // Every UTC hour blacked out: the strategy wants positions, no entry is admitted.
+    let (cfg, text) = config_text(&format!(
+        "risk:\n  kill_switch:\n    enabled: false\n  time_of_day:\n    enabled: true\n    blackout_hours_utc: {:?}\n",
+        (0..24).collect::<Vec<u32>>()
+    ));
+    let backtest = backtest_on_the_mock_data(&cfg);
+    assert!(backtest.model_weights().iter().any(|w| *w != 0.0), "the strategy wants positions");
+    assert!(backtest.target_weights().iter().all(|w| *w == 0.0), "none is admitted");
+    assert!(backtest.fills.is_empty());
+    let mut now = FIRST_BAR + 1_420 * HOUR + 5_000;
+    let mock = Mock::start(now);
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let mut runner =
+            Runner::start(mock.client(), cfg.clone(), &text, symbols(), options(dir.path())).await.unwrap();
+        for _ in 0..3 {
+            let report = runner.cycle().await.unwrap();
+            assert!(runner.engine().model_weights().iter().any(|w| *w != 0.0));
+            assert!(report.orders_placed.is_empty(), "{report:?}");
+            now += HOUR;
+            mock.control("/mock/clock", json!({"now_ms": now})).await;
+        }
+        assert!(requests(&mock.state().await, "/v5/order/create").is_empty());
+    });
+}
+
+#[test]
+fn a_stand_aside_config_flattens_the_account_and_keeps_it_flat() {
+    let mut now = FIRST_BAR + 1_420 * HOUR + 5_000;
+    let mock = Mock::start(now);
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let (cfg, text) = config_text("risk:\n  kill_switch:\n    enabled: false\n");
+        let mut runner = Runner::start(mock.client(), cfg, &text, symbols(), options(dir.path())).await.unwrap();
+        // Trade until the account holds positions (market orders fill at once).
+        for _ in 0..48 {
+            runner.cycle().await.unwrap();
+            if !runner.exchange().positions().await.unwrap().is_empty() {
+                break;
+            }
+            now += HOUR;
+            mock.control("/mock/clock", json!({"now_ms": now})).await;
+        }
+        assert!(!runner.exchange().positions().await.unwrap().is_empty(), "the account holds positions");
+        let last_bar = runner.state().last_bar_ts.unwrap();
+        // A `stand aside` deploy: trading off.
+        let (aside, aside_text) = config_text("risk:\n  kill_switch:\n    enabled: false\nlive:\n  trading: false\n");
+        runner.reload(aside, &aside_text).await.unwrap();
+        let report = runner.cycle().await.unwrap();
+        assert!(report.orders_placed.iter().all(|id| id.ends_with("-flat")), "{report:?}");
+        assert!(runner.exchange().positions().await.unwrap().is_empty(), "flat");
+        for _ in 0..3 {
+            now += HOUR;
+            mock.control("/mock/clock", json!({"now_ms": now})).await;
+            let report = runner.cycle().await.unwrap();
+            assert_eq!(report.bars_stepped, 1, "the model keeps stepping");
+            assert!(runner.engine().target_weights().iter().any(|w| *w != 0.0), "and keeps deciding");
+            assert!(report.orders_placed.is_empty(), "nothing is traded: {report:?}");
+            assert!(runner.exchange().positions().await.unwrap().is_empty());
+        }
+        let heartbeat: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("heartbeat.json")).unwrap()).unwrap();
+        assert_eq!(heartbeat["last_bar_ts"], json!(last_bar + 3 * HOUR), "and heart-beating");
+    });
+}

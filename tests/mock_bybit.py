@@ -5,7 +5,8 @@ prints ``READY <port>`` when listening. It checks signatures and the recv-window
 (newest first, ``limit`` ≤ 1000, only bars closed at the mock clock), instruments, tickers,
 funding history and server time from a Hive bar store, keeps orders, positions and the USDT
 balance, and matches orders bar by bar when the clock moves (``POST /mock/clock``): a post-only
-limit fills when a later bar trades through its price, a market order at the next bar's open.
+limit fills when a later bar trades through its price; a market order fills when it is created, at
+the last trade plus slippage, with the taker fee.
 
 Test hooks (no auth): ``POST /mock/clock {"now_ms"}``, ``POST /mock/faults {"path", "kind",
 "count"}`` with kind ``timeout | http500 | ratelimit | postonly | drop_after_accept | partial``,
@@ -84,6 +85,7 @@ class Exchange:
             self.positions: dict[str, float] = {}
             self.avg_price: dict[str, float] = {}
             self.orders: list[dict] = []
+            self.closed_orders: list[dict] = []
             self.executions: list[dict] = []
             self.faults: list[dict] = []
             self.log: list[dict] = []
@@ -114,6 +116,23 @@ class Exchange:
                     if self._try_fill(order, bar):
                         break
             self.orders = [o for o in self.orders if o["orderStatus"] in ("New", "PartiallyFilled")]
+
+    def fill_market(self, order: dict) -> None:
+        """A market order fills at once at the last trade (reduce-only capped at the position)."""
+        symbol = order["symbol"]
+        side = 1.0 if order["side"] == "Buy" else -1.0
+        last = self.price_override.get(symbol, self.last_close(symbol))
+        qty = float(order["qty"])
+        if order["reduceOnly"]:
+            position = self.positions.get(symbol, 0.0)
+            qty = min(qty, abs(position)) if position * side < 0 else 0.0
+        if qty > 0:
+            self._execute(order, qty, last * (1 + side * SLIPPAGE), TAKER_FEE)
+            order["orderStatus"] = "Filled"
+        else:
+            order["orderStatus"] = "Cancelled"
+        self.orders = [o for o in self.orders if o is not order]
+        self.closed_orders.append(order)
 
     def _try_fill(self, order: dict, bar: tuple) -> bool:
         _, open_, high, low, *_ = bar
@@ -266,6 +285,7 @@ class Handler(BaseHTTPRequestHandler):
                 "equity": ex.equity(),
                 "positions": {s: q for s, q in ex.positions.items() if q},
                 "orders": ex.orders,
+                "closed_orders": ex.closed_orders,
                 "executions": ex.executions,
                 "log": ex.log,
             }
@@ -421,6 +441,8 @@ class Handler(BaseHTTPRequestHandler):
         }
         ex.next_id += 1
         ex.orders.append(order)
+        if order["orderType"] == "Market":
+            ex.fill_market(order)
         if fault == "partial" and order["orderType"] == "Limit":
             ex._execute(order, float(order["qty"]) / 2, float(order["price"]), MAKER_FEE)
             order["orderStatus"] = "PartiallyFilled"
