@@ -83,5 +83,18 @@ fn parts(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, backtests, risk_overhead, parts);
+/// The default config under each fill model at 36 × 8 760 (issue: `limit_touch` within 1.2× of `close`).
+fn fill_models(c: &mut Criterion) {
+    let panel = common::random_panel(8_760, 36, 7, true);
+    let funding = common::no_funding(&panel);
+    let mut group = c.benchmark_group("fill_model_36x8760");
+    group.sample_size(10).measurement_time(Duration::from_secs(8));
+    for fill in ["close", "next_open", "limit_touch"] {
+        let cfg = Config::default().with_override_strings(&[format!("execution.fill={fill}")]).unwrap();
+        group.bench_function(fill, |b| b.iter(|| backtest::run(&panel, &funding, &cfg).unwrap()));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, backtests, risk_overhead, fill_models, parts);
 criterion_main!(benches);
