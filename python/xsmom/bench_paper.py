@@ -52,7 +52,8 @@ def measure(bars: str | Path, cfg: xsmom.Config) -> dict[str, float]:
                 paper = bar["close"] * (1.0 + exit_sign * slippage)
                 # Positive = paper sold lower / bought higher than the backtest: a cost.
                 cost_bps = exit_sign * (paper - fill["price"]) / fill["price"] * 1e4
-                rows.append({"qty": fill["qty"], "price": fill["price"], "paper": paper, "cost_bps": cost_bps})
+                row = {"qty": fill["qty"], "price": fill["price"], "paper": paper, "cost_bps": cost_bps}
+                rows.append(row)
                 break
     table = pl.DataFrame(rows)
     equity = result.equity["equity"]
