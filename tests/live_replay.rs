@@ -459,3 +459,33 @@ fn stop_timeframe_tests_the_stops_on_finer_bars_in_order() {
         assert!(runner.exchange().positions().await.unwrap().iter().all(|p| p.symbol != symbol), "closed");
     });
 }
+
+#[test]
+fn binary_replay_starts_from_a_clean_account_unless_a_state_file_is_given() {
+    // Two runs in the same folder without --state: both replay the whole fixture from 10 000.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "").unwrap();
+    let run = || {
+        let output = binary()
+            .current_dir(dir.path())
+            .args(["run", "--mode", "replay", "--config"])
+            .arg(&config)
+            .arg("--bars")
+            .arg(fixture())
+            .env("XSMOM_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    let (first, second) = (run(), run());
+    assert!(first.starts_with("replay done: 3672 bars,"), "{first}");
+    assert_eq!(first, second, "the second run replays again instead of resuming");
+    assert!(!dir.path().join("state").exists(), "nothing written to ./state");
+    // The backtest's final equity, printed by the replay.
+    let cfg = Config::default();
+    let backtest = run::backtest(&inputs(&cfg), &cfg, false).unwrap();
+    let want = format!("equity {:.2}", backtest.bars.equity.last().unwrap());
+    assert!(first.contains(&want), "{first} vs {want}");
+}
