@@ -291,6 +291,9 @@ pub struct SizingConfig {
     pub max_notional_usd: f64,
     pub max_gross_leverage: f64,
     pub min_weight: f64,
+    /// Round every final weight to this many decimals (half to even, as numpy and pandas do);
+    /// `null` = no rounding. The `xsmom-bot-v1` profile rounds to 8, as the original does.
+    pub round_decimals: Option<u32>,
     pub caps: CapMode,
     pub vol_target: VolTargetConfig,
     pub kelly: KellyConfig,
@@ -305,6 +308,7 @@ impl Default for SizingConfig {
             max_notional_usd: 20_000.0,
             max_gross_leverage: 1.5,
             min_weight: 1e-6,
+            round_decimals: None,
             caps: CapMode::WaterFill,
             vol_target: VolTargetConfig::default(),
             kelly: KellyConfig::default(),
@@ -746,6 +750,7 @@ impl Config {
         s.bands.enabled = false;
         config.sizing.weighting = Weighting::Equal;
         config.sizing.caps = CapMode::Clip;
+        config.sizing.round_decimals = Some(8);
         config.sizing.vol_target.enabled = false;
         config.risk.stops.enabled = false;
         config.risk.kill_switch.enabled = false;
@@ -858,6 +863,9 @@ impl Config {
         check.real("sizing.max_notional_usd", z.max_notional_usd, 0.0, f64::INFINITY);
         check.real("sizing.max_gross_leverage", z.max_gross_leverage, 0.0, 20.0);
         check.real("sizing.min_weight", z.min_weight, 0.0, 1.0);
+        if let Some(decimals) = z.round_decimals {
+            check.int("sizing.round_decimals", decimals as usize, 0, 15);
+        }
         let v = &z.vol_target;
         check.real("sizing.vol_target.target_ann_vol", v.target_ann_vol, 1e-6, 10.0);
         check.int("sizing.vol_target.lookback", v.lookback, 2, 100_000);

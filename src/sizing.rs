@@ -241,6 +241,10 @@ pub fn size_book(cfg: &SizingConfig, input: &BookInputs<'_>, weights: &mut [f64]
             weights[i] = 0.0;
         }
     }
+    if let Some(decimals) = cfg.round_decimals {
+        let scale = 10f64.powi(decimals as i32);
+        scratch.members.iter().for_each(|&i| weights[i] = (weights[i] * scale).round_ties_even() / scale);
+    }
     stats
 }
 

@@ -100,6 +100,8 @@ pub fn naive_v1(panel: &Panel, cfg: &Config) -> Vec<f64> {
                     ranked.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap().then(a.0.cmp(&b.0)));
                     let cap = cfg.sizing.max_weight_per_asset.min(cfg.sizing.max_notional_usd / equity[t]);
                     let each = (cfg.sizing.gross_leverage / (2 * k) as f64).min(cap);
+                    // The original rounds its final weights to 8 decimals (numpy's half to even).
+                    let each = (each * 1e8).round_ties_even() / 1e8;
                     for &(i, _) in ranked.iter().take(k) {
                         w[i] = each;
                     }
