@@ -32,9 +32,39 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     result
 }
 
+/// Remove the temp files that [`write_atomically`] leaves beside `path` when its process is killed
+/// between creating and renaming them (`.<name>.tmp-<pid>`; never `path` itself).
+pub fn remove_stale_temps(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else { return };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        if entry.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_temps_of_interrupted_writes_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        write_atomically(&state, b"{}").unwrap();
+        for stale in [".state.json.tmp-123", ".state.json.tmp-99999"] {
+            fs::write(dir.path().join(stale), b"half").unwrap();
+        }
+        fs::write(dir.path().join(".other.json.tmp-1"), b"keep").unwrap();
+        remove_stale_temps(&state);
+        let mut left: Vec<String> =
+            fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, [".other.json.tmp-1", "state.json"]);
+    }
 
     #[test]
     fn replaces_the_whole_file_and_leaves_no_temp() {

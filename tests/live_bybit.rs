@@ -834,3 +834,22 @@ fn a_stand_aside_config_flattens_the_account_and_keeps_it_flat() {
         assert_eq!(heartbeat["last_bar_ts"], json!(last_bar + 3 * HOUR), "and heart-beating");
     });
 }
+
+#[test]
+fn one_rejected_order_never_stops_the_other_symbols() {
+    let now = FIRST_BAR + 1_420 * HOUR + 5_000;
+    let mock = Mock::start(now);
+    let dir = tempfile::tempdir().unwrap();
+    // Stale temp files of an interrupted state write are removed at start.
+    std::fs::write(dir.path().join(".state.json.tmp-4242"), "half a state").unwrap();
+    block_on(async {
+        mock.control("/mock/faults", json!({"path": "/v5/order/create", "kind": "reject", "count": 1})).await;
+        let mut runner = start_runner(&mock, dir.path()).await;
+        assert!(!dir.path().join(".state.json.tmp-4242").exists());
+        let report = runner.cycle().await.expect("a rejection does not fail the cycle");
+        let wanted = runner.engine().target_weights().iter().filter(|w| **w != 0.0).count();
+        assert!(wanted >= 2, "{wanted} targets");
+        assert_eq!(report.orders_placed.len(), wanted - 1, "{report:?}");
+        assert_eq!(report.skipped.iter().filter(|(_, skip)| *skip == xsmom::live::plan::Skip::Rejected).count(), 1);
+    });
+}

@@ -9,7 +9,7 @@ limit fills when a later bar trades through its price; a market order fills when
 the last trade plus slippage, with the taker fee.
 
 Test hooks (no auth): ``POST /mock/clock {"now_ms"}``, ``POST /mock/faults {"path", "kind",
-"count"}`` with kind ``timeout | http500 | ratelimit | postonly | drop_after_accept | partial``,
+"count"}`` with kind ``timeout | http500 | ratelimit | postonly | reject | drop_after_accept | partial``,
 ``POST /mock/price {"symbol", "last"}`` (the ticker's last trade, for stop tests), ``GET /mock/state``
 (orders, positions, balance, request log), ``POST /mock/reset``.
 """
@@ -420,6 +420,8 @@ class Handler(BaseHTTPRequestHandler):
             return error(10001, f"symbol {symbol} invalid")
         last = ex.price_override.get(symbol, ex.last_close(symbol))
         side = 1.0 if body["side"] == "Buy" else -1.0
+        if fault == "reject":
+            return error(110017, "reduce-only rule not satisfied")
         if body["orderType"] == "Limit" and body.get("timeInForce") == "PostOnly":
             price = float(body["price"])
             crosses = price >= last * (1 + HALF_SPREAD) if side > 0 else price <= last * (1 - HALF_SPREAD)

@@ -51,6 +51,8 @@ pub enum Skip {
     BelowMinNotional,
     /// `live.trading: false`: the account stands aside (flat).
     NotTrading,
+    /// The exchange rejected the order (logged); the other symbols went on.
+    Rejected,
 }
 
 /// The post-only limit order for `book.delta`: rounded toward zero to the lot (a close of the whole

@@ -92,6 +92,10 @@ impl<E: Exchange> Runner<E> {
         }
         let timeframe = cfg.timeframe();
         let config_version = config_version(config_text);
+        // Temp files of writes that a kill interrupted are never the state: remove them first.
+        for path in [&opts.state_path, &opts.heartbeat_path] {
+            crate::fsutil::remove_stale_temps(path);
+        }
         let loaded = if opts.reset_state { None } else { LiveState::load(&opts.state_path)? };
         let engine = Engine::new(&symbols, timeframe, &vec![true; symbols.len()], &cfg, false)?;
         let account_kill = match loaded.as_ref().and_then(|s| s.kill_switch.as_ref()) {
@@ -470,6 +474,7 @@ impl<E: Exchange> Runner<E> {
         let targets = self.engine.target_weights().to_vec();
         let fill = self.cfg.execution.fill;
         let min_delta = self.cfg.backtest.min_rebalance_delta;
+        let mut first_error = None;
         let inputs = plan::PlanInputs {
             price_offset_bps: self.cfg.execution.limit_offset_bps + self.cfg.live.price_offset_bps,
             dynamic_offset: self.cfg.live.dynamic_offset,
@@ -542,10 +547,19 @@ impl<E: Exchange> Runner<E> {
                         Err(err) => tracing::warn!(%symbol, error = %err, "re-priced order rejected"),
                     }
                 }
-                Err(err) => return Err(exchange_error(&format!("order {}", request.client_order_id), err)),
+                Err(err @ (ExchangeError::OrderRejected { .. } | ExchangeError::InvalidParams { .. })) => {
+                    // One symbol's rejection (a reduce-only race, a size rule) never stops the others.
+                    tracing::warn!(%symbol, error = %err, "order rejected; the other symbols go on");
+                    report.skipped.push((symbol, Skip::Rejected));
+                }
+                Err(err) => {
+                    tracing::warn!(%symbol, error = %err, "order failed; the other symbols go on");
+                    first_error.get_or_insert(exchange_error(&format!("order {}", request.client_order_id), err));
+                }
             }
         }
-        Ok(())
+        // A transient failure is retried by the next cycle (orders placed this bar are not re-sent).
+        first_error.map_or(Ok(()), Err)
     }
 
     /// An order for `delta` units of `symbol` (market when `limit` is `None`); the id is set by the caller.
