@@ -102,37 +102,98 @@ def test_bad_space_files_give_one_line_errors(tmp_path, text, needle):
 # --- gate -------------------------------------------------------------------------------------
 
 
+GOOD = {"psr": 0.99, "max_drawdown": 0.12, "n_bars": 1000.0, "round_trips": 100.0}
+BASE = {"psr": 0.97, "max_drawdown": 0.10, "n_bars": 1000.0, "round_trips": 100.0}
+MC = {"max_drawdown": {"p99": 0.30}}
+PAIRED = {"p_delta_sharpe": 0.95}
+
+
 def test_deployment_gate_checks_every_threshold():
-    base = {"sharpe": 1.0, "cagr": 0.10, "max_drawdown": 0.10, "n_bars": 1000.0, "round_trips": 100.0}
-    good = {"sharpe": 1.2, "cagr": 0.15, "max_drawdown": 0.12, "n_bars": 1000.0, "round_trips": 100.0}
-    mc = {"max_drawdown": {"p99": 0.30}}
-    verdict = deployment_gate(good, base, mc, 0.95)
-    assert verdict["passed"] and len(verdict["checks"]) == 7
+    verdict = deployment_gate(GOOD, BASE, MC, PAIRED, 0.2)
+    assert verdict["verdict"] == "deploy" and verdict["passed"] and len(verdict["checks"]) == 7
     assert {c["name"] for c in verdict["checks"]} == {
-        "delta_sharpe",
-        "delta_cagr",
+        "psr_oos",
+        "p_delta_sharpe",
         "delta_max_drawdown",
         "mc_p99_max_drawdown",
-        "dsr",
+        "fragility",
         "oos_bars",
         "oos_trades",
     }
     failing = {
-        "delta_sharpe": ({**good, "sharpe": 1.04}, mc, 0.95),
-        "delta_cagr": ({**good, "cagr": 0.12}, mc, 0.95),
-        "delta_max_drawdown": ({**good, "max_drawdown": 0.16}, mc, 0.95),
-        "mc_p99_max_drawdown": (good, {"max_drawdown": {"p99": 0.36}}, 0.95),
-        "dsr": (good, mc, 0.89),
-        "oos_bars": ({**good, "n_bars": 199.0}, mc, 0.95),
-        "oos_trades": ({**good, "round_trips": 29.0}, mc, 0.95),
+        "psr_oos": ({**GOOD, "psr": 0.94}, MC, PAIRED, 0.2),
+        "p_delta_sharpe": (GOOD, MC, {"p_delta_sharpe": 0.89}, 0.2),
+        "delta_max_drawdown": ({**GOOD, "max_drawdown": 0.16}, MC, PAIRED, 0.2),
+        "mc_p99_max_drawdown": (GOOD, {"max_drawdown": {"p99": 0.36}}, PAIRED, 0.2),
+        "fragility": (GOOD, MC, PAIRED, 0.51),
+        "oos_bars": ({**GOOD, "n_bars": 199.0}, MC, PAIRED, 0.2),
+        "oos_trades": ({**GOOD, "round_trips": 29.0}, MC, PAIRED, 0.2),
     }
-    for name, (cand, mc_, dsr) in failing.items():
-        verdict = deployment_gate(cand, base, mc_, dsr)
-        assert not verdict["passed"]
+    for name, (cand, mc_, paired, fragility) in failing.items():
+        verdict = deployment_gate(cand, BASE, mc_, paired, fragility)
+        assert not verdict["passed"] and verdict["verdict"] == "keep", name
         assert [c["name"] for c in verdict["checks"] if not c["passed"]] == [name]
-    assert not deployment_gate(good, base, mc, math.nan)["passed"]
+    assert not deployment_gate({**GOOD, "psr": math.nan}, BASE, MC, PAIRED, 0.2)["passed"]
+    assert not deployment_gate(GOOD, BASE, MC, PAIRED, math.nan)["passed"]
     # Thresholds are configurable.
-    assert deployment_gate({**good, "round_trips": 29.0}, base, mc, 0.95, Gate(oos_min_trades=20))["passed"]
+    relaxed = Gate(oos_min_trades=20)
+    assert deployment_gate({**GOOD, "round_trips": 29.0}, BASE, MC, PAIRED, 0.2, relaxed)["passed"]
+    # The skill statistic of the procedure may be deflated (pipeline_trials > 1).
+    assert not deployment_gate(GOOD, BASE, MC, PAIRED, 0.2, dsr_procedure=0.9)["passed"]
+
+
+def test_verdicts_deploy_keep_and_stand_aside():
+    no_skill = {**BASE, "psr": 0.5}
+    # deploy: every check passes, whatever the baseline.
+    assert deployment_gate(GOOD, no_skill, MC, PAIRED, 0.2)["verdict"] == "deploy"
+    # keep: the candidate fails a relative check and the live config has skill.
+    keep = deployment_gate(GOOD, BASE, MC, {"p_delta_sharpe": 0.5}, 0.2)
+    assert keep["verdict"] == "keep" and "p_delta_sharpe" in keep["reason"]
+    # stand aside: neither has skill, even when the candidate beats the baseline.
+    aside = deployment_gate({**GOOD, "psr": 0.6}, no_skill, MC, {"p_delta_sharpe": 0.99}, 0.2)
+    assert aside["verdict"] == "stand aside" and "should not trade" in aside["reason"]
+    # A skilled candidate that fails an absolute check next to an unskilled baseline: nothing to trade.
+    frail = deployment_gate(GOOD, no_skill, MC, PAIRED, 0.9)
+    assert frail["verdict"] == "stand aside" and "fragility" in frail["reason"]
+    # The baseline's skill threshold is the same min_psr.
+    assert deployment_gate(GOOD, {**BASE, "psr": 0.95}, MC, {"p_delta_sharpe": 0.1}, 0.2)["verdict"] == "keep"
+    assert deployment_gate(GOOD, {**BASE, "psr": 0.949}, MC, {"p_delta_sharpe": 0.1}, 0.2)["verdict"] == (
+        "stand aside"
+    )
+
+
+def test_gate_settings_are_checked():
+    with pytest.raises(
+        research.ResearchError, match="pipeline_sharpe_var is required when pipeline_trials > 1"
+    ):
+        Gate(pipeline_trials=5)
+    with pytest.raises(research.ResearchError, match="gate.pipeline_trials must be an integer"):
+        Gate(pipeline_trials=0)
+    with pytest.raises(research.ResearchError, match="gate.pipeline_sharpe_var must be a finite number"):
+        Gate(pipeline_trials=2, pipeline_sharpe_var=-1.0)
+    assert Gate(pipeline_trials=5, pipeline_sharpe_var=0.5).pipeline_trials == 5
+
+
+def test_paired_bootstrap_uses_the_same_indices_for_both_series():
+    import numpy as np
+
+    rng = np.random.default_rng(4)
+    base = list(rng.normal(0.0, 0.01, 600))
+    # Twice the returns: the same Sharpe on every paired path (Sharpe is scale-free), a higher CAGR.
+    double = [2 * r for r in base]
+    paired = research.paired_bootstrap(double, base, 8760.0, n_paths=300, seed=1)
+    for q in ("p5", "p50", "p95"):
+        assert abs(paired["delta_sharpe"][q]) < 1e-9
+    # An independent series with the same distribution: Δsharpe spreads widely around 0.
+    other = list(rng.normal(0.0, 0.01, 600))
+    wide = research.paired_bootstrap(other, base, 8760.0, n_paths=300, seed=1)
+    assert wide["delta_sharpe"]["p95"] - wide["delta_sharpe"]["p5"] > 1.0
+    assert 0.0 < wide["p_delta_sharpe"] < 1.0
+    # A real per-bar edge on top of the same noise: Δsharpe > 0 on (nearly) every path.
+    edge = [r + 0.002 for r in base]
+    assert research.paired_bootstrap(edge, base, 8760.0, n_paths=300, seed=1)["p_delta_sharpe"] > 0.99
+    with pytest.raises(research.ResearchError, match="candidate has 3 returns, baseline 600"):
+        research.paired_bootstrap(base[:3], base, 8760.0)
 
 
 # --- the optimizer ----------------------------------------------------------------------------
@@ -145,11 +206,16 @@ def test_planted_signal_is_found_and_passes_the_gate(planted):
     assert len(result.segments) == 6
     assert all(s.params["strategy.lookbacks"] == [48] for s in result.segments)
     assert result.params["strategy.lookbacks"] == [48]
-    assert result.verdict["passed"], result.verdict
+    assert result.verdict["verdict"] == "deploy", result.verdict
     assert result.candidate["sharpe"] > result.baseline["sharpe"] + 1.0
-    # The deflated Sharpe is the PSR against a positive benchmark: below the plain PSR.
-    assert result.dsr <= _core.psr(result.oos_returns) and result.dsr > 0.9
-    assert result.n_trials == 6 * 16
+    # pipeline_trials = 1: the DSR of the procedure is the PSR of the stitched OOS.
+    assert result.dsr == pytest.approx(_core.psr(result.oos_returns)) and result.psr > 0.95
+    assert result.n_trials == 7 * 16
+    assert all(s.n_distinct <= 16 and math.isfinite(s.train_dsr) for s in result.segments)
+    # The deployed candidate is the final study on the newest train window, ending at the last bar.
+    assert result.final.bounds["train_end"] == 24 * 200
+    assert result.final.dates[1] == result.data_range[1]
+    assert result.params == result.final.params
     assert 0.0 <= result.pbo <= 0.5
     assert result.candidate_config.to_dict()["strategy"]["lookbacks"] == [48]
     assert set(result.stress) == {"costs_x1.5", "costs_x2", "costs_x3", "fill_next_open"}
@@ -160,10 +226,10 @@ def test_noise_is_refused_by_the_gate(noise):
     result = research.optimize(
         noise, base_config(), space=small_space(), n_trials=16, seed=0, wfo=WFO, mc_paths=200, n_jobs=2
     )
-    assert not result.verdict["passed"]
+    assert result.verdict["verdict"] == "stand aside"
     failed = {c["name"] for c in result.verdict["checks"] if not c["passed"]}
-    assert "dsr" in failed
-    assert result.dsr < 0.9
+    assert "psr_oos" in failed
+    assert result.psr < 0.95
 
 
 def test_same_seed_same_result_and_another_seed_differs(noise):
@@ -212,21 +278,22 @@ def test_executor_evaluates_like_the_local_call(noise):
     assert remote.oos_returns == local.oos_returns
 
 
-def test_two_processes_share_one_study_and_count_every_trial_once(tmp_path, noise):
+def test_two_workers_share_one_study_and_evaluate_no_parameter_set_twice(tmp_path, noise):
     bars = tmp_path / "bars.parquet"
     noise.filter(noise["ts"] < noise["ts"].min() + __import__("datetime").timedelta(days=102)).write_parquet(
         bars
     )
-    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    storage = str(tmp_path / "shared.journal")
     space = tmp_path / "space.yaml"
+    # 4 × 4 = 16 parameter sets for 24 trials per study: duplicates must be asked for.
     space.write_text(
-        "params:\n  - {path: strategy.signal_power, type: float, low: 0.8, high: 2.0}\n"
+        "params:\n  - {path: strategy.signal_power, type: float, low: 0.8, high: 2.0, step: 0.4}\n"
         "  - {path: strategy.k_max, type: int, low: 2, high: 5}\n"
     )
-    common = ["--bars", str(bars), "--storage", storage, "--study", "shared", "--trials", "40", "--jobs", "1"]
+    common = ["--bars", str(bars), "--storage", storage, "--study", "shared", "--trials", "24", "--jobs", "1"]
     common += ["--train-days", "60", "--oos-days", "20", "--embargo-days", "1", "--space", str(space)]
     worker = subprocess.Popen(
-        [sys.executable, "-m", "xsmom", "optimize", "--worker", *common],
+        [sys.executable, "-m", "xsmom", "optimize", "--worker", "--worker-index", "1", *common],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -240,17 +307,30 @@ def test_two_processes_share_one_study_and_count_every_trial_once(tmp_path, nois
         worker.kill()
     assert code == 0
     assert worker.returncode == 0, err
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-    assert sorted(names) == ["shared-seg00", "shared-seg01"]
+    storage_obj = research._journal(tmp_path / "shared.journal")
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage_obj)]
+    assert sorted(names) == ["shared-final", "shared-seg00", "shared-seg01"]
     who = set()
     for name in names:
-        trials = optuna.load_study(study_name=name, storage=storage).trials
+        trials = optuna.load_study(study_name=name, storage=storage_obj).trials
         # Each process checks the count before it asks: with batches of 1 and 2 processes a study can
-        # end with one trial more than asked for, never a duplicate or a lost one.
-        assert 40 <= len(trials) <= 41 and sorted(t.number for t in trials) == list(range(len(trials)))
+        # end with one trial more than asked for, never a lost one.
+        assert 24 <= len(trials) <= 25 and sorted(t.number for t in trials) == list(range(len(trials)))
         assert all(t.state.is_finished() for t in trials)
-        who |= {t.user_attrs["evaluated_by"] for t in trials}
-    assert len(who) == 2, f"both processes evaluate trials: {who}"
+        evaluated = [t for t in trials if "evaluated_by" in t.user_attrs]
+        keys = [json.dumps(t.params, sort_keys=True) for t in evaluated]
+        assert len(keys) == len(set(keys)), f"{name}: a parameter set was evaluated twice"
+        assert len(evaluated) <= 16 and any("duplicate_of" in t.user_attrs for t in trials)
+        who |= {t.user_attrs["asked_by"] for t in trials}
+    assert len(who) == 2, f"both processes ask for trials: {who}"
+
+
+def test_worker_seeds_differ_and_the_main_process_is_index_zero():
+    assert research.sampler_seed(5, 0, 0) == 5 and research.sampler_seed(5, 0, 1) == 6
+    seeds = {research.sampler_seed(5, j, w) for j in range(10) for w in range(4)}
+    assert len(seeds) == 40
+    with pytest.raises(research.ResearchError, match="worker index ≥ 1"):
+        research.optimize(synthetic_bars(4, 24 * 100, seed=3), worker=True, storage="x.journal")
 
 
 # --- Rust statistics through the bindings -----------------------------------------------------
@@ -347,7 +427,7 @@ def test_cli_optimize_and_montecarlo_end_to_end(tmp_path, data_dir, capsys):
         "candidate.yaml",
         "candidate.json",
         "oos.json",
-        "optuna.db",
+        "optuna.journal",
     ):
         assert (out / name).stat().st_size > 0, name
     doc = json.loads((out / "candidate.json").read_text())
@@ -458,8 +538,7 @@ def test_discord_verdict_is_sent_when_the_webhook_is_set(tmp_path, planted, monk
     assert result.notified is True and len(received) == 1
     body = received[0]
     assert b"xsmom optimize" in body and b"oos_equity.png" in body and b"candidate.json" in body
-    verdict = b"PASSED" if result.verdict["passed"] else b"REFUSED"
-    assert verdict in body
+    assert result.verdict["verdict"].upper().encode() in body
     for path in tmp_path.iterdir():
         if path.is_file() and path.suffix in (".md", ".json", ".yaml"):
             assert "secret-token" not in path.read_text()
