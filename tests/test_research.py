@@ -574,3 +574,99 @@ def test_optimizer_on_a_dask_cluster_of_two_processes_matches_the_local_run(tmp_
         assert main([*args, "--dask-scheduler", cluster.scheduler_address]) == 0
         assert "verdict:" in capsys.readouterr().out
         assert json.loads((out / "candidate.json").read_text())["verdict"]["checks"]
+
+
+# --- gate calibration at small scale (the full one: python -m xsmom.bench_gate) ---------------
+
+CALIBRATION_WFO = WalkForward(train_days=40, oos_days=15, embargo_days=1)
+
+
+@pytest.fixture(scope="module")
+def real_bars(data_dir):
+    return xsmom.read_bars(data_dir)
+
+
+def _calibration_run(panel, seed):
+    return research.optimize(
+        panel,
+        base_config(),
+        space=small_space(),
+        n_trials=8,
+        seed=seed,
+        wfo=CALIBRATION_WFO,
+        mc_paths=200,
+        n_jobs=2,
+        gate=Gate(bootstrap_paths=300),
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_null_panels_are_not_deployed(real_bars, seed):
+    from xsmom.research.synthetic import shuffled_panel
+
+    panel = shuffled_panel(real_bars, seed=seed)
+    # The shuffle keeps every bar's moves, only who gets which one changes.
+    assert panel.height == real_bars.height and set(panel["symbol"]) == set(real_bars["symbol"])
+    result = _calibration_run(panel, seed)
+    assert result.verdict["verdict"] != "deploy", result.verdict["reason"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_planted_cross_sectional_edge_is_deployed(real_bars, seed):
+    from xsmom.research.synthetic import shuffled_panel
+
+    result = _calibration_run(shuffled_panel(real_bars, seed=seed, planted=0.2), seed)
+    assert result.verdict["verdict"] == "deploy", result.verdict
+    assert sum(s.params["strategy.lookbacks"] == [48] for s in result.segments) > len(result.segments) / 2
+
+
+def test_resume_refuses_a_study_on_other_data_and_existing_studies_need_resume(tmp_path, noise):
+    out = tmp_path / "out"
+    kwargs = dict(space=small_space(), n_trials=6, seed=0, wfo=WFO, mc_paths=20, n_jobs=2)
+    first = research.optimize(noise, base_config(), out=out, **kwargs)
+    assert (out / "optuna.journal").stat().st_size > 0
+    assert first.study.startswith("xsmom-20240101-20240719-s0-")
+    # The same data, config, space and seed: resumed, no trial evaluated again (the budget is reached).
+    again = research.optimize(noise, base_config(), out=out, resume=True, **kwargs)
+    assert again.study == first.study and again.n_trials == first.n_trials
+    assert [s.params for s in again.segments] == [s.params for s in first.segments]
+    # Other data: refused, naming the data range.
+    shorter = noise.filter(noise["ts"] < noise["ts"].max() - __import__("datetime").timedelta(days=20))
+    with pytest.raises(research.ResearchError, match=r"data range differs \(stored 2024-01-01T00:00Z to"):
+        research.optimize(shorter, base_config(), out=out, resume=True, **kwargs)
+    # ... also when the study name is given explicitly.
+    with pytest.raises(
+        research.ResearchError, match=r"cannot resume study '.*-seg00': its data range differs"
+    ):
+        research.optimize(shorter, base_config(), out=out, resume=True, study_name=first.study, **kwargs)
+    # Another config: refused, naming the config.
+    other = base_config().with_overrides({"strategy.k_min": 3})
+    with pytest.raises(research.ResearchError, match="config differs"):
+        research.optimize(noise, other, out=out, resume=True, study_name=first.study, **kwargs)
+    # An explicit storage holding the study: reused only with resume.
+    storage = str(out / "optuna.journal")
+    with pytest.raises(research.ResearchError, match="already exists in .*pass --resume"):
+        research.optimize(noise, base_config(), storage=storage, **kwargs)
+    # The CLI: one line, exit 2.
+
+
+def test_cli_resume_refusal_is_one_line(tmp_path, data_dir, capsys):
+    out = tmp_path / "out"
+    args = ["optimize", "--bars", str(data_dir), "--trials", "3", "--train-days", "60", "--oos-days", "20"]
+    args += ["--embargo-days", "1", "--out", str(out), "--mc-paths", "20", "--no-notify"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main([*args, "--resume", "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("xsmom: error: cannot resume: ") and "seed differs (stored 0, now 1)" in err
+    assert err.count("\n") == 1
+
+
+def test_missing_optuna_gives_the_install_hint(monkeypatch, capsys, data_dir):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` raises ImportError
+    assert main(["optimize", "--bars", str(data_dir)]) == 2
+    assert capsys.readouterr().err == "xsmom: error: optimize needs optuna: pip install 'xsmom[research]'\n"
+    with pytest.raises(
+        research.ResearchError, match=r"^optimize needs optuna: pip install 'xsmom\[research\]'$"
+    ):
+        research.optimize(synthetic_bars(4, 24 * 100, seed=3))
