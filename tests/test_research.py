@@ -443,7 +443,17 @@ def test_cli_optimize_and_montecarlo_end_to_end(tmp_path, data_dir, capsys):
             node = node[part]
         assert node == pytest.approx(value)
     report = (out / "report.md").read_text()
-    assert "Deployment gate" in report and "Monte Carlo" in report
+    # The verdict in one sentence first, then the checks table, then the plots.
+    lines = report.splitlines()
+    assert lines[2].startswith(f"**Verdict: {doc['verdict']['verdict'].upper()}") and "Why: " in lines[2]
+    assert (
+        report.index("## Deployment gate") < report.index("![stitched OOS equity]") < report.index("mc_fan")
+    )
+    assert "newest train window" in report and "Monte Carlo" in report
+    start, end = doc["final_study"]["dates"]
+    assert end == doc["data_range"][1] and research._iso(start) in report
+    trials = json.loads((out / "trials.json").read_text())
+    assert {t["segment"] for t in trials} >= {0, "final"}
     assert main(["montecarlo", "--result", str(out), "--paths", "120", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["bootstrap"]["summary"]["n_paths"] == 120
@@ -670,3 +680,48 @@ def test_missing_optuna_gives_the_install_hint(monkeypatch, capsys, data_dir):
         research.ResearchError, match=r"^optimize needs optuna: pip install 'xsmom\[research\]'$"
     ):
         research.optimize(synthetic_bars(4, 24 * 100, seed=3))
+
+
+def test_report_flags_a_cost_stress_table_that_is_not_monotone():
+    from types import SimpleNamespace
+
+    from xsmom.research.report import stress_note
+
+    def result(sharpes):
+        stress = {
+            k: {"sharpe": v} for k, v in zip(("costs_x1.5", "costs_x2", "costs_x3"), sharpes[1:], strict=True)
+        }
+        return SimpleNamespace(
+            candidate={"sharpe": sharpes[0]},
+            stress=stress,
+            fragility={"std": 0.8, "runs": 8, "jitter": 0.01},
+            gate=Gate(),
+        )
+
+    assert stress_note(result([1.0, 0.8, 0.5, 0.1])) is None
+    note = stress_note(result([-5.05, -4.05, -4.5, -6.0]))
+    assert "not monotone" in note and "×1 → ×1.5: -5.05 → -4.05" in note and "fragility" in note
+    assert "0.8" in note and "limit 0.5" in note
+
+
+def test_trial_history_plot_shows_pruned_trials(tmp_path, monkeypatch):
+    from xsmom.research import report
+
+    drawn = []
+    real_plot = report.plt.Axes.plot
+
+    def spy(self, *args, **kwargs):
+        drawn.append((args, kwargs))
+        return real_plot(self, *args, **kwargs)
+
+    monkeypatch.setattr(report.plt.Axes, "plot", spy)
+    trials = [
+        {"segment": 0, "number": 0, "state": "COMPLETE", "value": 1.0},
+        {"segment": 0, "number": 1, "state": "PRUNED", "value": None},
+        {"segment": "final", "number": 0, "state": "COMPLETE", "value": 2.0},
+    ]
+    report.plot_trial_history(trials, tmp_path / "t.png")
+    crosses = [a for a, k in drawn if len(a) >= 3 and a[2] == "x" and a[0]]
+    assert crosses and list(crosses[0][0]) == [1]
+    assert any(k.get("label") == "final study" for _, k in drawn)
+    assert any("pruned (1" in str(k.get("label")) for _, k in drawn)

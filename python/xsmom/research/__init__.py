@@ -1120,7 +1120,13 @@ def optimize(
         trade_returns=trade_returns,
         elapsed_s=time.perf_counter() - started,
         gate=gate,
-        extra={"mc_full": mc, "studies": studies, "final_study": final_study, "bars_per_year": bpy},
+        extra={
+            "mc_full": mc,
+            "studies": studies,
+            "final_study": final_study,
+            "bars_per_year": bpy,
+            "ts": ts,
+        },
     )
     if out_dir is not None:
         from xsmom.research.report import write_optimize_report
