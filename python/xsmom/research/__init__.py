@@ -851,11 +851,48 @@ def _purge(config: Config, space: Sequence[Param]) -> int:
     return int(max(lookbacks))
 
 
-def _journal(path: Path) -> Any:
+def _journal(path: Path, own: bool = False) -> Any:
+    """An optuna JournalStorage on the file ``path``. ``own``: this process is the only writer (the
+    default storage of ``optimize``): the logs are kept in memory and appended to the file without
+    an fsync per append (optuna's file backend fsyncs every write, ≈ 2.5× the wall time of a
+    study here); the file is flushed after each append and has the same format, so a later
+    ``resume`` or optuna's own ``JournalFileBackend`` reads it."""
     import optuna
 
+    if own:
+        return optuna.storages.JournalStorage(_OwnJournal(path))
     backend = optuna.storages.journal.JournalFileBackend(str(path))
     return optuna.storages.JournalStorage(backend)
+
+
+class _OwnJournal:
+    """A single-process journal backend (see ``_journal``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.logs: list[dict[str, Any]] = []
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    self.logs.append(json.loads(line))
+                except ValueError:  # a line cut short by a crash: the logs before it are valid
+                    break
+        self.file = open(self.path, "a")  # noqa: SIM115 (open for the life of the storage)
+
+    def read_logs(self, log_number_from: int) -> list[dict[str, Any]]:
+        return self.logs[log_number_from:]
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        self.logs.extend(logs)
+        self.file.write("".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs))
+        self.file.flush()
+
+    def __del__(self) -> None:
+        file = getattr(self, "file", None)
+        if file is not None and not file.closed:
+            file.flush()
+            os.fsync(file.fileno())
+            file.close()
 
 
 def _open_any_storage(
@@ -875,7 +912,7 @@ def _open_any_storage(
         if not resume:
             # The default storage belongs to this run: start fresh (same seed → same result).
             path.unlink(missing_ok=True)
-        return _journal(path), str(path)
+        return _journal(path, own=True), str(path)
     if storage.startswith("journal:") or storage.endswith(".journal") or "://" not in storage:
         path = Path(storage.removeprefix("journal:").removeprefix("//"))
         path.parent.mkdir(parents=True, exist_ok=True)
