@@ -466,6 +466,16 @@ def test_cli_optimize_and_montecarlo_end_to_end(tmp_path, data_dir, capsys):
         (["optimize", "--bars", "/no/such/dir"], "/no/such/dir: no such file"),
         (["optimize", "--bars", "data", "--trials", "0"], "--trials must be at least 1"),
         (["optimize", "--bars", "data", "--worker"], "--worker needs --storage"),
+        (
+            ["optimize", "--bars", "data", "--worker", "--storage", "x.journal"],
+            "--worker needs --worker-index N",
+        ),
+        (["optimize", "--bars", "data", "--worker-index", "2"], "--worker-index needs --worker"),
+        (
+            ["optimize", "--bars", "data", "--pipeline-trials", "4"],
+            "gate.pipeline_sharpe_var is required when pipeline_trials > 1 (got pipeline_trials=4)",
+        ),
+        (["optimize", "--bars", "data", "--resume"], "cannot resume: "),
         (["optimize", "--bars", "data", "--space", "/no/space.yaml"], "/no/space.yaml: cannot read"),
         (["montecarlo", "--result", "/no/dir"], "/no/dir/oos.json: no such file"),
         (["optimize", "--bars", "data", "--train-days", "400"], "too few for one walk-forward segment"),
