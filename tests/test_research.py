@@ -232,6 +232,20 @@ def test_noise_is_refused_by_the_gate(noise):
     assert result.psr < 0.95
 
 
+def test_pipeline_trials_deflate_the_skill_statistic(planted):
+    kwargs = dict(space=small_space(), n_trials=8, seed=0, wfo=WFO, mc_paths=50, n_jobs=2)
+    plain = research.optimize(planted, base_config(), **kwargs)
+    # 50 variants whose annualised OOS Sharpes spread with variance 400: the benchmark is high.
+    gate = Gate(pipeline_trials=50, pipeline_sharpe_var=400.0)
+    deflated = research.optimize(planted, base_config(), gate=gate, **kwargs)
+    assert plain.dsr == pytest.approx(plain.psr)
+    assert deflated.psr == pytest.approx(plain.psr) and deflated.dsr < plain.dsr
+    expected = _core.deflated_sharpe(deflated.oos_returns, 50, 400.0 / 8760.0)
+    assert deflated.dsr == pytest.approx(expected)
+    check = next(c for c in deflated.verdict["checks"] if c["name"] == "psr_oos")
+    assert check["value"] == pytest.approx(deflated.dsr)
+
+
 def test_same_seed_same_result_and_another_seed_differs(noise):
     def run(seed):
         return research.optimize(
