@@ -9,8 +9,9 @@ Two cases:
 
 Each ``optimize`` also runs the final study on the newest train window (research.md §5), so the
 single case is 2 × ``--trials`` trials. ``--storage journal`` (default) keeps the studies in an optuna
-journal file in a temporary folder, as ``xsmom optimize`` does by default; ``memory`` in memory;
-``both`` runs each case with both to compare. No report files. A benchmark, not a test.
+journal file in a temporary folder, as ``xsmom optimize`` does by default; ``shared`` with optuna's
+file-locked backend (fsync per append) that ``--worker`` processes on one machine share; ``memory``
+in memory; ``all`` runs each case with all three to compare. No report files. A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import os
 import tempfile
 import time
+from pathlib import Path
 
 import xsmom
 from xsmom import research
@@ -29,7 +31,14 @@ def _run(
     bars, config, trials: int, wfo: research.WalkForward, jobs: int | None, storage_kind: str = "journal"
 ) -> tuple[float, object]:
     with tempfile.TemporaryDirectory() as tmp:
-        storage = f"{tmp}/optuna.journal" if storage_kind == "journal" else None
+        path = Path(tmp) / "optuna.journal"
+        # journal: the default storage of `xsmom optimize` (one writer); shared: optuna's file-locked,
+        # fsync-per-append backend that --worker processes on one machine use.
+        storage = {
+            "journal": lambda: research._journal(path, own=True),
+            "shared": lambda: research._journal(path),
+            "memory": lambda: None,
+        }[storage_kind]()
         started = time.perf_counter()
         result = research.optimize(
             bars, config, n_trials=trials, seed=0, storage=storage, wfo=wfo, n_jobs=jobs, notify=False
@@ -44,13 +53,13 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--jobs", type=int, default=None, help="trials per batch (default: all cores)")
     parser.add_argument("--case", choices=["single", "wfo", "both"], default="both")
-    parser.add_argument("--storage", choices=["journal", "memory", "both"], default="journal")
+    parser.add_argument("--storage", choices=["journal", "shared", "memory", "all"], default="journal")
     args = parser.parse_args()
     bars = synthetic_bars(args.symbols, args.days * 24, seed=0)
     config = xsmom.Config.default()
     print(f"bars: {args.symbols} symbols × {args.days * 24} hourly bars; {os.cpu_count()} cores")
     cases = ["single", "wfo"] if args.case == "both" else [args.case]
-    storages = ["memory", "journal"] if args.storage == "both" else [args.storage]
+    storages = ["memory", "journal", "shared"] if args.storage == "all" else [args.storage]
     for case in cases:
         if case == "single":
             wfo = research.WalkForward(train_days=args.days - 35, oos_days=30, embargo_days=2)

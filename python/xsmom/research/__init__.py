@@ -895,13 +895,13 @@ class _OwnJournal:
             file.close()
 
 
-def _open_any_storage(
-    storage: str | None, out_dir: Path | None, worker: bool, resume: bool
-) -> tuple[Any, str]:
+def _open_any_storage(storage: Any, out_dir: Path | None, worker: bool, resume: bool) -> tuple[Any, str]:
     """The storage object and its (redacted) description. Default: the journal file
     ``<out>/optuna.journal`` (replaced by a fresh one unless ``resume``), in memory without ``out``."""
     import optuna
 
+    if storage is not None and not isinstance(storage, str):
+        return storage, type(storage).__name__  # an optuna storage object, used as given
     if storage is None:
         if worker:
             raise ResearchError("a worker needs the storage of the study it joins (storage=...)")
