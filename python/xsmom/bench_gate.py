@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bars", type=Path, default=Path("data"), help="real bars (default ./data)")
     parser.add_argument("--null", type=int, default=20)
     parser.add_argument("--planted", type=int, default=20)
-    parser.add_argument("--strength", type=float, default=0.3, help="planted edge strength (0.3)")
+    parser.add_argument("--strength", type=float, default=0.325, help="planted edge strength (0.325)")
     parser.add_argument("--lookback", type=int, default=48, help="planted edge horizon in bars (48)")
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--train-days", type=float, default=40.0)
