@@ -208,6 +208,10 @@ def _optimize(args: argparse.Namespace) -> int:
         f"{result.elapsed_s:.1f} s — verdict: {v['verdict']}"
     )
     print(f"  {v['reason']}")
+    if v["verdict"] == "stand aside":
+        print(
+            f"  to stop trading: xsmom config deploy --stand-aside {args.out / 'candidate.json'} --live LIVE"
+        )
     for c in v["checks"]:
         mark = "ok  " if c["passed"] else "FAIL"
         print(f"  {mark} {c['name']:<22} {c['value']:>10.4g}  (threshold {c['threshold']:g})")
