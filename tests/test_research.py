@@ -749,3 +749,26 @@ def test_trial_history_plot_shows_pruned_trials(tmp_path, monkeypatch):
     assert crosses and list(crosses[0][0]) == [1]
     assert any(k.get("label") == "final study" for _, k in drawn)
     assert any("pruned (1" in str(k.get("label")) for _, k in drawn)
+
+
+def test_a_stand_aside_verdict_deploys_with_stand_aside_only(tmp_path, noise, capsys):
+    import yaml
+
+    out = tmp_path / "out"
+    result = research.optimize(
+        noise, base_config(), space=small_space(), n_trials=6, seed=0, wfo=WFO, mc_paths=20, out=out
+    )
+    assert result.verdict["verdict"] == "stand aside"
+    live = tmp_path / "configs" / "live.yaml"
+    live.parent.mkdir()
+    live.write_text(base_config().to_yaml())
+    # The candidate of a stand-aside verdict is refused as a deploy ...
+    assert main(["config", "deploy", str(out / "candidate.yaml"), "--live", str(live)]) == 2
+    assert "(verdict: stand aside)" in capsys.readouterr().err
+    # ... and --stand-aside with the same verdict writes live.trading: false.
+    assert main(["config", "deploy", "--stand-aside", str(out / "candidate.json"), "--live", str(live)]) == 0
+    assert yaml.safe_load(live.read_text())["live"]["trading"] is False
+    capsys.readouterr()
+    assert main(["config", "versions", "--live", str(live), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["gate"] for r in rows if r["live"]] == ["stand aside"]
