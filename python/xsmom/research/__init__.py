@@ -913,6 +913,8 @@ def _open_any_storage(storage: Any, out_dir: Path | None, worker: bool, resume: 
             # The default storage belongs to this run: start fresh (same seed → same result).
             path.unlink(missing_ok=True)
         return _journal(path, own=True), str(path)
+    if storage == "sqlite:///:memory:":
+        return optuna.storages.InMemoryStorage(), "in memory"
     if storage.startswith("journal:") or storage.endswith(".journal") or "://" not in storage:
         path = Path(storage.removeprefix("journal:").removeprefix("//"))
         path.parent.mkdir(parents=True, exist_ok=True)
