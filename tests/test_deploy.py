@@ -28,18 +28,18 @@ LIVE_TEXT = (
 )
 
 
-def _verdict(passed: bool) -> dict:
+def _verdict(passed: bool, said: str | None = None) -> dict:
     checks = [
-        {"name": "delta_sharpe", "value": 0.21 if passed else 0.01, "threshold": 0.05},
-        {"name": "delta_cagr", "value": 0.05, "threshold": 0.03},
+        {"name": "psr_oos", "value": 0.99 if passed else 0.4, "threshold": 0.95},
+        {"name": "p_delta_sharpe", "value": 0.97 if passed else 0.5, "threshold": 0.9},
         {"name": "mc_p99_max_drawdown", "value": 0.22, "threshold": 0.35},
-        {"name": "dsr", "value": 0.95 if passed else 0.4, "threshold": 0.9},
     ]
     for check in checks:
         value, threshold = check["value"], check["threshold"]
         check["passed"] = value <= threshold if check["name"] == "mc_p99_max_drawdown" else value >= threshold
+    ok = all(c["passed"] for c in checks)
     return {
-        "verdict": {"passed": all(c["passed"] for c in checks), "checks": checks},
+        "verdict": {"passed": ok, "verdict": said or ("deploy" if ok else "keep"), "checks": checks},
         "baseline": {"sharpe": 1.0, "cagr": 0.2, "max_drawdown": 0.15},
         "candidate": {"sharpe": 1.21, "cagr": 0.25, "max_drawdown": 0.14},
         "params": {"strategy.k_max": 4},
@@ -141,7 +141,9 @@ def test_rollback_walks_back_through_the_deploy_lineage(tmp_path, live):
 def test_refused_gate_touches_nothing(tmp_path, live):
     before = _snapshot(live.parent)
     candidate = _candidate(tmp_path / "run", passed=False)
-    with pytest.raises(DeployError, match=r"gate did not pass; failed: delta_sharpe=0\.01 \(needs 0\.05\)"):
+    with pytest.raises(
+        DeployError, match=r"gate did not pass \(verdict: keep\); failed: psr_oos=0\.4 \(needs 0\.95\)"
+    ):
         Deployment(live).deploy(candidate)
     assert _snapshot(live.parent) == before
 
@@ -255,7 +257,7 @@ def test_cli_versions_and_rollback(tmp_path, live, capsys):
     assert {r["kind"] for r in rows} == {"candidate", "previous_live"}
     assert main(["config", "versions", "--live", str(live)]) == 0
     table = capsys.readouterr().out
-    assert "* " in table and "passed" in table
+    assert "* " in table and "deploy" in table
     previous = next(r["id"] for r in rows if r["kind"] == "previous_live")
     assert main(["config", "rollback", "--to", previous, "--live", str(live)]) == 0
     assert live.read_text() == LIVE_TEXT
@@ -482,3 +484,51 @@ def test_any_sequence_of_deploys_and_rollbacks_follows_the_lineage(tmp_path_fact
         assert deployment.current() is not None
         shas = [v.sha256 for v in deployment.versions()]
         assert len(shas) == len(set(shas)), "one version per distinct content"
+
+
+def test_stand_aside_writes_live_trading_false_and_rolls_back(tmp_path, live, capsys):
+    run = tmp_path / "run"
+    _candidate(run, passed=False)
+    verdict = run / "candidate.json"
+    # A verdict that says keep is not a reason to stand aside.
+    assert main(["config", "deploy", "--stand-aside", str(verdict), "--live", str(live)]) == 2
+    assert "the verdict is 'keep', not 'stand aside'" in capsys.readouterr().err
+    assert live.read_text() == LIVE_TEXT
+    verdict.write_text(json.dumps(_verdict(False, said="stand aside")))
+    assert main(["config", "deploy", "--stand-aside", str(run / "candidate.yaml"), "--live", str(live)]) == 0
+    assert capsys.readouterr().out.startswith("stood aside: ")
+    import yaml
+
+    doc = yaml.safe_load(live.read_text())
+    assert doc["live"]["trading"] is False
+    assert doc["strategy"]["k_max"] == 5 and doc["sizing"]["gross_leverage"] == 0.9  # the rest is kept
+    assert _history(live)[-1]["action"] == "stand_aside"
+    assert main(["config", "versions", "--live", str(live), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["kind"], r["gate"]) for r in rows if r["live"]] == [("stand_aside", "stand aside")]
+    assert main(["config", "rollback", "--live", str(live)]) == 0
+    assert live.read_text() == LIVE_TEXT
+    # Without a verdict only --force stands aside, and the version says forced.
+    live.write_text(LIVE_TEXT.replace("k_max: 5", "k_max: 6"))
+    assert main(["config", "deploy", "--stand-aside", "--live", str(live)]) == 2
+    assert "--stand-aside needs the optimize verdict" in capsys.readouterr().err
+    assert main(["config", "deploy", "--stand-aside", "--force", "--live", str(live)]) == 0
+    capsys.readouterr()
+    assert main(["config", "versions", "--live", str(live)]) == 0
+    table = capsys.readouterr().out
+    live_row = next(line for line in table.splitlines() if line.startswith("* "))
+    assert "stand_aside" in live_row and "forced" in live_row
+
+
+def test_versions_show_each_versions_real_gate_result(tmp_path, live, capsys):
+    assert main(["config", "deploy", str(_candidate(tmp_path / "a", k_max=3)), "--live", str(live)]) == 0
+    forced = _candidate(tmp_path / "b", passed=False, k_max=2)
+    assert main(["config", "deploy", str(forced), "--live", str(live), "--force"]) == 0
+    capsys.readouterr()
+    assert main(["config", "versions", "--live", str(live), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    gates = {r["kind"]: [] for r in rows}
+    for r in rows:
+        gates[r["kind"]].append(r["gate"])
+    assert sorted(gates["candidate"]) == ["deploy", "forced"] and gates["previous_live"] == ["-"]
+    assert [r["gate"] for r in rows if r["live"]] == ["forced"]

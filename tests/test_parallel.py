@@ -255,7 +255,7 @@ def test_optimize_worker_processes_share_the_study_in_postgresql(tmp_path, data_
     # As in operation: the optimizer creates the storage and its study, then workers join.
     runs = [start("--out", str(tmp_path / "main"))]
     _wait_for_a_study(url.replace("+psycopg", ""), runs[0])
-    runs.append(start("--worker", "--out", str(tmp_path / "worker")))
+    runs.append(start("--worker", "--worker-index", "1", "--out", str(tmp_path / "worker")))
     outputs = [run.communicate(timeout=600) for run in runs]
     for run, (_, err) in zip(runs, outputs, strict=True):
         assert run.returncode == 0, err
@@ -270,6 +270,12 @@ def test_optimize_worker_processes_share_the_study_in_postgresql(tmp_path, data_
         assert sorted(t.number for t in found) == list(range(len(found))), name
         assert len(found) >= n_trials, f"{name}: {len(found)} trials"
         assert all(t.state in finished for t in found), f"{name}: unfinished trials"
-        who |= {t.user_attrs.get("evaluated_by") for t in found}
+        # Duplicate parameter sets are not evaluated again (they carry duplicate_of instead).
+        evaluated = [t for t in found if "duplicate_of" not in t.user_attrs]
+        keys = [
+            repr(sorted(t.params.items())) for t in evaluated if t.state == optuna.trial.TrialState.COMPLETE
+        ]
+        assert len(keys) == len(set(keys)), f"{name}: a parameter set was evaluated twice"
+        who |= {t.user_attrs.get("evaluated_by") for t in evaluated}
     assert None not in who and len(who) == 2, f"both processes evaluated trials: {who}"
     assert (tmp_path / "main" / "candidate.json").exists()

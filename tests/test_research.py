@@ -102,37 +102,98 @@ def test_bad_space_files_give_one_line_errors(tmp_path, text, needle):
 # --- gate -------------------------------------------------------------------------------------
 
 
+GOOD = {"psr": 0.99, "max_drawdown": 0.12, "n_bars": 1000.0, "round_trips": 100.0}
+BASE = {"psr": 0.97, "max_drawdown": 0.10, "n_bars": 1000.0, "round_trips": 100.0}
+MC = {"max_drawdown": {"p99": 0.30}}
+PAIRED = {"p_delta_sharpe": 0.95}
+
+
 def test_deployment_gate_checks_every_threshold():
-    base = {"sharpe": 1.0, "cagr": 0.10, "max_drawdown": 0.10, "n_bars": 1000.0, "round_trips": 100.0}
-    good = {"sharpe": 1.2, "cagr": 0.15, "max_drawdown": 0.12, "n_bars": 1000.0, "round_trips": 100.0}
-    mc = {"max_drawdown": {"p99": 0.30}}
-    verdict = deployment_gate(good, base, mc, 0.95)
-    assert verdict["passed"] and len(verdict["checks"]) == 7
+    verdict = deployment_gate(GOOD, BASE, MC, PAIRED, 0.2)
+    assert verdict["verdict"] == "deploy" and verdict["passed"] and len(verdict["checks"]) == 7
     assert {c["name"] for c in verdict["checks"]} == {
-        "delta_sharpe",
-        "delta_cagr",
+        "psr_oos",
+        "p_delta_sharpe",
         "delta_max_drawdown",
         "mc_p99_max_drawdown",
-        "dsr",
+        "fragility",
         "oos_bars",
         "oos_trades",
     }
     failing = {
-        "delta_sharpe": ({**good, "sharpe": 1.04}, mc, 0.95),
-        "delta_cagr": ({**good, "cagr": 0.12}, mc, 0.95),
-        "delta_max_drawdown": ({**good, "max_drawdown": 0.16}, mc, 0.95),
-        "mc_p99_max_drawdown": (good, {"max_drawdown": {"p99": 0.36}}, 0.95),
-        "dsr": (good, mc, 0.89),
-        "oos_bars": ({**good, "n_bars": 199.0}, mc, 0.95),
-        "oos_trades": ({**good, "round_trips": 29.0}, mc, 0.95),
+        "psr_oos": ({**GOOD, "psr": 0.94}, MC, PAIRED, 0.2),
+        "p_delta_sharpe": (GOOD, MC, {"p_delta_sharpe": 0.89}, 0.2),
+        "delta_max_drawdown": ({**GOOD, "max_drawdown": 0.16}, MC, PAIRED, 0.2),
+        "mc_p99_max_drawdown": (GOOD, {"max_drawdown": {"p99": 0.36}}, PAIRED, 0.2),
+        "fragility": (GOOD, MC, PAIRED, 0.51),
+        "oos_bars": ({**GOOD, "n_bars": 199.0}, MC, PAIRED, 0.2),
+        "oos_trades": ({**GOOD, "round_trips": 29.0}, MC, PAIRED, 0.2),
     }
-    for name, (cand, mc_, dsr) in failing.items():
-        verdict = deployment_gate(cand, base, mc_, dsr)
-        assert not verdict["passed"]
+    for name, (cand, mc_, paired, fragility) in failing.items():
+        verdict = deployment_gate(cand, BASE, mc_, paired, fragility)
+        assert not verdict["passed"] and verdict["verdict"] == "keep", name
         assert [c["name"] for c in verdict["checks"] if not c["passed"]] == [name]
-    assert not deployment_gate(good, base, mc, math.nan)["passed"]
+    assert not deployment_gate({**GOOD, "psr": math.nan}, BASE, MC, PAIRED, 0.2)["passed"]
+    assert not deployment_gate(GOOD, BASE, MC, PAIRED, math.nan)["passed"]
     # Thresholds are configurable.
-    assert deployment_gate({**good, "round_trips": 29.0}, base, mc, 0.95, Gate(oos_min_trades=20))["passed"]
+    relaxed = Gate(oos_min_trades=20)
+    assert deployment_gate({**GOOD, "round_trips": 29.0}, BASE, MC, PAIRED, 0.2, relaxed)["passed"]
+    # The skill statistic of the procedure may be deflated (pipeline_trials > 1).
+    assert not deployment_gate(GOOD, BASE, MC, PAIRED, 0.2, dsr_procedure=0.9)["passed"]
+
+
+def test_verdicts_deploy_keep_and_stand_aside():
+    no_skill = {**BASE, "psr": 0.5}
+    # deploy: every check passes, whatever the baseline.
+    assert deployment_gate(GOOD, no_skill, MC, PAIRED, 0.2)["verdict"] == "deploy"
+    # keep: the candidate fails a relative check and the live config has skill.
+    keep = deployment_gate(GOOD, BASE, MC, {"p_delta_sharpe": 0.5}, 0.2)
+    assert keep["verdict"] == "keep" and "p_delta_sharpe" in keep["reason"]
+    # stand aside: neither has skill, even when the candidate beats the baseline.
+    aside = deployment_gate({**GOOD, "psr": 0.6}, no_skill, MC, {"p_delta_sharpe": 0.99}, 0.2)
+    assert aside["verdict"] == "stand aside" and "should not trade" in aside["reason"]
+    # A skilled candidate that fails an absolute check next to an unskilled baseline: nothing to trade.
+    frail = deployment_gate(GOOD, no_skill, MC, PAIRED, 0.9)
+    assert frail["verdict"] == "stand aside" and "fragility" in frail["reason"]
+    # The baseline's skill threshold is the same min_psr.
+    assert deployment_gate(GOOD, {**BASE, "psr": 0.95}, MC, {"p_delta_sharpe": 0.1}, 0.2)["verdict"] == "keep"
+    assert deployment_gate(GOOD, {**BASE, "psr": 0.949}, MC, {"p_delta_sharpe": 0.1}, 0.2)["verdict"] == (
+        "stand aside"
+    )
+
+
+def test_gate_settings_are_checked():
+    with pytest.raises(
+        research.ResearchError, match="pipeline_sharpe_var is required when pipeline_trials > 1"
+    ):
+        Gate(pipeline_trials=5)
+    with pytest.raises(research.ResearchError, match="gate.pipeline_trials must be an integer"):
+        Gate(pipeline_trials=0)
+    with pytest.raises(research.ResearchError, match="gate.pipeline_sharpe_var must be a finite number"):
+        Gate(pipeline_trials=2, pipeline_sharpe_var=-1.0)
+    assert Gate(pipeline_trials=5, pipeline_sharpe_var=0.5).pipeline_trials == 5
+
+
+def test_paired_bootstrap_uses_the_same_indices_for_both_series():
+    import numpy as np
+
+    rng = np.random.default_rng(4)
+    base = list(rng.normal(0.0, 0.01, 600))
+    # Twice the returns: the same Sharpe on every paired path (Sharpe is scale-free), a higher CAGR.
+    double = [2 * r for r in base]
+    paired = research.paired_bootstrap(double, base, 8760.0, n_paths=300, seed=1)
+    for q in ("p5", "p50", "p95"):
+        assert abs(paired["delta_sharpe"][q]) < 1e-9
+    # An independent series with the same distribution: Δsharpe spreads widely around 0.
+    other = list(rng.normal(0.0, 0.01, 600))
+    wide = research.paired_bootstrap(other, base, 8760.0, n_paths=300, seed=1)
+    assert wide["delta_sharpe"]["p95"] - wide["delta_sharpe"]["p5"] > 1.0
+    assert 0.0 < wide["p_delta_sharpe"] < 1.0
+    # A real per-bar edge on top of the same noise: Δsharpe > 0 on (nearly) every path.
+    edge = [r + 0.002 for r in base]
+    assert research.paired_bootstrap(edge, base, 8760.0, n_paths=300, seed=1)["p_delta_sharpe"] > 0.99
+    with pytest.raises(research.ResearchError, match="candidate has 3 returns, baseline 600"):
+        research.paired_bootstrap(base[:3], base, 8760.0)
 
 
 # --- the optimizer ----------------------------------------------------------------------------
@@ -145,11 +206,16 @@ def test_planted_signal_is_found_and_passes_the_gate(planted):
     assert len(result.segments) == 6
     assert all(s.params["strategy.lookbacks"] == [48] for s in result.segments)
     assert result.params["strategy.lookbacks"] == [48]
-    assert result.verdict["passed"], result.verdict
+    assert result.verdict["verdict"] == "deploy", result.verdict
     assert result.candidate["sharpe"] > result.baseline["sharpe"] + 1.0
-    # The deflated Sharpe is the PSR against a positive benchmark: below the plain PSR.
-    assert result.dsr <= _core.psr(result.oos_returns) and result.dsr > 0.9
-    assert result.n_trials == 6 * 16
+    # pipeline_trials = 1: the DSR of the procedure is the PSR of the stitched OOS.
+    assert result.dsr == pytest.approx(_core.psr(result.oos_returns)) and result.psr > 0.95
+    assert result.n_trials == 7 * 16
+    assert all(s.n_distinct <= 16 and math.isfinite(s.train_dsr) for s in result.segments)
+    # The deployed candidate is the final study on the newest train window, ending at the last bar.
+    assert result.final.bounds["train_end"] == 24 * 200
+    assert result.final.dates[1] == result.data_range[1]
+    assert result.params == result.final.params
     assert 0.0 <= result.pbo <= 0.5
     assert result.candidate_config.to_dict()["strategy"]["lookbacks"] == [48]
     assert set(result.stress) == {"costs_x1.5", "costs_x2", "costs_x3", "fill_next_open"}
@@ -160,10 +226,24 @@ def test_noise_is_refused_by_the_gate(noise):
     result = research.optimize(
         noise, base_config(), space=small_space(), n_trials=16, seed=0, wfo=WFO, mc_paths=200, n_jobs=2
     )
-    assert not result.verdict["passed"]
+    assert result.verdict["verdict"] == "stand aside"
     failed = {c["name"] for c in result.verdict["checks"] if not c["passed"]}
-    assert "dsr" in failed
-    assert result.dsr < 0.9
+    assert "psr_oos" in failed
+    assert result.psr < 0.95
+
+
+def test_pipeline_trials_deflate_the_skill_statistic(planted):
+    kwargs = dict(space=small_space(), n_trials=8, seed=0, wfo=WFO, mc_paths=50, n_jobs=2)
+    plain = research.optimize(planted, base_config(), **kwargs)
+    # 50 variants whose annualised OOS Sharpes spread with variance 400: the benchmark is high.
+    gate = Gate(pipeline_trials=50, pipeline_sharpe_var=400.0)
+    deflated = research.optimize(planted, base_config(), gate=gate, **kwargs)
+    assert plain.dsr == pytest.approx(plain.psr)
+    assert deflated.psr == pytest.approx(plain.psr) and deflated.dsr < plain.dsr
+    expected = _core.deflated_sharpe(deflated.oos_returns, 50, 400.0 / 8760.0)
+    assert deflated.dsr == pytest.approx(expected)
+    check = next(c for c in deflated.verdict["checks"] if c["name"] == "psr_oos")
+    assert check["value"] == pytest.approx(deflated.dsr)
 
 
 def test_same_seed_same_result_and_another_seed_differs(noise):
@@ -212,21 +292,22 @@ def test_executor_evaluates_like_the_local_call(noise):
     assert remote.oos_returns == local.oos_returns
 
 
-def test_two_processes_share_one_study_and_count_every_trial_once(tmp_path, noise):
+def test_two_workers_share_one_study_and_evaluate_no_parameter_set_twice(tmp_path, noise):
     bars = tmp_path / "bars.parquet"
     noise.filter(noise["ts"] < noise["ts"].min() + __import__("datetime").timedelta(days=102)).write_parquet(
         bars
     )
-    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    storage = str(tmp_path / "shared.journal")
     space = tmp_path / "space.yaml"
+    # 4 × 4 = 16 parameter sets for 24 trials per study: duplicates must be asked for.
     space.write_text(
-        "params:\n  - {path: strategy.signal_power, type: float, low: 0.8, high: 2.0}\n"
+        "params:\n  - {path: strategy.signal_power, type: float, low: 0.8, high: 2.0, step: 0.4}\n"
         "  - {path: strategy.k_max, type: int, low: 2, high: 5}\n"
     )
-    common = ["--bars", str(bars), "--storage", storage, "--study", "shared", "--trials", "40", "--jobs", "1"]
+    common = ["--bars", str(bars), "--storage", storage, "--study", "shared", "--trials", "24", "--jobs", "1"]
     common += ["--train-days", "60", "--oos-days", "20", "--embargo-days", "1", "--space", str(space)]
     worker = subprocess.Popen(
-        [sys.executable, "-m", "xsmom", "optimize", "--worker", *common],
+        [sys.executable, "-m", "xsmom", "optimize", "--worker", "--worker-index", "1", *common],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -240,17 +321,30 @@ def test_two_processes_share_one_study_and_count_every_trial_once(tmp_path, nois
         worker.kill()
     assert code == 0
     assert worker.returncode == 0, err
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-    assert sorted(names) == ["shared-seg00", "shared-seg01"]
+    storage_obj = research._journal(tmp_path / "shared.journal")
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage_obj)]
+    assert sorted(names) == ["shared-final", "shared-seg00", "shared-seg01"]
     who = set()
     for name in names:
-        trials = optuna.load_study(study_name=name, storage=storage).trials
+        trials = optuna.load_study(study_name=name, storage=storage_obj).trials
         # Each process checks the count before it asks: with batches of 1 and 2 processes a study can
-        # end with one trial more than asked for, never a duplicate or a lost one.
-        assert 40 <= len(trials) <= 41 and sorted(t.number for t in trials) == list(range(len(trials)))
+        # end with one trial more than asked for, never a lost one.
+        assert 24 <= len(trials) <= 25 and sorted(t.number for t in trials) == list(range(len(trials)))
         assert all(t.state.is_finished() for t in trials)
-        who |= {t.user_attrs["evaluated_by"] for t in trials}
-    assert len(who) == 2, f"both processes evaluate trials: {who}"
+        evaluated = [t for t in trials if "evaluated_by" in t.user_attrs]
+        keys = [json.dumps(t.params, sort_keys=True) for t in evaluated]
+        assert len(keys) == len(set(keys)), f"{name}: a parameter set was evaluated twice"
+        assert len(evaluated) <= 16 and any("duplicate_of" in t.user_attrs for t in trials)
+        who |= {t.user_attrs["asked_by"] for t in trials}
+    assert len(who) == 2, f"both processes ask for trials: {who}"
+
+
+def test_worker_seeds_differ_and_the_main_process_is_index_zero():
+    assert research.sampler_seed(5, 0, 0) == 5 and research.sampler_seed(5, 0, 1) == 6
+    seeds = {research.sampler_seed(5, j, w) for j in range(10) for w in range(4)}
+    assert len(seeds) == 40
+    with pytest.raises(research.ResearchError, match="worker index ≥ 1"):
+        research.optimize(synthetic_bars(4, 24 * 100, seed=3), worker=True, storage="x.journal")
 
 
 # --- Rust statistics through the bindings -----------------------------------------------------
@@ -347,7 +441,7 @@ def test_cli_optimize_and_montecarlo_end_to_end(tmp_path, data_dir, capsys):
         "candidate.yaml",
         "candidate.json",
         "oos.json",
-        "optuna.db",
+        "optuna.journal",
     ):
         assert (out / name).stat().st_size > 0, name
     doc = json.loads((out / "candidate.json").read_text())
@@ -363,7 +457,17 @@ def test_cli_optimize_and_montecarlo_end_to_end(tmp_path, data_dir, capsys):
             node = node[part]
         assert node == pytest.approx(value)
     report = (out / "report.md").read_text()
-    assert "Deployment gate" in report and "Monte Carlo" in report
+    # The verdict in one sentence first, then the checks table, then the plots.
+    lines = report.splitlines()
+    assert lines[2].startswith(f"**Verdict: {doc['verdict']['verdict'].upper()}") and "Why: " in lines[2]
+    assert (
+        report.index("## Deployment gate") < report.index("![stitched OOS equity]") < report.index("mc_fan")
+    )
+    assert "newest train window" in report and "Monte Carlo" in report
+    start, end = doc["final_study"]["dates"]
+    assert end == doc["data_range"][1] and research._iso(start) in report
+    trials = json.loads((out / "trials.json").read_text())
+    assert {t["segment"] for t in trials} >= {0, "final"}
     assert main(["montecarlo", "--result", str(out), "--paths", "120", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["bootstrap"]["summary"]["n_paths"] == 120
@@ -376,6 +480,16 @@ def test_cli_optimize_and_montecarlo_end_to_end(tmp_path, data_dir, capsys):
         (["optimize", "--bars", "/no/such/dir"], "/no/such/dir: no such file"),
         (["optimize", "--bars", "data", "--trials", "0"], "--trials must be at least 1"),
         (["optimize", "--bars", "data", "--worker"], "--worker needs --storage"),
+        (
+            ["optimize", "--bars", "data", "--worker", "--storage", "x.journal"],
+            "--worker needs --worker-index N",
+        ),
+        (["optimize", "--bars", "data", "--worker-index", "2"], "--worker-index needs --worker"),
+        (
+            ["optimize", "--bars", "data", "--pipeline-trials", "4"],
+            "gate.pipeline_sharpe_var is required when pipeline_trials > 1 (got pipeline_trials=4)",
+        ),
+        (["optimize", "--bars", "data", "--resume"], "cannot resume: "),
         (["optimize", "--bars", "data", "--space", "/no/space.yaml"], "/no/space.yaml: cannot read"),
         (["montecarlo", "--result", "/no/dir"], "/no/dir/oos.json: no such file"),
         (["optimize", "--bars", "data", "--train-days", "400"], "too few for one walk-forward segment"),
@@ -458,8 +572,7 @@ def test_discord_verdict_is_sent_when_the_webhook_is_set(tmp_path, planted, monk
     assert result.notified is True and len(received) == 1
     body = received[0]
     assert b"xsmom optimize" in body and b"oos_equity.png" in body and b"candidate.json" in body
-    verdict = b"PASSED" if result.verdict["passed"] else b"REFUSED"
-    assert verdict in body
+    assert result.verdict["verdict"].upper().encode() in body
     for path in tmp_path.iterdir():
         if path.is_file() and path.suffix in (".md", ".json", ".yaml"):
             assert "secret-token" not in path.read_text()
@@ -495,3 +608,167 @@ def test_optimizer_on_a_dask_cluster_of_two_processes_matches_the_local_run(tmp_
         assert main([*args, "--dask-scheduler", cluster.scheduler_address]) == 0
         assert "verdict:" in capsys.readouterr().out
         assert json.loads((out / "candidate.json").read_text())["verdict"]["checks"]
+
+
+# --- gate calibration at small scale (the full one: python -m xsmom.bench_gate) ---------------
+
+CALIBRATION_WFO = WalkForward(train_days=40, oos_days=15, embargo_days=1)
+
+
+@pytest.fixture(scope="module")
+def real_bars(data_dir):
+    return xsmom.read_bars(data_dir)
+
+
+def _calibration_run(panel, seed):
+    return research.optimize(
+        panel,
+        base_config(),
+        space=small_space(),
+        n_trials=8,
+        seed=seed,
+        wfo=CALIBRATION_WFO,
+        mc_paths=200,
+        n_jobs=2,
+        gate=Gate(bootstrap_paths=300),
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_null_panels_are_not_deployed(real_bars, seed):
+    from xsmom.research.synthetic import shuffled_panel
+
+    panel = shuffled_panel(real_bars, seed=seed)
+    # The shuffle keeps every bar's moves, only who gets which one changes.
+    assert panel.height == real_bars.height and set(panel["symbol"]) == set(real_bars["symbol"])
+    result = _calibration_run(panel, seed)
+    assert result.verdict["verdict"] != "deploy", result.verdict["reason"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_planted_cross_sectional_edge_is_deployed(real_bars, seed):
+    from xsmom.research.synthetic import shuffled_panel
+
+    result = _calibration_run(shuffled_panel(real_bars, seed=seed, planted=0.2), seed)
+    assert result.verdict["verdict"] == "deploy", result.verdict
+    assert sum(s.params["strategy.lookbacks"] == [48] for s in result.segments) > len(result.segments) / 2
+
+
+def test_resume_refuses_a_study_on_other_data_and_existing_studies_need_resume(tmp_path, noise):
+    out = tmp_path / "out"
+    kwargs = dict(space=small_space(), n_trials=6, seed=0, wfo=WFO, mc_paths=20, n_jobs=2)
+    first = research.optimize(noise, base_config(), out=out, **kwargs)
+    assert (out / "optuna.journal").stat().st_size > 0
+    assert first.study.startswith("xsmom-20240101-20240719-s0-")
+    # The same data, config, space and seed: resumed, no trial evaluated again (the budget is reached).
+    again = research.optimize(noise, base_config(), out=out, resume=True, **kwargs)
+    assert again.study == first.study and again.n_trials == first.n_trials
+    assert [s.params for s in again.segments] == [s.params for s in first.segments]
+    # Other data: refused, naming the data range.
+    shorter = noise.filter(noise["ts"] < noise["ts"].max() - __import__("datetime").timedelta(days=20))
+    with pytest.raises(research.ResearchError, match=r"data range differs \(stored 2024-01-01T00:00Z to"):
+        research.optimize(shorter, base_config(), out=out, resume=True, **kwargs)
+    # ... also when the study name is given explicitly.
+    with pytest.raises(
+        research.ResearchError, match=r"cannot resume study '.*-seg00': its data range differs"
+    ):
+        research.optimize(shorter, base_config(), out=out, resume=True, study_name=first.study, **kwargs)
+    # Another config: refused, naming the config.
+    other = base_config().with_overrides({"strategy.k_min": 3})
+    with pytest.raises(research.ResearchError, match="config differs"):
+        research.optimize(noise, other, out=out, resume=True, study_name=first.study, **kwargs)
+    # An explicit storage holding the study: reused only with resume.
+    storage = str(out / "optuna.journal")
+    with pytest.raises(research.ResearchError, match="already exists in .*pass --resume"):
+        research.optimize(noise, base_config(), storage=storage, **kwargs)
+    # The CLI: one line, exit 2.
+
+
+def test_cli_resume_refusal_is_one_line(tmp_path, data_dir, capsys):
+    out = tmp_path / "out"
+    args = ["optimize", "--bars", str(data_dir), "--trials", "3", "--train-days", "60", "--oos-days", "20"]
+    args += ["--embargo-days", "1", "--out", str(out), "--mc-paths", "20", "--no-notify"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main([*args, "--resume", "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("xsmom: error: cannot resume: ") and "seed differs (stored 0, now 1)" in err
+    assert err.count("\n") == 1
+
+
+def test_missing_optuna_gives_the_install_hint(monkeypatch, capsys, data_dir):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` raises ImportError
+    assert main(["optimize", "--bars", str(data_dir)]) == 2
+    assert capsys.readouterr().err == "xsmom: error: optimize needs optuna: pip install 'xsmom[research]'\n"
+    with pytest.raises(
+        research.ResearchError, match=r"^optimize needs optuna: pip install 'xsmom\[research\]'$"
+    ):
+        research.optimize(synthetic_bars(4, 24 * 100, seed=3))
+
+
+def test_report_flags_a_cost_stress_table_that_is_not_monotone():
+    from types import SimpleNamespace
+
+    from xsmom.research.report import stress_note
+
+    def result(sharpes):
+        stress = {
+            k: {"sharpe": v} for k, v in zip(("costs_x1.5", "costs_x2", "costs_x3"), sharpes[1:], strict=True)
+        }
+        return SimpleNamespace(
+            candidate={"sharpe": sharpes[0]},
+            stress=stress,
+            fragility={"std": 0.8, "runs": 8, "jitter": 0.01},
+            gate=Gate(),
+        )
+
+    assert stress_note(result([1.0, 0.8, 0.5, 0.1])) is None
+    note = stress_note(result([-5.05, -4.05, -4.5, -6.0]))
+    assert "not monotone" in note and "×1 → ×1.5: -5.05 → -4.05" in note and "fragility" in note
+    assert "0.8" in note and "limit 0.5" in note
+
+
+def test_trial_history_plot_shows_pruned_trials(tmp_path, monkeypatch):
+    from xsmom.research import report
+
+    drawn = []
+    real_plot = report.plt.Axes.plot
+
+    def spy(self, *args, **kwargs):
+        drawn.append((args, kwargs))
+        return real_plot(self, *args, **kwargs)
+
+    monkeypatch.setattr(report.plt.Axes, "plot", spy)
+    trials = [
+        {"segment": 0, "number": 0, "state": "COMPLETE", "value": 1.0},
+        {"segment": 0, "number": 1, "state": "PRUNED", "value": None},
+        {"segment": "final", "number": 0, "state": "COMPLETE", "value": 2.0},
+    ]
+    report.plot_trial_history(trials, tmp_path / "t.png")
+    crosses = [a for a, k in drawn if len(a) >= 3 and a[2] == "x" and a[0]]
+    assert crosses and list(crosses[0][0]) == [1]
+    assert any(k.get("label") == "final study" for _, k in drawn)
+    assert any("pruned (1" in str(k.get("label")) for _, k in drawn)
+
+
+def test_a_stand_aside_verdict_deploys_with_stand_aside_only(tmp_path, noise, capsys):
+    import yaml
+
+    out = tmp_path / "out"
+    result = research.optimize(
+        noise, base_config(), space=small_space(), n_trials=6, seed=0, wfo=WFO, mc_paths=20, out=out
+    )
+    assert result.verdict["verdict"] == "stand aside"
+    live = tmp_path / "configs" / "live.yaml"
+    live.parent.mkdir()
+    live.write_text(base_config().to_yaml())
+    # The candidate of a stand-aside verdict is refused as a deploy ...
+    assert main(["config", "deploy", str(out / "candidate.yaml"), "--live", str(live)]) == 2
+    assert "(verdict: stand aside)" in capsys.readouterr().err
+    # ... and --stand-aside with the same verdict writes live.trading: false.
+    assert main(["config", "deploy", "--stand-aside", str(out / "candidate.json"), "--live", str(live)]) == 0
+    assert yaml.safe_load(live.read_text())["live"]["trading"] is False
+    capsys.readouterr()
+    assert main(["config", "versions", "--live", str(live), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["gate"] for r in rows if r["live"]] == ["stand aside"]

@@ -90,9 +90,23 @@ def _add_research_parsers(commands: Any) -> None:
     opt.add_argument("--funding", type=Path, default=None, help="funding file or store")
     opt.add_argument("--space", type=Path, default=None, help="search space YAML (default: the shipped one)")
     opt.add_argument("--trials", type=int, default=100, help="trials per walk-forward segment (100)")
-    opt.add_argument("--storage", default=None, help="optuna storage URL (default sqlite:///<out>/optuna.db)")
-    opt.add_argument("--study", default="xsmom", help="study name prefix shared with --worker processes")
+    opt.add_argument(
+        "--storage", default=None, help="optuna RDB URL or *.journal file (default <out>/optuna.journal)"
+    )
+    opt.add_argument(
+        "--study", default=None, help="study name (default: derived from data, config, space, seed)"
+    )
+    opt.add_argument("--resume", action="store_true", help="continue the existing study of that name")
     opt.add_argument("--worker", action="store_true", help="join a running study and only evaluate trials")
+    opt.add_argument(
+        "--worker-index", type=int, default=None, help="this worker's index (1, 2, …): seed + index"
+    )
+    opt.add_argument(
+        "--pipeline-trials", type=int, default=1, help="pipeline variants tried on this data (1)"
+    )
+    opt.add_argument(
+        "--pipeline-sharpe-var", type=float, default=None, help="variance of their OOS Sharpes (if > 1)"
+    )
     opt.add_argument("--out", type=Path, default=Path("optimize-out"), help="report folder (./optimize-out)")
     opt.add_argument("--seed", type=int, default=0)
     opt.add_argument("--jobs", type=int, default=None, help="trials per batch / threads (default: all cores)")
@@ -118,6 +132,10 @@ def _add_research_parsers(commands: Any) -> None:
 
 
 def _optimize(args: argparse.Namespace) -> int:
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise CliError("optimize needs optuna: pip install 'xsmom[research]'") from None
     from xsmom import research
 
     if not args.bars.exists():
@@ -129,6 +147,11 @@ def _optimize(args: argparse.Namespace) -> int:
         raise CliError(f"--jobs must be at least 1, got {args.jobs}")
     if args.worker and args.storage is None:
         raise CliError("--worker needs --storage URL of the study to join")
+    if args.worker and (args.worker_index is None or args.worker_index < 1):
+        raise CliError("--worker needs --worker-index N (1, 2, …; the main process is 0)")
+    if not args.worker and args.worker_index is not None:
+        raise CliError("--worker-index needs --worker")
+    gate = research.Gate(pipeline_trials=args.pipeline_trials, pipeline_sharpe_var=args.pipeline_sharpe_var)
     config = _config(args)
     research.load_space(args.space)  # a bad space file fails before any data is read
     executor = None
@@ -141,7 +164,8 @@ def _optimize(args: argparse.Namespace) -> int:
     _progress(f"optimizing on {args.bars} …")
     if args.worker:
         storage = research._redact(args.storage)
-        print(f"xsmom optimize: worker joining study {args.study} at {storage}", file=sys.stderr, flush=True)
+        study = args.study or "(derived name)"
+        print(f"xsmom optimize: worker joining study {study} at {storage}", file=sys.stderr, flush=True)
     try:
         result = research.optimize(
             args.bars,
@@ -153,7 +177,10 @@ def _optimize(args: argparse.Namespace) -> int:
             storage=args.storage,
             out=None if args.worker else args.out,
             worker=args.worker,
+            worker_index=args.worker_index or 0,
+            resume=args.resume,
             study_name=args.study,
+            gate=gate,
             wfo=research.WalkForward(
                 args.train_days, args.oos_days, args.embargo_days, args.wfo_mode, args.purge_bars
             ),
@@ -173,18 +200,24 @@ def _optimize(args: argparse.Namespace) -> int:
         if executor is not None:
             executor.shutdown()
     if result is None:
-        print(f"xsmom optimize: worker done (study {args.study})")
+        print(f"xsmom optimize: worker done (study {args.study or '(derived name)'})")
         return 0
     v = result.verdict
     print(
         f"xsmom optimize: {len(result.segments)} segments, {result.n_trials} trials, "
-        f"{result.elapsed_s:.1f} s — verdict: {'PASSED' if v['passed'] else 'REFUSED'}"
+        f"{result.elapsed_s:.1f} s — verdict: {v['verdict']}"
     )
+    print(f"  {v['reason']}")
+    if v["verdict"] == "stand aside":
+        print(
+            f"  to stop trading: xsmom config deploy --stand-aside {args.out / 'candidate.json'} --live LIVE"
+        )
     for c in v["checks"]:
         mark = "ok  " if c["passed"] else "FAIL"
         print(f"  {mark} {c['name']:<22} {c['value']:>10.4g}  (threshold {c['threshold']:g})")
     print(f"report: {args.out / 'report.md'}")
-    print(f"candidate: {args.out / 'candidate.yaml'}")
+    dates = " to ".join(research._iso(ms) for ms in result.final.dates)
+    print(f"candidate: {args.out / 'candidate.yaml'} (final study on {dates})")
     return 0
 
 
@@ -321,7 +354,14 @@ def _add_deploy_parsers(commands) -> None:
     config = commands.add_parser("config", help="deploy, roll back and list versions of the live config")
     config_commands = config.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
     deploy = config_commands.add_parser("deploy", help="deploy a candidate whose verdict passed the gate")
-    deploy.add_argument("candidate", type=Path, help="candidate.yaml (its candidate.json verdict beside it)")
+    deploy.add_argument(
+        "candidate", type=Path, nargs="?", help="candidate.yaml (its candidate.json verdict beside it)"
+    )
+    deploy.add_argument(
+        "--stand-aside",
+        action="store_true",
+        help="write the live config with live.trading: false (the verdict must say stand aside)",
+    )
     deploy.add_argument("--live", type=Path, required=True, help="the live config file to replace")
     deploy.add_argument("--force", action="store_true", help="deploy even if the gate failed (recorded)")
     deploy.add_argument("--notify", action="store_true", help="send the outcome to Discord")
@@ -359,7 +399,12 @@ def _config_command(args: argparse.Namespace) -> int:
     try:
         if args.config_command == "versions":
             return _versions(deployment, args.json)
-        if args.config_command == "deploy":
+        if args.config_command == "deploy" and args.stand_aside:
+            outcome = deployment.stand_aside(args.candidate, force=args.force)
+            message = f"stood aside: {args.live} has live.trading: false ({outcome.version})"
+        elif args.config_command == "deploy":
+            if args.candidate is None:
+                raise CliError("config deploy needs a candidate.yaml (or --stand-aside)")
             outcome = deployment.deploy(args.candidate, force=args.force)
             forced = " (FORCED past the gate)" if outcome.forced and not outcome.passed else ""
             previous = outcome.previous or "none"
@@ -388,6 +433,7 @@ def _versions(deployment, as_json: bool) -> int:
                 "sha256": v.sha256,
                 "kind": v.kind,
                 "passed": (v.meta.get("verdict") or {}).get("passed"),
+                "gate": _gate_label(v),
                 "forced": v.meta.get("forced", False),
                 "live": current is not None and v.id == current.id,
             }
@@ -398,17 +444,26 @@ def _versions(deployment, as_json: bool) -> int:
     if not versions:
         print(f"no versions in {deployment.versions_dir}")
         return 0
-    print(f"{'':2}{'version':<28}{'kind':<15}{'gate':<8}source")
+    print(f"{'':2}{'version':<28}{'kind':<15}{'gate':<13}source")
     for v in versions:
         mark = "* " if current is not None and v.id == current.id else "  "
-        passed = (v.meta.get("verdict") or {}).get("passed")
-        gate = "-" if passed is None else ("passed" if passed else "failed")
-        if v.meta.get("forced") and not passed:
-            gate = "forced"
-        print(f"{mark}{v.id:<28}{v.kind:<15}{gate:<8}{v.meta.get('source', '')}")
+        print(f"{mark}{v.id:<28}{v.kind:<15}{_gate_label(v):<13}{v.meta.get('source', '')}")
     if current is None and deployment.live.exists():
         print(f"(the live file {deployment.live} matches no stored version)")
     return 0
+
+
+def _gate_label(version) -> str:
+    """The gate result of a stored version: its verdict (deploy | keep | stand aside), ``forced``
+    when it went live past the gate, ``-`` when it has none (a preserved previous live file)."""
+    verdict = version.meta.get("verdict") or {}
+    if version.meta.get("forced"):
+        return "forced"
+    said = verdict.get("verdict")
+    if isinstance(said, str):
+        return said
+    passed = verdict.get("passed")
+    return "-" if passed is None else ("passed" if passed else "failed")
 
 
 def _report_command(args: argparse.Namespace) -> int:

@@ -260,8 +260,10 @@ class Deployment:
                 if not c.get("passed")
             ]
             detail = f"; failed: {', '.join(failed)}" if failed else ""
+            said = report.get("verdict", {}).get("verdict")
+            word = f" (verdict: {said})" if isinstance(said, str) else ""
             raise DeployError(
-                f"{verdict_path}: the deployment gate did not pass{detail}; nothing deployed "
+                f"{verdict_path}: the deployment gate did not pass{word}{detail}; nothing deployed "
                 "(use --force to override, it is recorded)"
             )
         with self._locked():
@@ -282,6 +284,69 @@ class Deployment:
             write_atomically(self.live, data)
             self._record("deploy", version, previous, forced=force, passed=passed)
         return Outcome("deploy", version.id, previous.id if previous else None, self.live, force, passed)
+
+    def stand_aside(self, verdict: str | Path | None = None, *, force: bool = False) -> Outcome:
+        """Write the live config with ``live.trading: false`` (research.md §5): the runner flattens and
+        stays flat. Everything else in the live file is kept (as YAML; comments are not). The verdict
+        file (``candidate.json`` of an optimize run) must say ``stand aside`` unless ``force``.
+
+        The key is written as YAML without validating it through ``Config``: a core that predates
+        ``live.trading`` rejects it as unknown, and the runner that reads it is the one that matters.
+        """
+        import yaml
+
+        report = None
+        verdict_path = None
+        if verdict is not None:
+            verdict_path = Path(verdict)
+            verdict_path = (
+                verdict_path.with_suffix(".json") if verdict_path.suffix != ".json" else verdict_path
+            )
+            report = _read_verdict(verdict_path, required=True)
+        elif not force:
+            raise DeployError(
+                "--stand-aside needs the optimize verdict (candidate.json) that says 'stand aside', "
+                "or --force, which is recorded"
+            )
+        said = (report or {}).get("verdict", {}).get("verdict") if report else None
+        if report is not None and said != "stand aside" and not force:
+            raise DeployError(
+                f"{verdict_path}: the verdict is {said or 'missing'!r}, not 'stand aside'; nothing deployed "
+                "(use --force to override, it is recorded)"
+            )
+        if not self.live.exists():
+            raise DeployError(f"{self.live}: no live config to stand aside from")
+        try:
+            doc = yaml.safe_load(self.live.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise DeployError(f"{self.live}: not valid YAML ({' '.join(str(err).split())})") from None
+        if not isinstance(doc, dict):
+            raise DeployError(f"{self.live}: expected a YAML mapping at the top level")
+        section = doc.get("live")
+        if section is None:
+            section = doc["live"] = {}
+        if not isinstance(section, dict):
+            raise DeployError(f"{self.live}: 'live' must be a mapping, got {section!r}")
+        section["trading"] = False
+        header = "# xsmom config deploy --stand-aside: no skill found; the runner closes every position\n"
+        data = (header + yaml.safe_dump(doc, sort_keys=False)).encode()
+        with self._locked():
+            when = _now()
+            previous = self._preserve_live(when)
+            meta: dict[str, Any] = {
+                "kind": "stand_aside",
+                "source": str(self.live),
+                "forced": force and said != "stand aside",
+                "verdict_file": str(verdict_path) if verdict_path else None,
+            }
+            if report is not None:
+                meta.update({k: v for k, v in report.items() if k not in meta})
+            version = self._store(data, meta, when)
+            if previous is not None and previous.sha256 == version.sha256:
+                return Outcome("unchanged", version.id, None, self.live, force, False)
+            write_atomically(self.live, data)
+            self._record("stand_aside", version, previous, forced=meta["forced"], passed=False)
+        return Outcome("stand_aside", version.id, previous.id if previous else None, self.live, force, False)
 
     def rollback(self, to: str | None = None) -> Outcome:
         with self._locked():
@@ -317,7 +382,7 @@ class Deployment:
             )
         history = self.history()
         for record in reversed(history):
-            if record.get("action") == "deploy" and record.get("sha256") == current.sha256:
+            if record.get("action") in ("deploy", "stand_aside") and record.get("sha256") == current.sha256:
                 if record.get("previous"):
                     return self.find(record["previous"])
                 break

@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.dates  # noqa: E402
+import matplotlib.lines  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -69,13 +70,17 @@ def plot_oos_equity(result: OptimizeResult, path: Path) -> None:
             top.axvline(x[k], color="grey", lw=0.5, ls=":")
     top.set_ylabel("equity (×)")
     top.set_title("Stitched out-of-sample equity")
-    top.legend(loc="upper left")
-    bottom.plot(x, cand / np.maximum.accumulate(cand) - 1.0, lw=1.0, label="candidate")
-    bottom.plot(x, base / np.maximum.accumulate(base) - 1.0, lw=0.9, label="baseline", alpha=0.8)
+    bottom.plot(x, cand / np.maximum.accumulate(cand) - 1.0, lw=1.0)
+    bottom.plot(x, base / np.maximum.accumulate(base) - 1.0, lw=0.9, alpha=0.8)
     bottom.set_ylabel("drawdown")
     locator = matplotlib.dates.AutoDateLocator()
     bottom.xaxis.set_major_locator(locator)
     bottom.xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(locator))
+    # One legend under both panels (same colours in both), with the segment boundaries explained.
+    handles, labels = top.get_legend_handles_labels()
+    handles.append(matplotlib.lines.Line2D([], [], color="grey", lw=0.5, ls=":"))
+    labels.append("segment boundary (new parameters)")
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, frameon=False)
     _save(fig, path)
 
 
@@ -89,21 +94,33 @@ def plot_importance(importances: dict[str, float], path: Path) -> None:
 
 
 def plot_trial_history(trials: list[dict[str, Any]], path: Path) -> None:
+    """Every trial: completed ones as dots with the best so far, pruned ones as crosses on the floor
+    of the plot (they have no objective), per segment and for the final study."""
     fig, ax = plt.subplots(figsize=(10, 4))
-    segments = sorted({t["segment"] for t in trials})
+    segments = list(dict.fromkeys(t["segment"] for t in trials))
+    finite = [t["value"] for t in trials if t["value"] is not None and math.isfinite(t["value"])]
+    floor = min(finite) - 0.05 * (max(finite) - min(finite) + 1e-9) if finite else 0.0
+    n_pruned = 0
     for seg in segments:
-        values = [(t["number"], t["value"]) for t in trials if t["segment"] == seg and t["value"] is not None]
-        if not values:
-            continue
-        numbers, objective = zip(*sorted(values), strict=True)
-        line = ax.plot(numbers, objective, ".", ms=3, alpha=0.5)[0]
-        ax.plot(
-            numbers, np.maximum.accumulate(objective), color=line.get_color(), lw=1.2, label=f"segment {seg}"
-        )
+        rows = [t for t in trials if t["segment"] == seg]
+        values = [(t["number"], t["value"]) for t in rows if t["value"] is not None]
+        color = None
+        if values:
+            numbers, objective = zip(*sorted(values), strict=True)
+            line = ax.plot(numbers, objective, ".", ms=3, alpha=0.5)[0]
+            color = line.get_color()
+            label = "final study" if seg == "final" else f"segment {seg}"
+            ax.plot(numbers, np.maximum.accumulate(objective), color=color, lw=1.2, label=label)
+        pruned = [t["number"] for t in rows if t["state"] == "PRUNED"]
+        n_pruned += len(pruned)
+        if pruned:
+            ax.plot(pruned, [floor] * len(pruned), "x", ms=4, color=color or "grey", alpha=0.7)
+    if n_pruned:
+        ax.plot([], [], "x", color="grey", label=f"pruned ({n_pruned}, no objective)")
     ax.set_xlabel("trial")
     ax.set_ylabel("train objective")
-    ax.set_title("Trial history (dots) and best so far (lines)")
-    if len(segments) <= 12:
+    ax.set_title("Trial history (dots), best so far (lines), pruned trials (crosses)")
+    if len(segments) <= 14:
         ax.legend(fontsize=7, ncol=2)
     _save(fig, path)
 
@@ -112,13 +129,16 @@ def plot_mc_fan(result: OptimizeResult, path: Path) -> None:
     boot = result.extra["mc_full"]["bootstrap"]
     fan = boot.get("fan")
     fig, ax = plt.subplots(figsize=(10, 4.5))
-    x = np.arange(len(result.oos_returns))
+    x = _dates(result.oos_ts)
     if fan:
         ax.fill_between(x, fan["p5"], fan["p95"], alpha=0.2, label="bootstrap p5–p95")
         ax.fill_between(x, fan["p25"], fan["p75"], alpha=0.35, label="bootstrap p25–p75")
         ax.plot(x, fan["p50"], lw=1.0, ls="--", label="bootstrap median")
     ax.plot(x, _equity(result.oos_returns), lw=1.3, color="black", label="stitched OOS")
-    ax.set_xlabel("OOS bar")
+    locator = matplotlib.dates.AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(locator))
+    ax.set_xlabel("stitched OOS date (UTC)")
     ax.set_ylabel("equity (×)")
     ax.set_title(
         f"Monte Carlo fan ({boot['summary']['n_paths']} stationary-bootstrap paths, "
@@ -134,9 +154,11 @@ def plot_drawdown_distribution(result: OptimizeResult, path: Path) -> None:
     q = boot["summary"]["max_drawdown"]
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.hist(dd, bins=40, alpha=0.8)
-    for label in ("p50", "p95", "p99"):
-        ax.axvline(q[label], ls="--", lw=1.0, color="black" if label == "p50" else "red")
-        ax.text(q[label], ax.get_ylim()[1] * 0.9, f" {label} {q[label]:.1%}", fontsize=8)
+    # Quantiles in the legend, not as text at the lines: p95 and p99 are often a hair apart.
+    styles = {"p50": ("black", "--"), "p95": ("tab:orange", "--"), "p99": ("tab:red", ":")}
+    for label, (color, ls) in styles.items():
+        ax.axvline(q[label], ls=ls, lw=1.2, color=color, label=f"{label} {q[label]:.1%}")
+    ax.legend(loc="upper right", fontsize=8, title="max drawdown quantile", title_fontsize=8)
     ax.set_xlabel("max drawdown of a path")
     ax.set_ylabel("paths")
     ax.set_title("Bootstrap max-drawdown distribution (right tail = worst paths)")
@@ -167,15 +189,23 @@ def _importances(studies: Sequence[Any]) -> dict[str, float]:
     )
 
 
-def trial_rows(studies: Sequence[Any], space: Sequence[Param]) -> list[dict[str, Any]]:
+def trial_rows(
+    studies: Sequence[Any], space: Sequence[Param], final: Any | None = None
+) -> list[dict[str, Any]]:
+    """Every trial of every study (pruned and duplicate ones included); the final study's segment
+    is ``"final"``."""
     from xsmom.research import params_of
 
     rows = []
-    for seg, study in enumerate(studies):
+    labelled = [(seg, study) for seg, study in enumerate(studies)]
+    if final is not None:
+        labelled.append(("final", final))
+    for seg, study in labelled:
         for t in study.get_trials(deepcopy=False):
             rows.append(
                 {
                     "segment": seg,
+                    "duplicate_of": t.user_attrs.get("duplicate_of"),
                     "number": t.number,
                     "state": t.state.name,
                     "value": t.value,
@@ -196,30 +226,112 @@ def _fmt(value: Any, pct: bool = False) -> str:
 PCT = {"total_return", "cagr", "max_drawdown", "time_under_water"}
 
 
+HEADLINE = {
+    "deploy": "DEPLOY — the candidate has skill out of sample and beats the live config",
+    "keep": "KEEP the live config — the candidate is not a reliable improvement",
+    "stand aside": "STAND ASIDE — nothing here has skill out of sample; the strategy should not trade",
+}
+
+
+def stress_note(result: OptimizeResult) -> str | None:
+    """A sentence when the OOS Sharpe does not fall as costs rise (×1 → ×1.5 → ×2 → ×3): the path is
+    chaotic (stops, scoring and anti-churn react to tiny cost changes), so read the fragility."""
+    keys = ["costs_x1.5", "costs_x2", "costs_x3"]
+    sharpes = [result.candidate.get("sharpe")] + [result.stress.get(k, {}).get("sharpe") for k in keys]
+    if any(v is None or not math.isfinite(v) for v in sharpes):
+        return None
+    rises = [
+        f"×{a} → ×{b}: {sa:.2f} → {sb:.2f}"
+        for (a, sa), (b, sb) in zip(
+            zip(("1", "1.5", "2"), sharpes[:-1], strict=True),
+            zip(("1.5", "2", "3"), sharpes[1:], strict=True),
+            strict=True,
+        )
+        if sb > sa + 1e-9
+    ]
+    if not rises:
+        return None
+    frag = result.fragility.get("std", math.nan)
+    return (
+        "**The cost-stress table is not monotone** (higher costs, higher Sharpe: "
+        + "; ".join(rises)
+        + "). Stops, scoring and anti-churn make the path chaotic, so single re-runs move by more than "
+        f"the cost change explains. Read the fragility instead: the OOS Sharpe's std over "
+        f"{result.fragility.get('runs')} re-runs with costs jittered "
+        f"±{result.fragility.get('jitter', 0):.0%} "
+        f"is {_fmt(frag)} (limit {result.gate.max_fragility:g})."
+    )
+
+
+def _dates_of(ms: int) -> str:
+    from xsmom.research import _iso
+
+    return _iso(ms)
+
+
 def _markdown(result: OptimizeResult, importances: dict[str, float]) -> str:
     v = result.verdict
+    f = result.final
     lines = [
         "# xsmom optimize",
         "",
-        "**Verdict: "
-        + ("PASSED — the candidate may be deployed" if v["passed"] else "REFUSED — keep the live config")
-        + "**",
+        f"**Verdict: {HEADLINE.get(v['verdict'], v['verdict'])}.** Why: {v['reason']}.",
         "",
-        f"{len(result.segments)} walk-forward segments, {result.n_trials} trials in total, "
-        f"study `{result.study}` (storage `{result.storage}`), {result.elapsed_s:.1f} s.",
-        "",
+    ]
+    if v["verdict"] == "stand aside":
+        lines += [
+            "Do not trade this strategy on this data. To flatten the live runner and keep it flat, run "
+            "`xsmom config deploy --stand-aside candidate.json --live <live config>` (writes "
+            "`live: {trading: false}`).",
+            "",
+        ]
+    lines += [
         "## Deployment gate",
         "",
-        "| check | value | threshold | passed |",
-        "| --- | ---: | ---: | :---: |",
+        "| check | kind | value | threshold | passed |",
+        "| --- | --- | ---: | ---: | :---: |",
     ]
     for c in v["checks"]:
+        op = "≤" if c["name"] in ("delta_max_drawdown", "mc_p99_max_drawdown", "fragility") else "≥"
         lines.append(
-            f"| {c['name']} | {_fmt(c['value'])} | {c['threshold']:g} | {'yes' if c['passed'] else 'no'} |"
+            f"| {c['name']} | {c.get('kind', '')} | {_fmt(c['value'])} | {op} {c['threshold']:g} | "
+            f"{'yes' if c['passed'] else 'no'} |"
         )
+    paired = result.paired
+    ds, dc = paired["delta_sharpe"], paired["delta_cagr"]
     lines += [
         "",
-        "## Stitched out-of-sample metrics",
+        f"Skill: PSR of the stitched OOS vs a zero Sharpe **{_fmt(result.psr)}** (baseline "
+        f"{_fmt(result.baseline.get('psr'))}); deflated Sharpe of the procedure **{_fmt(result.dsr)}** "
+        f"over `pipeline_trials` = {result.gate.pipeline_trials}"
+        + (" (= the PSR)" if result.gate.pipeline_trials == 1 else "")
+        + ".",
+        "",
+        f"Paired stationary bootstrap ({paired['n_paths']} paths, block {paired['block']:.1f} bars, the "
+        f"same resampled bars for candidate and baseline): Δsharpe p5/p50/p95 = {_fmt(ds['p5'])} / "
+        f"{_fmt(ds['p50'])} / {_fmt(ds['p95'])}, Δcagr = {_fmt(dc['p5'], True)} / {_fmt(dc['p50'], True)} / "
+        f"{_fmt(dc['p95'], True)}, P(Δsharpe > 0) = **{_fmt(paired['p_delta_sharpe'])}**.",
+        "",
+        f"Fragility: std of the OOS Sharpe over {result.fragility['runs']} re-runs with fees and slippage "
+        f"jittered ±{result.fragility['jitter']:.0%} = **{_fmt(result.fragility['std'])}**.",
+        "",
+        "## The deployed candidate",
+        "",
+        f"`candidate.yaml` holds the choice of a final study (`{f.study_name}`, {f.n_trials} trials, "
+        f"{f.n_pruned} pruned) on the newest train window, **{_dates_of(f.dates[0])} to "
+        f"{_dates_of(f.dates[1])}** (bars {f.bounds['train_start']}–{f.bounds['train_end']}, objective on "
+        f"bars up to {f.bounds['purged_end']} after the purge), ending at the last bar. The walk-forward "
+        "below judged the procedure that produced it; this parameter set itself has no OOS record yet.",
+        "",
+        "| key | value |",
+        "| --- | --- |",
+    ]
+    lines += [f"| {k} | {json.dumps(val)} |" for k, val in result.params.items()]
+    lines += [
+        "",
+        "## Stitched out-of-sample result",
+        "",
+        "![stitched OOS equity](oos_equity.png)",
         "",
         "| metric | candidate | baseline |",
         "| --- | ---: | ---: |",
@@ -231,26 +343,30 @@ def _markdown(result: OptimizeResult, importances: dict[str, float]) -> str:
         )
     lines += [
         "",
-        f"Deflated Sharpe ratio: **{_fmt(result.dsr)}** (over {result.n_trials} trials); "
         f"PBO (CSCV, mean over segments): **{_fmt(result.pbo)}**.",
-        "",
-        "![stitched OOS equity](oos_equity.png)",
         "",
         "## Segments",
         "",
-        "| # | train | OOS | trials | pruned | best objective | OOS sharpe | baseline OOS sharpe | PBO |",
-        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "Train DSR is a diagnostic only (never gated on): the chosen trial's train Sharpe deflated by that "
+        "segment's own distinct completed trials; the OOS Sharpe beside it is what happened next.",
+        "",
+        "| # | train | OOS | trials | distinct | pruned | train sharpe | train DSR | OOS sharpe | "
+        "baseline OOS sharpe | PBO |",
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    ts = result.extra.get("ts")
     for s in result.segments:
         b = s.bounds
+        if ts:
+            train = f"{_dates_of(ts[b['train_start']])}–{_dates_of(ts[b['train_end'] - 1])}"
+            oos = f"{_dates_of(ts[b['oos_start']])}–{_dates_of(ts[b['oos_end'] - 1])}"
+        else:
+            train, oos = f"{b['train_start']}–{b['train_end']}", f"{b['oos_start']}–{b['oos_end']}"
         lines.append(
-            f"| {s.index} | {b['train_start']}–{b['purged_end']} (of {b['train_end']}) | "
-            f"{b['oos_start']}–{b['oos_end']} | "
-            f"{s.n_trials} | {s.n_pruned} | {_fmt(s.best_value)} | {_fmt(s.oos['sharpe'])} | "
+            f"| {s.index} | {train} | {oos} | {s.n_trials} | {s.n_distinct} | {s.n_pruned} | "
+            f"{_fmt(s.train_sharpe)} | {_fmt(s.train_dsr)} | {_fmt(s.oos['sharpe'])} | "
             f"{_fmt(s.baseline_oos['sharpe'])} | {_fmt(s.pbo)} |"
         )
-    lines += ["", "## Chosen parameters (latest segment)", "", "| key | value |", "| --- | --- |"]
-    lines += [f"| {k} | {json.dumps(val)} |" for k, val in result.params.items()]
     if importances:
         lines += ["", "## Parameter importance", "", "![importance](param_importance.png)"]
     lines += ["", "## Trial history", "", "![trial history](trial_history.png)"]
@@ -290,20 +406,30 @@ def _markdown(result: OptimizeResult, importances: dict[str, float]) -> str:
         "",
         "| scenario | total return | sharpe | max drawdown |",
         "| --- | ---: | ---: | ---: |",
+        f"| as configured | {_fmt(result.candidate.get('total_return'), True)} | "
+        f"{_fmt(result.candidate.get('sharpe'))} | {_fmt(result.candidate.get('max_drawdown'), True)} |",
     ]
     for name, m in result.stress.items():
         lines.append(
             f"| {name} | {_fmt(m.get('total_return'), True)} | {_fmt(m.get('sharpe'))} | "
             f"{_fmt(m.get('max_drawdown'), True)} |"
         )
-    lines.append("")
+    note = stress_note(result)
+    if note:
+        lines += ["", note]
+    lines += [
+        "",
+        f"{len(result.segments)} walk-forward segments and a final study, {result.n_trials} trials in total, "
+        f"study `{result.study}` (storage `{result.storage}`), {result.elapsed_s:.1f} s.",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def write_optimize_report(result: OptimizeResult, out: Path, space: Sequence[Param]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     studies = result.extra.get("studies", [])
-    trials = trial_rows(studies, space)
+    trials = trial_rows(studies, space, result.extra.get("final_study"))
     write_text(out / "candidate.yaml", result.candidate_config.to_yaml())
     write_json(out / "candidate.json", result.summary())
     write_json(

@@ -9,6 +9,7 @@ Without ``planted_lookback`` the panel is a pure random walk (no strategy has an
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -62,3 +63,77 @@ def synthetic_bars(
         }
     )
     return frame.with_columns(pl.col("ts").cast(pl.Datetime("ms", "UTC")))
+
+
+def _matrices(bars: pl.DataFrame) -> tuple[Any, list[str], dict[str, np.ndarray]]:
+    """Wide (bars × symbols) arrays of a long panel with every symbol on every bar."""
+    frame = bars.sort(["symbol", "ts"])
+    symbols = frame["symbol"].unique(maintain_order=True).to_list()
+    ts = frame.filter(pl.col("symbol") == symbols[0])["ts"]
+    n = len(ts)
+    if frame.height != n * len(symbols):
+        raise ValueError(
+            f"the panel is not rectangular: {frame.height} rows for {len(symbols)} symbols × {n} bars"
+        )
+    wide = {
+        c: frame[c].to_numpy().reshape(len(symbols), n).T.copy()
+        for c in ("open", "high", "low", "close", "volume")
+    }
+    return ts, symbols, wide
+
+
+def _long(ts: Any, symbols: list[str], wide: dict[str, np.ndarray]) -> pl.DataFrame:
+    n = len(ts)
+    frame = pl.DataFrame(
+        {
+            "ts": pl.concat([ts] * len(symbols)),
+            "symbol": np.repeat(symbols, n),
+            **{c: wide[c].T.ravel() for c in ("open", "high", "low", "close", "volume")},
+        }
+    )
+    return frame
+
+
+def shuffled_panel(
+    bars: pl.DataFrame, seed: int = 0, planted: float = 0.0, lookback: int = 48
+) -> pl.DataFrame:
+    """A null panel from real bars: on every bar the symbols' bar moves (open/high/low/close relative
+    to the previous close, and the traded notional) are dealt to the symbols in an independent random
+    order, and prices rebuilt from each symbol's first close. Cross-sectional momentum has no edge
+    there by construction; the return distribution per bar is the real one.
+
+    ``planted > 0`` adds a cross-sectional edge: each bar's log return of symbol s gets
+    ``planted × (mean log return of s over the previous `lookback` bars − its cross-sectional
+    mean)``, so past cross-sectional winners keep winning at that horizon.
+    """
+    rng = np.random.default_rng(seed)
+    ts, symbols, w = _matrices(bars)
+    n, k = w["close"].shape
+    prev = np.vstack([w["open"][:1], w["close"][:-1]])
+    moves = np.stack(
+        [w["open"] / prev, w["high"] / prev, w["low"] / prev, w["close"] / prev, w["volume"] * w["close"]]
+    )
+    order = np.argsort(rng.random((n, k)), axis=1)
+    moves = np.take_along_axis(moves, order[None, :, :], axis=2)
+    log_close = np.log(moves[3])
+    if planted:
+        window = np.zeros(k)
+        for t in range(n):
+            if t >= lookback:
+                signal = window / lookback
+                extra = planted * (signal - signal.mean())
+                log_close[t] += extra
+                moves[:3, t] *= np.exp(extra)
+            window += log_close[t]
+            if t >= lookback:
+                window -= log_close[t - lookback]
+    close = w["close"][0] / moves[3][0] * np.exp(np.cumsum(log_close, axis=0))
+    prev = np.vstack([close[:1] / np.exp(log_close[:1]), close[:-1]])
+    out = {
+        "open": moves[0] * prev,
+        "close": close,
+        "high": np.maximum(moves[1] * prev, np.maximum(moves[0] * prev, close)),
+        "low": np.minimum(moves[2] * prev, np.minimum(moves[0] * prev, close)),
+        "volume": moves[4] / close,
+    }
+    return _long(ts, symbols, out)
