@@ -501,6 +501,9 @@ def test_stand_aside_writes_live_trading_false_and_rolls_back(tmp_path, live, ca
 
     doc = yaml.safe_load(live.read_text())
     assert doc["live"]["trading"] is False
+    from xsmom.config import Config
+
+    assert Config.load(live).to_dict()["live"]["trading"] is False, "the core reads the stand-aside config"
     assert doc["strategy"]["k_max"] == 5 and doc["sizing"]["gross_leverage"] == 0.9  # the rest is kept
     assert _history(live)[-1]["action"] == "stand_aside"
     assert main(["config", "versions", "--live", str(live), "--json"]) == 0

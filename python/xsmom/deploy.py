@@ -290,8 +290,7 @@ class Deployment:
         stays flat. Everything else in the live file is kept (as YAML; comments are not). The verdict
         file (``candidate.json`` of an optimize run) must say ``stand aside`` unless ``force``.
 
-        The key is written as YAML without validating it through ``Config``: a core that predates
-        ``live.trading`` rejects it as unknown, and the runner that reads it is the one that matters.
+        The written config is validated through ``Config`` before it replaces the live one.
         """
         import yaml
 
@@ -329,7 +328,12 @@ class Deployment:
             raise DeployError(f"{self.live}: 'live' must be a mapping, got {section!r}")
         section["trading"] = False
         header = "# xsmom config deploy --stand-aside: no skill found; the runner closes every position\n"
-        data = (header + yaml.safe_dump(doc, sort_keys=False)).encode()
+        text = header + yaml.safe_dump(doc, sort_keys=False)
+        try:
+            Config.from_yaml(text)
+        except ValueError as err:
+            raise DeployError(f"{self.live}: the stand-aside config is not valid: {err}") from None
+        data = text.encode()
         with self._locked():
             when = _now()
             previous = self._preserve_live(when)
