@@ -853,3 +853,35 @@ fn one_rejected_order_never_stops_the_other_symbols() {
         assert_eq!(report.skipped.iter().filter(|(_, skip)| *skip == xsmom::live::plan::Skip::Rejected).count(), 1);
     });
 }
+
+#[test]
+fn positions_and_open_orders_beyond_the_first_page_are_read() {
+    let mock = Mock::start(FIRST_BAR + 1_420 * HOUR + 5_000);
+    block_on(async {
+        // 25 positions: the mock answers in pages of 20.
+        let positions: serde_json::Map<String, Value> =
+            (0..25).map(|k| (format!("S{k:02}USDT"), json!(if k % 2 == 0 { 1.5 } else { -2.0 }))).collect();
+        mock.control("/mock/positions", Value::Object(positions)).await;
+        let client = mock.client();
+        let read = client.positions().await.unwrap();
+        assert_eq!(read.len(), 25, "every position, not the first page only");
+        assert!(read.iter().any(|p| p.symbol == "S24USDT" && p.qty == 1.5));
+        // 24 resting orders: 4 far below the market on each of the six symbols.
+        for symbol in SYMBOLS {
+            let last = client.quote(symbol).await.unwrap().last;
+            for k in 0..4 {
+                let mut request = order(
+                    &format!("page-{symbol}-{k}"),
+                    (last * 0.5 * (1.0 + 0.01 * k as f64) * 100.0).round() / 100.0,
+                );
+                request.symbol = symbol.to_string();
+                request.qty = 1.0;
+                client.place_order(&request).await.unwrap();
+            }
+        }
+        assert_eq!(client.open_orders().await.unwrap().len(), 24);
+        let state = mock.state().await;
+        assert!(requests(&state, "/v5/position/list").len() >= 2, "a second page was asked for");
+        assert!(requests(&state, "/v5/order/realtime").len() >= 2);
+    });
+}

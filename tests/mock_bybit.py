@@ -4,13 +4,14 @@ Run: ``python3 tests/mock_bybit.py --port 0 --bars data --now-ms MS [--key K --s
 prints ``READY <port>`` when listening. It checks signatures and the recv-window, serves klines
 (newest first, ``limit`` ≤ 1000, only bars closed at the mock clock), instruments, tickers,
 funding history and server time from a Hive bar store, keeps orders, positions and the USDT
-balance, and matches orders bar by bar when the clock moves (``POST /mock/clock``): a post-only
+balance (positions and open orders in pages of 20 with ``nextPageCursor``), and matches orders bar by bar when the clock moves (``POST /mock/clock``): a post-only
 limit fills when a later bar trades through its price; a market order fills when it is created, at
 the last trade plus slippage, with the taker fee.
 
 Test hooks (no auth): ``POST /mock/clock {"now_ms"}``, ``POST /mock/faults {"path", "kind",
 "count"}`` with kind ``timeout | http500 | ratelimit | postonly | reject | drop_after_accept | partial``,
-``POST /mock/price {"symbol", "last"}`` (the ticker's last trade, for stop tests), ``GET /mock/state``
+``POST /mock/price {"symbol", "last"}`` (the ticker's last trade, for stop tests), ``POST /mock/positions
+{"SYM": qty}`` (set positions), ``GET /mock/state``
 (orders, positions, balance, request log), ``POST /mock/reset``.
 """
 
@@ -30,6 +31,8 @@ from urllib.parse import parse_qsl, urlsplit
 import polars as pl
 
 HOUR_MS = 3_600_000
+# Largest page of the account lists: clients must follow ``nextPageCursor``.
+PAGE = 20
 HALF_SPREAD = 1e-4
 MAKER_FEE, TAKER_FEE, SLIPPAGE = 1e-4, 5.5e-4, 2e-4
 
@@ -101,7 +104,9 @@ class Exchange:
         return closed[-1][4] if closed else float("nan")
 
     def equity(self) -> float:
-        return self.balance + sum(q * self.last_close(s) for s, q in self.positions.items() if q)
+        # Positions a test set on symbols without bars have no price: they are left out.
+        marked = (q * self.last_close(s) for s, q in self.positions.items() if q and s in self.bars)
+        return self.balance + sum(marked)
 
     # Matching ----------------------------------------------------------------------------------
     def advance(self, now_ms: int) -> None:
@@ -181,6 +186,14 @@ class Exchange:
                     fault["count"] -= 1
                     return fault["kind"]
         return None
+
+
+def page(rows: list, query: dict) -> dict:
+    """One page of ``rows`` (``limit`` ≤ PAGE) from the opaque ``cursor``, with ``nextPageCursor``."""
+    start = int(query.get("cursor") or 0)
+    size = min(int(query.get("limit", PAGE)), PAGE)
+    end = start + size
+    return {"category": "linear", "list": rows[start:end], "nextPageCursor": str(end) if end < len(rows) else ""}
 
 
 def ok(result) -> dict:
@@ -273,6 +286,9 @@ class Handler(BaseHTTPRequestHandler):
                 ex.faults.append(
                     {"path": body["path"], "kind": body["kind"], "count": int(body.get("count", 1))}
                 )
+        elif path == "/mock/positions":
+            with ex.lock:
+                ex.positions.update({s: float(q) for s, q in body.items()})
         elif path == "/mock/price":
             with ex.lock:
                 ex.price_override[body["symbol"]] = float(body["last"])
@@ -358,21 +374,17 @@ class Handler(BaseHTTPRequestHandler):
             if path == "/v5/account/wallet-balance":
                 return ok({"list": [{"accountType": "UNIFIED", "totalEquity": str(ex.equity())}]})
             if path == "/v5/position/list":
-                return ok(
+                rows = [
                     {
-                        "category": "linear",
-                        "list": [
-                            {
-                                "symbol": s,
-                                "side": "Buy" if qty > 0 else "Sell",
-                                "size": str(abs(qty)),
-                                "avgPrice": str(ex.avg_price.get(s, 0.0)),
-                            }
-                            for s, qty in ex.positions.items()
-                            if qty
-                        ],
+                        "symbol": s,
+                        "side": "Buy" if qty > 0 else "Sell",
+                        "size": str(abs(qty)),
+                        "avgPrice": str(ex.avg_price.get(s, 0.0)),
                     }
-                )
+                    for s, qty in sorted(ex.positions.items())
+                    if qty
+                ]
+                return ok(page(rows, q))
             if path == "/v5/order/realtime":
                 orders = ex.orders
                 if "orderLinkId" in q:
@@ -393,7 +405,7 @@ class Handler(BaseHTTPRequestHandler):
                                 "createdTime": str(done[0]["ts"]),
                             }
                         ]
-                return ok({"category": "linear", "list": orders})
+                return ok(page(orders, q))
             if path == "/v5/order/create":
                 return self._create(body, fault)
             if path == "/v5/order/cancel":

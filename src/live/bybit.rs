@@ -273,6 +273,37 @@ fn encode(value: &str) -> String {
         .collect()
 }
 
+impl BybitClient {
+    /// Every row of a signed list endpoint, following `nextPageCursor` (Bybit pages positions by up to
+    /// 200 and open orders by up to 50 rows). A view that cannot be read whole is an error: the
+    /// reconciliation that needs it does not trade on half an account.
+    async fn all_pages(&self, path: &str, query: &[(&str, String)], limit: usize) -> ExchangeResult<Vec<Value>> {
+        let mut rows = Vec::new();
+        let mut cursor = String::new();
+        for _ in 0..MAX_PAGES {
+            let mut paged: Vec<(&str, String)> = query.to_vec();
+            paged.push(("limit", limit.to_string()));
+            if !cursor.is_empty() {
+                paged.push(("cursor", cursor.clone()));
+            }
+            let result = self.get(path, &paged, true).await?;
+            rows.extend(list(&result));
+            let next = result.get("nextPageCursor").and_then(Value::as_str).unwrap_or("").to_string();
+            if next.is_empty() {
+                return Ok(rows);
+            }
+            if next == cursor {
+                return Err(ExchangeError::Decode { endpoint: path.into(), message: format!("cursor {next} repeats") });
+            }
+            cursor = next;
+        }
+        Err(ExchangeError::Decode { endpoint: path.into(), message: format!("more than {MAX_PAGES} pages") })
+    }
+}
+
+/// Pages of one account list read before giving up (10 000 rows at the smallest page).
+const MAX_PAGES: usize = 200;
+
 fn list(result: &Value) -> Vec<Value> {
     result.get("list").and_then(Value::as_array).cloned().unwrap_or_default()
 }
@@ -463,8 +494,8 @@ impl Exchange for BybitClient {
 
     async fn positions(&self) -> ExchangeResult<Vec<Position>> {
         let query = [("category", "linear".to_string()), ("settleCoin", "USDT".to_string())];
-        let result = self.get("/v5/position/list", &query, true).await?;
-        Ok(list(&result)
+        let rows = self.all_pages("/v5/position/list", &query, 200).await?;
+        Ok(rows
             .iter()
             .filter_map(|p| {
                 let size = num(p, "size");
@@ -481,8 +512,8 @@ impl Exchange for BybitClient {
 
     async fn open_orders(&self) -> ExchangeResult<Vec<Order>> {
         let query = [("category", "linear".to_string()), ("settleCoin", "USDT".to_string())];
-        let result = self.get("/v5/order/realtime", &query, true).await?;
-        Ok(list(&result).iter().filter_map(parse_order).filter(|o| o.status.is_open()).collect())
+        let rows = self.all_pages("/v5/order/realtime", &query, 50).await?;
+        Ok(rows.iter().filter_map(parse_order).filter(|o| o.status.is_open()).collect())
     }
 
     async fn equity(&self) -> ExchangeResult<f64> {
