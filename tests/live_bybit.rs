@@ -885,3 +885,25 @@ fn positions_and_open_orders_beyond_the_first_page_are_read() {
         assert!(requests(&state, "/v5/order/realtime").len() >= 2);
     });
 }
+
+#[test]
+fn requests_are_signed_on_the_exchange_clock_and_a_persistent_10002_is_named() {
+    // The mock's clock is months behind this host's: Bybit refuses a timestamp more than 1 s ahead of
+    // its own, so only signing on the measured exchange clock gets through.
+    let now = FIRST_BAR + 1_420 * HOUR + 5_000;
+    let host = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    assert!(host - now > 86_400_000, "the host clock is far ahead of the mock's");
+    let mock = Mock::start(now);
+    block_on(async {
+        let client = mock.client();
+        assert!(client.positions().await.unwrap().is_empty(), "signed on the exchange clock");
+        // The exchange clock jumps 3 s ahead of what its time endpoint says: every signed request is
+        // refused, the client measures the clock again once, and the error says what it is.
+        mock.control("/mock/skew", json!({"skew_ms": -3_000})).await;
+        let err = mock.client().with_retries(0).positions().await.unwrap_err();
+        assert!(matches!(err, ExchangeError::Auth { code: 10002, .. }), "{err:?}");
+        assert!(err.to_string().contains("timestamp"), "{err}");
+        let state = mock.state().await;
+        assert!(requests(&state, "/v5/market/time").len() >= 2, "the clock was measured again");
+    });
+}

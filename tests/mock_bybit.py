@@ -47,6 +47,8 @@ class Exchange:
         if bars_root is not None:
             self._load(bars_root, symbols)
         self.now_ms = now_ms
+        # Host time when the mock clock was last set: the exchange's wall clock runs on from there.
+        self.clock_set_at = time.time()
         self.start_balance = balance
         self.reset()
 
@@ -94,6 +96,7 @@ class Exchange:
             self.log: list[dict] = []
             self.next_id = 1
             self.price_override: dict[str, float] = {}
+            self.skew_ms = 0
 
     # Market data -------------------------------------------------------------------------------
     def closed(self, symbol: str) -> list[tuple]:
@@ -113,6 +116,7 @@ class Exchange:
         with self.lock:
             previous = self.now_ms
             self.now_ms = now_ms
+            self.clock_set_at = time.time()
             for order in list(self.orders):
                 bars = [b for b in self.bars.get(order["symbol"], []) if previous <= b[0] + HOUR_MS <= now_ms]
                 for bar in bars:
@@ -229,7 +233,10 @@ class Handler(BaseHTTPRequestHandler):
             return error(10003, "missing authentication headers")
         if key != self.key:
             return error(10003, "API key is invalid.")
-        if abs(int(time.time() * 1000) - int(timestamp)) > int(window):
+        # Bybit's rule on its own clock: server_time - recv_window <= timestamp < server_time + 1000.
+        ex = self.exchange
+        wall = ex.now_ms + int((time.time() - ex.clock_set_at) * 1000) + ex.skew_ms
+        if not wall - int(window) <= int(timestamp) < wall + 1000:
             return error(10002, "invalid request, please check your server timestamp or recv_window param")
         expected = hmac.new(
             self.secret.encode(), f"{timestamp}{key}{window}{payload}".encode(), hashlib.sha256
@@ -286,6 +293,10 @@ class Handler(BaseHTTPRequestHandler):
                 ex.faults.append(
                     {"path": body["path"], "kind": body["kind"], "count": int(body.get("count", 1))}
                 )
+        elif path == "/mock/skew":
+            # The exchange's clock runs `skew_ms` off the clock its /v5/market/time reported.
+            with ex.lock:
+                ex.skew_ms = int(body["skew_ms"])
         elif path == "/mock/positions":
             with ex.lock:
                 ex.positions.update({s: float(q) for s, q in body.items()})

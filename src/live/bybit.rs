@@ -78,6 +78,10 @@ pub struct BybitClient {
     credentials: Option<Credentials>,
     recv_window_ms: u64,
     max_retries: u32,
+    /// Exchange clock minus the host clock (ms), from `/v5/market/time`; `None` until measured.
+    /// Requests are signed on the exchange's clock: Bybit refuses a timestamp more than 1 s ahead of
+    /// its own or older than the recv-window (10002), so a host clock 2 s fast would lock us out.
+    clock_offset_ms: std::sync::Arc<std::sync::Mutex<Option<i64>>>,
 }
 
 enum Method {
@@ -97,6 +101,7 @@ impl BybitClient {
             credentials,
             recv_window_ms: 5_000,
             max_retries: MAX_RETRIES,
+            clock_offset_ms: Default::default(),
         })
     }
 
@@ -109,6 +114,41 @@ impl BybitClient {
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.http = reqwest::Client::builder().timeout(timeout).build().expect("client builds");
         self
+    }
+
+    /// The exchange clock (ms), measured now; the offset to the host clock is kept for signing.
+    async fn sync_clock(&self) -> ExchangeResult<i64> {
+        let before = chrono_now_ms();
+        // Boxed: a signed send measures the clock through this unsigned one.
+        let result = Box::pin(self.send_once(&Method::Get, "/v5/market/time", "", "", false)).await?;
+        let after = chrono_now_ms();
+        let seconds = result.get("timeSecond").and_then(int);
+        let nanos = result.get("timeNano").and_then(int);
+        let server = match (nanos, seconds) {
+            (Some(nanos), _) => nanos / 1_000_000,
+            (None, Some(seconds)) => seconds * 1000,
+            _ => {
+                return Err(ExchangeError::Decode {
+                    endpoint: "/v5/market/time".into(),
+                    message: "no timeSecond".into(),
+                })
+            }
+        };
+        let offset = server - (before + after) / 2;
+        let previous = self.clock_offset_ms.lock().expect("clock offset poisoned").replace(offset);
+        if previous.is_none_or(|p| (p - offset).abs() > 500) {
+            tracing::info!(offset_ms = offset, "exchange clock offset measured");
+        }
+        Ok(server)
+    }
+
+    /// The host clock moved onto the exchange's (measured on first use).
+    async fn exchange_now_ms(&self) -> ExchangeResult<i64> {
+        let offset = *self.clock_offset_ms.lock().expect("clock offset poisoned");
+        match offset {
+            Some(offset) => Ok(chrono_now_ms() + offset),
+            None => self.sync_clock().await,
+        }
     }
 
     async fn get(&self, path: &str, query: &[(&str, String)], signed: bool) -> ExchangeResult<Value> {
@@ -141,6 +181,11 @@ impl BybitClient {
             attempt += 1;
             let wait = match &err {
                 ExchangeError::RateLimited { retry_after_ms } => Some(*retry_after_ms),
+                // Outside the recv-window: measure the exchange clock again, then retry once.
+                ExchangeError::Auth { code: 10002, .. } if attempt == 1 => {
+                    self.sync_clock().await?;
+                    Some(0)
+                }
                 err if retry_unclear && err.is_retryable() => Some(200 * 2u64.pow(attempt)),
                 _ => None,
             };
@@ -176,7 +221,7 @@ impl BybitClient {
                 code: 10003,
                 message: "no API key: set BYBIT_API_KEY and BYBIT_API_SECRET".into(),
             })?;
-            let timestamp = chrono_now_ms();
+            let timestamp = self.exchange_now_ms().await?;
             let payload = match method {
                 Method::Get => query_string,
                 Method::Post => body_text,
@@ -364,14 +409,7 @@ fn decimal(value: f64) -> String {
 
 impl Exchange for BybitClient {
     async fn server_time_ms(&self) -> ExchangeResult<i64> {
-        let result = self.get("/v5/market/time", &[], false).await?;
-        let seconds = result.get("timeSecond").and_then(int);
-        let nanos = result.get("timeNano").and_then(int);
-        match (nanos, seconds) {
-            (Some(nanos), _) => Ok(nanos / 1_000_000),
-            (None, Some(seconds)) => Ok(seconds * 1000),
-            _ => Err(ExchangeError::Decode { endpoint: "/v5/market/time".into(), message: "no timeSecond".into() }),
-        }
+        self.sync_clock().await
     }
 
     async fn instruments(&self, symbols: &[String]) -> ExchangeResult<Vec<Instrument>> {
