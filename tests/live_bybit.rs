@@ -108,6 +108,12 @@ fn client_signs_paginates_and_never_serves_the_forming_bar() {
         assert!(bars.windows(2).all(|w| w[1].ts - w[0].ts == HOUR), "no gaps or duplicates at page edges");
         assert_eq!(bars.last().unwrap().ts + HOUR, FIRST_BAR + 2_600 * HOUR, "the forming bar is not served");
         assert!(requests(&mock.state().await, "/v5/market/kline").len() >= 3, "three pages of ≤ 1000");
+        // The same when a page is filled from the oldest bar of the window instead of the newest.
+        mock.control("/mock/kline_order", json!({"fill_from": "start"})).await;
+        let from_start =
+            client.closed_klines("BTCUSDT", Config::default().timeframe(), FIRST_BAR, i64::MAX).await.unwrap();
+        assert_eq!(from_start, bars, "pages filled from the start give the same bars");
+        mock.control("/mock/kline_order", json!({"fill_from": "end"})).await;
 
         let instruments = client.instruments(&["BTCUSDT".into()]).await.unwrap();
         assert_eq!(instruments[0].lot_size, 0.001);

@@ -97,6 +97,7 @@ class Exchange:
             self.next_id = 1
             self.price_override: dict[str, float] = {}
             self.skew_ms = 0
+            self.kline_from_start = False
 
     # Market data -------------------------------------------------------------------------------
     def closed(self, symbol: str) -> list[tuple]:
@@ -197,7 +198,11 @@ def page(rows: list, query: dict) -> dict:
     start = int(query.get("cursor") or 0)
     size = min(int(query.get("limit", PAGE)), PAGE)
     end = start + size
-    return {"category": "linear", "list": rows[start:end], "nextPageCursor": str(end) if end < len(rows) else ""}
+    return {
+        "category": "linear",
+        "list": rows[start:end],
+        "nextPageCursor": str(end) if end < len(rows) else "",
+    }
 
 
 def ok(result) -> dict:
@@ -293,6 +298,9 @@ class Handler(BaseHTTPRequestHandler):
                 ex.faults.append(
                     {"path": body["path"], "kind": body["kind"], "count": int(body.get("count", 1))}
                 )
+        elif path == "/mock/kline_order":
+            with ex.lock:
+                ex.kline_from_start = body["fill_from"] == "start"
         elif path == "/mock/skew":
             # The exchange's clock runs `skew_ms` off the clock its /v5/market/time reported.
             with ex.lock:
@@ -327,7 +335,9 @@ class Handler(BaseHTTPRequestHandler):
                 if q.get("interval") != "60":
                     return error(10001, "the mock serves 1h klines only")
                 start, end = int(q.get("start", 0)), int(q.get("end", 2**62))
-                rows = [b for b in ex.closed(symbol) if start <= b[0] <= end][-limit:]
+                rows = [b for b in ex.closed(symbol) if start <= b[0] <= end]
+                # Bybit fills a page from the newest bar; the mock can fill it from the oldest instead.
+                rows = rows[:limit] if ex.kline_from_start else rows[-limit:]
                 listed = [[str(v) for v in b] for b in reversed(rows)]
                 return ok({"category": "linear", "symbol": symbol, "list": listed})
             if path == "/v5/market/instruments-info":

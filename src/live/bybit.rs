@@ -448,23 +448,26 @@ impl Exchange for BybitClient {
         // Never the forming bar: only bars whose close time has passed.
         let end_ms = end_ms.min(now.div_euclid(interval.ms) * interval.ms);
         let mut bars: Vec<Kline> = Vec::new();
+        // Windows of exactly one page, newest first: whichever end of a window Bybit fills a page
+        // from (its docs return the newest first; nothing may depend on it), a window never holds
+        // more than a page, so no bar is skipped and none is fetched twice.
+        let span = (KLINE_PAGE as i64 - 1) * interval.ms;
         let mut cursor_end = end_ms - 1;
         while cursor_end >= start_ms {
+            let window_start = start_ms.max(cursor_end.div_euclid(interval.ms) * interval.ms - span);
             let query = [
                 ("category", "linear".to_string()),
                 ("symbol", symbol.to_string()),
                 ("interval", code.clone()),
-                ("start", start_ms.to_string()),
+                ("start", window_start.to_string()),
                 ("end", cursor_end.to_string()),
                 ("limit", KLINE_PAGE.to_string()),
             ];
             let page = list(&self.get("/v5/market/kline", &query, false).await?);
-            let mut oldest = i64::MAX;
             for row in &page {
                 let Some(fields) = row.as_array() else { continue };
                 let field = |k: usize| fields.get(k).map_or(f64::NAN, |v| num(&json!({ "v": v }), "v"));
                 let Some(ts) = fields.first().and_then(int) else { continue };
-                oldest = oldest.min(ts);
                 bars.push(Kline {
                     ts,
                     open: field(1),
@@ -475,10 +478,11 @@ impl Exchange for BybitClient {
                     turnover: field(6),
                 });
             }
-            if page.len() < KLINE_PAGE || oldest == i64::MAX || oldest <= start_ms {
+            // An empty window: the symbol has no older history (not listed yet).
+            if page.is_empty() {
                 break;
             }
-            cursor_end = oldest - 1;
+            cursor_end = window_start - 1;
         }
         bars.retain(|b| b.ts >= start_ms && b.ts < end_ms);
         bars.sort_by_key(|b| b.ts);
