@@ -772,3 +772,48 @@ def test_a_stand_aside_verdict_deploys_with_stand_aside_only(tmp_path, noise, ca
     assert main(["config", "versions", "--live", str(live), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["gate"] for r in rows if r["live"]] == ["stand aside"]
+
+
+# -- findings: fixed configurations on the walk-forward OOS windows (notebooks/03_findings.ipynb) ---
+
+
+def test_study_fixed_configs_on_a_slice(data_dir, bars, funding):
+    import polars as pl
+    from xsmom.research.findings import COLUMNS, FINDINGS_CONFIGS, study_fixed_configs
+
+    symbols = sorted(bars["symbol"].unique().to_list())[:10]
+    before = pl.col("ts") < pl.datetime(2025, 8, 10, time_zone="UTC")
+    small = bars.filter(pl.col("symbol").is_in(symbols) & before)
+    wfo = WalkForward(train_days=25, oos_days=10, embargo_days=1)
+    configs = {k: FINDINGS_CONFIGS[k] for k in ("default", "daily rebalance", "tsmom", "carry sleeve")}
+    gate = Gate(fragility_runs=3, bootstrap_paths=50)
+    table = study_fixed_configs(small, configs, funding=funding, wfo=wfo, gate=gate, mc_paths=50)
+
+    assert table.columns == list(COLUMNS)
+    assert table["config"].to_list() == list(configs)
+    assert set(table["verdict"].to_list()) <= set(research.VERDICTS)
+    # The OOS is the segments' windows stitched: the same bars for every configuration.
+    segments = _core.segments(small["ts"].n_unique(), 25 * 24, 10 * 24, 24, 96)
+    assert len(segments) >= 2
+    n_oos = sum(s["oos_end"] - s["oos_start"] for s in segments)
+    assert table["n_bars"].to_list() == [float(n_oos)] * len(configs)
+    rows = {r["config"]: r for r in table.iter_rows(named=True)}
+    # The default row is the baseline itself: Δsharpe is 0 on every bootstrap path.
+    assert rows["default"]["p_delta_sharpe"] == 0.0
+    assert len({round(r["sharpe"], 9) for r in rows.values()}) == len(configs), (
+        "each override changes the OOS"
+    )
+    for r in rows.values():
+        assert 0.0 <= r["psr"] <= 1.0 and r["dsr"] <= r["psr"] + 1e-12
+        assert math.isfinite(r["fragility"]) and r["fragility"] >= 0.0
+        skilled = r["dsr"] >= gate.min_psr
+        assert r["verdict"] != "deploy" or skilled
+        assert ("psr_oos" in r["failed"]) == (not skilled)
+    # The stitched Sharpe is the warm OOS backtest of the config on those windows, nothing else.
+    evaluate = research.Evaluator(small, xsmom.Config.default(), funding=funding)
+    overrides = research._encode(configs["daily rebalance"])
+    parts = evaluate([(overrides, s["oos_start"], s["oos_end"]) for s in segments], series=True)
+    expected = research.stitched_metrics(parts, evaluate.panel.bars_per_year)
+    assert rows["daily rebalance"]["sharpe"] == expected["sharpe"]
+    with pytest.raises(research.ResearchError, match="configuration 'bad'"):
+        study_fixed_configs(small, {"bad": {"strategy.k_maxx": 3}}, wfo=wfo)
