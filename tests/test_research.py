@@ -786,6 +786,7 @@ def test_study_fixed_configs_on_a_slice(data_dir, bars, funding):
     small = bars.filter(pl.col("symbol").is_in(symbols) & before)
     wfo = WalkForward(train_days=25, oos_days=10, embargo_days=1)
     configs = {k: FINDINGS_CONFIGS[k] for k in ("default", "daily rebalance", "tsmom", "carry sleeve")}
+    configs["no costs"] = {f"costs.{k}": 0.0 for k in ("maker_fee_bps", "taker_fee_bps", "slippage_bps")}
     gate = Gate(fragility_runs=3, bootstrap_paths=50)
     table = study_fixed_configs(small, configs, funding=funding, wfo=wfo, gate=gate, mc_paths=50)
 
@@ -800,6 +801,8 @@ def test_study_fixed_configs_on_a_slice(data_dir, bars, funding):
     rows = {r["config"]: r for r in table.iter_rows(named=True)}
     # The default row is the baseline itself: Δsharpe is 0 on every bootstrap path.
     assert rows["default"]["p_delta_sharpe"] == 0.0
+    # Fragility jitters each configuration's own costs: ±1 % of zero is zero.
+    assert rows["no costs"]["fragility"] == 0.0 and rows["default"]["fragility"] > 0.0
     assert len({round(r["sharpe"], 9) for r in rows.values()}) == len(configs), (
         "each override changes the OOS"
     )

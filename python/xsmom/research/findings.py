@@ -146,7 +146,9 @@ def study_fixed_configs(
         summary = mc["bootstrap"]["summary"]
         paired = paired_bootstrap(returns, base_returns, bpy, gate.bootstrap_paths, seed)
         chosen = [SimpleNamespace(params=dict(overrides))] * n_seg
-        fragility = cost_fragility(evaluate, segments, chosen, bpy, gate, seed)["std"]
+        # The jitter multiplies this configuration's own costs (it may override them).
+        own = _OwnCosts(evaluate, base.with_overrides(dict(overrides)).to_yaml())
+        fragility = cost_fragility(own, segments, chosen, bpy, gate, seed)["std"]
         verdict = deployment_gate(metrics, baseline, summary, paired, fragility, gate, dsr_procedure=dsr)
         rows.append(
             {
@@ -163,3 +165,15 @@ def study_fixed_configs(
             }
         )
     return pl.DataFrame(rows).select(COLUMNS)
+
+
+class _OwnCosts:
+    """``evaluate`` with the costs of one configuration: ``cost_fragility`` reads the costs to jitter
+    from ``config_yaml``; the jobs still run on the evaluator's panel and base config."""
+
+    def __init__(self, evaluate: Evaluator, config_yaml: str) -> None:
+        self.evaluate = evaluate
+        self.config_yaml = config_yaml
+
+    def __call__(self, jobs: list[Any], series: bool = False) -> list[dict[str, Any]]:
+        return self.evaluate(jobs, series=series)
