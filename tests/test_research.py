@@ -10,6 +10,7 @@ import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
+import polars as pl
 import pytest
 
 optuna = pytest.importorskip("optuna")
@@ -590,12 +591,29 @@ def test_optimizer_on_a_dask_cluster_of_two_processes_matches_the_local_run(tmp_
         executor = executor_from_cli(cluster.scheduler_address)
         try:
             client = executor._client
+            scattered, submitted = [], []
+            real_scatter, real_submit = client.scatter, executor.submit
+
+            def scatter(data, **kw):
+                scattered.append((type(data).__name__, kw.get("broadcast")))
+                return real_scatter(data, **kw)
+
+            def submit(fn, *args, **kw):
+                submitted.append(args)
+                return real_submit(fn, *args, **kw)
+
+            client.scatter, executor.submit = scatter, submit
             with distributed.get_task_stream(client) as stream:
                 remote = research.optimize(noise, base_config(), executor=executor, **kwargs)
             workers = {t["worker"] for t in stream.data}
         finally:
             executor.shutdown()
         assert len(workers) == 2, f"both worker processes evaluated batches: {workers}"
+        # The bars are scattered to every worker once per run (no funding here); tasks carry the future.
+        assert scattered == [("DataFrame", True)]
+        assert len(submitted) > 10
+        assert not any(isinstance(a, pl.DataFrame) for args in submitted for a in args)
+        assert all(isinstance(args[1], distributed.Future) for args in submitted)
         assert [s.params for s in remote.segments] == [s.params for s in local.segments]
         assert remote.oos_returns == local.oos_returns
 
@@ -778,7 +796,6 @@ def test_a_stand_aside_verdict_deploys_with_stand_aside_only(tmp_path, noise, ca
 
 
 def test_study_fixed_configs_on_a_slice(data_dir, bars, funding):
-    import polars as pl
     from xsmom.research.findings import COLUMNS, FINDINGS_CONFIGS, study_fixed_configs
 
     symbols = sorted(bars["symbol"].unique().to_list())[:10]
