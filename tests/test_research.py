@@ -837,3 +837,49 @@ def test_study_fixed_configs_on_a_slice(data_dir, bars, funding):
     assert rows["daily rebalance"]["sharpe"] == expected["sharpe"]
     with pytest.raises(research.ResearchError, match="configuration 'bad'"):
         study_fixed_configs(small, {"bad": {"strategy.k_maxx": 3}}, wfo=wfo)
+
+
+def test_evaluator_scatters_bars_and_funding_once_to_a_dask_client(bars, funding):
+    """A Dask-like executor (a ``_client`` with ``scatter``): the frames go out once, tasks carry futures."""
+    from concurrent.futures import Executor, Future
+
+    class Scattered:
+        def __init__(self, data):
+            self.data = data
+
+    class Client:
+        def __init__(self):
+            self.scattered = []
+
+        def scatter(self, data, broadcast=False):
+            self.scattered.append((type(data).__name__, broadcast))
+            return Scattered(data)
+
+    class DaskLike(Executor):
+        _max_workers = 2
+
+        def __init__(self):
+            self._client = Client()
+            self.calls = []
+
+        def submit(self, fn, *args):
+            self.calls.append(args)
+            future = Future()
+            future.set_result(fn(*(a.data if isinstance(a, Scattered) else a for a in args)))
+            return future
+
+    symbols = sorted(bars["symbol"].unique().to_list())[:8]
+    small = bars.filter(
+        pl.col("symbol").is_in(symbols) & (pl.col("ts") < pl.datetime(2025, 7, 15, time_zone="UTC"))
+    )
+    config = xsmom.Config.default().with_overrides({"strategy.carry.enabled": True})
+    executor = DaskLike()
+    remote = research.Evaluator(small, config, funding=funding, executor=executor)
+    local = research.Evaluator(small, config, funding=funding)
+    jobs = [(research._encode({"strategy.k_max": k}), 24 * 20, 24 * 44) for k in (3, 4, 5, 6)]
+    for _ in range(3):  # three batches, as a study asks them
+        assert remote(jobs, series=True) == local(jobs, series=True)
+    assert executor._client.scattered == [("DataFrame", True), ("DataFrame", True)]
+    assert len(executor.calls) == 3 * 2
+    assert not any(isinstance(a, pl.DataFrame) for args in executor.calls for a in args)
+    assert any(r["metrics"]["funding"] != 0.0 for r in local(jobs)), "the funding reached the backtests"
