@@ -10,6 +10,7 @@ import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
+import polars as pl
 import pytest
 
 optuna = pytest.importorskip("optuna")
@@ -590,12 +591,29 @@ def test_optimizer_on_a_dask_cluster_of_two_processes_matches_the_local_run(tmp_
         executor = executor_from_cli(cluster.scheduler_address)
         try:
             client = executor._client
+            scattered, submitted = [], []
+            real_scatter, real_submit = client.scatter, executor.submit
+
+            def scatter(data, **kw):
+                scattered.append((type(data).__name__, kw.get("broadcast")))
+                return real_scatter(data, **kw)
+
+            def submit(fn, *args, **kw):
+                submitted.append(args)
+                return real_submit(fn, *args, **kw)
+
+            client.scatter, executor.submit = scatter, submit
             with distributed.get_task_stream(client) as stream:
                 remote = research.optimize(noise, base_config(), executor=executor, **kwargs)
             workers = {t["worker"] for t in stream.data}
         finally:
             executor.shutdown()
         assert len(workers) == 2, f"both worker processes evaluated batches: {workers}"
+        # The bars are scattered to every worker once per run (no funding here); tasks carry the future.
+        assert scattered == [("DataFrame", True)]
+        assert len(submitted) > 10
+        assert not any(isinstance(a, pl.DataFrame) for args in submitted for a in args)
+        assert all(isinstance(args[1], distributed.Future) for args in submitted)
         assert [s.params for s in remote.segments] == [s.params for s in local.segments]
         assert remote.oos_returns == local.oos_returns
 
@@ -772,3 +790,96 @@ def test_a_stand_aside_verdict_deploys_with_stand_aside_only(tmp_path, noise, ca
     assert main(["config", "versions", "--live", str(live), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["gate"] for r in rows if r["live"]] == ["stand aside"]
+
+
+# -- findings: fixed configurations on the walk-forward OOS windows (notebooks/03_findings.ipynb) ---
+
+
+def test_study_fixed_configs_on_a_slice(data_dir, bars, funding):
+    from xsmom.research.findings import COLUMNS, FINDINGS_CONFIGS, study_fixed_configs
+
+    symbols = sorted(bars["symbol"].unique().to_list())[:10]
+    before = pl.col("ts") < pl.datetime(2025, 8, 10, time_zone="UTC")
+    small = bars.filter(pl.col("symbol").is_in(symbols) & before)
+    wfo = WalkForward(train_days=25, oos_days=10, embargo_days=1)
+    configs = {k: FINDINGS_CONFIGS[k] for k in ("default", "daily rebalance", "tsmom", "carry sleeve")}
+    configs["no costs"] = {f"costs.{k}": 0.0 for k in ("maker_fee_bps", "taker_fee_bps", "slippage_bps")}
+    gate = Gate(fragility_runs=3, bootstrap_paths=50)
+    table = study_fixed_configs(small, configs, funding=funding, wfo=wfo, gate=gate, mc_paths=50)
+
+    assert table.columns == list(COLUMNS)
+    assert table["config"].to_list() == list(configs)
+    assert set(table["verdict"].to_list()) <= set(research.VERDICTS)
+    # The OOS is the segments' windows stitched: the same bars for every configuration.
+    segments = _core.segments(small["ts"].n_unique(), 25 * 24, 10 * 24, 24, 96)
+    assert len(segments) >= 2
+    n_oos = sum(s["oos_end"] - s["oos_start"] for s in segments)
+    assert table["n_bars"].to_list() == [float(n_oos)] * len(configs)
+    rows = {r["config"]: r for r in table.iter_rows(named=True)}
+    # The default row is the baseline itself: Δsharpe is 0 on every bootstrap path.
+    assert rows["default"]["p_delta_sharpe"] == 0.0
+    # Fragility jitters each configuration's own costs: ±1 % of zero is zero.
+    assert rows["no costs"]["fragility"] == 0.0 and rows["default"]["fragility"] > 0.0
+    assert len({round(r["sharpe"], 9) for r in rows.values()}) == len(configs), (
+        "each override changes the OOS"
+    )
+    for r in rows.values():
+        assert 0.0 <= r["psr"] <= 1.0 and r["dsr"] <= r["psr"] + 1e-12
+        assert math.isfinite(r["fragility"]) and r["fragility"] >= 0.0
+        skilled = r["dsr"] >= gate.min_psr
+        assert r["verdict"] != "deploy" or skilled
+        assert ("psr_oos" in r["failed"]) == (not skilled)
+    # The stitched Sharpe is the warm OOS backtest of the config on those windows, nothing else.
+    evaluate = research.Evaluator(small, xsmom.Config.default(), funding=funding)
+    overrides = research._encode(configs["daily rebalance"])
+    parts = evaluate([(overrides, s["oos_start"], s["oos_end"]) for s in segments], series=True)
+    expected = research.stitched_metrics(parts, evaluate.panel.bars_per_year)
+    assert rows["daily rebalance"]["sharpe"] == expected["sharpe"]
+    with pytest.raises(research.ResearchError, match="configuration 'bad'"):
+        study_fixed_configs(small, {"bad": {"strategy.k_maxx": 3}}, wfo=wfo)
+
+
+def test_evaluator_scatters_bars_and_funding_once_to_a_dask_client(bars, funding):
+    """A Dask-like executor (a ``_client`` with ``scatter``): the frames go out once, tasks carry futures."""
+    from concurrent.futures import Executor, Future
+
+    class Scattered:
+        def __init__(self, data):
+            self.data = data
+
+    class Client:
+        def __init__(self):
+            self.scattered = []
+
+        def scatter(self, data, broadcast=False):
+            self.scattered.append((type(data).__name__, broadcast))
+            return Scattered(data)
+
+    class DaskLike(Executor):
+        _max_workers = 2
+
+        def __init__(self):
+            self._client = Client()
+            self.calls = []
+
+        def submit(self, fn, *args):
+            self.calls.append(args)
+            future = Future()
+            future.set_result(fn(*(a.data if isinstance(a, Scattered) else a for a in args)))
+            return future
+
+    symbols = sorted(bars["symbol"].unique().to_list())[:8]
+    small = bars.filter(
+        pl.col("symbol").is_in(symbols) & (pl.col("ts") < pl.datetime(2025, 7, 15, time_zone="UTC"))
+    )
+    config = xsmom.Config.default().with_overrides({"strategy.carry.enabled": True})
+    executor = DaskLike()
+    remote = research.Evaluator(small, config, funding=funding, executor=executor)
+    local = research.Evaluator(small, config, funding=funding)
+    jobs = [(research._encode({"strategy.k_max": k}), 24 * 20, 24 * 44) for k in (3, 4, 5, 6)]
+    for _ in range(3):  # three batches, as a study asks them
+        assert remote(jobs, series=True) == local(jobs, series=True)
+    assert executor._client.scattered == [("DataFrame", True), ("DataFrame", True)]
+    assert len(executor.calls) == 3 * 2
+    assert not any(isinstance(a, pl.DataFrame) for args in executor.calls for a in args)
+    assert any(r["metrics"]["funding"] != 0.0 for r in local(jobs)), "the funding reached the backtests"

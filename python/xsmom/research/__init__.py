@@ -406,10 +406,16 @@ class Evaluator:
         self.panel = _core.research_panel(bars_arg, self.config_yaml, funding_arg)
         self.executor = executor
         self.n_jobs = n_jobs
-        self._frames: tuple[pl.DataFrame, pl.DataFrame | None] | None = None
+        self._frames: tuple[Any, Any] | None = None
         self.token = f"{_WHO}:{id(self)}:{time.time_ns()}"
         if executor is not None:
-            self._frames = _as_frames(bars, funding, self.panel.timeframe)
+            frames = _as_frames(bars, funding, self.panel.timeframe)
+            client = getattr(executor, "_client", None)
+            if client is not None:
+                # Dask: the bars (and funding) go to every worker once per evaluator (one optimize
+                # run); each task then carries only their futures, resolved on the worker.
+                frames = tuple(None if f is None else client.scatter(f, broadcast=True) for f in frames)
+            self._frames = frames
 
     def __call__(self, jobs: list[Job], series: bool = False) -> list[dict[str, Any]]:
         if not jobs:
