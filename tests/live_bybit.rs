@@ -824,7 +824,7 @@ fn a_stand_aside_config_flattens_the_account_and_keeps_it_flat() {
         let (aside, aside_text) = config_text("risk:\n  kill_switch:\n    enabled: false\nlive:\n  trading: false\n");
         runner.reload(aside, &aside_text).await.unwrap();
         let report = runner.cycle().await.unwrap();
-        assert!(report.orders_placed.iter().all(|id| id.ends_with("-flat")), "{report:?}");
+        assert!(report.orders_placed.iter().all(|id| id.contains("-flat-")), "{report:?}");
         assert!(runner.exchange().positions().await.unwrap().is_empty(), "flat");
         for _ in 0..3 {
             now += HOUR;
@@ -911,5 +911,41 @@ fn requests_are_signed_on_the_exchange_clock_and_a_persistent_10002_is_named() {
         assert!(err.to_string().contains("timestamp"), "{err}");
         let state = mock.state().await;
         assert!(requests(&state, "/v5/market/time").len() >= 2, "the clock was measured again");
+    });
+}
+
+#[test]
+fn a_failed_kill_switch_exit_is_retried_at_every_fast_check_until_flat() {
+    let now = FIRST_BAR + 1_420 * HOUR + 5_000;
+    let mock = Mock::start(now);
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let (cfg, text) =
+            config_text("risk:\n  kill_switch:\n    max_daily_loss_pct: 5\n  stops:\n    enabled: false\n");
+        let mut runner = Runner::start(mock.client(), cfg, &text, symbols(), options(dir.path())).await.unwrap();
+        runner.cycle().await.unwrap();
+        let held = runner.exchange().positions().await.unwrap();
+        assert!(!held.is_empty(), "market orders filled");
+        // A 10 % loss on the account; the first exit order fails with a 502 (no retries inside the client).
+        let balance = mock.state().await["balance"].as_f64().unwrap();
+        mock.control("/mock/balance", json!({"balance": balance - 1_000.0})).await;
+        mock.control("/mock/faults", json!({"path": "/v5/order/create", "kind": "http500", "count": 12})).await;
+        assert!(runner.risk_check().await.is_err(), "the exits failed");
+        assert!(!runner.exchange().positions().await.unwrap().is_empty());
+        // Once the exchange answers again, the next fast check flattens under fresh ids.
+        mock.control("/mock/faults", json!({"path": "/v5/order/create", "kind": "http500", "count": 0})).await;
+        let mut placed = Vec::new();
+        for _ in 0..5 {
+            if let Ok(ids) = runner.risk_check().await {
+                placed.extend(ids);
+            }
+            if runner.exchange().positions().await.unwrap().is_empty() {
+                break;
+            }
+        }
+        assert!(runner.exchange().positions().await.unwrap().is_empty(), "flat after the retries: {placed:?}");
+        assert!(placed.iter().all(|id| id.contains("-kill-")), "{placed:?}");
+        // Flat and paused: further checks send nothing.
+        assert!(runner.risk_check().await.unwrap().is_empty());
     });
 }

@@ -11,7 +11,7 @@ the last trade plus slippage, with the taker fee.
 Test hooks (no auth): ``POST /mock/clock {"now_ms"}``, ``POST /mock/faults {"path", "kind",
 "count"}`` with kind ``timeout | http500 | ratelimit | postonly | reject | drop_after_accept | partial``,
 ``POST /mock/price {"symbol", "last"}`` (the ticker's last trade, for stop tests), ``POST /mock/positions
-{"SYM": qty}`` (set positions), ``GET /mock/state``
+{"SYM": qty}`` and ``POST /mock/balance {"balance"}`` (set the account), ``GET /mock/state``
 (orders, positions, balance, request log), ``POST /mock/reset``.
 """
 
@@ -295,9 +295,12 @@ class Handler(BaseHTTPRequestHandler):
             ex.advance(int(body["now_ms"]))
         elif path == "/mock/faults":
             with ex.lock:
-                ex.faults.append(
-                    {"path": body["path"], "kind": body["kind"], "count": int(body.get("count", 1))}
-                )
+                if int(body.get("count", 1)) == 0:  # count 0 clears the path's faults
+                    ex.faults = [f for f in ex.faults if f["path"] != body["path"]]
+                else:
+                    ex.faults.append(
+                        {"path": body["path"], "kind": body["kind"], "count": int(body.get("count", 1))}
+                    )
         elif path == "/mock/kline_order":
             with ex.lock:
                 ex.kline_from_start = body["fill_from"] == "start"
@@ -305,6 +308,9 @@ class Handler(BaseHTTPRequestHandler):
             # The exchange's clock runs `skew_ms` off the clock its /v5/market/time reported.
             with ex.lock:
                 ex.skew_ms = int(body["skew_ms"])
+        elif path == "/mock/balance":
+            with ex.lock:
+                ex.balance = float(body["balance"])
         elif path == "/mock/positions":
             with ex.lock:
                 ex.positions.update({s: float(q) for s, q in body.items()})

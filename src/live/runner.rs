@@ -701,11 +701,20 @@ impl<E: Exchange> Runner<E> {
         report: &mut CycleReport,
     ) -> Result<()> {
         self.exchange.cancel_all(None).await.map_err(|err| exchange_error("cancel all", err))?;
+        let kind = if reason == FillReason::KillSwitch { "kill" } else { "flat" };
+        let mut first_error = None;
         for (symbol, qty) in positions.iter().filter(|(_, q)| **q != 0.0) {
-            let id = format!("xs-{bar_ts}-{symbol}-{}", if reason == FillReason::KillSwitch { "kill" } else { "flat" });
-            self.place_exit(symbol, *qty, reason, id, report).await?;
+            // A fresh id per attempt: a retry after a failure (or an unfilled exit) is a new order.
+            let key = format!("{symbol}-{kind}");
+            let attempt = self.state.order_attempts.get(&key).copied().unwrap_or(0);
+            self.state.order_attempts.insert(key, attempt + 1);
+            let id = format!("xs-{bar_ts}-{symbol}-{kind}-{attempt}");
+            if let Err(err) = self.place_exit(symbol, *qty, reason, id, report).await {
+                tracing::error!(%symbol, error = %err, "exit failed; retried at the next check");
+                first_error.get_or_insert(err);
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// The risk loop (live.md §3), run every `live.fast_check_secs`: the model's stop levels tested
@@ -719,12 +728,15 @@ impl<E: Exchange> Runner<E> {
         let equity = self.exchange.equity().await.map_err(|err| exchange_error("equity", err))?;
         let kill = self.account_kill.check(bar_ts, equity, self.timeframe);
         self.state.kill_switch = Some(self.account_kill.snapshot());
-        if kill.flatten {
+        // Fired (or still paused after firing) with positions left: flatten, and again at every
+        // check until the account is flat (a failed exit is retried under a fresh id).
+        if kill.active && (kill.flatten || kill.paused) && !positions.is_empty() {
             let book: BTreeMap<String, f64> = positions.iter().map(|p| (p.symbol.clone(), p.qty)).collect();
             let mut report = CycleReport::default();
-            tracing::error!(equity, "daily kill-switch fired: cancelling orders and flattening");
-            self.flatten(bar_ts, &book, FillReason::KillSwitch, &mut report).await?;
+            tracing::error!(equity, "daily kill-switch: cancelling orders and flattening");
+            let flattened = self.flatten(bar_ts, &book, FillReason::KillSwitch, &mut report).await;
             self.persist(now)?;
+            flattened?;
             return Ok(report.orders_placed);
         }
         let stop_timeframe = self.cfg.live.stop_timeframe.as_deref().map(Timeframe::parse).transpose()?;
