@@ -137,3 +137,47 @@ def test_data_ingest_validate_resample(tmp_path, data_dir):
     assert "duplicate" in proc.stdout and "1 error(s)" in proc.stdout
     proc = run("data", "ingest", str(bad_file), "--store", str(store), "--timeframe", "5m", cwd=tmp_path)
     assert proc.returncode == 2 and "duplicate" in proc.stderr
+
+
+def test_backtest_from_an_empty_folder_runs_on_the_bundled_sample(tmp_path):
+    from xsmom.datasets import sample_store
+
+    store = sample_store()
+    size = sum(p.stat().st_size for p in store.rglob("*.parquet"))
+    assert size < 2_000_000 and any(store.glob("funding/symbol=*/*.parquet"))
+    proc = run("backtest", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "using the bundled sample store" in proc.stderr and str(store) in proc.stderr
+    expected = xsmom.backtest(store).metrics
+    assert json.loads(proc.stdout)["final_equity"] == pytest.approx(expected["final_equity"])
+    assert list(tmp_path.iterdir()) == []
+
+
+BLOCK_OPTUNA = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "optuna":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Block())
+from xsmom.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_missing_extra_gives_one_line_naming_it(tmp_path, data_dir):
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCK_OPTUNA, "optimize", "--bars", str(data_dir), "--out", "o"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "xsmom: error: xsmom optimize needs the 'research' extra: pip install 'xsmom[research]' "
+        "(no module 'optuna')\n"
+    )
+    assert not (tmp_path / "o").exists()

@@ -32,6 +32,35 @@ class _Parser(argparse.ArgumentParser):
         raise CliError(message)
 
 
+# Optional features: the import that is missing → the pyproject extra that brings it.
+_EXTRAS = {"optuna": "research", "sqlalchemy": "research", "dask": "dask", "distributed": "dask"}
+_EXTRAS["psycopg"] = "postgres"
+
+
+def _missing_extra(module: str, feature: str) -> CliError:
+    extra = _EXTRAS.get(module.split(".")[0], "dev")
+    return CliError(
+        f"{feature} needs the '{extra}' extra: pip install 'xsmom[{extra}]' (no module {module!r})"
+    )
+
+
+def _require(module: str, feature: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise _missing_extra(module, feature)
+
+
+def _check_extras(args: argparse.Namespace) -> None:
+    """Fail in one line, before any work, when a command needs an extra that is not installed."""
+    if args.command in ("optimize", "montecarlo"):
+        _require("optuna", f"xsmom {args.command}")
+    if args.command == "optimize" and args.dask_scheduler is not None:
+        _require("distributed", "--dask-scheduler")
+    if args.command == "optimize" and str(args.storage or "").startswith("postgres"):
+        _require("psycopg", "--storage postgresql://…")
+
+
 def _progress(message: str) -> None:
     """Progress on stderr, only for a person at a terminal."""
     if sys.stderr.isatty():
@@ -45,7 +74,10 @@ def _build_parser() -> _Parser:
     bt = commands.add_parser("backtest", help="run a backtest and print its metrics")
     bt.add_argument("--config", type=Path, help="YAML config file (default: the built-in defaults)")
     bt.add_argument(
-        "--bars", type=Path, default=None, help="bar store or long Parquet/CSV file (default: ./data)"
+        "--bars",
+        type=Path,
+        default=None,
+        help="bar store or long Parquet/CSV file (default: ./data, else the bundled sample)",
     )
     bt.add_argument(
         "--funding", type=Path, default=None, help="funding file or store (default: the bar store's)"
@@ -244,9 +276,17 @@ def _config(args: argparse.Namespace) -> Config:
 
 def _backtest(args: argparse.Namespace) -> int:
     bars = args.bars if args.bars is not None else Path("data")
+    if args.bars is None and not bars.exists():
+        from xsmom.datasets import sample_store
+
+        bars = sample_store()
+        print(
+            "xsmom: no --bars given and ./data does not exist: using the bundled sample store "
+            f"(12 symbols, hourly, Aug–Oct 2025) at {bars}",
+            file=sys.stderr,
+        )
     if not bars.exists():
-        hint = "" if args.bars is not None else " (no --bars given and ./data does not exist)"
-        raise CliError(f"{bars}: no such file or directory{hint}")
+        raise CliError(f"{bars}: no such file or directory")
     config = _config(args)
     _progress(f"backtesting {bars} …")
     started = time.perf_counter()
@@ -463,6 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     try:
         args = parser.parse_args(argv)
+        _check_extras(args)
         if args.command == "backtest":
             return _backtest(args)
         if args.command == "optimize":
@@ -472,6 +513,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in _DEPLOY_COMMANDS:
             return _DEPLOY_COMMANDS[args.command](args)
         return _data(args)
+    except ModuleNotFoundError as err:
+        if err.name is None or err.name.split(".")[0] not in _EXTRAS:
+            raise
+        print(f"xsmom: error: {_missing_extra(err.name, f'xsmom {args.command}')}", file=sys.stderr)
+        return 2
     except (CliError, ValueError, OSError) as err:
         message = " ".join(str(err).split())
         print(f"xsmom: error: {message}", file=sys.stderr)
