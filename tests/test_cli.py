@@ -67,10 +67,6 @@ def test_backtest_json_profile_and_set(tmp_path, data_dir):
     [
         (["backtest", "--bars", "nope"], "xsmom: error: nope: no such file or directory"),
         (
-            ["backtest"],
-            "xsmom: error: data: no such file or directory (no --bars given and ./data does not exist)",
-        ),
-        (
             ["backtest", "--bars", "{data}", "--profile", "nope"],
             "xsmom: error: unknown profile 'nope': known profiles are default, xsmom-bot-v1",
         ),
@@ -181,3 +177,88 @@ def test_missing_extra_gives_one_line_naming_it(tmp_path, data_dir):
         "(no module 'optuna')\n"
     )
     assert not (tmp_path / "o").exists()
+
+
+def _stderr_warnings(proc) -> list[str]:
+    return [line for line in proc.stderr.splitlines() if line.startswith("xsmom: warning: ")]
+
+
+def test_backtest_that_cannot_trade_warns(tmp_path, data_dir):
+    one = xsmom.read_bars(data_dir, symbols=["BTCUSDT"])
+    one.write_parquet(tmp_path / "one.parquet")
+    proc = run("backtest", "--bars", "one.parquet", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "xsmom: warning: no decision bar: the strategy never took a position (strategy.k_min 2 needs at "
+        "least 4 symbols, the data has 1); every metric is zero"
+    ) in _stderr_warnings(proc)
+    short = xsmom.read_bars(data_dir, end="2025-06-05")
+    short.write_parquet(tmp_path / "short.parquet")
+    proc = run("backtest", "--bars", "short.parquet", cwd=tmp_path)
+    assert (
+        "xsmom: warning: warm-up longer than the data: strategy.regime_filter.ema_len needs 200 bars before "
+        f"the first decision, the data has {short['ts'].n_unique()}; every metric is zero"
+    ) in _stderr_warnings(proc)
+
+
+def test_gross_held_below_target_by_caps_warns(tmp_path, data_dir):
+    proc = run("backtest", "--bars", str(data_dir), "--set", "sizing.gross_leverage=5", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    [line] = [w for w in _stderr_warnings(proc) if "gross exposure" in w]
+    assert line.startswith("xsmom: warning: gross exposure below sizing.gross_leverage 5 (× vol scale) on ")
+    assert "the caps bind (sizing.max_weight_per_asset 0.09" in line
+    # Caps loose enough to reach the target: no warning.
+    proc = run(
+        "backtest",
+        "--bars",
+        str(data_dir),
+        "--set",
+        "sizing.max_weight_per_asset=1",
+        "--set",
+        "sizing.gross_leverage=0.5",
+        "--set",
+        "sizing.vol_target.enabled=false",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert not [w for w in _stderr_warnings(proc) if "gross exposure" in w], proc.stderr
+
+
+def test_spike_findings_summarised_per_symbol_and_written(tmp_path, data_dir):
+    proc = run("backtest", "--bars", str(data_dir), "--out", "r", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    table = pl.read_parquet(tmp_path / "r" / "validation.parquet")
+    spikes = table.filter(pl.col("kind") == "spike")
+    per = spikes.group_by("symbol").len().sort(["len", "symbol"], descending=[True, False])
+    top = ", ".join(f"{s} {n}" for s, n in per.head(5).iter_rows())
+    expected = (
+        f"xsmom: warning: data spike (warning): {spikes.height} finding(s) in {per.height} symbol(s) "
+        f"({top}, {per.height - 5} more); full table in r/validation.parquet"
+    )
+    assert expected in _stderr_warnings(proc)
+    assert not [w for w in _stderr_warnings(proc) if "finding(s) found (first" in w]
+
+
+def test_ingest_spacing_and_resample_source_warn(tmp_path, data_dir):
+    hourly = xsmom.read_bars(data_dir, symbols=["BTCUSDT"], end="2025-06-03")
+    hourly.write_parquet(tmp_path / "btc.parquet")
+    proc = run("data", "ingest", "btc.parquet", "--store", "s", "--timeframe", "5m", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert _stderr_warnings(proc) == [
+        "xsmom: warning: btc.parquet: bars are 1h apart (median), not --timeframe 5m; "
+        "they are stored as 5m bars"
+    ]
+    proc = run("data", "ingest", "btc.parquet", "--store", "s2", "--timeframe", "1h", cwd=tmp_path)
+    assert _stderr_warnings(proc) == []
+    shutil.copytree(data_dir, tmp_path / "store")
+    five = sorted(p.name.split("=")[1] for p in (tmp_path / "store/bars/timeframe=5m").iterdir())
+    proc = run("data", "resample", "--store", "store", "--to", "4h", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    n_hourly = len(list((tmp_path / "store/bars/timeframe=1h").iterdir()))
+    assert _stderr_warnings(proc) == [
+        f"xsmom: warning: no --from given: resampling the store's finest timeframe 5m ({len(five)} "
+        f"symbol(s): {', '.join(five)}); also in the store: 1h ({n_hourly} symbols); pass --from 5m to make "
+        "this explicit"
+    ]
+    proc = run("data", "resample", "--store", "store", "--to", "4h", "--from", "1h", cwd=tmp_path)
+    assert proc.returncode == 0 and _stderr_warnings(proc) == [], proc.stderr

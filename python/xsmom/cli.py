@@ -292,24 +292,130 @@ def _backtest(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     result = backtest(bars, config, funding=args.funding)
     elapsed = time.perf_counter() - started
+    timeframe = config.to_dict()["data"]["timeframe"]
+    findings = _findings(bars, timeframe)
+    where = (
+        f"full table in {args.out / 'validation.parquet'}"
+        if args.out is not None
+        else f"full table: xsmom data validate {'--store ' * bars.is_dir()}{bars} --timeframe {timeframe}"
+    )
+    warnings = _summarised_warnings(result.warnings, findings, where)
+    result.warnings[:] = warnings
     if args.out is not None:
         _progress(f"writing report to {args.out} …")
-        write_report(result, args.out)
+        write_report(result, args.out, validation=findings)
+    for warning in warnings:
+        print(f"xsmom: warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(json_metrics(result.metrics)))
         return 0
     span = f"{result.start} → {result.end}"
     print(f"xsmom backtest: {len(result.symbols)} symbols, {span} ({elapsed * 1e3:.0f} ms)")
     print(metrics_table(result.metrics))
-    for warning in result.warnings:
-        print(f"warning: {warning}")
     if args.out is not None:
         print(f"report: {args.out / 'report.html'}")
     return 0
 
 
+def _findings(bars: Path, timeframe: str):
+    import polars as pl
+
+    return pl.DataFrame(_core.validate_path(str(bars), timeframe))
+
+
+def _summarised_warnings(warnings: list[str], findings, where: str, top: int = 5) -> list[str]:
+    """The core's "data <kind>: N finding(s)" lines replaced by one line per kind, counted per symbol."""
+    import polars as pl
+
+    if findings.height == 0:
+        return list(warnings)
+    kinds = findings["kind"].unique(maintain_order=True).to_list()
+    out = [w for w in warnings if not any(w.startswith(f"data {k}:") for k in kinds)]
+    for kind in kinds:
+        rows = findings.filter(pl.col("kind") == kind)
+        per = rows.group_by("symbol").len().sort(["len", "symbol"], descending=[True, False])
+        counts = ", ".join(f"{s} {n}" for s, n in per.head(top).iter_rows())
+        more = f", {per.height - top} more" if per.height > top else ""
+        severity = rows["severity"][0]
+        out.append(
+            f"data {kind} ({severity}): {rows.height} finding(s) in {per.height} symbol(s) "
+            f"({counts}{more}); {where}"
+        )
+    return out
+
+
+_TF_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
+
+
+def _timeframe_ms(timeframe: str) -> int | None:
+    try:
+        return int(timeframe[:-1]) * _TF_MS[timeframe[-1]]
+    except (KeyError, ValueError):
+        return None
+
+
+def _spacing_ms(path: Path) -> int | None:
+    """The median spacing of a long bar file's ``ts`` per symbol (None when it cannot be read)."""
+    import polars as pl
+
+    try:
+        frame = pl.scan_csv(path) if path.suffix.lower() == ".csv" else pl.scan_parquet(path)
+        names = frame.collect_schema().names()
+        ts = pl.col("ts")
+        ts = ts.dt.epoch("ms") if frame.collect_schema()["ts"].is_temporal() else ts.cast(pl.Int64)
+        keys = ["symbol"] if "symbol" in names else []
+        diffs = frame.select(*keys, ts.alias("t")).sort([*keys, "t"]).collect()
+        diffs = diffs.group_by(keys or pl.lit(0), maintain_order=True).agg(pl.col("t").diff().median())
+        value = diffs["t"].median()
+    except Exception:
+        return None
+    return None if value is None else int(value)
+
+
+def _human_ms(ms: int) -> str:
+    for unit in ("w", "d", "h", "m"):
+        if ms % _TF_MS[unit] == 0:
+            return f"{ms // _TF_MS[unit]}{unit}"
+    return f"{ms / 1000:g} s"
+
+
+def _check_spacing(files: Sequence[Path], timeframe: str) -> None:
+    expected = _timeframe_ms(timeframe)
+    for path in files:
+        spacing = _spacing_ms(path)
+        if expected is not None and spacing is not None and spacing != expected:
+            print(
+                f"xsmom: warning: {path}: bars are {_human_ms(spacing)} apart (median), not "
+                f"--timeframe {timeframe}; they are stored as {timeframe} bars",
+                file=sys.stderr,
+            )
+
+
+def _resample_source_note(store: Path, to: str) -> None:
+    """Say which source timeframe resample picks when --from is not given (the finest in the store)."""
+    found = []
+    for folder in sorted((store / "bars").glob("timeframe=*")):
+        tf = folder.name.split("=", 1)[1]
+        ms = _timeframe_ms(tf)
+        if ms is not None and tf != to:
+            found.append((ms, tf, sorted(p.name.split("=", 1)[1] for p in folder.glob("symbol=*"))))
+    if not found:
+        return
+    ms, tf, symbols = min(found)
+    shown = ", ".join(symbols[:5]) + (f" and {len(symbols) - 5} more" if len(symbols) > 5 else "")
+    others = "; ".join(f"{t} ({len(s)} symbols)" for _, t, s in sorted(found) if t != tf)
+    print(
+        f"xsmom: warning: no --from given: resampling the store's finest timeframe {tf} "
+        f"({len(symbols)} symbol(s): {shown})"
+        + (f"; also in the store: {others}" if others else "")
+        + f"; pass --from {tf} to make this explicit",
+        file=sys.stderr,
+    )
+
+
 def _data(args: argparse.Namespace) -> int:
     if args.data_command == "ingest":
+        _check_spacing(args.files, args.timeframe)
         stats = _core.ingest([str(f) for f in args.files], str(args.store), args.timeframe)
         print(
             f"ingested {len(args.files)} file(s) into {args.store}: {stats['rows_added']} rows added, "
@@ -334,6 +440,8 @@ def _data(args: argparse.Namespace) -> int:
     if args.data_command == "fetch":
         return _fetch(args)
     if args.data_command == "resample":
+        if args.source is None:
+            _resample_source_note(args.store, args.to)
         stats = _core.resample_store(str(args.store), args.to, args.source)
         added, replaced = stats["rows_added"], stats["rows_replaced"]
         print(f"resampled {args.store} to {args.to}: {added} bars added, {replaced} replaced")

@@ -57,10 +57,12 @@ def metrics_table(metrics: dict[str, float]) -> str:
     return "\n".join(f"{name:<{width}}  {format_metric(name, value):>14}" for name, value in metrics.items())
 
 
-def write_report(result: BacktestResult, out_dir: str | Path) -> Path:
-    """Write the report folder and return its path."""
+def write_report(result: BacktestResult, out_dir: str | Path, validation=None) -> Path:
+    """Write the report folder and return its path (``validation``: data findings → validation.parquet)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if validation is not None:
+        _atomic_write(out / "validation.parquet", lambda p: validation.write_parquet(p, compression="zstd"))
     _atomic_write(
         out / "metrics.json",
         lambda p: p.write_text(json.dumps(json_metrics(result.metrics), indent=2) + "\n"),
