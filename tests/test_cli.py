@@ -37,7 +37,7 @@ def test_backtest_default_prints_metrics_and_writes_report(tmp_path, data_dir):
     assert metrics["final_equity"] == pytest.approx(equity["equity"][-1])
     assert equity.schema["ts"] == pl.Datetime("ms", "UTC")
     page = (out / "report.html").read_text()
-    assert "sharpe" in page and "lookbacks" in page and "data:image/png;base64," in page
+    assert "Sharpe" in page and "lookbacks" in page and "data:image/png;base64," in page
     assert "data spike" in page, "data warnings are in the report"
     assert (out / "tearsheet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -303,7 +303,10 @@ def _backtest(args: argparse.Namespace) -> int:
     result.warnings[:] = warnings
     if args.out is not None:
         _progress(f"writing report to {args.out} …")
-        write_report(result, args.out, validation=findings)
+        from xsmom.api import read_bars
+
+        frame = read_bars(bars, start=result.start, timeframe=timeframe) if result.symbols else None
+        write_report(result, args.out, validation=findings, bars=frame)
     for warning in warnings:
         print(f"xsmom: warning: {warning}", file=sys.stderr)
     if args.json:
