@@ -72,7 +72,7 @@ def test_backtest_json_profile_and_set(tmp_path, data_dir):
         ),
         (
             ["backtest", "--bars", "{data}", "--set", "strategy.kmax=3"],
-            "xsmom: error: unknown config key 'strategy.kmax'",
+            "xsmom: error: --set strategy.kmax: unknown config key (did you mean strategy.k_max",
         ),
         (
             ["backtest", "--bars", "{data}", "--set", "novalue"],
@@ -80,7 +80,7 @@ def test_backtest_json_profile_and_set(tmp_path, data_dir):
         ),
         (
             ["backtest", "--bars", "{data}", "--set", "sizing.gross_leverage=50"],
-            "xsmom: error: overrides: sizing.gross_leverage = 50 is out of range: allowed [0, 10]",
+            "xsmom: error: --set sizing.gross_leverage=50: out of range, allowed [0, 10]",
         ),
         (["backtest", "--bars", "{data}", "--config", "{bad_yaml}"], "strategy: unknown field `kmax`"),
         (["backtest", "--bars", "{corrupt}"], "not a valid Parquet file"),
@@ -262,3 +262,95 @@ def test_ingest_spacing_and_resample_source_warn(tmp_path, data_dir):
     ]
     proc = run("data", "resample", "--store", "store", "--to", "4h", "--from", "1h", cwd=tmp_path)
     assert proc.returncode == 0 and _stderr_warnings(proc) == [], proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [
+        (
+            "strategy.k_max=four",
+            "xsmom: error: --set strategy.k_max=four: strategy.k_max expects a whole number ≥ 0, got 'four'",
+        ),
+        (
+            "risk.atr_mult_sl=abc",
+            "xsmom: error: --set risk.atr_mult_sl=abc: risk.stops.atr_mult_sl expects a number, got 'abc'",
+        ),
+        (
+            "data.on_invalid=foo",
+            "xsmom: error: --set data.on_invalid=foo: data.on_invalid expects one of reject, drop, got 'foo'",
+        ),
+        (
+            "strategy.regime_filter.enabled=maybe",
+            "xsmom: error: --set strategy.regime_filter.enabled=maybe: strategy.regime_filter.enabled "
+            "expects true or false, got 'maybe'",
+        ),
+        (
+            "strategy.kmax=3",
+            "xsmom: error: --set strategy.kmax: unknown config key "
+            "(did you mean strategy.k_max or strategy.k_min or strategy.k_mode?)",
+        ),
+        (
+            "risk.atr_mult=2",
+            "xsmom: error: --set risk.atr_mult: unknown config key "
+            "(did you mean risk.stops.atr_mult_sl or risk.stops.trail_atr_mult?)",
+        ),
+        ("nothing_like_it=2", "xsmom: error: --set nothing_like_it: unknown config key"),
+    ],
+)
+def test_set_errors_in_cli_terms(tmp_path, data_dir, assignment, message):
+    proc = run("backtest", "--bars", str(data_dir), "--set", assignment, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == message + "\n"
+
+
+def test_invalid_bars_hint_uses_the_cli_flag_and_utc_dates(tmp_path, data_dir):
+    bars = xsmom.read_bars(data_dir, end="2025-06-20")
+    dup = pl.concat([bars, bars.head(1)])
+    dup.write_parquet(tmp_path / "dup.parquet")
+    proc = run("backtest", "--bars", "dup.parquet", cwd=tmp_path)
+    assert proc.returncode == 2
+    first = bars.sort("symbol", "ts").row(0, named=True)
+    when = first["ts"].strftime("%Y-%m-%d %H:%M")
+    assert f"{first['symbol']} at {when} UTC: duplicate (second row for {when} UTC)" in proc.stderr
+    assert proc.stderr.rstrip().endswith("pass --set data.on_invalid=drop to drop the offending rows")
+    proc = run("backtest", "--bars", "dup.parquet", "--set", "data.on_invalid=drop", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_out_onto_a_file_fails_before_the_run(tmp_path, data_dir):
+    (tmp_path / "taken").write_text("keep me")
+    proc = run("backtest", "--bars", str(data_dir), "--out", "taken", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == "xsmom: error: --out taken: exists and is not a directory\n"
+    assert proc.stdout == "" and (tmp_path / "taken").read_text() == "keep me"
+
+
+def test_fetch_network_error_names_the_cause(tmp_path):
+    args = ["data", "fetch", "--store", "s", "--symbols", "BTCUSDT", "--start", "2025-01-01"]
+    proc = run(*args, "--end", "2025-01-02", "--base-url", "http://127.0.0.1:9", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "xsmom: error: cannot reach http://127.0.0.1:9: "
+        "connecting to 127.0.0.1:9 failed: Connection refused\n"
+    )
+    proc = run(*args, "--end", "2025-01-02", "--base-url", "http://nonexistent.invalid", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(
+        "xsmom: error: cannot reach http://nonexistent.invalid: cannot resolve host 'nonexistent.invalid' ("
+    )
+    assert proc.stderr.endswith("); check the network or --base-url\n")
+
+
+def test_closed_pipe_exits_quietly(tmp_path, data_dir):
+    exe = shutil.which("xsmom")
+    proc = subprocess.Popen(
+        [exe, "backtest", "--bars", str(data_dir)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.stdout.close()  # the reader is gone before anything is written, as with `| head -0`
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=300) == 0
+    assert "Broken pipe" not in stderr and "Traceback" not in stderr and "error" not in stderr, stderr

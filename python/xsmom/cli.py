@@ -6,7 +6,11 @@ Every error is one line on stderr (``xsmom: error: …``) and exit code 2.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import difflib
 import json
+import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -270,8 +274,58 @@ def _config(args: argparse.Namespace) -> Config:
                 raise CliError(f"--set {assignment!r} is not of the form key.path=value")
             key, value = assignment.split("=", 1)
             pairs.append((key.strip(), value))
-        config = Config._trusted(_core.config_with_overrides(config.to_yaml(), pairs))
+        try:
+            config = Config._trusted(_core.config_with_overrides(config.to_yaml(), pairs))
+        except ValueError as err:
+            raise CliError(_override_message(str(err), dict(pairs), config)) from None
     return config
+
+
+_EXPECTED = {
+    "usize": "a whole number ≥ 0",
+    "u32": "a whole number ≥ 0",
+    "u64": "a whole number ≥ 0",
+    "i64": "a whole number",
+    "i32": "a whole number",
+    "f64": "a number",
+    "f32": "a number",
+    "a boolean": "true or false",
+}
+
+
+def _leaf_keys(tree: Any, prefix: str = "") -> list[str]:
+    if isinstance(tree, dict):
+        return [k for name, sub in tree.items() for k in _leaf_keys(sub, f"{prefix}{name}.")]
+    return [prefix[:-1]]
+
+
+def _override_message(message: str, pairs: dict[str, str], config: Config) -> str:
+    """The core's override error in CLI terms: the --set key, its value and the expected type."""
+    message = re.sub(r" at line \d+ column \d+$", "", message.strip())
+    unknown = re.match(r"unknown config key '([^']+)'", message)
+    if unknown:
+        key = unknown.group(1)
+        leaves = _leaf_keys(config.to_dict())
+        by_leaf = {k.rsplit(".", 1)[-1]: k for k in leaves}
+        close = difflib.get_close_matches(key, leaves, n=3, cutoff=0.75)
+        close += [by_leaf[m] for m in difflib.get_close_matches(key.rsplit(".", 1)[-1], by_leaf, n=2)]
+        close = list(dict.fromkeys(close))[:3]
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        return f"--set {key}: unknown config key{hint}"
+    typed = re.match(r"overrides: ([^:]+): invalid type: (.+?), expected (.+)$", message)
+    variant = re.match(r"overrides: ([^:]+): unknown variant `([^`]*)`, expected (.+)$", message)
+    if typed or variant:
+        key, _, expected = (typed or variant).groups()
+        short = next((k for k in pairs if key == k or key.endswith("." + k.split(".")[-1])), key)
+        value = pairs.get(short, pairs.get(key, ""))
+        if variant:
+            expected = "one of " + ", ".join(re.findall(r"`([^`]*)`", expected))
+        expected = _EXPECTED.get(expected, expected)
+        return f"--set {short}={value}: {key} expects {expected}, got {value!r}"
+    ranged = re.match(r"overrides: (\S+) = (.+?) is out of range: (.+)$", message)
+    if ranged:
+        return f"--set {ranged.group(1)}={ranged.group(2)}: out of range, {ranged.group(3)}"
+    return message.replace("overrides: ", "--set ", 1)
 
 
 def _backtest(args: argparse.Namespace) -> int:
@@ -287,6 +341,8 @@ def _backtest(args: argparse.Namespace) -> int:
         )
     if not bars.exists():
         raise CliError(f"{bars}: no such file or directory")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise CliError(f"--out {args.out}: exists and is not a directory")
     config = _config(args)
     _progress(f"backtesting {bars} …")
     started = time.perf_counter()
@@ -308,7 +364,7 @@ def _backtest(args: argparse.Namespace) -> int:
         frame = read_bars(bars, start=result.start, timeframe=timeframe) if result.symbols else None
         write_report(result, args.out, validation=findings, bars=frame)
     for warning in warnings:
-        print(f"xsmom: warning: {warning}", file=sys.stderr)
+        print(f"xsmom: warning: {_user_terms(warning, 'backtest')}", file=sys.stderr)
     if args.json:
         print(json.dumps(json_metrics(result.metrics)))
         return 0
@@ -318,6 +374,18 @@ def _backtest(args: argparse.Namespace) -> int:
     if args.out is not None:
         print(f"report: {args.out / 'report.html'}")
     return 0
+
+
+def _utc(match: re.Match) -> str:
+    when = dt.datetime.fromtimestamp(int(match.group(1)) / 1000, tz=dt.UTC)
+    return f"{when:%Y-%m-%d %H:%M} UTC"
+
+
+def _user_terms(message: str, command: str) -> str:
+    """Core messages in CLI terms: UTC dates for epoch milliseconds, CLI flags for config hints."""
+    message = re.sub(r"\bts[= ](\d{12,13})\b", _utc, message)
+    flag = "--set data.on_invalid=drop" if command in ("backtest", "optimize") else "data.on_invalid: drop"
+    return message.replace("pass on_invalid=drop", f"pass {flag}")
 
 
 def _findings(bars: Path, timeframe: str):
@@ -585,15 +653,21 @@ def _fetch(args: argparse.Namespace) -> int:
     if not symbols:
         raise CliError("--symbols: give at least one symbol, e.g. BTCUSDT,ETHUSDT")
     _progress(f"fetching {len(symbols)} symbol(s) into {args.store} …")
-    summary = fetch(
-        args.store,
-        symbols,
-        args.start,
-        args.end,
-        timeframe=args.timeframe,
-        funding=args.funding,
-        base_url=args.base_url,
-    )
+    try:
+        summary = fetch(
+            args.store,
+            symbols,
+            args.start,
+            args.end,
+            timeframe=args.timeframe,
+            funding=args.funding,
+            base_url=args.base_url,
+        )
+    except (ValueError, OSError) as err:
+        if "error sending request" not in str(err):
+            raise
+        base = args.base_url or "https://api.bybit.com"
+        raise CliError(f"cannot reach {base}: {_network_cause(base)}") from None
     for row in summary.symbols:
         line = f"{row.symbol}: {row.bars_added} bar(s) added"
         if row.fetched_from is not None:
@@ -607,11 +681,36 @@ def _fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _network_cause(base_url: str) -> str:
+    """Why ``base_url`` cannot be reached, found by resolving and connecting once (the core's HTTP
+    client only says "error sending request")."""
+    import socket
+    import urllib.parse
+
+    url = urllib.parse.urlsplit(base_url)
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        return f"cannot resolve host {host!r} ({err.strerror}); check the network or --base-url"
+    try:
+        family, kind, proto, _, address = addresses[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.settimeout(5.0)
+            sock.connect(address)
+    except TimeoutError:
+        return f"connecting to {host}:{port} timed out (offline or blocked by a firewall?)"
+    except OSError as err:
+        return f"connecting to {host}:{port} failed: {err.strerror or err}"
+    return f"{host}:{port} accepts connections but the HTTP request failed (proxy, TLS or server error)"
+
+
 _DEPLOY_COMMANDS = {"config": _config_command, "report": _report_command}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
+    args = None
     try:
         args = parser.parse_args(argv)
         _check_extras(args)
@@ -629,8 +728,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"xsmom: error: {_missing_extra(err.name, f'xsmom {args.command}')}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `xsmom … | head`: the reader left; stop quietly (and keep Python's exit flush quiet too).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except (CliError, ValueError, OSError) as err:
-        message = " ".join(str(err).split())
+        message = _user_terms(" ".join(str(err).split()), getattr(args, "command", ""))
         print(f"xsmom: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
