@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -69,6 +69,25 @@ def _progress(message: str) -> None:
     """Progress on stderr, only for a person at a terminal."""
     if sys.stderr.isatty():
         print(f"xsmom: {message}", file=sys.stderr, flush=True)
+
+
+def _steps(items: Sequence[Any], what: str, label: Callable[[Any], str] = str, quiet: bool = False):
+    """Iterate ``items`` with progress on stderr: a tqdm bar at a terminal, one plain line per step
+    otherwise (logs, systemd), nothing when ``quiet`` (--json)."""
+    if quiet:
+        yield from items
+        return
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        with tqdm(items, desc=f"xsmom: {what}", unit="", file=sys.stderr, leave=False) as bar:
+            for item in bar:
+                bar.set_postfix_str(label(item))
+                yield item
+        return
+    for i, item in enumerate(items, 1):
+        print(f"xsmom: {what} {i}/{len(items)}: {label(item)}", file=sys.stderr, flush=True)
+        yield item
 
 
 def _build_parser() -> _Parser:
@@ -647,22 +666,25 @@ def _report_command(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from xsmom.fetch import fetch
+    from xsmom.fetch import FetchSummary, fetch
 
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
     if not symbols:
         raise CliError("--symbols: give at least one symbol, e.g. BTCUSDT,ETHUSDT")
-    _progress(f"fetching {len(symbols)} symbol(s) into {args.store} …")
     try:
-        summary = fetch(
-            args.store,
-            symbols,
-            args.start,
-            args.end,
-            timeframe=args.timeframe,
-            funding=args.funding,
-            base_url=args.base_url,
-        )
+        parts = [
+            fetch(
+                args.store,
+                [symbol],
+                args.start,
+                args.end,
+                timeframe=args.timeframe,
+                funding=args.funding,
+                base_url=args.base_url,
+            )
+            for symbol in _steps(symbols, "fetching")
+        ]
+        summary = FetchSummary(args.store, [row for part in parts for row in part.symbols])
     except (ValueError, OSError) as err:
         if "error sending request" not in str(err):
             raise
