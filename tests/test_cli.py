@@ -329,13 +329,16 @@ def test_fetch_network_error_names_the_cause(tmp_path):
     args = ["data", "fetch", "--store", "s", "--symbols", "BTCUSDT", "--start", "2025-01-01"]
     proc = run(*args, "--end", "2025-01-02", "--base-url", "http://127.0.0.1:9", cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr == (
-        "xsmom: error: cannot reach http://127.0.0.1:9: "
-        "connecting to 127.0.0.1:9 failed: Connection refused\n"
-    )
+    assert proc.stderr.splitlines() == [
+        "xsmom: fetching 1/1: BTCUSDT",
+        (
+            "xsmom: error: cannot reach http://127.0.0.1:9: "
+            "connecting to 127.0.0.1:9 failed: Connection refused"
+        ),
+    ]
     proc = run(*args, "--end", "2025-01-02", "--base-url", "http://nonexistent.invalid", cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.startswith(
+    assert proc.stderr.splitlines()[-1].startswith(
         "xsmom: error: cannot reach http://nonexistent.invalid: cannot resolve host 'nonexistent.invalid' ("
     )
     assert proc.stderr.endswith("); check the network or --base-url\n")
