@@ -111,6 +111,7 @@ class _Sections(HTMLParser):
         self.sections: list[str] = []
         self.tables: dict[str, list[list[str]]] = {}
         self.ids: set[str] = set()
+        self.images: dict[str, list[str]] = {}
         self._table: str | None = None
         self._row: list[str] | None = None
         self._cell: list[str] | None = None
@@ -121,6 +122,10 @@ class _Sections(HTMLParser):
             self.ids.add(a["id"])
         if tag == "section":
             self.sections.append(a["id"])
+            self.images[a["id"]] = []
+        elif tag == "img":
+            assert a["src"].startswith("data:image/png;base64,")
+            self.images[self.sections[-1]].append(a["alt"])
         elif tag == "table":
             self._table = a.get("class", "")
             self.tables[self._table] = []
@@ -181,6 +186,8 @@ def test_report_sections_and_numbers(tmp_path):
     exits = {row[0]: int(row[1].replace(",", "")) for row in page.tables["exits"][1:]}
     assert exits == dict(result.trades["exit_reason"].value_counts().iter_rows())
     assert "no-trades" not in page.ids
+    assert page.images["benchmark"] == ["equity against the benchmarks", "rolling beta to the benchmarks"]
+    assert page.images["drawdowns"] == ["drawdown in percent"]
 
 
 def test_report_of_a_run_without_trades_says_so(tmp_path):

@@ -106,6 +106,27 @@ def rolling_sharpe_panel(ax: Axes, result: BacktestResult, bars_per_year: float,
     _dates(ax)
 
 
+def rolling_beta_panel(ax: Axes, bench: pl.DataFrame | None, bars_per_year: float, days: int = 30) -> None:
+    """Rolling beta of the strategy's bar returns to each buy-and-hold benchmark."""
+    ax.axhline(0.0, color="0.5", lw=0.5)
+    ax.set_ylabel("beta")
+    window = max(int(round(bars_per_year / 365 * days)), 3)
+    ax.set_title(f"Rolling beta to the benchmarks, {days} days")
+    if bench is None:
+        ax.text(0.5, 0.5, "no benchmark", transform=ax.transAxes, ha="center", va="center", color="0.4")
+        _dates(ax)
+        return
+    rets = bench.select("ts", pl.exclude("ts").pct_change())
+    for name, color, label in (("universe", UNIVERSE, "equal-weight universe"), ("btc", BTC, "BTC")):
+        if name in rets.columns:
+            beta = rets.select(
+                pl.rolling_cov("strategy", name, window_size=window) / pl.col(name).rolling_var(window)
+            ).to_series()
+            ax.plot(rets["ts"].to_list(), beta.to_list(), color=color, lw=0.8, label=label)
+    ax.legend(loc="upper right", fontsize=8)
+    _dates(ax)
+
+
 def monthly_returns(result: BacktestResult) -> pl.DataFrame:
     """``year, month, return_pct``: each calendar month (UTC) against the previous month's last equity."""
     eq = result.equity
@@ -187,6 +208,7 @@ def panels(
         "drawdown": (lambda ax: drawdown_panel(ax, result, periods), 1.6),
         "exposure": (lambda ax: exposure_panel(ax, result), 1.4),
         "rolling_sharpe": (lambda ax: rolling_sharpe_panel(ax, result, bars_per_year), 1.4),
+        "rolling_beta": (lambda ax: rolling_beta_panel(ax, bench, bars_per_year), 1.4),
         "monthly": (lambda ax: monthly_panel(ax, result), 1.4),
         "weights": (lambda ax: weights_panel(ax, result), 3.0),
     }

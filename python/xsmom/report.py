@@ -401,7 +401,8 @@ Metrics cover the bars from the first decision on.</p>
 {note}
 <section id="summary"><h2>Summary</h2><table class="metrics">{rows}</table></section>
 <section id="benchmark"><h2>Benchmark (buy and hold from the first decision)</h2>{bench_html}
-{image("equity", "equity against the benchmarks")}</section>
+{image("equity", "equity against the benchmarks")}
+{image("rolling_beta", "rolling beta to the benchmarks")}</section>
 <section id="drawdowns"><h2>Drawdowns</h2>{image("drawdown", "drawdown in percent")}
 <h3>Five deepest drawdown periods</h3>{
         _table(
