@@ -57,8 +57,8 @@ def _require(module: str, feature: str) -> None:
 
 def _check_extras(args: argparse.Namespace) -> None:
     """Fail in one line, before any work, when a command needs an extra that is not installed."""
-    if args.command in ("optimize", "montecarlo"):
-        _require("optuna", f"xsmom {args.command}")
+    if args.command == "optimize":
+        _require("optuna", "xsmom optimize")
     if args.command == "optimize" and args.dask_scheduler is not None:
         _require("distributed", "--dask-scheduler")
     if args.command == "optimize" and str(args.storage or "").startswith("postgres"):
