@@ -62,7 +62,9 @@ def _check_extras(args: argparse.Namespace) -> None:
     if args.command == "optimize" and args.dask_scheduler is not None:
         _require("distributed", "--dask-scheduler")
     if args.command == "optimize" and str(args.storage or "").startswith("postgres"):
-        _require("psycopg", "--storage postgresql://…")
+        from xsmom.research import _redact
+
+        _require("psycopg", f"storage {_redact(args.storage)}:")
 
 
 def _progress(message: str) -> None:
