@@ -208,8 +208,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
     _write(tmp_path, sample_store())
     page = (tmp_path / "r" / "report.html").resolve()
     ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / "report.png"
-    shot.unlink(missing_ok=True)
+    shot = tmp_path / "report.png"
     common = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
     proc = subprocess.run(
         [*common, "--enable-logging=stderr", "--v=0", "--dump-dom", page.as_uri()],
@@ -229,3 +228,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Kept for people to look at; replaced in one rename, so the tracked copy is never missing.
+    kept = ARTIFACTS / ".report.png.tmp"
+    shutil.copyfile(shot, kept)
+    kept.replace(ARTIFACTS / "report.png")
