@@ -1,18 +1,38 @@
 #!/usr/bin/env bash
-# Install everything the project needs and run every test: cargo tests, pytest (incl. the CLI end to end
-# and the notebooks). Cargo's build cache lives outside the clone, and tests run in the release profile
-# that the Python extension is built with, so nothing is compiled twice for debug.
+# Install everything the project needs and run every test: cargo tests, pytest (API, CLI end to end,
+# report in headless Chromium, deploy layout, notebooks).
+#
+# One cargo target folder for everything: the clone's ./target, where README's `pip install .` already
+# built the extension (maturin honours CARGO_TARGET_DIR). The pip install below and `cargo test
+# --release` (the profile the extension is built with) both use it, so the dependencies are compiled
+# once and an unchanged crate is not rebuilt. Set CARGO_TARGET_DIR to put the folder elsewhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/xsmom-target}"
-python3 -m pip install --quiet --upgrade pip
-python3 -m pip install --quiet ".[dev,research,dask,postgres]"
-# A real PostgreSQL server for the shared-study test (tests/pg_server.py starts it on 127.0.0.1).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+
+# System packages: PostgreSQL for the shared-study test (tests/pg_server.py starts it on 127.0.0.1),
+# Chromium for rendering report.html headless. Without apt-get (or root) those tests skip with a reason.
+missing=()
 if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    missing+=(postgresql)
+fi
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+    missing+=(chromium)
+fi
+if ((${#missing[@]})); then
+    sudo=""
+    [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null && sudo="sudo -n"
     if command -v apt-get >/dev/null; then
-        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
-            || echo "warning: could not install PostgreSQL; the shared-study test will be skipped" >&2
+        ($sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null) \
+            || echo "warning: could not install ${missing[*]}; the tests that need them will be skipped" >&2
+    else
+        echo "warning: no apt-get: install ${missing[*]} by hand, or the tests that need them are skipped" >&2
     fi
 fi
+
+python3 -m pip install --quiet --upgrade pip
+python3 -m pip install --quiet ".[dev,research,dask,postgres]"
 cargo test --release --all-targets
+# The operations test runs the xsmom-live binary that `cargo test --release` just built here.
+export XSMOM_LIVE="${XSMOM_LIVE:-$CARGO_TARGET_DIR/release/xsmom-live}"
 python3 -m pytest -q tests

@@ -115,7 +115,7 @@ def backtest(
     out = _core.backtest(
         _bars_arg(bars), _config(config), _bars_arg(funding) if funding is not None else None
     )
-    return BacktestResult(
+    result = BacktestResult(
         metrics=dict(out["metrics"]),
         equity=_frame(out["equity"]),
         weights=_frame(out["weights"]),
@@ -127,6 +127,67 @@ def backtest(
         start=_datetime(out["start"]),
         end=_datetime(out["end"]),
     )
+    result.warnings.extend(diagnose(result))
+    return result
+
+
+def _warm_up(cfg: dict[str, Any]) -> tuple[int, str]:
+    """The longest history the strategy needs before its first decision, and the key that sets it."""
+    s, sizing = cfg["strategy"], cfg["sizing"]
+    needs = [(max(s["lookbacks"]) + 1, "strategy.lookbacks"), (s["vol_lookback"], "strategy.vol_lookback")]
+    if s["k_mode"] == "dynamic":
+        needs.append((s["disp_lookback"], "strategy.disp_lookback"))
+    if s["regime_filter"]["enabled"]:
+        needs.append((s["regime_filter"]["ema_len"], "strategy.regime_filter.ema_len"))
+    if sizing["vol_target"]["enabled"]:
+        needs.append((sizing["vol_target"]["lookback"], "sizing.vol_target.lookback"))
+    if s.get("min_history_bars"):
+        needs.append((s["min_history_bars"], "strategy.min_history_bars"))
+    return max(needs)
+
+
+def diagnose(result: BacktestResult) -> list[str]:
+    """Warnings for results that look like zeros by construction rather than by market."""
+    cfg = result.config.to_dict()
+    eq, out = result.equity, []
+    n_bars = eq.height
+    warm, key = _warm_up(cfg)
+    decided = result.weights.filter(pl.col("target_weight") != 0.0).height > 0
+    if n_bars <= warm:
+        out.append(
+            f"warm-up longer than the data: {key} needs {warm} bars before the first decision, "
+            f"the data has {n_bars}; every metric is zero"
+        )
+    elif not decided:
+        k_min = cfg["strategy"]["k_min"]
+        need = 2 * k_min if cfg["strategy"]["market_neutral"] else k_min
+        why = (
+            f"strategy.k_min {k_min} needs at least {need} symbols, the data has {len(result.symbols)}"
+            if len(result.symbols) < need
+            else "no bar passed the filters (see strategy.regime_filter and universe)"
+        )
+        out.append(f"no decision bar: the strategy never took a position ({why}); every metric is zero")
+    invested = eq.filter(pl.col("gross") > 0.0)
+    if decided and invested.height:
+        sz = cfg["sizing"]
+        target = (pl.col("vol_scale") * sz["gross_leverage"]).clip(upper_bound=sz["max_gross_leverage"])
+        below = invested.filter(pl.col("gross") < 0.9 * target)
+        share = below.height / invested.height
+        if share > 0.5:
+            caps = below.filter(
+                (pl.col("n_long") + pl.col("n_short")) * sz["max_weight_per_asset"] < 0.9 * target
+            ).height
+            cause = (
+                f"the caps bind (sizing.max_weight_per_asset {sz['max_weight_per_asset']:g} × the positions "
+                f"held, on {caps / below.height:.0%} of them)"
+                if caps / below.height > 0.5
+                else "caps or the universe limit it"
+            )
+            out.append(
+                f"gross exposure below sizing.gross_leverage {sz['gross_leverage']:g} (× vol scale) on "
+                f"{share:.0%} of invested bars (median gross {invested['gross'].median():.2f}): {cause}"
+            )
+    return out
 
 
 def sweep(

@@ -6,10 +6,14 @@ Every error is one line on stderr (``xsmom: error: …``) and exit code 2.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import difflib
 import json
+import os
+import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -32,10 +36,60 @@ class _Parser(argparse.ArgumentParser):
         raise CliError(message)
 
 
+# Optional features: the import that is missing → the pyproject extra that brings it.
+_EXTRAS = {"optuna": "research", "sqlalchemy": "research", "dask": "dask", "distributed": "dask"}
+_EXTRAS["psycopg"] = "postgres"
+
+
+def _missing_extra(module: str, feature: str) -> CliError:
+    extra = _EXTRAS.get(module.split(".")[0], "dev")
+    return CliError(
+        f"{feature} needs the '{extra}' extra: pip install 'xsmom[{extra}]' (no module {module!r})"
+    )
+
+
+def _require(module: str, feature: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise _missing_extra(module, feature)
+
+
+def _check_extras(args: argparse.Namespace) -> None:
+    """Fail in one line, before any work, when a command needs an extra that is not installed."""
+    if args.command == "optimize":
+        _require("optuna", "xsmom optimize")
+    if args.command == "optimize" and args.dask_scheduler is not None:
+        _require("distributed", "--dask-scheduler")
+    if args.command == "optimize" and str(args.storage or "").startswith("postgres"):
+        from xsmom.research import _redact
+
+        _require("psycopg", f"storage {_redact(args.storage)}:")
+
+
 def _progress(message: str) -> None:
     """Progress on stderr, only for a person at a terminal."""
     if sys.stderr.isatty():
         print(f"xsmom: {message}", file=sys.stderr, flush=True)
+
+
+def _steps(items: Sequence[Any], what: str, label: Callable[[Any], str] = str, quiet: bool = False):
+    """Iterate ``items`` with progress on stderr: a tqdm bar at a terminal, one plain line per step
+    otherwise (logs, systemd), nothing when ``quiet`` (--json)."""
+    if quiet:
+        yield from items
+        return
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        with tqdm(items, desc=f"xsmom: {what}", unit="", file=sys.stderr, leave=False) as bar:
+            for item in bar:
+                bar.set_postfix_str(label(item))
+                yield item
+        return
+    for i, item in enumerate(items, 1):
+        print(f"xsmom: {what} {i}/{len(items)}: {label(item)}", file=sys.stderr, flush=True)
+        yield item
 
 
 def _build_parser() -> _Parser:
@@ -45,7 +99,10 @@ def _build_parser() -> _Parser:
     bt = commands.add_parser("backtest", help="run a backtest and print its metrics")
     bt.add_argument("--config", type=Path, help="YAML config file (default: the built-in defaults)")
     bt.add_argument(
-        "--bars", type=Path, default=None, help="bar store or long Parquet/CSV file (default: ./data)"
+        "--bars",
+        type=Path,
+        default=None,
+        help="bar store or long Parquet/CSV file (default: ./data, else the bundled sample)",
     )
     bt.add_argument(
         "--funding", type=Path, default=None, help="funding file or store (default: the bar store's)"
@@ -271,38 +328,219 @@ def _config(args: argparse.Namespace) -> Config:
                 raise CliError(f"--set {assignment!r} is not of the form key.path=value")
             key, value = assignment.split("=", 1)
             pairs.append((key.strip(), value))
-        config = Config._trusted(_core.config_with_overrides(config.to_yaml(), pairs))
+        try:
+            config = Config._trusted(_core.config_with_overrides(config.to_yaml(), pairs))
+        except ValueError as err:
+            raise CliError(_override_message(str(err), dict(pairs), config)) from None
     return config
+
+
+_EXPECTED = {
+    "usize": "a whole number ≥ 0",
+    "u32": "a whole number ≥ 0",
+    "u64": "a whole number ≥ 0",
+    "i64": "a whole number",
+    "i32": "a whole number",
+    "f64": "a number",
+    "f32": "a number",
+    "a boolean": "true or false",
+}
+
+
+def _leaf_keys(tree: Any, prefix: str = "") -> list[str]:
+    if isinstance(tree, dict):
+        return [k for name, sub in tree.items() for k in _leaf_keys(sub, f"{prefix}{name}.")]
+    return [prefix[:-1]]
+
+
+def _override_message(message: str, pairs: dict[str, str], config: Config) -> str:
+    """The core's override error in CLI terms: the --set key, its value and the expected type."""
+    message = re.sub(r" at line \d+ column \d+$", "", message.strip())
+    unknown = re.match(r"unknown config key '([^']+)'", message)
+    if unknown:
+        key = unknown.group(1)
+        leaves = _leaf_keys(config.to_dict())
+        by_leaf = {k.rsplit(".", 1)[-1]: k for k in leaves}
+        close = difflib.get_close_matches(key, leaves, n=3, cutoff=0.75)
+        close += [by_leaf[m] for m in difflib.get_close_matches(key.rsplit(".", 1)[-1], by_leaf, n=2)]
+        close = list(dict.fromkeys(close))[:3]
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        return f"--set {key}: unknown config key{hint}"
+    typed = re.match(r"overrides: ([^:]+): invalid type: (.+?), expected (.+)$", message)
+    variant = re.match(r"overrides: ([^:]+): unknown variant `([^`]*)`, expected (.+)$", message)
+    if typed or variant:
+        key, _, expected = (typed or variant).groups()
+        short = next((k for k in pairs if key == k or key.endswith("." + k.split(".")[-1])), key)
+        value = pairs.get(short, pairs.get(key, ""))
+        if variant:
+            expected = "one of " + ", ".join(re.findall(r"`([^`]*)`", expected))
+        expected = _EXPECTED.get(expected, expected)
+        return f"--set {short}={value}: {key} expects {expected}, got {value!r}"
+    ranged = re.match(r"overrides: (\S+) = (.+?) is out of range: (.+)$", message)
+    if ranged:
+        return f"--set {ranged.group(1)}={ranged.group(2)}: out of range, {ranged.group(3)}"
+    return message.replace("overrides: ", "--set ", 1)
 
 
 def _backtest(args: argparse.Namespace) -> int:
     bars = args.bars if args.bars is not None else Path("data")
+    if args.bars is None and not bars.exists():
+        from xsmom.datasets import sample_store
+
+        bars = sample_store()
+        print(
+            "xsmom: no --bars given and ./data does not exist: using the bundled sample store "
+            f"(12 symbols, hourly, Aug–Oct 2025) at {bars}",
+            file=sys.stderr,
+        )
     if not bars.exists():
-        hint = "" if args.bars is not None else " (no --bars given and ./data does not exist)"
-        raise CliError(f"{bars}: no such file or directory{hint}")
+        raise CliError(f"{bars}: no such file or directory")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise CliError(f"--out {args.out}: exists and is not a directory")
     config = _config(args)
     _progress(f"backtesting {bars} …")
     started = time.perf_counter()
     result = backtest(bars, config, funding=args.funding)
     elapsed = time.perf_counter() - started
+    timeframe = config.to_dict()["data"]["timeframe"]
+    findings = _findings(bars, timeframe)
+    where = (
+        f"full table in {args.out / 'validation.parquet'}"
+        if args.out is not None
+        else f"full table: xsmom data validate {'--store ' * bars.is_dir()}{bars} --timeframe {timeframe}"
+    )
+    warnings = _summarised_warnings(result.warnings, findings, where)
+    result.warnings[:] = warnings
     if args.out is not None:
         _progress(f"writing report to {args.out} …")
-        write_report(result, args.out)
+        from xsmom.api import read_bars
+
+        frame = read_bars(bars, start=result.start, timeframe=timeframe) if result.symbols else None
+        write_report(result, args.out, validation=findings, bars=frame)
+    for warning in warnings:
+        print(f"xsmom: warning: {_user_terms(warning, 'backtest')}", file=sys.stderr)
     if args.json:
         print(json.dumps(json_metrics(result.metrics)))
         return 0
     span = f"{result.start} → {result.end}"
     print(f"xsmom backtest: {len(result.symbols)} symbols, {span} ({elapsed * 1e3:.0f} ms)")
     print(metrics_table(result.metrics))
-    for warning in result.warnings:
-        print(f"warning: {warning}")
     if args.out is not None:
         print(f"report: {args.out / 'report.html'}")
     return 0
 
 
+def _utc(match: re.Match) -> str:
+    when = dt.datetime.fromtimestamp(int(match.group(1)) / 1000, tz=dt.UTC)
+    return f"{when:%Y-%m-%d %H:%M} UTC"
+
+
+def _user_terms(message: str, command: str) -> str:
+    """Core messages in CLI terms: UTC dates for epoch milliseconds, CLI flags for config hints."""
+    message = re.sub(r"\bts[= ](\d{12,13})\b", _utc, message)
+    flag = "--set data.on_invalid=drop" if command in ("backtest", "optimize") else "data.on_invalid: drop"
+    return message.replace("pass on_invalid=drop", f"pass {flag}")
+
+
+def _findings(bars: Path, timeframe: str):
+    import polars as pl
+
+    return pl.DataFrame(_core.validate_path(str(bars), timeframe))
+
+
+def _summarised_warnings(warnings: list[str], findings, where: str, top: int = 5) -> list[str]:
+    """The core's "data <kind>: N finding(s)" lines replaced by one line per kind, counted per symbol."""
+    import polars as pl
+
+    if findings.height == 0:
+        return list(warnings)
+    kinds = findings["kind"].unique(maintain_order=True).to_list()
+    out = [w for w in warnings if not any(w.startswith(f"data {k}:") for k in kinds)]
+    for kind in kinds:
+        rows = findings.filter(pl.col("kind") == kind)
+        per = rows.group_by("symbol").len().sort(["len", "symbol"], descending=[True, False])
+        counts = ", ".join(f"{s} {n}" for s, n in per.head(top).iter_rows())
+        more = f", {per.height - top} more" if per.height > top else ""
+        severity = rows["severity"][0]
+        out.append(
+            f"data {kind} ({severity}): {rows.height} finding(s) in {per.height} symbol(s) "
+            f"({counts}{more}); {where}"
+        )
+    return out
+
+
+_TF_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
+
+
+def _timeframe_ms(timeframe: str) -> int | None:
+    try:
+        return int(timeframe[:-1]) * _TF_MS[timeframe[-1]]
+    except (KeyError, ValueError):
+        return None
+
+
+def _spacing_ms(path: Path) -> int | None:
+    """The median spacing of a long bar file's ``ts`` per symbol (None when it cannot be read)."""
+    import polars as pl
+
+    try:
+        frame = pl.scan_csv(path) if path.suffix.lower() == ".csv" else pl.scan_parquet(path)
+        names = frame.collect_schema().names()
+        ts = pl.col("ts")
+        ts = ts.dt.epoch("ms") if frame.collect_schema()["ts"].is_temporal() else ts.cast(pl.Int64)
+        keys = ["symbol"] if "symbol" in names else []
+        diffs = frame.select(*keys, ts.alias("t")).sort([*keys, "t"]).collect()
+        diffs = diffs.group_by(keys or pl.lit(0), maintain_order=True).agg(pl.col("t").diff().median())
+        value = diffs["t"].median()
+    except Exception:
+        return None
+    return None if value is None else int(value)
+
+
+def _human_ms(ms: int) -> str:
+    for unit in ("w", "d", "h", "m"):
+        if ms % _TF_MS[unit] == 0:
+            return f"{ms // _TF_MS[unit]}{unit}"
+    return f"{ms / 1000:g} s"
+
+
+def _check_spacing(files: Sequence[Path], timeframe: str) -> None:
+    expected = _timeframe_ms(timeframe)
+    for path in files:
+        spacing = _spacing_ms(path)
+        if expected is not None and spacing is not None and spacing != expected:
+            print(
+                f"xsmom: warning: {path}: bars are {_human_ms(spacing)} apart (median), not "
+                f"--timeframe {timeframe}; they are stored as {timeframe} bars",
+                file=sys.stderr,
+            )
+
+
+def _resample_source_note(store: Path, to: str) -> None:
+    """Say which source timeframe resample picks when --from is not given (the finest in the store)."""
+    found = []
+    for folder in sorted((store / "bars").glob("timeframe=*")):
+        tf = folder.name.split("=", 1)[1]
+        ms = _timeframe_ms(tf)
+        if ms is not None and tf != to:
+            found.append((ms, tf, sorted(p.name.split("=", 1)[1] for p in folder.glob("symbol=*"))))
+    if not found:
+        return
+    ms, tf, symbols = min(found)
+    shown = ", ".join(symbols[:5]) + (f" and {len(symbols) - 5} more" if len(symbols) > 5 else "")
+    others = "; ".join(f"{t} ({len(s)} symbols)" for _, t, s in sorted(found) if t != tf)
+    print(
+        f"xsmom: warning: no --from given: resampling the store's finest timeframe {tf} "
+        f"({len(symbols)} symbol(s): {shown})"
+        + (f"; also in the store: {others}" if others else "")
+        + f"; pass --from {tf} to make this explicit",
+        file=sys.stderr,
+    )
+
+
 def _data(args: argparse.Namespace) -> int:
     if args.data_command == "ingest":
+        _check_spacing(args.files, args.timeframe)
         stats = _core.ingest([str(f) for f in args.files], str(args.store), args.timeframe)
         print(
             f"ingested {len(args.files)} file(s) into {args.store}: {stats['rows_added']} rows added, "
@@ -327,6 +565,8 @@ def _data(args: argparse.Namespace) -> int:
     if args.data_command == "fetch":
         return _fetch(args)
     if args.data_command == "resample":
+        if args.source is None:
+            _resample_source_note(args.store, args.to)
         stats = _core.resample_store(str(args.store), args.to, args.source)
         added, replaced = stats["rows_added"], stats["rows_replaced"]
         print(f"resampled {args.store} to {args.to}: {added} bars added, {replaced} replaced")
@@ -483,21 +723,30 @@ def _report_command(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from xsmom.fetch import fetch
+    from xsmom.fetch import FetchSummary, fetch
 
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
     if not symbols:
         raise CliError("--symbols: give at least one symbol, e.g. BTCUSDT,ETHUSDT")
-    _progress(f"fetching {len(symbols)} symbol(s) into {args.store} …")
-    summary = fetch(
-        args.store,
-        symbols,
-        args.start,
-        args.end,
-        timeframe=args.timeframe,
-        funding=args.funding,
-        base_url=args.base_url,
-    )
+    try:
+        parts = [
+            fetch(
+                args.store,
+                [symbol],
+                args.start,
+                args.end,
+                timeframe=args.timeframe,
+                funding=args.funding,
+                base_url=args.base_url,
+            )
+            for symbol in _steps(symbols, "fetching")
+        ]
+        summary = FetchSummary(args.store, [row for part in parts for row in part.symbols])
+    except (ValueError, OSError) as err:
+        if "error sending request" not in str(err):
+            raise
+        base = args.base_url or "https://api.bybit.com"
+        raise CliError(f"cannot reach {base}: {_network_cause(base)}") from None
     for row in summary.symbols:
         line = f"{row.symbol}: {row.bars_added} bar(s) added"
         if row.fetched_from is not None:
@@ -511,13 +760,39 @@ def _fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _network_cause(base_url: str) -> str:
+    """Why ``base_url`` cannot be reached, found by resolving and connecting once (the core's HTTP
+    client only says "error sending request")."""
+    import socket
+    import urllib.parse
+
+    url = urllib.parse.urlsplit(base_url)
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        return f"cannot resolve host {host!r} ({err.strerror}); check the network or --base-url"
+    try:
+        family, kind, proto, _, address = addresses[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.settimeout(5.0)
+            sock.connect(address)
+    except TimeoutError:
+        return f"connecting to {host}:{port} timed out (offline or blocked by a firewall?)"
+    except OSError as err:
+        return f"connecting to {host}:{port} failed: {err.strerror or err}"
+    return f"{host}:{port} accepts connections but the HTTP request failed (proxy, TLS or server error)"
+
+
 _DEPLOY_COMMANDS = {"config": _config_command, "report": _report_command}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
+    args = None
     try:
         args = parser.parse_args(argv)
+        _check_extras(args)
         if args.command == "backtest":
             return _backtest(args)
         if args.command == "optimize":
@@ -527,8 +802,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in _DEPLOY_COMMANDS:
             return _DEPLOY_COMMANDS[args.command](args)
         return _data(args)
+    except ModuleNotFoundError as err:
+        if err.name is None or err.name.split(".")[0] not in _EXTRAS:
+            raise
+        print(f"xsmom: error: {_missing_extra(err.name, f'xsmom {args.command}')}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # `xsmom … | head`: the reader left; stop quietly (and keep Python's exit flush quiet too).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except (CliError, ValueError, OSError) as err:
-        message = " ".join(str(err).split())
+        message = _user_terms(" ".join(str(err).split()), getattr(args, "command", ""))
         print(f"xsmom: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import html
+import io
 import json
 import math
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+import polars as pl
 
 from xsmom.api import BacktestResult
 
@@ -57,10 +61,226 @@ def metrics_table(metrics: dict[str, float]) -> str:
     return "\n".join(f"{name:<{width}}  {format_metric(name, value):>14}" for name, value in metrics.items())
 
 
-def write_report(result: BacktestResult, out_dir: str | Path) -> Path:
-    """Write the report folder and return its path."""
+_MS_PER_YEAR = 365 * 86_400_000
+_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def bars_per_year(timeframe: str) -> float:
+    """Bars in a 365-day year for a config timeframe, as the core annualises (src/timeframe.rs)."""
+    text = timeframe.strip()
+    return _MS_PER_YEAR / (int(text[:-1]) * _UNIT_MS[text[-1]])
+
+
+LABELS = {
+    "total_return": "Total return",
+    "cagr": "CAGR",
+    "vol": "Volatility (ann.)",
+    "sharpe": "Sharpe (ann., rf 0)",
+    "sortino": "Sortino (ann.)",
+    "max_drawdown": "Max drawdown",
+    "calmar": "Calmar",
+    "turnover_per_year": "Turnover per year (× equity)",
+    "exposure": "Time invested",
+    "fees": "Fees (USD)",
+    "funding": "Funding received (USD)",
+    "round_trips": "Round trips",
+    "win_rate": "Win rate",
+    "profit_factor": "Profit factor",
+    "avg_bars_held": "Average bars held",
+    "skew": "Skew (per bar)",
+    "kurtosis": "Excess kurtosis (per bar)",
+    "psr": "Probabilistic Sharpe (vs 0)",
+    "n_bars": "Bars",
+    "final_equity": "Final equity (USD)",
+}
+
+
+def drawdown_periods(equity: pl.DataFrame, top: int = 5) -> pl.DataFrame:
+    """The ``top`` deepest drawdowns of ``ts, equity``: peak, valley, recovery (null while under water),
+    depth in % of the peak, and the length in days from peak to recovery (or to the last bar)."""
+    ts, values = equity["ts"].to_list(), equity["equity"].to_list()
+    rows, peak_i, valley_i = [], 0, None
+    for i, value in enumerate(values):
+        if value >= values[peak_i]:
+            if valley_i is not None:
+                rows.append((peak_i, valley_i, i))
+            peak_i, valley_i = i, None
+        elif valley_i is None or value < values[valley_i]:
+            valley_i = i
+    if valley_i is not None:
+        rows.append((peak_i, valley_i, None))
+    table = [
+        {
+            "peak": ts[p],
+            "valley": ts[v],
+            "recovery": None if r is None else ts[r],
+            "depth_pct": (values[v] / values[p] - 1.0) * 100.0,
+            "days": ((ts[r] if r is not None else ts[-1]) - ts[p]).total_seconds() / 86_400.0,
+        }
+        for p, v, r in rows
+    ]
+    schema = {
+        "peak": pl.Datetime("ms", "UTC"),
+        "valley": pl.Datetime("ms", "UTC"),
+        "recovery": pl.Datetime("ms", "UTC"),
+        "depth_pct": pl.Float64,
+        "days": pl.Float64,
+    }
+    return pl.DataFrame(table, schema=schema).sort("depth_pct").head(top)
+
+
+def slippage_costs(fills: pl.DataFrame, slippage_bps: float) -> pl.Series:
+    """Per fill, the USD given up to slippage: the fill price is the base price moved ``slippage_bps``
+    against the trade, so the cost is ``notional × s / (1 ± s)`` (+ for buys, − for sells)."""
+    s = slippage_bps / 1e4
+    side = pl.when(pl.col("side") == "buy").then(1.0 + s).otherwise(1.0 - s)
+    return fills.select((pl.col("notional").abs() * s / side).alias("slippage"))["slippage"]
+
+
+def attribution(result: BacktestResult, top: int = 5) -> dict[str, pl.DataFrame]:
+    """PnL split into price (gross), fees, slippage and funding; per leg; the best and worst symbols.
+
+    ``gross`` is the PnL before costs: ``net + fees + slippage − funding received``. Legs and symbols
+    sum the round trips' PnL as the engine books it (after their costs).
+    """
+    eq = result.equity
+    cfg = result.config.to_dict()
+    net = float(eq["equity"][-1] - eq["equity"][0]) if eq.height else 0.0
+    fees = float(result.fills["fee"].sum()) if result.fills.height else 0.0
+    slip = (
+        float(slippage_costs(result.fills, cfg["costs"]["slippage_bps"]).sum())
+        if result.fills.height
+        else 0.0
+    )
+    funding = float(eq["funding"].sum()) if eq.height else 0.0
+    capital = float(cfg["backtest"]["initial_capital"])
+    parts = [
+        ("Gross (price moves)", net + fees + slip - funding),
+        ("Fees", -fees),
+        ("Slippage", -slip),
+        ("Funding", funding),
+        ("Net", net),
+    ]
+    components = pl.DataFrame(
+        {"component": [c for c, _ in parts], "usd": [v for _, v in parts]}
+    ).with_columns(pct_of_capital=pl.col("usd") / capital * 100.0)
+    trades = result.trades
+    legs = (
+        trades.group_by("side")
+        .agg(
+            pl.len().alias("round_trips"),
+            pl.col("pnl").sum().alias("pnl_usd"),
+            (pl.col("pnl") > 0).mean().mul(100.0).alias("win_rate_pct"),
+        )
+        .sort("side")
+    )
+    per_symbol = trades.group_by("symbol").agg(
+        pl.len().alias("round_trips"), pl.col("pnl").sum().alias("pnl_usd")
+    )
+    best = per_symbol.sort(["pnl_usd", "symbol"], descending=[True, False]).head(top)
+    worst = per_symbol.sort(["pnl_usd", "symbol"]).head(top)
+    return {"components": components, "legs": legs, "best": best, "worst": worst}
+
+
+def exit_reasons(trades: pl.DataFrame) -> pl.DataFrame:
+    """Round trips by exit reason: count, win rate, mean return, total PnL, mean bars held."""
+    return (
+        trades.group_by("exit_reason")
+        .agg(
+            pl.len().alias("round_trips"),
+            (pl.col("pnl") > 0).mean().mul(100.0).alias("win_rate_pct"),
+            pl.col("return").mean().mul(100.0).alias("mean_return_pct"),
+            pl.col("pnl").sum().alias("pnl_usd"),
+            pl.col("bars_held").mean().alias("mean_bars_held"),
+        )
+        .sort(["round_trips", "exit_reason"], descending=[True, False])
+    )
+
+
+def metrics_window(result: BacktestResult) -> pl.DataFrame:
+    """The equity rows the core's metrics cover: from the bar before the first decision (the first
+    non-zero target weight) to the end; all rows when nothing was decided."""
+    decided = result.weights.filter(pl.col("target_weight") != 0.0)
+    if decided.height == 0:
+        return result.equity
+    first = result.equity.with_row_index().filter(pl.col("ts") >= decided["ts"].min())["index"][0]
+    return result.equity.slice(max(int(first) - 1, 0))
+
+
+def benchmark(result: BacktestResult, bars: pl.DataFrame | None) -> pl.DataFrame | None:
+    """Per bar ``ts, strategy, universe`` (and ``btc`` when BTCUSDT is in the bars) over the metrics' window:
+    the strategy's equity, an equal-weight buy-and-hold of the symbols with a price at the window's first
+    bar, and BTC alone, both starting from the strategy's equity at that bar."""
+    window = metrics_window(result)
+    if bars is None or bars.height == 0 or window.height == 0:
+        return None
+    capital = float(window["equity"][0])
+    wide = (
+        bars.filter(pl.col("ts").is_between(window["ts"][0], window["ts"][-1]))
+        .pivot(on="symbol", index="ts", values="close", aggregate_function="last")
+        .sort("ts")
+    )
+    wide = window.select("ts", pl.col("equity").alias("strategy")).join(wide, on="ts", how="left")
+    wide = wide.fill_null(strategy="forward")
+    held = [c for c in wide.columns if c not in ("ts", "strategy") and wide[c][0] is not None]
+    if not held:
+        return None
+    growth = [pl.col(c) / wide[c][0] for c in held]
+    out = wide.select("ts", "strategy", (pl.mean_horizontal(growth) * capital).alias("universe"))
+    if "BTCUSDT" in held:
+        out = out.with_columns((wide["BTCUSDT"] / wide["BTCUSDT"][0] * capital).alias("btc"))
+    return out
+
+
+def benchmark_stats(bench: pl.DataFrame, bpy: float) -> pl.DataFrame:
+    """Total return, CAGR, Sharpe and max drawdown of the strategy and each benchmark, and the strategy's
+    correlation and beta to each, on daily returns (UTC days) to keep bar noise out of the co-movement."""
+    from xsmom import _core
+
+    names = {"strategy": "Strategy", "universe": "Equal-weight universe", "btc": "BTC"}
+    series = {names[c]: bench[c] for c in bench.columns if c != "ts"}
+    frame = pl.DataFrame({"ts": bench["ts"], **{k: v for k, v in series.items()}})
+    daily = frame.group_by_dynamic("ts", every="1d").agg(pl.exclude("ts").last()).drop("ts")
+    daily_ret = daily.select(pl.all().pct_change()).drop_nulls()
+    rows = []
+    for name, values in series.items():
+        rets = (values / values.shift(1) - 1.0).drop_nulls().to_list()
+        stats = dict(_core.path_stats(rets, bpy)) if len(rets) >= 2 else {}
+        row = {
+            "series": name,
+            "total_return_pct": (float(values[-1] / values[0]) - 1.0) * 100.0,
+            "cagr_pct": stats.get("cagr", math.nan) * 100.0,
+            "sharpe": stats.get("sharpe", math.nan),
+            "max_drawdown_pct": float((values / values.cum_max() - 1.0).min()) * -100.0,
+            "correlation": math.nan,
+            "beta": math.nan,
+        }
+        if name != "Strategy" and daily_ret.height >= 3:
+            x, y = daily_ret[name], daily_ret["Strategy"]
+            var = float(x.var())
+            row["correlation"] = float(pl.DataFrame({"x": x, "y": y}).select(pl.corr("x", "y")).item())
+            row["beta"] = (
+                float(((x - x.mean()) * (y - y.mean())).sum() / (x.len() - 1) / var) if var else math.nan
+            )
+        rows.append(row)
+    return pl.DataFrame(rows)
+
+
+def write_report(
+    result: BacktestResult,
+    out_dir: str | Path,
+    validation: pl.DataFrame | None = None,
+    bars: pl.DataFrame | None = None,
+) -> Path:
+    """Write the report folder and return its path.
+
+    ``validation``: data findings, written to validation.parquet; ``bars``: the backtest's bars, for the
+    buy-and-hold benchmark (no benchmark section without them).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if validation is not None:
+        _atomic_write(out / "validation.parquet", lambda p: validation.write_parquet(p, compression="zstd"))
     _atomic_write(
         out / "metrics.json",
         lambda p: p.write_text(json.dumps(json_metrics(result.metrics), indent=2) + "\n"),
@@ -69,40 +289,178 @@ def write_report(result: BacktestResult, out_dir: str | Path) -> Path:
         frame = getattr(result, name)
         _atomic_write(out / f"{name}.parquet", lambda p, f=frame: f.write_parquet(p, compression="zstd"))
 
-    from xsmom.plotting import plot_tearsheet
-
-    bars_per_year = {"1h": 8760.0, "5m": 105120.0, "1d": 365.0}.get(
-        result.config.to_dict()["data"]["timeframe"], 8760.0
-    )
-    figure = plot_tearsheet(result, bars_per_year)
-    _atomic_write(out / "tearsheet.png", lambda p: figure.savefig(p, dpi=90, format="png"))
     import matplotlib.pyplot as plt
 
+    from xsmom.plotting import panels, plot_tearsheet, single
+
+    bpy = bars_per_year(result.config.to_dict()["data"]["timeframe"])
+    bench = benchmark(result, bars)
+    periods = drawdown_periods(result.equity)
+    figure = plot_tearsheet(result, bpy, bench, periods)
+    _atomic_write(out / "tearsheet.png", lambda p: figure.savefig(p, dpi=90, format="png"))
     plt.close(figure)
-    png = base64.b64encode((out / "tearsheet.png").read_bytes()).decode("ascii")
-    _atomic_write(out / "report.html", lambda p: p.write_text(_html(result, png), encoding="utf-8"))
+    images = {}
+    for name, (draw, height) in panels(result, bpy, bench, periods).items():
+        fig = single(draw, height)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, dpi=80, format="png")
+        plt.close(fig)
+        images[name] = base64.b64encode(buffer.getvalue()).decode("ascii")
+    page = _html(result, bpy, bench, periods, images)
+    _atomic_write(out / "report.html", lambda p: p.write_text(page, encoding="utf-8"))
     return out
 
 
-def _html(result: BacktestResult, png_base64: str) -> str:
-    rows = "\n".join(
-        f"<tr><td>{html.escape(k)}</td><td>{html.escape(format_metric(k, v))}</td></tr>"
+def _fmt(value: object, kind: str) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%d %H:%M")
+    if isinstance(value, float) and math.isnan(value):
+        return "–"
+    if kind == "pct":
+        return f"{value:+.2f} %"
+    if kind == "usd":
+        return f"{value:+,.2f}"
+    if kind == "int":
+        return f"{value:,.0f}"
+    if kind == "num":
+        return f"{value:.2f}"
+    return str(value)
+
+
+def _table(frame: pl.DataFrame | None, columns: list[tuple[str, str, str]], css: str) -> str:
+    """An HTML table of ``frame``: ``columns`` = (column, header, format)."""
+    if frame is None or frame.height == 0:
+        return '<p class="empty">none</p>'
+    head = "".join(f"<th>{html.escape(h)}</th>" for _, h, _ in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(row[c], k))}</td>" for c, _, k in columns) + "</tr>"
+        for row in frame.iter_rows(named=True)
+    )
+    return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _metric_cell(name: str, value: float) -> str:
+    if name == "max_drawdown" and math.isfinite(value):
+        return f"{value * 100:.2f} %"
+    if name in PERCENT_METRICS and math.isfinite(value):
+        return f"{value * 100:.2f} %"
+    return format_metric(name, value)
+
+
+def _html(result, bpy, bench, periods, images) -> str:
+    e = html.escape
+    rows = "".join(
+        f"<tr><th>{e(LABELS.get(k, k))}</th><td>{e(_metric_cell(k, v))}</td></tr>"
         for k, v in result.metrics.items()
     )
-    warnings = "".join(f"<li>{html.escape(w)}</li>" for w in result.warnings) or "<li>none</li>"
-    symbols = ", ".join(result.symbols)
+    traded = result.fills.height > 0
+    note = (
+        "" if traded else '<p class="note" id="no-trades">No trades: the strategy never held a position.</p>'
+    )
+    warnings = "".join(f"<li>{e(w)}</li>" for w in result.warnings) or "<li>none</li>"
+    timeframe = result.config.to_dict()["data"]["timeframe"]
+    attr = attribution(result)
+
+    def image(name: str, alt: str) -> str:
+        return f'<img alt="{e(alt)}" src="data:image/png;base64,{images[name]}">'
+
+    if bench is None:
+        bench_html = "<p>No bars were given to the report, so there is no buy-and-hold benchmark.</p>"
+    else:
+        bench_html = _table(
+            benchmark_stats(bench, bpy),
+            [
+                ("series", "", "str"),
+                ("total_return_pct", "Total return", "pct"),
+                ("cagr_pct", "CAGR", "pct"),
+                ("sharpe", "Sharpe (ann.)", "num"),
+                ("max_drawdown_pct", "Max drawdown (%)", "num"),
+                ("correlation", "Correlation (daily)", "num"),
+                ("beta", "Beta (daily)", "num"),
+            ],
+            "benchmark",
+        )
+    sym_cols = [
+        ("symbol", "Symbol", "str"),
+        ("round_trips", "Round trips", "int"),
+        ("pnl_usd", "PnL (USD)", "usd"),
+    ]
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>xsmom backtest report</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}}
-table{{border-collapse:collapse}}td{{padding:2px 12px;border-bottom:1px solid #ddd}}
-td:last-child{{text-align:right;font-variant-numeric:tabular-nums}}pre{{background:#f6f6f6;padding:1em;
-overflow:auto;font-size:12px}}</style></head><body>
+<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;line-height:1.4}}
+table{{border-collapse:collapse;margin:.5em 0 1em}}td,th{{padding:2px 12px;border-bottom:1px solid #ddd}}
+th{{text-align:left;font-weight:600}}td{{text-align:right;font-variant-numeric:tabular-nums}}
+img{{max-width:100%}}.note{{background:#f3f3f3;padding:.6em 1em;border-left:4px solid #8c8c8c}}
+pre{{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}}</style></head><body>
 <h1>xsmom backtest report</h1>
-<p>Data: {html.escape(str(result.start))} → {html.escape(str(result.end))}, {len(result.symbols)} symbols
-({html.escape(symbols)}).</p>
-<h2>Metrics</h2><table>{rows}</table>
-<h2>Warnings</h2><ul>{warnings}</ul>
-<h2>Tearsheet</h2><img alt="tearsheet" style="max-width:100%" src="data:image/png;base64,{png_base64}">
-<h2>Configuration</h2><pre>{html.escape(result.config.to_yaml())}</pre>
+<p>Data: {e(_fmt(result.start, "str"))} → {e(_fmt(result.end, "str"))} UTC, {len(result.symbols)} symbols
+({e(", ".join(result.symbols))}), {e(timeframe)} bars; annualised with {bpy:,.0f} bars per year.
+Metrics cover the bars from the first decision on.</p>
+{note}
+<section id="summary"><h2>Summary</h2><table class="metrics">{rows}</table></section>
+<section id="benchmark"><h2>Benchmark (buy and hold from the first decision)</h2>{bench_html}
+{image("equity", "equity against the benchmarks")}
+{image("rolling_beta", "rolling beta to the benchmarks")}</section>
+<section id="drawdowns"><h2>Drawdowns</h2>{image("drawdown", "drawdown in percent")}
+<h3>Five deepest drawdown periods</h3>{
+        _table(
+            periods,
+            [
+                ("peak", "Peak (UTC)", "str"),
+                ("valley", "Valley (UTC)", "str"),
+                ("recovery", "Recovered (UTC)", "str"),
+                ("depth_pct", "Depth (%)", "num"),
+                ("days", "Length (days)", "num"),
+            ],
+            "drawdowns",
+        )
+    }</section>
+<section id="attribution"><h2>PnL attribution</h2>{
+        _table(
+            attr["components"],
+            [
+                ("component", "Component", "str"),
+                ("usd", "USD", "usd"),
+                ("pct_of_capital", "% of capital", "pct"),
+            ],
+            "components",
+        )
+    }
+<h3>Long and short legs (round trips, after costs)</h3>{
+        _table(
+            attr["legs"],
+            [
+                ("side", "Leg", "str"),
+                ("round_trips", "Round trips", "int"),
+                ("pnl_usd", "PnL (USD)", "usd"),
+                ("win_rate_pct", "Win rate (%)", "num"),
+            ],
+            "legs",
+        )
+    }
+<h3>Best symbols</h3>{_table(attr["best"], sym_cols, "best")}
+<h3>Worst symbols</h3>{_table(attr["worst"], sym_cols, "worst")}</section>
+<section id="exit-reasons"><h2>Round trips by exit reason</h2>{
+        _table(
+            exit_reasons(result.trades),
+            [
+                ("exit_reason", "Exit reason", "str"),
+                ("round_trips", "Round trips", "int"),
+                ("win_rate_pct", "Win rate (%)", "num"),
+                ("mean_return_pct", "Mean return", "pct"),
+                ("pnl_usd", "PnL (USD)", "usd"),
+                ("mean_bars_held", "Mean bars held", "num"),
+            ],
+            "exits",
+        )
+    }</section>
+<section id="exposure"><h2>Exposure and risk-adjusted return</h2>{image("exposure", "gross and net exposure")}
+{image("rolling_sharpe", "rolling Sharpe")}</section>
+<section id="monthly"><h2>Monthly returns</h2>{image("monthly", "monthly returns in percent")}</section>
+<section id="weights"><h2>Positions</h2>{image("weights", "weights per symbol over time")}</section>
+<section id="warnings"><h2>Warnings</h2><ul>{warnings}</ul></section>
+<section id="configuration"><h2>Configuration</h2><pre>{e(result.config.to_yaml())}</pre></section>
 </body></html>
 """
