@@ -2,13 +2,14 @@
 # Install everything the project needs and run every test: cargo tests, pytest (API, CLI end to end,
 # report in headless Chromium, deploy layout, notebooks).
 #
-# One cargo target folder for everything: the clone's ./target, where README's `pip install .` already
-# built the extension (maturin honours CARGO_TARGET_DIR). The pip install below and `cargo test
-# --release` (the profile the extension is built with) both use it, so the dependencies are compiled
-# once and an unchanged crate is not rebuilt. Set CARGO_TARGET_DIR to put the folder elsewhere.
+# One cargo target folder for everything, outside the clone so that a fresh clone (CI) reuses the last
+# run's build: the pip install below (maturin honours CARGO_TARGET_DIR) and `cargo test --release` (the
+# profile the extension is built with) both use it, so the dependencies are compiled once and an
+# unchanged crate is not rebuilt. Set CARGO_TARGET_DIR to put the folder elsewhere (e.g. ./target,
+# where README's `pip install .` builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/xsmom-target}"
 
 # System packages: PostgreSQL for the shared-study test (tests/pg_server.py starts it on 127.0.0.1),
 # Chromium for rendering report.html headless. Without apt-get (or root) those tests skip with a reason.
@@ -32,6 +33,12 @@ fi
 
 python3 -m pip install --quiet --upgrade pip
 python3 -m pip install --quiet ".[dev,research,dask,postgres]"
+# Style first (cheap, and a failing check should not wait for the tests): rustfmt, clippy on every
+# target and feature (the pyo3 layer included), ruff lint and format.
+cargo fmt --all -- --check
+cargo clippy --release --all-targets --all-features -- -D warnings
+python3 -m ruff check python tests
+python3 -m ruff format --check python tests
 cargo test --release --all-targets
 # The operations test runs the xsmom-live binary that `cargo test --release` just built here.
 export XSMOM_LIVE="${XSMOM_LIVE:-$CARGO_TARGET_DIR/release/xsmom-live}"

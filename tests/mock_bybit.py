@@ -4,9 +4,10 @@ Run: ``python3 tests/mock_bybit.py --port 0 --bars data --now-ms MS [--key K --s
 prints ``READY <port>`` when listening. It checks signatures and the recv-window, serves klines
 (newest first, ``limit`` ≤ 1000, only bars closed at the mock clock), instruments, tickers,
 funding history and server time from a Hive bar store, keeps orders, positions and the USDT
-balance (positions and open orders in pages of 20 with ``nextPageCursor``), and matches orders bar by bar when the clock moves (``POST /mock/clock``): a post-only
-limit fills when a later bar trades through its price; a market order fills when it is created, at
-the last trade plus slippage, with the taker fee.
+balance (positions and open orders in pages of 20 with ``nextPageCursor``), checks signed
+timestamps against its own clock as Bybit does, and matches orders bar by bar when the clock moves
+(``POST /mock/clock``): a post-only limit fills when a later bar trades through its price; a market
+order fills when it is created, at the last trade plus slippage, with the taker fee.
 
 Test hooks (no auth): ``POST /mock/clock {"now_ms"}``, ``POST /mock/faults {"path", "kind",
 "count"}`` with kind ``timeout | http500 | ratelimit | postonly | reject | drop_after_accept | partial``,
