@@ -82,3 +82,33 @@ mod tests {
         assert!(Timeframe::parse("h").is_err());
     }
 }
+
+/// `epoch_ms` as `YYYY-MM-DD HH:MM UTC` (civil date from days, Howard Hinnant's algorithm), for
+/// messages a person reads.
+pub fn utc_label(epoch_ms: i64) -> String {
+    let days = epoch_ms.div_euclid(86_400_000);
+    let minutes = epoch_ms.rem_euclid(86_400_000) / 60_000;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + (month <= 2) as i64;
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", minutes / 60, minutes % 60)
+}
+
+#[cfg(test)]
+mod utc_tests {
+    use super::utc_label;
+
+    #[test]
+    fn utc_labels_of_known_instants() {
+        assert_eq!(utc_label(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc_label(1_748_736_000_000), "2025-06-01 00:00 UTC");
+        assert_eq!(utc_label(1_709_164_800_000 + 13 * 3_600_000 + 5 * 60_000), "2024-02-29 13:05 UTC");
+        assert_eq!(utc_label(-86_400_000), "1969-12-31 00:00 UTC");
+    }
+}

@@ -318,8 +318,17 @@ fn binary_survives_kill_9_and_sigterm_and_ends_with_the_backtest_weights() {
         .status()
         .unwrap();
     assert_eq!(status.code(), Some(1), "an old heartbeat is stale");
-    let shown = binary().args(["state", "show", "--state"]).arg(dir.path().join("state.json")).output().unwrap();
+    let shown =
+        binary().args(["state", "show", "--json", "--state"]).arg(dir.path().join("state.json")).output().unwrap();
     assert!(String::from_utf8_lossy(&shown.stdout).contains("\"schema_version\": 1"));
+    // For a person: dates and the account, no raw JSON.
+    let shown = binary().args(["state", "show", "--state"]).arg(dir.path().join("state.json")).output().unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.starts_with("mode replay, config "), "{text}");
+    assert!(
+        text.contains("last bar 2025-10-31 23:00 UTC") && text.contains("equity ") && !text.contains('{'),
+        "{text}"
+    );
 }
 
 #[test]
@@ -473,10 +482,13 @@ fn binary_replay_starts_from_a_clean_account_unless_a_state_file_is_given() {
             .arg(&config)
             .arg("--bars")
             .arg(fixture())
-            .env("XSMOM_LOG", "warn")
+            .env("XSMOM_LOG", "info")
             .output()
             .unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let logs = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{logs}");
+        // Logs written to a pipe carry no ANSI colour codes.
+        assert!(logs.contains("xsmom-live started") && !logs.contains('\u{1b}'), "{logs}");
         String::from_utf8_lossy(&output.stdout).to_string()
     };
     let (first, second) = (run(), run());

@@ -43,9 +43,7 @@ _EXTRAS["psycopg"] = "postgres"
 
 def _missing_extra(module: str, feature: str) -> CliError:
     extra = _EXTRAS.get(module.split(".")[0], "dev")
-    return CliError(
-        f"{feature} needs the '{extra}' extra: pip install 'xsmom[{extra}]' (no module {module!r})"
-    )
+    return CliError(f"{feature} needs {module.split('.')[0]}: pip install 'xsmom[{extra}]'")
 
 
 def _require(module: str, feature: str) -> None:
@@ -58,13 +56,13 @@ def _require(module: str, feature: str) -> None:
 def _check_extras(args: argparse.Namespace) -> None:
     """Fail in one line, before any work, when a command needs an extra that is not installed."""
     if args.command == "optimize":
-        _require("optuna", "xsmom optimize")
+        _require("optuna", "optimize")
     if args.command == "optimize" and args.dask_scheduler is not None:
         _require("distributed", "--dask-scheduler")
     if args.command == "optimize" and str(args.storage or "").startswith("postgres"):
         from xsmom.research import _redact
 
-        _require("psycopg", f"storage {_redact(args.storage)}:")
+        _require("psycopg", f"storage {_redact(args.storage)}")
 
 
 def _progress(message: str) -> None:
@@ -805,7 +803,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModuleNotFoundError as err:
         if err.name is None or err.name.split(".")[0] not in _EXTRAS:
             raise
-        print(f"xsmom: error: {_missing_extra(err.name, f'xsmom {args.command}')}", file=sys.stderr)
+        print(f"xsmom: error: {_missing_extra(err.name, args.command)}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # `xsmom … | head`: the reader left; stop quietly (and keep Python's exit flush quiet too).

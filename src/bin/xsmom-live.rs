@@ -16,6 +16,7 @@ use xsmom::live::runner::{Runner, RunnerOptions};
 use xsmom::live::service::{self, Control};
 use xsmom::live::state::LiveState;
 use xsmom::run::{self, BarsSource, FundingSource};
+use xsmom::timeframe::utc_label;
 
 const USAGE: &str = "usage:
   xsmom-live run --config F [--mode replay|paper|testnet|bybit] [--bars PATH] [--out DIR]
@@ -84,7 +85,9 @@ fn main() -> ExitCode {
 fn init_logs(format: &str) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("XSMOM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: log files and journald get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         "json" => builder.json().init(),
         "text" => builder.init(),
@@ -270,21 +273,58 @@ fn cmd_health(args: &[String]) -> Result<ExitCode> {
         None => 2.0 * bar_secs,
     };
     let healthy = age <= max_age;
+    let last_bar = beat.get("last_bar_ts").and_then(|v| v.as_i64()).map_or("none".to_string(), utc_label);
     println!(
-        "{}: heartbeat {:.0} s old (limit {:.0} s), last bar {}",
+        "{}: heartbeat {:.0} s old (limit {:.0} s), last bar {last_bar}",
         if healthy { "healthy" } else { "STALE" },
         age,
         max_age,
-        beat.get("last_bar_ts").map_or("none".to_string(), |v| v.to_string())
     );
     Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn cmd_state_show(args: &[String]) -> Result<ExitCode> {
-    let args = Args::parse(args, &[])?;
+    let args = Args::parse(args, &["json"])?;
     args.check_known(&["state"])?;
     let path = PathBuf::from(args.get("state").unwrap_or(DEFAULT_STATE));
     let state = LiveState::load(&path)?.ok_or_else(|| Error::invalid(format!("{}: no state file", path.display())))?;
-    println!("{}", serde_json::to_string_pretty(&state).expect("state serialises"));
+    if args.flag("json") {
+        println!("{}", serde_json::to_string_pretty(&state).expect("state serialises"));
+    } else {
+        print!("{}", state_summary(&state));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `state show` for a person: the account and the symbols the model holds, targets or blocks.
+fn state_summary(state: &LiveState) -> String {
+    let when = |ms: Option<i64>| ms.map_or("none".to_string(), utc_label);
+    let mut out = format!(
+        "mode {}, config {}, last bar {}, updated {}\n",
+        state.mode,
+        state.config_version,
+        when(state.last_bar_ts),
+        when(Some(state.updated_ms))
+    );
+    out += &format!("equity {}\n", state.equity.map_or("unknown".to_string(), |e| format!("{e:.2} USDT")));
+    if let Some(kill) = &state.kill_switch {
+        let start = kill.day_start_equity.map_or("-".to_string(), |e| format!("{e:.2}"));
+        out +=
+            &format!("kill-switch {} (day start equity {start})\n", if kill.fired { "FIRED today" } else { "armed" });
+    }
+    if let Some(until) = state.breaker_paused_until_ms {
+        out += &format!("API breaker paused until {}\n", utc_label(until));
+    }
+    let active: Vec<_> =
+        state.symbols.iter().filter(|(_, s)| s.target_weight != 0.0 || s.stop.is_some() || s.blocked).collect();
+    out += &format!("{} symbols, {} with a target, a stop or a block:\n", state.symbols.len(), active.len());
+    for (symbol, s) in active {
+        let stop = s.stop.as_ref().map_or(String::new(), |stop| {
+            let side = if stop.side > 0.0 { "long" } else { "short" };
+            format!(", {side} from {} stop {}", stop.entry_price, stop.stop)
+        });
+        let blocked = if s.blocked { ", blocked (cooldown or ban)" } else { "" };
+        out += &format!("  {symbol:<14} target {:+.4}{stop}{blocked}\n", s.target_weight);
+    }
+    out
 }
