@@ -474,6 +474,15 @@ fn a_stop_hit_on_the_last_trade_closes_with_a_reduce_only_market_order() {
         // Checked again (the loop runs every 2 s): the exit is not sent twice.
         assert!(runner.risk_check().await.unwrap().is_empty());
         assert_eq!(creates_with(&mock.state().await, &exits[0]).len(), 1);
+        // The bar's other orders go stale and are re-placed; the stopped symbol is not re-entered.
+        mock.control("/mock/clock", json!({"now_ms": now + 200_000})).await;
+        let replaced = runner.cycle().await.unwrap();
+        assert!(!replaced.orders_cancelled.is_empty(), "stale orders were replaced: {replaced:?}");
+        assert!(
+            replaced.orders_placed.iter().all(|id| !id.contains(&position.symbol)),
+            "no re-entry after a stop: {replaced:?}"
+        );
+        assert!(replaced.skipped.contains(&(position.symbol.clone(), xsmom::live::plan::Skip::StoppedThisBar)));
     });
 }
 
@@ -674,7 +683,7 @@ fn the_binary_trades_testnet_reloads_notifies_and_stops_cleanly_without_leaking_
     }
     wait_for("the stop message", 10, || hook.messages().iter().any(|m| m.contains("xsmom-live stopped")));
     let shown = Command::new(env!("CARGO_BIN_EXE_xsmom-live"))
-        .args(["state", "show", "--state"])
+        .args(["state", "show", "--json", "--state"])
         .arg(&state_path)
         .output()
         .unwrap();

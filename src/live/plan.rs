@@ -53,6 +53,8 @@ pub enum Skip {
     NotTrading,
     /// The exchange rejected the order (logged); the other symbols went on.
     Rejected,
+    /// The risk loop closed the position on a stop during this bar: no re-entry before the next bar.
+    StoppedThisBar,
 }
 
 /// The post-only limit order for `book.delta`: rounded toward zero to the lot (a close of the whole

@@ -486,6 +486,13 @@ impl<E: Exchange> Runner<E> {
             if (targets[i] == 0.0 && position == 0.0) || current.contains(&symbol) {
                 continue;
             }
+            // The risk loop stopped this symbol out during this bar: the engine has not seen that bar
+            // yet, so its target still holds the position; no re-entry before the next bar's decision
+            // (where the engine's own stop and cooldown apply).
+            if self.state.stop_exits.contains(&format!("xs-{bar_ts}-{symbol}-stop")) {
+                report.skipped.push((symbol, Skip::StoppedThisBar));
+                continue;
+            }
             // The price the fill model sizes at: this bar's close, or the market now for `next_open`.
             let price = match fill {
                 FillPrice::Close | FillPrice::LimitTouch => self.last_close.get(i).copied().unwrap_or(f64::NAN),
