@@ -72,4 +72,4 @@ def test_operations_first_run_commands_work_as_written(tmp_path):
     proc = subprocess.run(
         [_xsmom_live(), "state", "show", "--state", str(tmp_path / "s.json")], capture_output=True
     )
-    assert proc.returncode == 0 and b"schema_version" in proc.stdout
+    assert proc.returncode == 0 and b"last bar 2025-" in proc.stdout and b"{" not in proc.stdout

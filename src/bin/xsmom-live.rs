@@ -321,7 +321,9 @@ fn state_summary(state: &LiveState) -> String {
     for (symbol, s) in active {
         let stop = s.stop.as_ref().map_or(String::new(), |stop| {
             let side = if stop.side > 0.0 { "long" } else { "short" };
-            format!(", {side} from {} stop {}", stop.entry_price, stop.stop)
+            // Eight decimals: what a price means, without binary noise.
+            let price = |p: f64| (p * 1e8).round() / 1e8;
+            format!(", {side} from {} stop {}", price(stop.entry_price), price(stop.stop))
         });
         let blocked = if s.blocked { ", blocked (cooldown or ban)" } else { "" };
         out += &format!("  {symbol:<14} target {:+.4}{stop}{blocked}\n", s.target_weight);
