@@ -173,15 +173,8 @@ async fn fetch_symbol(
                     Error::data(format!("{symbol}: kline at ts {} has a missing or non-numeric field", k.ts)).into()
                 );
             }
-            bars.ts.push(k.ts);
-            bars.symbol.push(symbol.to_string());
-            bars.open.push(k.open);
-            bars.high.push(k.high);
-            bars.low.push(k.low);
-            bars.close.push(k.close);
-            bars.volume.push(k.volume);
             let turnover = if k.turnover.is_finite() { k.turnover } else { k.close * k.volume };
-            bars.turnover.as_mut().expect("turnover column").push(turnover);
+            bars.push(symbol, k.ts, k.open, k.high, k.low, k.close, k.volume, turnover);
         }
     }
     out.bars_fetched = bars.len();

@@ -28,6 +28,29 @@ impl Bars {
     pub fn is_empty(&self) -> bool {
         self.ts.is_empty()
     }
+    /// Append one bar of `symbol` (a turnover column is created on first use).
+    #[allow(clippy::too_many_arguments)]
+    pub fn push(
+        &mut self,
+        symbol: &str,
+        ts: i64,
+        open: f64,
+        high: f64,
+        low: f64,
+        close: f64,
+        volume: f64,
+        turnover: f64,
+    ) {
+        self.ts.push(ts);
+        self.symbol.push(symbol.to_string());
+        self.open.push(open);
+        self.high.push(high);
+        self.low.push(low);
+        self.close.push(close);
+        self.volume.push(volume);
+        self.turnover.get_or_insert_with(Vec::new).push(turnover);
+    }
+
     /// Keep only the rows where `keep[row]` is true.
     pub fn filter_rows(&self, keep: &[bool]) -> Bars {
         fn pick<T: Clone>(values: &[T], keep: &[bool]) -> Vec<T> {

@@ -199,7 +199,7 @@ impl<E: Exchange> Runner<E> {
         if n_bars == 0 {
             return Ok(None);
         }
-        let mut bars = Bars { turnover: Some(Vec::new()), ..Bars::default() };
+        let mut bars = Bars::default();
         let mut funding = Funding::default();
         for symbol in &self.symbols {
             let klines = self
@@ -208,14 +208,8 @@ impl<E: Exchange> Runner<E> {
                 .await
                 .map_err(|err| exchange_error(&format!("klines {symbol}"), err))?;
             for bar in klines.into_iter().filter(|b| b.ts >= start && b.ts < end) {
-                bars.ts.push(bar.ts);
-                bars.symbol.push(symbol.clone());
-                bars.open.push(bar.open);
-                bars.high.push(bar.high);
-                bars.low.push(bar.low);
-                bars.close.push(bar.close);
-                bars.volume.push(bar.volume);
-                bars.turnover.as_mut().expect("set above").push(bar.turnover);
+                // A missing turnover becomes close × volume in the panel builder.
+                bars.push(symbol, bar.ts, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.turnover);
             }
             let events = self
                 .exchange
