@@ -19,6 +19,7 @@ pub mod research;
 pub mod risk;
 pub mod signal;
 pub mod sizing;
+pub mod threads;
 pub mod timeframe;
 pub mod universe;
 

@@ -5,6 +5,7 @@
 //! released. Library errors become `ValueError` (data, config, input) or `OSError` (files).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::record_batch::RecordBatch;
@@ -14,7 +15,7 @@ use pyo3::types::{PyDict, PyList};
 use pyo3_arrow::input::AnyRecordBatch;
 use pyo3_arrow::PyTable;
 
-use crate::backtest::output;
+use crate::backtest::{output, BacktestResult};
 use crate::config::Config;
 use crate::data::{self, Selection};
 use crate::error::{Error, ErrorKind};
@@ -55,7 +56,9 @@ fn as_path(object: &Bound<'_, PyAny>) -> Option<PathBuf> {
 fn bars_source(bars: &Bound<'_, PyAny>) -> PyResult<BarsSource> {
     match as_path(bars) {
         Some(path) => Ok(BarsSource::Path(path)),
-        None => Ok(BarsSource::Bars(data::bars_from_batches(&batches_of(bars, "bars")?, "bars").map_err(to_py)?)),
+        None => {
+            Ok(BarsSource::Arrow(data::ArrowBars::from_batches(&batches_of(bars, "bars")?, "bars").map_err(to_py)?))
+        }
     }
 }
 
@@ -80,15 +83,150 @@ fn timeframe(text: &str) -> PyResult<Timeframe> {
     Timeframe::parse(text).map_err(to_py)
 }
 
+/// Inputs of a run: a `Dataset` as it is (validated once), anything else validated now.
 fn prepare(
     py: Python<'_>,
     bars: &Bound<'_, PyAny>,
     cfg: &Config,
     funding: Option<&Bound<'_, PyAny>>,
-) -> PyResult<Inputs> {
+) -> PyResult<Arc<Inputs>> {
+    if let Ok(dataset) = bars.cast::<Dataset>() {
+        let dataset = dataset.get();
+        if funding.is_some_and(|f| !f.is_none()) {
+            return Err(PyValueError::new_err(
+                "funding: a Dataset carries its own funding; pass funding when building the Dataset",
+            ));
+        }
+        dataset.check_timeframe(cfg)?;
+        return Ok(Arc::clone(&dataset.inputs));
+    }
     let bars = bars_source(bars)?;
     let funding = funding_source(funding)?;
-    py.detach(|| run::prepare(bars, funding, cfg)).map_err(to_py)
+    py.detach(|| run::prepare(bars, funding, cfg)).map(Arc::new).map_err(to_py)
+}
+
+/// Bars and funding validated and pivoted once: `backtest`, `sweep`, `signals` and the research
+/// functions accept it in place of bars and reuse it as it is.
+#[pyclass(frozen, module = "xsmom._core")]
+pub struct Dataset {
+    pub(crate) inputs: Arc<Inputs>,
+    timeframe: String,
+}
+
+impl Dataset {
+    pub(crate) fn new_prepared(inputs: Inputs) -> Self {
+        let timeframe = inputs.panel.timeframe.label();
+        Self { inputs: Arc::new(inputs), timeframe }
+    }
+
+    /// A config must run on the dataset's timeframe (its bars per year, its funding alignment).
+    pub(crate) fn check_timeframe(&self, cfg: &Config) -> PyResult<()> {
+        if cfg.timeframe() != self.inputs.panel.timeframe {
+            return Err(PyValueError::new_err(format!(
+                "config data.timeframe {} differs from the dataset's {}",
+                cfg.data.timeframe, self.timeframe
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl Dataset {
+    #[new]
+    #[pyo3(signature = (bars, funding=None, timeframe="1h", on_invalid="refuse"))]
+    fn py_new(
+        py: Python<'_>,
+        bars: &Bound<'_, PyAny>,
+        funding: Option<&Bound<'_, PyAny>>,
+        timeframe: &str,
+        on_invalid: &str,
+    ) -> PyResult<Self> {
+        let timeframe = self::timeframe(timeframe)?;
+        let drop_invalid = match on_invalid {
+            "refuse" => false,
+            "drop" => true,
+            other => {
+                return Err(PyValueError::new_err(format!("on_invalid: expected refuse or drop, got {other:?}")));
+            }
+        };
+        let bars = bars_source(bars)?;
+        let funding = funding_source(funding)?;
+        let inputs = py.detach(|| run::prepare_with(bars, funding, timeframe, drop_invalid)).map_err(to_py)?;
+        Ok(Self::new_prepared(inputs))
+    }
+    #[getter]
+    fn n_bars(&self) -> usize {
+        self.inputs.panel.n_bars()
+    }
+    #[getter]
+    fn n_symbols(&self) -> usize {
+        self.inputs.panel.n_symbols()
+    }
+    #[getter]
+    fn symbols(&self) -> Vec<String> {
+        self.inputs.panel.symbols.clone()
+    }
+    /// Bar open times, epoch ms UTC.
+    #[getter]
+    fn ts(&self) -> Vec<i64> {
+        self.inputs.panel.ts.clone()
+    }
+    #[getter]
+    fn timeframe(&self) -> String {
+        self.timeframe.clone()
+    }
+    #[getter]
+    fn timeframe_ms(&self) -> i64 {
+        self.inputs.panel.timeframe.ms
+    }
+    #[getter]
+    fn bars_per_day(&self) -> f64 {
+        self.inputs.panel.timeframe.bars_per_day() as f64
+    }
+    #[getter]
+    fn bars_per_year(&self) -> f64 {
+        self.inputs.panel.timeframe.bars_per_year()
+    }
+    #[getter]
+    fn warnings(&self) -> Vec<String> {
+        self.inputs.warnings.clone()
+    }
+    /// Whether any symbol has funding data.
+    #[getter]
+    fn has_funding(&self) -> bool {
+        self.inputs.funding.has_data.iter().any(|&has| has)
+    }
+    /// Validation findings (`symbol, ts, kind, severity, detail`) of the bars as loaded.
+    fn findings(&self) -> PyResult<PyTable> {
+        table(data::findings_to_batch(&self.inputs.findings))
+    }
+    /// The validated bars in long format (canonical order; `turnover` is the quote volume).
+    fn bars(&self, py: Python<'_>) -> PyResult<PyTable> {
+        let batch = py.detach(|| data::bars_to_batch(&self.inputs.panel.to_bars()));
+        table(batch)
+    }
+    /// The funding aligned to the bars, one event per bar with its summed rate (None without funding).
+    fn funding(&self, py: Python<'_>) -> PyResult<Option<PyTable>> {
+        if !self.has_funding() {
+            return Ok(None);
+        }
+        let batch = py.detach(|| data::funding_to_batch(&self.inputs.funding.to_funding(&self.inputs.panel)));
+        table(batch).map(Some)
+    }
+    fn __repr__(&self) -> String {
+        let panel = &self.inputs.panel;
+        let day = |ts: i64| crate::timeframe::utc_label(ts);
+        format!(
+            "Dataset({} symbols × {} bars of {}, {} → {}, {} finding(s))",
+            panel.n_symbols(),
+            panel.n_bars(),
+            self.timeframe,
+            panel.ts.first().map_or("-".into(), |&ts| day(ts)),
+            panel.ts.last().map_or("-".into(), |&ts| day(ts + panel.timeframe.ms)),
+            self.inputs.findings.len()
+        )
+    }
 }
 
 fn metrics_dict<'py>(py: Python<'py>, metrics: &crate::metrics::Metrics) -> PyResult<Bound<'py, PyDict>> {
@@ -131,14 +269,22 @@ fn read_funding(
 #[pyo3(signature = (bars, timeframe="1h"))]
 fn validate_bars(py: Python<'_>, bars: &Bound<'_, PyAny>, timeframe: &str) -> PyResult<PyTable> {
     let timeframe = self::timeframe(timeframe)?;
-    let bars = match bars_source(bars)? {
+    let findings = match bars_source(bars)? {
         BarsSource::Path(path) => {
             let selection = Selection { symbols: None, start: None, end: None, timeframe };
-            py.detach(|| data::read_bars(&path, &selection)).map_err(to_py)?.0
+            let bars = py.detach(|| data::read_bars(&path, &selection)).map_err(to_py)?.0;
+            py.detach(|| data::validate_bars(bars, timeframe))
         }
-        BarsSource::Bars(bars) => bars,
+        BarsSource::Bars(bars) => py.detach(|| data::validate_bars(bars, timeframe)),
+        BarsSource::Arrow(arrow) => py.detach(|| {
+            let view = arrow.view();
+            if view.is_canonical() {
+                data::validate_canonical(view, timeframe)
+            } else {
+                data::validate_bars(view.to_bars(), timeframe)
+            }
+        }),
     };
-    let findings = py.detach(|| data::validate_bars(&bars, timeframe));
     table(data::findings_to_batch(&findings))
 }
 
@@ -148,7 +294,7 @@ fn validate_path(py: Python<'_>, path: PathBuf, timeframe: &str) -> PyResult<PyT
     let timeframe = self::timeframe(timeframe)?;
     let selection = Selection { symbols: None, start: None, end: None, timeframe };
     let findings = py
-        .detach(|| data::read_bars(&path, &selection).map(|(bars, _)| data::validate_bars(&bars, timeframe)))
+        .detach(|| data::read_bars(&path, &selection).map(|(bars, _)| data::validate_bars(bars, timeframe)))
         .map_err(to_py)?;
     table(data::findings_to_batch(&findings))
 }
@@ -186,30 +332,104 @@ fn config_to_json(yaml: &str) -> PyResult<String> {
     serde_json::to_string(&config).map_err(|err| PyValueError::new_err(err.to_string()))
 }
 
+/// The tables a backtest can build (backtest.md §4).
+const TABLES: [&str; 4] = ["equity", "weights", "fills", "trades"];
+
+fn build_table(result: &BacktestResult, name: &str) -> RecordBatch {
+    match name {
+        "equity" => output::equity_batch(result),
+        "weights" => output::weights_batch(result),
+        "fills" => output::fills_batch(result),
+        "trades" => output::trades_batch(result),
+        other => unreachable!("unknown table {other}"),
+    }
+}
+
+/// A finished backtest kept on the Rust side, so that tables not built with the run (the long
+/// weights table above all) are built when first asked for, and only then.
+#[pyclass(frozen, module = "xsmom._core")]
+pub struct BacktestRun {
+    result: BacktestResult,
+}
+
+#[pymethods]
+impl BacktestRun {
+    /// One of `equity`, `weights`, `fills`, `trades`.
+    fn table(&self, py: Python<'_>, name: &str) -> PyResult<PyTable> {
+        if !TABLES.contains(&name) {
+            return Err(PyValueError::new_err(format!("table: expected one of {}, got {name:?}", TABLES.join(", "))));
+        }
+        table(py.detach(|| build_table(&self.result, name)))
+    }
+    /// A `T × N` matrix as a wide table: `ts` and one column per symbol. `column` is one of
+    /// `target_weight`, `model_weight`, `weight`, `units`.
+    #[pyo3(signature = (column="weight"))]
+    fn wide(&self, py: Python<'_>, column: &str) -> PyResult<PyTable> {
+        let batch = py.detach(|| output::wide_batch(&self.result, column)).map_err(to_py)?;
+        table(batch)
+    }
+}
+
 #[pyfunction]
-#[pyo3(signature = (bars, config_yaml, funding=None))]
+#[pyo3(signature = (bars, config_yaml, funding=None, outputs=None))]
 fn backtest<'py>(
     py: Python<'py>,
     bars: &Bound<'py, PyAny>,
     config_yaml: &str,
     funding: Option<&Bound<'py, PyAny>>,
+    outputs: Option<Vec<String>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let cfg = parse_config(config_yaml)?;
+    let outputs = outputs.unwrap_or_else(|| ["equity", "fills", "trades"].map(String::from).to_vec());
+    if let Some(unknown) = outputs.iter().find(|name| !TABLES.contains(&name.as_str())) {
+        return Err(PyValueError::new_err(format!(
+            "outputs: unknown table {unknown:?}; expected some of {}",
+            TABLES.join(", ")
+        )));
+    }
     let inputs = prepare(py, bars, &cfg, funding)?;
-    let result = py.detach(|| run::backtest(&inputs, &cfg, false)).map_err(to_py)?;
+    let (result, tables) = py
+        .detach(|| {
+            let result = run::backtest(&inputs, &cfg, false)?;
+            let tables: Vec<(String, RecordBatch)> =
+                outputs.iter().map(|name| (name.clone(), build_table(&result, name))).collect();
+            Ok::<_, Error>((result, tables))
+        })
+        .map_err(to_py)?;
     let out = PyDict::new(py);
     out.set_item("metrics", metrics_dict(py, &result.metrics)?)?;
-    out.set_item("equity", table(output::equity_batch(&result))?)?;
-    out.set_item("weights", table(output::weights_batch(&result))?)?;
-    out.set_item("fills", table(output::fills_batch(&result))?)?;
-    out.set_item("trades", table(output::trades_batch(&result))?)?;
+    for (name, batch) in tables {
+        out.set_item(name, table(batch)?)?;
+    }
     out.set_item("warnings", PyList::new(py, &result.warnings)?)?;
     out.set_item("symbols", PyList::new(py, &result.symbols)?)?;
     out.set_item("start", result.ts.first().copied())?;
     out.set_item("end", result.ts.last().map(|t| t + inputs.panel.timeframe.ms))?;
     out.set_item("first_decision", result.first_decision.map(|t| result.ts[t]))?;
+    out.set_item("has_target", result.book.target_weight.iter().any(|&w| w != 0.0))?;
     out.set_item("config", cfg.to_yaml())?;
+    out.set_item("run", BacktestRun { result })?;
     Ok(out)
+}
+
+/// Seconds per engine run on a prepared dataset (no loading, validation or output tables): the
+/// baseline the benchmark compares every entry point with.
+#[pyfunction]
+fn time_engine(py: Python<'_>, dataset: &Dataset, config_yaml: &str, repeats: usize) -> PyResult<Vec<f64>> {
+    let cfg = parse_config(config_yaml)?;
+    dataset.check_timeframe(&cfg)?;
+    let inputs = Arc::clone(&dataset.inputs);
+    py.detach(|| {
+        (0..repeats.max(1))
+            .map(|_| {
+                let started = Instant::now();
+                let result = crate::backtest::run(&inputs.panel, &inputs.funding, &cfg)?;
+                std::hint::black_box(result);
+                Ok(started.elapsed().as_secs_f64())
+            })
+            .collect::<Result<Vec<f64>, Error>>()
+    })
+    .map_err(to_py)
 }
 
 #[pyfunction]
@@ -267,12 +487,12 @@ fn time_backtest(
         (0..repeats.max(1))
             .map(|_| {
                 let started = Instant::now();
-                let bars = data::bars_from_batches(&bar_batches, "bars")?;
+                let bars = data::ArrowBars::from_batches(&bar_batches, "bars")?;
                 let funding = match &funding_batches {
                     Some(batches) => FundingSource::Funding(data::funding_from_batches(batches, "funding")?),
                     None => FundingSource::None,
                 };
-                let inputs = run::prepare(BarsSource::Bars(bars), funding, &cfg)?;
+                let inputs = run::prepare(BarsSource::Arrow(bars), funding, &cfg)?;
                 let result = run::backtest(&inputs, &cfg, false)?;
                 let outputs = [
                     output::equity_batch(&result),
@@ -335,6 +555,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sweep, m)?)?;
     m.add_function(wrap_pyfunction!(signals, m)?)?;
     m.add_function(wrap_pyfunction!(time_backtest, m)?)?;
+    m.add_function(wrap_pyfunction!(time_engine, m)?)?;
+    m.add_class::<Dataset>()?;
+    m.add_class::<BacktestRun>()?;
     m.add_function(wrap_pyfunction!(ingest, m)?)?;
     m.add_function(wrap_pyfunction!(resample_store, m)?)?;
     research::register(m)?;

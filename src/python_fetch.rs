@@ -145,16 +145,7 @@ async fn fetch_symbol(
         start.div_euclid(timeframe.ms) * timeframe.ms + if start % timeframe.ms == 0 { 0 } else { timeframe.ms };
     let stored = stored_bars(root, symbol, timeframe, first_bar, bar_end)?;
     out.ranges = missing_bar_ranges(&stored, first_bar, bar_end, timeframe.ms, KLINE_PAGE);
-    let mut bars = Bars {
-        ts: Vec::new(),
-        symbol: Vec::new(),
-        open: Vec::new(),
-        high: Vec::new(),
-        low: Vec::new(),
-        close: Vec::new(),
-        volume: Vec::new(),
-        turnover: Some(Vec::new()),
-    };
+    let mut bars = Bars { turnover: Some(Vec::new()), ..Bars::default() };
     for &(from, to) in &out.ranges {
         let klines =
             client.closed_klines(symbol, timeframe, from, to).await.map_err(|err| exchange(symbol, "klines", err))?;
@@ -188,7 +179,7 @@ async fn fetch_symbol(
     if with_funding {
         let funding_end = end.min(now + 1);
         out.funding_ranges = missing_ranges(stored_funding(root, symbol)?, start, funding_end, 1);
-        let mut funding = Funding { ts: Vec::new(), symbol: Vec::new(), rate: Vec::new() };
+        let mut funding = Funding::default();
         for &(from, to) in &out.funding_ranges {
             let events = client
                 .funding_history(symbol, from, to)
@@ -198,9 +189,7 @@ async fn fetch_symbol(
                 if !event.rate.is_finite() {
                     return Err(Error::data(format!("{symbol}: funding event at ts {} has no rate", event.ts)).into());
                 }
-                funding.ts.push(event.ts);
-                funding.symbol.push(symbol.to_string());
-                funding.rate.push(event.rate);
+                funding.push(symbol, event.ts, event.rate);
             }
         }
         out.funding_fetched = funding.ts.len();

@@ -8,65 +8,13 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::{metrics_dict, parse_config, prepare, to_py};
+use super::{metrics_dict, parse_config, prepare, to_py, Dataset};
 use crate::metrics::{moments, probabilistic_sharpe};
 use crate::research::{
     self, montecarlo, summarise_paths, walk_forward_segments, MonteCarloSummary, PathStats, WalkForwardMode, WindowJob,
 };
-use crate::run::Inputs;
 
-/// Bars and funding validated and pivoted once, reused by every evaluation of a study.
-#[pyclass(frozen, module = "xsmom._core")]
-pub struct ResearchPanel {
-    inputs: Arc<Inputs>,
-    timeframe: String,
-}
-
-#[pymethods]
-impl ResearchPanel {
-    #[getter]
-    fn n_bars(&self) -> usize {
-        self.inputs.panel.n_bars()
-    }
-    #[getter]
-    fn symbols(&self) -> Vec<String> {
-        self.inputs.panel.symbols.clone()
-    }
-    /// Bar open times, epoch ms UTC.
-    #[getter]
-    fn ts(&self) -> Vec<i64> {
-        self.inputs.panel.ts.clone()
-    }
-    #[getter]
-    fn timeframe(&self) -> String {
-        self.timeframe.clone()
-    }
-    #[getter]
-    fn timeframe_ms(&self) -> i64 {
-        self.inputs.panel.timeframe.ms
-    }
-    #[getter]
-    fn bars_per_day(&self) -> f64 {
-        self.inputs.panel.timeframe.bars_per_day() as f64
-    }
-    #[getter]
-    fn bars_per_year(&self) -> f64 {
-        self.inputs.panel.timeframe.bars_per_year()
-    }
-    #[getter]
-    fn warnings(&self) -> Vec<String> {
-        self.inputs.warnings.clone()
-    }
-    fn __repr__(&self) -> String {
-        format!(
-            "ResearchPanel({} symbols × {} bars, {})",
-            self.inputs.panel.n_symbols(),
-            self.inputs.panel.n_bars(),
-            self.timeframe
-        )
-    }
-}
-
+/// The dataset of a study: a `Dataset` passed in is used as it is, anything else is validated now.
 #[pyfunction]
 #[pyo3(signature = (bars, config_yaml, funding=None))]
 fn research_panel(
@@ -74,10 +22,10 @@ fn research_panel(
     bars: &Bound<'_, PyAny>,
     config_yaml: &str,
     funding: Option<&Bound<'_, PyAny>>,
-) -> PyResult<ResearchPanel> {
+) -> PyResult<Dataset> {
     let cfg = parse_config(config_yaml)?;
     let inputs = prepare(py, bars, &cfg, funding)?;
-    Ok(ResearchPanel { inputs: Arc::new(inputs), timeframe: cfg.data.timeframe.clone() })
+    Ok(Dataset { inputs, timeframe: cfg.data.timeframe.clone() })
 }
 
 type PyJob = (Vec<(String, String)>, usize, usize);
@@ -89,19 +37,14 @@ type PyJob = (Vec<(String, String)>, usize, usize);
 #[pyo3(signature = (panel, config_yaml, jobs, series=false, n_jobs=None))]
 fn evaluate_windows<'py>(
     py: Python<'py>,
-    panel: &ResearchPanel,
+    panel: &Dataset,
     config_yaml: &str,
     jobs: Vec<PyJob>,
     series: bool,
     n_jobs: Option<usize>,
 ) -> PyResult<Vec<Bound<'py, PyDict>>> {
     let cfg = parse_config(config_yaml)?;
-    if cfg.data.timeframe != panel.timeframe {
-        return Err(PyValueError::new_err(format!(
-            "config data.timeframe {} differs from the panel's {}",
-            cfg.data.timeframe, panel.timeframe
-        )));
-    }
+    panel.check_timeframe(&cfg)?;
     let jobs: Vec<WindowJob> = jobs
         .into_iter()
         .map(|(overrides, trade_from, trade_to)| WindowJob {
@@ -305,9 +248,8 @@ fn segments<'py>(
         .collect()
 }
 
-/// Add the research functions and `ResearchPanel` to `_core`.
+/// Add the research functions to `_core`.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<ResearchPanel>()?;
     m.add_function(wrap_pyfunction!(research_panel, m)?)?;
     m.add_function(wrap_pyfunction!(evaluate_windows, m)?)?;
     m.add_function(wrap_pyfunction!(mc_bootstrap, m)?)?;

@@ -8,15 +8,18 @@ use rayon::prelude::*;
 
 use crate::backtest::{self, BacktestResult};
 use crate::config::{Config, OnInvalid};
-use crate::data::{self, Bars, Funding, FundingGrid, Panel, Selection, Severity};
+use crate::data::{self, ArrowBars, Bars, Funding, FundingGrid, Panel, Selection, Severity};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::timeframe::Timeframe;
 
 /// Where bars come from.
 pub enum BarsSource {
     /// A bar store root, or a single long-format Parquet / CSV file.
     Path(PathBuf),
     Bars(Bars),
+    /// Arrow buffers handed over without a copy (e.g. a polars DataFrame).
+    Arrow(ArrowBars),
 }
 
 /// Where funding comes from.
@@ -28,30 +31,52 @@ pub enum FundingSource {
     None,
 }
 
-/// A validated panel with its aligned funding and the data warnings worth reporting.
+/// A validated panel with its aligned funding, the validation findings and the data warnings
+/// worth reporting (one line per kind of finding).
 pub struct Inputs {
     pub panel: Panel,
     pub funding: FundingGrid,
+    pub findings: Vec<data::Finding>,
     pub warnings: Vec<String>,
 }
 
 /// Load, validate and pivot bars and funding for `cfg` (timeframe, `data.on_invalid`).
 pub fn prepare(bars: BarsSource, funding: FundingSource, cfg: &Config) -> Result<Inputs> {
-    let timeframe = cfg.timeframe();
+    prepare_with(bars, funding, cfg.timeframe(), cfg.data.on_invalid == OnInvalid::Drop)
+}
+
+/// Load, validate and pivot bars and funding on `timeframe`; rows with errors are refused, or
+/// dropped with `drop_invalid`.
+pub fn prepare_with(
+    bars: BarsSource,
+    funding: FundingSource,
+    timeframe: Timeframe,
+    drop_invalid: bool,
+) -> Result<Inputs> {
     let store_root: Option<PathBuf> = match &bars {
         BarsSource::Path(path) if path.is_dir() => Some(path.clone()),
         _ => None,
     };
-    let bars = match bars {
+    let (panel, findings) = match bars {
         BarsSource::Path(path) => {
             let selection = Selection { symbols: None, start: None, end: None, timeframe };
-            data::read_bars(&path, &selection)?.0
+            validated_panel(data::read_bars(&path, &selection)?.0, timeframe, drop_invalid)?
         }
-        BarsSource::Bars(bars) => bars,
+        BarsSource::Bars(bars) => validated_panel(bars, timeframe, drop_invalid)?,
+        BarsSource::Arrow(arrow) => {
+            // Canonical input without errors (the usual case) is validated and pivoted straight
+            // from the Arrow buffers; anything else is copied, sorted and cleaned.
+            let view = arrow.view();
+            let findings = if view.is_canonical() { Some(data::validate_canonical(view, timeframe)) } else { None };
+            match findings {
+                Some(findings) if !findings.iter().any(|f| f.severity == Severity::Error) => {
+                    (Panel::from_view(view, timeframe)?, findings)
+                }
+                _ => validated_panel(view.to_bars(), timeframe, drop_invalid)?,
+            }
+        }
     };
-    let (bars, findings) = data::clean_bars(&bars, timeframe, cfg.data.on_invalid == OnInvalid::Drop)?;
     let mut warnings = summarise_findings(&findings);
-    let panel = Panel::from_bars(&bars, timeframe)?;
     let (start, end) = (panel.ts.first().copied(), panel.ts.last().map(|t| t + timeframe.ms));
     let funding = match funding {
         FundingSource::FromBarsStore => match store_root {
@@ -67,7 +92,13 @@ pub fn prepare(bars: BarsSource, funding: FundingSource, cfg: &Config) -> Result
         None => FundingGrid::empty(panel.n_bars(), panel.n_symbols()),
     };
     warnings.dedup();
-    Ok(Inputs { panel, funding, warnings })
+    Ok(Inputs { panel, funding, findings, warnings })
+}
+
+/// Clean bars (sort, validate, refuse or drop errors) and pivot them.
+fn validated_panel(bars: Bars, timeframe: Timeframe, drop_invalid: bool) -> Result<(Panel, Vec<data::Finding>)> {
+    let (bars, findings) = data::clean_bars(bars, timeframe, drop_invalid)?;
+    Ok((Panel::from_bars(&bars, timeframe)?, findings))
 }
 
 /// One line per kind of data warning ("gap: 3 findings (first: BTCUSDT at ts …)").
@@ -92,11 +123,13 @@ fn summarise_findings(findings: &[data::Finding]) -> Vec<String> {
         .collect()
 }
 
-/// Backtest prepared inputs; data warnings come first in the result's warnings.
+/// Backtest prepared inputs; data warnings come first in the result's warnings, the diagnosis of
+/// the result (`backtest::diagnose`) last.
 pub fn backtest(inputs: &Inputs, cfg: &Config, record_signals: bool) -> Result<BacktestResult> {
     let mut result = backtest::run_with(&inputs.panel, &inputs.funding, cfg, record_signals)?;
     let mut warnings = inputs.warnings.clone();
     warnings.append(&mut result.warnings);
+    warnings.extend(backtest::diagnose(&result, cfg));
     result.warnings = warnings;
     Ok(result)
 }
@@ -133,7 +166,7 @@ pub fn ingest(paths: &[PathBuf], store: &Path, timeframe: crate::Timeframe) -> R
     for path in paths {
         let selection = Selection { symbols: None, start: None, end: None, timeframe };
         let (bars, _) = data::read_bars(path, &selection)?;
-        let (bars, _) = data::clean_bars(&bars, timeframe, false).map_err(|err| err.context(path.display()))?;
+        let (bars, _) = data::clean_bars(bars, timeframe, false).map_err(|err| err.context(path.display()))?;
         let stats = data::write_store(store, timeframe, &bars)?;
         total.files_written += stats.files_written;
         total.rows_added += stats.rows_added;

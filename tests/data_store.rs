@@ -22,8 +22,9 @@ fn small_bars(symbols: &[&str], n: usize, start: i64) -> Bars {
     for (k, symbol) in symbols.iter().enumerate() {
         for t in 0..n {
             let price = 100.0 + k as f64 * 10.0 + t as f64;
+            let code = bars.intern(symbol);
             bars.ts.push(start + t as i64 * H);
-            bars.symbol.push(symbol.to_string());
+            bars.symbol.push(code);
             bars.open.push(price);
             bars.high.push(price + 1.0);
             bars.low.push(price - 1.0);
@@ -45,7 +46,9 @@ fn reads_the_fixture_store() {
     assert_eq!(panel.symbols[0], "1000PEPEUSDT");
     assert!(panel.close.iter().all(|c| c.is_finite()));
     // Sorted by (symbol, ts).
-    assert!((1..bars.len()).all(|r| (&bars.symbol[r - 1], bars.ts[r - 1]) < (&bars.symbol[r], bars.ts[r])));
+    assert!((1..bars.len()).all(|r| (bars.symbol_of(r - 1), bars.ts[r - 1]) < (bars.symbol_of(r), bars.ts[r])));
+    // Canonical: names sorted, codes in name order.
+    assert!(bars.names.windows(2).all(|w| w[0] < w[1]));
 }
 
 #[test]
@@ -58,7 +61,7 @@ fn selection_is_pushed_down_to_files_and_row_groups() {
     };
     let (bars, stats) = data::read_bars(&fixture(), &selection).unwrap();
     assert_eq!(bars.len(), 7 * 24);
-    assert!(bars.symbol.iter().all(|s| s == "ETHUSDT"));
+    assert!((0..bars.len()).all(|r| bars.symbol_of(r) == "ETHUSDT"));
     assert_eq!(bars.ts[0], JUNE_1 + 40 * 24 * H);
     assert_eq!(stats.files_opened, 1, "only ETHUSDT's file is opened");
     assert!(stats.row_groups_read <= 2 && stats.row_groups_total >= 5, "{stats:?}");
@@ -91,7 +94,7 @@ fn store_write_append_and_round_trip() {
     assert_eq!((stats.rows_added, stats.rows_replaced), (5, 5));
     let (back, _) = data::read_bars(dir.path(), &Selection::all(hour())).unwrap();
     assert_eq!(back.len(), 105);
-    let aaa: Vec<usize> = (0..back.len()).filter(|&r| back.symbol[r] == "AAAUSDT").collect();
+    let aaa: Vec<usize> = (0..back.len()).filter(|&r| back.symbol_of(r) == "AAAUSDT").collect();
     assert_eq!(aaa.len(), 55);
     assert!(aaa.windows(2).all(|w| back.ts[w[0]] < back.ts[w[1]]));
     let at_47 = aaa.iter().find(|&&r| back.ts[r] == JUNE_1 + 47 * H).unwrap();
@@ -129,7 +132,7 @@ fn single_long_parquet_and_csv_files() {
     };
     let (picked, stats) = data::read_bars(&path, &selection).unwrap();
     assert_eq!(picked.ts, vec![JUNE_1 + 5 * H, JUNE_1 + 6 * H, JUNE_1 + 7 * H]);
-    assert!(picked.symbol.iter().all(|s| s == "BBBUSDT"));
+    assert!((0..picked.len()).all(|r| picked.symbol_of(r) == "BBBUSDT"));
     assert_eq!(stats.row_groups_read, 1, "{stats:?}");
 
     let csv = dir.path().join("bars.csv");
@@ -137,7 +140,13 @@ fn single_long_parquet_and_csv_files() {
     for r in 0..bars.len() {
         text += &format!(
             "{},{},{},{},{},{},{}\n",
-            bars.ts[r], bars.symbol[r], bars.open[r], bars.high[r], bars.low[r], bars.close[r], bars.volume[r]
+            bars.ts[r],
+            bars.symbol_of(r),
+            bars.open[r],
+            bars.high[r],
+            bars.low[r],
+            bars.close[r],
+            bars.volume[r]
         );
     }
     fs::write(&csv, text).unwrap();
@@ -179,7 +188,7 @@ fn validation_findings_and_policy() {
     let mut bars = small_bars(&["AAAUSDT", "BBBUSDT"], 20, JUNE_1);
     // Duplicate of AAA row 3, a non-grid ts, bad OHLC, negative volume, a gap (BBB row 10 removed).
     bars.ts.push(JUNE_1 + 3 * H);
-    bars.symbol.push("AAAUSDT".into());
+    bars.symbol.push(0);
     for col in [&mut bars.open, &mut bars.high, &mut bars.low, &mut bars.close, &mut bars.volume] {
         let v = col[3];
         col.push(v);
@@ -190,7 +199,7 @@ fn validation_findings_and_policy() {
     bars.volume[8] = 0.0;
     let keep: Vec<bool> = (0..bars.len()).map(|r| r != 30).collect();
     let bars = bars.filter_rows(&keep);
-    let findings = data::validate_bars(&bars, hour());
+    let findings = data::validate_bars(bars.clone(), hour());
     let kinds: Vec<(&str, &str, i64)> = findings.iter().map(|f| (f.symbol.as_str(), f.kind, f.ts)).collect();
     assert!(kinds.contains(&("AAAUSDT", "duplicate", JUNE_1 + 3 * H)), "{kinds:?}");
     assert!(kinds.contains(&("AAAUSDT", "non_grid_ts", JUNE_1 + 5 * H + 1)));
@@ -202,16 +211,16 @@ fn validation_findings_and_policy() {
     let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
     assert_eq!(errors, 4);
 
-    let err = data::clean_bars(&bars, hour(), false).unwrap_err();
+    let err = data::clean_bars(bars.clone(), hour(), false).unwrap_err();
     assert_eq!(err.kind, xsmom::ErrorKind::Data);
     assert_eq!(
         err.message,
         "4 validation error(s) in the bars; first: AAAUSDT at ts 1748746800000: duplicate (second row for ts \
          1748746800000); pass on_invalid=drop to drop the offending rows"
     );
-    let (clean, _) = data::clean_bars(&bars, hour(), true).unwrap();
+    let (clean, _) = data::clean_bars(bars.clone(), hour(), true).unwrap();
     assert_eq!(clean.len(), bars.len() - 4);
-    assert!(data::validate_bars(&clean, hour()).iter().all(|f| f.severity == Severity::Warning));
+    assert!(data::validate_bars(clean.clone(), hour()).iter().all(|f| f.severity == Severity::Warning));
     // The grid of the remaining rows is valid.
     Panel::from_bars(&clean, hour()).unwrap();
 }
@@ -228,7 +237,7 @@ fn spikes_are_reported() {
         bars.low[t] = bars.close[t] * 0.999;
     }
     let spikes: Vec<i64> =
-        data::validate_bars(&bars, hour()).iter().filter(|f| f.kind == "spike").map(|f| f.ts).collect();
+        data::validate_bars(bars, hour()).iter().filter(|f| f.kind == "spike").map(|f| f.ts).collect();
     assert_eq!(spikes, vec![JUNE_1 + 300 * H, JUNE_1 + 301 * H]);
 }
 
@@ -262,8 +271,9 @@ fn resampling_drops_incomplete_buckets() {
     let mut bars = Bars::default();
     for k in 0..23 {
         // 23 five-minute bars: the first hour is complete, the second misses one bar.
+        let code = bars.intern("AAAUSDT");
         bars.ts.push(JUNE_1 + k * 300_000);
-        bars.symbol.push("AAAUSDT".into());
+        bars.symbol.push(code);
         bars.open.push(1.0 + k as f64);
         bars.high.push(2.0 + k as f64);
         bars.low.push(0.5 + k as f64);
@@ -283,12 +293,13 @@ fn resampling_drops_incomplete_buckets() {
 #[test]
 fn funding_is_read_and_aligned_to_the_bar_that_contains_it() {
     let funding = data::read_funding(&fixture(), Some(&["BTCUSDT".to_string()]), Some(JUNE_1), None).unwrap();
-    assert!(funding.ts.len() > 400 && funding.symbol.iter().all(|s| s == "BTCUSDT"));
+    assert!(funding.ts.len() > 400 && (0..funding.len()).all(|r| funding.symbol_of(r) == "BTCUSDT"));
     let bars = small_bars(&["AAAUSDT"], 24, JUNE_1);
     let panel = Panel::from_bars(&bars, hour()).unwrap();
     let events = Funding {
         ts: vec![JUNE_1 + 8 * H - 1, JUNE_1 + 8 * H, JUNE_1 + 16 * H + 1],
-        symbol: vec!["AAAUSDT".into(); 3],
+        symbol: vec![0; 3],
+        names: vec!["AAAUSDT".into()],
         rate: vec![0.001, 0.002, 0.003],
     };
     let grid = panel.align_funding(&events);
@@ -301,4 +312,39 @@ fn funding_is_read_and_aligned_to_the_bar_that_contains_it() {
     let dir = tempfile::tempdir().unwrap();
     data::write_funding_store(dir.path(), &events).unwrap();
     assert_eq!(data::read_funding(dir.path(), None, None, None).unwrap(), events);
+}
+
+proptest::proptest! {
+    /// `sort_bars` gives the canonical form whatever the input order and dictionary: names sorted
+    /// and all used, rows in (name, ts) order, stable, the same rows as a naive sort.
+    #[test]
+    fn sorting_gives_the_canonical_form(
+        rows in proptest::collection::vec((0usize..5, 0i64..40), 0..200),
+        unused in proptest::bool::ANY,
+    ) {
+        let pool = ["EEE", "BBB", "DDD", "AAA", "CCC"];
+        let mut bars = Bars::default();
+        if unused {
+            bars.intern("ZZZ");
+        }
+        for (k, &(name, ts)) in rows.iter().enumerate() {
+            bars.push(pool[name], ts * H, k as f64, k as f64, k as f64, k as f64, k as f64, k as f64);
+        }
+        let mut naive: Vec<(String, i64, f64)> =
+            (0..bars.len()).map(|r| (bars.symbol_of(r).to_string(), bars.ts[r], bars.open[r])).collect();
+        naive.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+        let sorted = xsmom::data::store::sort_bars(bars);
+        let got: Vec<(String, i64, f64)> =
+            (0..sorted.len()).map(|r| (sorted.symbol_of(r).to_string(), sorted.ts[r], sorted.open[r])).collect();
+        proptest::prop_assert_eq!(got, naive);
+        proptest::prop_assert!(sorted.names.windows(2).all(|w| w[0] < w[1]));
+        let mut used = vec![false; sorted.names.len()];
+        for &code in &sorted.symbol {
+            used[code as usize] = true;
+        }
+        proptest::prop_assert!(used.iter().all(|u| *u));
+        // Canonical bars come back as they are.
+        let again = xsmom::data::store::sort_bars(sorted.clone());
+        proptest::prop_assert_eq!(again, sorted);
+    }
 }

@@ -90,7 +90,6 @@ fn warm_window_starts_at_initial_capital_and_reads_nothing_after_trade_to() {
             other.high[[t, i]] = panel.high[[t, i]];
             other.low[[t, i]] = panel.low[[t, i]];
             other.close[[t, i]] = panel.close[[t, i]];
-            other.volume[[t, i]] = panel.volume[[t, i]];
             other.quote_volume[[t, i]] = panel.quote_volume[[t, i]];
         }
     }
@@ -109,7 +108,6 @@ fn warm_window_starts_at_initial_capital_and_reads_nothing_after_trade_to() {
         high: panel.high.slice(s![from..to, ..]).to_owned(),
         low: panel.low.slice(s![from..to, ..]).to_owned(),
         close: panel.close.slice(s![from..to, ..]).to_owned(),
-        volume: panel.volume.slice(s![from..to, ..]).to_owned(),
         quote_volume: panel.quote_volume.slice(s![from..to, ..]).to_owned(),
     };
     let cold = backtest::run(&cold_panel, &common::no_funding(&cold_panel), &cfg).unwrap();
@@ -124,7 +122,7 @@ fn warm_window_starts_at_initial_capital_and_reads_nothing_after_trade_to() {
 fn batch_evaluates_every_job_and_reports_invalid_ones_per_item() {
     let panel = common::random_panel(1500, 12, 21, true);
     let funding = common::no_funding(&panel);
-    let inputs = Inputs { panel, funding, warnings: vec![] };
+    let inputs = Inputs { panel, funding, findings: vec![], warnings: vec![] };
     let cfg = Config::default();
     let job = |overrides: &[&str], from, to| WindowJob {
         overrides: overrides.iter().map(|s| s.to_string()).collect(),

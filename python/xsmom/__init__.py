@@ -5,12 +5,22 @@ outputs into polars DataFrames and adds configuration, plotting, reports and the
 """
 
 from xsmom._core import __version__
-from xsmom.api import BacktestResult, backtest, read_bars, read_funding, signals, sweep, validate_bars
+from xsmom.api import (
+    BacktestResult,
+    Dataset,
+    backtest,
+    read_bars,
+    read_funding,
+    signals,
+    sweep,
+    validate_bars,
+)
 from xsmom.config import Config
 
 __all__ = [
     "BacktestResult",
     "Config",
+    "Dataset",
     "__version__",
     "backtest",
     "read_bars",

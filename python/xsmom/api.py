@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 BarsLike = pl.DataFrame | str | Path
+Dataset = _core.Dataset
 TimeLike = str | dt.datetime | dt.date | int | None
 
 
@@ -67,25 +67,116 @@ def read_funding(
     return _frame(_core.read_funding(str(path), symbols, _epoch_ms(start), _epoch_ms(end)))
 
 
-def validate_bars(bars: BarsLike, timeframe: str = "1h") -> pl.DataFrame:
+def validate_bars(bars: BarsLike | Dataset, timeframe: str = "1h") -> pl.DataFrame:
     """Validation findings (``symbol, ts, kind, severity, detail``); empty when the bars are clean."""
+    if isinstance(bars, Dataset):
+        return _frame(bars.findings())
     return _frame(_core.validate_bars(_bars_arg(bars), timeframe))
 
 
-@dataclass(frozen=True)
-class BacktestResult:
-    """Everything one backtest produced. DataFrames have ``Datetime("ms", "UTC")`` time columns."""
+OUTPUTS = ("equity", "weights", "fills", "trades")
 
-    metrics: dict[str, float]
-    equity: pl.DataFrame
-    weights: pl.DataFrame
-    fills: pl.DataFrame
-    trades: pl.DataFrame
-    config: Config
-    warnings: list[str] = field(default_factory=list)
-    symbols: list[str] = field(default_factory=list)
-    start: dt.datetime | None = None
-    end: dt.datetime | None = None
+
+class BacktestResult:
+    """Everything one backtest produced. DataFrames have ``Datetime("ms", "UTC")`` time columns.
+
+    ``equity``, ``fills``, ``trades`` and ``weights`` are built by the core when the backtest runs
+    if they were asked for (``outputs``), else on first access, from the finished run kept on the
+    Rust side; the long ``weights`` table (one row per bar and listed symbol) is never built unless
+    used. ``weights_wide`` gives a book matrix as one column per symbol instead.
+    """
+
+    __slots__ = (
+        "_run",
+        "_tables",
+        "config",
+        "end",
+        "first_decision",
+        "has_target",
+        "metrics",
+        "start",
+        "symbols",
+        "warnings",
+    )
+
+    def __init__(
+        self,
+        metrics: dict[str, float],
+        equity: pl.DataFrame | None = None,
+        weights: pl.DataFrame | None = None,
+        fills: pl.DataFrame | None = None,
+        trades: pl.DataFrame | None = None,
+        config: Config | None = None,
+        warnings: list[str] | None = None,
+        symbols: list[str] | None = None,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+        *,
+        first_decision: dt.datetime | None = None,
+        has_target: bool | None = None,
+        run: Any = None,
+    ) -> None:
+        self.metrics = metrics
+        self.config = config or Config.default()
+        self.warnings = warnings if warnings is not None else []
+        self.symbols = symbols if symbols is not None else []
+        self.start, self.end, self.first_decision = start, end, first_decision
+        self._run = run
+        tables = {"equity": equity, "weights": weights, "fills": fills, "trades": trades}
+        self._tables: dict[str, pl.DataFrame] = {k: v for k, v in tables.items() if v is not None}
+        if has_target is None:
+            has_target = weights is not None and weights.filter(pl.col("target_weight") != 0.0).height > 0
+        self.has_target = has_target
+
+    @classmethod
+    def _from_core(cls, out: dict[str, Any]) -> BacktestResult:
+        tables = {name: _frame(out[name]) for name in OUTPUTS if out.get(name) is not None}
+        return cls(
+            dict(out["metrics"]),
+            **tables,
+            config=Config._trusted(out["config"]),
+            warnings=list(out["warnings"]),
+            symbols=list(out["symbols"]),
+            start=_datetime(out["start"]),
+            end=_datetime(out["end"]),
+            first_decision=_datetime(out["first_decision"]),
+            has_target=bool(out["has_target"]),
+            run=out["run"],
+        )
+
+    def _table(self, name: str) -> pl.DataFrame:
+        table = self._tables.get(name)
+        if table is None:
+            if self._run is None:
+                raise ValueError(f"this result has no {name} table")
+            table = self._tables[name] = _frame(self._run.table(name))
+        return table
+
+    @property
+    def equity(self) -> pl.DataFrame:
+        """Per bar: equity, cash, exposure, costs, positions, regime, K, vol scale, kill switch."""
+        return self._table("equity")
+
+    @property
+    def weights(self) -> pl.DataFrame:
+        """Per bar and listed symbol: ``ts, symbol, target_weight, model_weight, weight, units``."""
+        return self._table("weights")
+
+    @property
+    def fills(self) -> pl.DataFrame:
+        return self._table("fills")
+
+    @property
+    def trades(self) -> pl.DataFrame:
+        """Round trips: entry and exit, qty, PnL, return, bars held, exit reason."""
+        return self._table("trades")
+
+    def weights_wide(self, column: str = "weight") -> pl.DataFrame:
+        """One book matrix (``target_weight``, ``model_weight``, ``weight`` or ``units``) as ``ts`` and
+        one column per symbol."""
+        if self._run is None:
+            raise ValueError("this result was built from tables, not by a backtest run")
+        return _frame(self._run.wide(column))
 
     def plot(self) -> Figure:
         """Equity, drawdown, gross/net exposure and a weights heatmap in one figure."""
@@ -105,93 +196,34 @@ def _datetime(ms: int | None) -> dt.datetime | None:
     return None if ms is None else dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
 
 
-def backtest(
-    bars: BarsLike, config: Config | None = None, funding: pl.DataFrame | str | Path | None = None
-) -> BacktestResult:
-    """Backtest ``bars`` (a polars DataFrame or a store path) with ``config`` (default config if None).
+DataLike = BarsLike | Dataset
 
-    With a store path and no ``funding``, the store's own funding data is used.
+
+def _data_arg(bars: DataLike) -> Any:
+    return str(bars) if isinstance(bars, str | Path) else bars
+
+
+def backtest(
+    bars: DataLike,
+    config: Config | None = None,
+    funding: pl.DataFrame | str | Path | None = None,
+    outputs: tuple[str, ...] | list[str] = ("equity", "fills", "trades"),
+) -> BacktestResult:
+    """Backtest ``bars`` (a ``Dataset``, a polars DataFrame or a store path) with ``config``.
+
+    A ``Dataset`` is used as it was validated (its own funding); a DataFrame or path is validated
+    on every call. With a store path and no ``funding``, the store's own funding data is used.
+    ``outputs`` names the tables built with the run (of ``equity``, ``weights``, ``fills``,
+    ``trades``); the others are built on first access.
     """
     out = _core.backtest(
-        _bars_arg(bars), _config(config), _bars_arg(funding) if funding is not None else None
+        _data_arg(bars), _config(config), _bars_arg(funding) if funding is not None else None, list(outputs)
     )
-    result = BacktestResult(
-        metrics=dict(out["metrics"]),
-        equity=_frame(out["equity"]),
-        weights=_frame(out["weights"]),
-        fills=_frame(out["fills"]),
-        trades=_frame(out["trades"]),
-        config=Config._trusted(out["config"]),
-        warnings=list(out["warnings"]),
-        symbols=list(out["symbols"]),
-        start=_datetime(out["start"]),
-        end=_datetime(out["end"]),
-    )
-    result.warnings.extend(diagnose(result))
-    return result
-
-
-def _warm_up(cfg: dict[str, Any]) -> tuple[int, str]:
-    """The longest history the strategy needs before its first decision, and the key that sets it."""
-    s, sizing = cfg["strategy"], cfg["sizing"]
-    needs = [(max(s["lookbacks"]) + 1, "strategy.lookbacks"), (s["vol_lookback"], "strategy.vol_lookback")]
-    if s["k_mode"] == "dynamic":
-        needs.append((s["disp_lookback"], "strategy.disp_lookback"))
-    if s["regime_filter"]["enabled"]:
-        needs.append((s["regime_filter"]["ema_len"], "strategy.regime_filter.ema_len"))
-    if sizing["vol_target"]["enabled"]:
-        needs.append((sizing["vol_target"]["lookback"], "sizing.vol_target.lookback"))
-    if s.get("min_history_bars"):
-        needs.append((s["min_history_bars"], "strategy.min_history_bars"))
-    return max(needs)
-
-
-def diagnose(result: BacktestResult) -> list[str]:
-    """Warnings for results that look like zeros by construction rather than by market."""
-    cfg = result.config.to_dict()
-    eq, out = result.equity, []
-    n_bars = eq.height
-    warm, key = _warm_up(cfg)
-    decided = result.weights.filter(pl.col("target_weight") != 0.0).height > 0
-    if n_bars <= warm:
-        out.append(
-            f"warm-up longer than the data: {key} needs {warm} bars before the first decision, "
-            f"the data has {n_bars}; every metric is zero"
-        )
-    elif not decided:
-        k_min = cfg["strategy"]["k_min"]
-        need = 2 * k_min if cfg["strategy"]["market_neutral"] else k_min
-        why = (
-            f"strategy.k_min {k_min} needs at least {need} symbols, the data has {len(result.symbols)}"
-            if len(result.symbols) < need
-            else "no bar passed the filters (see strategy.regime_filter and universe)"
-        )
-        out.append(f"no decision bar: the strategy never took a position ({why}); every metric is zero")
-    invested = eq.filter(pl.col("gross") > 0.0)
-    if decided and invested.height:
-        sz = cfg["sizing"]
-        target = (pl.col("vol_scale") * sz["gross_leverage"]).clip(upper_bound=sz["max_gross_leverage"])
-        below = invested.filter(pl.col("gross") < 0.9 * target)
-        share = below.height / invested.height
-        if share > 0.5:
-            caps = below.filter(
-                (pl.col("n_long") + pl.col("n_short")) * sz["max_weight_per_asset"] < 0.9 * target
-            ).height
-            cause = (
-                f"the caps bind (sizing.max_weight_per_asset {sz['max_weight_per_asset']:g} × the positions "
-                f"held, on {caps / below.height:.0%} of them)"
-                if caps / below.height > 0.5
-                else "caps or the universe limit it"
-            )
-            out.append(
-                f"gross exposure below sizing.gross_leverage {sz['gross_leverage']:g} (× vol scale) on "
-                f"{share:.0%} of invested bars (median gross {invested['gross'].median():.2f}): {cause}"
-            )
-    return out
+    return BacktestResult._from_core(out)
 
 
 def sweep(
-    bars: BarsLike,
+    bars: DataLike,
     config: Config | None,
     overrides_list: list[dict[str, Any]],
     n_jobs: int | None = None,
@@ -219,6 +251,6 @@ def sweep(
     return [dict(r) for r in results]
 
 
-def signals(bars: BarsLike, config: Config | None = None) -> pl.DataFrame:
+def signals(bars: DataLike, config: Config | None = None) -> pl.DataFrame:
     """Per bar and symbol: ``ts, symbol, momentum, z, signal, eligible`` as the engine saw them."""
     return _frame(_core.signals(_bars_arg(bars), _config(config)))

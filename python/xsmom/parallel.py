@@ -59,17 +59,20 @@ def chunks(n_items: int, n_chunks: int) -> list[range]:
     return [range(start, min(start + size, n_items)) for start in range(0, n_items, size or 1)]
 
 
-def _as_frames(bars: Any, config_yaml: str, funding: Any) -> tuple[pl.DataFrame, pl.DataFrame | None]:
-    """Bars and funding as DataFrames, with the same funding a local sweep would use."""
-    from xsmom.api import read_bars, read_funding
+def as_frames(bars: Any, funding: Any, timeframe: str) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """Bars and funding as DataFrames to ship to executor workers, with the funding a local run
+    would use: a store's own funding, or a ``Dataset``'s validated bars and aligned funding."""
+    from xsmom.api import Dataset, read_bars, read_funding
 
+    if isinstance(bars, Dataset):
+        funding_table = bars.funding()
+        return pl.DataFrame(bars.bars()), None if funding_table is None else pl.DataFrame(funding_table)
     funding_frame = None
     if isinstance(bars, str | Path):
-        timeframe = json.loads(_core.config_to_json(config_yaml))["data"]["timeframe"]
         path = Path(bars)
         bars_frame = read_bars(path, timeframe=timeframe)
-        if funding is None and path.is_dir():
-            funding_frame = read_funding(path)  # the store's own funding, as the local sweep reads it
+        if funding is None and path.is_dir() and (path / "funding").exists():
+            funding_frame = read_funding(path)  # the store's own funding, as the local run reads it
     else:
         bars_frame = bars
     if funding is not None:
@@ -97,7 +100,8 @@ def sweep_on_executor(
             raise ValueError(f"override set {index}: {err}") from None
     if not sets:
         return []
-    bars_frame, funding_frame = _as_frames(bars, config_yaml, funding)
+    timeframe = json.loads(_core.config_to_json(config_yaml))["data"]["timeframe"]
+    bars_frame, funding_frame = as_frames(bars, funding, timeframe)
     ranges = chunks(len(sets), n_chunks or 2 * _workers(executor))
     client = getattr(executor, "_client", None)
     bars_arg: Any = bars_frame

@@ -5,9 +5,11 @@
 //! selection with bands, sizing with equity-dependent caps and the vol target, risk rules and
 //! accounting. The backtester feeds it the panel's rows; the live runner feeds it bars as they close.
 
+mod diagnose;
 mod indicators;
 pub mod ledger;
 pub mod output;
+pub use diagnose::diagnose;
 
 use std::sync::Arc;
 

@@ -121,6 +121,27 @@ pub fn weights_batch(result: &BacktestResult) -> RecordBatch {
     )
 }
 
+/// One `T × N` matrix of the book (`target_weight`, `model_weight`, `weight` or `units`) as a wide
+/// table: `ts`, then one column per symbol (0 where the book holds nothing).
+pub fn wide_batch(result: &BacktestResult, column: &str) -> crate::error::Result<RecordBatch> {
+    let matrix = match column {
+        "target_weight" => result.target_weights(),
+        "model_weight" => result.model_weights(),
+        "weight" => result.weights(),
+        "units" => result.units(),
+        other => {
+            return Err(crate::error::Error::invalid(format!(
+                "column: expected target_weight, model_weight, weight or units, got {other:?}"
+            )))
+        }
+    };
+    let mut fields = vec![("ts", ts_type())];
+    fields.extend(result.symbols.iter().map(|symbol| (symbol.as_str(), DataType::Float64)));
+    let mut columns = vec![ts_array(result.ts.clone())];
+    columns.extend(matrix.columns().into_iter().map(|values| f64_array(values.to_vec())));
+    Ok(batch(fields, columns))
+}
+
 /// Fills: `ts, symbol, side, qty, price, notional, fee, reason`.
 pub fn fills_batch(result: &BacktestResult) -> RecordBatch {
     let fills = &result.fills;

@@ -3,14 +3,17 @@
 //! Input columns are found by name and cast to what the data model needs, so polars frames
 //! (`Datetime` ts, string views, categoricals), Parquet files and CSV files all arrive the same way.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Float64Array, StringArray, TimestampMillisecondArray};
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array, StringBuilder, TimestampMillisecondArray};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, TimeUnit, TimestampMillisecondType};
+use arrow::datatypes::{
+    DataType, Field, Float64Type, Int64Type, Schema, TimeUnit, TimestampMillisecondType, UInt32Type,
+};
 use arrow::record_batch::RecordBatch;
 
-use super::panel::{Bars, Funding};
+use super::panel::{Bars, BarsView, Funding};
 use crate::error::{Error, Result};
 
 fn column<'a>(batch: &'a RecordBatch, name: &str, source: &str) -> Result<&'a ArrayRef> {
@@ -21,7 +24,9 @@ fn column<'a>(batch: &'a RecordBatch, name: &str, source: &str) -> Result<&'a Ar
 }
 
 /// `ts` as epoch milliseconds: Int64 is taken as ms, timestamps of any unit are converted.
-fn ts_values(array: &ArrayRef, source: &str, out: &mut Vec<i64>) -> Result<()> {
+/// `ts` as an array of epoch milliseconds (Int64 or Timestamp(ms)): Int64 is taken as ms,
+/// timestamps of any unit are converted; no nulls.
+fn ts_ms(array: &ArrayRef, source: &str) -> Result<ArrayRef> {
     let as_ms = match array.data_type() {
         DataType::Timestamp(TimeUnit::Millisecond, _) | DataType::Int64 => array.clone(),
         DataType::Timestamp(_, tz) => cast(array, &DataType::Timestamp(TimeUnit::Millisecond, tz.clone()))
@@ -39,22 +44,101 @@ fn ts_values(array: &ArrayRef, source: &str, out: &mut Vec<i64>) -> Result<()> {
         let row = (0..as_ms.len()).find(|&r| as_ms.is_null(r)).unwrap_or(0);
         return Err(Error::format(format!("{source}: column 'ts' is null at row {row}")));
     }
-    match as_ms.data_type() {
-        DataType::Int64 => out.extend_from_slice(as_ms.as_primitive::<Int64Type>().values()),
-        _ => out.extend_from_slice(as_ms.as_primitive::<TimestampMillisecondType>().values()),
+    Ok(as_ms)
+}
+
+/// The i64 values of an array made by [`ts_ms`].
+fn ts_slice(array: &ArrayRef) -> &[i64] {
+    match array.data_type() {
+        DataType::Int64 => array.as_primitive::<Int64Type>().values(),
+        _ => array.as_primitive::<TimestampMillisecondType>().values(),
     }
+}
+
+fn ts_values(array: &ArrayRef, source: &str, out: &mut Vec<i64>) -> Result<()> {
+    out.extend_from_slice(ts_slice(&ts_ms(array, source)?));
     Ok(())
 }
 
-fn string_values(array: &ArrayRef, name: &str, source: &str, out: &mut Vec<String>) -> Result<()> {
-    let strings = cast(array, &DataType::Utf8)
-        .map_err(|err| Error::format(format!("{source}: column '{name}' is not text: {err}")))?;
-    let strings = strings.as_string::<i32>();
-    for row in 0..strings.len() {
-        if strings.is_null(row) {
-            return Err(Error::format(format!("{source}: column '{name}' is null at row {row}")));
+/// Intern a text column into `codes` / `names` (see [`Bars`]). String views, large strings and
+/// dictionaries (polars categoricals) are read as they are; consecutive equal values, the usual
+/// case of data grouped by symbol, cost one comparison.
+fn intern_values(
+    array: &ArrayRef,
+    name: &str,
+    source: &str,
+    codes: &mut Vec<u32>,
+    names: &mut Vec<String>,
+) -> Result<()> {
+    let null_at = |row: usize| Error::format(format!("{source}: column '{name}' is null at row {row}"));
+    if array.null_count() > 0 {
+        return Err(null_at((0..array.len()).find(|&r| array.is_null(r)).unwrap_or(0)));
+    }
+    let mut lookup: HashMap<String, u32> = names.iter().enumerate().map(|(i, n)| (n.clone(), i as u32)).collect();
+    let mut code_of = |value: &str| -> u32 {
+        if let Some(&code) = lookup.get(value) {
+            return code;
         }
-        out.push(strings.value(row).to_string());
+        names.push(value.to_string());
+        let code = (names.len() - 1) as u32;
+        lookup.insert(value.to_string(), code);
+        code
+    };
+    fn run_intern<'a>(
+        values: impl Iterator<Item = &'a str>,
+        codes: &mut Vec<u32>,
+        code_of: &mut impl FnMut(&str) -> u32,
+    ) {
+        let mut last: Option<(&str, u32)> = None;
+        for value in values {
+            let code = match last {
+                Some((previous, code)) if previous == value => code,
+                _ => code_of(value),
+            };
+            last = Some((value, code));
+            codes.push(code);
+        }
+    }
+    codes.reserve(array.len());
+    // Nulls were refused above, so values are read without their Option.
+    match array.data_type() {
+        DataType::Utf8 => {
+            let strings = array.as_string::<i32>();
+            run_intern((0..strings.len()).map(|r| strings.value(r)), codes, &mut code_of);
+        }
+        DataType::LargeUtf8 => {
+            let strings = array.as_string::<i64>();
+            run_intern((0..strings.len()).map(|r| strings.value(r)), codes, &mut code_of);
+        }
+        DataType::Utf8View => {
+            // Equal 16-byte views are equal strings (inline bytes, or the same buffer range), so a
+            // row like the previous one costs one integer comparison.
+            let strings = array.as_string_view();
+            let views = strings.views();
+            let mut last: Option<(u128, u32)> = None;
+            for row in 0..strings.len() {
+                let code = match last {
+                    Some((view, code)) if view == views[row] => code,
+                    _ => code_of(strings.value(row)),
+                };
+                last = Some((views[row], code));
+                codes.push(code);
+            }
+        }
+        DataType::Dictionary(_, _) => {
+            // Codes of the dictionary's values once, then one lookup per key.
+            let keys = cast(array, &DataType::Dictionary(Box::new(DataType::UInt32), Box::new(DataType::Utf8)))
+                .map_err(|err| Error::format(format!("{source}: column '{name}' is not text: {err}")))?;
+            let dictionary = keys.as_dictionary::<UInt32Type>();
+            let values = dictionary.values().as_string::<i32>();
+            let value_codes: Vec<u32> = (0..values.len()).map(|v| code_of(values.value(v))).collect();
+            codes.extend(dictionary.keys().values().iter().map(|&key| value_codes[key as usize]));
+        }
+        _ => {
+            let strings = cast(array, &DataType::Utf8)
+                .map_err(|err| Error::format(format!("{source}: column '{name}' is not text: {err}")))?;
+            run_intern(strings.as_string::<i32>().iter().flatten(), codes, &mut code_of);
+        }
     }
     Ok(())
 }
@@ -72,6 +156,67 @@ fn f64_values(array: &ArrayRef, name: &str, source: &str, out: &mut Vec<f64>) ->
     Ok(())
 }
 
+/// Long bars over the buffers of one record batch, without copying the numbers: `ts` and the
+/// f64 columns are the arrays' own values (cast first only when of another type, or when nulls
+/// must become NaN); symbols are interned as in [`Bars`].
+pub struct ArrowBars {
+    ts: ArrayRef,
+    symbol: Vec<u32>,
+    names: Vec<String>,
+    /// open, high, low, close, volume, turnover
+    numbers: Vec<Float64Array>,
+}
+
+impl ArrowBars {
+    /// From record batches with columns `ts, symbol, open, high, low, close, volume[, turnover]`;
+    /// several batches are concatenated first (a copy).
+    pub fn from_batches(batches: &[RecordBatch], source: &str) -> Result<ArrowBars> {
+        let batch = match batches {
+            [one] => one.clone(),
+            [] => return Err(Error::format(format!("{source}: no rows"))),
+            many => arrow::compute::concat_batches(&many[0].schema(), many)
+                .map_err(|err| Error::format(format!("{source}: {err}")))?,
+        };
+        let ts = ts_ms(column(&batch, "ts", source)?, source)?;
+        let mut symbol = Vec::new();
+        let mut names = Vec::new();
+        intern_values(column(&batch, "symbol", source)?, "symbol", source, &mut symbol, &mut names)?;
+        let mut numbers = Vec::with_capacity(6);
+        let with_turnover = batch.column_by_name("turnover").is_some();
+        for name in ["open", "high", "low", "close", "volume", "turnover"] {
+            if name == "turnover" && !with_turnover {
+                break;
+            }
+            let array = cast(column(&batch, name, source)?, &DataType::Float64)
+                .map_err(|err| Error::format(format!("{source}: column '{name}' is not numeric: {err}")))?;
+            let array = array.as_primitive::<Float64Type>().clone();
+            // Nulls become NaN (validation reports them as non-finite); the values under a null are undefined.
+            let array = if array.null_count() == 0 {
+                array
+            } else {
+                Float64Array::from_iter_values(array.iter().map(|v| v.unwrap_or(f64::NAN)))
+            };
+            numbers.push(array);
+        }
+        Ok(ArrowBars { ts, symbol, names, numbers })
+    }
+
+    pub fn view(&self) -> BarsView<'_> {
+        let values = |k: usize| -> &[f64] { self.numbers[k].values() };
+        BarsView {
+            ts: ts_slice(&self.ts),
+            symbol: &self.symbol,
+            names: &self.names,
+            open: values(0),
+            high: values(1),
+            low: values(2),
+            close: values(3),
+            volume: values(4),
+            turnover: self.numbers.get(5).map(|array| &array.values()[..]),
+        }
+    }
+}
+
 /// Bars from record batches with columns `ts, symbol, open, high, low, close, volume[, turnover]`.
 /// `symbol_override` supplies the symbol for files of a store partition (no symbol column).
 pub fn bars_from_batches_with(batches: &[RecordBatch], source: &str, symbol_override: Option<&str>) -> Result<Bars> {
@@ -83,8 +228,13 @@ pub fn bars_from_batches_with(batches: &[RecordBatch], source: &str, symbol_over
     for batch in batches {
         ts_values(column(batch, "ts", source)?, source, &mut bars.ts)?;
         match symbol_override {
-            Some(symbol) => bars.symbol.extend(std::iter::repeat_n(symbol.to_string(), batch.num_rows())),
-            None => string_values(column(batch, "symbol", source)?, "symbol", source, &mut bars.symbol)?,
+            Some(symbol) => {
+                let code = super::panel::intern(&mut bars.names, None, symbol);
+                bars.symbol.extend(std::iter::repeat_n(code, batch.num_rows()));
+            }
+            None => {
+                intern_values(column(batch, "symbol", source)?, "symbol", source, &mut bars.symbol, &mut bars.names)?
+            }
         }
         f64_values(column(batch, "open", source)?, "open", source, &mut bars.open)?;
         f64_values(column(batch, "high", source)?, "high", source, &mut bars.high)?;
@@ -115,10 +265,20 @@ fn f64_array(values: &[f64]) -> ArrayRef {
     Arc::new(Float64Array::from(values.to_vec()))
 }
 
+/// Interned symbols as a plain text column.
+fn symbol_array(codes: &[u32], names: &[String]) -> ArrayRef {
+    let bytes = codes.iter().map(|&c| names[c as usize].len()).sum();
+    let mut builder = StringBuilder::with_capacity(codes.len(), bytes);
+    for &code in codes {
+        builder.append_value(&names[code as usize]);
+    }
+    Arc::new(builder.finish())
+}
+
 /// Bars as one record batch (`ts` as a UTC millisecond timestamp).
 pub fn bars_to_batch(bars: &Bars) -> RecordBatch {
     let mut fields = vec![ts_field(), Field::new("symbol", DataType::Utf8, false)];
-    let mut columns: Vec<ArrayRef> = vec![ts_array(&bars.ts), Arc::new(StringArray::from_iter_values(&bars.symbol))];
+    let mut columns: Vec<ArrayRef> = vec![ts_array(&bars.ts), symbol_array(&bars.symbol, &bars.names)];
     for (name, values) in [
         ("open", &bars.open),
         ("high", &bars.high),
@@ -146,8 +306,17 @@ pub fn funding_from_batches_with(
     for batch in batches {
         ts_values(column(batch, "ts", source)?, source, &mut funding.ts)?;
         match symbol_override {
-            Some(symbol) => funding.symbol.extend(std::iter::repeat_n(symbol.to_string(), batch.num_rows())),
-            None => string_values(column(batch, "symbol", source)?, "symbol", source, &mut funding.symbol)?,
+            Some(symbol) => {
+                let code = super::panel::intern(&mut funding.names, None, symbol);
+                funding.symbol.extend(std::iter::repeat_n(code, batch.num_rows()));
+            }
+            None => intern_values(
+                column(batch, "symbol", source)?,
+                "symbol",
+                source,
+                &mut funding.symbol,
+                &mut funding.names,
+            )?,
         }
         f64_values(column(batch, "rate", source)?, "rate", source, &mut funding.rate)?;
     }
@@ -168,7 +337,7 @@ pub fn funding_to_batch(funding: &Funding) -> RecordBatch {
     ]);
     RecordBatch::try_new(
         Arc::new(schema),
-        vec![ts_array(&funding.ts), Arc::new(StringArray::from_iter_values(&funding.symbol)), f64_array(&funding.rate)],
+        vec![ts_array(&funding.ts), symbol_array(&funding.symbol, &funding.names), f64_array(&funding.rate)],
     )
     .expect("columns match the schema")
 }

@@ -1,6 +1,6 @@
 //! Long-format bars and their wide `T × N` panel on a regular time grid (strategy.md §1).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use ndarray::Array2;
 
@@ -8,10 +8,17 @@ use crate::error::{Error, Result};
 use crate::timeframe::Timeframe;
 
 /// Bars in long format: one row per `(symbol, ts)`; `ts` is the bar open time in epoch ms UTC.
+///
+/// Symbols are interned: `symbol[row]` indexes `names`, so rows carry no strings and comparing,
+/// grouping and pivoting work on integers. [`crate::data::store::sort_bars`] puts bars in their
+/// canonical form: `names` sorted and all used, rows in `(symbol, ts)` order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Bars {
     pub ts: Vec<i64>,
-    pub symbol: Vec<String>,
+    /// Index into `names` of each row's symbol.
+    pub symbol: Vec<u32>,
+    /// Each symbol name once.
+    pub names: Vec<String>,
     pub open: Vec<f64>,
     pub high: Vec<f64>,
     pub low: Vec<f64>,
@@ -28,6 +35,15 @@ impl Bars {
     pub fn is_empty(&self) -> bool {
         self.ts.is_empty()
     }
+    /// The symbol name of `row`.
+    pub fn symbol_of(&self, row: usize) -> &str {
+        &self.names[self.symbol[row] as usize]
+    }
+    /// The code of `name`, added to `names` when new. Rows usually arrive grouped by symbol, so the
+    /// last row's symbol is tried first.
+    pub fn intern(&mut self, name: &str) -> u32 {
+        intern(&mut self.names, self.symbol.last().copied(), name)
+    }
     /// Append one bar of `symbol` (a turnover column is created on first use).
     #[allow(clippy::too_many_arguments)]
     pub fn push(
@@ -41,8 +57,9 @@ impl Bars {
         volume: f64,
         turnover: f64,
     ) {
+        let code = self.intern(symbol);
         self.ts.push(ts);
-        self.symbol.push(symbol.to_string());
+        self.symbol.push(code);
         self.open.push(open);
         self.high.push(high);
         self.low.push(low);
@@ -51,7 +68,22 @@ impl Bars {
         self.turnover.get_or_insert_with(Vec::new).push(turnover);
     }
 
-    /// Keep only the rows where `keep[row]` is true.
+    /// The columns as slices.
+    pub fn view(&self) -> BarsView<'_> {
+        BarsView {
+            ts: &self.ts,
+            symbol: &self.symbol,
+            names: &self.names,
+            open: &self.open,
+            high: &self.high,
+            low: &self.low,
+            close: &self.close,
+            volume: &self.volume,
+            turnover: self.turnover.as_deref(),
+        }
+    }
+
+    /// Keep only the rows where `keep[row]` is true (`names` stay as they are).
     pub fn filter_rows(&self, keep: &[bool]) -> Bars {
         fn pick<T: Clone>(values: &[T], keep: &[bool]) -> Vec<T> {
             values.iter().zip(keep).filter(|(_, k)| **k).map(|(v, _)| v.clone()).collect()
@@ -59,6 +91,7 @@ impl Bars {
         Bars {
             ts: pick(&self.ts, keep),
             symbol: pick(&self.symbol, keep),
+            names: self.names.clone(),
             open: pick(&self.open, keep),
             high: pick(&self.high, keep),
             low: pick(&self.low, keep),
@@ -69,12 +102,129 @@ impl Bars {
     }
 }
 
+/// Long bars as borrowed columns: the same layout as [`Bars`], over a `Bars` or over Arrow
+/// buffers handed over from Python without a copy ([`super::arrow_io::ArrowBars`]).
+#[derive(Debug, Clone, Copy)]
+pub struct BarsView<'a> {
+    pub ts: &'a [i64],
+    pub symbol: &'a [u32],
+    pub names: &'a [String],
+    pub open: &'a [f64],
+    pub high: &'a [f64],
+    pub low: &'a [f64],
+    pub close: &'a [f64],
+    pub volume: &'a [f64],
+    pub turnover: Option<&'a [f64]>,
+}
+
+impl BarsView<'_> {
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+    pub fn symbol_of(&self, row: usize) -> &str {
+        &self.names[self.symbol[row] as usize]
+    }
+    /// An owned copy.
+    pub fn to_bars(&self) -> Bars {
+        Bars {
+            ts: self.ts.to_vec(),
+            symbol: self.symbol.to_vec(),
+            names: self.names.to_vec(),
+            open: self.open.to_vec(),
+            high: self.high.to_vec(),
+            low: self.low.to_vec(),
+            close: self.close.to_vec(),
+            volume: self.volume.to_vec(),
+            turnover: self.turnover.map(<[f64]>::to_vec),
+        }
+    }
+    /// Canonical form: `names` sorted and all used, rows in (symbol, ts) order (see `sort_bars`).
+    pub fn is_canonical(&self) -> bool {
+        if !self.names.windows(2).all(|w| w[0] < w[1]) {
+            return false;
+        }
+        // Codes in name order then mean rows sorted by code; every code must appear.
+        let mut next_code = 0u32;
+        for row in 0..self.len() {
+            let code = self.symbol[row];
+            if row > 0 && code == self.symbol[row - 1] {
+                if self.ts[row] < self.ts[row - 1] {
+                    return false;
+                }
+            } else if code != next_code {
+                return false;
+            } else {
+                next_code += 1;
+            }
+        }
+        next_code as usize == self.names.len()
+    }
+}
+
 /// Funding events in long format: `rate` is the fraction paid per interval by a long when positive.
+/// Symbols are interned as in [`Bars`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Funding {
     pub ts: Vec<i64>,
-    pub symbol: Vec<String>,
+    /// Index into `names` of each event's symbol.
+    pub symbol: Vec<u32>,
+    /// Each symbol name once.
+    pub names: Vec<String>,
     pub rate: Vec<f64>,
+}
+
+impl Funding {
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+    /// The symbol name of event `row`.
+    pub fn symbol_of(&self, row: usize) -> &str {
+        &self.names[self.symbol[row] as usize]
+    }
+    /// Append one funding event of `symbol`.
+    pub fn push(&mut self, symbol: &str, ts: i64, rate: f64) {
+        let code = intern(&mut self.names, self.symbol.last().copied(), symbol);
+        self.ts.push(ts);
+        self.symbol.push(code);
+        self.rate.push(rate);
+    }
+    /// The events `rows`, in that order.
+    pub fn take(&self, rows: &[usize]) -> Funding {
+        Funding {
+            ts: rows.iter().map(|&r| self.ts[r]).collect(),
+            symbol: rows.iter().map(|&r| self.symbol[r]).collect(),
+            names: self.names.clone(),
+            rate: rows.iter().map(|&r| self.rate[r]).collect(),
+        }
+    }
+}
+
+/// The code of `name` in `names`, added when new; `last` (the previous row's code) is tried first
+/// because rows usually arrive grouped by symbol.
+pub(crate) fn intern(names: &mut Vec<String>, last: Option<u32>, name: &str) -> u32 {
+    if let Some(last) = last {
+        if names[last as usize] == name {
+            return last;
+        }
+    }
+    match names.iter().position(|known| known == name) {
+        Some(code) => code as u32,
+        None => {
+            names.push(name.to_string());
+            (names.len() - 1) as u32
+        }
+    }
+}
+
+/// Codes of `from`'s names in `into` (added when new): the remapping that merges two interned tables.
+pub(crate) fn merge_names(into: &mut Vec<String>, from: &[String]) -> Vec<u32> {
+    from.iter().map(|name| intern(into, None, name)).collect()
 }
 
 /// Bars pivoted to a regular grid: matrices are `T × N` (row = bar, column = symbol), NaN where a
@@ -88,8 +238,8 @@ pub struct Panel {
     pub high: Array2<f64>,
     pub low: Array2<f64>,
     pub close: Array2<f64>,
-    pub volume: Array2<f64>,
-    /// Quote volume per bar: the `turnover` column, or `close × volume` without one.
+    /// Quote volume per bar: the `turnover` column, or `close × volume` without one. (Base volume
+    /// is not kept: nothing downstream reads it, and at 200 × 43 800 it is 70 MB.)
     pub quote_volume: Array2<f64>,
 }
 
@@ -116,56 +266,135 @@ impl Panel {
         }
     }
 
-    /// Pivot long bars onto the grid `first ts, first + Δ, …, last ts`. Rows must already be valid
-    /// (see `data::validate`): a duplicate `(symbol, ts)` or a ts off the grid is an error here.
+    /// Pivot long bars onto the grid `first ts, first + Δ, …, last ts`, columns in name order. Rows
+    /// must already be valid (see `data::validate`): a duplicate `(symbol, ts)` or a ts off the grid
+    /// is an error here.
     pub fn from_bars(bars: &Bars, timeframe: Timeframe) -> Result<Panel> {
+        Panel::from_view(bars.view(), timeframe)
+    }
+
+    /// [`Panel::from_bars`] over borrowed columns.
+    pub fn from_view(bars: BarsView<'_>, timeframe: Timeframe) -> Result<Panel> {
         if bars.is_empty() {
             return Err(Error::invalid("no bars: the selection is empty (check symbols, start and end)"));
         }
-        let first = *bars.ts.iter().min().expect("non-empty");
-        let last = *bars.ts.iter().max().expect("non-empty");
-        let symbols: std::collections::BTreeSet<&str> = bars.symbol.iter().map(String::as_str).collect();
-        let symbols: Vec<String> = symbols.into_iter().map(str::to_string).collect();
-        Panel::on_grid(bars, timeframe, &symbols, first, ((last - first) / timeframe.ms + 1) as usize)
+        let (first, last) = bars.ts.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &ts| (lo.min(ts), hi.max(ts)));
+        let mut used = vec![false; bars.names.len()];
+        for &code in bars.symbol {
+            used[code as usize] = true;
+        }
+        let mut symbols: Vec<String> =
+            bars.names.iter().zip(&used).filter(|(_, used)| **used).map(|(name, _)| name.clone()).collect();
+        symbols.sort_unstable();
+        Panel::on_view_grid(bars, timeframe, &symbols, first, ((last - first) / timeframe.ms + 1) as usize)
     }
 
     /// Pivot long bars onto a given grid: `n_bars` bars from `first`, the columns `symbols` in that
     /// order (the live runner's fixed universe). Rows outside the grid or of other symbols are an error.
     pub fn on_grid(bars: &Bars, timeframe: Timeframe, symbols: &[String], first: i64, n_bars: usize) -> Result<Panel> {
+        Panel::on_view_grid(bars.view(), timeframe, symbols, first, n_bars)
+    }
+
+    /// The pivot walks the grid in time order with one cursor per symbol into its (sorted) rows,
+    /// so the matrices are written once, row after row, and the input is read as N sequential
+    /// streams: no NaN prefill, no scattered writes, no division per row.
+    fn on_view_grid(
+        bars: BarsView<'_>,
+        timeframe: Timeframe,
+        symbols: &[String],
+        first: i64,
+        n_bars: usize,
+    ) -> Result<Panel> {
+        if !bars.is_canonical() {
+            let sorted = super::store::sort_bars(bars.to_bars());
+            return Panel::on_view_grid(sorted.view(), timeframe, symbols, first, n_bars);
+        }
         let step = timeframe.ms;
-        let columns: BTreeMap<&str, usize> = symbols.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
-        let n_symbols = symbols.len();
-        let nan = || Array2::from_elem((n_bars, n_symbols), f64::NAN);
-        let (mut open, mut high, mut low, mut close, mut volume, mut quote_volume) =
-            (nan(), nan(), nan(), nan(), nan(), nan());
+        // Rows of code c are `starts[c]..starts[c + 1]` (canonical: codes ascend, each one used).
+        let mut starts = Vec::with_capacity(bars.names.len() + 1);
         for row in 0..bars.len() {
-            let ts = bars.ts[row];
-            let offset = ts - first;
-            if offset % step != 0 || offset < 0 || offset / step >= n_bars as i64 {
+            if row == 0 || bars.symbol[row] != bars.symbol[row - 1] {
+                starts.push(row);
+            }
+        }
+        starts.push(bars.len());
+        let positions: HashMap<&str, usize> = symbols.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+        let n_symbols = symbols.len();
+        let (mut start_of, mut end) = (vec![0usize; n_symbols], vec![0usize; n_symbols]);
+        for (code, name) in bars.names.iter().enumerate() {
+            let Some(&i) = positions.get(name.as_str()) else {
+                let row = starts[code];
+                return Err(Error::data(format!("bar of {name} at ts {}: not a symbol of the panel", bars.ts[row])));
+            };
+            (start_of[i], end[i]) = (starts[code], starts[code + 1]);
+        }
+        // One walk per matrix, the six in parallel: each writes every cell of its own matrix once.
+        let quote_volume_of = |row: usize| {
+            let turnover = bars.turnover.map_or(f64::NAN, |turnover| turnover[row]);
+            if turnover.is_finite() {
+                turnover
+            } else {
+                bars.close[row] * bars.volume[row]
+            }
+        };
+        let grid = GridWalk { ts: bars.ts, first, step, n_bars, start_of: &start_of, end: &end };
+        let columns = [bars.open, bars.high, bars.low, bars.close];
+        let fields: Vec<usize> = (0..5).collect();
+        let mut walked = crate::threads::map_ordered(&fields, n_bars * n_symbols, |&k| {
+            if k < 4 {
+                grid.walk(|row| columns[k][row])
+            } else {
+                grid.walk(quote_volume_of)
+            }
+        });
+        let cursor = walked[0].1.clone();
+        let [open, high, low, close, quote_volume] =
+            std::array::from_fn::<Vec<f64>, 5, _>(|k| std::mem::take(&mut walked[k].0));
+        // A row the walk did not take is off the grid, outside it, or a duplicate.
+        for i in 0..n_symbols {
+            let row = cursor[i];
+            if row < end[i] {
+                let (symbol, ts) = (bars.symbol_of(row), bars.ts[row]);
+                if row > 0 && bars.symbol[row - 1] == bars.symbol[row] && bars.ts[row - 1] == ts {
+                    return Err(Error::data(format!("duplicate bar for {symbol} at ts {ts}")));
+                }
                 return Err(Error::data(format!(
-                    "bar {} at ts {ts} is not on the {} grid of {n_bars} bars starting at {first}",
-                    bars.symbol[row],
+                    "bar {symbol} at ts {ts} is not on the {} grid of {n_bars} bars starting at {first}",
                     timeframe.label()
                 )));
             }
-            let t = (offset / step) as usize;
-            let Some(&i) = columns.get(bars.symbol[row].as_str()) else {
-                return Err(Error::data(format!("bar of {} at ts {ts}: not a symbol of the panel", bars.symbol[row])));
-            };
-            if !close[[t, i]].is_nan() {
-                return Err(Error::data(format!("duplicate bar for {} at ts {ts}", bars.symbol[row])));
-            }
-            open[[t, i]] = bars.open[row];
-            high[[t, i]] = bars.high[row];
-            low[[t, i]] = bars.low[row];
-            close[[t, i]] = bars.close[row];
-            volume[[t, i]] = bars.volume[row];
-            // Quote volume: the turnover column where it has a value, else close × volume.
-            let turnover = bars.turnover.as_ref().map_or(f64::NAN, |turnover| turnover[row]);
-            quote_volume[[t, i]] = if turnover.is_finite() { turnover } else { bars.close[row] * bars.volume[row] };
         }
+        let matrix = |values: Vec<f64>| Array2::from_shape_vec((n_bars, n_symbols), values).expect("T × N cells");
+        let (open, high, low, close, quote_volume) =
+            (matrix(open), matrix(high), matrix(low), matrix(close), matrix(quote_volume));
         let ts = (0..n_bars as i64).map(|t| first + t * step).collect();
-        Ok(Panel { timeframe, ts, symbols: symbols.to_vec(), open, high, low, close, volume, quote_volume })
+        Ok(Panel { timeframe, ts, symbols: symbols.to_vec(), open, high, low, close, quote_volume })
+    }
+
+    /// Back to long bars: one row per cell with a close, in canonical order, turnover = the
+    /// quote volume, volume = quote volume / close. `Panel::from_bars` of the result gives this panel again (up to leading or
+    /// trailing bars without any close).
+    pub fn to_bars(&self) -> Bars {
+        let n_symbols = self.n_symbols();
+        let mut bars = Bars { names: self.symbols.clone(), turnover: Some(Vec::new()), ..Bars::default() };
+        let turnover = bars.turnover.as_mut().expect("just set");
+        for i in 0..n_symbols {
+            for t in 0..self.n_bars() {
+                let close = self.close[[t, i]];
+                if close.is_nan() {
+                    continue;
+                }
+                bars.ts.push(self.ts[t]);
+                bars.symbol.push(i as u32);
+                bars.open.push(self.open[[t, i]]);
+                bars.high.push(self.high[[t, i]]);
+                bars.low.push(self.low[[t, i]]);
+                bars.close.push(close);
+                bars.volume.push(self.quote_volume[[t, i]] / close);
+                turnover.push(self.quote_volume[[t, i]]);
+            }
+        }
+        bars
     }
 
     /// The first `n_bars` rows only (truncation-invariance tests and warm starts).
@@ -180,7 +409,6 @@ impl Panel {
             high: cut(&self.high),
             low: cut(&self.low),
             close: cut(&self.close),
-            volume: cut(&self.volume),
             quote_volume: cut(&self.quote_volume),
         }
     }
@@ -193,11 +421,13 @@ impl Panel {
         let mut rates = Array2::zeros((self.n_bars(), n_symbols));
         let mut events = Array2::from_elem((self.n_bars(), n_symbols), false);
         let mut has_data = vec![false; n_symbols];
-        let index: BTreeMap<&str, usize> = self.symbols.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+        let index: HashMap<&str, usize> = self.symbols.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+        let column_of: Vec<Option<usize>> =
+            funding.names.iter().map(|name| index.get(name.as_str()).copied()).collect();
         let first = self.ts.first().copied().unwrap_or(0);
         let step = self.timeframe.ms;
         for row in 0..funding.ts.len() {
-            let Some(&i) = index.get(funding.symbol[row].as_str()) else {
+            let Some(i) = column_of[funding.symbol[row] as usize] else {
                 continue;
             };
             has_data[i] = true;
@@ -215,6 +445,38 @@ impl Panel {
     }
 }
 
+/// The grid walk of the pivot: cells in time order, one cursor per panel column into its rows.
+struct GridWalk<'a> {
+    ts: &'a [i64],
+    first: i64,
+    step: i64,
+    n_bars: usize,
+    start_of: &'a [usize],
+    end: &'a [usize],
+}
+
+impl GridWalk<'_> {
+    /// The `T × N` cells of one field (NaN where a symbol has no bar), and where each cursor stopped.
+    fn walk(&self, value_of: impl Fn(usize) -> f64) -> (Vec<f64>, Vec<usize>) {
+        let n_symbols = self.start_of.len();
+        let mut cursor = self.start_of.to_vec();
+        let mut values = Vec::with_capacity(self.n_bars * n_symbols);
+        for t in 0..self.n_bars {
+            let grid_ts = self.first + t as i64 * self.step;
+            for i in 0..n_symbols {
+                let row = cursor[i];
+                if row < self.end[i] && self.ts[row] == grid_ts {
+                    cursor[i] = row + 1;
+                    values.push(value_of(row));
+                } else {
+                    values.push(f64::NAN);
+                }
+            }
+        }
+        (values, cursor)
+    }
+}
+
 /// Funding rates aligned to a panel (see [`Panel::align_funding`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FundingGrid {
@@ -225,6 +487,22 @@ pub struct FundingGrid {
 }
 
 impl FundingGrid {
+    /// The aligned events as long funding (one event per bar with an event, at the bar's open,
+    /// with the bar's summed rate): aligning it to `panel` again gives the same rates and events.
+    pub fn to_funding(&self, panel: &Panel) -> Funding {
+        let mut funding = Funding { names: panel.symbols.clone(), ..Funding::default() };
+        for i in 0..panel.n_symbols() {
+            for t in 0..panel.n_bars() {
+                if self.events[[t, i]] {
+                    funding.ts.push(panel.ts[t]);
+                    funding.symbol.push(i as u32);
+                    funding.rate.push(self.rates[[t, i]]);
+                }
+            }
+        }
+        funding
+    }
+
     /// No funding data at all (every rate 0, every symbol reported as missing).
     pub fn empty(n_bars: usize, n_symbols: usize) -> Self {
         Self {

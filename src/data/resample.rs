@@ -16,8 +16,9 @@ pub fn resample(bars: &Bars, from: Timeframe, to: Timeframe) -> Result<Bars> {
         )));
     }
     let per_bucket = (to.ms / from.ms) as usize;
-    let bars = sort_bars(bars);
-    let mut out = Bars { turnover: bars.turnover.as_ref().map(|_| Vec::new()), ..Default::default() };
+    let bars = sort_bars(bars.clone());
+    let mut out =
+        Bars { names: bars.names.clone(), turnover: bars.turnover.as_ref().map(|_| Vec::new()), ..Default::default() };
     let mut start = 0;
     while start < bars.len() {
         let bucket = bars.ts[start].div_euclid(to.ms) * to.ms;
@@ -30,7 +31,7 @@ pub fn resample(bars: &Bars, from: Timeframe, to: Timeframe) -> Result<Bars> {
         }
         if end - start == per_bucket {
             out.ts.push(bucket);
-            out.symbol.push(bars.symbol[start].clone());
+            out.symbol.push(bars.symbol[start]);
             out.open.push(bars.open[start]);
             out.high.push(bars.high[start..end].iter().copied().fold(f64::NEG_INFINITY, f64::max));
             out.low.push(bars.low[start..end].iter().copied().fold(f64::INFINITY, f64::min));

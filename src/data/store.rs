@@ -125,11 +125,11 @@ pub fn read_bars(path: &Path, selection: &Selection) -> Result<(Bars, ReadStats)
         bars
     };
     // Row groups were pruned by their statistics; now keep exactly the selected rows.
-    let keep: Vec<bool> = (0..bars.len())
-        .map(|row| selection.wants_ts(bars.ts[row]) && selection.wants_symbol(&bars.symbol[row]))
-        .collect();
+    let wanted: Vec<bool> = bars.names.iter().map(|name| selection.wants_symbol(name)).collect();
+    let keep: Vec<bool> =
+        (0..bars.len()).map(|row| wanted[bars.symbol[row] as usize] && selection.wants_ts(bars.ts[row])).collect();
     let bars = if keep.iter().all(|k| *k) { bars } else { bars.filter_rows(&keep) };
-    Ok((sort_bars(&bars), stats))
+    Ok((sort_bars(bars), stats))
 }
 
 /// Read funding events from a store root (its `funding/` partition; none there is no error) or a
@@ -161,22 +161,20 @@ pub fn read_funding(path: &Path, symbols: Option<&[String]>, start: Option<i64>,
             })
             .collect::<Result<_>>()?;
         for part in parts {
+            let codes = super::panel::merge_names(&mut funding.names, &part.names);
             funding.ts.extend(part.ts);
-            funding.symbol.extend(part.symbol);
+            funding.symbol.extend(part.symbol.iter().map(|&c| codes[c as usize]));
             funding.rate.extend(part.rate);
         }
     } else {
         let batches = read_parquet(path, &selection, &mut stats, true)?;
         funding = funding_from_batches_with(&batches, &path.display().to_string(), None)?;
     }
-    let keep: Vec<usize> = (0..funding.ts.len())
-        .filter(|&row| selection.wants_ts(funding.ts[row]) && selection.wants_symbol(&funding.symbol[row]))
+    let wanted: Vec<bool> = funding.names.iter().map(|name| selection.wants_symbol(name)).collect();
+    let keep: Vec<usize> = (0..funding.len())
+        .filter(|&row| wanted[funding.symbol[row] as usize] && selection.wants_ts(funding.ts[row]))
         .collect();
-    Ok(Funding {
-        ts: keep.iter().map(|&r| funding.ts[r]).collect(),
-        symbol: keep.iter().map(|&r| funding.symbol[r].clone()).collect(),
-        rate: keep.iter().map(|&r| funding.rate[r]).collect(),
-    })
+    Ok(if keep.len() == funding.len() { funding } else { funding.take(&keep) })
 }
 
 /// Timeframes present in a store.
@@ -331,7 +329,10 @@ fn read_parquet(
     if selected.is_empty() {
         return Ok(Vec::new());
     }
-    let reader = builder.with_row_groups(selected).with_batch_size(65_536).build().map_err(|err| corrupt(&err))?;
+    // A batch as large as what is read, never larger: the reader allocates whole batches up front.
+    let rows: i64 = selected.iter().map(|&index| metadata.row_group(index).num_rows()).sum();
+    let batch_size = (rows.max(1) as usize).min(1 << 20);
+    let reader = builder.with_row_groups(selected).with_batch_size(batch_size).build().map_err(|err| corrupt(&err))?;
     let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().map_err(|err| corrupt(&err))?;
     stats.rows_read += batches.iter().map(|b| b.num_rows()).sum::<usize>();
     Ok(batches)
@@ -360,8 +361,9 @@ fn concat_bars(parts: Vec<Bars>) -> Bars {
         all.turnover = Some(Vec::new());
     }
     for part in parts {
+        let codes = super::panel::merge_names(&mut all.names, &part.names);
         all.ts.extend(part.ts);
-        all.symbol.extend(part.symbol);
+        all.symbol.extend(part.symbol.iter().map(|&c| codes[c as usize]));
         all.open.extend(part.open);
         all.high.extend(part.high);
         all.low.extend(part.low);
@@ -374,14 +376,60 @@ fn concat_bars(parts: Vec<Bars>) -> Bars {
     all
 }
 
-/// Rows sorted by (symbol, ts), stable (the first of equal keys stays first).
-pub fn sort_bars(bars: &Bars) -> Bars {
-    let mut order: Vec<usize> = (0..bars.len()).collect();
-    if order.windows(2).all(|w| (&bars.symbol[w[0]], bars.ts[w[0]]) <= (&bars.symbol[w[1]], bars.ts[w[1]])) {
-        return bars.clone();
+/// Bars in canonical form: `names` sorted and all used, rows in (symbol, ts) order, stable (the
+/// first of equal keys stays first). Already canonical bars are returned as they are; otherwise
+/// rows are grouped by symbol with a counting sort and only out-of-order symbols are sorted by ts.
+pub fn sort_bars(bars: Bars) -> Bars {
+    let n_names = bars.names.len();
+    let mut order: Vec<u32> = (0..n_names as u32).collect();
+    order.sort_unstable_by(|&a, &b| bars.names[a as usize].cmp(&bars.names[b as usize]));
+    let mut rank = vec![0u32; n_names];
+    for (position, &code) in order.iter().enumerate() {
+        rank[code as usize] = position as u32;
     }
-    order.sort_by(|&a, &b| bars.symbol[a].cmp(&bars.symbol[b]).then(bars.ts[a].cmp(&bars.ts[b])));
-    take_rows(bars, &order)
+    let mut counts = vec![0usize; n_names + 1];
+    for &code in &bars.symbol {
+        counts[rank[code as usize] as usize + 1] += 1;
+    }
+    let all_used = counts[1..].iter().all(|&n| n > 0);
+    let identity = rank.iter().enumerate().all(|(code, &r)| code as u32 == r);
+    let rows_sorted = (1..bars.len()).all(|r| {
+        let (a, b) = (rank[bars.symbol[r - 1] as usize], rank[bars.symbol[r] as usize]);
+        a < b || (a == b && bars.ts[r - 1] <= bars.ts[r])
+    });
+    if all_used && identity && rows_sorted {
+        return bars;
+    }
+    // Start of each rank's rows, then a stable counting sort by rank.
+    for k in 1..counts.len() {
+        counts[k] += counts[k - 1];
+    }
+    let mut rows = vec![0usize; bars.len()];
+    let mut next = counts.clone();
+    for row in 0..bars.len() {
+        let r = rank[bars.symbol[row] as usize] as usize;
+        rows[next[r]] = row;
+        next[r] += 1;
+    }
+    for r in 0..n_names {
+        let segment = &mut rows[counts[r]..counts[r + 1]];
+        if !segment.windows(2).all(|w| bars.ts[w[0]] <= bars.ts[w[1]]) {
+            segment.sort_by_key(|&row| bars.ts[row]);
+        }
+    }
+    // Codes become ranks among the used names.
+    let used: Vec<u32> = (0..n_names as u32).filter(|&r| counts[r as usize + 1] > counts[r as usize]).collect();
+    let mut dense = vec![0u32; n_names];
+    for (position, &r) in used.iter().enumerate() {
+        dense[r as usize] = position as u32;
+    }
+    let names = used.iter().map(|&r| bars.names[order[r as usize] as usize].clone()).collect();
+    let mut sorted = take_rows(&bars, &rows);
+    for code in sorted.symbol.iter_mut() {
+        *code = dense[rank[*code as usize] as usize];
+    }
+    sorted.names = names;
+    sorted
 }
 
 /// The rows `order` of `bars`, in that order.
@@ -389,7 +437,8 @@ pub fn take_rows(bars: &Bars, order: &[usize]) -> Bars {
     let pick = |v: &Vec<f64>| order.iter().map(|&r| v[r]).collect::<Vec<f64>>();
     Bars {
         ts: order.iter().map(|&r| bars.ts[r]).collect(),
-        symbol: order.iter().map(|&r| bars.symbol[r].clone()).collect(),
+        symbol: order.iter().map(|&r| bars.symbol[r]).collect(),
+        names: bars.names.clone(),
         open: pick(&bars.open),
         high: pick(&bars.high),
         low: pick(&bars.low),
@@ -404,7 +453,7 @@ pub fn write_store(root: &Path, timeframe: Timeframe, bars: &Bars) -> Result<Wri
     let dir = root.join("bars").join(format!("timeframe={}", timeframe.label()));
     let mut groups: BTreeMap<(String, i32), Vec<usize>> = BTreeMap::new();
     for row in 0..bars.len() {
-        groups.entry((bars.symbol[row].clone(), year_of(bars.ts[row]))).or_default().push(row);
+        groups.entry((bars.symbol_of(row).to_string(), year_of(bars.ts[row]))).or_default().push(row);
     }
     let mut stats = WriteStats::default();
     let row_group = timeframe.bars_per_day() * 31;
@@ -448,7 +497,7 @@ pub fn write_funding_store(root: &Path, funding: &Funding) -> Result<WriteStats>
     let dir = root.join("funding");
     let mut groups: BTreeMap<(String, i32), Vec<usize>> = BTreeMap::new();
     for row in 0..funding.ts.len() {
-        groups.entry((funding.symbol[row].clone(), year_of(funding.ts[row]))).or_default().push(row);
+        groups.entry((funding.symbol_of(row).to_string(), year_of(funding.ts[row]))).or_default().push(row);
     }
     let mut stats = WriteStats::default();
     for ((symbol, year), rows) in groups {

@@ -3,9 +3,13 @@
 //! Errors (`load` refuses them unless told to drop the rows): duplicate `(symbol, ts)`, a ts off the
 //! timeframe grid, `high < max(open, close)`, `low > min(open, close)`, a non-positive price, a
 //! negative volume, a missing or non-finite value. Warnings (reported, never dropped): unsorted
-//! input, gaps inside a symbol's range, spikes (|log return| above 8 rolling MADs of the previous
-//! 500 returns; the MAD is refreshed every 16 bars, which is plenty for a window of 500) and
-//! zero-volume bars.
+//! input, gaps inside a symbol's range, spikes and zero-volume bars.
+//!
+//! A spike is a |log return| above 8 × the rolling median |log return| of the symbol's previous
+//! 500 returns (the median absolute deviation about zero: hourly returns have a median of ~0),
+//! tested once 100 returns are known. The median is kept on a histogram of 1/32-octave bins
+//! (3 % resolution; the bin's upper edge is used, so the test never fires early), updated in O(1)
+//! per bar: validation is one linear pass, as cheap as reading the data.
 
 use std::sync::Arc;
 
@@ -13,7 +17,7 @@ use arrow::array::{ArrayRef, StringArray, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
-use super::panel::Bars;
+use super::panel::{Bars, BarsView};
 use super::store::{sort_bars, take_rows};
 use crate::error::{Error, Result};
 use crate::timeframe::Timeframe;
@@ -48,40 +52,46 @@ pub struct Finding {
 const SPIKE_WINDOW: usize = 500;
 const SPIKE_MIN_HISTORY: usize = 100;
 const SPIKE_MADS: f64 = 8.0;
-const SPIKE_MAD_REFRESH: usize = 16;
 
-/// All findings for `bars`, which are examined in (symbol, ts) order; rows in findings refer to
-/// that sorted order (see [`clean_bars`]).
-pub fn validate_bars(bars: &Bars, timeframe: Timeframe) -> Vec<Finding> {
-    let mut findings = unsorted_findings(bars);
-    findings.extend(validate_sorted(&sort_bars(bars), timeframe));
+/// All findings for `bars`, examined in (symbol, ts) order; rows in findings refer to that sorted
+/// order (see [`clean_bars`]).
+pub fn validate_bars(bars: Bars, timeframe: Timeframe) -> Vec<Finding> {
+    let mut findings = unsorted_findings(bars.view());
+    findings.extend(validate_sorted(sort_bars(bars).view(), timeframe));
+    findings.sort_by(|a, b| a.symbol.cmp(&b.symbol).then(a.ts.cmp(&b.ts)));
+    findings
+}
+
+/// Findings of bars in canonical form (see [`BarsView::is_canonical`]), in (symbol, ts) order.
+pub fn validate_canonical(bars: BarsView<'_>, timeframe: Timeframe) -> Vec<Finding> {
+    debug_assert!(bars.is_canonical());
+    let mut findings = validate_sorted(bars, timeframe);
     findings.sort_by(|a, b| a.symbol.cmp(&b.symbol).then(a.ts.cmp(&b.ts)));
     findings
 }
 
 /// One "unsorted" warning per symbol whose ts go backwards in the input order.
-fn unsorted_findings(bars: &Bars) -> Vec<Finding> {
-    let mut findings = Vec::new();
-    let sorted = (1..bars.len()).all(|r| (&bars.symbol[r - 1], bars.ts[r - 1]) <= (&bars.symbol[r], bars.ts[r]));
-    if sorted {
-        return findings;
+fn unsorted_findings(bars: BarsView<'_>) -> Vec<Finding> {
+    let mut rank: Vec<usize> = (0..bars.names.len()).collect();
+    rank.sort_unstable_by(|&a, &b| bars.names[a].cmp(&bars.names[b]));
+    let mut order = vec![0usize; rank.len()];
+    for (position, &code) in rank.iter().enumerate() {
+        order[code] = position;
     }
-    // Input order: one "unsorted" warning per symbol whose ts go backwards.
-    let mut last_seen: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
-    let mut reported: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let key = |row: usize| (order[bars.symbol[row] as usize], bars.ts[row]);
+    if (1..bars.len()).all(|r| key(r - 1) <= key(r)) {
+        return Vec::new();
+    }
+    let mut findings = Vec::new();
+    let mut last_seen: Vec<Option<i64>> = vec![None; bars.names.len()];
+    let mut reported = vec![false; bars.names.len()];
     for row in 0..bars.len() {
-        let symbol = bars.symbol[row].as_str();
-        let ts = bars.ts[row];
-        if let Some(prev) = last_seen.insert(symbol, ts) {
-            if ts < prev && reported.insert(symbol) {
-                findings.push(finding(
-                    symbol,
-                    ts,
-                    "unsorted",
-                    Severity::Warning,
-                    format!("ts {ts} comes after {prev}"),
-                    None,
-                ));
+        let (code, ts) = (bars.symbol[row] as usize, bars.ts[row]);
+        if let Some(prev) = last_seen[code].replace(ts) {
+            if ts < prev && !reported[code] {
+                reported[code] = true;
+                let detail = format!("ts {ts} comes after {prev}");
+                findings.push(finding(&bars.names[code], ts, "unsorted", Severity::Warning, detail, None));
             }
         }
     }
@@ -99,131 +109,230 @@ fn finding(
     Finding { symbol: symbol.to_string(), ts, kind, severity, detail, row }
 }
 
-fn validate_sorted(bars: &Bars, timeframe: Timeframe) -> Vec<Finding> {
-    let step = timeframe.ms;
-    let mut findings = Vec::new();
-    let mut window: std::collections::VecDeque<f64> = std::collections::VecDeque::with_capacity(SPIKE_WINDOW);
-    let mut scratch: Vec<f64> = Vec::with_capacity(SPIKE_WINDOW);
+/// The first error of one bar, if any: (kind, detail).
+/// `follows_valid`: the row is one step after a valid row of its symbol, hence on the grid (the
+/// common case, which spares a division).
+fn bar_error(
+    bars: BarsView<'_>,
+    row: usize,
+    timeframe: Timeframe,
+    follows_valid: bool,
+) -> Option<(&'static str, String)> {
+    let ts = bars.ts[row];
+    let (o, h, l, c, v) = (bars.open[row], bars.high[row], bars.low[row], bars.close[row], bars.volume[row]);
+    if !follows_valid && ts.rem_euclid(timeframe.ms) != 0 {
+        return Some((
+            "non_grid_ts",
+            format!("ts {ts} is not a multiple of {} ms ({})", timeframe.ms, timeframe.label()),
+        ));
+    }
+    if ![o, h, l, c, v].iter().all(|x| x.is_finite()) {
+        return Some(("non_finite", format!("open {o}, high {h}, low {l}, close {c}, volume {v}")));
+    }
+    if o <= 0.0 || h <= 0.0 || l <= 0.0 || c <= 0.0 {
+        return Some(("non_positive_price", format!("open {o}, high {h}, low {l}, close {c}")));
+    }
+    if v < 0.0 {
+        return Some(("negative_volume", format!("volume {v}")));
+    }
+    if h < o.max(c) {
+        return Some(("high_below_open_close", format!("high {h} < max(open {o}, close {c})")));
+    }
+    if l > o.min(c) {
+        return Some(("low_above_open_close", format!("low {l} > min(open {o}, close {c})")));
+    }
+    None
+}
+
+fn validate_sorted(bars: BarsView<'_>, timeframe: Timeframe) -> Vec<Finding> {
+    let mut ranges = Vec::new();
     let mut start = 0;
     while start < bars.len() {
-        let symbol = bars.symbol[start].as_str();
-        let mut end = start;
-        while end < bars.len() && bars.symbol[end] == bars.symbol[start] {
-            end += 1;
-        }
-        window.clear();
-        let mut mad = f64::NAN;
-        let mut since_refresh = SPIKE_MAD_REFRESH;
-        let mut prev_valid: Option<usize> = None;
-        for row in start..end {
-            let ts = bars.ts[row];
-            let (o, h, l, c, v) = (bars.open[row], bars.high[row], bars.low[row], bars.close[row], bars.volume[row]);
-            let mut error = |kind: &'static str, detail: String| {
-                findings.push(finding(symbol, ts, kind, Severity::Error, detail, Some(row)));
-            };
-            if row > start && bars.ts[row - 1] == ts {
-                error("duplicate", format!("second row for ts {ts}"));
-                continue;
-            }
-            if ts.rem_euclid(step) != 0 {
-                error("non_grid_ts", format!("ts {ts} is not a multiple of {} ms ({})", step, timeframe.label()));
-                continue;
-            }
-            if ![o, h, l, c, v].iter().all(|x| x.is_finite()) {
-                error("non_finite", format!("open {o}, high {h}, low {l}, close {c}, volume {v}"));
-                continue;
-            }
-            if o <= 0.0 || h <= 0.0 || l <= 0.0 || c <= 0.0 {
-                error("non_positive_price", format!("open {o}, high {h}, low {l}, close {c}"));
-                continue;
-            }
-            if v < 0.0 {
-                error("negative_volume", format!("volume {v}"));
-                continue;
-            }
-            if h < o.max(c) {
-                error("high_below_open_close", format!("high {h} < max(open {o}, close {c})"));
-                continue;
-            }
-            if l > o.min(c) {
-                error("low_above_open_close", format!("low {l} > min(open {o}, close {c})"));
-                continue;
-            }
-            if v == 0.0 {
-                findings.push(finding(symbol, ts, "zero_volume", Severity::Warning, "volume 0".into(), Some(row)));
-            }
-            if let Some(prev) = prev_valid {
-                let missing = (ts - bars.ts[prev]) / step - 1;
-                if missing > 0 {
-                    findings.push(finding(
-                        symbol,
-                        bars.ts[prev] + step,
-                        "gap",
-                        Severity::Warning,
-                        format!("{missing} missing bar(s) before ts {ts}"),
-                        None,
-                    ));
-                }
-                let log_return = (c / bars.close[prev]).ln();
-                if window.len() >= SPIKE_MIN_HISTORY {
-                    if since_refresh >= SPIKE_MAD_REFRESH || mad.is_nan() {
-                        mad = median_abs_deviation(window.make_contiguous(), &mut scratch);
-                        since_refresh = 0;
-                    }
-                    since_refresh += 1;
-                    if log_return.abs() > SPIKE_MADS * mad && log_return != 0.0 {
-                        findings.push(finding(
-                            symbol,
-                            ts,
-                            "spike",
-                            Severity::Warning,
-                            format!("|log return| {:.4} > {SPIKE_MADS} × MAD {:.6}", log_return.abs(), mad),
-                            Some(row),
-                        ));
-                    }
-                }
-                if window.len() == SPIKE_WINDOW {
-                    window.pop_front();
-                }
-                window.push_back(log_return);
-            }
-            prev_valid = Some(row);
-        }
+        let code = bars.symbol[start];
+        let end = start + bars.symbol[start..].iter().take_while(|&&c| c == code).count();
+        ranges.push(start..end);
         start = end;
     }
-    findings
+    // Symbols are independent: validated in parallel, findings kept in symbol order.
+    let groups: Vec<&[std::ops::Range<usize>]> = ranges.chunks(ranges.len().div_ceil(8).max(1)).collect();
+    let per_group = crate::threads::map_ordered(&groups, bars.len(), |group| {
+        let mut scratch = SymbolScratch::default();
+        let mut findings = Vec::new();
+        for rows in group.iter() {
+            validate_symbol(bars, rows.clone(), timeframe, &mut scratch, &mut findings);
+        }
+        findings
+    });
+    per_group.into_iter().flatten().collect()
 }
 
-/// `median(|x − median(x)|)` with linear-time selection.
-fn median_abs_deviation(values: &[f64], scratch: &mut Vec<f64>) -> f64 {
-    scratch.clear();
-    scratch.extend_from_slice(values);
-    let median = median_in_place(scratch);
-    for x in scratch.iter_mut() {
-        *x = (*x - median).abs();
+/// Buffers reused from one symbol to the next.
+#[derive(Default)]
+struct SymbolScratch {
+    valid: Vec<usize>,
+    moves: Vec<f64>,
+    bins: Vec<u16>,
+    scale: Option<RollingAbsMedian>,
+}
+
+/// The findings of one symbol's rows, in passes: row errors, then over the valid rows gaps, then
+/// the relative moves between consecutive valid closes (independent divisions, vectorised), then
+/// the spike test against the rolling scale (a short chain per row: a table lookup and a push).
+fn validate_symbol(
+    bars: BarsView<'_>,
+    rows: std::ops::Range<usize>,
+    timeframe: Timeframe,
+    scratch: &mut SymbolScratch,
+    findings: &mut Vec<Finding>,
+) {
+    let step = timeframe.ms;
+    let symbol = bars.symbol_of(rows.start);
+    let valid = &mut scratch.valid;
+    valid.clear();
+    for row in rows.clone() {
+        let ts = bars.ts[row];
+        let error = if row > rows.start && bars.ts[row - 1] == ts {
+            Some(("duplicate", format!("second row for ts {ts}")))
+        } else {
+            let follows_valid = valid.last().is_some_and(|&prev| bars.ts[prev] + step == ts);
+            bar_error(bars, row, timeframe, follows_valid)
+        };
+        match error {
+            Some((kind, detail)) => findings.push(finding(symbol, ts, kind, Severity::Error, detail, Some(row))),
+            None => valid.push(row),
+        }
+        if bars.volume[row] == 0.0 && valid.last() == Some(&row) {
+            findings.push(finding(symbol, ts, "zero_volume", Severity::Warning, "volume 0".into(), Some(row)));
+        }
     }
-    median_in_place(scratch)
-}
-
-fn median_in_place(values: &mut [f64]) -> f64 {
-    let n = values.len();
-    let mid = n / 2;
-    let (_, upper, _) = values.select_nth_unstable_by(mid, |a, b| a.total_cmp(b));
-    let upper = *upper;
-    if n % 2 == 1 {
-        upper
+    for pair in valid.windows(2) {
+        let (prev, ts) = (bars.ts[pair[0]], bars.ts[pair[1]]);
+        if prev + step != ts {
+            let detail = format!("{} missing bar(s) before ts {ts}", (ts - prev) / step - 1);
+            findings.push(finding(symbol, prev + step, "gap", Severity::Warning, detail, None));
+        }
+    }
+    // |log return| = ln(1 + move) with move = max/min − 1 ≥ 0: the scale is kept on the moves (same
+    // order, same median), so no logarithm is taken unless a bar is a spike.
+    let (moves, bins) = (&mut scratch.moves, &mut scratch.bins);
+    moves.clear();
+    let contiguous = valid.len() == rows.len();
+    if contiguous {
+        let close = &bars.close[rows.clone()];
+        moves.extend(close.windows(2).map(|w| (w[0].max(w[1]) - w[0].min(w[1])) / w[0].min(w[1])));
     } else {
-        let lower = values[..mid].iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        0.5 * (lower + upper)
+        moves.extend(valid.windows(2).map(|w| {
+            let (before, after) = (bars.close[w[0]], bars.close[w[1]]);
+            (before.max(after) - before.min(after)) / before.min(after)
+        }));
+    }
+    bins.clear();
+    bins.extend(moves.iter().map(|&m| RollingAbsMedian::bin(m) as u16));
+    let scale = scratch.scale.get_or_insert_with(|| RollingAbsMedian::new(SPIKE_WINDOW));
+    scale.clear();
+    let limits = spike_limits();
+    for (k, (&relative_move, &bin)) in moves.iter().zip(bins.iter()).enumerate() {
+        if scale.len() >= SPIKE_MIN_HISTORY && relative_move > limits[scale.median_bin] && relative_move != 0.0 {
+            let row = valid[k + 1];
+            let mad = scale.median_upper_bound().ln_1p();
+            let detail = format!("|log return| {:.4} > {SPIKE_MADS} × MAD {mad:.6}", relative_move.ln_1p());
+            findings.push(finding(symbol, bars.ts[row], "spike", Severity::Warning, detail, Some(row)));
+        }
+        scale.push_bin(bin as usize);
     }
 }
 
-/// Sort bars by (symbol, ts) and apply the validation policy: with errors, refuse (default) or
-/// drop the offending rows (`drop_invalid`; the first of duplicate rows is kept).
-pub fn clean_bars(bars: &Bars, timeframe: Timeframe, drop_invalid: bool) -> Result<(Bars, Vec<Finding>)> {
+/// Per median bin, the largest move that is no spike: ln(1 + m) > 8 ln(1 + mad) ⇔
+/// m > (1 + mad)^8 − 1, with mad the bin's upper edge.
+fn spike_limits() -> &'static [f64] {
+    static LIMITS: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    LIMITS.get_or_init(|| {
+        (0..BIN_COUNT).map(|bin| (1.0 + RollingAbsMedian::upper_edge(bin)).powi(SPIKE_MADS as i32) - 1.0).collect()
+    })
+}
+
+/// Rolling median of non-negative values over the last `window` pushes, on a histogram of
+/// 1/32-octave bins: a bin is the top 16 bits of the f64 (11 exponent + 5 mantissa bits), which
+/// orders like the values. O(1) per push (the median moves by a few bins per step).
+struct RollingAbsMedian {
+    counts: Vec<u16>,
+    /// Bins of the values in the window, oldest first (ring).
+    ring: Vec<u16>,
+    head: usize,
+    len: usize,
+    /// Bin holding the value of rank `len / 2`, and the number of values in lower bins.
+    median_bin: usize,
+    below: usize,
+}
+
+/// Bins cover 2^-40 … 2^7 (|log return| of 1e-12 … 128); values outside go to the end bins.
+const BIN_FIRST_KEY: u64 = (1023 - 40) << 5;
+const BIN_COUNT: usize = 47 << 5;
+
+impl RollingAbsMedian {
+    fn new(window: usize) -> Self {
+        Self { counts: vec![0; BIN_COUNT], ring: vec![0; window], head: 0, len: 0, median_bin: 0, below: 0 }
+    }
+
+    fn clear(&mut self) {
+        self.counts.fill(0);
+        (self.head, self.len, self.median_bin, self.below) = (0, 0, 0, 0);
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn bin(value: f64) -> usize {
+        let key = value.abs().to_bits() >> 47;
+        (key.saturating_sub(BIN_FIRST_KEY) as usize).min(BIN_COUNT - 1)
+    }
+
+    #[cfg(test)]
+    fn push(&mut self, value: f64) {
+        self.push_bin(Self::bin(value));
+    }
+
+    fn push_bin(&mut self, bin: usize) {
+        let window = self.ring.len();
+        if self.len == window {
+            let old = self.ring[self.head] as usize;
+            self.counts[old] -= 1;
+            self.below -= usize::from(old < self.median_bin);
+            self.len -= 1;
+        }
+        self.ring[self.head] = bin as u16;
+        self.head = if self.head + 1 == window { 0 } else { self.head + 1 };
+        self.counts[bin] += 1;
+        self.below += usize::from(bin < self.median_bin);
+        self.len += 1;
+        let rank = self.len / 2;
+        while self.below > rank {
+            self.median_bin -= 1;
+            self.below -= self.counts[self.median_bin] as usize;
+        }
+        while self.below + self.counts[self.median_bin] as usize <= rank {
+            self.below += self.counts[self.median_bin] as usize;
+            self.median_bin += 1;
+        }
+    }
+
+    /// The upper edge of the median's bin (within 3.2 % above the median).
+    fn median_upper_bound(&self) -> f64 {
+        Self::upper_edge(self.median_bin)
+    }
+
+    fn upper_edge(bin: usize) -> f64 {
+        f64::from_bits((BIN_FIRST_KEY + bin as u64 + 1) << 47)
+    }
+}
+
+/// Sort bars into canonical form and apply the validation policy: with errors, refuse (default)
+/// or drop the offending rows (`drop_invalid`; the first of duplicate rows is kept).
+pub fn clean_bars(bars: Bars, timeframe: Timeframe, drop_invalid: bool) -> Result<(Bars, Vec<Finding>)> {
+    let mut findings = unsorted_findings(bars.view());
     let sorted = sort_bars(bars);
-    let mut findings = unsorted_findings(bars);
-    findings.extend(validate_sorted(&sorted, timeframe));
+    findings.extend(validate_sorted(sorted.view(), timeframe));
     findings.sort_by(|a, b| a.symbol.cmp(&b.symbol).then(a.ts.cmp(&b.ts)));
     let errors: Vec<&Finding> = findings.iter().filter(|f| f.severity == Severity::Error).collect();
     if errors.is_empty() {
@@ -267,4 +376,52 @@ pub fn findings_to_batch(findings: &[Finding]) -> RecordBatch {
         Arc::new(StringArray::from_iter_values(findings.iter().map(|f| f.detail.as_str()))),
     ];
     RecordBatch::try_new(Arc::new(schema), columns).expect("columns match the schema")
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The value of rank `len / 2` of the window, by sorting.
+    fn exact_median(window: &[f64]) -> f64 {
+        let mut sorted = window.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        sorted[sorted.len() / 2]
+    }
+
+    proptest! {
+        /// The histogram median is the exact median rounded up to its bin: never below it, at most
+        /// 1/32 above (values below the first bin count as the first bin's edge).
+        #[test]
+        fn rolling_median_brackets_the_exact_median(
+            values in prop::collection::vec(prop_oneof![Just(0.0), 1e-6f64..0.5, 1e-14f64..1e-12], 1..700),
+            window in 1usize..120,
+        ) {
+            let mut rolling = RollingAbsMedian::new(window);
+            for (k, &value) in values.iter().enumerate() {
+                rolling.push(value);
+                let from = (k + 1).saturating_sub(window);
+                let exact = exact_median(&values[from..=k]);
+                let bound = rolling.median_upper_bound();
+                let floor = f64::from_bits((BIN_FIRST_KEY + 1) << 47);
+                prop_assert!(bound >= exact, "bound {bound} < exact {exact}");
+                prop_assert!(bound <= (exact * (1.0 + 1.0 / 32.0)).max(floor) * (1.0 + 1e-12), "bound {bound}, exact {exact}");
+                prop_assert_eq!(rolling.len(), k + 1 - from);
+            }
+        }
+    }
+
+    #[test]
+    fn clearing_starts_a_new_window() {
+        let mut rolling = RollingAbsMedian::new(10);
+        for _ in 0..10 {
+            rolling.push(0.1);
+        }
+        rolling.clear();
+        rolling.push(0.001);
+        assert_eq!(rolling.len(), 1);
+        assert!(rolling.median_upper_bound() < 0.0011);
+    }
 }

@@ -156,7 +156,7 @@ impl Book {
             high: p.high[[t, i]],
             low: p.low[[t, i]],
             close: p.close[[t, i]],
-            volume: p.volume[[t, i]],
+            volume: p.quote_volume[[t, i]] / p.close[[t, i]],
             turnover: p.quote_volume[[t, i]],
         }
     }

@@ -217,14 +217,12 @@ impl<E: Exchange> Runner<E> {
                 .await
                 .map_err(|err| exchange_error(&format!("funding {symbol}"), err))?;
             for event in events.into_iter().filter(|e| e.ts >= start && e.ts < end) {
-                funding.ts.push(event.ts);
-                funding.symbol.push(symbol.clone());
-                funding.rate.push(event.rate);
+                funding.push(symbol, event.ts, event.rate);
             }
         }
         let drop_invalid = self.cfg.data.on_invalid == OnInvalid::Drop;
         let (bars, findings) =
-            data::clean_bars(&bars, self.timeframe, drop_invalid).map_err(|err| err.context("live klines"))?;
+            data::clean_bars(bars, self.timeframe, drop_invalid).map_err(|err| err.context("live klines"))?;
         // Warnings (spikes, zero volume) are the backtest's too; errors were dropped or refused above.
         for finding in findings.iter().filter(|f| f.severity == data::Severity::Error).take(20) {
             tracing::warn!(symbol = %finding.symbol, ts = finding.ts, kind = finding.kind, "kline finding");

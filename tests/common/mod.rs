@@ -67,7 +67,6 @@ pub fn panel_from_closes(closes: &[Vec<f64>], timeframe: &str) -> Panel {
         high,
         low,
         close,
-        volume,
         quote_volume,
     }
 }

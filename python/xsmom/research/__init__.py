@@ -27,6 +27,7 @@ import polars as pl
 
 from xsmom import _core
 from xsmom.config import Config
+from xsmom.parallel import as_frames
 
 DEFAULT_SPACE = "default.yaml"
 _WHO = f"{socket.gethostname()}:{os.getpid()}"
@@ -409,7 +410,7 @@ class Evaluator:
         self._frames: tuple[Any, Any] | None = None
         self.token = f"{_WHO}:{id(self)}:{time.time_ns()}"
         if executor is not None:
-            frames = _as_frames(bars, funding, self.panel.timeframe)
+            frames = as_frames(bars, funding, self.panel.timeframe)
             client = getattr(executor, "_client", None)
             if client is not None:
                 # Dask: the bars (and funding) go to every worker once per evaluator (one optimize
@@ -442,22 +443,6 @@ def _executor_workers(executor: Executor) -> int:
         if isinstance(value, int) and value > 0:
             return value
     return os.cpu_count() or 2
-
-
-def _as_frames(bars: Any, funding: Any, timeframe: str) -> tuple[pl.DataFrame, pl.DataFrame | None]:
-    """Bars and funding as DataFrames to ship to executor workers."""
-    from xsmom.api import read_bars, read_funding
-
-    if isinstance(bars, str | Path):
-        path = Path(bars)
-        frame = read_bars(path, timeframe=timeframe)
-        if funding is None and path.is_dir() and (path / "funding").exists():
-            funding = read_funding(path)
-    else:
-        frame = bars
-    if isinstance(funding, str | Path):
-        funding = read_funding(funding)
-    return frame, funding
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,102 @@
+"""Validate once, backtest many (``xsmom.Dataset``) and tables built by choice (``outputs``)."""
+
+import polars as pl
+import pytest
+import xsmom
+from polars.testing import assert_frame_equal
+
+
+@pytest.fixture(scope="module")
+def dataset(bars, funding):
+    return xsmom.Dataset(bars, funding)
+
+
+def test_a_dataset_backtests_as_its_frame_does(bars, funding, dataset, data_dir):
+    cfg = xsmom.Config.default()
+    from_frame = xsmom.backtest(bars, cfg, funding=funding, outputs=("equity", "weights", "fills", "trades"))
+    from_dataset = xsmom.backtest(dataset, cfg)
+    assert from_dataset.metrics == from_frame.metrics
+    for name in ("equity", "weights", "fills", "trades"):
+        assert_frame_equal(getattr(from_dataset, name), getattr(from_frame, name))
+    assert from_dataset.warnings == from_frame.warnings
+    # The same from a store path (the store's own funding) and from the dataset's own long tables.
+    assert xsmom.backtest(xsmom.Dataset(data_dir), cfg).metrics == from_frame.metrics
+    again = xsmom.Dataset(pl.DataFrame(dataset.bars()), pl.DataFrame(dataset.funding()))
+    assert xsmom.backtest(again, cfg).metrics == from_frame.metrics
+
+
+def test_dataset_facts_and_findings(bars, dataset):
+    assert dataset.n_symbols == bars["symbol"].n_unique()
+    assert dataset.n_bars == bars["ts"].n_unique()
+    assert dataset.symbols == sorted(bars["symbol"].unique().to_list())
+    assert dataset.has_funding
+    assert_frame_equal(xsmom.validate_bars(dataset), xsmom.validate_bars(bars))
+    assert "Dataset(32 symbols" in repr(dataset)
+    # Findings of a bad frame: the dataset keeps them, and refuses errors unless told to drop them.
+    dup = pl.concat([bars, bars.head(1)])
+    with pytest.raises(ValueError, match="duplicate"):
+        xsmom.Dataset(dup)
+    dropped = xsmom.Dataset(dup, on_invalid="drop")
+    findings = pl.DataFrame(dropped.findings())
+    assert findings.filter(pl.col("kind") == "duplicate").height == 1
+    with pytest.raises(ValueError, match="on_invalid: expected refuse or drop"):
+        xsmom.Dataset(bars, on_invalid="keep")
+
+
+def test_a_dataset_is_used_as_it_was_built(dataset, funding):
+    with pytest.raises(ValueError, match="carries its own funding"):
+        xsmom.backtest(dataset, None, funding=funding)
+    four_hours = xsmom.Config.default().with_overrides({"data.timeframe": "4h"})
+    with pytest.raises(ValueError, match="config data.timeframe 4h differs from the dataset's 1h"):
+        xsmom.backtest(dataset, four_hours)
+
+
+def test_sweep_and_signals_take_a_dataset(bars, funding, dataset):
+    grid = [{"strategy.k_max": k} for k in (3, 5)]
+    assert xsmom.sweep(dataset, None, grid) == xsmom.sweep(bars, None, grid, funding=funding)
+    assert_frame_equal(xsmom.signals(xsmom.Dataset(bars)), xsmom.signals(bars))
+
+
+def test_outputs_by_choice(dataset):
+    cfg = xsmom.Config.default()
+    lean = xsmom.backtest(dataset, cfg, outputs=("equity",))
+    assert set(lean._tables) == {"equity"}
+    full = xsmom.backtest(dataset, cfg, outputs=("equity", "weights", "fills", "trades"))
+    # Tables not asked for are built on first access from the finished run, and are the same.
+    assert_frame_equal(lean.weights, full.weights)
+    assert_frame_equal(lean.fills, full.fills)
+    assert set(lean._tables) == {"equity", "weights", "fills"}
+    assert lean.has_target and lean.first_decision is not None
+    with pytest.raises(ValueError, match='outputs: unknown table "orders"'):
+        xsmom.backtest(dataset, cfg, outputs=("orders",))
+
+
+def test_weights_wide_is_the_long_table_pivoted(dataset):
+    result = xsmom.backtest(dataset)
+    for column in ("target_weight", "model_weight", "weight", "units"):
+        wide = result.weights_wide(column)
+        assert wide.columns == ["ts", *result.symbols]
+        pivoted = (
+            result.weights.pivot(on="symbol", index="ts", values=column)
+            .sort("ts")
+            .fill_null(0.0)
+            .select(wide.columns)
+        )
+        assert_frame_equal(wide, pivoted, check_dtypes=False)
+    with pytest.raises(ValueError, match="column: expected"):
+        result.weights_wide("price")
+
+
+@pytest.mark.parametrize("symbol_type", [pl.Categorical, pl.String], ids=["categorical", "string"])
+def test_symbol_columns_of_any_text_type(bars, funding, symbol_type):
+    cfg = xsmom.Config.default()
+    want = xsmom.backtest(bars, cfg, funding=funding).metrics
+    cast = bars.with_columns(pl.col("symbol").cast(symbol_type))
+    assert xsmom.backtest(cast, cfg, funding=funding).metrics == want
+    # Unsorted input in several chunks: copied, sorted and reported, with the same result.
+    shuffled = pl.concat([cast.sample(fraction=1.0, shuffle=True, seed=3).slice(0, 1000), cast.slice(0, 0)])
+    rest = cast.join(shuffled, on=["ts", "symbol"], how="anti")
+    mixed = pl.concat([shuffled, rest], rechunk=False)
+    result = xsmom.backtest(mixed, cfg, funding=funding)
+    assert result.metrics == want
+    assert any(w.startswith("data unsorted") for w in result.warnings)
