@@ -648,6 +648,14 @@ pub struct LiveConfig {
     pub max_order_age_secs: usize,
     /// Orders farther than this from the touch are cancelled and re-placed.
     pub reprice_bps: f64,
+    /// Re-prices per symbol and bar of a post-only order the exchange cancelled (it would have
+    /// taken liquidity), each under a fresh id and one more tick away; past this an entry follows
+    /// `execution.limit_fallback` (`taker`: a market order, `cancel`: skipped until the next bar)
+    /// and an exit goes reduce-only at market.
+    pub max_reprices: usize,
+    /// Seconds an exit (a position whose target is 0) may rest as a post-only limit before it is
+    /// cancelled and sent as a reduce-only market order (0: at once).
+    pub exit_patience_secs: usize,
     /// Period of the risk loop (stops on last-trade prices, the kill-switch on account equity).
     pub fast_check_secs: usize,
     /// Test the stops of the risk loop on the closed bars of this finer timeframe (e.g. `1m`) since
@@ -669,6 +677,8 @@ impl Default for LiveConfig {
             max_spread_bps: 15.0,
             max_order_age_secs: 180,
             reprice_bps: 15.0,
+            max_reprices: 3,
+            exit_patience_secs: 300,
             fast_check_secs: 2,
             stop_timeframe: None,
             warmup_bars: 1_000,
@@ -924,6 +934,8 @@ impl Config {
         check.real("live.max_spread_bps", l.max_spread_bps, 0.0, 10_000.0);
         check.int("live.max_order_age_secs", l.max_order_age_secs, 1, 86_400);
         check.real("live.reprice_bps", l.reprice_bps, 0.0, 10_000.0);
+        check.int("live.max_reprices", l.max_reprices, 0, 100);
+        check.int("live.exit_patience_secs", l.exit_patience_secs, 0, 86_400);
         check.int("live.fast_check_secs", l.fast_check_secs, 1, 3_600);
         check.int("live.warmup_bars", l.warmup_bars, 1, 1_000_000);
         check.int("live.breaker.max_errors", l.breaker.max_errors, 1, 10_000);

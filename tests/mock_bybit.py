@@ -9,8 +9,18 @@ timestamps against its own clock as Bybit does, and matches orders bar by bar wh
 (``POST /mock/clock``): a post-only limit fills when a later bar trades through its price; a market
 order fills when it is created, at the last trade plus slippage, with the taker fee.
 
+As Bybit does, an ``orderLinkId`` is refused (110072) once used, also after its order was cancelled
+or filled; a post-only limit that would take liquidity is accepted and then cancelled at once
+(``orderStatus`` Cancelled, ``rejectReason`` EC_PostOnlyWillTakeLiquidity); ``/v5/order/realtime``
+serves open orders, or with ``orderLinkId`` and ``openOnly=1`` the closed ones; ``/v5/execution/list``
+serves the fills in pages of 20 (``nextPageCursor``).
+
 Test hooks (no auth): ``POST /mock/clock {"now_ms"}``, ``POST /mock/faults {"path", "kind",
-"count"}`` with kind ``timeout | http500 | ratelimit | postonly | reject | drop_after_accept | partial``,
+"count", "ms"}`` (``path`` ``*`` matches every path) with kind ``timeout | http500 | ratelimit | postonly
+| reject | drop_after_accept | partial | fill_on_cancel | partial_on_cancel | auth | forbidden |
+delay`` (``delay``: the request waits ``ms`` and then goes through; ``auth``: retCode 10003;
+``forbidden``: HTTP 403; ``fill_on_cancel`` / ``partial_on_cancel``: the order fills (half) just
+before the cancel arrives),
 ``POST /mock/price {"symbol", "last"}`` (the ticker's last trade, for stop tests), ``POST /mock/positions
 {"SYM": qty}`` and ``POST /mock/balance {"balance"}`` (set the account), ``GET /mock/state``
 (orders, positions, balance, request log), ``POST /mock/reset``.
@@ -96,6 +106,9 @@ class Exchange:
             self.faults: list[dict] = []
             self.log: list[dict] = []
             self.next_id = 1
+            self.used_link_ids: set[str] = set()
+            self.refused_duplicates = 0
+            self.next_exec = 1
             self.price_override: dict[str, float] = {}
             self.skew_ms = 0
             self.kline_from_start = False
@@ -126,7 +139,9 @@ class Exchange:
                         continue
                     if self._try_fill(order, bar):
                         break
-            self.orders = [o for o in self.orders if o["orderStatus"] in ("New", "PartiallyFilled")]
+            working = ("New", "PartiallyFilled")
+            self.closed_orders.extend(o for o in self.orders if o["orderStatus"] not in working)
+            self.orders = [o for o in self.orders if o["orderStatus"] in working]
 
     def fill_market(self, order: dict) -> None:
         """A market order fills at once at the last trade (reduce-only capped at the position)."""
@@ -181,16 +196,26 @@ class Exchange:
                 "qty": qty,
                 "price": price,
                 "orderLinkId": order["orderLinkId"],
+                "orderId": order["orderId"],
+                "execId": f"exec-{self.next_exec}",
                 "ts": self.now_ms,
             }
         )
+        self.next_exec += 1
 
-    def take_fault(self, path: str) -> str | None:
+    def close(self, order: dict, status: str, reason: str = "EC_NoError") -> None:
+        """End an open order (cancelled by the user or the exchange): it stays queryable as closed."""
+        order["orderStatus"] = status
+        order["rejectReason"] = reason
+        self.orders = [o for o in self.orders if o is not order]
+        self.closed_orders.append(order)
+
+    def take_fault(self, path: str) -> dict | None:
         with self.lock:
             for fault in self.faults:
-                if fault["path"] == path and fault["count"] > 0:
+                if fault["path"] in (path, "*") and fault["count"] > 0:
                     fault["count"] -= 1
-                    return fault["kind"]
+                    return fault
         return None
 
 
@@ -204,6 +229,11 @@ def page(rows: list, query: dict) -> dict:
         "list": rows[start:end],
         "nextPageCursor": str(end) if end < len(rows) else "",
     }
+
+
+def public(order: dict) -> dict:
+    """An order as Bybit lists it (without the mock's own bookkeeping)."""
+    return {k: v for k, v in order.items() if k != "created_bar_end"}
 
 
 def ok(result) -> dict:
@@ -266,8 +296,16 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith("/mock/"):
             return self._send(self._mock(path, body or {}))
         with ex.lock:
-            ex.log.append({"method": method, "path": path, "query": query, "body": body})
-        fault = ex.take_fault(path)
+            ex.log.append({"method": method, "path": path, "query": query, "body": body, "t": time.time()})
+        taken = ex.take_fault(path)
+        fault = taken["kind"] if taken else None
+        if fault == "delay":
+            # A request that hangs (the exchange is slow), then goes through.
+            time.sleep(taken.get("ms", 3000) / 1000)
+        if fault == "auth":
+            return self._send(error(10003, "API key is invalid."))
+        if fault == "forbidden":
+            return self._send({"error": "forbidden"}, status=403)
         if fault == "timeout":
             time.sleep(3)
             return self._send(error(10016, "late"))
@@ -300,7 +338,12 @@ class Handler(BaseHTTPRequestHandler):
                     ex.faults = [f for f in ex.faults if f["path"] != body["path"]]
                 else:
                     ex.faults.append(
-                        {"path": body["path"], "kind": body["kind"], "count": int(body.get("count", 1))}
+                        {
+                            "path": body["path"],
+                            "kind": body["kind"],
+                            "count": int(body.get("count", 1)),
+                            "ms": int(body.get("ms", 3000)),
+                        }
                     )
         elif path == "/mock/kline_order":
             with ex.lock:
@@ -329,6 +372,7 @@ class Handler(BaseHTTPRequestHandler):
                 "orders": ex.orders,
                 "closed_orders": ex.closed_orders,
                 "executions": ex.executions,
+                "refused_duplicates": ex.refused_duplicates,
                 "log": ex.log,
             }
 
@@ -416,44 +460,65 @@ class Handler(BaseHTTPRequestHandler):
             if path == "/v5/order/realtime":
                 orders = ex.orders
                 if "orderLinkId" in q:
-                    orders = [o for o in orders if o["orderLinkId"] == q["orderLinkId"]]
-                    done = [e for e in ex.executions if e["orderLinkId"] == q["orderLinkId"]]
-                    if not orders and done:
-                        orders = [
-                            {
-                                "orderId": "filled",
-                                "orderLinkId": q["orderLinkId"],
-                                "symbol": done[0]["symbol"],
-                                "side": done[0]["side"],
-                                "qty": str(done[0]["qty"]),
-                                "cumExecQty": str(done[0]["qty"]),
-                                "price": "0",
-                                "orderStatus": "Filled",
-                                "reduceOnly": False,
-                                "createdTime": str(done[0]["ts"]),
-                            }
-                        ]
-                return ok(page(orders, q))
+                    pool = ex.closed_orders if q.get("openOnly") == "1" else ex.orders
+                    orders = [o for o in pool if o["orderLinkId"] == q["orderLinkId"]]
+                elif "symbol" in q:
+                    orders = [o for o in orders if o["symbol"] == q["symbol"]]
+                return ok(page([public(o) for o in orders], q))
+            if path == "/v5/execution/list":
+                rows = [
+                    e
+                    for e in reversed(ex.executions)
+                    if int(q.get("startTime", 0)) <= e["ts"] <= int(q.get("endTime", 2**62))
+                    and q.get("orderLinkId", e["orderLinkId"]) == e["orderLinkId"]
+                    and q.get("symbol", e["symbol"]) == e["symbol"]
+                ]
+                listed = [
+                    {
+                        "symbol": e["symbol"],
+                        "orderId": e["orderId"],
+                        "orderLinkId": e["orderLinkId"],
+                        "side": e["side"],
+                        "execQty": str(e["qty"]),
+                        "execPrice": str(e["price"]),
+                        "execTime": str(e["ts"]),
+                        "execId": e["execId"],
+                        "execType": "Trade",
+                    }
+                    for e in rows
+                ]
+                return ok(page(listed, q))
             if path == "/v5/order/create":
                 return self._create(body, fault)
             if path == "/v5/order/cancel":
-                before = len(ex.orders)
-                ex.orders = [o for o in ex.orders if o["orderLinkId"] != body.get("orderLinkId")]
-                if len(ex.orders) == before:
+                found = [o for o in ex.orders if o["orderLinkId"] == body.get("orderLinkId")]
+                if not found:
                     return error(110001, "order not exists or too late to cancel")
+                order = found[0]
+                left = float(order["qty"]) - float(order["cumExecQty"])
+                price = float(order["price"]) if float(order["price"]) > 0 else ex.last_close(order["symbol"])
+                if fault == "fill_on_cancel":
+                    # The fill races the cancel: the order is done before the cancel arrives.
+                    ex._execute(order, left, price, MAKER_FEE)
+                    ex.close(order, "Filled")
+                    return error(110001, "order not exists or too late to cancel")
+                if fault == "partial_on_cancel":
+                    ex._execute(order, round(left / 2, 3), price, MAKER_FEE)
+                ex.close(order, "Cancelled")
                 return ok({"orderLinkId": body.get("orderLinkId")})
             if path == "/v5/order/cancel-all":
                 symbol = body.get("symbol")
-                ex.orders = [o for o in ex.orders if symbol is not None and o["symbol"] != symbol]
+                for order in [o for o in ex.orders if symbol is None or o["symbol"] == symbol]:
+                    ex.close(order, "Cancelled")
                 return ok({"list": []})
             return error(10001, f"unknown path {path}")
 
     def _create(self, body: dict, fault: str | None) -> dict | None:
         ex = self.exchange
         link_id = body["orderLinkId"]
-        if any(o["orderLinkId"] == link_id for o in ex.orders) or any(
-            e["orderLinkId"] == link_id for e in ex.executions
-        ):
+        # Bybit refuses an orderLinkId once used, whatever became of its order.
+        if link_id in ex.used_link_ids:
+            ex.refused_duplicates += 1
             return error(110072, "OrderLinkedID is duplicate")
         symbol = body["symbol"]
         if symbol not in ex.bars:
@@ -462,11 +527,13 @@ class Handler(BaseHTTPRequestHandler):
         side = 1.0 if body["side"] == "Buy" else -1.0
         if fault == "reject":
             return error(110017, "reduce-only rule not satisfied")
+        ex.used_link_ids.add(link_id)
+        # A post-only limit that would take liquidity is accepted, then cancelled by the exchange.
+        take = False
         if body["orderType"] == "Limit" and body.get("timeInForce") == "PostOnly":
             price = float(body["price"])
             crosses = price >= last * (1 + HALF_SPREAD) if side > 0 else price <= last * (1 - HALF_SPREAD)
-            if crosses or fault == "postonly":
-                return error(110094, "post only order will take liquidity and is rejected")
+            take = crosses or fault == "postonly"
         order = {
             "orderId": f"mock-{ex.next_id}",
             "orderLinkId": link_id,
@@ -480,12 +547,15 @@ class Handler(BaseHTTPRequestHandler):
             "reduceOnly": bool(body.get("reduceOnly", False)),
             "createdTime": str(ex.now_ms),
             "created_bar_end": ex.now_ms,
+            "rejectReason": "EC_NoError",
         }
         ex.next_id += 1
         ex.orders.append(order)
-        if order["orderType"] == "Market":
+        if take:
+            ex.close(order, "Cancelled", "EC_PostOnlyWillTakeLiquidity")
+        elif order["orderType"] == "Market":
             ex.fill_market(order)
-        if fault == "partial" and order["orderType"] == "Limit":
+        if fault == "partial" and order["orderType"] == "Limit" and not take:
             ex._execute(order, float(order["qty"]) / 2, float(order["price"]), MAKER_FEE)
             order["orderStatus"] = "PartiallyFilled"
         if fault == "drop_after_accept":

@@ -1,6 +1,8 @@
 //! `xsmom-live run | health | state show` (live.md §5).
 //!
-//! Every error is one line on stderr and exit code 2; `health` exits 1 when the heartbeat is stale.
+//! Every error is one line on stderr and exit code 2; `health` exits 1 when the heartbeat is stale;
+//! `run` exits 78 when the exchange refused the API key or its permissions (systemd does not
+//! restart it then: `RestartPreventExitStatus=78`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -246,15 +248,21 @@ fn run_exchange(
     runtime()?.block_on(async move {
         let control = Control::from_signals();
         let notifier = Notifier::from_env();
-        if mode == "paper" {
+        let outcome = if mode == "paper" {
             let exchange = PaperExchange::new(client, &symbols, &cfg);
             let mut runner = Runner::start(exchange, cfg, config_text, symbols, opts).await?;
-            service::serve(&mut runner, &control, &config_path, &notifier).await?;
+            service::serve(&mut runner, &control, &config_path, &notifier).await?
         } else {
             let mut runner = Runner::start(client, cfg, config_text, symbols, opts).await?;
-            service::serve(&mut runner, &control, &config_path, &notifier).await?;
+            service::serve(&mut runner, &control, &config_path, &notifier).await?
+        };
+        match outcome {
+            service::Outcome::Stopped => Ok(ExitCode::SUCCESS),
+            service::Outcome::AuthRefused(err) => {
+                eprintln!("xsmom-live: trading stopped, the exchange refused the API key: {err}");
+                Ok(ExitCode::from(xsmom::live::types::EXIT_AUTH))
+            }
         }
-        Ok(ExitCode::SUCCESS)
     })
 }
 

@@ -13,8 +13,8 @@ use sha2::Sha256;
 
 use super::exchange::Exchange;
 use super::types::{
-    ExchangeError, ExchangeResult, FundingRate, Instrument, Kline, Order, OrderRequest, OrderStatus, OrderType,
-    Position, Quote, Side, TimeInForce,
+    ExchangeError, ExchangeResult, Execution, FundingRate, Instrument, Kline, Order, OrderRequest, OrderStatus,
+    OrderType, Position, Quote, Side, TimeInForce,
 };
 use crate::timeframe::Timeframe;
 
@@ -282,16 +282,24 @@ impl BybitClient {
         }
     }
 
-    /// An order by its `orderLinkId`, open or recently closed.
+    /// An order by its `orderLinkId`: first among the open orders, then among the recently closed
+    /// ones (`openOnly=1`, Bybit keeps the last 500 of a unified account).
     pub async fn order_by_link_id(&self, symbol: &str, client_order_id: &str) -> ExchangeResult<Option<Order>> {
-        let query = [
-            ("category", "linear".to_string()),
-            ("symbol", symbol.to_string()),
-            ("orderLinkId", client_order_id.to_string()),
-            ("openOnly", "2".to_string()),
-        ];
-        let result = self.get("/v5/order/realtime", &query, true).await?;
-        Ok(list(&result).iter().filter_map(parse_order).find(|o| o.client_order_id == client_order_id))
+        for open_only in ["0", "1"] {
+            let query = [
+                ("category", "linear".to_string()),
+                ("symbol", symbol.to_string()),
+                ("orderLinkId", client_order_id.to_string()),
+                ("openOnly", open_only.to_string()),
+            ];
+            let result = self.get("/v5/order/realtime", &query, true).await?;
+            if let Some(order) =
+                list(&result).iter().filter_map(parse_order).find(|o| o.client_order_id == client_order_id)
+            {
+                return Ok(Some(order));
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -397,6 +405,25 @@ fn parse_order(value: &Value) -> Option<Order> {
         status,
         reduce_only: value.get("reduceOnly").and_then(Value::as_bool).unwrap_or(false),
         created_ms: value.get("createdTime").and_then(int).unwrap_or(0),
+        reject_reason: value
+            .get("rejectReason")
+            .and_then(Value::as_str)
+            .filter(|r| !r.is_empty() && *r != "EC_NoError")
+            .map(str::to_string),
+    })
+}
+
+fn parse_execution(value: &Value) -> Option<Execution> {
+    Some(Execution {
+        ts: value.get("execTime").and_then(int).unwrap_or(0),
+        symbol: value.get("symbol")?.as_str()?.to_string(),
+        side: parse_side(value.get("side")?.as_str()?)?,
+        qty: num(value, "execQty"),
+        price: num(value, "execPrice"),
+        fee: num(value, "execFee"),
+        maker: value.get("isMaker").and_then(Value::as_bool).unwrap_or(false),
+        client_order_id: value.get("orderLinkId").and_then(Value::as_str).unwrap_or("").to_string(),
+        reason: crate::backtest::FillReason::Rebalance,
     })
 }
 
@@ -603,9 +630,16 @@ impl Exchange for BybitClient {
                 status: OrderStatus::New,
                 reduce_only: request.reduce_only,
                 created_ms: chrono_now_ms(),
+                reject_reason: None,
             }),
+            // 110072: the id is taken. Never "success": the order is looked up by its id and adopted;
+            // an id the exchange refuses but cannot show is burned (the caller moves to the next one).
             Err(ExchangeError::DuplicateOrder { .. }) => {
-                Err(ExchangeError::DuplicateOrder { client_order_id: request.client_order_id.clone() })
+                tracing::warn!(order = %request.client_order_id, "orderLinkId already used; looking the order up");
+                match self.order_by_link_id(&request.symbol, &request.client_order_id).await? {
+                    Some(order) => Ok(order),
+                    None => Err(ExchangeError::DuplicateOrder { client_order_id: request.client_order_id.clone() }),
+                }
             }
             // The request may have reached the exchange: find out by the link id before anything else.
             Err(err) if err.is_retryable() => {
@@ -631,6 +665,23 @@ impl Exchange for BybitClient {
             None => json!({"category": "linear", "settleCoin": "USDT"}),
         };
         self.post("/v5/order/cancel-all", body, true).await.map(|_| ())
+    }
+
+    async fn order_status(&self, symbol: &str, client_order_id: &str) -> ExchangeResult<Option<Order>> {
+        self.order_by_link_id(symbol, client_order_id).await
+    }
+
+    /// `/v5/execution/list` from `since_ms` over every page (`nextPageCursor`, 100 a page). Bybit
+    /// serves at most 7 days a query; the runner asks for the current bar only.
+    async fn executions(&self, since_ms: i64) -> ExchangeResult<Vec<Execution>> {
+        let query = [
+            ("category", "linear".to_string()),
+            ("settleCoin", "USDT".to_string()),
+            ("startTime", since_ms.to_string()),
+            ("execType", "Trade".to_string()),
+        ];
+        let rows = self.all_pages("/v5/execution/list", &query, 100).await?;
+        Ok(rows.iter().filter_map(parse_execution).collect())
     }
 }
 

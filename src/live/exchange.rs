@@ -1,7 +1,7 @@
 //! The one interface the runner trades through (live.md §1): Bybit (mainnet / testnet), `replay`
 //! (a bar store played as if live, with a simulated matching engine) and `paper`.
 
-use super::types::{ExchangeResult, FundingRate, Instrument, Kline, Order, OrderRequest, Position, Quote};
+use super::types::{ExchangeResult, Execution, FundingRate, Instrument, Kline, Order, OrderRequest, Position, Quote};
 use crate::timeframe::Timeframe;
 
 #[allow(async_fn_in_trait)]
@@ -26,6 +26,18 @@ pub trait Exchange {
     async fn place_order(&self, request: &OrderRequest) -> ExchangeResult<Order>;
     async fn cancel_order(&self, symbol: &str, client_order_id: &str) -> ExchangeResult<()>;
     async fn cancel_all(&self, symbol: Option<&str>) -> ExchangeResult<()>;
+    /// One order by its client id, open or recently closed (`None`: the exchange does not know it).
+    /// The simulated exchanges keep no closed orders: an order that is not open is not known.
+    async fn order_status(&self, symbol: &str, client_order_id: &str) -> ExchangeResult<Option<Order>> {
+        let _ = symbol;
+        Ok(self.open_orders().await?.into_iter().find(|o| o.client_order_id == client_order_id))
+    }
+    /// The account's fills since `since_ms` (every page), newest first or in any order. The
+    /// simulated exchanges report none here (their fills are read from the account directly).
+    async fn executions(&self, since_ms: i64) -> ExchangeResult<Vec<Execution>> {
+        let _ = since_ms;
+        Ok(Vec::new())
+    }
     /// Whether the exchange matches resting stop (trigger) orders against the bars it simulates
     /// (`replay`): then the runner keeps the engine's stop levels resting there, and they fill inside
     /// the bar as the backtest's stops do. Elsewhere the risk loop watches the stops.

@@ -2,7 +2,9 @@
 //! as the backtester, stepped once per closed bar; an [`exchange::Exchange`] to trade through.
 
 pub mod bybit;
+pub mod desk;
 pub mod exchange;
+pub mod gate;
 pub mod notify;
 pub mod output;
 pub mod paper;

@@ -12,6 +12,8 @@ const QUEUE: usize = 64;
 #[derive(Clone)]
 pub struct Notifier {
     sender: Option<mpsc::Sender<String>>,
+    /// Messages queued and not yet handled by the background task.
+    pending: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -23,7 +25,7 @@ impl std::fmt::Debug for Notifier {
 impl Notifier {
     /// A notifier that sends nothing.
     pub fn off() -> Self {
-        Self { sender: None }
+        Self { sender: None, pending: Default::default() }
     }
 
     /// From `DISCORD_WEBHOOK_URL` (off when unset). Must be called inside a tokio runtime.
@@ -37,6 +39,8 @@ impl Notifier {
     /// Post to `url` from a background task.
     pub fn webhook(url: String) -> Self {
         let (sender, mut receiver) = mpsc::channel::<String>(QUEUE);
+        let pending = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let handled = std::sync::Arc::clone(&pending);
         tokio::spawn(async move {
             let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client builds");
             while let Some(message) = receiver.recv().await {
@@ -63,15 +67,26 @@ impl Notifier {
                         }
                     }
                 }
+                handled.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             }
         });
-        Self { sender: Some(sender) }
+        Self { sender: Some(sender), pending }
+    }
+
+    /// Wait until every queued message was handled, at most `limit` (on the way out).
+    pub async fn flush(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.pending.load(std::sync::atomic::Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Queue a message; returns at once whatever the webhook does.
     pub fn send(&self, message: impl Into<String>) {
         if let Some(sender) = &self.sender {
+            self.pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             if sender.try_send(message.into()).is_err() {
+                self.pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 tracing::warn!("notification queue full: message dropped");
             }
         }

@@ -55,6 +55,20 @@ pub enum Skip {
     Rejected,
     /// The risk loop closed the position on a stop during this bar: no re-entry before the next bar.
     StoppedThisBar,
+    /// Position plus open orders plus this order would go past the target by more than a lot.
+    BeyondTarget,
+    /// The exchange cancelled `live.max_reprices` post-only orders this bar and
+    /// `execution.limit_fallback` is `cancel`: no more orders before the next bar.
+    RepriceLimit,
+}
+
+/// Whether `position + open + order` (signed units) stays between the position and the target,
+/// with one lot (`lot`) of slack for rounding: an order may move the account toward its target,
+/// never past it.
+pub fn within_target(position: f64, open: f64, order: f64, target: f64, lot: f64) -> bool {
+    let after = position + open + order;
+    let slack = lot.max(0.0) + 1e-9 * (position.abs() + target.abs() + 1.0);
+    after >= position.min(target) - slack && after <= position.max(target) + slack
 }
 
 /// The post-only limit order for `book.delta`: rounded toward zero to the lot (a close of the whole
@@ -189,6 +203,17 @@ mod tests {
         let mut wide = book(5.0, 0.0);
         wide.ask = 100.2; // 20 bps
         assert_eq!(plan_order(&wide, &inputs()), Err(Skip::SpreadTooWide));
+    }
+
+    #[test]
+    fn orders_never_go_past_the_target() {
+        assert!(within_target(0.0, 0.0, 4.99, 5.0, 0.01));
+        assert!(within_target(1.0, 0.0, -6.0, -5.0, 0.01), "a flip to the target");
+        assert!(!within_target(0.0, 4.99, 4.99, 5.0, 0.01), "an open order already covers it");
+        assert!(!within_target(2.0, 0.0, 4.0, 5.0, 0.01), "past the target");
+        assert!(within_target(2.0, 0.0, -2.0, 0.0, 0.001), "a close");
+        assert!(!within_target(2.0, 0.0, -2.5, 0.0, 0.001), "a close that would flip");
+        assert!(within_target(5.0, 0.0, 0.005, 5.0, 0.01), "one lot of slack");
     }
 
     #[test]

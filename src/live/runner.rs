@@ -6,16 +6,27 @@
 //! scoring, its kill-switch) is a function of the bars and the config alone: a restart rebuilds it
 //! by stepping the stored history again. The account side is reconciled every cycle: the exchange
 //! is the source of truth for positions and orders.
+//!
+//! Orders (issue 15): every create attempt takes a fresh id `xs-<bar>-<symbol>-<n>` saved before it
+//! is sent; the status of this bar's orders is read every cycle (open orders, the execution list,
+//! the order by id), and a post-only order the exchange cancelled is re-priced under the next id up
+//! to `live.max_reprices`, then `execution.limit_fallback` (exits: reduce-only market); a resting
+//! order is replaced only after its cancel is confirmed, and no order may take position plus open
+//! orders past the target by more than a lot.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 
+use super::desk::{exchange_error, order_request, Exits, RiskDesk, Shared};
 use super::exchange::Exchange;
+use super::gate::Gate;
 use super::plan::{self, Skip};
-use super::state::{LiveState, StopSnapshot, SymbolState};
-use super::types::{ExchangeError, Instrument, Order, OrderRequest, OrderType, Side, TimeInForce};
+use super::state::{LiveState, StopSnapshot, SymbolState, WorkingOrder};
+use super::types::{ExchangeError, Instrument, Order, Side};
 use crate::backtest::{BacktestResult, BarOrder, Engine, FillReason};
-use crate::config::{Config, FillPrice, OnInvalid};
+use crate::config::{Config, FillPrice, LimitFallback, OnInvalid};
 use crate::data::{self, Bars, Funding, FundingGrid, Panel};
 use crate::error::{Error, Result};
 use crate::execution;
@@ -38,8 +49,11 @@ pub struct RunnerOptions {
 pub struct CycleReport {
     pub bars_stepped: usize,
     pub last_bar_ts: Option<i64>,
+    /// Orders the exchange accepted and kept (an order it cancelled at once is in `orders_ended`).
     pub orders_placed: Vec<String>,
     pub orders_cancelled: Vec<String>,
+    /// Orders the exchange cancelled (a post-only that would have taken liquidity, …).
+    pub orders_ended: Vec<String>,
     pub skipped: Vec<(String, plan::Skip)>,
     pub equity: Option<f64>,
     pub kill_switch: bool,
@@ -51,17 +65,34 @@ fn breaker_open(state: &LiveState, now_ms: i64) -> bool {
     state.breaker_paused_until_ms.is_some_and(|until| now_ms < until)
 }
 
+/// The account as one reconciliation sees it: positions and the open orders (signed units left).
+struct AccountView {
+    positions: BTreeMap<String, f64>,
+    open: Vec<Order>,
+}
+
+impl AccountView {
+    /// Signed units still to fill of `symbol`'s open orders (resting stops excluded).
+    fn open_units(&self, symbol: &str) -> f64 {
+        self.open
+            .iter()
+            .filter(|o| o.symbol == symbol && !is_resting_stop(&o.client_order_id))
+            .map(|o| o.side.sign() * (o.qty - o.filled_qty).max(0.0))
+            .sum()
+    }
+}
+
 pub struct Runner<E: Exchange> {
-    exchange: E,
+    exchange: Arc<Gate<E>>,
+    desk: RiskDesk<E>,
+    shared: Arc<Mutex<Shared>>,
     cfg: Config,
     config_version: String,
     symbols: Vec<String>,
     timeframe: Timeframe,
     engine: Engine,
     instruments: BTreeMap<String, Instrument>,
-    state: LiveState,
     opts: RunnerOptions,
-    account_kill: KillSwitch,
     /// `(bar ts, account equity)` after each reconciled cycle.
     pub equity_history: Vec<(i64, f64)>,
     /// After a restart: whether the rebuilt model matched the saved per-symbol state.
@@ -98,10 +129,11 @@ impl<E: Exchange> Runner<E> {
         }
         let loaded = if opts.reset_state { None } else { LiveState::load(&opts.state_path)? };
         let engine = Engine::new(&symbols, timeframe, &vec![true; symbols.len()], &cfg, false)?;
-        let account_kill = match loaded.as_ref().and_then(|s| s.kill_switch.as_ref()) {
+        let kill = match loaded.as_ref().and_then(|s| s.kill_switch.as_ref()) {
             Some(snapshot) => KillSwitch::restore(&cfg.risk.kill_switch, snapshot),
             None => KillSwitch::new(&cfg.risk.kill_switch),
         };
+        let exchange = Arc::new(Gate::new(exchange));
         let instruments = exchange
             .instruments(&symbols)
             .await
@@ -110,17 +142,33 @@ impl<E: Exchange> Runner<E> {
             .map(|i| (i.symbol.clone(), i))
             .collect();
         let state = loaded.clone().unwrap_or_else(|| LiveState::new(&config_version, &opts.mode));
+        let shared = Arc::new(Mutex::new(Shared {
+            state,
+            kill,
+            stops: vec![None; symbols.len()],
+            stop_timeframe: None,
+            breaker: cfg.live.breaker.clone(),
+            fast_check_secs: cfg.live.fast_check_secs,
+            last_now_ms: 0,
+        }));
+        let desk = RiskDesk {
+            exchange: Arc::clone(&exchange),
+            shared: Arc::clone(&shared),
+            symbols: symbols.clone(),
+            timeframe,
+            state_path: opts.state_path.clone(),
+        };
         let mut runner = Runner {
             exchange,
+            desk,
+            shared,
             cfg,
             config_version,
             symbols,
             timeframe,
             engine,
             instruments,
-            state,
             opts,
-            account_kill,
             equity_history: Vec::new(),
             rebuilt_matches: None,
             reconcile_pending: false,
@@ -131,16 +179,60 @@ impl<E: Exchange> Runner<E> {
         if let Some(previous) = loaded {
             runner.rebuild_model(&previous).await?;
         }
+        runner.publish()?;
         Ok(runner)
     }
 
+    fn with<R>(&self, f: impl FnOnce(&mut Shared) -> R) -> R {
+        f(&mut self.shared.lock().expect("runner state poisoned"))
+    }
+
+    /// What the risk loop reads of the model and the config: the stop states after the last bar.
+    fn publish(&mut self) -> Result<()> {
+        let stops = (0..self.symbols.len()).map(|i| self.engine.risk().stop_state(i).cloned()).collect();
+        let stop_timeframe = self.cfg.live.stop_timeframe.as_deref().map(Timeframe::parse).transpose()?;
+        let (breaker, fast) = (self.cfg.live.breaker.clone(), self.cfg.live.fast_check_secs);
+        self.with(|s| {
+            s.stops = stops;
+            s.stop_timeframe = stop_timeframe;
+            s.breaker = breaker;
+            s.fast_check_secs = fast;
+        });
+        Ok(())
+    }
+
     pub fn exchange(&self) -> &E {
-        &self.exchange
+        self.exchange.inner()
     }
 
     /// Give the exchange back (a test "crashes" a runner and starts another on the same account).
     pub fn into_exchange(self) -> E {
-        self.exchange
+        let Runner { exchange, desk, .. } = self;
+        drop(desk);
+        match Arc::try_unwrap(exchange) {
+            Ok(gate) => gate.into_inner(),
+            Err(_) => panic!("into_exchange: a risk task still holds the exchange"),
+        }
+    }
+
+    /// The risk loop's handle on this runner's exchange and state (the service runs it as a task).
+    pub fn risk_desk(&self) -> RiskDesk<E> {
+        self.desk.clone()
+    }
+
+    /// Share the service's stop flag: once set (SIGTERM), no new request is sent.
+    pub fn set_stop_flag(&self, flag: Arc<AtomicBool>) {
+        self.exchange.set_stop_flag(flag);
+    }
+
+    /// The auth or permission refusal that stopped trading, if any.
+    pub fn fatal(&self) -> Option<ExchangeError> {
+        self.exchange.fatal()
+    }
+
+    /// Requests sent to the exchange so far.
+    pub fn requests_sent(&self) -> u64 {
+        self.exchange.requests_sent()
     }
 
     /// After a restart: did the model rebuilt from the bars match the saved state? (`None`: fresh start.)
@@ -148,8 +240,9 @@ impl<E: Exchange> Runner<E> {
         self.rebuilt_matches
     }
 
-    pub fn state(&self) -> &LiveState {
-        &self.state
+    /// A copy of the state as it would be saved now.
+    pub fn state(&self) -> LiveState {
+        self.with(|s| s.state.clone())
     }
 
     pub fn engine(&self) -> &Engine {
@@ -171,6 +264,11 @@ impl<E: Exchange> Runner<E> {
             for t in 0..panel.n_bars() {
                 self.engine.step(&panel.bar_row(t, &funding));
             }
+            // The exchange is the source of truth: the last bar's decision is steered to again
+            // (what is already on the book or filled is not sent twice).
+            self.pending_decision = self.engine.decided();
+            self.last_close = panel.close.row(panel.n_bars() - 1).to_vec();
+            self.reconcile_pending = true;
         }
         // Compared as JSON: NaN-free and exactly what was saved.
         let rebuilt = self.symbol_states();
@@ -233,20 +331,26 @@ impl<E: Exchange> Runner<E> {
     }
 
     /// One main cycle: step the model over every newly closed bar, then steer the account to the
-    /// targets of the newest one, persist the state and write the heartbeat.
+    /// targets of the newest one, persist the state and write the heartbeat. Between bars: read the
+    /// status of this bar's orders (re-price what the exchange cancelled), send exits that waited
+    /// longer than `live.exit_patience_secs` at market, and replace stale orders.
     pub async fn cycle(&mut self) -> Result<CycleReport> {
         let mut report = CycleReport::default();
         let now = self.exchange.server_time_ms().await.map_err(|err| exchange_error("server time", err))?;
+        self.with(|s| s.last_now_ms = now);
         let step = self.timeframe.ms;
         // Newest bar whose close time is ≤ now − rebalance delay: never the forming bar, and the
         // exchange has had a moment to publish the closed one.
         let delay = self.cfg.live.rebalance_delay_secs as i64 * 1000;
         let newest_open = (now - delay).div_euclid(step) * step - step;
-        let start = match self.state.last_bar_ts {
+        let (last_bar, model_start) = self.with(|s| (s.state.last_bar_ts, s.state.model_start_ts));
+        let start = match last_bar {
             Some(last) => last + step,
             None => {
                 let start = self.opts.start_ts.unwrap_or(newest_open - (self.cfg.live.warmup_bars as i64 - 1) * step);
-                self.state.model_start_ts = Some(start);
+                if model_start.is_none() {
+                    self.with(|s| s.state.model_start_ts = Some(start));
+                }
                 start
             }
         };
@@ -260,23 +364,25 @@ impl<E: Exchange> Runner<E> {
                 self.last_close = panel.close.row(panel.n_bars() - 1).to_vec();
                 report.bars_stepped = panel.n_bars();
             }
-            self.state.last_bar_ts = Some(newest_open);
-            self.state.order_attempts.clear();
-            self.state.stop_exits.clear();
+            self.publish()?;
+            self.with(|s| {
+                s.state.last_bar_ts = Some(newest_open);
+                s.state.start_bar();
+            });
             self.reconcile_pending = true;
         }
-        report.last_bar_ts = self.state.last_bar_ts;
-        if let (false, Some(bar_ts)) = (self.reconcile_pending, self.state.last_bar_ts) {
-            // Between bars: replace this bar's orders that went stale (too old or too far from the touch).
-            match self.cancel_stale_orders(bar_ts, now, &mut report).await {
-                Ok(cancelled) => self.reconcile_pending = cancelled > 0,
+        let bar = self.with(|s| s.state.last_bar_ts);
+        report.last_bar_ts = bar;
+        if let (false, Some(bar_ts)) = (self.reconcile_pending, bar) {
+            match self.between_bars(bar_ts, now, &mut report).await {
+                Ok(again) => self.reconcile_pending = again,
                 Err(err) => {
                     self.record_error(now, &err);
-                    tracing::error!(error = %err, "stale-order check failed; retried next cycle");
+                    tracing::error!(error = %err, "order check failed; retried next cycle");
                 }
             }
         }
-        if let (true, Some(bar_ts)) = (self.reconcile_pending, self.state.last_bar_ts) {
+        if let (true, Some(bar_ts)) = (self.reconcile_pending, bar) {
             match self.reconcile(bar_ts, now, &mut report).await {
                 Ok(done) => self.reconcile_pending = !done,
                 Err(err) => {
@@ -285,9 +391,18 @@ impl<E: Exchange> Runner<E> {
                 }
             }
         }
-        report.breaker_open = breaker_open(&self.state, now);
+        report.breaker_open = self.with(|s| breaker_open(&s.state, now));
         self.persist(now)?;
         Ok(report)
+    }
+
+    /// Between two bars: whether this bar's reconciliation must run again (an order ended or
+    /// was cancelled, an exit is due at market).
+    async fn between_bars(&mut self, bar_ts: i64, now: i64, report: &mut CycleReport) -> Result<bool> {
+        let ended = self.check_orders(bar_ts, report).await?;
+        let cancelled = self.cancel_stale_orders(bar_ts, now, report).await?;
+        let due = self.cancel_impatient_exits(now, report).await?;
+        Ok(!ended.is_empty() || cancelled > 0 || due)
     }
 
     /// Count a failure outside a reconciliation (a failed fetch, a failed risk check) for the
@@ -295,10 +410,10 @@ impl<E: Exchange> Runner<E> {
     pub async fn record_failure(&mut self, err: &Error) {
         let now = match self.exchange.server_time_ms().await {
             Ok(now) => now,
-            Err(_) => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0),
+            Err(_) => match self.with(|s| s.last_now_ms) {
+                0 => host_now_ms(),
+                last => last,
+            },
         };
         self.record_error(now, err);
         if let Err(err) = self.persist(now) {
@@ -306,20 +421,31 @@ impl<E: Exchange> Runner<E> {
         }
     }
 
+    /// Write the state and the heartbeat now (the service calls it on its way out).
+    pub fn save_state(&mut self) -> Result<()> {
+        let now = self.with(|s| s.state.updated_ms).max(0);
+        self.persist(now)
+    }
+
     pub fn config(&self) -> &Config {
         &self.cfg
     }
 
     fn record_error(&mut self, now: i64, err: &Error) {
-        let breaker = &self.cfg.live.breaker;
-        let window = breaker.window_secs as i64 * 1000;
-        self.state.breaker_errors_ms.retain(|t| now - t < window);
-        self.state.breaker_errors_ms.push(now);
-        if self.state.breaker_errors_ms.len() >= breaker.max_errors {
-            self.state.breaker_paused_until_ms = Some(now + breaker.cooldown_secs as i64 * 1000);
-            self.state.breaker_errors_ms.clear();
-            tracing::error!(error = %err, "API circuit breaker open: no new risk for {} s", breaker.cooldown_secs);
+        // Not an exchange failure: the runner is stopping or the key was refused (handled apart).
+        if self.exchange.stopping() || self.exchange.fatal().is_some() {
+            return;
         }
+        let unknown = self.exchange.take_unknown();
+        self.with(|s| s.record_error(now, err, unknown));
+    }
+
+    /// The positions and open orders, each read whole (every page) or an error: a reconciliation
+    /// that cannot see the whole account does not trade.
+    async fn account_view(&self) -> Result<AccountView> {
+        let positions = self.positions().await?;
+        let open = self.exchange.open_orders().await.map_err(|err| exchange_error("open orders", err))?;
+        Ok(AccountView { positions, open })
     }
 
     /// Steer the account to the engine's admitted targets for the bar that opened at `bar_ts`, in
@@ -330,51 +456,66 @@ impl<E: Exchange> Runner<E> {
     async fn reconcile(&mut self, bar_ts: i64, now: i64, report: &mut CycleReport) -> Result<bool> {
         let equity = self.exchange.equity().await.map_err(|err| exchange_error("equity", err))?;
         report.equity = Some(equity);
-        self.state.equity = Some(equity);
-        let kill = self.account_kill.check(bar_ts, equity, self.timeframe);
-        self.state.kill_switch = Some(self.account_kill.snapshot());
-        let mut positions = self.positions().await?;
+        let timeframe = self.timeframe;
+        let kill = self.with(|s| {
+            s.state.equity = Some(equity);
+            let kill = s.kill.check(bar_ts, equity, timeframe);
+            s.state.kill_switch = Some(s.kill.snapshot());
+            kill
+        });
+        let view = self.account_view().await?;
+        let positions = view.positions.clone();
         let prefix = format!("xs-{bar_ts}-");
         // A decision holds for its whole bar: a re-run of this bar's reconciliation (stale orders, a
         // failure) steers to it again; the exits are sent once.
         let decided = self.pending_decision;
-        // Kept until this reconciliation succeeds: exits carry fixed ids, so a retry never doubles one.
+        // Kept until this reconciliation succeeds: a retry re-reads the position before each exit.
         let bar_orders = self.pending_bar_orders.clone();
-        let open = self.exchange.open_orders().await.map_err(|err| exchange_error("open orders", err))?;
         // Rebalance orders of earlier bars are replaced at a decision bar (the engine replaces its
-        // resting limits then); resting stops are placed anew every bar.
-        let mut current: Vec<String> = Vec::new();
-        let mut cancelled: BTreeMap<String, Order> = BTreeMap::new();
-        for order in open {
+        // resting limits then); resting stops are placed anew every bar. A replacement waits until
+        // the cancel is confirmed: then the fills of the cancelled order are known.
+        let mut cancelled: BTreeMap<String, (Order, f64)> = BTreeMap::new();
+        let mut held: BTreeSet<String> = BTreeSet::new();
+        for order in view.open {
             let this_bar = order.client_order_id.starts_with(&prefix);
             let stop_order = is_resting_stop(&order.client_order_id);
             let too_old = now - order.created_ms >= self.cfg.live.max_order_age_secs as i64 * 1000;
             if this_bar && !stop_order && !too_old {
-                current.push(order.symbol.clone());
                 continue;
             }
             if !(stop_order || decided || too_old || !self.cfg.live.trading) {
                 continue;
             }
-            self.cancel(&order, report).await?;
-            if !stop_order {
-                cancelled.insert(order.symbol.clone(), order);
+            match self.cancel_confirmed(&order, bar_ts, report).await? {
+                Some(filled) if !stop_order => {
+                    cancelled.insert(order.symbol.clone(), (order, filled));
+                }
+                Some(_) => {}
+                None => {
+                    held.insert(order.symbol.clone());
+                }
             }
         }
         if !self.cfg.live.trading {
             // A `stand aside` deploy: flat and staying flat, the model still stepping.
             report.skipped = self.symbols.iter().map(|s| (s.clone(), Skip::NotTrading)).collect();
-            self.flatten(bar_ts, &positions, FillReason::Flatten, report).await?;
+            let mut exits = Exits::default();
+            let flattened = self.desk.flatten(bar_ts, &positions, FillReason::Flatten, &mut exits).await;
+            report.orders_placed.extend(exits.placed);
+            flattened?;
             self.pending_bar_orders.clear();
             return Ok(true);
         }
         if kill.active && (kill.flatten || kill.paused) {
             report.kill_switch = true;
-            self.flatten(bar_ts, &positions, FillReason::KillSwitch, report).await?;
+            let mut exits = Exits::default();
+            let flattened = self.desk.flatten(bar_ts, &positions, FillReason::KillSwitch, &mut exits).await;
+            report.orders_placed.extend(exits.placed);
+            flattened?;
             self.pending_bar_orders.clear();
             return Ok(true);
         }
-        if breaker_open(&self.state, now) {
+        if self.with(|s| breaker_open(&s.state, now)) {
             report.breaker_open = true;
             return Ok(false);
         }
@@ -382,34 +523,70 @@ impl<E: Exchange> Runner<E> {
             match *order {
                 BarOrder::ExitAtClose { symbol, reason } => {
                     let symbol = self.symbols[symbol].clone();
-                    let qty = positions.get(&symbol).copied().unwrap_or(0.0);
+                    // Read again: a retry of this reconciliation must not exit twice.
+                    let qty = self.positions().await?.get(&symbol).copied().unwrap_or(0.0);
                     if qty != 0.0 {
-                        let id = format!("{prefix}{symbol}-{}", reason.as_str());
-                        self.place_exit(&symbol, qty, reason, id, report).await?;
+                        let key = format!("{symbol}-{}", reason.as_str());
+                        let attempt = self.desk.reserve(&[key])?[0];
+                        let id = match attempt {
+                            0 => format!("{prefix}{symbol}-{}", reason.as_str()),
+                            n => format!("{prefix}{symbol}-{}-{n}", reason.as_str()),
+                        };
+                        let mut exits = Exits::default();
+                        let sent = self.desk.exit(&symbol, qty, reason, id, &mut exits).await;
+                        report.orders_placed.extend(exits.placed);
+                        sent?;
                     }
                 }
                 BarOrder::Expired { symbol, taker } => {
                     let symbol = self.symbols[symbol].clone();
                     let resting = match cancelled.remove(&symbol) {
                         Some(order) => Some(order),
-                        None => self.cancel_rebalance_orders(&symbol, report).await?,
+                        None => self.cancel_rebalance_orders(&symbol, bar_ts, report).await?,
                     };
-                    if let (true, Some(order)) = (taker, resting) {
-                        let left = order.qty - order.filled_qty;
-                        let request = self.request(&symbol, order.side.sign() * left, None, FillReason::Rebalance);
-                        self.send(request, report).await?;
+                    if let (true, Some((order, filled))) = (taker, resting) {
+                        // What the cancelled order left, after every fill the exchange reported.
+                        let left = order.qty - filled;
+                        if left > 1e-12 {
+                            let request = order_request(&symbol, order.side.sign() * left, None, FillReason::Rebalance);
+                            let view = self.account_view().await?;
+                            let position = view.positions.get(&symbol).copied().unwrap_or(0.0);
+                            let signed = order.side.sign() * left;
+                            let lot = self.instruments[&symbol].lot_size;
+                            if plan::within_target(position, view.open_units(&symbol), signed, position + signed, lot) {
+                                self.send_tracked(vec![request], bar_ts, now, report).await?;
+                            } else {
+                                report.skipped.push((symbol, Skip::BeyondTarget));
+                            }
+                        }
                     }
                 }
                 BarOrder::Exited { .. } => {}
             }
         }
         if decided {
-            positions = self.positions().await?;
-            let equity = self.exchange.equity().await.map_err(|err| exchange_error("equity", err))?;
-            self.rebalance(bar_ts, equity, &positions, &current, report).await?;
+            // Passes: each re-reads the account, places what is missing, then reads the status of
+            // this bar's orders; an order the exchange cancelled is re-priced by the next pass.
+            let passes = self.cfg.live.max_reprices + 2;
+            for _ in 0..passes {
+                let view = self.account_view().await?;
+                let equity = self.exchange.equity().await.map_err(|err| exchange_error("equity", err))?;
+                let mut current: BTreeSet<String> = view
+                    .open
+                    .iter()
+                    .filter(|o| o.client_order_id.starts_with(&prefix) && !is_resting_stop(&o.client_order_id))
+                    .map(|o| o.symbol.clone())
+                    .collect();
+                current.extend(held.iter().cloned());
+                let again = self.rebalance(bar_ts, now, equity, &view, &current, report).await?;
+                let ended = self.check_orders(bar_ts, report).await?;
+                if !again && ended.is_empty() {
+                    break;
+                }
+            }
         }
         if self.exchange.resting_stops() {
-            positions = self.positions().await?;
+            let positions = self.positions().await?;
             self.place_resting_stops(bar_ts, &positions, report).await?;
         }
         let equity = self.exchange.equity().await.map_err(|err| exchange_error("equity", err))?;
@@ -430,23 +607,52 @@ impl<E: Exchange> Runner<E> {
             .collect())
     }
 
-    async fn cancel(&mut self, order: &Order, report: &mut CycleReport) -> Result<()> {
-        self.exchange
-            .cancel_order(&order.symbol, &order.client_order_id)
+    /// Cancel `order`, then confirm it ended: `Some(filled)` with every fill the exchange reported
+    /// for it (the larger of its own count and the execution list's), `None` while it still works.
+    async fn cancel_confirmed(&self, order: &Order, bar_ts: i64, report: &mut CycleReport) -> Result<Option<f64>> {
+        match self.exchange.cancel_order(&order.symbol, &order.client_order_id).await {
+            Ok(()) | Err(ExchangeError::NotFound { .. }) => {}
+            Err(err) => return Err(exchange_error(&format!("cancel {}", order.client_order_id), err)),
+        }
+        let status = self
+            .exchange
+            .order_status(&order.symbol, &order.client_order_id)
             .await
-            .or_else(ignore_not_found)
-            .map_err(|err| exchange_error("cancel", err))?;
+            .map_err(|err| exchange_error(&format!("order status {}", order.client_order_id), err))?;
+        let mut filled = match status {
+            Some(now) if now.status.is_open() => {
+                tracing::warn!(id = %order.client_order_id, "cancel not confirmed yet; no replacement this cycle");
+                return Ok(None);
+            }
+            Some(now) => now.filled_qty.max(order.filled_qty),
+            None => order.filled_qty,
+        };
+        // Orders of this bar and the one before: the execution list since the earlier bar's end.
+        let since = bar_ts - self.timeframe.ms;
+        let executions = self.exchange.executions(since).await.map_err(|err| exchange_error("executions", err))?;
+        let listed: f64 = executions.iter().filter(|e| e.client_order_id == order.client_order_id).map(|e| e.qty).sum();
+        filled = filled.max(listed);
+        if filled > order.filled_qty + 1e-12 {
+            tracing::info!(id = %order.client_order_id, filled, "the cancelled order filled (more) before the cancel");
+        }
         report.orders_cancelled.push(order.client_order_id.clone());
-        Ok(())
+        self.with(|s| s.state.working.retain(|w| w.client_order_id != order.client_order_id));
+        Ok(Some(filled))
     }
 
-    /// Cancel `symbol`'s resting rebalance orders; returns the last one cancelled.
-    async fn cancel_rebalance_orders(&mut self, symbol: &str, report: &mut CycleReport) -> Result<Option<Order>> {
+    /// Cancel `symbol`'s resting rebalance orders; returns the last one cancelled with its fills.
+    async fn cancel_rebalance_orders(
+        &mut self,
+        symbol: &str,
+        bar_ts: i64,
+        report: &mut CycleReport,
+    ) -> Result<Option<(Order, f64)>> {
         let open = self.exchange.open_orders().await.map_err(|err| exchange_error("open orders", err))?;
         let mut last = None;
         for order in open.into_iter().filter(|o| o.symbol == symbol && !is_resting_stop(&o.client_order_id)) {
-            self.cancel(&order, report).await?;
-            last = Some(order);
+            if let Some(filled) = self.cancel_confirmed(&order, bar_ts, report).await? {
+                last = Some((order, filled));
+            }
         }
         Ok(last)
     }
@@ -454,34 +660,38 @@ impl<E: Exchange> Runner<E> {
     /// The rebalance of a decision bar: every symbol with an admitted target or a position, sized on
     /// the account with the engine's trade rule, rounded to the lot; the order style follows the fill
     /// model (`close`, `next_open`: market orders; `limit_touch`: post-only limits at the close ± the
-    /// offset).
+    /// offset, one tick farther per re-price). Every order is checked against the target first.
+    /// Returns whether another pass is due (an id was refused, a post-only was rejected).
     async fn rebalance(
         &mut self,
         bar_ts: i64,
+        now: i64,
         equity: f64,
-        positions: &BTreeMap<String, f64>,
-        current: &[String],
+        view: &AccountView,
+        current: &BTreeSet<String>,
         report: &mut CycleReport,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let targets = self.engine.target_weights().to_vec();
         let fill = self.cfg.execution.fill;
         let min_delta = self.cfg.backtest.min_rebalance_delta;
-        let mut first_error = None;
+        let max_reprices = self.cfg.live.max_reprices as u32;
+        let patience_ms = self.cfg.live.exit_patience_secs as i64 * 1000;
         let inputs = plan::PlanInputs {
             price_offset_bps: self.cfg.execution.limit_offset_bps + self.cfg.live.price_offset_bps,
             dynamic_offset: self.cfg.live.dynamic_offset,
             max_spread_bps: self.cfg.live.max_spread_bps,
         };
+        let mut requests = Vec::new();
         for i in 0..self.symbols.len() {
             let symbol = self.symbols[i].clone();
-            let position = positions.get(&symbol).copied().unwrap_or(0.0);
+            let position = view.positions.get(&symbol).copied().unwrap_or(0.0);
             if (targets[i] == 0.0 && position == 0.0) || current.contains(&symbol) {
                 continue;
             }
             // The risk loop stopped this symbol out during this bar: the engine has not seen that bar
             // yet, so its target still holds the position; no re-entry before the next bar's decision
             // (where the engine's own stop and cooldown apply).
-            if self.state.stop_exits.contains(&format!("xs-{bar_ts}-{symbol}-stop")) {
+            if self.with(|s| s.stopped_this_bar(&symbol)) {
                 report.skipped.push((symbol, Skip::StoppedThisBar));
                 continue;
             }
@@ -521,30 +731,105 @@ impl<E: Exchange> Runner<E> {
                     continue;
                 }
             };
-            let limit = (fill == FillPrice::LimitTouch).then_some(planned.price);
-            let mut request = self.request(&symbol, planned.side.sign() * planned.qty, limit, FillReason::Rebalance);
-            request.reduce_only = planned.reduce_only;
-            let attempt = self.state.order_attempts.get(&symbol).copied().unwrap_or(0);
-            request.client_order_id = plan::client_order_id(bar_ts, &symbol, attempt);
-            match self.exchange.place_order(&request).await {
-                Ok(_) => report.orders_placed.push(request.client_order_id),
-                Err(ExchangeError::DuplicateOrder { .. }) => {}
-                Err(ExchangeError::OrderRejected { post_only: true, .. }) => {
-                    // The touch moved through our price: one re-price one tick behind the touch.
-                    let quote = self.exchange.quote(&symbol).await.map_err(|err| exchange_error("quote", err))?;
-                    let tick = self.instruments[&symbol].tick_size;
-                    request.price = Some(match request.side {
-                        Side::Buy => plan::floor_to_step(quote.bid - tick, tick),
-                        Side::Sell => plan::ceil_to_step(quote.ask + tick, tick),
-                    });
-                    self.state.order_attempts.insert(symbol.clone(), attempt + 1);
-                    request.client_order_id = plan::client_order_id(bar_ts, &symbol, attempt + 1);
-                    match self.exchange.place_order(&request).await {
-                        Ok(_) | Err(ExchangeError::DuplicateOrder { .. }) => {
-                            report.orders_placed.push(request.client_order_id)
-                        }
-                        Err(err) => tracing::warn!(%symbol, error = %err, "re-priced order rejected"),
+            let (reprices, exit_since) = self.with(|s| {
+                (s.state.reprices.get(&symbol).copied().unwrap_or(0), s.state.exit_since_ms.get(&symbol).copied())
+            });
+            let closing = targets[i] == 0.0;
+            let mut limit = (fill == FillPrice::LimitTouch).then(|| {
+                // One tick farther from the market per re-price.
+                let tick = instrument.tick_size;
+                let away = reprices as f64 * tick;
+                match planned.side {
+                    Side::Buy => plan::floor_to_step(planned.price - away, tick),
+                    Side::Sell => plan::ceil_to_step(planned.price + away, tick),
+                }
+            });
+            let mut reduce_only = planned.reduce_only;
+            if limit.is_some() && closing {
+                let patience_over = patience_ms == 0 || exit_since.is_some_and(|t| now - t >= patience_ms);
+                if patience_over || reprices > max_reprices {
+                    // An exit that waited long enough (or was cancelled too often) goes at market.
+                    limit = None;
+                    reduce_only = true;
+                }
+            } else if limit.is_some() && reprices > max_reprices {
+                match self.cfg.execution.limit_fallback {
+                    LimitFallback::Taker => limit = None,
+                    LimitFallback::Cancel => {
+                        report.skipped.push((symbol, Skip::RepriceLimit));
+                        continue;
                     }
+                }
+            }
+            let signed = planned.side.sign() * planned.qty;
+            // Never past the target: position + open orders + this order, one lot of slack.
+            if !plan::within_target(position, view.open_units(&symbol), signed, position + delta, instrument.lot_size) {
+                tracing::warn!(%symbol, position, open = view.open_units(&symbol), order = signed, target = position + delta, "order would go past the target; skipped");
+                report.skipped.push((symbol, Skip::BeyondTarget));
+                continue;
+            }
+            let mut request = order_request(&symbol, signed, limit, FillReason::Rebalance);
+            request.reduce_only = reduce_only;
+            requests.push(request);
+        }
+        self.send_tracked(requests, bar_ts, now, report).await
+    }
+
+    /// Send rebalance orders: their ids are taken and saved first (one write for the batch), then
+    /// each is sent and followed until it ends. One symbol's rejection never stops the others; a
+    /// transient failure is returned after every order was tried. Returns whether another pass is
+    /// due (an id was refused, a post-only was rejected at once).
+    async fn send_tracked(
+        &mut self,
+        requests: Vec<super::types::OrderRequest>,
+        bar_ts: i64,
+        now: i64,
+        report: &mut CycleReport,
+    ) -> Result<bool> {
+        let keys: Vec<String> = requests.iter().map(|r| r.symbol.clone()).collect();
+        let attempts = self.desk.reserve(&keys)?;
+        let targets = self.engine.target_weights().to_vec();
+        let mut again = false;
+        let mut first_error = None;
+        for (mut request, attempt) in requests.into_iter().zip(attempts) {
+            let symbol = request.symbol.clone();
+            // The risk loop may have stopped the symbol out while this pass planned.
+            if self.with(|s| s.stopped_this_bar(&symbol)) {
+                report.skipped.push((symbol, Skip::StoppedThisBar));
+                continue;
+            }
+            request.client_order_id = plan::client_order_id(bar_ts, &symbol, attempt);
+            let exit_limit = request.price.is_some()
+                && self.symbols.iter().position(|s| *s == symbol).is_some_and(|i| targets[i] == 0.0);
+            match self.exchange.place_order(&request).await {
+                Ok(order) => {
+                    let id = request.client_order_id.clone();
+                    self.with(|s| {
+                        s.state.working.push(WorkingOrder {
+                            client_order_id: id.clone(),
+                            symbol: symbol.clone(),
+                            qty: request.qty,
+                        });
+                        if exit_limit {
+                            s.state.exit_since_ms.entry(symbol.clone()).or_insert(now);
+                        }
+                    });
+                    if order.cancelled_by_exchange() {
+                        // Adopted after a 110072 and already ended: the next status read handles it.
+                        tracing::info!(%id, "adopted order was cancelled by the exchange");
+                    }
+                    report.orders_placed.push(id);
+                }
+                Err(ExchangeError::DuplicateOrder { client_order_id }) => {
+                    // Taken and not to be found: the id is burned; the next pass uses the next one.
+                    tracing::warn!(%symbol, id = %client_order_id, "order id refused as a duplicate; next id");
+                    again = true;
+                }
+                Err(ExchangeError::OrderRejected { post_only: true, .. }) => {
+                    // Refused at once as taking liquidity: re-priced by the next pass, one tick farther.
+                    self.with(|s| *s.state.reprices.entry(symbol.clone()).or_insert(0) += 1);
+                    report.orders_ended.push(request.client_order_id);
+                    again = true;
                 }
                 Err(err @ (ExchangeError::OrderRejected { .. } | ExchangeError::InvalidParams { .. })) => {
                     // One symbol's rejection (a reduce-only race, a size rule) never stops the others.
@@ -558,58 +843,90 @@ impl<E: Exchange> Runner<E> {
             }
         }
         // A transient failure is retried by the next cycle (orders placed this bar are not re-sent).
-        first_error.map_or(Ok(()), Err)
+        first_error.map_or(Ok(again), Err)
     }
 
-    /// An order for `delta` units of `symbol` (market when `limit` is `None`); the id is set by the caller.
-    fn request(&self, symbol: &str, delta: f64, limit: Option<f64>, reason: FillReason) -> OrderRequest {
-        OrderRequest {
-            symbol: symbol.to_string(),
-            side: if delta > 0.0 { Side::Buy } else { Side::Sell },
-            qty: delta.abs(),
-            price: limit,
-            order_type: if limit.is_some() { OrderType::Limit } else { OrderType::Market },
-            tif: if limit.is_some() { TimeInForce::PostOnly } else { TimeInForce::Ioc },
-            reduce_only: false,
-            client_order_id: String::new(),
-            trigger_price: None,
-            close_fraction: None,
-            reason,
+    /// Read the status of this bar's working orders: open (still working), filled (the execution
+    /// list has it all), or ended otherwise (looked up by its id). The symbols of orders the
+    /// exchange cancelled (a post-only that would have taken liquidity) are returned and count as a
+    /// re-price.
+    async fn check_orders(&mut self, bar_ts: i64, report: &mut CycleReport) -> Result<Vec<String>> {
+        let working = self.with(|s| s.state.working.clone());
+        if working.is_empty() {
+            return Ok(Vec::new());
         }
+        let open = self.exchange.open_orders().await.map_err(|err| exchange_error("open orders", err))?;
+        let open: BTreeSet<String> = open.into_iter().map(|o| o.client_order_id).collect();
+        let executions = self
+            .exchange
+            .executions(bar_ts + self.timeframe.ms)
+            .await
+            .map_err(|err| exchange_error("executions", err))?;
+        let mut filled: BTreeMap<&str, f64> = BTreeMap::new();
+        for execution in &executions {
+            *filled.entry(execution.client_order_id.as_str()).or_insert(0.0) += execution.qty;
+        }
+        let mut keep = Vec::new();
+        let mut ended = Vec::new();
+        for order in working {
+            if open.contains(&order.client_order_id) {
+                keep.push(order);
+                continue;
+            }
+            if filled.get(order.client_order_id.as_str()).copied().unwrap_or(0.0) >= order.qty - 1e-9 {
+                continue;
+            }
+            let status = self
+                .exchange
+                .order_status(&order.symbol, &order.client_order_id)
+                .await
+                .map_err(|err| exchange_error(&format!("order status {}", order.client_order_id), err))?;
+            match status {
+                Some(now) if now.status.is_open() => keep.push(order),
+                Some(now) if now.cancelled_by_exchange() => {
+                    tracing::info!(
+                        id = %order.client_order_id,
+                        reason = now.reject_reason.as_deref().unwrap_or(""),
+                        "the exchange cancelled the order; re-priced under the next id"
+                    );
+                    self.with(|s| *s.state.reprices.entry(order.symbol.clone()).or_insert(0) += 1);
+                    report.orders_placed.retain(|id| *id != order.client_order_id);
+                    report.orders_ended.push(order.client_order_id.clone());
+                    ended.push(order.symbol.clone());
+                }
+                _ => {}
+            }
+        }
+        self.with(|s| {
+            // Orders sent meanwhile (none: one cycle at a time) are kept.
+            s.state.working = keep;
+        });
+        Ok(ended)
     }
 
-    /// Send a market order under the symbol's next attempt id.
-    async fn send(&mut self, mut request: OrderRequest, report: &mut CycleReport) -> Result<()> {
-        let bar_ts = self.state.last_bar_ts.unwrap_or(0);
-        let attempt = self.state.order_attempts.get(&request.symbol).copied().unwrap_or(0);
-        self.state.order_attempts.insert(request.symbol.clone(), attempt + 1);
-        request.client_order_id = plan::client_order_id(bar_ts, &request.symbol, attempt);
-        match self.exchange.place_order(&request).await {
-            Ok(_) => report.orders_placed.push(request.client_order_id),
-            Err(ExchangeError::DuplicateOrder { .. }) => {}
-            Err(err) => return Err(exchange_error(&format!("order {}", request.client_order_id), err)),
+    /// Exits (target 0) that rested longer than `live.exit_patience_secs`: their limits are
+    /// cancelled (confirmed) so that the reconciliation sends them reduce-only at market.
+    async fn cancel_impatient_exits(&mut self, now: i64, report: &mut CycleReport) -> Result<bool> {
+        let patience_ms = self.cfg.live.exit_patience_secs as i64 * 1000;
+        let due: Vec<String> = self.with(|s| {
+            s.state.exit_since_ms.iter().filter(|(_, t)| now - **t >= patience_ms).map(|(s, _)| s.clone()).collect()
+        });
+        if due.is_empty() {
+            return Ok(false);
         }
-        Ok(())
-    }
-
-    /// A reduce-only market exit of the whole `position`.
-    async fn place_exit(
-        &mut self,
-        symbol: &str,
-        position: f64,
-        reason: FillReason,
-        client_order_id: String,
-        report: &mut CycleReport,
-    ) -> Result<()> {
-        let mut request = self.request(symbol, -position, None, reason);
-        request.reduce_only = true;
-        request.client_order_id = client_order_id;
-        match self.exchange.place_order(&request).await {
-            Ok(_) => report.orders_placed.push(request.client_order_id),
-            Err(ExchangeError::DuplicateOrder { .. }) => {}
-            Err(err) => return Err(exchange_error(&format!("exit {symbol}"), err)),
+        let bar_ts = self.with(|s| s.state.last_bar_ts).unwrap_or(0);
+        let mut any = false;
+        for symbol in due {
+            let i = self.symbols.iter().position(|s| *s == symbol);
+            if i.is_none_or(|i| self.engine.target_weights()[i] != 0.0) {
+                continue;
+            }
+            if self.cancel_rebalance_orders(&symbol, bar_ts, report).await?.is_some() {
+                tracing::info!(%symbol, "exit waited longer than live.exit_patience_secs: reduce-only at market");
+                any = true;
+            }
         }
-        Ok(())
+        Ok(any)
     }
 
     /// The engine's stop machine as resting reduce-only orders on an exchange that simulates bars
@@ -640,13 +957,14 @@ impl<E: Exchange> Runner<E> {
                 ));
             }
             for (suffix, level, reason, fraction) in levels {
-                let mut request = self.request(&symbol, -position * fraction, None, reason);
+                let mut request = order_request(&symbol, -position * fraction, None, reason);
                 request.reduce_only = true;
                 request.trigger_price = Some(level);
                 request.close_fraction = Some(fraction);
                 request.client_order_id = format!("xs-{bar_ts}-{symbol}-{suffix}");
                 match self.exchange.place_order(&request).await {
                     Ok(_) => report.orders_placed.push(request.client_order_id),
+                    // Placed by an earlier run of this bar's reconciliation.
                     Err(ExchangeError::DuplicateOrder { .. }) => {}
                     Err(err) => return Err(exchange_error(&format!("stop order {symbol}"), err)),
                 }
@@ -656,135 +974,43 @@ impl<E: Exchange> Runner<E> {
     }
 
     /// Cancel this bar's resting orders that are older than `max_order_age_secs` or farther than
-    /// `reprice_bps` from the touch (live.md §2.5); the next reconciliation re-places them under
-    /// the next attempt id. Returns how many were cancelled.
+    /// `reprice_bps` from the touch (live.md §2.5), each confirmed; the next reconciliation
+    /// re-places them under the next attempt id. Returns how many were cancelled.
     async fn cancel_stale_orders(&mut self, bar_ts: i64, now: i64, report: &mut CycleReport) -> Result<usize> {
-        let live = &self.cfg.live;
-        let max_age_ms = live.max_order_age_secs as i64 * 1000;
+        let max_age_ms = self.cfg.live.max_order_age_secs as i64 * 1000;
+        let reprice_bps = self.cfg.live.reprice_bps;
         let open = self.exchange.open_orders().await.map_err(|err| exchange_error("open orders", err))?;
         let prefix = format!("xs-{bar_ts}-");
         let mut cancelled = 0;
         for order in open.into_iter().filter(|o| o.client_order_id.starts_with(&prefix)) {
+            if is_resting_stop(&order.client_order_id) {
+                continue;
+            }
             let too_old = now - order.created_ms >= max_age_ms;
             let too_far = match order.price {
                 Some(price) if !too_old => {
                     let quote = self.exchange.quote(&order.symbol).await.map_err(|err| exchange_error("quote", err))?;
                     let touch = if order.side == Side::Buy { quote.bid } else { quote.ask };
-                    touch > 0.0 && (price - touch).abs() / touch * 1e4 > live.reprice_bps
+                    touch > 0.0 && (price - touch).abs() / touch * 1e4 > reprice_bps
                 }
                 _ => false,
             };
             if !(too_old || too_far) {
                 continue;
             }
-            self.exchange
-                .cancel_order(&order.symbol, &order.client_order_id)
-                .await
-                .or_else(ignore_not_found)
-                .map_err(|err| exchange_error("cancel", err))?;
-            self.state.order_attempts.entry(order.symbol.clone()).and_modify(|n| *n += 1).or_insert(1);
-            tracing::info!(symbol = %order.symbol, id = %order.client_order_id, too_old, too_far, "stale order cancelled");
-            report.orders_cancelled.push(order.client_order_id);
-            cancelled += 1;
+            if self.cancel_confirmed(&order, bar_ts, report).await?.is_some() {
+                tracing::info!(symbol = %order.symbol, id = %order.client_order_id, too_old, too_far, "stale order cancelled");
+                cancelled += 1;
+            }
         }
         Ok(cancelled)
     }
 
-    /// Kill-switch or stand-aside: cancel everything and close every position with reduce-only
-    /// market orders.
-    async fn flatten(
-        &mut self,
-        bar_ts: i64,
-        positions: &BTreeMap<String, f64>,
-        reason: FillReason,
-        report: &mut CycleReport,
-    ) -> Result<()> {
-        self.exchange.cancel_all(None).await.map_err(|err| exchange_error("cancel all", err))?;
-        let kind = if reason == FillReason::KillSwitch { "kill" } else { "flat" };
-        let mut first_error = None;
-        for (symbol, qty) in positions.iter().filter(|(_, q)| **q != 0.0) {
-            // A fresh id per attempt: a retry after a failure (or an unfilled exit) is a new order.
-            let key = format!("{symbol}-{kind}");
-            let attempt = self.state.order_attempts.get(&key).copied().unwrap_or(0);
-            self.state.order_attempts.insert(key, attempt + 1);
-            let id = format!("xs-{bar_ts}-{symbol}-{kind}-{attempt}");
-            if let Err(err) = self.place_exit(symbol, *qty, reason, id, report).await {
-                tracing::error!(%symbol, error = %err, "exit failed; retried at the next check");
-                first_error.get_or_insert(err);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
-    }
-
-    /// The risk loop (live.md §3), run every `live.fast_check_secs`: the model's stop levels tested
-    /// on last-trade prices of the account's open positions (a hit closes with a reduce-only market
-    /// order), and the account kill-switch on the current equity. Returns the exit order ids.
+    /// The risk loop's check (live.md §3), run every `live.fast_check_secs` — by the service as a
+    /// task of its own ([`Runner::risk_desk`]); here for a caller that steps it by hand. Returns the
+    /// exit order ids.
     pub async fn risk_check(&mut self) -> Result<Vec<String>> {
-        let Some(bar_ts) = self.state.last_bar_ts else { return Ok(Vec::new()) };
-        let now = self.exchange.server_time_ms().await.map_err(|err| exchange_error("server time", err))?;
-        let mut placed = Vec::new();
-        let positions = self.exchange.positions().await.map_err(|err| exchange_error("positions", err))?;
-        let equity = self.exchange.equity().await.map_err(|err| exchange_error("equity", err))?;
-        let kill = self.account_kill.check(bar_ts, equity, self.timeframe);
-        self.state.kill_switch = Some(self.account_kill.snapshot());
-        // Fired (or still paused after firing) with positions left: flatten, and again at every
-        // check until the account is flat (a failed exit is retried under a fresh id).
-        if kill.active && (kill.flatten || kill.paused) && !positions.is_empty() {
-            let book: BTreeMap<String, f64> = positions.iter().map(|p| (p.symbol.clone(), p.qty)).collect();
-            let mut report = CycleReport::default();
-            tracing::error!(equity, "daily kill-switch: cancelling orders and flattening");
-            let flattened = self.flatten(bar_ts, &book, FillReason::KillSwitch, &mut report).await;
-            self.persist(now)?;
-            flattened?;
-            return Ok(report.orders_placed);
-        }
-        let stop_timeframe = self.cfg.live.stop_timeframe.as_deref().map(Timeframe::parse).transpose()?;
-        for position in positions {
-            let Some(i) = self.symbols.iter().position(|s| *s == position.symbol) else { continue };
-            let Some(stop) = self.engine.risk().stop_state(i) else { continue };
-            if stop.side != position.qty.signum() {
-                continue;
-            }
-            let hit = match stop_timeframe {
-                // The stop state machine of the core, on the last trade as a one-tick bar.
-                None => {
-                    let quote =
-                        self.exchange.quote(&position.symbol).await.map_err(|err| exchange_error("quote", err))?;
-                    stop.test(quote.last, quote.last, quote.last)
-                }
-                // … or on each closed finer bar since the model's last bar, in order.
-                Some(timeframe) => {
-                    let since = bar_ts + self.timeframe.ms;
-                    let bars = self
-                        .exchange
-                        .closed_klines(&position.symbol, timeframe, since, now)
-                        .await
-                        .map_err(|err| exchange_error(&format!("stop bars {}", position.symbol), err))?;
-                    bars.iter().find_map(|b| stop.test(b.open, b.high, b.low))
-                }
-            };
-            let Some((price, reason)) = hit else { continue };
-            let client_order_id = format!("xs-{bar_ts}-{}-stop", position.symbol);
-            if self.state.stop_exits.contains(&client_order_id) {
-                continue;
-            }
-            let mut request = self.request(&position.symbol, -position.qty, None, reason);
-            request.reduce_only = true;
-            request.client_order_id = client_order_id;
-            match self.exchange.place_order(&request).await {
-                Ok(_) => {
-                    tracing::warn!(symbol = %position.symbol, price, reason = reason.as_str(), "stop hit: reduce-only exit");
-                    self.state.stop_exits.push(request.client_order_id.clone());
-                    placed.push(request.client_order_id);
-                }
-                Err(ExchangeError::DuplicateOrder { .. }) => self.state.stop_exits.push(request.client_order_id),
-                Err(err) => return Err(exchange_error(&format!("stop exit {}", position.symbol), err)),
-            }
-        }
-        if !placed.is_empty() {
-            self.persist(now)?;
-        }
-        Ok(placed)
+        self.desk.check().await
     }
 
     /// Swap in a new config between cycles: validated first (an invalid one is rejected and the
@@ -795,7 +1021,8 @@ impl<E: Exchange> Runner<E> {
             return Err(Error::config("live reload: data.timeframe cannot change while running; restart instead"));
         }
         let mut engine = Engine::new(&self.symbols, self.timeframe, &vec![true; self.symbols.len()], &cfg, false)?;
-        if let (Some(start), Some(last)) = (self.state.model_start_ts, self.state.last_bar_ts) {
+        let (model_start, last_bar) = self.with(|s| (s.state.model_start_ts, s.state.last_bar_ts));
+        if let (Some(start), Some(last)) = (model_start, last_bar) {
             if let Some((panel, funding)) = self.fetch_panel(start, last + self.timeframe.ms).await? {
                 for t in 0..panel.n_bars() {
                     engine.step(&panel.bar_row(t, &funding));
@@ -803,9 +1030,10 @@ impl<E: Exchange> Runner<E> {
             }
         }
         self.engine = engine;
-        self.account_kill = KillSwitch::restore(&cfg.risk.kill_switch, &self.account_kill.snapshot());
+        self.with(|s| s.kill = KillSwitch::restore(&cfg.risk.kill_switch, &s.kill.snapshot()));
         self.cfg = cfg;
         self.config_version = config_version(config_text);
+        self.publish()?;
         self.reconcile_pending = true;
         tracing::info!(version = %self.config_version, "config reloaded");
         Ok(())
@@ -841,13 +1069,17 @@ impl<E: Exchange> Runner<E> {
 
     /// Save the state atomically and touch the heartbeat.
     fn persist(&mut self, now: i64) -> Result<()> {
-        self.state.symbols = self.symbol_states();
-        self.state.config_version = self.config_version.clone();
-        self.state.updated_ms = now;
-        self.state.save(&self.opts.state_path)?;
+        let symbols = self.symbol_states();
+        let version = self.config_version.clone();
+        let last_bar = self.with(|s| {
+            s.state.symbols = symbols;
+            s.state.config_version = version;
+            s.state.updated_ms = now;
+            s.state.save(&self.opts.state_path).map(|_| s.state.last_bar_ts)
+        })?;
         let heartbeat = serde_json::json!({
             "ts_ms": now,
-            "last_bar_ts": self.state.last_bar_ts,
+            "last_bar_ts": last_bar,
             "mode": self.opts.mode,
             "timeframe_ms": self.timeframe.ms,
         });
@@ -860,15 +1092,8 @@ fn is_resting_stop(client_order_id: &str) -> bool {
     ["-cat", "-sl", "-tp"].iter().any(|suffix| client_order_id.ends_with(suffix))
 }
 
-fn ignore_not_found(err: ExchangeError) -> std::result::Result<(), ExchangeError> {
-    match err {
-        ExchangeError::NotFound { .. } => Ok(()),
-        other => Err(other),
-    }
-}
-
-fn exchange_error(what: &str, err: ExchangeError) -> Error {
-    Error::invalid(format!("exchange: {what}: {err}"))
+fn host_now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Version of a config: the first 8 hex digits of the SHA-256 of its text.

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::desk::RiskDesk;
 use super::exchange::Exchange;
 use super::notify::Notifier;
 use super::runner::Runner;
@@ -56,20 +57,43 @@ fn load_config(path: &Path) -> Result<(Config, String)> {
     Ok((cfg, text))
 }
 
-/// Run until a stop is requested. Errors of one step are logged, counted by the circuit breaker
-/// and retried at the next step; they do not end the service.
-pub async fn serve<E: Exchange>(
+/// How [`serve`] ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// SIGTERM / SIGINT: the step under way finished, the state was written.
+    Stopped,
+    /// The exchange refused the API key or its permissions: trading stopped, one alert went out;
+    /// the binary exits with [`super::types::EXIT_AUTH`] so that systemd does not restart it.
+    AuthRefused(String),
+}
+
+/// Run until a stop is requested or the exchange refuses the key. The risk loop runs as a task of
+/// its own on the same thread, so an order request of the cycle that hangs never holds a stop or
+/// the kill-switch back. Errors of one step are logged, counted by the circuit breaker and retried
+/// (after a growing pause while they last); they do not end the service.
+pub async fn serve<E: Exchange + 'static>(
     runner: &mut Runner<E>,
     control: &Control,
     config_path: &Path,
     notifier: &Notifier,
-) -> Result<()> {
+) -> Result<Outcome> {
+    tokio::task::LocalSet::new().run_until(serve_here(runner, control, config_path, notifier)).await
+}
+
+async fn serve_here<E: Exchange + 'static>(
+    runner: &mut Runner<E>,
+    control: &Control,
+    config_path: &Path,
+    notifier: &Notifier,
+) -> Result<Outcome> {
+    runner.set_stop_flag(Arc::clone(&control.stop));
     let mut config_stamp = modified(config_path);
     notifier.send(format!("xsmom-live started ({}, config {})", runner.state().mode, runner.config_version()));
+    let risk = tokio::task::spawn_local(risk_loop(runner.risk_desk(), Arc::clone(&control.stop), notifier.clone()));
     let mut breaker_was_open = false;
     // Errors are notified once per streak (the breaker counts every one of them).
-    let mut failing = false;
-    while !control.stop.load(Ordering::SeqCst) {
+    let mut failures = 0u32;
+    while !control.stop.load(Ordering::SeqCst) && runner.fatal().is_none() {
         let stamp = modified(config_path);
         if control.reload.swap(false, Ordering::SeqCst) || stamp != config_stamp {
             config_stamp = stamp;
@@ -94,40 +118,82 @@ pub async fn serve<E: Exchange>(
                     notifier.send("API circuit breaker open: no new risk during the cooldown");
                 }
                 breaker_was_open = report.breaker_open;
-                if failing {
+                if failures > 0 {
                     notifier.send("cycles succeed again");
                 }
-                failing = false;
+                failures = 0;
             }
+            Err(_) if control.stop.load(Ordering::SeqCst) || runner.fatal().is_some() => break,
             Err(err) => {
                 tracing::error!(error = %err, "cycle failed; retried at the next step");
-                if !failing {
+                if failures == 0 {
                     notifier.send(format!("cycle failed (retried every step until it succeeds): {err}"));
                 }
-                failing = true;
+                failures += 1;
                 runner.record_failure(&err).await;
             }
         }
-        match runner.risk_check().await {
-            Ok(exits) if !exits.is_empty() => notifier.send(format!("risk exits: {}", exits.join(", "))),
-            Ok(_) => {}
-            Err(err) => {
-                tracing::error!(error = %err, "risk check failed");
-                runner.record_failure(&err).await;
-            }
-        }
-        let pause = Duration::from_secs(runner.config().live.fast_check_secs as u64);
+        // Transient failures back off: the pause doubles while they last (at most a minute); the
+        // risk loop keeps its own pace.
+        let fast = runner.config().live.fast_check_secs as u64;
+        let pause = match failures {
+            0 => Duration::from_secs(fast),
+            n => Duration::from_secs((fast << n.min(6)).min(60)),
+        };
         let deadline = tokio::time::Instant::now() + pause;
         while tokio::time::Instant::now() < deadline && !control.stop.load(Ordering::SeqCst) {
-            if control.reload.load(Ordering::SeqCst) {
+            if control.reload.load(Ordering::SeqCst) || runner.fatal().is_some() {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+    // The risk task ends at its next check; an exit under way is awaited with it.
+    let _ = risk.await;
+    runner.save_state()?;
+    if let Some(err) = runner.fatal() {
+        let message = format!(
+            "trading stopped: the exchange refused the API key or its permissions ({err}); xsmom-live exits \
+             with status {} and is not restarted until the key is fixed",
+            super::types::EXIT_AUTH
+        );
+        tracing::error!("{message}");
+        notifier.send(message);
+        notifier.flush(Duration::from_secs(10)).await;
+        return Ok(Outcome::AuthRefused(err.to_string()));
     }
     tracing::info!("stop requested: state saved, exiting");
     notifier.send("xsmom-live stopped");
-    // Give the notifier a moment to flush without ever blocking on it.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    Ok(())
+    // Give the notifier a moment to flush, never long.
+    notifier.flush(Duration::from_secs(3)).await;
+    Ok(Outcome::Stopped)
+}
+
+/// The risk loop as a task: a check every `live.fast_check_secs`, each bounded by a timeout (a
+/// request that hangs is abandoned and the next check starts on time); a failed exit is tried
+/// again at every check until the account is flat. Ends on SIGTERM or an auth refusal.
+async fn risk_loop<E: Exchange>(desk: RiskDesk<E>, stop: Arc<AtomicBool>, notifier: Notifier) {
+    let done = || stop.load(Ordering::SeqCst) || desk.gate().fatal().is_some();
+    while !done() {
+        let fast = desk.with(|s| s.fast_check_secs) as u64;
+        let limit = Duration::from_secs((2 * fast).max(5));
+        match tokio::time::timeout(limit, desk.check()).await {
+            Ok(Ok(exits)) if !exits.is_empty() => notifier.send(format!("risk exits: {}", exits.join(", "))),
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) if done() => break,
+            Ok(Err(err)) => {
+                tracing::error!(error = %err, "risk check failed; again at the next check");
+                desk.record_failure(&err);
+            }
+            Err(_) => {
+                tracing::error!("risk check timed out after {} s; again at the next check", limit.as_secs());
+                let err = Error::invalid(format!("risk check: no answer within {} s", limit.as_secs()));
+                desk.record_failure(&err);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(fast);
+        while tokio::time::Instant::now() < deadline && !done() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }

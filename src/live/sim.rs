@@ -135,6 +135,7 @@ impl SimAccount {
             status: OrderStatus::New,
             reduce_only: request.reduce_only,
             created_ms: now,
+            reject_reason: None,
         };
         self.next_order_id += 1;
         let at_next_open = self.execution.fill == FillPrice::NextOpen && request.reason == FillReason::Rebalance;

@@ -38,16 +38,35 @@ pub struct LiveState {
     pub breaker_paused_until_ms: Option<i64>,
     /// Per symbol: the model's risk state after the last bar (for `state show` and the restart check).
     pub symbols: BTreeMap<String, SymbolState>,
-    /// Order attempts per symbol for the bar `last_bar_ts` (the `<n>` of `xs-<bar>-<symbol>-<n>`):
-    /// a cancelled or re-priced order is replaced under the next id, also after a restart.
+    /// The last attempt number used per symbol (and per exit kind, `<symbol>-kill`, `-stop`, …)
+    /// in the bar `last_bar_ts`: the `<n>` of `xs-<bar>-<symbol>-<n>`. Every create attempt takes
+    /// the next number, and it is written here (atomically) before the request is sent, so a
+    /// restart never sends an id twice.
     #[serde(default)]
     pub order_attempts: BTreeMap<String, u32>,
-    /// Stop exits the risk loop sent during the bar `last_bar_ts` (client order ids): sent once;
-    /// if one does not close the position, the next bar's model (the same stop machine on the
-    /// bar's high/low) and reconciliation take over.
+    /// Stop exits of the risk loop the exchange accepted during the bar `last_bar_ts` (client ids).
     #[serde(default)]
     pub stop_exits: Vec<String>,
+    /// Rebalance orders sent during the bar `last_bar_ts` whose end (filled, cancelled by us or
+    /// by the exchange) the runner has not seen yet; read every cycle.
+    #[serde(default)]
+    pub working: Vec<WorkingOrder>,
+    /// Post-only orders the exchange cancelled per symbol in the bar `last_bar_ts` (re-prices).
+    #[serde(default)]
+    pub reprices: BTreeMap<String, u32>,
+    /// When the current exit (target 0) of a symbol was first placed as a limit in this bar.
+    #[serde(default)]
+    pub exit_since_ms: BTreeMap<String, i64>,
     pub updated_ms: i64,
+}
+
+/// An order the runner sent and follows until it ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkingOrder {
+    pub client_order_id: String,
+    pub symbol: String,
+    pub qty: f64,
 }
 
 /// The model's view of one symbol after the last processed bar.
@@ -85,8 +104,28 @@ impl LiveState {
             symbols: BTreeMap::new(),
             order_attempts: BTreeMap::new(),
             stop_exits: Vec::new(),
+            working: Vec::new(),
+            reprices: BTreeMap::new(),
+            exit_since_ms: BTreeMap::new(),
             updated_ms: 0,
         }
+    }
+
+    /// The next attempt number for `key` in this bar (0 first), recorded; the caller saves the
+    /// state before it sends the request.
+    pub fn next_attempt(&mut self, key: &str) -> u32 {
+        let next = self.order_attempts.get(key).map_or(0, |n| n + 1);
+        self.order_attempts.insert(key.to_string(), next);
+        next
+    }
+
+    /// A new bar: its ids, exits, re-prices and patience start afresh.
+    pub fn start_bar(&mut self) {
+        self.order_attempts.clear();
+        self.stop_exits.clear();
+        self.working.clear();
+        self.reprices.clear();
+        self.exit_since_ms.clear();
     }
 
     /// Load the state file; `Ok(None)` when it does not exist. A file that cannot be parsed or has

@@ -113,6 +113,17 @@ pub struct Order {
     pub status: OrderStatus,
     pub reduce_only: bool,
     pub created_ms: i64,
+    /// Why the exchange cancelled or rejected it (Bybit's `rejectReason`, e.g.
+    /// `EC_PostOnlyWillTakeLiquidity`); `None` for an order that is working, filled, or was
+    /// cancelled by us.
+    pub reject_reason: Option<String>,
+}
+
+impl Order {
+    /// The exchange, not we, ended this order (a post-only that would have taken liquidity, …).
+    pub fn cancelled_by_exchange(&self) -> bool {
+        matches!(self.status, OrderStatus::Cancelled | OrderStatus::Rejected) && self.reject_reason.is_some()
+    }
 }
 
 /// One bar; `ts` is its open time (epoch ms UTC).
@@ -198,9 +209,50 @@ pub enum ExchangeError {
         code: i64,
         message: String,
     },
+    /// Not sent: the runner is stopping (SIGTERM) or trading was stopped by an auth failure.
+    Stopped {
+        endpoint: String,
+    },
 }
 
+/// What the runner does about an exchange error (live.md §1, issue 15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The exchange refuses our key or its permissions (retCode 10003/10004/10005/10010/33004,
+    /// HTTP 401/403): stop trading, alert once, exit with [`EXIT_AUTH`].
+    Fatal,
+    /// Worth trying again later (rate limit, timeout, transport, HTTP 5xx, a clock outside the
+    /// recv-window): back off.
+    Transient,
+    /// The exchange understood and refused this one request (an order rule, a duplicate id, an
+    /// order that no longer exists): handled where it happened.
+    Rejected,
+    /// Anything else: the exchange misbehaves in a way we do not know; the circuit breaker opens.
+    Unknown,
+    /// The request was not sent (stopping).
+    NotSent,
+}
+
+/// Exit status of `xsmom-live run` after the exchange refused the API key or its permissions;
+/// the systemd unit does not restart on it (`RestartPreventExitStatus`).
+pub const EXIT_AUTH: u8 = 78;
+
 impl ExchangeError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            ExchangeError::Auth { code: 10003 | 10004 | 10005 | 10010 | 33004, .. }
+            | ExchangeError::Http { status: 401 | 403, .. } => ErrorClass::Fatal,
+            ExchangeError::Auth { .. } => ErrorClass::Transient,
+            err if err.is_retryable() => ErrorClass::Transient,
+            ExchangeError::InvalidParams { .. }
+            | ExchangeError::OrderRejected { .. }
+            | ExchangeError::DuplicateOrder { .. }
+            | ExchangeError::NotFound { .. } => ErrorClass::Rejected,
+            ExchangeError::Stopped { .. } => ErrorClass::NotSent,
+            _ => ErrorClass::Unknown,
+        }
+    }
+
     /// Worth retrying the same request (after a pause).
     pub fn is_retryable(&self) -> bool {
         matches!(
@@ -235,6 +287,7 @@ impl fmt::Display for ExchangeError {
                 write!(f, "{endpoint}: cannot decode the response: {message}")
             }
             ExchangeError::Other { code, message } => write!(f, "exchange error (retCode {code}): {message}"),
+            ExchangeError::Stopped { endpoint } => write!(f, "{endpoint}: not sent (the runner is stopping)"),
         }
     }
 }
