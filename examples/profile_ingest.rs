@@ -1,7 +1,7 @@
 //! Where the time of a backtest from long bars goes before the engine: Arrow import, validation
 //! (sort check, findings, spike scale), pivot, funding alignment. Reads one long Parquet file:
-//! `cargo run --release --example profile_ingest -- FILE [RUNS] [view]` (`view`: only the
-//! zero-copy path, for a profiler).
+//! `cargo run --release --example profile_ingest -- FILE [RUNS] [view|read]` (`view`: only the
+//! zero-copy path, `read`: only `read_bars` of the file or store, for a profiler).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -13,14 +13,16 @@ fn main() {
     let path = PathBuf::from(std::env::args().nth(1).expect("a long-format Parquet file"));
     let runs: usize = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(20);
     let hour = Timeframe::parse("1h").expect("1h");
-    let file = std::fs::File::open(&path).expect("open");
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .expect("parquet")
-        .with_batch_size(1 << 24)
-        .build()
-        .expect("reader");
-    let batches: Vec<_> = reader.collect::<Result<_, _>>().expect("batches");
-    let only_view = std::env::args().nth(3).as_deref() == Some("view");
+    let mode = std::env::args().nth(3);
+    let batches: Vec<_> = if mode.as_deref() == Some("read") {
+        Vec::new()
+    } else {
+        let file = std::fs::File::open(&path).expect("open");
+        let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet");
+        let rows = builder.metadata().file_metadata().num_rows() as usize;
+        builder.with_batch_size(rows).build().expect("reader").collect::<Result<_, _>>().expect("batches")
+    };
+    let only_view = mode.as_deref() == Some("view");
     let mut best = [f64::INFINITY; 8];
     for _ in 0..runs {
         let mut lap = Instant::now();
@@ -28,6 +30,12 @@ fn main() {
             best[k] = best[k].min(lap.elapsed().as_secs_f64() * 1e3);
             lap = Instant::now();
         };
+        if mode.as_deref() == Some("read") {
+            let (read, _) = data::read_bars(&path, &Selection::all(hour)).expect("read");
+            split(4, &mut best);
+            std::hint::black_box(read);
+            continue;
+        }
         if only_view {
             let arrow = data::ArrowBars::from_batches(&batches, "file").expect("arrow");
             split(5, &mut best);

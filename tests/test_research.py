@@ -289,8 +289,12 @@ def test_executor_evaluates_like_the_local_call(noise):
     # spawn: a forked child would inherit the parent's polars/rayon thread pools without their threads.
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         remote = research.optimize(noise, base_config(), executor=pool, **kwargs)
+        # A Dataset (validated once) is shipped to the workers as its validated bars.
+        remote_dataset = research.optimize(xsmom.Dataset(noise), base_config(), executor=pool, **kwargs)
     assert [s.params for s in remote.segments] == [s.params for s in local.segments]
     assert remote.oos_returns == local.oos_returns
+    assert remote_dataset.oos_returns == local.oos_returns
+    assert research.optimize(xsmom.Dataset(noise), base_config(), **kwargs).oos_returns == local.oos_returns
 
 
 def test_two_workers_share_one_study_and_evaluate_no_parameter_set_twice(tmp_path, noise):
