@@ -248,8 +248,16 @@ fn read_bars(
     timeframe: &str,
 ) -> PyResult<PyTable> {
     let selection = Selection { symbols, start, end, timeframe: self::timeframe(timeframe)? };
-    let (bars, _) = py.detach(|| data::read_bars(&path, &selection)).map_err(to_py)?;
-    table(data::bars_to_batch(&bars))
+    let batch = py
+        .detach(|| {
+            let (arrow, _) = data::store::read_bars_arrow(&path, &selection)?;
+            Ok::<_, Error>(match arrow.view().is_canonical() {
+                true => arrow.to_batch(),
+                false => data::bars_to_batch(&data::store::sort_bars(arrow.view().to_bars())),
+            })
+        })
+        .map_err(to_py)?;
+    table(batch)
 }
 
 #[pyfunction]

@@ -60,21 +60,10 @@ pub fn prepare_with(
     let (panel, findings) = match bars {
         BarsSource::Path(path) => {
             let selection = Selection { symbols: None, start: None, end: None, timeframe };
-            validated_panel(data::read_bars(&path, &selection)?.0, timeframe, drop_invalid)?
+            arrow_panel(&data::store::read_bars_arrow(&path, &selection)?.0, timeframe, drop_invalid)?
         }
         BarsSource::Bars(bars) => validated_panel(bars, timeframe, drop_invalid)?,
-        BarsSource::Arrow(arrow) => {
-            // Canonical input without errors (the usual case) is validated and pivoted straight
-            // from the Arrow buffers; anything else is copied, sorted and cleaned.
-            let view = arrow.view();
-            let findings = if view.is_canonical() { Some(data::validate_canonical(view, timeframe)) } else { None };
-            match findings {
-                Some(findings) if !findings.iter().any(|f| f.severity == Severity::Error) => {
-                    (Panel::from_view(view, timeframe)?, findings)
-                }
-                _ => validated_panel(view.to_bars(), timeframe, drop_invalid)?,
-            }
-        }
+        BarsSource::Arrow(arrow) => arrow_panel(&arrow, timeframe, drop_invalid)?,
     };
     let mut warnings = summarise_findings(&findings);
     let (start, end) = (panel.ts.first().copied(), panel.ts.last().map(|t| t + timeframe.ms));
@@ -93,6 +82,19 @@ pub fn prepare_with(
     };
     warnings.dedup();
     Ok(Inputs { panel, funding, findings, warnings })
+}
+
+/// Canonical input without errors (the usual case) is validated and pivoted straight from the
+/// Arrow buffers; anything else is copied, sorted and cleaned.
+fn arrow_panel(arrow: &ArrowBars, timeframe: Timeframe, drop_invalid: bool) -> Result<(Panel, Vec<data::Finding>)> {
+    let view = arrow.view();
+    if view.is_canonical() {
+        let findings = data::validate_canonical(view, timeframe);
+        if !findings.iter().any(|f| f.severity == Severity::Error) {
+            return Ok((Panel::from_view(view, timeframe)?, findings));
+        }
+    }
+    validated_panel(view.to_bars(), timeframe, drop_invalid)
 }
 
 /// Clean bars (sort, validate, refuse or drop errors) and pivot them.

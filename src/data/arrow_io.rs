@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Float64Array, StringBuilder, TimestampMillisecondArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, StringBuilder, TimestampMillisecondArray,
+};
 use arrow::compute::cast;
 use arrow::datatypes::{
     DataType, Field, Float64Type, Int64Type, Schema, TimeUnit, TimestampMillisecondType, UInt32Type,
@@ -201,6 +203,93 @@ impl ArrowBars {
         Ok(ArrowBars { ts, symbol, names, numbers })
     }
 
+    /// From the batches of several sources (the files of a store, or one long file): each batch
+    /// with its partition symbol, or `None` when it has a `symbol` column. Each column is
+    /// concatenated once (no copy for a single batch); then only the rows of `keep_symbol` symbols
+    /// with `keep_ts` times stay.
+    pub fn from_parts(
+        parts: &[(Option<&str>, RecordBatch)],
+        source: &str,
+        keep_symbol: impl Fn(&str) -> bool,
+        keep_ts: impl Fn(i64) -> bool,
+    ) -> Result<ArrowBars> {
+        let mut symbol = Vec::new();
+        let mut names = Vec::new();
+        let mut ts_parts = Vec::with_capacity(parts.len());
+        for (partition, batch) in parts {
+            let ts = ts_ms(column(batch, "ts", source)?, source)?;
+            ts_parts.push(cast(&ts, &DataType::Int64).map_err(|err| Error::format(format!("{source}: 'ts': {err}")))?);
+            match partition {
+                Some(name) => {
+                    let code = super::panel::intern(&mut names, None, name);
+                    symbol.extend(std::iter::repeat_n(code, batch.num_rows()));
+                }
+                None => intern_values(column(batch, "symbol", source)?, "symbol", source, &mut symbol, &mut names)?,
+            }
+        }
+        let concat = |arrays: Vec<ArrayRef>| -> Result<ArrayRef> {
+            match arrays.len() {
+                1 => Ok(arrays.into_iter().next().expect("one")),
+                _ => {
+                    let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+                    arrow::compute::concat(&refs).map_err(|err| Error::format(format!("{source}: {err}")))
+                }
+            }
+        };
+        let mut ts = if parts.is_empty() {
+            Arc::new(Int64Array::from(Vec::<i64>::new())) as ArrayRef
+        } else {
+            concat(ts_parts)?
+        };
+        let with_turnover = !parts.is_empty() && parts.iter().all(|(_, b)| b.column_by_name("turnover").is_some());
+        let mut numbers = Vec::with_capacity(6);
+        for name in ["open", "high", "low", "close", "volume", "turnover"] {
+            if name == "turnover" && !with_turnover {
+                break;
+            }
+            let mut arrays = Vec::with_capacity(parts.len());
+            for (_, batch) in parts {
+                arrays.push(f64_column(batch, name, source)?);
+            }
+            let array = if arrays.is_empty() {
+                Arc::new(Float64Array::from(Vec::<f64>::new())) as ArrayRef
+            } else {
+                concat(arrays)?
+            };
+            numbers.push(array.as_primitive::<Float64Type>().clone());
+        }
+        // Rows outside the selection (row groups are pruned by statistics, not row by row).
+        let wanted: Vec<bool> = names.iter().map(|name| keep_symbol(name)).collect();
+        let ts_values = ts.as_primitive::<Int64Type>().values();
+        let mask: Vec<bool> =
+            (0..symbol.len()).map(|row| wanted[symbol[row] as usize] && keep_ts(ts_values[row])).collect();
+        if mask.iter().any(|k| !k) {
+            let predicate = BooleanArray::from(mask.clone());
+            let filter = |array: &dyn Array| {
+                arrow::compute::filter(array, &predicate).map_err(|err| Error::format(format!("{source}: {err}")))
+            };
+            ts = filter(ts.as_ref())?;
+            for number in numbers.iter_mut() {
+                *number = filter(number)?.as_primitive::<Float64Type>().clone();
+            }
+            symbol = symbol.iter().zip(&mask).filter(|(_, k)| **k).map(|(c, _)| *c).collect();
+        }
+        Ok(ArrowBars { ts, symbol, names, numbers })
+    }
+
+    /// As one record batch (`ts` as a UTC millisecond timestamp), the numbers without a copy.
+    pub fn to_batch(&self) -> RecordBatch {
+        let ts = cast(&self.ts, &DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())))
+            .expect("epoch ms cast to a timestamp");
+        let mut fields = vec![ts_field(), Field::new("symbol", DataType::Utf8, false)];
+        let mut columns: Vec<ArrayRef> = vec![ts, symbol_array(&self.symbol, &self.names)];
+        for (name, values) in ["open", "high", "low", "close", "volume", "turnover"].iter().zip(&self.numbers) {
+            fields.push(Field::new(*name, DataType::Float64, false));
+            columns.push(Arc::new(values.clone()));
+        }
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("columns match the schema")
+    }
+
     pub fn view(&self) -> BarsView<'_> {
         let values = |k: usize| -> &[f64] { self.numbers[k].values() };
         BarsView {
@@ -215,6 +304,17 @@ impl ArrowBars {
             turnover: self.numbers.get(5).map(|array| &array.values()[..]),
         }
     }
+}
+
+/// A numeric column as Float64 without nulls (a null becomes NaN: validation reports it).
+fn f64_column(batch: &RecordBatch, name: &str, source: &str) -> Result<ArrayRef> {
+    let array = cast(column(batch, name, source)?, &DataType::Float64)
+        .map_err(|err| Error::format(format!("{source}: column '{name}' is not numeric: {err}")))?;
+    if array.null_count() == 0 {
+        return Ok(array);
+    }
+    let values = array.as_primitive::<Float64Type>();
+    Ok(Arc::new(Float64Array::from_iter_values(values.iter().map(|v| v.unwrap_or(f64::NAN)))))
 }
 
 /// Bars from record batches with columns `ts, symbol, open, high, low, close, volume[, turnover]`.

@@ -23,7 +23,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::statistics::Statistics;
 use rayon::prelude::*;
 
-use super::arrow_io::{bars_from_batches_with, funding_from_batches_with};
+use super::arrow_io::{bars_from_batches_with, funding_from_batches_with, ArrowBars};
 use super::panel::{Bars, Funding};
 use crate::error::{Error, Result};
 use crate::timeframe::{Timeframe, MS_PER_DAY};
@@ -85,11 +85,20 @@ fn missing(path: &Path) -> Error {
 
 /// Read bars from a store root or a single long-format file.
 pub fn read_bars(path: &Path, selection: &Selection) -> Result<(Bars, ReadStats)> {
+    let (arrow, stats) = read_bars_arrow(path, selection)?;
+    let view = arrow.view();
+    let bars = if view.is_canonical() { view.to_bars() } else { sort_bars(view.to_bars()) };
+    Ok((bars, stats))
+}
+
+/// [`read_bars`] as Arrow columns: the decoded arrays are concatenated once and used as they are.
+pub fn read_bars_arrow(path: &Path, selection: &Selection) -> Result<(ArrowBars, ReadStats)> {
     let mut stats = ReadStats::default();
     if !path.exists() {
         return Err(missing(path));
     }
-    let bars = if path.is_dir() {
+    let source = path.display().to_string();
+    let parts: Vec<(Option<String>, RecordBatch)> = if path.is_dir() {
         let dir = timeframe_dir(path, selection.timeframe)?;
         let mut files = Vec::new();
         for (symbol, symbol_dir) in partitions(&dir)? {
@@ -97,39 +106,34 @@ pub fn read_bars(path: &Path, selection: &Selection) -> Result<(Bars, ReadStats)
                 files.extend(year_files(&symbol_dir, selection)?.into_iter().map(|file| (symbol.clone(), file)));
             }
         }
-        // Partition files are independent: decode them in parallel, keep the order.
-        let parts: Vec<(Bars, ReadStats)> = files
-            .par_iter()
-            .map(|(symbol, file)| {
-                let mut file_stats = ReadStats::default();
-                let batches = read_parquet(file, selection, &mut file_stats, false)?;
-                let bars = bars_from_batches_with(&batches, &file.display().to_string(), Some(symbol))?;
-                Ok((bars, file_stats))
-            })
-            .collect::<Result<_>>()?;
-        let mut all = Vec::with_capacity(parts.len());
-        for (bars, file_stats) in parts {
+        // Partition files are independent: decode them in parallel (fork-safe threads), keep the order.
+        let decoded = crate::threads::map_ordered(&files, files.len() * 10_000, |(symbol, file)| {
+            let mut file_stats = ReadStats::default();
+            let batches = read_parquet(file, selection, &mut file_stats, false)?;
+            Ok((symbol.clone(), batches, file_stats))
+        });
+        let mut parts = Vec::new();
+        for result in decoded {
+            let (symbol, batches, file_stats): (String, Vec<RecordBatch>, ReadStats) = result?;
             stats.add(&file_stats);
-            all.push(bars);
+            parts.extend(batches.into_iter().map(|batch| (Some(symbol.clone()), batch)));
         }
-        concat_bars(all)
+        parts
     } else {
-        let source = path.display().to_string();
-        let bars = match extension(path).as_str() {
+        let batches = match extension(path).as_str() {
             "csv" => {
                 stats.files_opened += 1;
-                super::arrow_io::bars_from_batches(&read_csv(path)?, &source)?
+                read_csv(path)?
             }
-            _ => bars_from_batches_with(&read_parquet(path, selection, &mut stats, true)?, &source, None)?,
+            _ => read_parquet(path, selection, &mut stats, true)?,
         };
-        bars
+        batches.into_iter().map(|batch| (None, batch)).collect()
     };
-    // Row groups were pruned by their statistics; now keep exactly the selected rows.
-    let wanted: Vec<bool> = bars.names.iter().map(|name| selection.wants_symbol(name)).collect();
-    let keep: Vec<bool> =
-        (0..bars.len()).map(|row| wanted[bars.symbol[row] as usize] && selection.wants_ts(bars.ts[row])).collect();
-    let bars = if keep.iter().all(|k| *k) { bars } else { bars.filter_rows(&keep) };
-    Ok((sort_bars(bars), stats))
+    let parts: Vec<(Option<&str>, RecordBatch)> =
+        parts.iter().map(|(symbol, batch)| (symbol.as_deref(), batch.clone())).collect();
+    let arrow =
+        ArrowBars::from_parts(&parts, &source, |name| selection.wants_symbol(name), |ts| selection.wants_ts(ts))?;
+    Ok((arrow, stats))
 }
 
 /// Read funding events from a store root (its `funding/` partition; none there is no error) or a
@@ -352,28 +356,6 @@ fn read_csv(path: &Path) -> Result<Vec<RecordBatch>> {
         .build(file)
         .map_err(|err| bad(&err))?;
     reader.collect::<Result<Vec<_>, _>>().map_err(|err| bad(&err))
-}
-
-fn concat_bars(parts: Vec<Bars>) -> Bars {
-    let mut all = Bars::default();
-    let with_turnover = !parts.is_empty() && parts.iter().all(|p| p.turnover.is_some());
-    if with_turnover {
-        all.turnover = Some(Vec::new());
-    }
-    for part in parts {
-        let codes = super::panel::merge_names(&mut all.names, &part.names);
-        all.ts.extend(part.ts);
-        all.symbol.extend(part.symbol.iter().map(|&c| codes[c as usize]));
-        all.open.extend(part.open);
-        all.high.extend(part.high);
-        all.low.extend(part.low);
-        all.close.extend(part.close);
-        all.volume.extend(part.volume);
-        if let (Some(all_t), Some(t)) = (all.turnover.as_mut(), part.turnover) {
-            all_t.extend(t);
-        }
-    }
-    all
 }
 
 /// Bars in canonical form: `names` sorted and all used, rows in (symbol, ts) order, stable (the
