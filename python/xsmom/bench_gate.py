@@ -55,7 +55,12 @@ def run_panel(bars, config, seed: int, strength: float, args: argparse.Namespace
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xsmom.bench_gate")
-    parser.add_argument("--bars", type=Path, default=Path("data"), help="real bars (default ./data)")
+    parser.add_argument(
+        "--bars",
+        type=Path,
+        default=Path("data/calibration/bars_1h_2025.parquet"),
+        help="real bars (default: data/calibration/bars_1h_2025.parquet, 32 symbols × 245 days)",
+    )
     parser.add_argument("--null", type=int, default=20)
     parser.add_argument("--planted", type=int, default=20)
     parser.add_argument("--strength", type=float, default=0.325, help="planted edge strength (0.325)")
