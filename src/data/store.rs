@@ -336,8 +336,33 @@ fn read_parquet(
     // A batch as large as what is read, never larger: the reader allocates whole batches up front.
     let rows: i64 = selected.iter().map(|&index| metadata.row_group(index).num_rows()).sum();
     let batch_size = (rows.max(1) as usize).min(1 << 20);
-    let reader = builder.with_row_groups(selected).with_batch_size(batch_size).build().map_err(|err| corrupt(&err))?;
-    let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().map_err(|err| corrupt(&err))?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let batches: Vec<RecordBatch> = if rows < 200_000 || selected.len() < 2 || threads < 2 {
+        let reader =
+            builder.with_row_groups(selected).with_batch_size(batch_size).build().map_err(|err| corrupt(&err))?;
+        reader.collect::<Result<_, _>>().map_err(|err| corrupt(&err))?
+    } else {
+        // A large file: its row groups decoded on several threads, each with its own reader, in order.
+        drop(builder);
+        let chunks: Vec<Vec<usize>> =
+            selected.chunks(selected.len().div_ceil(threads)).map(<[usize]>::to_vec).collect();
+        let decoded = crate::threads::map_ordered(&chunks, rows as usize, |groups| -> Result<Vec<RecordBatch>> {
+            let file = File::open(path).map_err(|err| Error::io(path.display(), err))?;
+            let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|err| corrupt(&err))?;
+            let rows: i64 = groups.iter().map(|&index| metadata.row_group(index).num_rows()).sum();
+            let reader = builder
+                .with_row_groups(groups.clone())
+                .with_batch_size((rows.max(1) as usize).min(1 << 20))
+                .build()
+                .map_err(|err| corrupt(&err))?;
+            reader.collect::<Result<_, _>>().map_err(|err| corrupt(&err))
+        });
+        let mut batches = Vec::new();
+        for part in decoded {
+            batches.extend(part?);
+        }
+        batches
+    };
     stats.rows_read += batches.iter().map(|b| b.num_rows()).sum::<usize>();
     Ok(batches)
 }
