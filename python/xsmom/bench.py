@@ -139,18 +139,18 @@ def run_case(case: str, repeats: int, data_dir: Path) -> dict[str, Any]:
     else:
         n_symbols, n_bars = (int(x) for x in case.split("x"))
         bars, funding = synthetic_bars(n_symbols, n_bars), None
-    file = work / "bars.parquet"
-    bars.write_parquet(file)
-    if case != "real":
-        store = work / "store"
-        _core.ingest([str(file)], str(store), "1h")
     # Peak RSS of a backtest from the frame without weights, above the RSS with the input loaded:
-    # first, before anything else has grown the allocator's caches.
+    # first, before writing files or anything else has grown the core allocator's caches.
     rss_input = _status_mib("VmRSS")
     peak_above_input = float("nan")
     if _reset_peak():
         xsmom.backtest(bars, config, funding=funding)
         peak_above_input = _status_mib("VmHWM") - rss_input
+    file = work / "bars.parquet"
+    bars.write_parquet(file)
+    if case != "real":
+        store = work / "store"
+        _core.ingest([str(file)], str(store), "1h")
     dataset = xsmom.Dataset(bars, funding)
     engine = statistics.median(_core.time_engine(dataset, yaml, repeats + 1)[1:]) * 1e3
     out: dict[str, Any] = {

@@ -463,7 +463,10 @@ pub fn write_store(root: &Path, timeframe: Timeframe, bars: &Bars) -> Result<Wri
         groups.entry((bars.symbol_of(row).to_string(), year_of(bars.ts[row]))).or_default().push(row);
     }
     let mut stats = WriteStats::default();
-    let row_group = timeframe.bars_per_day() * 31;
+    // One row group per year file: the year is already the unit of pruning (file names), and the
+    // Parquet decoder sets up a zstd context pair per column chunk, which dominated reading a store
+    // written with monthly row groups (12 per file). Older stores with monthly groups read as before.
+    let row_group = timeframe.bars_per_day() * 366;
     for ((symbol, year), rows) in groups {
         let path = dir.join(format!("symbol={symbol}")).join(format!("{year}.parquet"));
         let mut merged: BTreeMap<i64, [f64; 6]> = BTreeMap::new();
