@@ -21,7 +21,6 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::statistics::Statistics;
-use rayon::prelude::*;
 
 use super::arrow_io::{bars_from_batches_with, funding_from_batches_with, ArrowBars};
 use super::panel::{Bars, Funding};
@@ -157,13 +156,13 @@ pub fn read_funding(path: &Path, symbols: Option<&[String]>, start: Option<i64>,
                 files.extend(year_files(&symbol_dir, &selection)?.into_iter().map(|file| (symbol.clone(), file)));
             }
         }
-        let parts: Vec<Funding> = files
-            .par_iter()
-            .map(|(symbol, file)| {
-                let batches = read_parquet(file, &selection, &mut ReadStats::default(), false)?;
-                funding_from_batches_with(&batches, &file.display().to_string(), Some(symbol))
-            })
-            .collect::<Result<_>>()?;
+        // Fork-safe threads, as for bars: a forked Python worker may read a store.
+        let parts: Vec<Funding> = crate::threads::map_ordered(&files, files.len() * 10_000, |(symbol, file)| {
+            let batches = read_parquet(file, &selection, &mut ReadStats::default(), false)?;
+            funding_from_batches_with(&batches, &file.display().to_string(), Some(symbol))
+        })
+        .into_iter()
+        .collect::<Result<_>>()?;
         for part in parts {
             let codes = super::panel::merge_names(&mut funding.names, &part.names);
             funding.ts.extend(part.ts);
