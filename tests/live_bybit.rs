@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use xsmom::live::bybit::{BybitClient, Credentials};
 use xsmom::live::exchange::Exchange;
 use xsmom::live::runner::{Runner, RunnerOptions};
-use xsmom::live::types::{ExchangeError, OrderRequest, OrderStatus, OrderType, Side, TimeInForce};
+use xsmom::live::types::{ErrorClass, ExchangeError, OrderRequest, OrderStatus, OrderType, Side, TimeInForce};
 use xsmom::Config;
 
 const HOUR: i64 = 3_600_000;
@@ -148,6 +148,15 @@ fn client_errors_are_typed_and_unclear_creates_are_looked_up_not_resent() {
         let no_retries = mock.client().with_retries(1);
         assert!(matches!(no_retries.positions().await, Err(ExchangeError::Http { status: 500, .. })));
         mock.control("/mock/faults", json!({"path": "/v5/position/list", "kind": "http500", "count": 0})).await;
+        // retCode 10016 (Bybit's internal error, the service restarting): transient as HTTP 5xx, so
+        // retried, and never an error of unknown kind (which opens the circuit breaker at once).
+        let late = json!({"path": "/v5/market/tickers", "kind": "timeout", "count": 1, "ms": 10});
+        mock.control("/mock/faults", late.clone()).await;
+        assert!(client.quote("BTCUSDT").await.is_ok());
+        mock.control("/mock/faults", late).await;
+        let err = mock.client().with_retries(0).quote("BTCUSDT").await.unwrap_err();
+        assert!(matches!(err, ExchangeError::Server { code: 10016, .. }), "{err:?}");
+        assert!(matches!(err.class(), ErrorClass::Transient), "{err:?}");
 
         // The response of an accepted order is lost: the client finds the order by its link id.
         mock.control("/mock/faults", json!({"path": "/v5/order/create", "kind": "drop_after_accept"})).await;
