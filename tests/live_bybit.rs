@@ -63,6 +63,10 @@ impl Mock {
     async fn state(&self) -> Value {
         self.control("/mock/state", json!({})).await
     }
+
+    fn control_blocking(&self, path: &str, body: Value) -> Value {
+        block_on(self.control(path, body))
+    }
 }
 
 impl Drop for Mock {
@@ -1582,4 +1586,62 @@ fn spawn_binary_with(mock: &Mock, hook: &Webhook, dir: &Path, extra: &str) -> Ch
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
+}
+
+/// A create under way when the runner is killed (the exchange is slow) still executes after the
+/// restart: the restarted runner must not send the next attempt of that symbol meanwhile.
+#[test]
+fn a_create_in_flight_at_kill_9_is_not_followed_by_a_second_order_after_the_restart() {
+    let start = FIRST_BAR + 1_420 * HOUR + 6_000;
+    let mock = Mock::start(start);
+    let hook = Webhook::start();
+    let dir = tempfile::tempdir().unwrap();
+    let extra =
+        "  rebalance_delay_secs: 5\nbacktest:\n  min_rebalance_delta: 0.0\nrisk:\n  kill_switch:\n    enabled: false\n";
+    // The first create waits 3 s at the exchange, then goes through.
+    mock.control_blocking(
+        "/mock/faults",
+        json!({"path": "/v5/order/create", "kind": "delay", "count": 1, "ms": 3_000}),
+    );
+    let mut child = spawn_binary_with(&mock, &hook, dir.path(), extra);
+    let has_create = || !requests(&block_on(mock.state()), "/v5/order/create").is_empty();
+    // Bar by bar until the model trades (its indicators warm up first).
+    let mut k = 0;
+    while !has_create() {
+        wait_for("a first create", 5, || has_create() || std::fs::metadata(dir.path().join("heartbeat.json")).is_ok());
+        std::thread::sleep(Duration::from_millis(1_500));
+        if has_create() {
+            break;
+        }
+        k += 1;
+        assert!(k < 60, "no order in 60 bars");
+        mock.control_blocking("/mock/clock", json!({"now_ms": start + k * HOUR}));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut child = spawn_binary_with(&mock, &hook, dir.path(), extra);
+    let bar = (start + k * HOUR).div_euclid(HOUR) * HOUR - HOUR;
+    let prefix = format!("xs-{bar}-");
+    let fills = || -> Vec<String> {
+        let state = block_on(mock.state());
+        let mut ids: Vec<String> = state["executions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["orderLinkId"].as_str().unwrap().to_string())
+            .filter(|id| id.starts_with(&prefix))
+            .collect();
+        ids.sort();
+        ids
+    };
+    // The delayed order fills; the symbols whose ids were reserved and never sent get the next id.
+    std::thread::sleep(Duration::from_secs(9));
+    let filled = fills();
+    let mut symbols_filled: Vec<&str> = filled.iter().map(|id| id.rsplit('-').nth(1).unwrap()).collect();
+    let before = symbols_filled.len();
+    symbols_filled.dedup();
+    assert!(before > 0 && symbols_filled.len() == before, "one filled order per symbol: {filled:?}");
+    assert!(filled.iter().any(|id| id.ends_with("-0")), "the order in flight filled: {filled:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
