@@ -18,12 +18,18 @@ serves the fills in pages of 20 (``nextPageCursor``).
 Test hooks (no auth): ``POST /mock/clock {"now_ms"}``, ``POST /mock/faults {"path", "kind",
 "count", "ms"}`` (``path`` ``*`` matches every path) with kind ``timeout | http500 | ratelimit | postonly
 | reject | drop_after_accept | partial | fill_on_cancel | partial_on_cancel | auth | forbidden |
-delay`` (``delay``: the request waits ``ms`` and then goes through; ``auth``: retCode 10003;
+delay`` (``delay``: the request waits ``ms`` and then goes through; ``timeout``: it waits ``ms``,
+then retCode 10016; ``drop_after_accept``: the order is accepted and no response comes, the
+connection closes after ``ms``; ``auth``: retCode 10003;
 ``forbidden``: HTTP 403; ``fill_on_cancel`` / ``partial_on_cancel``: the order fills (half) just
 before the cancel arrives),
-``POST /mock/price {"symbol", "last"}`` (the ticker's last trade, for stop tests), ``POST /mock/positions
-{"SYM": qty}`` and ``POST /mock/balance {"balance"}`` (set the account), ``GET /mock/state``
-(orders, positions, balance, request log), ``POST /mock/reset``.
+``POST /mock/price {"symbol", "last"}`` (the ticker's last trade, for stop tests), ``POST
+/mock/positions {"SYM": qty}`` and ``POST /mock/balance {"balance"}`` (set the account), ``GET
+/mock/state`` (orders, positions, balance, the last closes, request log; ``POST`` with ``{"log_from":
+n}``: the log from its n-th request), ``POST /mock/reset``. Each logged request has the mock clock
+(``now_ms``), the fault it took (``fault``) and, for the wallet balance, the equity served (``equity``);
+the time endpoint reports the running exchange clock (the mock clock plus the host time since it was
+set) that signatures are checked on.
 """
 
 from __future__ import annotations
@@ -120,6 +126,10 @@ class Exchange:
     def last_close(self, symbol: str) -> float:
         closed = self.closed(symbol)
         return closed[-1][4] if closed else float("nan")
+
+    def wall_ms(self) -> int:
+        """The exchange's running clock: the mock clock plus the host time since it was set."""
+        return self.now_ms + int((time.time() - self.clock_set_at) * 1000)
 
     def equity(self) -> float:
         # Positions a test set on symbols without bars have no price: they are left out.
@@ -271,7 +281,7 @@ class Handler(BaseHTTPRequestHandler):
             return error(10003, "API key is invalid.")
         # Bybit's rule on its own clock: server_time - recv_window <= timestamp < server_time + 1000.
         ex = self.exchange
-        wall = ex.now_ms + int((time.time() - ex.clock_set_at) * 1000) + ex.skew_ms
+        wall = ex.wall_ms() + ex.skew_ms
         if not wall - int(window) <= int(timestamp) < wall + 1000:
             return error(10002, "invalid request, please check your server timestamp or recv_window param")
         expected = hmac.new(
@@ -295,10 +305,14 @@ class Handler(BaseHTTPRequestHandler):
         ex = self.exchange
         if path.startswith("/mock/"):
             return self._send(self._mock(path, body or {}))
+        entry = {"method": method, "path": path, "query": query, "body": body, "t": time.time()}
         with ex.lock:
-            ex.log.append({"method": method, "path": path, "query": query, "body": body, "t": time.time()})
+            entry["now_ms"] = ex.now_ms
+            ex.log.append(entry)
         taken = ex.take_fault(path)
         fault = taken["kind"] if taken else None
+        if fault:
+            entry["fault"] = fault
         if fault == "delay":
             # A request that hangs (the exchange is slow), then goes through.
             time.sleep(taken.get("ms", 3000) / 1000)
@@ -307,7 +321,7 @@ class Handler(BaseHTTPRequestHandler):
         if fault == "forbidden":
             return self._send({"error": "forbidden"}, status=403)
         if fault == "timeout":
-            time.sleep(3)
+            time.sleep(taken.get("ms", 3000) / 1000)
             return self._send(error(10016, "late"))
         if fault == "http500":
             return self._send({"error": "internal"}, status=500)
@@ -320,11 +334,13 @@ class Handler(BaseHTTPRequestHandler):
                 return self._send(failure)
         try:
             response = self._route(method, path, query, body or {}, fault)
+            if path == "/v5/account/wallet-balance" and response and response["retCode"] == 0:
+                entry["equity"] = float(response["result"]["list"][0]["totalEquity"])
         except KeyError as missing:
             response = error(10001, f"missing parameter {missing}")
         if response is None:
             # drop_after_accept: the order exists, the response never arrives.
-            time.sleep(3)
+            time.sleep(taken.get("ms", 3000) / 1000 if taken else 3)
             return None
         return self._send(response)
 
@@ -369,18 +385,22 @@ class Handler(BaseHTTPRequestHandler):
                 "balance": ex.balance,
                 "equity": ex.equity(),
                 "positions": {s: q for s, q in ex.positions.items() if q},
+                "closes": {s: ex.last_close(s) for s in ex.bars},
                 "orders": ex.orders,
                 "closed_orders": ex.closed_orders,
                 "executions": ex.executions,
                 "refused_duplicates": ex.refused_duplicates,
-                "log": ex.log,
+                # ``{"log_from": n}``: only the requests from the n-th on (a test polling the state).
+                "log": ex.log[int(body.get("log_from", 0)) :],
             }
 
     def _route(self, method: str, path: str, q: dict, body: dict, fault: str | None) -> dict | None:
         ex = self.exchange
         with ex.lock:
             if path == "/v5/market/time":
-                return ok({"timeSecond": str(ex.now_ms // 1000), "timeNano": str(ex.now_ms * 1_000_000)})
+                # The running clock the signatures are checked on (less the skew a test set).
+                wall = ex.wall_ms()
+                return ok({"timeSecond": str(wall // 1000), "timeNano": str(wall * 1_000_000)})
             if path == "/v5/market/kline":
                 symbol, limit = q["symbol"], min(int(q.get("limit", 200)), 1000)
                 if q.get("interval") != "60":

@@ -2,7 +2,8 @@
 //!
 //! Signing (live.md §1): `X-BAPI-SIGN` = hex HMAC-SHA256 of `timestamp + api_key + recv_window +
 //! (query string | JSON body)`. Retries: rate limits (retCode 10006 / HTTP 429) wait for the reset
-//! and retry; GETs are also retried after timeouts, transport errors and HTTP 5xx; an order create is
+//! and retry; GETs are also retried after timeouts, transport errors, HTTP 5xx and the exchange's own
+//! failures (retCode 10000 server timeout, 10016 internal error or restart); an order create is
 //! never blindly re-sent — after an unclear failure the order is looked up by its `orderLinkId`.
 
 use std::time::Duration;
@@ -172,6 +173,7 @@ impl BybitClient {
         let query_string = query.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect::<Vec<_>>().join("&");
         let body_text = body.map(|b| b.to_string()).unwrap_or_default();
         let mut attempt = 0;
+        let mut resynced = false;
         loop {
             let outcome = self.send_once(&method, path, &query_string, &body_text, signed).await;
             let err = match outcome {
@@ -181,8 +183,10 @@ impl BybitClient {
             attempt += 1;
             let wait = match &err {
                 ExchangeError::RateLimited { retry_after_ms } => Some(*retry_after_ms),
-                // Outside the recv-window: measure the exchange clock again, then retry once.
-                ExchangeError::Auth { code: 10002, .. } if attempt == 1 => {
+                // Outside the recv-window: measure the exchange clock again, then retry once (also
+                // after a first attempt that waited for a rate limit).
+                ExchangeError::Auth { code: 10002, .. } if !resynced => {
+                    resynced = true;
                     self.sync_clock().await?;
                     Some(0)
                 }
@@ -271,6 +275,8 @@ impl BybitClient {
             10006 => Err(ExchangeError::RateLimited { retry_after_ms: reset_ms.unwrap_or(1_000) }),
             10001 => Err(ExchangeError::InvalidParams { code, message: format!("{path}: {message}") }),
             10002..=10005 | 10010 | 33004 => Err(ExchangeError::Auth { code, message: format!("{path}: {message}") }),
+            // Bybit's own failures ("Server Timeout", "internal server error; service is restarting").
+            10000 | 10016 => Err(ExchangeError::Server { code, message: format!("{path}: {message}") }),
             110072 => Err(ExchangeError::DuplicateOrder { client_order_id: message }),
             110001 => Err(ExchangeError::NotFound { what: format!("{path}: {message}") }),
             110000..=119999 => Err(ExchangeError::OrderRejected {

@@ -60,6 +60,11 @@ pub struct CycleReport {
     pub breaker_open: bool,
 }
 
+/// How long a create a killed process sent may still reach the exchange: the recv-window the client
+/// signs with (5 s; Bybit refuses a request that arrives later than that after its timestamp) and a
+/// margin for the clock.
+const IN_FLIGHT_MS: i64 = 6_000;
+
 /// API circuit breaker (live.md §3): `max_errors` in `window_secs` pause new risk for `cooldown_secs`.
 fn breaker_open(state: &LiveState, now_ms: i64) -> bool {
     state.breaker_paused_until_ms.is_some_and(|until| now_ms < until)
@@ -106,6 +111,12 @@ pub struct Runner<E: Exchange> {
     pending_bar_orders: Vec<BarOrder>,
     /// The engine decided at the newest bar stepped (the rebalance of that bar is due).
     pending_decision: bool,
+    /// After a restart: the last rebalance id the previous process reserved per symbol in its last
+    /// bar, until the exchange shows it or it can no longer arrive (it may have been in flight at
+    /// the kill; sending the next attempt meanwhile could fill the symbol twice).
+    inherited: BTreeMap<String, String>,
+    /// The exchange clock at the first cycle of this process.
+    started_ms: Option<i64>,
 }
 
 impl<E: Exchange> Runner<E> {
@@ -141,6 +152,16 @@ impl<E: Exchange> Runner<E> {
             .into_iter()
             .map(|i| (i.symbol.clone(), i))
             .collect();
+        let inherited = match loaded.as_ref().and_then(|s| s.last_bar_ts.map(|bar| (s, bar))) {
+            Some((saved, bar)) => symbols
+                .iter()
+                .filter_map(|symbol| {
+                    let attempt = *saved.order_attempts.get(symbol)?;
+                    Some((symbol.clone(), plan::client_order_id(bar, symbol, attempt)))
+                })
+                .collect(),
+            None => BTreeMap::new(),
+        };
         let state = loaded.clone().unwrap_or_else(|| LiveState::new(&config_version, &opts.mode));
         let shared = Arc::new(Mutex::new(Shared {
             state,
@@ -175,6 +196,8 @@ impl<E: Exchange> Runner<E> {
             last_close: Vec::new(),
             pending_bar_orders: Vec::new(),
             pending_decision: false,
+            inherited,
+            started_ms: None,
         };
         if let Some(previous) = loaded {
             runner.rebuild_model(&previous).await?;
@@ -338,6 +361,7 @@ impl<E: Exchange> Runner<E> {
         let mut report = CycleReport::default();
         let now = self.exchange.server_time_ms().await.map_err(|err| exchange_error("server time", err))?;
         self.with(|s| s.last_now_ms = now);
+        self.started_ms.get_or_insert(now);
         let step = self.timeframe.ms;
         // Newest bar whose close time is ≤ now − rebalance delay: never the forming bar, and the
         // exchange has had a moment to publish the closed one.
@@ -564,6 +588,8 @@ impl<E: Exchange> Runner<E> {
                 BarOrder::Exited { .. } => {}
             }
         }
+        let in_doubt = self.inherited_in_doubt(bar_ts, now).await?;
+        held.extend(in_doubt.iter().cloned());
         if decided {
             // Passes: each re-reads the account, places what is missing, then reads the status of
             // this bar's orders; an order the exchange cancelled is re-priced by the next pass.
@@ -592,7 +618,32 @@ impl<E: Exchange> Runner<E> {
         let equity = self.exchange.equity().await.map_err(|err| exchange_error("equity", err))?;
         self.equity_history.push((bar_ts, equity));
         self.pending_bar_orders.clear();
-        Ok(true)
+        // A symbol held back for an order in doubt is steered by a later cycle of this bar.
+        Ok(in_doubt.is_empty())
+    }
+
+    /// Symbols whose last rebalance id of the previous process (killed in this bar) the exchange
+    /// does not show yet while it may still arrive: they get no new order until it is seen (then the
+    /// account view has it) or [`IN_FLIGHT_MS`] passed since this process started.
+    async fn inherited_in_doubt(&mut self, bar_ts: i64, now: i64) -> Result<BTreeSet<String>> {
+        let prefix = format!("xs-{bar_ts}-");
+        self.inherited.retain(|_, id| id.starts_with(&prefix));
+        let patient = self.started_ms.is_some_and(|start| now - start < IN_FLIGHT_MS);
+        let mut doubt = BTreeSet::new();
+        for (symbol, id) in self.inherited.clone() {
+            let status = self
+                .exchange
+                .order_status(&symbol, &id)
+                .await
+                .map_err(|err| exchange_error(&format!("order status {id}"), err))?;
+            if status.is_some() || !patient {
+                self.inherited.remove(&symbol);
+            } else {
+                tracing::warn!(%symbol, %id, "an order of the previous run may still be in flight; no new order yet");
+                doubt.insert(symbol);
+            }
+        }
+        Ok(doubt)
     }
 
     /// The account's positions by symbol (signed).

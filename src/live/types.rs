@@ -205,6 +205,12 @@ pub enum ExchangeError {
         endpoint: String,
         message: String,
     },
+    /// The exchange failed on its side: retCode 10000 (server timeout) or 10016 (internal error, the
+    /// service restarting). Transient, as HTTP 5xx: retried, and an order create is looked up first.
+    Server {
+        code: i64,
+        message: String,
+    },
     Other {
         code: i64,
         message: String,
@@ -261,6 +267,7 @@ impl ExchangeError {
                 | ExchangeError::Timeout { .. }
                 | ExchangeError::Transport { .. }
                 | ExchangeError::Http { status: 500..=599, .. }
+                | ExchangeError::Server { .. }
         )
     }
 }
@@ -286,6 +293,7 @@ impl fmt::Display for ExchangeError {
             ExchangeError::Decode { endpoint, message } => {
                 write!(f, "{endpoint}: cannot decode the response: {message}")
             }
+            ExchangeError::Server { code, message } => write!(f, "exchange server error (retCode {code}): {message}"),
             ExchangeError::Other { code, message } => write!(f, "exchange error (retCode {code}): {message}"),
             ExchangeError::Stopped { endpoint } => write!(f, "{endpoint}: not sent (the runner is stopping)"),
         }
