@@ -155,13 +155,15 @@ fn run_replay(
     out: Option<&Path>,
     mut opts: RunnerOptions,
 ) -> Result<ExitCode> {
-    let inputs = run::prepare(BarsSource::Path(bars.to_path_buf()), FundingSource::FromBarsStore, &cfg)?;
     let capital = cfg.backtest.initial_capital;
-    let exchange = ReplayExchange::new(inputs.panel, inputs.funding, &cfg);
-    let symbols = exchange.symbols();
-    opts.start_ts = Some(exchange.first_bar_ts());
     runtime()?.block_on(async move {
+        // Signal handlers before loading the bars: a SIGTERM while they load is then a clean stop
+        // after the first step, not the default action (death with no exit code).
         let stop = Control::from_signals().stop;
+        let inputs = run::prepare(BarsSource::Path(bars.to_path_buf()), FundingSource::FromBarsStore, &cfg)?;
+        let exchange = ReplayExchange::new(inputs.panel, inputs.funding, &cfg);
+        let symbols = exchange.symbols();
+        opts.start_ts = Some(exchange.first_bar_ts());
         // A restarted replay resumes after the last bar it processed (with a fresh simulated account).
         if !opts.reset_state {
             if let Some(last) = LiveState::load(&opts.state_path)?.and_then(|s| s.last_bar_ts) {
