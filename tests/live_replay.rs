@@ -489,6 +489,17 @@ fn binary_replay_starts_from_a_clean_account_unless_a_state_file_is_given() {
         assert!(output.status.success(), "{logs}");
         // Logs written to a pipe carry no ANSI colour codes.
         assert!(logs.contains("xsmom-live started") && !logs.contains('\u{1b}'), "{logs}");
+        // Every decision says what the strategy wanted and what the admission rules held back (the
+        // default config's anti-churn and scoring hold some entries back on this fixture).
+        let decisions: Vec<&str> = logs.lines().filter(|line| line.contains(" decision ")).collect();
+        assert!(decisions.len() > 100, "{} decision lines", decisions.len());
+        assert!(decisions.iter().all(|line| line.contains("wanted=") && line.contains("admitted=")));
+        assert!(
+            decisions.iter().any(|line| line.contains("held_back=")
+                && !line.contains("held_back= ")
+                && !line.ends_with("held_back=")),
+            "no symbol was ever held back"
+        );
         String::from_utf8_lossy(&output.stdout).to_string()
     };
     let (first, second) = (run(), run());

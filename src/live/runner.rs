@@ -311,6 +311,25 @@ impl<E: Exchange> Runner<E> {
         Ok(())
     }
 
+    /// One line per decision: how many symbols the strategy wants and how many the engine's
+    /// admission rules (anti-churn, scoring, cooldowns, bans, time of day, kill-switch and drawdown
+    /// pauses) let through, naming the ones held back — so "nothing traded" reads as the engine's
+    /// decision, the same one the backtest makes, not as a live-only failure.
+    fn log_decision(&self) {
+        let (model, admitted) = (self.engine.model_weights(), self.engine.target_weights());
+        let wanted = model.iter().filter(|w| **w != 0.0).count();
+        let held_back: Vec<&str> = (0..self.symbols.len())
+            .filter(|&i| model[i] != 0.0 && admitted[i] == 0.0)
+            .map(|i| self.symbols[i].as_str())
+            .collect();
+        tracing::info!(
+            wanted,
+            admitted = admitted.iter().filter(|w| **w != 0.0).count(),
+            held_back = %held_back.join(","),
+            "decision"
+        );
+    }
+
     /// Closed bars `[start, end)` of every symbol as a panel on the runner's grid and symbols, through
     /// the data module's validation (`data.on_invalid`) and panel builder, with funding aligned to the
     /// bar each event falls in. `None` when the range holds no bar.
@@ -385,6 +404,9 @@ impl<E: Exchange> Runner<E> {
                     self.pending_bar_orders.extend_from_slice(self.engine.bar_orders());
                 }
                 self.pending_decision = self.engine.decided();
+                if self.pending_decision {
+                    self.log_decision();
+                }
                 self.last_close = panel.close.row(panel.n_bars() - 1).to_vec();
                 report.bars_stepped = panel.n_bars();
             }
