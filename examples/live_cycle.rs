@@ -4,6 +4,8 @@
 //! /proc/self/stat) and the peak resident set size (VmHWM).
 //!
 //!     cargo run --release --example live_cycle
+//!
+//! `LIVE_CYCLE_WARMUP=N` / `LIVE_CYCLE_MEASURED=N` change the 1 000 warm-up and 2 000 measured cycles.
 
 use std::time::Instant;
 
@@ -30,7 +32,9 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn main() {
-    let (warmup, measured) = (1_000usize, 2_000usize);
+    // LIVE_CYCLE_WARMUP / LIVE_CYCLE_MEASURED shorten the run (the operations test runs it).
+    let env_or = |name: &str, default: usize| std::env::var(name).ok().and_then(|n| n.parse().ok()).unwrap_or(default);
+    let (warmup, measured) = (env_or("LIVE_CYCLE_WARMUP", 1_000), env_or("LIVE_CYCLE_MEASURED", 2_000));
     let panel = common::random_panel(warmup + measured, 36, 11, false);
     let funding = common::no_funding(&panel);
     let cfg = Config::default();

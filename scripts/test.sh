@@ -2,14 +2,21 @@
 # Install everything the project needs and run every test: cargo tests, pytest (API, CLI end to end,
 # report in headless Chromium, deploy layout, notebooks).
 #
-# One cargo target folder for everything, outside the clone so that a fresh clone (CI) reuses the last
-# run's build: the pip install below (maturin honours CARGO_TARGET_DIR) and `cargo test --release` (the
-# profile the extension is built with) both use it, so the dependencies are compiled once and an
-# unchanged crate is not rebuilt. Set CARGO_TARGET_DIR to put the folder elsewhere (e.g. ./target,
-# where README's `pip install .` builds).
+# One cargo target folder for everything: the wheel built below (maturin honours CARGO_TARGET_DIR) and
+# `cargo test --release` (the profile the extension is built with) both use it, so the dependencies
+# are compiled once and an unchanged crate is not rebuilt. It is ./target when README's first command
+# (`pip install .`, which builds there) has run in this clone, else ~/.cache/xsmom-target, outside the
+# clone, so that a fresh clone (CI) reuses the last run's build. CARGO_TARGET_DIR overrides both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/xsmom-target}"
+if [[ -z "${CARGO_TARGET_DIR:-}" ]]; then
+    if [[ -d target/release ]]; then
+        export CARGO_TARGET_DIR="$PWD/target"
+    else
+        export CARGO_TARGET_DIR="$HOME/.cache/xsmom-target"
+    fi
+fi
+echo "scripts/test.sh: cargo target folder $CARGO_TARGET_DIR" >&2
 
 # System packages: PostgreSQL for the shared-study test (tests/pg_server.py starts it on 127.0.0.1),
 # Chromium for rendering report.html headless. Without apt-get (or root) those tests skip with a reason.
@@ -32,7 +39,15 @@ if ((${#missing[@]})); then
 fi
 
 python3 -m pip install --quiet --upgrade pip
-python3 -m pip install --quiet ".[dev,research,dask,postgres]"
+# One wheel, built once: installed here with the extras, and into a fresh venv by
+# tests/test_fresh_install.py (what a user gets from `pip install .`).
+wheels="$CARGO_TARGET_DIR/wheels"
+rm -rf "$wheels"
+python3 -m pip wheel --quiet --no-deps . -w "$wheels"
+wheel=$(ls "$wheels"/xsmom-*.whl)
+python3 -m pip install --quiet --force-reinstall --no-deps "$wheel"
+python3 -m pip install --quiet "$wheel[dev,research,dask,postgres]"
+export XSMOM_WHEEL="$wheel"
 # Style first (cheap, and a failing check should not wait for the tests): rustfmt, clippy on every
 # target and feature (the pyo3 layer included), ruff lint and format.
 cargo fmt --all -- --check

@@ -710,7 +710,15 @@ impl Config {
         let mut config: Config = if text.trim().is_empty() {
             Config::default()
         } else {
-            serde_yaml::from_str(text).map_err(|err| Error::config(format!("{source}: {err}")))?
+            serde_yaml::from_str(text).map_err(|err| {
+                // serde reports `deny_unknown_fields` only in its message: classify it here, once.
+                let message = format!("{source}: {err}");
+                if err.to_string().contains(": unknown field `") || err.to_string().starts_with("unknown field `") {
+                    Error::unknown_key(message)
+                } else {
+                    Error::config(message)
+                }
+            })?
         };
         // `backtest.fill` is the old name of `execution.fill`.
         if let Some(fill) = config.backtest.fill.take() {
@@ -1055,7 +1063,7 @@ fn resolve_path(tree: &Value, path: &str) -> Result<String> {
     let (leaf_key, leaf_index) = parse_segment(leaf, path)?;
     let start = match prefix {
         Some(prefix) => lookup(tree, prefix)
-            .ok_or_else(|| Error::config(format!("unknown config key '{path}': no section '{prefix}'")))?,
+            .ok_or_else(|| Error::unknown_key(format!("unknown config key '{path}': no section '{prefix}'")))?,
         None => tree,
     };
     let mut found = Vec::new();
@@ -1065,7 +1073,7 @@ fn resolve_path(tree: &Value, path: &str) -> Result<String> {
             Some(i) => format!("{}[{i}]", found[0]),
             None => found.remove(0),
         }),
-        0 => Err(Error::config(format!("unknown config key '{path}'"))),
+        0 => Err(Error::unknown_key(format!("unknown config key '{path}'"))),
         _ => Err(Error::config(format!("config key '{path}' is ambiguous: it could be {}", found.join(" or ")))),
     }
 }
@@ -1110,8 +1118,10 @@ mod tests {
     #[test]
     fn unknown_key_names_its_path() {
         let err = Config::from_yaml("strategy:\n  kmax: 4\n", "cfg.yaml").unwrap_err();
-        assert_eq!(err.kind, crate::error::ErrorKind::Config);
+        assert_eq!(err.kind, crate::error::ErrorKind::UnknownKey);
         assert!(err.message.starts_with("cfg.yaml: strategy: unknown field `kmax`"), "{}", err.message);
+        let err = Config::from_yaml("strategy:\n  k_max: four\n", "cfg.yaml").unwrap_err();
+        assert_eq!(err.kind, crate::error::ErrorKind::Config, "a bad value is not an unknown key");
     }
 
     #[test]
@@ -1137,6 +1147,7 @@ mod tests {
         assert_eq!(config.sizing.weighting, Weighting::Equal);
         let err = base.with_override_strings(&["strategy.kmax=4".into()]).unwrap_err();
         assert_eq!(err.message, "unknown config key 'strategy.kmax'");
+        assert_eq!(err.kind, crate::error::ErrorKind::UnknownKey);
         let err = base.with_override_strings(&["strategy.lookbacks[9]=4".into()]).unwrap_err();
         assert_eq!(err.message, "override strategy.lookbacks[9]: index 9 is out of range (the list has 4 entries)");
         let err = base.with_override_strings(&["risk.enabled=false".into()]).unwrap_err();

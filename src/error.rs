@@ -12,8 +12,10 @@ pub enum ErrorKind {
     Format,
     /// The data is readable but violates the data model (duplicates, non-grid ts, bad OHLC, ...).
     Data,
-    /// A configuration key is unknown, has the wrong type or is out of range.
+    /// A configuration value has the wrong type or is out of range.
     Config,
+    /// A configuration key that does not exist.
+    UnknownKey,
     /// Arguments to an API call are inconsistent (e.g. an empty universe).
     Invalid,
 }
@@ -36,6 +38,9 @@ impl Error {
     }
     pub fn config(message: impl Into<String>) -> Self {
         Self { kind: ErrorKind::Config, message: message.into() }
+    }
+    pub fn unknown_key(message: impl Into<String>) -> Self {
+        Self { kind: ErrorKind::UnknownKey, message: message.into() }
     }
     pub fn invalid(message: impl Into<String>) -> Self {
         Self { kind: ErrorKind::Invalid, message: message.into() }

@@ -25,11 +25,34 @@ use crate::timeframe::Timeframe;
 #[path = "python_research.rs"]
 mod research;
 
-fn to_py(err: Error) -> PyErr {
-    match err.kind {
-        ErrorKind::Io => PyOSError::new_err(err.message),
-        _ => PyValueError::new_err(err.message),
-    }
+/// The one mapping of core errors to Python exceptions: the classes of `xsmom.exceptions` (each
+/// also a `ValueError` or `OSError`), chosen by kind — never by message text.
+pub(crate) fn to_py(err: Error) -> PyErr {
+    let class = match err.kind {
+        ErrorKind::Io => "FileAccessError",
+        ErrorKind::Format => "DataFormatError",
+        ErrorKind::Data => "DataError",
+        ErrorKind::Config => "ConfigError",
+        ErrorKind::UnknownKey => "UnknownKeyError",
+        ErrorKind::Invalid => "InvalidArgumentError",
+    };
+    exception(class, err.message, err.kind == ErrorKind::Io)
+}
+
+/// An instance of `xsmom.exceptions.<class>` with `message`; the builtin it extends
+/// (`OSError` when `os_error`, else `ValueError`) if the module cannot be imported.
+pub(crate) fn exception(class: &str, message: String, os_error: bool) -> PyErr {
+    Python::attach(|py| {
+        let typed = py
+            .import("xsmom.exceptions")
+            .and_then(|module| module.getattr(class))
+            .and_then(|ty| ty.cast_into::<pyo3::types::PyType>().map_err(PyErr::from));
+        match typed {
+            Ok(ty) => PyErr::from_type(ty, message),
+            Err(_) if os_error => PyOSError::new_err(message),
+            Err(_) => PyValueError::new_err(message),
+        }
+    })
 }
 
 fn table(batch: RecordBatch) -> PyResult<PyTable> {

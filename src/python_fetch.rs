@@ -11,12 +11,12 @@
 
 use std::path::{Path, PathBuf};
 
-use pyo3::exceptions::{PyConnectionError, PyOSError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::data::{self, Bars, Funding, Selection};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::live::bybit::{BybitClient, MAINNET, TESTNET};
 use crate::live::exchange::Exchange;
 use crate::live::types::ExchangeError;
@@ -210,11 +210,8 @@ fn base_url(text: Option<&str>) -> String {
 
 fn to_py(failure: Failure) -> PyErr {
     match failure {
-        Failure::Core(err) => match err.kind {
-            ErrorKind::Io => PyOSError::new_err(err.message),
-            _ => PyValueError::new_err(err.message),
-        },
-        Failure::Exchange(message) => PyConnectionError::new_err(format!("exchange: {message}")),
+        Failure::Core(err) => super::python::to_py(err),
+        Failure::Exchange(message) => super::python::exception("ExchangeError", format!("exchange: {message}"), true),
     }
 }
 

@@ -109,9 +109,43 @@ fn summary_dict<'py>(py: Python<'py>, summary: &MonteCarloSummary, n_paths: usiz
     Ok(out)
 }
 
-/// Stationary bootstrap of per-bar `returns`: `{block, paths: {stat: [..]}, summary, fan?}`.
+/// Runs `work` with the GIL released, handing it a progress callback that calls the Python
+/// `progress(done, total)` (if any) with the GIL taken back and checks for signals; an exception
+/// there (Ctrl-C included) stops the work and is raised as it is.
+fn with_py_progress<T: Send>(
+    py: Python<'_>,
+    progress: Option<Py<PyAny>>,
+    total: usize,
+    work: impl FnOnce(&mut dyn FnMut(usize) -> crate::error::Result<()>) -> crate::error::Result<T> + Send,
+) -> PyResult<T> {
+    let mut raised: Option<PyErr> = None;
+    let result = py.detach(|| {
+        let mut report = |done: usize| {
+            Python::attach(|py| {
+                py.check_signals()?;
+                match &progress {
+                    Some(callback) => callback.call1(py, (done, total)).map(drop),
+                    None => Ok(()),
+                }
+            })
+            .map_err(|err| {
+                raised = Some(err);
+                crate::error::Error::invalid("stopped by the progress callback")
+            })
+        };
+        work(&mut report)
+    });
+    match raised {
+        Some(err) => Err(err),
+        None => result.map_err(to_py),
+    }
+}
+
+/// Stationary bootstrap of per-bar `returns`: `{block, paths: {stat: [..]}, summary, fan?}`;
+/// `progress(done, total)` is called every 256 paths.
 #[pyfunction]
-#[pyo3(signature = (returns, n_paths=1000, seed=0, block=None, bars_per_year=8760.0, fan=false))]
+#[pyo3(signature = (returns, n_paths=1000, seed=0, block=None, bars_per_year=8760.0, fan=false, progress=None))]
+#[allow(clippy::too_many_arguments)]
 fn mc_bootstrap<'py>(
     py: Python<'py>,
     returns: Vec<f64>,
@@ -120,9 +154,11 @@ fn mc_bootstrap<'py>(
     block: Option<f64>,
     bars_per_year: f64,
     fan: bool,
+    progress: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let run = py.detach(|| montecarlo::bootstrap_paths(&returns, block, n_paths, seed, bars_per_year, fan));
-    let run = run.map_err(to_py)?;
+    let run = with_py_progress(py, progress, n_paths, |report| {
+        montecarlo::bootstrap_paths_with_progress(&returns, block, n_paths, seed, bars_per_year, fan, report)
+    })?;
     let out = PyDict::new(py);
     out.set_item("block", run.block)?;
     out.set_item("paths", paths_dict(py, &run.paths)?)?;
@@ -137,19 +173,21 @@ fn mc_bootstrap<'py>(
     Ok(out)
 }
 
-/// Reshuffled orders of round-trip returns: `{paths: {stat: [..]}, summary}`.
+/// Reshuffled orders of round-trip returns: `{paths: {stat: [..]}, summary}`; `progress(done,
+/// total)` is called every 256 paths.
 #[pyfunction]
-#[pyo3(signature = (trade_returns, n_paths=1000, seed=0, periods_per_year=252.0))]
+#[pyo3(signature = (trade_returns, n_paths=1000, seed=0, periods_per_year=252.0, progress=None))]
 fn mc_reshuffle<'py>(
     py: Python<'py>,
     trade_returns: Vec<f64>,
     n_paths: usize,
     seed: u64,
     periods_per_year: f64,
+    progress: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let paths = py
-        .detach(|| montecarlo::reshuffle_trade_paths(&trade_returns, n_paths, seed, periods_per_year))
-        .map_err(to_py)?;
+    let paths = with_py_progress(py, progress, n_paths, |report| {
+        montecarlo::reshuffle_trade_paths_with_progress(&trade_returns, n_paths, seed, periods_per_year, report)
+    })?;
     let out = PyDict::new(py);
     out.set_item("paths", paths_dict(py, &paths)?)?;
     out.set_item("summary", summary_dict(py, &summarise_paths(&paths), n_paths)?)?;

@@ -357,13 +357,14 @@ def test_closed_pipe_exits_quietly(tmp_path, data_dir):
 
 
 def test_progress_plain_lines_off_a_terminal_bar_on_one_nothing_when_quiet(capsys, monkeypatch):
-    from xsmom import cli
+    from xsmom import progress
+    from xsmom.progress import steps
 
-    assert list(cli._steps(["BTCUSDT", "ETHUSDT"], "fetching")) == ["BTCUSDT", "ETHUSDT"]
+    assert list(steps(["BTCUSDT", "ETHUSDT"], "fetching")) == ["BTCUSDT", "ETHUSDT"]
     assert capsys.readouterr().err == "xsmom: fetching 1/2: BTCUSDT\nxsmom: fetching 2/2: ETHUSDT\n"
-    assert list(cli._steps(["A"], "fetching", quiet=True)) == ["A"]
+    assert list(steps(["A"], "fetching", quiet=True)) == ["A"]
     assert capsys.readouterr().err == ""
-    monkeypatch.setattr(cli.sys.stderr, "isatty", lambda: True)
-    assert list(cli._steps(["A", "B"], "fetching")) == ["A", "B"]
+    monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: True)
+    assert list(steps(["A", "B"], "fetching")) == ["A", "B"]
     err = capsys.readouterr().err
     assert "xsmom: fetching:" in err and "/2 [" in err and ", B]" in err and "\r" in err

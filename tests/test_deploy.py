@@ -207,7 +207,7 @@ def test_failure_before_rename_leaves_the_live_file_intact(tmp_path, live, monke
     with pytest.raises(OSError, match="No space left"):
         Deployment(live).deploy(candidate)
     assert live.read_text() == LIVE_TEXT
-    assert not list(live.parent.glob(".live.yaml.tmp-*")), "the temp file is removed"
+    assert not list(live.parent.glob(".live.yaml.*")), "the temp file is removed"
     assert not (live.parent / "history.jsonl").exists(), "no history line for a deploy that did not happen"
     monkeypatch.setattr(os, "replace", real_replace)
     Deployment(live).deploy(candidate)

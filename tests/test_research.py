@@ -326,7 +326,7 @@ def test_two_workers_share_one_study_and_evaluate_no_parameter_set_twice(tmp_pat
         worker.kill()
     assert code == 0
     assert worker.returncode == 0, err
-    storage_obj = research._journal(tmp_path / "shared.journal")
+    storage_obj = research.journal_storage(tmp_path / "shared.journal")
     names = [s.study_name for s in optuna.get_all_study_summaries(storage_obj)]
     assert sorted(names) == ["shared-final", "shared-seg00", "shared-seg01"]
     who = set()
@@ -434,8 +434,15 @@ def test_cli_optimize_and_montecarlo_end_to_end(tmp_path, data_dir, capsys):
     args = ["optimize", "--bars", str(data_dir), "--trials", "6", "--train-days", "60", "--oos-days", "20"]
     args += ["--embargo-days", "1", "--out", str(out), "--mc-paths", "100", "--seed", "2", "--no-notify"]
     assert main(args) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "verdict:" in printed and "report:" in printed
+    # Progress off a terminal: plain lines, each phase's last one at least (trials, then Monte Carlo).
+    trial_rows = json.loads((out / "trials.json").read_text())
+    n_segments = len({t["segment"] for t in trial_rows} - {"final"})
+    total = 6 * (n_segments + 1)
+    assert f"xsmom: optimize {total}/{total}: trials, final study\n" in captured.err
+    assert "xsmom: optimize 200/200: Monte Carlo, reshuffle of round trips\n" in captured.err
     for name in (
         "report.md",
         "oos_equity.png",
@@ -470,11 +477,16 @@ def test_cli_optimize_and_montecarlo_end_to_end(tmp_path, data_dir, capsys):
     )
     assert "newest train window" in report and "Monte Carlo" in report
     start, end = doc["final_study"]["dates"]
-    assert end == doc["data_range"][1] and research._iso(start) in report
+    assert end == doc["data_range"][1] and research.iso_date(start) in report
     trials = json.loads((out / "trials.json").read_text())
     assert {t["segment"] for t in trials} >= {0, "final"}
+    assert main(["montecarlo", "--result", str(out), "--paths", "300"]) == 0
+    err = capsys.readouterr().err
+    assert "xsmom: montecarlo 600/600: Monte Carlo, reshuffle of round trips\n" in err
     assert main(["montecarlo", "--result", str(out), "--paths", "120", "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    assert captured.err == ""  # --json: no progress
+    summary = json.loads(captured.out)
     assert summary["bootstrap"]["summary"]["n_paths"] == 120
     assert json.loads((out / "mc.json").read_text()) == summary
 
@@ -835,7 +847,7 @@ def test_study_fixed_configs_on_a_slice(data_dir, bars, funding):
         assert ("psr_oos" in r["failed"]) == (not skilled)
     # The stitched Sharpe is the warm OOS backtest of the config on those windows, nothing else.
     evaluate = research.Evaluator(small, xsmom.Config.default(), funding=funding)
-    overrides = research._encode(configs["daily rebalance"])
+    overrides = research.override_pairs(configs["daily rebalance"])
     parts = evaluate([(overrides, s["oos_start"], s["oos_end"]) for s in segments], series=True)
     expected = research.stitched_metrics(parts, evaluate.panel.bars_per_year)
     assert rows["daily rebalance"]["sharpe"] == expected["sharpe"]
@@ -880,7 +892,7 @@ def test_evaluator_scatters_bars_and_funding_once_to_a_dask_client(bars, funding
     executor = DaskLike()
     remote = research.Evaluator(small, config, funding=funding, executor=executor)
     local = research.Evaluator(small, config, funding=funding)
-    jobs = [(research._encode({"strategy.k_max": k}), 24 * 20, 24 * 44) for k in (3, 4, 5, 6)]
+    jobs = [(research.override_pairs({"strategy.k_max": k}), 24 * 20, 24 * 44) for k in (3, 4, 5, 6)]
     for _ in range(3):  # three batches, as a study asks them
         assert remote(jobs, series=True) == local(jobs, series=True)
     assert executor._client.scattered == [("DataFrame", True), ("DataFrame", True)]

@@ -1,6 +1,7 @@
 """Type stubs of the compiled core (``src/python.rs``). Tables are Arrow PyCapsule streams:
 pass them to ``polars.DataFrame`` to get a frame without copies."""
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 class ArrowStream(Protocol):
@@ -110,9 +111,14 @@ def mc_bootstrap(
     block: float | None = None,
     bars_per_year: float = 8760.0,
     fan: bool = False,
+    progress: Callable[[int, int], object] | None = None,
 ) -> dict[str, Any]: ...
 def mc_reshuffle(
-    trade_returns: list[float], n_paths: int = 1000, seed: int = 0, periods_per_year: float = 252.0
+    trade_returns: list[float],
+    n_paths: int = 1000,
+    seed: int = 0,
+    periods_per_year: float = 252.0,
+    progress: Callable[[int, int], object] | None = None,
 ) -> dict[str, Any]: ...
 def path_stats(returns: list[float], periods_per_year: float = 8760.0) -> dict[str, float]: ...
 def psr(returns: list[float], benchmark: float = 0.0) -> float: ...

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from xsmom import _core
-from xsmom.config import Config
+from xsmom.config import Config, override_pairs
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
@@ -242,9 +242,7 @@ def sweep(
         return sweep_on_executor(
             executor, bars, _config(config), overrides_list, funding=funding, n_jobs=n_jobs
         )
-    import json
-
-    sets = [[(str(k), json.dumps(v)) for k, v in overrides.items()] for overrides in overrides_list]
+    sets = [override_pairs(overrides) for overrides in overrides_list]
     results = _core.sweep(
         _bars_arg(bars), _config(config), sets, _bars_arg(funding) if funding is not None else None, n_jobs
     )

@@ -35,8 +35,8 @@ def _run(
         # journal: the default storage of `xsmom optimize` (one writer); shared: optuna's file-locked,
         # fsync-per-append backend that --worker processes on one machine use.
         storage = {
-            "journal": lambda: research._journal(path, own=True),
-            "shared": lambda: research._journal(path),
+            "journal": lambda: research.journal_storage(path, own=True),
+            "shared": lambda: research.journal_storage(path),
             "memory": lambda: None,
         }[storage_kind]()
         started = time.perf_counter()

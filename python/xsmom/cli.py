@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 from xsmom import _core  # noqa: E402
 from xsmom.api import backtest  # noqa: E402
 from xsmom.config import Config  # noqa: E402
+from xsmom.progress import Progress, steps  # noqa: E402
 from xsmom.report import json_metrics, metrics_table, write_report  # noqa: E402
 
 
@@ -60,34 +61,15 @@ def _check_extras(args: argparse.Namespace) -> None:
     if args.command == "optimize" and args.dask_scheduler is not None:
         _require("distributed", "--dask-scheduler")
     if args.command == "optimize" and str(args.storage or "").startswith("postgres"):
-        from xsmom.research import _redact
+        from xsmom.research import redact
 
-        _require("psycopg", f"storage {_redact(args.storage)}")
+        _require("psycopg", f"storage {redact(args.storage)}")
 
 
 def _progress(message: str) -> None:
     """Progress on stderr, only for a person at a terminal."""
     if sys.stderr.isatty():
         print(f"xsmom: {message}", file=sys.stderr, flush=True)
-
-
-def _steps(items: Sequence[Any], what: str, label: Callable[[Any], str] = str, quiet: bool = False):
-    """Iterate ``items`` with progress on stderr: a tqdm bar at a terminal, one plain line per step
-    otherwise (logs, systemd), nothing when ``quiet`` (--json)."""
-    if quiet:
-        yield from items
-        return
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-
-        with tqdm(items, desc=f"xsmom: {what}", unit="", file=sys.stderr, leave=False) as bar:
-            for item in bar:
-                bar.set_postfix_str(label(item))
-                yield item
-        return
-    for i, item in enumerate(items, 1):
-        print(f"xsmom: {what} {i}/{len(items)}: {label(item)}", file=sys.stderr, flush=True)
-        yield item
 
 
 def _build_parser() -> _Parser:
@@ -218,33 +200,12 @@ def _optimize(args: argparse.Namespace) -> int:
         executor = executor_from_cli(args.dask_scheduler)
     _progress(f"optimizing on {args.bars} …")
     if args.worker:
-        storage = research._redact(args.storage)
+        storage = research.redact(args.storage)
         study = args.study or "(derived name)"
         print(f"xsmom optimize: worker joining study {study} at {storage}", file=sys.stderr, flush=True)
     try:
-        result = research.optimize(
-            args.bars,
-            config,
-            space=args.space,
-            n_trials=args.trials,
-            seed=args.seed,
-            n_jobs=args.jobs,
-            storage=args.storage,
-            out=None if args.worker else args.out,
-            worker=args.worker,
-            worker_index=args.worker_index or 0,
-            resume=args.resume,
-            study_name=args.study,
-            gate=gate,
-            wfo=research.WalkForward(
-                args.train_days, args.oos_days, args.embargo_days, args.wfo_mode, args.purge_bars
-            ),
-            objective=research.Objective(args.lambda_turnover, args.lambda_dd),
-            executor=executor,
-            funding=args.funding,
-            mc_paths=args.mc_paths,
-            notify=not args.no_notify,
-        )
+        with Progress("optimize", args.trials) as progress:
+            result = _run_optimize(args, research, config, gate, executor, progress)
     except Exception as err:  # optuna / SQLAlchemy storage errors: one line, no traceback
         if isinstance(err, CliError | ValueError | OSError):
             raise
@@ -254,6 +215,39 @@ def _optimize(args: argparse.Namespace) -> int:
     finally:
         if executor is not None:
             executor.shutdown()
+    return _print_optimize(args, research, result)
+
+
+def _run_optimize(
+    args: argparse.Namespace, research: Any, config: Config, gate: Any, executor: Any, progress: Progress
+):
+    return research.optimize(
+        args.bars,
+        config,
+        space=args.space,
+        n_trials=args.trials,
+        seed=args.seed,
+        n_jobs=args.jobs,
+        storage=args.storage,
+        out=None if args.worker else args.out,
+        worker=args.worker,
+        worker_index=args.worker_index or 0,
+        resume=args.resume,
+        study_name=args.study,
+        gate=gate,
+        wfo=research.WalkForward(
+            args.train_days, args.oos_days, args.embargo_days, args.wfo_mode, args.purge_bars
+        ),
+        objective=research.Objective(args.lambda_turnover, args.lambda_dd),
+        executor=executor,
+        funding=args.funding,
+        mc_paths=args.mc_paths,
+        notify=not args.no_notify,
+        progress=progress.callback(),
+    )
+
+
+def _print_optimize(args: argparse.Namespace, research: Any, result: Any) -> int:
     if result is None:
         print(f"xsmom optimize: worker done (study {args.study or '(derived name)'})")
         return 0
@@ -271,7 +265,7 @@ def _optimize(args: argparse.Namespace) -> int:
         mark = "ok  " if c["passed"] else "FAIL"
         print(f"  {mark} {c['name']:<22} {c['value']:>10.4g}  (threshold {c['threshold']:g})")
     print(f"report: {args.out / 'report.md'}")
-    dates = " to ".join(research._iso(ms) for ms in result.final.dates)
+    dates = " to ".join(research.iso_date(ms) for ms in result.final.dates)
     print(f"candidate: {args.out / 'candidate.yaml'} (final study on {dates})")
     return 0
 
@@ -292,10 +286,17 @@ def _montecarlo(args: argparse.Namespace) -> int:
     for key in ("returns", "trade_returns", "bars_per_year"):
         if key not in doc:
             raise CliError(f"{source}: missing key {key!r}")
-    mc = research.monte_carlo(
-        doc["returns"], doc["trade_returns"], doc["bars_per_year"], args.paths, args.seed, args.block
-    )
-    summary = research._mc_summary(mc)
+    with Progress("montecarlo", args.paths, quiet=args.json) as progress:
+        mc = research.monte_carlo(
+            doc["returns"],
+            doc["trade_returns"],
+            doc["bars_per_year"],
+            args.paths,
+            args.seed,
+            args.block,
+            progress=progress.callback(),
+        )
+    summary = research.summarise_mc(mc)
     write_json(args.result / "mc.json", summary)
     if args.json:
         print(json.dumps(research.report._json_safe(summary)))
@@ -737,7 +738,7 @@ def _fetch(args: argparse.Namespace) -> int:
                 funding=args.funding,
                 base_url=args.base_url,
             )
-            for symbol in _steps(symbols, "fetching")
+            for symbol in steps(symbols, "fetching")
         ]
         summary = FetchSummary(args.store, [row for part in parts for row in part.symbols])
     except (ValueError, OSError) as err:

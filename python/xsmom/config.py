@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from xsmom import _core
+
+
+def override_pairs(overrides: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The one encoding of overrides for the core: ``{"strategy.k_max": 4}`` → ``[("strategy.k_max",
+    "4")]``, values as JSON (which is YAML, so lists and strings keep their type)."""
+    return [(str(key), json.dumps(value)) for key, value in overrides.items()]
 
 
 class Config:
@@ -45,10 +52,9 @@ class Config:
     def from_yaml(cls, text: str) -> Config:
         return cls(text)
 
-    def with_overrides(self, overrides: dict[str, Any]) -> Config:
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Config:
         """A copy with dotted-path overrides, e.g. ``{"strategy.k_max": 4, "strategy.lookbacks[0]": 6}``."""
-        pairs = [(str(key), json.dumps(value)) for key, value in overrides.items()]
-        return Config._trusted(_core.config_with_overrides(self._yaml, pairs))
+        return Config._trusted(_core.config_with_overrides(self._yaml, override_pairs(overrides)))
 
     def to_yaml(self) -> str:
         return self._yaml

@@ -19,12 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xsmom.exceptions import StateError
+
 SCHEMA_VERSION = 1
 MS_PER_DAY = 86_400_000
-
-
-class StateError(ValueError):
-    """The state file is missing, unreadable or not of the supported schema."""
 
 
 def load_state(path: str | Path) -> dict[str, Any]:

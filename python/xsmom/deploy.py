@@ -34,12 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from xsmom.config import Config
+from xsmom.exceptions import DeployError
+from xsmom.files import atomic_write
 
 VERSION_RE = re.compile(r"^(\d{8}T\d{6}Z)_([0-9a-f]{8})(?:-(\d+))?$")
-
-
-class DeployError(Exception):
-    """A deploy or rollback that was refused or failed; the live file is unchanged."""
 
 
 @dataclass(frozen=True)
@@ -71,39 +69,6 @@ def _sha256(data: bytes) -> str:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: temp file in the same directory, fsync, rename, fsync dir.
-
-    Keeps the mode of an existing file. On any failure the temp file is removed and ``path`` is as
-    it was.
-    """
-    path = Path(path)
-    directory = path.parent
-    directory.mkdir(parents=True, exist_ok=True)
-    temp = directory / f".{path.name}.tmp-{os.getpid()}"
-    try:
-        with open(temp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(temp, os.stat(path).st_mode & 0o7777)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-    _fsync_dir(directory)
 
 
 def _append_line(path: Path, record: dict[str, Any]) -> None:
@@ -211,8 +176,8 @@ class Deployment:
         meta = {**meta, "id": name, "sha256": sha, "created": when.isoformat().replace("+00:00", "Z")}
         yaml_path = self.versions_dir / f"{name}.yaml"
         # The JSON first: a version without its sidecar is never visible half-written.
-        write_atomically(yaml_path.with_suffix(".json"), (json.dumps(meta, indent=2) + "\n").encode())
-        write_atomically(yaml_path, data)
+        atomic_write(yaml_path.with_suffix(".json"), (json.dumps(meta, indent=2) + "\n").encode())
+        atomic_write(yaml_path, data)
         return Version(name, yaml_path, when, sha, meta)
 
     def _preserve_live(self, when: dt.datetime) -> Version | None:
@@ -281,7 +246,7 @@ class Deployment:
             if previous is not None and previous.sha256 == version.sha256:
                 # Already live: nothing to replace, nothing to record.
                 return Outcome("unchanged", version.id, None, self.live, force, passed)
-            write_atomically(self.live, data)
+            atomic_write(self.live, data)
             self._record("deploy", version, previous, forced=force, passed=passed)
         return Outcome("deploy", version.id, previous.id if previous else None, self.live, force, passed)
 
@@ -348,7 +313,7 @@ class Deployment:
             version = self._store(data, meta, when)
             if previous is not None and previous.sha256 == version.sha256:
                 return Outcome("unchanged", version.id, None, self.live, force, False)
-            write_atomically(self.live, data)
+            atomic_write(self.live, data)
             self._record("stand_aside", version, previous, forced=meta["forced"], passed=False)
         return Outcome("stand_aside", version.id, previous.id if previous else None, self.live, force, False)
 
@@ -374,7 +339,7 @@ class Deployment:
             previous = self._preserve_live(_now())
             if previous is not None and previous.sha256 == target.sha256:
                 return Outcome("unchanged", target.id, None, self.live)
-            write_atomically(self.live, data)
+            atomic_write(self.live, data)
             self._record("rollback", target, previous)
         return Outcome("rollback", target.id, previous.id if previous else None, self.live)
 

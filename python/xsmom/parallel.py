@@ -24,13 +24,14 @@ from typing import Any
 import polars as pl
 
 from xsmom import _core
+from xsmom.config import override_pairs
 
 OverrideSets = list[list[tuple[str, str]]]
 
 
 def encode_overrides(overrides_list: Sequence[dict[str, Any]]) -> OverrideSets:
     """``{"strategy.k_max": 4}`` → ``[("strategy.k_max", "4")]`` (JSON-encoded values), per set."""
-    return [[(str(k), json.dumps(v)) for k, v in overrides.items()] for overrides in overrides_list]
+    return [override_pairs(overrides) for overrides in overrides_list]
 
 
 def _sweep_chunk(
@@ -42,7 +43,8 @@ def _sweep_chunk(
     return [dict(r) for r in core.sweep(bars, config_yaml, sets, funding, n_jobs)]
 
 
-def _workers(executor: Executor) -> int:
+def executor_workers(executor: Executor) -> int:
+    """Threads an executor runs at once: a Dask cluster's threads, a pool's workers, else the cores."""
     client = getattr(executor, "_client", None)
     if client is not None:
         try:
@@ -102,7 +104,7 @@ def sweep_on_executor(
         return []
     timeframe = json.loads(_core.config_to_json(config_yaml))["data"]["timeframe"]
     bars_frame, funding_frame = as_frames(bars, funding, timeframe)
-    ranges = chunks(len(sets), n_chunks or 2 * _workers(executor))
+    ranges = chunks(len(sets), n_chunks or 2 * executor_workers(executor))
     client = getattr(executor, "_client", None)
     bars_arg: Any = bars_frame
     funding_arg: Any = funding_frame
@@ -149,7 +151,7 @@ class _OwningExecutor(Executor):
     @property
     def n_workers(self) -> int:
         """Worker threads on the cluster now (for sizing chunks)."""
-        return _workers(self)
+        return executor_workers(self)
 
     def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
         return self._inner.submit(fn, *args, **kwargs)

@@ -8,32 +8,14 @@ import html
 import io
 import json
 import math
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
 
 from xsmom.api import BacktestResult
+from xsmom.files import atomic_write
 
 PERCENT_METRICS = {"total_return", "cagr", "vol", "max_drawdown", "exposure", "win_rate"}
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temp file in the same directory and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def json_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
@@ -280,14 +262,14 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if validation is not None:
-        _atomic_write(out / "validation.parquet", lambda p: validation.write_parquet(p, compression="zstd"))
-    _atomic_write(
+        atomic_write(out / "validation.parquet", lambda p: validation.write_parquet(p, compression="zstd"))
+    atomic_write(
         out / "metrics.json",
         lambda p: p.write_text(json.dumps(json_metrics(result.metrics), indent=2) + "\n"),
     )
     for name in ("equity", "weights", "fills", "trades"):
         frame = getattr(result, name)
-        _atomic_write(out / f"{name}.parquet", lambda p, f=frame: f.write_parquet(p, compression="zstd"))
+        atomic_write(out / f"{name}.parquet", lambda p, f=frame: f.write_parquet(p, compression="zstd"))
 
     import matplotlib.pyplot as plt
 
@@ -297,7 +279,7 @@ def write_report(
     bench = benchmark(result, bars)
     periods = drawdown_periods(result.equity)
     figure = plot_tearsheet(result, bpy, bench, periods)
-    _atomic_write(out / "tearsheet.png", lambda p: figure.savefig(p, dpi=90, format="png"))
+    atomic_write(out / "tearsheet.png", lambda p: figure.savefig(p, dpi=90, format="png"))
     plt.close(figure)
     images = {}
     for name, (draw, height) in panels(result, bpy, bench, periods).items():
@@ -307,7 +289,7 @@ def write_report(
         plt.close(fig)
         images[name] = base64.b64encode(buffer.getvalue()).decode("ascii")
     page = _html(result, bpy, bench, periods, images)
-    _atomic_write(out / "report.html", lambda p: p.write_text(page, encoding="utf-8"))
+    atomic_write(out / "report.html", lambda p: p.write_text(page, encoding="utf-8"))
     return out
 
 

@@ -73,6 +73,10 @@ fn main() -> ExitCode {
         Some("run") => cmd_run(&args[1..]),
         Some("health") => cmd_health(&args[1..]),
         Some("state") if args.get(1).map(String::as_str) == Some("show") => cmd_state_show(&args[2..]),
+        Some("--help" | "-h" | "help") => {
+            println!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
         _ => Err(Error::invalid(USAGE)),
     };
     match result {

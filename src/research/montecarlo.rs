@@ -58,28 +58,60 @@ pub fn bootstrap_paths(
     bars_per_year: f64,
     fan: bool,
 ) -> Result<BootstrapRun> {
+    bootstrap_paths_with_progress(returns, block, n_paths, seed, bars_per_year, fan, &mut |_| Ok(()))
+}
+
+/// Paths per progress report: large enough to keep both cores busy between reports.
+const PROGRESS_CHUNK: u64 = 256;
+
+/// Paths `0..n_paths` in chunks of [`PROGRESS_CHUNK`], calling `progress(done)` after each chunk
+/// (an error from it, e.g. an interrupt, stops the run). Path p depends only on `(seed, p)`, so the
+/// chunking changes nothing in the result.
+fn paths_in_chunks<T: Send>(
+    n_paths: usize,
+    progress: &mut dyn FnMut(usize) -> Result<()>,
+    path: impl Fn(&mut Vec<f64>, u64) -> T + Sync,
+) -> Result<Vec<T>> {
+    let mut out = Vec::with_capacity(n_paths);
+    let mut start = 0u64;
+    while start < n_paths as u64 {
+        let end = (start + PROGRESS_CHUNK).min(n_paths as u64);
+        out.par_extend((start..end).into_par_iter().map_init(Vec::new, &path));
+        start = end;
+        progress(out.len())?;
+    }
+    Ok(out)
+}
+
+/// [`bootstrap_paths`] reporting the number of paths done to `progress`.
+pub fn bootstrap_paths_with_progress(
+    returns: &[f64],
+    block: Option<f64>,
+    n_paths: usize,
+    seed: u64,
+    bars_per_year: f64,
+    fan: bool,
+    progress: &mut dyn FnMut(usize) -> Result<()>,
+) -> Result<BootstrapRun> {
     check_series(returns, "returns", n_paths)?;
     let block = match block {
         Some(b) if b.is_finite() && b >= 1.0 => b,
         Some(b) => return Err(Error::invalid(format!("Monte Carlo: block length must be ≥ 1, got {b}"))),
         None => politis_white_block_length(returns),
     };
-    let resampled: Vec<(PathStats, Option<Vec<f64>>)> = (0..n_paths as u64)
-        .into_par_iter()
-        .map_init(Vec::new, |path, p| {
-            stationary_bootstrap(returns, block, &mut path_rng(seed, p), path);
-            let equity = fan.then(|| {
-                let mut e = 1.0;
-                path.iter()
-                    .map(|r| {
-                        e *= 1.0 + r;
-                        e
-                    })
-                    .collect()
-            });
-            (path_stats(path, bars_per_year), equity)
-        })
-        .collect();
+    let resampled: Vec<(PathStats, Option<Vec<f64>>)> = paths_in_chunks(n_paths, progress, |path, p| {
+        stationary_bootstrap(returns, block, &mut path_rng(seed, p), path);
+        let equity = fan.then(|| {
+            let mut e = 1.0;
+            path.iter()
+                .map(|r| {
+                    e *= 1.0 + r;
+                    e
+                })
+                .collect()
+        });
+        (path_stats(path, bars_per_year), equity)
+    })?;
     let fan = fan.then(|| {
         (0..returns.len())
             .into_par_iter()
@@ -103,19 +135,27 @@ pub fn reshuffle_trade_paths(
     seed: u64,
     periods_per_year: f64,
 ) -> Result<Vec<PathStats>> {
+    reshuffle_trade_paths_with_progress(trade_returns, n_paths, seed, periods_per_year, &mut |_| Ok(()))
+}
+
+/// [`reshuffle_trade_paths`] reporting the number of paths done to `progress`.
+pub fn reshuffle_trade_paths_with_progress(
+    trade_returns: &[f64],
+    n_paths: usize,
+    seed: u64,
+    periods_per_year: f64,
+    progress: &mut dyn FnMut(usize) -> Result<()>,
+) -> Result<Vec<PathStats>> {
     check_series(trade_returns, "trade returns", n_paths)?;
-    Ok((0..n_paths as u64)
-        .into_par_iter()
-        .map_init(Vec::new, |order: &mut Vec<f64>, p| {
-            order.clear();
-            order.extend_from_slice(trade_returns);
-            let mut rng = path_rng(seed, p);
-            for i in (1..order.len()).rev() {
-                order.swap(i, rng.random_range(0..=i));
-            }
-            path_stats(order, periods_per_year)
-        })
-        .collect())
+    paths_in_chunks(n_paths, progress, |order, p| {
+        order.clear();
+        order.extend_from_slice(trade_returns);
+        let mut rng = path_rng(seed, p);
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.random_range(0..=i));
+        }
+        path_stats(order, periods_per_year)
+    })
 }
 
 #[cfg(test)]
@@ -126,6 +166,36 @@ mod tests {
     fn noisy(n: usize, drift: f64, seed: u64) -> Vec<f64> {
         let mut rng = path_rng(seed, 0);
         (0..n).map(|_| drift + 0.01 * (rng.random::<f64>() - 0.5)).collect()
+    }
+
+    #[test]
+    fn progress_is_reported_per_chunk_and_changes_nothing() {
+        let returns = noisy(300, 0.0002, 3);
+        let mut seen = Vec::new();
+        let with = bootstrap_paths_with_progress(&returns, Some(5.0), 600, 1, 8760.0, true, &mut |done| {
+            seen.push(done);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, [256, 512, 600]);
+        assert_eq!(with, bootstrap_paths(&returns, Some(5.0), 600, 1, 8760.0, true).unwrap());
+        let mut seen = Vec::new();
+        let trips = noisy(40, 0.001, 4);
+        let shuffled = reshuffle_trade_paths_with_progress(&trips, 300, 2, 50.0, &mut |done| {
+            seen.push(done);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, [256, 300]);
+        assert_eq!(shuffled, reshuffle_trade_paths(&trips, 300, 2, 50.0).unwrap());
+        let stopped = bootstrap_paths_with_progress(&returns, None, 600, 1, 8760.0, false, &mut |done| {
+            if done >= 256 {
+                Err(Error::invalid("interrupted"))
+            } else {
+                Ok(())
+            }
+        });
+        assert!(stopped.unwrap_err().to_string().contains("interrupted"));
     }
 
     #[test]

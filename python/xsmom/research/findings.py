@@ -19,18 +19,17 @@ from typing import Any
 import polars as pl
 
 from xsmom import _core
-from xsmom.config import Config
+from xsmom.config import Config, override_pairs
 from xsmom.research import (
     Evaluator,
     Gate,
     ResearchError,
     WalkForward,
-    _encode,
-    _variance,
     cost_fragility,
     deployment_gate,
     monte_carlo,
     paired_bootstrap,
+    sample_variance,
     stitched_metrics,
 )
 
@@ -125,7 +124,9 @@ def study_fixed_configs(
     names = list(configs)
     windows = [(s["oos_start"], s["oos_end"]) for s in segments]
     # One Rust call for the base config and every configuration on every OOS window.
-    jobs = [(_encode(dict(overrides)), a, b) for overrides in [{}, *configs.values()] for a, b in windows]
+    jobs = [
+        (override_pairs(dict(overrides)), a, b) for overrides in [{}, *configs.values()] for a, b in windows
+    ]
     results = evaluate(jobs, series=True)
     for (pairs, a, _), r in zip(jobs, results, strict=True):
         if "error" in r:
@@ -136,7 +137,7 @@ def study_fixed_configs(
     base_returns = [x for p in parts[0] for x in p["returns"]]
     stitched = [stitched_metrics(p, bpy) for p in parts[1:]]
     sharpes = [m["sharpe"] for m in stitched if math.isfinite(m["sharpe"])]
-    per_bar_var = _variance(sharpes) / bpy  # annualised → per-bar Sharpe variance
+    per_bar_var = sample_variance(sharpes) / bpy  # annualised → per-bar Sharpe variance
     rows = []
     for name, overrides, part, metrics in zip(names, configs.values(), parts[1:], stitched, strict=True):
         returns = [x for p in part for x in p["returns"]]

@@ -20,7 +20,7 @@ import matplotlib.lines  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from xsmom.report import _atomic_write  # noqa: E402
+from xsmom.files import atomic_write  # noqa: E402
 
 if TYPE_CHECKING:
     from xsmom.research import OptimizeResult, Param
@@ -38,7 +38,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(text))
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def write_json(path: Path, document: Any) -> None:
@@ -46,7 +46,7 @@ def write_json(path: Path, document: Any) -> None:
 
 
 def _save(fig: Any, path: Path) -> None:
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
     plt.close(fig)
 
 
@@ -264,9 +264,9 @@ def stress_note(result: OptimizeResult) -> str | None:
 
 
 def _dates_of(ms: int) -> str:
-    from xsmom.research import _iso
+    from xsmom.research import iso_date
 
-    return _iso(ms)
+    return iso_date(ms)
 
 
 def _markdown(result: OptimizeResult, importances: dict[str, float]) -> str:
