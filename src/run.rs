@@ -4,8 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
-
 use crate::backtest::{self, BacktestResult};
 use crate::config::{Config, OnInvalid};
 use crate::data::{self, ArrowBars, Bars, Funding, FundingGrid, Panel, Selection, Severity, SpikeRule};
@@ -148,7 +146,8 @@ pub fn backtest(inputs: &Inputs, cfg: &Config, record_signals: bool) -> Result<B
 }
 
 /// Metrics for each override set (`key.path=value` strings), in parallel on `threads` threads
-/// (all cores when `None`). The i-th result belongs to the i-th override set.
+/// (all cores when `None`). The i-th result belongs to the i-th override set. Each worker keeps
+/// its output buffers from one backtest to the next.
 pub fn sweep(
     inputs: &Inputs,
     base: &Config,
@@ -160,17 +159,14 @@ pub fn sweep(
         .enumerate()
         .map(|(index, set)| base.with_override_strings(set).map_err(|err| err.context(format!("override set {index}"))))
         .collect::<Result<_>>()?;
-    let evaluate = || -> Result<Vec<Metrics>> {
-        configs.par_iter().map(|cfg| backtest::run(&inputs.panel, &inputs.funding, cfg).map(|r| r.metrics)).collect()
-    };
-    match threads {
-        None => evaluate(),
-        Some(threads) => rayon::ThreadPoolBuilder::new()
-            .num_threads(threads.max(1))
-            .build()
-            .map_err(|err| Error::invalid(format!("cannot start {threads} worker threads: {err}")))?
-            .install(evaluate),
-    }
+    let results =
+        crate::threads::map_with_state(&configs, threads, backtest::OutputBuffers::default, |buffers, cfg| {
+            let result = backtest::run_in(&inputs.panel, &inputs.funding, cfg, false, std::mem::take(buffers))?;
+            let metrics = result.metrics.clone();
+            *buffers = backtest::OutputBuffers::recycle(result);
+            Ok(metrics)
+        });
+    results.into_iter().collect()
 }
 
 /// Append bar files (Parquet or CSV, long format) to a store after validating them.
