@@ -96,5 +96,28 @@ fn fill_models(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, backtests, risk_overhead, fill_models, parts);
+/// A sweep of 8 configs (k_max 3..=6 × rebalance every 1 or 2 bars) on 36 × 8 760, on one and on
+/// two threads: throughput in backtests per second (each worker keeps its output buffers).
+fn sweep_throughput(c: &mut Criterion) {
+    let panel = common::random_panel(8_760, 36, 7, true);
+    let funding = common::no_funding(&panel);
+    let inputs = xsmom::run::Inputs { panel, funding, findings: Vec::new(), warnings: Vec::new() };
+    let sets: Vec<Vec<String>> = (3..=6)
+        .flat_map(|k| {
+            [1, 2].map(|every| vec![format!("strategy.k_max={k}"), format!("backtest.rebalance_every={every}")])
+        })
+        .collect();
+    let cfg = Config::default();
+    let mut group = c.benchmark_group("sweep_8x36x8760");
+    group.sample_size(10).measurement_time(Duration::from_secs(10));
+    group.throughput(Throughput::Elements(sets.len() as u64));
+    for threads in [1, 2] {
+        group.bench_function(format!("{threads}_threads"), |b| {
+            b.iter(|| xsmom::run::sweep(&inputs, &cfg, &sets, Some(threads)).unwrap())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, backtests, risk_overhead, fill_models, sweep_throughput, parts);
 criterion_main!(benches);

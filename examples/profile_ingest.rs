@@ -40,7 +40,7 @@ fn main() {
             let arrow = data::ArrowBars::from_batches(&batches, "file").expect("arrow");
             split(5, &mut best);
             let view = arrow.view();
-            let canonical = data::validate_canonical(view, hour);
+            let canonical = data::validate_canonical(view, hour, data::SpikeRule::default());
             split(6, &mut best);
             let direct = Panel::from_view(view, hour).expect("panel");
             split(7, &mut best);
@@ -49,7 +49,7 @@ fn main() {
         }
         let bars = data::bars_from_batches(&batches, "file").expect("bars");
         split(0, &mut best);
-        let (bars, findings) = data::clean_bars(bars, hour, false).expect("clean");
+        let (bars, findings) = data::clean_bars(bars, hour, data::SpikeRule::default(), false).expect("clean");
         split(1, &mut best);
         let panel = Panel::from_bars(&bars, hour).expect("panel");
         split(2, &mut best);
@@ -62,7 +62,7 @@ fn main() {
         split(5, &mut best);
         let view = arrow.view();
         assert!(view.is_canonical());
-        let canonical = data::validate_canonical(view, hour);
+        let canonical = data::validate_canonical(view, hour, data::SpikeRule::default());
         split(6, &mut best);
         let direct = Panel::from_view(view, hour).expect("panel");
         split(7, &mut best);

@@ -38,11 +38,28 @@ pub enum OnInvalid {
 pub struct DataConfig {
     pub timeframe: String,
     pub on_invalid: OnInvalid,
+    /// A spike is a |log return| above this multiple of the rolling median |log return|.
+    pub spike_mads: f64,
+    /// Returns in the spike detector's rolling median.
+    pub spike_window: usize,
 }
 
 impl Default for DataConfig {
     fn default() -> Self {
-        Self { timeframe: "1h".into(), on_invalid: OnInvalid::Reject }
+        let spike = crate::data::SpikeRule::default();
+        Self {
+            timeframe: "1h".into(),
+            on_invalid: OnInvalid::Reject,
+            spike_mads: spike.mads,
+            spike_window: spike.window,
+        }
+    }
+}
+
+impl DataConfig {
+    /// The spike detector's thresholds of this config.
+    pub fn spike_rule(&self) -> crate::data::SpikeRule {
+        crate::data::SpikeRule { mads: self.spike_mads, window: self.spike_window }
     }
 }
 
@@ -817,6 +834,9 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         let mut check = Checker::default();
         Timeframe::parse(&self.data.timeframe).map_err(|err| Error::config(format!("data.timeframe: {err}")))?;
+        // The rolling median's bin counts are u16: the window stays well below 65 536.
+        check.real("data.spike_mads", self.data.spike_mads, 1.0, 1_000.0);
+        check.int("data.spike_window", self.data.spike_window, 10, 50_000);
         let u = &self.universe;
         check.real("universe.min_price", u.min_price, 0.0, f64::INFINITY);
         check.real("universe.min_quote_volume_24h", u.min_quote_volume_24h, 0.0, f64::INFINITY);

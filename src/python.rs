@@ -17,7 +17,7 @@ use pyo3_arrow::PyTable;
 
 use crate::backtest::{output, BacktestResult};
 use crate::config::Config;
-use crate::data::{self, Selection};
+use crate::data::{self, Selection, SpikeRule};
 use crate::error::{Error, ErrorKind};
 use crate::run::{self, BarsSource, FundingSource, Inputs};
 use crate::timeframe::Timeframe;
@@ -157,15 +157,18 @@ impl Dataset {
 #[pymethods]
 impl Dataset {
     #[new]
-    #[pyo3(signature = (bars, funding=None, timeframe="1h", on_invalid="refuse"))]
+    #[pyo3(signature = (bars, funding=None, timeframe="1h", on_invalid="refuse", spike_mads=None, spike_window=None))]
     fn py_new(
         py: Python<'_>,
         bars: &Bound<'_, PyAny>,
         funding: Option<&Bound<'_, PyAny>>,
         timeframe: &str,
         on_invalid: &str,
+        spike_mads: Option<f64>,
+        spike_window: Option<usize>,
     ) -> PyResult<Self> {
         let timeframe = self::timeframe(timeframe)?;
+        let spike = spike_rule(spike_mads, spike_window)?;
         let drop_invalid = match on_invalid {
             "refuse" => false,
             "drop" => true,
@@ -175,7 +178,7 @@ impl Dataset {
         };
         let bars = bars_source(bars)?;
         let funding = funding_source(funding)?;
-        let inputs = py.detach(|| run::prepare_with(bars, funding, timeframe, drop_invalid)).map_err(to_py)?;
+        let inputs = py.detach(|| run::prepare_with(bars, funding, timeframe, spike, drop_invalid)).map_err(to_py)?;
         Ok(Self::new_prepared(inputs))
     }
     #[getter]
@@ -296,23 +299,40 @@ fn read_funding(
     table(data::funding_to_batch(&funding))
 }
 
+/// The spike rule of `data.spike_mads` / `data.spike_window` (defaults where `None`), checked
+/// against the config's ranges.
+fn spike_rule(mads: Option<f64>, window: Option<usize>) -> PyResult<SpikeRule> {
+    let mut cfg = Config::default();
+    cfg.data.spike_mads = mads.unwrap_or(cfg.data.spike_mads);
+    cfg.data.spike_window = window.unwrap_or(cfg.data.spike_window);
+    cfg.validate().map_err(to_py)?;
+    Ok(cfg.data.spike_rule())
+}
+
 #[pyfunction]
-#[pyo3(signature = (bars, timeframe="1h"))]
-fn validate_bars(py: Python<'_>, bars: &Bound<'_, PyAny>, timeframe: &str) -> PyResult<PyTable> {
+#[pyo3(signature = (bars, timeframe="1h", spike_mads=None, spike_window=None))]
+fn validate_bars(
+    py: Python<'_>,
+    bars: &Bound<'_, PyAny>,
+    timeframe: &str,
+    spike_mads: Option<f64>,
+    spike_window: Option<usize>,
+) -> PyResult<PyTable> {
     let timeframe = self::timeframe(timeframe)?;
+    let spike = spike_rule(spike_mads, spike_window)?;
     let findings = match bars_source(bars)? {
         BarsSource::Path(path) => {
             let selection = Selection { symbols: None, start: None, end: None, timeframe };
             let bars = py.detach(|| data::read_bars(&path, &selection)).map_err(to_py)?.0;
-            py.detach(|| data::validate_bars(bars, timeframe))
+            py.detach(|| data::validate_bars(bars, timeframe, spike))
         }
-        BarsSource::Bars(bars) => py.detach(|| data::validate_bars(bars, timeframe)),
+        BarsSource::Bars(bars) => py.detach(|| data::validate_bars(bars, timeframe, spike)),
         BarsSource::Arrow(arrow) => py.detach(|| {
             let view = arrow.view();
             if view.is_canonical() {
-                data::validate_canonical(view, timeframe)
+                data::validate_canonical(view, timeframe, spike)
             } else {
-                data::validate_bars(view.to_bars(), timeframe)
+                data::validate_bars(view.to_bars(), timeframe, spike)
             }
         }),
     };
@@ -320,12 +340,19 @@ fn validate_bars(py: Python<'_>, bars: &Bound<'_, PyAny>, timeframe: &str) -> Py
 }
 
 #[pyfunction]
-#[pyo3(signature = (path, timeframe="1h"))]
-fn validate_path(py: Python<'_>, path: PathBuf, timeframe: &str) -> PyResult<PyTable> {
+#[pyo3(signature = (path, timeframe="1h", spike_mads=None, spike_window=None))]
+fn validate_path(
+    py: Python<'_>,
+    path: PathBuf,
+    timeframe: &str,
+    spike_mads: Option<f64>,
+    spike_window: Option<usize>,
+) -> PyResult<PyTable> {
     let timeframe = self::timeframe(timeframe)?;
+    let spike = spike_rule(spike_mads, spike_window)?;
     let selection = Selection { symbols: None, start: None, end: None, timeframe };
     let findings = py
-        .detach(|| data::read_bars(&path, &selection).map(|(bars, _)| data::validate_bars(bars, timeframe)))
+        .detach(|| data::read_bars(&path, &selection).map(|(bars, _)| data::validate_bars(bars, timeframe, spike)))
         .map_err(to_py)?;
     table(data::findings_to_batch(&findings))
 }

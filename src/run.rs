@@ -4,11 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
-
 use crate::backtest::{self, BacktestResult};
 use crate::config::{Config, OnInvalid};
-use crate::data::{self, ArrowBars, Bars, Funding, FundingGrid, Panel, Selection, Severity};
+use crate::data::{self, ArrowBars, Bars, Funding, FundingGrid, Panel, Selection, Severity, SpikeRule};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::timeframe::Timeframe;
@@ -42,15 +40,16 @@ pub struct Inputs {
 
 /// Load, validate and pivot bars and funding for `cfg` (timeframe, `data.on_invalid`).
 pub fn prepare(bars: BarsSource, funding: FundingSource, cfg: &Config) -> Result<Inputs> {
-    prepare_with(bars, funding, cfg.timeframe(), cfg.data.on_invalid == OnInvalid::Drop)
+    prepare_with(bars, funding, cfg.timeframe(), cfg.data.spike_rule(), cfg.data.on_invalid == OnInvalid::Drop)
 }
 
-/// Load, validate and pivot bars and funding on `timeframe`; rows with errors are refused, or
-/// dropped with `drop_invalid`.
+/// Load, validate (spikes by `spike`) and pivot bars and funding on `timeframe`; rows with errors
+/// are refused, or dropped with `drop_invalid`.
 pub fn prepare_with(
     bars: BarsSource,
     funding: FundingSource,
     timeframe: Timeframe,
+    spike: SpikeRule,
     drop_invalid: bool,
 ) -> Result<Inputs> {
     let store_root: Option<PathBuf> = match &bars {
@@ -60,10 +59,10 @@ pub fn prepare_with(
     let (panel, findings) = match bars {
         BarsSource::Path(path) => {
             let selection = Selection { symbols: None, start: None, end: None, timeframe };
-            arrow_panel(&data::store::read_bars_arrow(&path, &selection)?.0, timeframe, drop_invalid)?
+            arrow_panel(&data::store::read_bars_arrow(&path, &selection)?.0, timeframe, spike, drop_invalid)?
         }
-        BarsSource::Bars(bars) => validated_panel(bars, timeframe, drop_invalid)?,
-        BarsSource::Arrow(arrow) => arrow_panel(&arrow, timeframe, drop_invalid)?,
+        BarsSource::Bars(bars) => validated_panel(bars, timeframe, spike, drop_invalid)?,
+        BarsSource::Arrow(arrow) => arrow_panel(&arrow, timeframe, spike, drop_invalid)?,
     };
     let mut warnings = summarise_findings(&findings);
     let (start, end) = (panel.ts.first().copied(), panel.ts.last().map(|t| t + timeframe.ms));
@@ -86,20 +85,30 @@ pub fn prepare_with(
 
 /// Canonical input without errors (the usual case) is validated and pivoted straight from the
 /// Arrow buffers; anything else is copied, sorted and cleaned.
-fn arrow_panel(arrow: &ArrowBars, timeframe: Timeframe, drop_invalid: bool) -> Result<(Panel, Vec<data::Finding>)> {
+fn arrow_panel(
+    arrow: &ArrowBars,
+    timeframe: Timeframe,
+    spike: SpikeRule,
+    drop_invalid: bool,
+) -> Result<(Panel, Vec<data::Finding>)> {
     let view = arrow.view();
     if view.is_canonical() {
-        let findings = data::validate_canonical(view, timeframe);
+        let findings = data::validate_canonical(view, timeframe, spike);
         if !findings.iter().any(|f| f.severity == Severity::Error) {
             return Ok((Panel::from_view(view, timeframe)?, findings));
         }
     }
-    validated_panel(view.to_bars(), timeframe, drop_invalid)
+    validated_panel(view.to_bars(), timeframe, spike, drop_invalid)
 }
 
 /// Clean bars (sort, validate, refuse or drop errors) and pivot them.
-fn validated_panel(bars: Bars, timeframe: Timeframe, drop_invalid: bool) -> Result<(Panel, Vec<data::Finding>)> {
-    let (bars, findings) = data::clean_bars(bars, timeframe, drop_invalid)?;
+fn validated_panel(
+    bars: Bars,
+    timeframe: Timeframe,
+    spike: SpikeRule,
+    drop_invalid: bool,
+) -> Result<(Panel, Vec<data::Finding>)> {
+    let (bars, findings) = data::clean_bars(bars, timeframe, spike, drop_invalid)?;
     Ok((Panel::from_bars(&bars, timeframe)?, findings))
 }
 
@@ -137,7 +146,8 @@ pub fn backtest(inputs: &Inputs, cfg: &Config, record_signals: bool) -> Result<B
 }
 
 /// Metrics for each override set (`key.path=value` strings), in parallel on `threads` threads
-/// (all cores when `None`). The i-th result belongs to the i-th override set.
+/// (all cores when `None`). The i-th result belongs to the i-th override set. Each worker keeps
+/// its output buffers from one backtest to the next.
 pub fn sweep(
     inputs: &Inputs,
     base: &Config,
@@ -149,17 +159,14 @@ pub fn sweep(
         .enumerate()
         .map(|(index, set)| base.with_override_strings(set).map_err(|err| err.context(format!("override set {index}"))))
         .collect::<Result<_>>()?;
-    let evaluate = || -> Result<Vec<Metrics>> {
-        configs.par_iter().map(|cfg| backtest::run(&inputs.panel, &inputs.funding, cfg).map(|r| r.metrics)).collect()
-    };
-    match threads {
-        None => evaluate(),
-        Some(threads) => rayon::ThreadPoolBuilder::new()
-            .num_threads(threads.max(1))
-            .build()
-            .map_err(|err| Error::invalid(format!("cannot start {threads} worker threads: {err}")))?
-            .install(evaluate),
-    }
+    let results =
+        crate::threads::map_with_state(&configs, threads, backtest::OutputBuffers::default, |buffers, cfg| {
+            let result = backtest::run_in(&inputs.panel, &inputs.funding, cfg, false, std::mem::take(buffers))?;
+            let metrics = result.metrics.clone();
+            *buffers = backtest::OutputBuffers::recycle(result);
+            Ok(metrics)
+        });
+    results.into_iter().collect()
 }
 
 /// Append bar files (Parquet or CSV, long format) to a store after validating them.
@@ -168,7 +175,9 @@ pub fn ingest(paths: &[PathBuf], store: &Path, timeframe: crate::Timeframe) -> R
     for path in paths {
         let selection = Selection { symbols: None, start: None, end: None, timeframe };
         let (bars, _) = data::read_bars(path, &selection)?;
-        let (bars, _) = data::clean_bars(bars, timeframe, false).map_err(|err| err.context(path.display()))?;
+        // Spikes are warnings and never stop an ingest: the default rule is as good as any.
+        let (bars, _) = data::clean_bars(bars, timeframe, SpikeRule::default(), false)
+            .map_err(|err| err.context(path.display()))?;
         let stats = data::write_store(store, timeframe, &bars)?;
         total.files_written += stats.files_written;
         total.rows_added += stats.rows_added;

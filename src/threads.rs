@@ -1,4 +1,4 @@
-//! Fork-safe data parallelism for loading and validation: scoped threads started per call.
+//! Fork-safe data parallelism for loading, validation and sweeps: scoped threads started per call.
 //!
 //! rayon's global pool cannot be used in a process forked from one that had started it (the
 //! pool's threads do not survive a fork, so work sent to it never runs); Python executors fork
@@ -28,6 +28,44 @@ pub fn map_ordered<T: Sync, R: Send>(items: &[T], work: usize, f: impl Fn(&T) ->
     })
 }
 
+/// `f` over `items` on `threads` worker threads (all cores when `None`), results in item order.
+/// Each worker owns one state from `init`, reused for every item it takes (items are handed out
+/// one at a time, so uneven items balance): a sweep's workers keep their output buffers.
+pub fn map_with_state<T: Sync, S, R: Send>(
+    items: &[T],
+    threads: Option<usize>,
+    init: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, &T) -> R + Sync,
+) -> Vec<R> {
+    let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = threads.unwrap_or(available).max(1).min(items.len());
+    if threads <= 1 {
+        let mut state = init();
+        return items.iter().map(|item| f(&mut state, item)).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let worker = || {
+        let mut state = init();
+        let mut done = Vec::new();
+        loop {
+            let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(item) = items.get(index) else { return done };
+            done.push((index, f(&mut state, item)));
+        }
+    };
+    let mut slots: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..threads).map(|_| scope.spawn(worker)).collect();
+        let mine = worker();
+        for (index, result) in
+            mine.into_iter().chain(handles.into_iter().flat_map(|h| h.join().expect("a worker thread panicked")))
+        {
+            slots[index] = Some(result);
+        }
+    });
+    slots.into_iter().map(|slot| slot.expect("every item was taken")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -36,5 +74,30 @@ mod tests {
         assert_eq!(super::map_ordered(&items, 1_000_000, |x| x * 2), (0..1000).map(|x| x * 2).collect::<Vec<_>>());
         assert_eq!(super::map_ordered(&items, 10, |x| x + 1)[999], 1000);
         assert!(super::map_ordered(&Vec::<u8>::new(), 1_000_000, |x| *x).is_empty());
+    }
+
+    #[test]
+    fn stateful_workers_keep_the_order_and_reuse_their_state() {
+        let items: Vec<usize> = (0..200).collect();
+        let inits = std::sync::atomic::AtomicUsize::new(0);
+        for threads in [None, Some(1), Some(3)] {
+            inits.store(0, std::sync::atomic::Ordering::Relaxed);
+            let out = super::map_with_state(
+                &items,
+                threads,
+                || {
+                    inits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    0usize
+                },
+                |taken: &mut usize, x| {
+                    *taken += 1;
+                    x * 3
+                },
+            );
+            assert_eq!(out, items.iter().map(|x| x * 3).collect::<Vec<_>>());
+            let workers = inits.load(std::sync::atomic::Ordering::Relaxed);
+            assert!(workers >= 1 && workers <= threads.unwrap_or(usize::MAX), "{workers} states for {threads:?}");
+        }
+        assert!(super::map_with_state(&Vec::<u8>::new(), Some(2), || (), |_, x| *x).is_empty());
     }
 }

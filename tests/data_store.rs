@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use xsmom::data::{self, Bars, Funding, Panel, Selection, Severity};
+use xsmom::data::{self, Bars, Funding, Panel, Selection, Severity, SpikeRule};
 use xsmom::Timeframe;
 
 fn fixture() -> PathBuf {
@@ -199,7 +199,7 @@ fn validation_findings_and_policy() {
     bars.volume[8] = 0.0;
     let keep: Vec<bool> = (0..bars.len()).map(|r| r != 30).collect();
     let bars = bars.filter_rows(&keep);
-    let findings = data::validate_bars(bars.clone(), hour());
+    let findings = data::validate_bars(bars.clone(), hour(), SpikeRule::default());
     let kinds: Vec<(&str, &str, i64)> = findings.iter().map(|f| (f.symbol.as_str(), f.kind, f.ts)).collect();
     assert!(kinds.contains(&("AAAUSDT", "duplicate", JUNE_1 + 3 * H)), "{kinds:?}");
     assert!(kinds.contains(&("AAAUSDT", "non_grid_ts", JUNE_1 + 5 * H + 1)));
@@ -211,16 +211,18 @@ fn validation_findings_and_policy() {
     let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
     assert_eq!(errors, 4);
 
-    let err = data::clean_bars(bars.clone(), hour(), false).unwrap_err();
+    let err = data::clean_bars(bars.clone(), hour(), SpikeRule::default(), false).unwrap_err();
     assert_eq!(err.kind, xsmom::ErrorKind::Data);
     assert_eq!(
         err.message,
         "4 validation error(s) in the bars; first: AAAUSDT at ts 1748746800000: duplicate (second row for ts \
          1748746800000); pass on_invalid=drop to drop the offending rows"
     );
-    let (clean, _) = data::clean_bars(bars.clone(), hour(), true).unwrap();
+    let (clean, _) = data::clean_bars(bars.clone(), hour(), SpikeRule::default(), true).unwrap();
     assert_eq!(clean.len(), bars.len() - 4);
-    assert!(data::validate_bars(clean.clone(), hour()).iter().all(|f| f.severity == Severity::Warning));
+    assert!(data::validate_bars(clean.clone(), hour(), SpikeRule::default())
+        .iter()
+        .all(|f| f.severity == Severity::Warning));
     // The grid of the remaining rows is valid.
     Panel::from_bars(&clean, hour()).unwrap();
 }
@@ -236,9 +238,29 @@ fn spikes_are_reported() {
         bars.high[t] = bars.close[t] * 1.001;
         bars.low[t] = bars.close[t] * 0.999;
     }
-    let spikes: Vec<i64> =
-        data::validate_bars(bars, hour()).iter().filter(|f| f.kind == "spike").map(|f| f.ts).collect();
-    assert_eq!(spikes, vec![JUNE_1 + 300 * H, JUNE_1 + 301 * H]);
+    let spikes = |rule: SpikeRule| -> Vec<i64> {
+        data::validate_bars(bars.clone(), hour(), rule).iter().filter(|f| f.kind == "spike").map(|f| f.ts).collect()
+    };
+    assert_eq!(spikes(SpikeRule::default()), vec![JUNE_1 + 300 * H, JUNE_1 + 301 * H]);
+    // |log 1.3| ≈ 0.262 (and back) against a median |log return| of ≈ 0.004: 65 ×, so 60 flags the
+    // jump and 70 does not (the median's bin edge is at most 3 % above the median); a fractional
+    // multiple works the same.
+    assert_eq!(spikes(SpikeRule { mads: 60.0, window: 500 }), vec![JUNE_1 + 300 * H, JUNE_1 + 301 * H]);
+    assert_eq!(spikes(SpikeRule { mads: 62.5, window: 500 }), vec![JUNE_1 + 300 * H, JUNE_1 + 301 * H]);
+    assert_eq!(spikes(SpikeRule { mads: 70.0, window: 500 }), Vec::<i64>::new());
+    // The test starts after min(100, window) returns: a window of 20 tests from the 21st bar on.
+    // A 30 % level shift at bar 50.
+    let mut early = bars.clone();
+    for t in 50..400 {
+        for column in [&mut early.open, &mut early.high, &mut early.low, &mut early.close] {
+            column[t] *= 1.3;
+        }
+    }
+    let early_spikes = |rule: SpikeRule| -> Vec<i64> {
+        data::validate_bars(early.clone(), hour(), rule).iter().filter(|f| f.kind == "spike").map(|f| f.ts).collect()
+    };
+    assert!(!early_spikes(SpikeRule::default()).contains(&(JUNE_1 + 50 * H)));
+    assert!(early_spikes(SpikeRule { mads: 8.0, window: 20 }).contains(&(JUNE_1 + 50 * H)));
 }
 
 #[test]

@@ -1,5 +1,6 @@
 """The ``xsmom`` command end to end, in temporary directories, through the installed console script."""
 
+import io
 import json
 import shutil
 import subprocess
@@ -234,6 +235,30 @@ def test_spike_findings_summarised_per_symbol_and_written(tmp_path, data_dir):
     )
     assert expected in _stderr_warnings(proc)
     assert not [w for w in _stderr_warnings(proc) if "finding(s) found (first" in w]
+
+
+def test_spike_thresholds_from_set(tmp_path, data_dir):
+    """`--set data.spike_mads=12` / `data.spike_window` reach the backtest's findings and their hint."""
+
+    def spike_count(*sets):
+        args = [a for s in sets for a in ("--set", s)]
+        proc = run("backtest", "--bars", str(data_dir), "--out", "r", *args, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        table = pl.read_parquet(tmp_path / "r" / "validation.parquet")
+        return table.filter(pl.col("kind") == "spike").height
+
+    default = spike_count()
+    stricter = spike_count("data.spike_mads=12")
+    assert 0 < stricter < default
+    assert spike_count("data.spike_mads=5") > default
+    assert spike_count("data.spike_window=100") != default
+    proc = run("backtest", "--bars", str(data_dir), "--set", "data.spike_mads=12", cwd=tmp_path)
+    assert "--timeframe 1h --spike-mads 12.0" in proc.stderr, proc.stderr
+    proc = run("data", "validate", "--store", str(data_dir), "--spike-mads", "12", "--json", cwd=tmp_path)
+    assert pl.read_json(io.StringIO(proc.stdout)).filter(pl.col("kind") == "spike").height == stricter
+    proc = run("backtest", "--bars", str(data_dir), "--set", "data.spike_window=5", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "data.spike_window=5: out of range, allowed [10, 50000]" in proc.stderr, proc.stderr
 
 
 def test_ingest_spacing_and_resample_source_warn(tmp_path, data_dir):

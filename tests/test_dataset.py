@@ -43,6 +43,22 @@ def test_dataset_facts_and_findings(bars, dataset):
         xsmom.Dataset(bars, on_invalid="keep")
 
 
+def test_spike_thresholds_of_a_dataset(bars, dataset):
+    def spikes(findings):
+        return pl.DataFrame(findings).filter(pl.col("kind") == "spike").height
+
+    default = spikes(dataset.findings())
+    assert spikes(xsmom.Dataset(bars, spike_mads=8.0, spike_window=500).findings()) == default
+    stricter = xsmom.Dataset(bars, spike_mads=12)
+    assert 0 < spikes(stricter.findings()) < default
+    assert_frame_equal(pl.DataFrame(stricter.findings()), xsmom.validate_bars(bars, spike_mads=12))
+    assert spikes(xsmom.Dataset(bars, spike_window=50).findings()) != default
+    with pytest.raises(ValueError, match=r"data.spike_mads = 0.5 is out of range: allowed \[1, 1000\]"):
+        xsmom.Dataset(bars, spike_mads=0.5)
+    with pytest.raises(ValueError, match=r"data.spike_window = 60000 is out of range"):
+        xsmom.validate_bars(bars, spike_window=60000)
+
+
 def test_a_dataset_is_used_as_it_was_built(dataset, funding):
     with pytest.raises(ValueError, match="carries its own funding"):
         xsmom.backtest(dataset, None, funding=funding)

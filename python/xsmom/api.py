@@ -67,11 +67,20 @@ def read_funding(
     return _frame(_core.read_funding(str(path), symbols, _epoch_ms(start), _epoch_ms(end)))
 
 
-def validate_bars(bars: BarsLike | Dataset, timeframe: str = "1h") -> pl.DataFrame:
-    """Validation findings (``symbol, ts, kind, severity, detail``); empty when the bars are clean."""
+def validate_bars(
+    bars: BarsLike | Dataset,
+    timeframe: str = "1h",
+    spike_mads: float | None = None,
+    spike_window: int | None = None,
+) -> pl.DataFrame:
+    """Validation findings (``symbol, ts, kind, severity, detail``); empty when the bars are clean.
+
+    ``spike_mads`` / ``spike_window`` are the spike detector's ``data.spike_mads`` (8) and
+    ``data.spike_window`` (500); a ``Dataset`` reports the findings it was built with.
+    """
     if isinstance(bars, Dataset):
         return _frame(bars.findings())
-    return _frame(_core.validate_bars(_bars_arg(bars), timeframe))
+    return _frame(_core.validate_bars(_bars_arg(bars), timeframe, spike_mads, spike_window))
 
 
 OUTPUTS = ("equity", "weights", "fills", "trades")

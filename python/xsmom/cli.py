@@ -104,6 +104,12 @@ def _build_parser() -> _Parser:
     validate.add_argument("path", nargs="?", type=Path, help="a long Parquet/CSV file")
     validate.add_argument("--store", type=Path)
     validate.add_argument("--timeframe", default="1h")
+    validate.add_argument(
+        "--spike-mads", type=float, default=None, help="data.spike_mads: spike threshold in MADs (8)"
+    )
+    validate.add_argument(
+        "--spike-window", type=int, default=None, help="data.spike_window: bars of the rolling median (500)"
+    )
     validate.add_argument("--json", action="store_true")
     resample = data_commands.add_parser(
         "resample", help="resample a store's finest timeframe to a coarser one"
@@ -401,12 +407,20 @@ def _backtest(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     result = backtest(bars, config, funding=args.funding)
     elapsed = time.perf_counter() - started
-    timeframe = config.to_dict()["data"]["timeframe"]
-    findings = _findings(bars, timeframe)
+    data_section = config.to_dict()["data"]
+    timeframe = data_section["timeframe"]
+    findings = _findings(bars, timeframe, data_section["spike_mads"], data_section["spike_window"])
+    defaults = Config.default().to_dict()["data"]
+    spike_flags = "".join(
+        f" --{key.replace('_', '-')} {data_section[key]}"
+        for key in ("spike_mads", "spike_window")
+        if data_section[key] != defaults[key]
+    )
     where = (
         f"full table in {args.out / 'validation.parquet'}"
         if args.out is not None
         else f"full table: xsmom data validate {'--store ' * bars.is_dir()}{bars} --timeframe {timeframe}"
+        f"{spike_flags}"
     )
     warnings = _summarised_warnings(result.warnings, findings, where)
     result.warnings[:] = warnings
@@ -441,10 +455,10 @@ def _user_terms(message: str, command: str) -> str:
     return message.replace("pass on_invalid=drop", f"pass {flag}")
 
 
-def _findings(bars: Path, timeframe: str):
+def _findings(bars: Path, timeframe: str, spike_mads: float, spike_window: int):
     import polars as pl
 
-    return pl.DataFrame(_core.validate_path(str(bars), timeframe))
+    return pl.DataFrame(_core.validate_path(str(bars), timeframe, spike_mads, spike_window))
 
 
 def _summarised_warnings(warnings: list[str], findings, where: str, top: int = 5) -> list[str]:
@@ -552,7 +566,9 @@ def _data(args: argparse.Namespace) -> int:
         target = args.store if args.store is not None else args.path
         import polars as pl
 
-        findings = pl.DataFrame(_core.validate_path(str(target), args.timeframe))
+        findings = pl.DataFrame(
+            _core.validate_path(str(target), args.timeframe, args.spike_mads, args.spike_window)
+        )
         errors = findings.filter(pl.col("severity") == "error").height
         if args.json:
             print(findings.write_json())

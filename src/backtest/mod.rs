@@ -172,6 +172,67 @@ impl BacktestResult {
     }
 }
 
+/// The panel-sized output vectors of a run (per-bar series, book, fills, round trips), kept
+/// between the runs of a sweep: a run given the buffers of the one before allocates nothing
+/// panel-sized once they are large enough. Always empty; only their capacity is kept.
+#[derive(Debug, Default)]
+pub struct OutputBuffers {
+    ts: Vec<i64>,
+    listed: Vec<bool>,
+    out: BarSeries,
+    book: BookHistory,
+    fills: Vec<Fill>,
+    round_trips: Vec<RoundTrip>,
+}
+
+impl OutputBuffers {
+    /// The vectors of a finished result, emptied, for the next run.
+    pub fn recycle(result: BacktestResult) -> Self {
+        let mut buffers = OutputBuffers {
+            ts: result.ts,
+            listed: result.listed.into_raw_vec_and_offset().0,
+            out: result.bars,
+            book: result.book,
+            fills: result.fills,
+            round_trips: result.round_trips,
+        };
+        buffers.clear();
+        buffers
+    }
+
+    fn clear(&mut self) {
+        self.ts.clear();
+        self.listed.clear();
+        self.fills.clear();
+        self.round_trips.clear();
+        let book = &mut self.book;
+        book.row_start.clear();
+        book.symbol.clear();
+        for column in [&mut book.target_weight, &mut book.model_weight, &mut book.weight, &mut book.units] {
+            column.clear();
+        }
+        let out = &mut self.out;
+        for column in [
+            &mut out.equity,
+            &mut out.cash,
+            &mut out.gross,
+            &mut out.net,
+            &mut out.turnover,
+            &mut out.traded_notional,
+            &mut out.fees,
+            &mut out.funding,
+            &mut out.vol_scale,
+        ] {
+            column.clear();
+        }
+        out.n_long.clear();
+        out.n_short.clear();
+        out.k.clear();
+        out.regime.clear();
+        out.kill_switch.clear();
+    }
+}
+
 /// Run a backtest over the whole panel.
 pub fn run(panel: &Panel, funding: &FundingGrid, cfg: &Config) -> Result<BacktestResult> {
     run_with(panel, funding, cfg, false)
@@ -179,6 +240,17 @@ pub fn run(panel: &Panel, funding: &FundingGrid, cfg: &Config) -> Result<Backtes
 
 /// Run a backtest, optionally recording z-scores, signals and eligibility per bar.
 pub fn run_with(panel: &Panel, funding: &FundingGrid, cfg: &Config, record_signals: bool) -> Result<BacktestResult> {
+    run_in(panel, funding, cfg, record_signals, OutputBuffers::default())
+}
+
+/// [`run_with`] writing its outputs into `buffers` (see [`OutputBuffers::recycle`]).
+pub fn run_in(
+    panel: &Panel,
+    funding: &FundingGrid,
+    cfg: &Config,
+    record_signals: bool,
+    buffers: OutputBuffers,
+) -> Result<BacktestResult> {
     let (n_bars, n_symbols) = (panel.n_bars(), panel.n_symbols());
     if n_symbols == 0 || n_bars == 0 {
         return Err(Error::invalid("empty universe: the panel has no symbols or no bars"));
@@ -187,6 +259,7 @@ pub fn run_with(panel: &Panel, funding: &FundingGrid, cfg: &Config, record_signa
         return Err(Error::invalid("funding grid does not match the panel"));
     }
     let mut engine = Engine::new(&panel.symbols, panel.timeframe, &funding.has_data, cfg, record_signals)?;
+    engine.use_buffers(buffers);
     engine.reserve(n_bars);
     for t in 0..n_bars {
         engine.step(&panel.bar_row(t, funding));
@@ -207,6 +280,19 @@ pub fn run_window(
     trade_to: usize,
     record_signals: bool,
 ) -> Result<BacktestResult> {
+    run_window_in(panel, funding, cfg, trade_from..trade_to, record_signals, OutputBuffers::default())
+}
+
+/// [`run_window`] over `window` writing its outputs into `buffers` (see [`OutputBuffers::recycle`]).
+pub fn run_window_in(
+    panel: &Panel,
+    funding: &FundingGrid,
+    cfg: &Config,
+    window: std::ops::Range<usize>,
+    record_signals: bool,
+    buffers: OutputBuffers,
+) -> Result<BacktestResult> {
+    let (trade_from, trade_to) = (window.start, window.end);
     let (n_bars, n_symbols) = (panel.n_bars(), panel.n_symbols());
     if n_symbols == 0 || n_bars == 0 {
         return Err(Error::invalid("empty universe: the panel has no symbols or no bars"));
@@ -220,6 +306,7 @@ pub fn run_window(
         )));
     }
     let mut engine = Engine::new(&panel.symbols, panel.timeframe, &funding.has_data, cfg, record_signals)?;
+    engine.use_buffers(buffers);
     engine.reserve(trade_to - trade_from);
     for t in 0..trade_from {
         engine.warm(&panel.bar_row(t, funding));
@@ -450,7 +537,19 @@ impl Engine {
         })
     }
 
-    /// Room for `n_bars` bars of outputs.
+    /// Write the outputs into `buffers` (emptied, their capacity kept) instead of fresh vectors.
+    /// Only before the first bar.
+    pub fn use_buffers(&mut self, mut buffers: OutputBuffers) {
+        assert_eq!(self.t + self.warm_bars, 0, "buffers are given before the first bar");
+        buffers.clear();
+        self.ts = buffers.ts;
+        self.listed = buffers.listed;
+        self.out = buffers.out;
+        self.book = buffers.book;
+        self.ledger.fills = buffers.fills;
+        self.ledger.round_trips = buffers.round_trips;
+    }
+
     /// Room for `n_bars` bars of outputs, so that they are allocated once instead of growing by
     /// doubling (each growth copies and faults in fresh pages). Book entries and fills are sized by
     /// the book the strategy can hold; a run that trades more grows them as usual.

@@ -12,4 +12,4 @@ pub use resample::resample;
 pub use store::{
     read_bars, read_funding, store_timeframes, write_funding_store, write_store, ReadStats, Selection, WriteStats,
 };
-pub use validate::{clean_bars, findings_to_batch, validate_bars, validate_canonical, Finding, Severity};
+pub use validate::{clean_bars, findings_to_batch, validate_bars, validate_canonical, Finding, Severity, SpikeRule};

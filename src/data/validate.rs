@@ -5,9 +5,10 @@
 //! negative volume, a missing or non-finite value. Warnings (reported, never dropped): unsorted
 //! input, gaps inside a symbol's range, spikes and zero-volume bars.
 //!
-//! A spike is a |log return| above 8 × the rolling median |log return| of the symbol's previous
-//! 500 returns (the median absolute deviation about zero: hourly returns have a median of ~0),
-//! tested once 100 returns are known. The median is kept on a histogram of 1/32-octave bins
+//! A spike is a |log return| above `data.spike_mads` (8) × the rolling median |log return| of the
+//! symbol's previous `data.spike_window` (500) returns (the median absolute deviation about zero:
+//! hourly returns have a median of ~0), tested once 100 returns (or the whole window, if shorter)
+//! are known. The median is kept on a histogram of 1/32-octave bins
 //! (3 % resolution; the bin's upper edge is used, so the test never fires early), updated in O(1)
 //! per bar: validation is one linear pass, as cheap as reading the data.
 
@@ -48,24 +49,53 @@ pub struct Finding {
     pub row: Option<usize>,
 }
 
-/// Window and threshold of the spike detector.
-const SPIKE_WINDOW: usize = 500;
+/// Returns needed before the spike test starts (fewer when the window itself is shorter).
 const SPIKE_MIN_HISTORY: usize = 100;
-const SPIKE_MADS: f64 = 8.0;
+
+/// The spike detector's thresholds (`data.spike_mads`, `data.spike_window`; ranges checked by
+/// `Config::validate`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpikeRule {
+    /// A spike is a |log return| above `mads` × the rolling median |log return|.
+    pub mads: f64,
+    /// Returns in the rolling median.
+    pub window: usize,
+}
+
+impl Default for SpikeRule {
+    fn default() -> Self {
+        Self { mads: 8.0, window: 500 }
+    }
+}
+
+impl SpikeRule {
+    fn min_history(&self) -> usize {
+        SPIKE_MIN_HISTORY.min(self.window)
+    }
+
+    /// Per median bin, the largest move that is no spike: ln(1 + m) > k ln(1 + mad) ⇔
+    /// m > (1 + mad)^k − 1, with mad the bin's upper edge. An integer k uses `powi`, as the fixed
+    /// 8 always did (so the default findings are those of before).
+    fn limits(&self) -> Vec<f64> {
+        let k = self.mads;
+        let power = |base: f64| if k.fract() == 0.0 && k.abs() < 1024.0 { base.powi(k as i32) } else { base.powf(k) };
+        (0..BIN_COUNT).map(|bin| power(1.0 + RollingAbsMedian::upper_edge(bin)) - 1.0).collect()
+    }
+}
 
 /// All findings for `bars`, examined in (symbol, ts) order; rows in findings refer to that sorted
 /// order (see [`clean_bars`]).
-pub fn validate_bars(bars: Bars, timeframe: Timeframe) -> Vec<Finding> {
+pub fn validate_bars(bars: Bars, timeframe: Timeframe, spike: SpikeRule) -> Vec<Finding> {
     let mut findings = unsorted_findings(bars.view());
-    findings.extend(validate_sorted(sort_bars(bars).view(), timeframe));
+    findings.extend(validate_sorted(sort_bars(bars).view(), timeframe, spike));
     findings.sort_by(|a, b| a.symbol.cmp(&b.symbol).then(a.ts.cmp(&b.ts)));
     findings
 }
 
 /// Findings of bars in canonical form (see [`BarsView::is_canonical`]), in (symbol, ts) order.
-pub fn validate_canonical(bars: BarsView<'_>, timeframe: Timeframe) -> Vec<Finding> {
+pub fn validate_canonical(bars: BarsView<'_>, timeframe: Timeframe, spike: SpikeRule) -> Vec<Finding> {
     debug_assert!(bars.is_canonical());
-    let mut findings = validate_sorted(bars, timeframe);
+    let mut findings = validate_sorted(bars, timeframe, spike);
     findings.sort_by(|a, b| a.symbol.cmp(&b.symbol).then(a.ts.cmp(&b.ts)));
     findings
 }
@@ -144,7 +174,7 @@ fn bar_error(
     None
 }
 
-fn validate_sorted(bars: BarsView<'_>, timeframe: Timeframe) -> Vec<Finding> {
+fn validate_sorted(bars: BarsView<'_>, timeframe: Timeframe, spike: SpikeRule) -> Vec<Finding> {
     let mut ranges = Vec::new();
     let mut start = 0;
     while start < bars.len() {
@@ -155,15 +185,23 @@ fn validate_sorted(bars: BarsView<'_>, timeframe: Timeframe) -> Vec<Finding> {
     }
     // Symbols are independent: validated in parallel, findings kept in symbol order.
     let groups: Vec<&[std::ops::Range<usize>]> = ranges.chunks(ranges.len().div_ceil(8).max(1)).collect();
+    let limits = spike.limits();
+    let spike_test = SpikeTest { rule: spike, limits: &limits };
     let per_group = crate::threads::map_ordered(&groups, bars.len(), |group| {
         let mut scratch = SymbolScratch::default();
         let mut findings = Vec::new();
         for rows in group.iter() {
-            validate_symbol(bars, rows.clone(), timeframe, &mut scratch, &mut findings);
+            validate_symbol(bars, rows.clone(), timeframe, &spike_test, &mut scratch, &mut findings);
         }
         findings
     });
     per_group.into_iter().flatten().collect()
+}
+
+/// The spike rule with its per-bin limits, computed once per validation.
+struct SpikeTest<'a> {
+    rule: SpikeRule,
+    limits: &'a [f64],
 }
 
 /// Buffers reused from one symbol to the next.
@@ -182,6 +220,7 @@ fn validate_symbol(
     bars: BarsView<'_>,
     rows: std::ops::Range<usize>,
     timeframe: Timeframe,
+    spike: &SpikeTest<'_>,
     scratch: &mut SymbolScratch,
     findings: &mut Vec<Finding>,
 ) {
@@ -228,27 +267,18 @@ fn validate_symbol(
     }
     bins.clear();
     bins.extend(moves.iter().map(|&m| RollingAbsMedian::bin(m) as u16));
-    let scale = scratch.scale.get_or_insert_with(|| RollingAbsMedian::new(SPIKE_WINDOW));
+    let scale = scratch.scale.get_or_insert_with(|| RollingAbsMedian::new(spike.rule.window));
     scale.clear();
-    let limits = spike_limits();
+    let (limits, min_history, mads) = (spike.limits, spike.rule.min_history(), spike.rule.mads);
     for (k, (&relative_move, &bin)) in moves.iter().zip(bins.iter()).enumerate() {
-        if scale.len() >= SPIKE_MIN_HISTORY && relative_move > limits[scale.median_bin] && relative_move != 0.0 {
+        if scale.len() >= min_history && relative_move > limits[scale.median_bin] && relative_move != 0.0 {
             let row = valid[k + 1];
             let mad = scale.median_upper_bound().ln_1p();
-            let detail = format!("|log return| {:.4} > {SPIKE_MADS} × MAD {mad:.6}", relative_move.ln_1p());
+            let detail = format!("|log return| {:.4} > {mads} × MAD {mad:.6}", relative_move.ln_1p());
             findings.push(finding(symbol, bars.ts[row], "spike", Severity::Warning, detail, Some(row)));
         }
         scale.push_bin(bin as usize);
     }
-}
-
-/// Per median bin, the largest move that is no spike: ln(1 + m) > 8 ln(1 + mad) ⇔
-/// m > (1 + mad)^8 − 1, with mad the bin's upper edge.
-fn spike_limits() -> &'static [f64] {
-    static LIMITS: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
-    LIMITS.get_or_init(|| {
-        (0..BIN_COUNT).map(|bin| (1.0 + RollingAbsMedian::upper_edge(bin)).powi(SPIKE_MADS as i32) - 1.0).collect()
-    })
 }
 
 /// Rolling median of non-negative values over the last `window` pushes, on a histogram of
@@ -329,10 +359,15 @@ impl RollingAbsMedian {
 
 /// Sort bars into canonical form and apply the validation policy: with errors, refuse (default)
 /// or drop the offending rows (`drop_invalid`; the first of duplicate rows is kept).
-pub fn clean_bars(bars: Bars, timeframe: Timeframe, drop_invalid: bool) -> Result<(Bars, Vec<Finding>)> {
+pub fn clean_bars(
+    bars: Bars,
+    timeframe: Timeframe,
+    spike: SpikeRule,
+    drop_invalid: bool,
+) -> Result<(Bars, Vec<Finding>)> {
     let mut findings = unsorted_findings(bars.view());
     let sorted = sort_bars(bars);
-    findings.extend(validate_sorted(sorted.view(), timeframe));
+    findings.extend(validate_sorted(sorted.view(), timeframe, spike));
     findings.sort_by(|a, b| a.symbol.cmp(&b.symbol).then(a.ts.cmp(&b.ts)));
     let errors: Vec<&Finding> = findings.iter().filter(|f| f.severity == Severity::Error).collect();
     if errors.is_empty() {

@@ -361,8 +361,8 @@ impl<E: Exchange> Runner<E> {
             }
         }
         let drop_invalid = self.cfg.data.on_invalid == OnInvalid::Drop;
-        let (bars, findings) =
-            data::clean_bars(bars, self.timeframe, drop_invalid).map_err(|err| err.context("live klines"))?;
+        let (bars, findings) = data::clean_bars(bars, self.timeframe, self.cfg.data.spike_rule(), drop_invalid)
+            .map_err(|err| err.context("live klines"))?;
         // Warnings (spikes, zero volume) are the backtest's too; errors were dropped or refused above.
         for finding in findings.iter().filter(|f| f.severity == data::Severity::Error).take(20) {
             tracing::warn!(symbol = %finding.symbol, ts = finding.ts, kind = finding.kind, "kline finding");

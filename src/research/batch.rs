@@ -2,9 +2,7 @@
 //! prepared panel in one call, in parallel. An invalid override set is a per-job error, so the
 //! caller can prune that trial; it never fails the batch.
 
-use rayon::prelude::*;
-
-use crate::backtest::{self, BacktestResult};
+use crate::backtest::{self, BacktestResult, OutputBuffers};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -44,7 +42,13 @@ pub fn bar_returns(result: &BacktestResult, initial_capital: f64) -> Vec<f64> {
         .collect()
 }
 
-fn evaluate_one(inputs: &Inputs, base: &Config, job: &WindowJob, series: bool) -> Result<WindowResult> {
+fn evaluate_one(
+    inputs: &Inputs,
+    base: &Config,
+    job: &WindowJob,
+    series: bool,
+    buffers: &mut OutputBuffers,
+) -> Result<WindowResult> {
     let cfg = base.with_override_strings(&job.overrides)?;
     if cfg.data.timeframe != base.data.timeframe {
         return Err(Error::config(format!(
@@ -52,7 +56,8 @@ fn evaluate_one(inputs: &Inputs, base: &Config, job: &WindowJob, series: bool) -
             cfg.data.timeframe, base.data.timeframe
         )));
     }
-    let result = backtest::run_window(&inputs.panel, &inputs.funding, &cfg, job.trade_from, job.trade_to, false)?;
+    let window = job.trade_from..job.trade_to;
+    let result = backtest::run_window_in(&inputs.panel, &inputs.funding, &cfg, window, false, std::mem::take(buffers))?;
     let capital = cfg.backtest.initial_capital;
     let (returns, equity, trade_returns) = if series {
         let trades = super::montecarlo::trade_returns(&result, capital);
@@ -60,11 +65,14 @@ fn evaluate_one(inputs: &Inputs, base: &Config, job: &WindowJob, series: bool) -
     } else {
         (None, None, None)
     };
-    Ok(WindowResult { metrics: result.metrics, returns, equity, trade_returns })
+    let metrics = result.metrics.clone();
+    *buffers = OutputBuffers::recycle(result);
+    Ok(WindowResult { metrics, returns, equity, trade_returns })
 }
 
 /// Run every job on `threads` threads (all cores when `None`); the i-th result belongs to the i-th
-/// job, an `Err` names the job's override set.
+/// job, an `Err` names the job's override set. Each worker keeps its output buffers from one job
+/// to the next.
 pub fn evaluate_windows(
     inputs: &Inputs,
     base: &Config,
@@ -72,20 +80,8 @@ pub fn evaluate_windows(
     series: bool,
     threads: Option<usize>,
 ) -> Result<Vec<Result<WindowResult>>> {
-    let evaluate = || -> Vec<Result<WindowResult>> {
-        jobs.par_iter()
-            .map(|job| {
-                evaluate_one(inputs, base, job, series)
-                    .map_err(|err| err.context(format!("override set [{}]", job.overrides.join(", "))))
-            })
-            .collect()
-    };
-    match threads {
-        None => Ok(evaluate()),
-        Some(threads) => Ok(rayon::ThreadPoolBuilder::new()
-            .num_threads(threads.max(1))
-            .build()
-            .map_err(|err| Error::invalid(format!("cannot start {threads} worker threads: {err}")))?
-            .install(evaluate)),
-    }
+    Ok(crate::threads::map_with_state(jobs, threads, OutputBuffers::default, |buffers, job| {
+        evaluate_one(inputs, base, job, series, buffers)
+            .map_err(|err| err.context(format!("override set [{}]", job.overrides.join(", "))))
+    }))
 }
