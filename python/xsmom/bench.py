@@ -98,6 +98,15 @@ def _median_ms(run: Any, repeats: int) -> float:
     return statistics.median(times) * 1e3
 
 
+def _wide_pandas(frame: pl.DataFrame) -> Any:
+    """A wide ``ts, <symbol>…`` frame as pandas indexed by ts, through numpy (no pyarrow needed)."""
+    import pandas as pd
+
+    columns = [c for c in frame.columns if c != "ts"]
+    index = pd.DatetimeIndex(frame["ts"].to_numpy(), name="ts")
+    return pd.DataFrame(frame.select(columns).to_numpy(), index=index, columns=columns)
+
+
 def _vectorbt_ms(
     bars: pl.DataFrame, result: xsmom.BacktestResult, config: xsmom.Config, repeats: int
 ) -> float | None:
@@ -105,8 +114,8 @@ def _vectorbt_ms(
         import vectorbt as vbt
     except ImportError:
         return None
-    close = bars.pivot(on="symbol", index="ts", values="close").sort("ts").to_pandas().set_index("ts")
-    target = result.weights_wide("target_weight").to_pandas().set_index("ts")[close.columns]
+    close = _wide_pandas(bars.pivot(on="symbol", index="ts", values="close").sort("ts"))
+    target = _wide_pandas(result.weights_wide("target_weight"))[close.columns]
     close = close.ffill()
     fees = config.to_dict()["costs"]["taker_fee_bps"] / 1e4
 
