@@ -671,40 +671,6 @@ pub fn wilder_adx(high: ArrayView2<f64>, low: ArrayView2<f64>, close: ArrayView2
     batch(n_bars, n_symbols, f64::NAN, |t, out| state.update(row(&high, t), row(&low, t), row(&close, t), out))
 }
 
-/// Rolling sum of the last `window` values ending at t; NaN inputs count as 0 (used for 24h quote
-/// volume, where a missing bar traded nothing).
-pub fn rolling_sum(values: ArrayView2<f64>, window: usize) -> Array2<f64> {
-    let (n_bars, n_symbols) = values.dim();
-    let mut out = Array2::zeros((n_bars, n_symbols));
-    let mut sum = vec![0.0; n_symbols];
-    for t in 0..n_bars {
-        if t % window.max(1) == 0 {
-            // Rebuild to keep rounding from accumulating.
-            sum.fill(0.0);
-            for s in (t + 1).saturating_sub(window)..t {
-                for (acc, v) in sum.iter_mut().zip(values.row(s)) {
-                    if v.is_finite() {
-                        *acc += v;
-                    }
-                }
-            }
-        } else if t >= window {
-            for (acc, v) in sum.iter_mut().zip(values.row(t - window)) {
-                if v.is_finite() {
-                    *acc -= v;
-                }
-            }
-        }
-        for (acc, v) in sum.iter_mut().zip(values.row(t)) {
-            if v.is_finite() {
-                *acc += v;
-            }
-        }
-        out.row_mut(t).assign(&ndarray::ArrayView1::from(&sum[..]));
-    }
-    out
-}
-
 /// Cross-sectional z-score over the eligible entries (population std). Writes NaN for ineligible
 /// entries; returns `None` (and writes all NaN) when fewer than 2 are eligible or the std is 0.
 /// Ineligible entries are masked to 0 in the sums (adding 0 leaves a sum unchanged), which keeps

@@ -206,15 +206,6 @@ proptest! {
     }
 
     #[test]
-    fn rolling_sum((close, _, _) in panel_strategy(), window in 1usize..50) {
-        let mut want = Array2::zeros(close.dim());
-        for ((t, i), o) in want.indexed_iter_mut() {
-            *o = ((t + 1).saturating_sub(window)..=t).map(|s| close[[s, i]]).filter(|v| v.is_finite()).sum();
-        }
-        assert_matrix("sum", &signal::rolling_sum(close.view(), window), &want)?;
-    }
-
-    #[test]
     fn kernels_are_causal((close, high, low) in panel_strategy(), cut in 0.1f64..1.0) {
         let t = ((close.nrows() as f64 * cut) as usize).max(1);
         let head = close.slice(ndarray::s![..t, ..]).to_owned();

@@ -30,7 +30,7 @@ use crate::config::{Config, FillPrice, LimitFallback, OnInvalid};
 use crate::data::{self, Bars, Funding, FundingGrid, Panel};
 use crate::error::{Error, Result};
 use crate::execution;
-use crate::risk::{KillSwitch, KillSwitchSnapshot};
+use crate::risk::KillSwitch;
 use crate::timeframe::Timeframe;
 
 /// How a runner is started.
@@ -1175,6 +1175,3 @@ pub fn config_version(text: &str) -> String {
     let digest = Sha256::digest(text.as_bytes());
     digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
 }
-
-/// Re-exported for `state show`.
-pub type KillSnapshot = KillSwitchSnapshot;

@@ -43,14 +43,8 @@ pub fn deflated_sharpe(returns: &[f64], n_trials: usize, sharpe_variance: f64) -
 /// `n_blocks` (even) contiguous blocks of `⌊T / n_blocks⌋` rows (the remainder rows at the end are
 /// left out); for every half of the blocks as in-sample, the trial best in-sample is ranked
 /// out-of-sample; PBO is the share of splits where it lands in the bottom half (logit of its
-/// relative rank ≤ 0). Sharpe is the performance measure. Panics on an invalid layout (see
-/// [`pbo`] for the checked version).
-pub fn probability_of_backtest_overfitting(returns: &[f64], n_trials: usize, n_blocks: usize) -> f64 {
-    pbo(returns, n_trials, n_blocks).expect("valid CSCV layout")
-}
-
-/// [`probability_of_backtest_overfitting`] with the layout checked: an even `n_blocks` ≥ 2 (≤ 24),
-/// at least 2 trials, whole rows, at least 2 rows per block.
+/// relative rank ≤ 0). Sharpe is the performance measure. The layout is checked: an even
+/// `n_blocks` ≥ 2 (≤ 24), at least 2 trials, whole rows, at least 2 rows per block.
 pub fn pbo(returns: &[f64], n_trials: usize, n_blocks: usize) -> crate::Result<f64> {
     use crate::Error;
     if !(2..=24).contains(&n_blocks) || n_blocks % 2 != 0 {
@@ -380,7 +374,7 @@ mod tests {
         for seed in 0..10 {
             let mut rng = StdRng::seed_from_u64(seed);
             noise = (0..n_rows * n_trials).map(|_| rng.random::<f64>() - 0.5).collect();
-            total += probability_of_backtest_overfitting(&noise, n_trials, 8);
+            total += pbo(&noise, n_trials, 8).unwrap();
         }
         let mean_pbo = total / 10.0;
         assert!((0.35..=0.65).contains(&mean_pbo), "{mean_pbo}");
@@ -389,7 +383,7 @@ mod tests {
         for r in 0..n_rows {
             edge[r * n_trials] += 0.3;
         }
-        assert_eq!(probability_of_backtest_overfitting(&edge, n_trials, 8), 0.0);
+        assert_eq!(pbo(&edge, n_trials, 8).unwrap(), 0.0);
     }
 
     /// CSCV written out directly from the paper (Sharpe of each half recomputed from the rows).
