@@ -601,8 +601,7 @@ fn stats_dict<'py>(py: Python<'py>, stats: &data::WriteStats) -> PyResult<Bound<
 }
 
 #[pyfunction]
-#[pyo3(signature = (paths, store, timeframe="1h"))]
-#[pyo3(signature = (paths, store, timeframe, kind="trade"))]
+#[pyo3(signature = (paths, store, timeframe="1h", kind="trade"))]
 fn ingest<'py>(
     py: Python<'py>,
     paths: Vec<PathBuf>,

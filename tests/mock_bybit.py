@@ -427,7 +427,7 @@ class Handler(BaseHTTPRequestHandler):
                 return ok({"category": "linear", "symbol": symbol, "list": listed})
             if path in ("/v5/market/mark-price-kline", "/v5/market/index-price-kline"):
                 # Rows [startTime, open, high, low, close]: no volume, as Bybit serves them.
-                kind = "mark" if "mark" in path else "index"
+                kind = "mark" if path.endswith("mark-price-kline") else "index"
                 symbol, limit = q["symbol"], min(int(q.get("limit", 200)), 1000)
                 if q.get("interval") != "60":
                     return error(10001, "the mock serves 1h klines only")

@@ -78,7 +78,9 @@ def test_basis_config_keys_are_validated():
 
 
 def test_sample_store_has_mark_bars():
-    store = xsmom.datasets.sample_store()
+    from xsmom.datasets import sample_store
+
+    store = sample_store()
     mark = xsmom.read_bars(store, kind="mark")
     assert mark["symbol"].n_unique() == 10
     size = sum(p.stat().st_size for p in store.rglob("*.parquet"))
