@@ -289,8 +289,13 @@ def test_fetch_mark_and_index_klines_into_their_kind(tmp_path):
     server = Mock(now_ms=ms("2025-07-01T00:30:00"), bars=source)
     try:
         store = tmp_path / "store"
-        assert main(["data", "fetch", "--store", str(store), "--symbols", ",".join(SYMBOLS)]
-                    + ["--start", "2025-06-01", "--kind", "mark", "--base-url", server.url]) == 0
+        assert (
+            main(
+                ["data", "fetch", "--store", str(store), "--symbols", ",".join(SYMBOLS)]
+                + ["--start", "2025-06-01", "--kind", "mark", "--base-url", server.url]
+            )
+            == 0
+        )
         pages = server.requests("/v5/market/mark-price-kline")
         assert pages and not server.requests("/v5/market/kline")
         want = marks.filter(pl.col("ts") < dt.datetime(2025, 7, 1, tzinfo=dt.UTC)).sort("symbol", "ts")

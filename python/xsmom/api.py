@@ -59,9 +59,7 @@ def read_bars(
     Only the requested symbols, years and row groups are read. ``kind``: ``trade`` (the traded
     price, default), ``mark`` or ``index`` (the store's ``kind=<kind>`` bars; their ``volume`` is NaN).
     """
-    return _frame(
-        _core.read_bars(str(path), symbols, _epoch_ms(start), _epoch_ms(end), timeframe, kind)
-    )
+    return _frame(_core.read_bars(str(path), symbols, _epoch_ms(start), _epoch_ms(end), timeframe, kind))
 
 
 def read_funding(
