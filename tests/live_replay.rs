@@ -229,7 +229,7 @@ fn replay_is_the_backtest_with_basis_carry_on() {
     assert_ne!(on.target_weights(), off.target_weights(), "the basis term changes the book");
     // A restart rebuilds the model with the mark closes too.
     let dir = tempfile::tempdir().unwrap();
-    let (live, placed, _, _) = run_replay(&basis, dir.path(), Some((400, false)));
+    let (live, placed, _, _) = run_replay(&basis, dir.path(), Some((1500, false)));
     assert_same_targets(&live, &on);
     let unique: std::collections::BTreeSet<&String> = placed.iter().collect();
     assert_eq!(unique.len(), placed.len(), "no order id sent twice");
