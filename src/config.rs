@@ -266,6 +266,11 @@ pub struct CarryConfig {
     pub sign_stability_k: usize,
     pub hedge: bool,
     pub hedge_symbol: String,
+    /// Weight of the basis term `−premium_ema` in the carry score (annualised-funding units per unit
+    /// of premium; 0 = funding only, the sleeve as before).
+    pub basis_weight: f64,
+    /// EMA span (bars) of the premium `close / mark_close − 1`.
+    pub basis_ema_bars: usize,
 }
 
 impl Default for CarryConfig {
@@ -278,6 +283,8 @@ impl Default for CarryConfig {
             sign_stability_k: 5,
             hedge: true,
             hedge_symbol: "BTCUSDT".into(),
+            basis_weight: 0.0,
+            basis_ema_bars: 24,
         }
     }
 }
@@ -894,6 +901,8 @@ impl Config {
         check.real("strategy.carry.budget", s.carry.budget, 0.0, 1.0);
         check.int("strategy.carry.funding_lookback", s.carry.funding_lookback, 1, 100_000);
         check.int("strategy.carry.sign_stability_k", s.carry.sign_stability_k, 1, 100_000);
+        check.real("strategy.carry.basis_weight", s.carry.basis_weight, 0.0, 1e6);
+        check.int("strategy.carry.basis_ema_bars", s.carry.basis_ema_bars, 1, 100_000);
 
         let z = &self.sizing;
         check.real("sizing.gross_leverage", z.gross_leverage, 0.0, 10.0);

@@ -5,6 +5,7 @@
 //! one-pass engine) and `metrics` — with a thin pyo3 layer (`python`, behind the `python` feature).
 
 pub mod backtest;
+pub mod basis;
 pub mod bitset;
 pub mod carry;
 pub mod config;

@@ -19,7 +19,7 @@ use crate::backtest::{output, BacktestResult};
 use crate::config::Config;
 use crate::data::{self, Selection, SpikeRule};
 use crate::error::{Error, ErrorKind};
-use crate::run::{self, BarsSource, FundingSource, Inputs};
+use crate::run::{self, BarsSource, FundingSource, Inputs, MarkSource};
 use crate::timeframe::Timeframe;
 
 #[path = "python_research.rs"]
@@ -98,6 +98,36 @@ fn funding_source(funding: Option<&Bound<'_, PyAny>>) -> PyResult<FundingSource>
     }
 }
 
+/// Mark-price bars given explicitly: a path (store root or long file) or an Arrow table.
+fn mark_source(mark: Option<&Bound<'_, PyAny>>) -> PyResult<Option<MarkSource>> {
+    match mark {
+        None => Ok(None),
+        Some(object) if object.is_none() => Ok(None),
+        Some(object) => match as_path(object) {
+            Some(path) => Ok(Some(MarkSource::Path(path))),
+            None => Ok(Some(MarkSource::Bars(
+                data::ArrowBars::from_batches(&batches_of(object, "mark")?, "mark").map_err(to_py)?.view().to_bars(),
+            ))),
+        },
+    }
+}
+
+/// The mark bars of a run: the given ones, else the bars store's `kind=mark` when `from_store`
+/// and it has them.
+fn mark_or_store(
+    bars: &BarsSource,
+    mark: Option<MarkSource>,
+    timeframe: Timeframe,
+    from_store: bool,
+) -> Option<MarkSource> {
+    mark.or_else(|| match bars {
+        BarsSource::Path(path) if from_store && data::store::store_has_kind(path, timeframe, data::BarKind::Mark) => {
+            Some(MarkSource::Path(path.clone()))
+        }
+        _ => None,
+    })
+}
+
 fn parse_config(yaml: &str) -> PyResult<Config> {
     Config::from_yaml(yaml, "config").map_err(to_py)
 }
@@ -113,19 +143,44 @@ fn prepare(
     cfg: &Config,
     funding: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Arc<Inputs>> {
+    prepare_marked(py, bars, cfg, funding, None)
+}
+
+/// [`prepare`] with mark-price bars: the given ones, else (with `strategy.carry.basis_weight > 0`)
+/// the bars store's `kind=mark` when it has them.
+fn prepare_marked(
+    py: Python<'_>,
+    bars: &Bound<'_, PyAny>,
+    cfg: &Config,
+    funding: Option<&Bound<'_, PyAny>>,
+    mark: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Arc<Inputs>> {
     if let Ok(dataset) = bars.cast::<Dataset>() {
         let dataset = dataset.get();
-        if funding.is_some_and(|f| !f.is_none()) {
-            return Err(PyValueError::new_err(
-                "funding: a Dataset carries its own funding; pass funding when building the Dataset",
-            ));
+        for (name, given) in [("funding", funding), ("mark", mark)] {
+            if given.is_some_and(|f| !f.is_none()) {
+                return Err(PyValueError::new_err(format!(
+                    "{name}: a Dataset carries its own {name} data; pass {name} when building the Dataset"
+                )));
+            }
         }
         dataset.check_timeframe(cfg)?;
         return Ok(Arc::clone(&dataset.inputs));
     }
     let bars = bars_source(bars)?;
     let funding = funding_source(funding)?;
-    py.detach(|| run::prepare(bars, funding, cfg)).map(Arc::new).map_err(to_py)
+    let basis_on = cfg.strategy.carry.enabled && cfg.strategy.carry.basis_weight > 0.0;
+    let mark = mark_or_store(&bars, mark_source(mark)?, cfg.timeframe(), basis_on);
+    let drop_invalid = cfg.data.on_invalid == crate::config::OnInvalid::Drop;
+    py.detach(|| {
+        let mut inputs = run::prepare(bars, funding, cfg)?;
+        if let Some(mark) = mark {
+            run::attach_mark(&mut inputs, mark, cfg.data.spike_rule(), drop_invalid)?;
+        }
+        Ok::<_, Error>(inputs)
+    })
+    .map(Arc::new)
+    .map_err(to_py)
 }
 
 /// Bars and funding validated and pivoted once: `backtest`, `sweep`, `signals` and the research
@@ -157,7 +212,8 @@ impl Dataset {
 #[pymethods]
 impl Dataset {
     #[new]
-    #[pyo3(signature = (bars, funding=None, timeframe="1h", on_invalid="refuse", spike_mads=None, spike_window=None))]
+    #[pyo3(signature = (bars, funding=None, timeframe="1h", on_invalid="refuse", spike_mads=None, spike_window=None, mark=None))]
+    #[allow(clippy::too_many_arguments)]
     fn py_new(
         py: Python<'_>,
         bars: &Bound<'_, PyAny>,
@@ -166,6 +222,7 @@ impl Dataset {
         on_invalid: &str,
         spike_mads: Option<f64>,
         spike_window: Option<usize>,
+        mark: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let timeframe = self::timeframe(timeframe)?;
         let spike = spike_rule(spike_mads, spike_window)?;
@@ -178,7 +235,16 @@ impl Dataset {
         };
         let bars = bars_source(bars)?;
         let funding = funding_source(funding)?;
-        let inputs = py.detach(|| run::prepare_with(bars, funding, timeframe, spike, drop_invalid)).map_err(to_py)?;
+        let mark = mark_or_store(&bars, mark_source(mark)?, timeframe, true);
+        let inputs = py
+            .detach(|| {
+                let mut inputs = run::prepare_with(bars, funding, timeframe, spike, drop_invalid)?;
+                if let Some(mark) = mark {
+                    run::attach_mark(&mut inputs, mark, spike, drop_invalid)?;
+                }
+                Ok::<_, Error>(inputs)
+            })
+            .map_err(to_py)?;
         Ok(Self::new_prepared(inputs))
     }
     #[getter]
@@ -223,6 +289,11 @@ impl Dataset {
     fn has_funding(&self) -> bool {
         self.inputs.funding.has_data.iter().any(|&has| has)
     }
+    /// Whether mark-price closes are attached (the basis term of the carry sleeve reads them).
+    #[getter]
+    fn has_mark(&self) -> bool {
+        self.inputs.panel.mark_close.as_ref().is_some_and(|m| m.iter().any(|c| c.is_finite()))
+    }
     /// Validation findings (`symbol, ts, kind, severity, detail`) of the bars as loaded.
     fn findings(&self) -> PyResult<PyTable> {
         table(data::findings_to_batch(&self.inputs.findings))
@@ -264,7 +335,7 @@ fn metrics_dict<'py>(py: Python<'py>, metrics: &crate::metrics::Metrics) -> PyRe
 }
 
 #[pyfunction]
-#[pyo3(signature = (path, symbols=None, start=None, end=None, timeframe="1h"))]
+#[pyo3(signature = (path, symbols=None, start=None, end=None, timeframe="1h", kind="trade"))]
 fn read_bars(
     py: Python<'_>,
     path: PathBuf,
@@ -272,10 +343,15 @@ fn read_bars(
     start: Option<i64>,
     end: Option<i64>,
     timeframe: &str,
+    kind: &str,
 ) -> PyResult<PyTable> {
     let selection = Selection { symbols, start, end, timeframe: self::timeframe(timeframe)? };
+    let kind = data::BarKind::parse(kind).map_err(to_py)?;
     let batch = py
         .detach(|| {
+            if !kind.has_volume() {
+                return Ok::<_, Error>(data::bars_to_batch(&data::read_bars_of_kind(&path, &selection, kind)?.0));
+            }
             let (arrow, _) = data::store::read_bars_arrow(&path, &selection)?;
             Ok::<_, Error>(match arrow.view().is_canonical() {
                 true => arrow.to_batch(),
@@ -429,13 +505,14 @@ impl BacktestRun {
 }
 
 #[pyfunction]
-#[pyo3(signature = (bars, config_yaml, funding=None, outputs=None))]
+#[pyo3(signature = (bars, config_yaml, funding=None, outputs=None, mark=None))]
 fn backtest<'py>(
     py: Python<'py>,
     bars: &Bound<'py, PyAny>,
     config_yaml: &str,
     funding: Option<&Bound<'py, PyAny>>,
     outputs: Option<Vec<String>>,
+    mark: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let cfg = parse_config(config_yaml)?;
     let outputs = outputs.unwrap_or_else(|| ["equity", "fills", "trades"].map(String::from).to_vec());
@@ -445,7 +522,7 @@ fn backtest<'py>(
             TABLES.join(", ")
         )));
     }
-    let inputs = prepare(py, bars, &cfg, funding)?;
+    let inputs = prepare_marked(py, bars, &cfg, funding, mark)?;
     let (result, tables) = py
         .detach(|| {
             let result = run::backtest(&inputs, &cfg, false)?;
@@ -575,10 +652,17 @@ fn stats_dict<'py>(py: Python<'py>, stats: &data::WriteStats) -> PyResult<Bound<
 }
 
 #[pyfunction]
-#[pyo3(signature = (paths, store, timeframe="1h"))]
-fn ingest<'py>(py: Python<'py>, paths: Vec<PathBuf>, store: PathBuf, timeframe: &str) -> PyResult<Bound<'py, PyDict>> {
+#[pyo3(signature = (paths, store, timeframe="1h", kind="trade"))]
+fn ingest<'py>(
+    py: Python<'py>,
+    paths: Vec<PathBuf>,
+    store: PathBuf,
+    timeframe: &str,
+    kind: &str,
+) -> PyResult<Bound<'py, PyDict>> {
+    let kind = data::BarKind::parse(kind).map_err(to_py)?;
     let timeframe = self::timeframe(timeframe)?;
-    let stats = py.detach(|| run::ingest(&paths, &store, timeframe)).map_err(to_py)?;
+    let stats = py.detach(|| run::ingest_of_kind(&paths, &store, timeframe, kind)).map_err(to_py)?;
     stats_dict(py, &stats)
 }
 

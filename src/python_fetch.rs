@@ -8,6 +8,9 @@
 //! first and after the last stored event are requested. Each symbol is appended as soon as it is
 //! fetched by the store writer, which merges on `ts` and replaces each year file atomically, so an
 //! interrupted run loses nothing and the next run continues where it stopped.
+//!
+//! `kind` mark / index fetches mark- or index-price klines (`/v5/market/mark-price-kline`,
+//! `/v5/market/index-price-kline`: no volume) into `bars/timeframe=<tf>/kind=<kind>/`.
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +18,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::data::{self, Bars, Funding, Selection};
+use crate::data::{self, BarKind, Bars, Funding, Selection};
 use crate::error::{Error, Result};
 use crate::live::bybit::{BybitClient, MAINNET, TESTNET};
 use crate::live::exchange::Exchange;
@@ -111,14 +114,24 @@ pub fn missing_bar_ranges(stored: &[i64], start: i64, end: i64, step: i64, page:
 }
 
 /// The stored bar timestamps of `symbol` inside `[start, end)`.
-fn stored_bars(root: &Path, symbol: &str, timeframe: Timeframe, start: i64, end: i64) -> Result<Vec<i64>> {
-    let dir = root.join("bars").join(format!("timeframe={}", timeframe.label())).join(format!("symbol={symbol}"));
-    if !dir.is_dir() || start >= end {
+fn stored_bars(
+    root: &Path,
+    symbol: &str,
+    timeframe: Timeframe,
+    kind: BarKind,
+    start: i64,
+    end: i64,
+) -> Result<Vec<i64>> {
+    let mut dir = root.join("bars").join(format!("timeframe={}", timeframe.label()));
+    if kind != BarKind::Trade {
+        dir = dir.join(format!("kind={}", kind.label()));
+    }
+    if !dir.join(format!("symbol={symbol}")).is_dir() || start >= end {
         return Ok(Vec::new());
     }
     let selection =
         Selection { symbols: Some(vec![symbol.to_string()]), start: Some(start), end: Some(end), timeframe };
-    Ok(data::read_bars(root, &selection)?.0.ts)
+    Ok(data::read_bars_of_kind(root, &selection, kind)?.0.ts)
 }
 
 fn stored_funding(root: &Path, symbol: &str) -> Result<Option<(i64, i64)>> {
@@ -136,19 +149,21 @@ async fn fetch_symbol(
     symbol: &str,
     timeframe: Timeframe,
     (start, end, now): (i64, i64, i64),
-    with_funding: bool,
+    (kind, with_funding): (BarKind, bool),
 ) -> std::result::Result<SymbolFetch, Failure> {
     let mut out = SymbolFetch { symbol: symbol.to_string(), ..SymbolFetch::default() };
     // Bars: only closed ones (the client also clamps to the server clock), on the timeframe grid.
     let bar_end = end.min(now.div_euclid(timeframe.ms) * timeframe.ms);
     let first_bar =
         start.div_euclid(timeframe.ms) * timeframe.ms + if start % timeframe.ms == 0 { 0 } else { timeframe.ms };
-    let stored = stored_bars(root, symbol, timeframe, first_bar, bar_end)?;
+    let stored = stored_bars(root, symbol, timeframe, kind, first_bar, bar_end)?;
     out.ranges = missing_bar_ranges(&stored, first_bar, bar_end, timeframe.ms, KLINE_PAGE);
     let mut bars = Bars { turnover: Some(Vec::new()), ..Bars::default() };
     for &(from, to) in &out.ranges {
-        let klines =
-            client.closed_klines(symbol, timeframe, from, to).await.map_err(|err| exchange(symbol, "klines", err))?;
+        let klines = client
+            .closed_price_klines(kind, symbol, timeframe, from, to)
+            .await
+            .map_err(|err| exchange(symbol, "klines", err))?;
         for k in klines {
             if k.ts.rem_euclid(timeframe.ms) != 0 {
                 return Err(Error::data(format!(
@@ -158,7 +173,9 @@ async fn fetch_symbol(
                 ))
                 .into());
             }
-            let values = [k.open, k.high, k.low, k.close, k.volume];
+            // Mark and index klines have no volume.
+            let volume = if kind.has_volume() { k.volume } else { 0.0 };
+            let values = [k.open, k.high, k.low, k.close, volume];
             if values.iter().any(|v| !v.is_finite()) {
                 return Err(
                     Error::data(format!("{symbol}: kline at ts {} has a missing or non-numeric field", k.ts)).into()
@@ -172,7 +189,7 @@ async fn fetch_symbol(
     out.first_ts = bars.ts.iter().copied().min();
     out.last_ts = bars.ts.iter().copied().max();
     if !bars.ts.is_empty() {
-        let stats = data::write_store(root, timeframe, &bars)?;
+        let stats = data::write_store_of_kind(root, timeframe, &bars, kind)?;
         out.bars_added = stats.rows_added;
         out.bars_replaced = stats.rows_replaced;
     }
@@ -217,7 +234,7 @@ fn to_py(failure: Failure) -> PyErr {
 
 /// Fetch `symbols` into the store at `store` (created when missing); `end_ms` defaults to now.
 #[pyfunction]
-#[pyo3(signature = (store, symbols, start_ms, end_ms=None, timeframe="1h", funding=false, base_url=None, timeout_secs=10.0, retries=4))]
+#[pyo3(signature = (store, symbols, start_ms, end_ms=None, timeframe="1h", funding=false, base_url=None, timeout_secs=10.0, retries=4, kind="trade"))]
 #[allow(clippy::too_many_arguments)]
 fn fetch_store<'py>(
     py: Python<'py>,
@@ -230,8 +247,10 @@ fn fetch_store<'py>(
     base_url: Option<String>,
     timeout_secs: f64,
     retries: u32,
+    kind: &str,
 ) -> PyResult<Vec<Bound<'py, PyDict>>> {
     let timeframe = Timeframe::parse(timeframe).map_err(|err| to_py(err.into()))?;
+    let kind = BarKind::parse(kind).map_err(|err| to_py(err.into()))?;
     if symbols.is_empty() {
         return Err(PyValueError::new_err("fetch: no symbols given"));
     }
@@ -259,7 +278,9 @@ fn fetch_store<'py>(
             let end = end_ms.unwrap_or(i64::MAX);
             let mut out = Vec::with_capacity(symbols.len());
             for symbol in &symbols {
-                out.push(fetch_symbol(&client, &store, symbol, timeframe, (start_ms, end, now), funding).await?);
+                out.push(
+                    fetch_symbol(&client, &store, symbol, timeframe, (start_ms, end, now), (kind, funding)).await?,
+                );
             }
             Ok(out)
         })

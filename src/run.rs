@@ -29,6 +29,13 @@ pub enum FundingSource {
     None,
 }
 
+/// Where mark-price bars come from (the basis term of the carry sleeve).
+pub enum MarkSource {
+    /// A bar store root (its `kind=mark` bars) or a single long-format file of mark bars.
+    Path(PathBuf),
+    Bars(Bars),
+}
+
 /// A validated panel with its aligned funding, the validation findings and the data warnings
 /// worth reporting (one line per kind of finding).
 pub struct Inputs {
@@ -81,6 +88,43 @@ pub fn prepare_with(
     };
     warnings.dedup();
     Ok(Inputs { panel, funding, findings, warnings })
+}
+
+/// Validate mark-price bars (prices only: they have no volume) and put their closes on the panel's
+/// grid (`panel.mark_close`); their findings join the warnings, prefixed with "mark". Rows with
+/// errors are refused, or dropped with `drop_invalid`.
+pub fn attach_mark(inputs: &mut Inputs, mark: MarkSource, spike: SpikeRule, drop_invalid: bool) -> Result<()> {
+    let panel = &inputs.panel;
+    let timeframe = panel.timeframe;
+    let mark = match mark {
+        MarkSource::Path(path) => {
+            let end = panel.ts.last().map(|t| t + timeframe.ms);
+            let selection =
+                Selection { symbols: Some(panel.symbols.clone()), start: panel.ts.first().copied(), end, timeframe };
+            data::read_bars_of_kind(&path, &selection, data::BarKind::Mark)?.0
+        }
+        MarkSource::Bars(bars) => bars,
+    };
+    let (mark, findings) = data::clean_bars_of_kind(mark, timeframe, data::BarKind::Mark, spike, drop_invalid)
+        .map_err(|err| err.context("mark bars"))?;
+    inputs.warnings.extend(summarise_findings(&findings).into_iter().map(|w| format!("mark {w}")));
+    inputs.panel.attach_mark(mark.view());
+    Ok(())
+}
+
+/// Whether `cfg` runs the basis term of the carry sleeve (and so reads mark-price bars).
+pub fn wants_mark(cfg: &Config) -> bool {
+    cfg.strategy.carry.enabled && cfg.strategy.carry.basis_weight > 0.0
+}
+
+/// Attach the `kind=mark` bars of the store at `store` when `cfg` wants them and the store has them
+/// (what `backtest` and `xsmom-live --mode replay` do with a store path).
+pub fn attach_store_mark(inputs: &mut Inputs, store: &Path, cfg: &Config) -> Result<()> {
+    if wants_mark(cfg) && data::store::store_has_kind(store, cfg.timeframe(), data::BarKind::Mark) {
+        let drop_invalid = cfg.data.on_invalid == OnInvalid::Drop;
+        attach_mark(inputs, MarkSource::Path(store.to_path_buf()), cfg.data.spike_rule(), drop_invalid)?;
+    }
+    Ok(())
 }
 
 /// Canonical input without errors (the usual case) is validated and pivoted straight from the
@@ -171,14 +215,25 @@ pub fn sweep(
 
 /// Append bar files (Parquet or CSV, long format) to a store after validating them.
 pub fn ingest(paths: &[PathBuf], store: &Path, timeframe: crate::Timeframe) -> Result<data::WriteStats> {
+    ingest_of_kind(paths, store, timeframe, data::BarKind::Trade)
+}
+
+/// [`ingest`] of bars of `kind` (mark and index files have no volume column).
+pub fn ingest_of_kind(
+    paths: &[PathBuf],
+    store: &Path,
+    timeframe: crate::Timeframe,
+    kind: data::BarKind,
+) -> Result<data::WriteStats> {
     let mut total = data::WriteStats::default();
     for path in paths {
         let selection = Selection { symbols: None, start: None, end: None, timeframe };
-        let (bars, _) = data::read_bars(path, &selection)?;
-        // Spikes are warnings and never stop an ingest: the default rule is as good as any.
-        let (bars, _) = data::clean_bars(bars, timeframe, SpikeRule::default(), false)
-            .map_err(|err| err.context(path.display()))?;
-        let stats = data::write_store(store, timeframe, &bars)?;
+        let (bars, _) = data::read_bars_of_kind(path, &selection, kind)?;
+        let (bars, _) =
+            // Spikes are warnings and never stop an ingest: the default rule is as good as any.
+            data::clean_bars_of_kind(bars, timeframe, kind, SpikeRule::default(), false)
+                .map_err(|err| err.context(path.display()))?;
+        let stats = data::write_store_of_kind(store, timeframe, &bars, kind)?;
         total.files_written += stats.files_written;
         total.rows_added += stats.rows_added;
         total.rows_replaced += stats.rows_replaced;

@@ -389,3 +389,66 @@ fn a_large_long_file_is_decoded_on_several_threads_in_order() {
     assert_eq!(tail.len(), 25 * 1_000);
     assert!((0..tail.len()).all(|r| tail.ts[r] >= JUNE_1 + 9_000 * H));
 }
+
+// --- mark-price bars (issue 16) ----------------------------------------------------------------------
+
+/// Mark bars of `symbols`: `small_bars` prices with no volume (NaN).
+fn small_mark_bars(symbols: &[&str], n: usize, start: i64) -> Bars {
+    let mut bars = small_bars(symbols, n, start);
+    bars.close.iter_mut().for_each(|c| *c -= 0.25);
+    bars.volume.iter_mut().for_each(|v| *v = f64::NAN);
+    bars
+}
+
+#[test]
+fn mark_bars_round_trip_beside_the_traded_ones() {
+    use xsmom::data::BarKind;
+    let dir = tempfile::tempdir().unwrap();
+    let traded = small_bars(&["BTCUSDT", "ETHUSDT"], 30, JUNE_1);
+    data::write_store(dir.path(), hour(), &traded).unwrap();
+    let before = data::read_bars(dir.path(), &Selection::all(hour())).unwrap().0;
+    let mark = small_mark_bars(&["BTCUSDT"], 20, JUNE_1);
+    let (mark, findings) = data::clean_bars_of_kind(mark, hour(), BarKind::Mark, SpikeRule::default(), false).unwrap();
+    assert!(findings.is_empty(), "mark bars without volume validate: {findings:?}");
+    data::write_store_of_kind(dir.path(), hour(), &mark, BarKind::Mark).unwrap();
+    let file = dir.path().join("bars/timeframe=1h/kind=mark/symbol=BTCUSDT/2025.parquet");
+    assert!(file.is_file());
+    // The traded kind reads as before; the mark kind reads back its closes with a NaN volume.
+    let (after, stats) = data::read_bars(dir.path(), &Selection::all(hour())).unwrap();
+    assert_eq!(after, before);
+    assert_eq!(stats.files_opened, 2);
+    let back = data::read_bars_of_kind(dir.path(), &Selection::all(hour()), BarKind::Mark).unwrap().0;
+    assert_eq!((back.names.clone(), back.ts.clone(), back.close.clone()), (mark.names, mark.ts, mark.close));
+    assert!(back.volume.iter().all(|v| v.is_nan()) && back.turnover.is_none());
+    // A store without index bars says so; a traded file without volume is still refused.
+    let err = data::read_bars_of_kind(dir.path(), &Selection::all(hour()), BarKind::Index).unwrap_err();
+    assert!(err.to_string().contains("no index bars"), "{err}");
+    let err = data::clean_bars(back, hour(), SpikeRule::default(), false).unwrap_err();
+    assert!(err.to_string().contains("non_finite"), "{err}");
+    // Appending merges on ts as for traded bars.
+    let later = small_mark_bars(&["BTCUSDT"], 25, JUNE_1 + 10 * H);
+    let stats = data::write_store_of_kind(dir.path(), hour(), &later, BarKind::Mark).unwrap();
+    assert_eq!((stats.rows_added, stats.rows_replaced), (15, 10));
+    assert_eq!(data::read_bars_of_kind(dir.path(), &Selection::all(hour()), BarKind::Mark).unwrap().0.len(), 35);
+}
+
+#[test]
+fn the_fixture_has_mark_bars_for_the_symbols_with_a_mark_file() {
+    use xsmom::data::BarKind;
+    let (mark, _) = data::read_bars_of_kind(&fixture(), &Selection::all(hour()), BarKind::Mark).unwrap();
+    assert_eq!(mark.names.len(), 25);
+    assert!(!mark.names.iter().any(|s| ["SOLUSDT", "DOGEUSDT", "1000PEPEUSDT"].contains(&s.as_str())));
+    let (mark, findings) = data::clean_bars_of_kind(mark, hour(), BarKind::Mark, SpikeRule::default(), false).unwrap();
+    assert!(findings.iter().all(|f| f.severity != Severity::Error));
+    let (bars, _) = data::read_bars(&fixture(), &Selection::all(hour())).unwrap();
+    let mut panel = Panel::from_bars(&bars, hour()).unwrap();
+    let missing = panel.attach_mark(mark.view());
+    assert_eq!(missing.len(), 7, "{missing:?}");
+    // Perpetual and mark closes of the same hour are within 2 % of each other.
+    let marks = panel.mark_close.as_ref().unwrap();
+    let btc = panel.symbols.iter().position(|s| s == "BTCUSDT").unwrap();
+    for t in 0..panel.n_bars() {
+        let premium = panel.close[[t, btc]] / marks[[t, btc]] - 1.0;
+        assert!(premium.abs() < 0.02, "bar {t}: premium {premium}");
+    }
+}

@@ -5,7 +5,7 @@ mod common;
 
 use proptest::prelude::*;
 use xsmom::backtest::{self, BacktestResult};
-use xsmom::data::Panel;
+use xsmom::data::{FundingGrid, Panel};
 use xsmom::Config;
 
 /// Config variants that exercise every path of the engine.
@@ -170,4 +170,101 @@ fn router_runs_both_regimes_and_tsmom_books_follow_momentum() {
         }
     }
     assert!(checked > 0);
+}
+
+// --- basis carry (issue 16) ------------------------------------------------------------------------
+
+/// Funding every 8 bars with a persistent per-symbol bias, and mark closes `close / (1 + premium)`
+/// with a persistent per-symbol premium plus noise; symbol 3 has no mark data, and a few mark bars
+/// are missing.
+fn with_funding_and_marks(mut panel: Panel, seed: u64) -> (Panel, FundingGrid) {
+    let (n_bars, n_symbols) = (panel.n_bars(), panel.n_symbols());
+    let mut rng = common::Rng::new(seed ^ 0x5eed);
+    let mut funding = FundingGrid::empty(n_bars, n_symbols);
+    let mut mark = ndarray::Array2::from_elem((n_bars, n_symbols), f64::NAN);
+    for i in 0..n_symbols {
+        funding.has_data[i] = true;
+        let bias = (rng.uniform() - 0.5) * 3e-4;
+        let premium = (rng.uniform() - 0.5) * 2e-3;
+        for t in 0..n_bars {
+            let close = panel.close[[t, i]];
+            if t % 8 == 0 && close.is_finite() {
+                funding.events[[t, i]] = true;
+                funding.rates[[t, i]] = bias + rng.normal() * 5e-5;
+            }
+            if i != 3 && close.is_finite() && rng.uniform() > 0.03 {
+                mark[[t, i]] = close / (1.0 + premium + rng.normal() * 3e-4);
+            }
+        }
+    }
+    panel.mark_close = Some(mark);
+    (panel, funding)
+}
+
+fn head_funding(funding: &FundingGrid, rows: usize) -> FundingGrid {
+    FundingGrid {
+        rates: funding.rates.slice(ndarray::s![..rows, ..]).to_owned(),
+        events: funding.events.slice(ndarray::s![..rows, ..]).to_owned(),
+        has_data: funding.has_data.clone(),
+    }
+}
+
+fn basis_config(basis_weight: f64) -> Config {
+    let set: Vec<String> = [
+        "strategy.carry.enabled=true",
+        "strategy.carry.budget=0.5",
+        "strategy.carry.funding_lookback=3",
+        "strategy.carry.sign_stability_k=2",
+        "strategy.carry.hedge_symbol=S000USDT",
+        "strategy.carry.basis_ema_bars=6",
+        &format!("strategy.carry.basis_weight={basis_weight}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Config::default().with_override_strings(&set).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// No look-ahead with the carry sleeve and its basis term on: bars 0..=t give the same outputs
+    /// for bar t as the whole panel.
+    #[test]
+    fn truncation_invariance_with_basis_carry(seed in 0u64..10_000, cut in 0.45f64..0.98, weight in 200.0f64..3000.0) {
+        let (panel, funding) = with_funding_and_marks(common::random_panel(500, 8, seed, true), seed);
+        let cfg = basis_config(weight);
+        let full = backtest::run(&panel, &funding, &cfg).unwrap();
+        let t = ((panel.n_bars() as f64) * cut) as usize;
+        let head = backtest::run(&panel.head(t + 1), &head_funding(&funding, t + 1), &cfg).unwrap();
+        let (tw_full, tw_head) = (full.target_weights(), head.target_weights());
+        for s in 0..=t {
+            prop_assert!(same(full.bars.equity[s], head.bars.equity[s]), "equity differs at bar {s} (cut {t})");
+            for i in 0..panel.n_symbols() {
+                prop_assert!(same(tw_full[[s, i]], tw_head[[s, i]]), "target weight differs at bar {s}, symbol {i}");
+            }
+        }
+        let cutoff = panel.ts[t];
+        let fills_full: Vec<_> = full.fills.iter().filter(|f| f.ts <= cutoff).collect();
+        prop_assert_eq!(fills_full, head.fills.iter().collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn basis_weight_zero_is_the_funding_sleeve_and_a_positive_weight_changes_the_book() {
+    let (panel, funding) = with_funding_and_marks(common::random_panel(600, 8, 5, false), 5);
+    let mut no_mark = panel.clone();
+    no_mark.mark_close = None;
+    // Weight 0: the mark closes are not read at all; the result is the funding sleeve's, bit for bit.
+    let off = backtest::run(&panel, &funding, &basis_config(0.0)).unwrap();
+    let without = backtest::run(&no_mark, &funding, &basis_config(0.0)).unwrap();
+    assert_eq!(off.bars, without.bars);
+    assert_eq!(off.book, without.book);
+    assert_eq!(off.warnings, without.warnings);
+    // A positive weight trades the premium: the book differs, and symbol 3 (no mark data) is named.
+    let on = backtest::run(&panel, &funding, &basis_config(1095.0)).unwrap();
+    assert_ne!(on.target_weights(), off.target_weights());
+    let warning = on.warnings.iter().find(|w| w.contains("no mark data")).expect("a warning names the symbol");
+    assert!(warning.contains("S003USDT") && !warning.contains("S000USDT"), "{warning}");
+    assert!(!off.warnings.iter().any(|w| w.contains("mark")));
 }

@@ -1790,3 +1790,61 @@ fn a_create_in_flight_at_kill_9_is_not_followed_by_a_second_order_after_the_rest
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn client_pages_mark_klines_without_volume() {
+    let now = FIRST_BAR + 1_500 * HOUR + 30 * 60_000;
+    let mock = Mock::start(now);
+    block_on(async {
+        let client = mock.client();
+        let tf = Config::default().timeframe();
+        let marks = client.closed_mark_klines("BTCUSDT", tf, FIRST_BAR, i64::MAX).await.unwrap();
+        assert_eq!(marks.len(), 1_500, "every closed mark bar, across pages");
+        assert!(marks.windows(2).all(|w| w[1].ts - w[0].ts == HOUR));
+        assert!(marks.iter().all(|k| k.volume.is_nan() && k.close.is_finite()));
+        assert!(requests(&mock.state().await, "/v5/market/mark-price-kline").len() >= 2);
+        let traded = client.closed_klines("BTCUSDT", tf, FIRST_BAR, i64::MAX).await.unwrap();
+        let premium = traded[700].close / marks[700].close - 1.0;
+        assert!(premium.abs() < 0.01 && premium != 0.0, "mark closes are not the traded ones: {premium}");
+        // SOLUSDT has no mark file in the fixture: no mark bars, no error.
+        assert!(client.closed_mark_klines("SOLUSDT", tf, FIRST_BAR, i64::MAX).await.unwrap().is_empty());
+    });
+}
+
+#[test]
+fn the_runner_fetches_mark_klines_when_the_basis_term_is_on() {
+    let (cfg, text) = config_text(
+        "  carry:\n    enabled: true\n    budget: 0.4\n    basis_weight: 1095\nrisk:\n  stops:\n    enabled: false\n",
+    );
+    assert_eq!(cfg.strategy.carry.basis_weight, 1095.0);
+    let backtest = {
+        use xsmom::run::{self, BarsSource, FundingSource, MarkSource};
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data");
+        let selection = xsmom::data::store::Selection {
+            symbols: Some(symbols()),
+            start: None,
+            end: None,
+            timeframe: cfg.timeframe(),
+        };
+        let bars = xsmom::data::read_bars(&root, &selection).unwrap().0;
+        let mut inputs = run::prepare(BarsSource::Bars(bars), FundingSource::Path(root.clone()), &cfg).unwrap();
+        run::attach_mark(&mut inputs, MarkSource::Path(root), xsmom::data::SpikeRule::default(), false).unwrap();
+        run::backtest(&inputs, &cfg, false).unwrap()
+    };
+    let first = backtest.first_decision.expect("the backtest trades");
+    let mut now = FIRST_BAR + first as i64 * HOUR + 5_000;
+    let mock = Mock::start(now);
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let mut runner =
+            Runner::start(mock.client(), cfg.clone(), &text, symbols(), options(dir.path())).await.unwrap();
+        runner.cycle().await.unwrap();
+        for t in first..first + 30 {
+            now += HOUR;
+            mock.control("/mock/clock", json!({"now_ms": now})).await;
+            runner.cycle().await.unwrap();
+            assert_eq!(runner.engine().target_weights(), backtest.target_weights().row(t).to_vec(), "bar {t}");
+        }
+        assert!(!requests(&mock.state().await, "/v5/market/mark-price-kline").is_empty());
+    });
+}

@@ -21,7 +21,10 @@ fn fixture() -> PathBuf {
 }
 
 fn inputs(cfg: &Config) -> Inputs {
-    run::prepare(BarsSource::Path(fixture()), FundingSource::FromBarsStore, cfg).unwrap()
+    let mut inputs = run::prepare(BarsSource::Path(fixture()), FundingSource::FromBarsStore, cfg).unwrap();
+    // The store's mark bars when the basis term of the carry sleeve is on (as `xsmom-live` replay does).
+    run::attach_store_mark(&mut inputs, &fixture(), cfg).unwrap();
+    inputs
 }
 
 fn replay(cfg: &Config) -> ReplayExchange {
@@ -206,6 +209,30 @@ fn replay_is_the_backtest_for_every_fill_model() {
     let cancel = with(&limit, &["execution.limit_fallback=cancel", "execution.limit_ttl_bars=2"]);
     assert_replay_is_the_backtest(&cancel, "limit_touch, cancel after 2 bars");
     assert_replay_is_the_backtest(&with(&all_risk_on(), &["execution.fill=limit_touch"]), "limit_touch, all risk on");
+}
+
+#[test]
+fn replay_is_the_backtest_with_basis_carry_on() {
+    // The runner fetches mark klines each cycle alongside the klines: its model sees the mark closes
+    // the backtest reads from the store, and steps to the same targets, fills and equity.
+    let basis = with(
+        &Config::default(),
+        &["strategy.carry.enabled=true", "strategy.carry.budget=0.4", "strategy.carry.basis_weight=1095"],
+    );
+    assert!(inputs(&basis).panel.mark_close.is_some(), "the fixture has mark bars");
+    assert_replay_is_the_backtest(&basis, "basis carry");
+    let funding_only = with(&basis, &["strategy.carry.basis_weight=0"]);
+    let (on, off) = (
+        run::backtest(&inputs(&basis), &basis, false).unwrap(),
+        run::backtest(&inputs(&funding_only), &funding_only, false).unwrap(),
+    );
+    assert_ne!(on.target_weights(), off.target_weights(), "the basis term changes the book");
+    // A restart rebuilds the model with the mark closes too.
+    let dir = tempfile::tempdir().unwrap();
+    let (live, placed, _, _) = run_replay(&basis, dir.path(), Some((1500, false)));
+    assert_same_targets(&live, &on);
+    let unique: std::collections::BTreeSet<&String> = placed.iter().collect();
+    assert_eq!(unique.len(), placed.len(), "no order id sent twice");
 }
 
 #[test]

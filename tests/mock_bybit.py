@@ -2,7 +2,8 @@
 
 Run: ``python3 tests/mock_bybit.py --port 0 --bars data --now-ms MS [--key K --secret S]``; it
 prints ``READY <port>`` when listening. It checks signatures and the recv-window, serves klines
-(newest first, ``limit`` ≤ 1000, only bars closed at the mock clock), instruments, tickers,
+(newest first, ``limit`` ≤ 1000, only bars closed at the mock clock; mark- and index-price klines
+from the store's ``kind=mark`` / ``kind=index`` bars), instruments, tickers,
 funding history and server time from a Hive bar store, keeps orders, positions and the USDT
 balance (positions and open orders in pages of 20 with ``nextPageCursor``), checks signed
 timestamps against its own clock as Bybit does, and matches orders bar by bar when the clock moves
@@ -61,6 +62,8 @@ class Exchange:
         self.lock = threading.RLock()
         self.bars: dict[str, list[tuple]] = {}
         self.funding: dict[str, list[tuple[int, float]]] = {}
+        # Mark- and index-price bars (ts, open, high, low, close) from the store's kind=<kind>/.
+        self.price_bars: dict[str, dict[str, list[tuple]]] = {"mark": {}, "index": {}}
         if bars_root is not None:
             self._load(bars_root, symbols)
         self.now_ms = now_ms
@@ -71,7 +74,7 @@ class Exchange:
 
     def _load(self, root: Path, symbols: list[str] | None) -> None:
         frame = pl.scan_parquet(
-            str(root / "bars" / "timeframe=1h" / "**" / "*.parquet"), hive_partitioning=True
+            str(root / "bars" / "timeframe=1h" / "symbol=*" / "*.parquet"), hive_partitioning=True
         )
         if symbols:
             frame = frame.filter(pl.col("symbol").is_in(symbols))
@@ -93,6 +96,17 @@ class Exchange:
                     strict=True,
                 )
             )
+        for kind in ("mark", "index"):
+            kind_dir = root / "bars" / "timeframe=1h" / f"kind={kind}"
+            if not any(kind_dir.glob("symbol=*/*.parquet")):
+                continue
+            marks = pl.scan_parquet(str(kind_dir / "symbol=*" / "*.parquet"), hive_partitioning=True)
+            marks = marks.sort(["symbol", "ts"]).collect()
+            for (symbol,), part in marks.group_by(["symbol"], maintain_order=True):
+                if symbols and symbol not in symbols:
+                    continue
+                columns = [part[c].to_list() for c in ("ts", "open", "high", "low", "close")]
+                self.price_bars[kind][symbol] = list(zip(*columns, strict=True))
         funding_dir = root / "funding"
         if funding_dir.exists():
             funding = pl.scan_parquet(str(funding_dir / "**" / "*.parquet"), hive_partitioning=True).collect()
@@ -408,6 +422,18 @@ class Handler(BaseHTTPRequestHandler):
                 start, end = int(q.get("start", 0)), int(q.get("end", 2**62))
                 rows = [b for b in ex.closed(symbol) if start <= b[0] <= end]
                 # Bybit fills a page from the newest bar; the mock can fill it from the oldest instead.
+                rows = rows[:limit] if ex.kline_from_start else rows[-limit:]
+                listed = [[str(v) for v in b] for b in reversed(rows)]
+                return ok({"category": "linear", "symbol": symbol, "list": listed})
+            if path in ("/v5/market/mark-price-kline", "/v5/market/index-price-kline"):
+                # Rows [startTime, open, high, low, close]: no volume, as Bybit serves them.
+                kind = "mark" if path.endswith("mark-price-kline") else "index"
+                symbol, limit = q["symbol"], min(int(q.get("limit", 200)), 1000)
+                if q.get("interval") != "60":
+                    return error(10001, "the mock serves 1h klines only")
+                start, end = int(q.get("start", 0)), int(q.get("end", 2**62))
+                closed = [b for b in ex.price_bars[kind].get(symbol, []) if b[0] + HOUR_MS <= ex.now_ms]
+                rows = [b for b in closed if start <= b[0] <= end]
                 rows = rows[:limit] if ex.kline_from_start else rows[-limit:]
                 listed = [[str(v) for v in b] for b in reversed(rows)]
                 return ok({"category": "linear", "symbol": symbol, "list": listed})

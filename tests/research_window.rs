@@ -109,6 +109,7 @@ fn warm_window_starts_at_initial_capital_and_reads_nothing_after_trade_to() {
         low: panel.low.slice(s![from..to, ..]).to_owned(),
         close: panel.close.slice(s![from..to, ..]).to_owned(),
         quote_volume: panel.quote_volume.slice(s![from..to, ..]).to_owned(),
+        mark_close: None,
     };
     let cold = backtest::run(&cold_panel, &common::no_funding(&cold_panel), &cfg).unwrap();
     assert!(cold.first_decision.unwrap() > 50, "a cold start waits for its indicators");

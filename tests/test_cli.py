@@ -276,7 +276,7 @@ def test_ingest_spacing_and_resample_source_warn(tmp_path, data_dir):
     five = sorted(p.name.split("=")[1] for p in (tmp_path / "store/bars/timeframe=5m").iterdir())
     proc = run("data", "resample", "--store", "store", "--to", "4h", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    n_hourly = len(list((tmp_path / "store/bars/timeframe=1h").iterdir()))
+    n_hourly = len(list((tmp_path / "store/bars/timeframe=1h").glob("symbol=*")))
     assert _stderr_warnings(proc) == [
         f"xsmom: warning: no --from given: resampling the store's finest timeframe 5m ({len(five)} "
         f"symbol(s): {', '.join(five)}); also in the store: 1h ({n_hourly} symbols); pass --from 5m to make "

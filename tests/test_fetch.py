@@ -265,3 +265,56 @@ def test_faults_are_retried_without_gaps_or_duplicates(tmp_path, mock):
     want = fixture_funding("2025-06-01", ms("2025-08-15T00:30:00") + 1)
     assert funding.equals(want.select(funding.columns))
     assert len(mock.requests("/v5/market/kline")) == 4 + 3, "four pages plus three failed attempts"
+
+
+# --- mark- and index-price klines (issue 16) --------------------------------------------------------
+
+
+def test_fetch_mark_and_index_klines_into_their_kind(tmp_path):
+    # A mock store with traded, mark (the fixture's) and index bars (made here: mark × 0.999).
+    source = tmp_path / "source"
+    for symbol in SYMBOLS:
+        part = Path("bars") / "timeframe=1h" / f"symbol={symbol}"
+        (source / part).mkdir(parents=True)
+        (source / part / "2025.parquet").write_bytes((ROOT / "data" / part / "2025.parquet").read_bytes())
+    marks = xsmom.read_bars(ROOT / "data", symbols=SYMBOLS, kind="mark")
+    assert marks["volume"].is_nan().all()
+    index = marks.with_columns([(pl.col(c) * 0.999).alias(c) for c in ("open", "high", "low", "close")])
+    for kind, frame in (("mark", marks), ("index", index)):
+        path = tmp_path / f"{kind}.parquet"
+        frame.drop("volume").write_parquet(path)
+        assert main(["data", "ingest", str(path), "--store", str(source), "--kind", kind]) == 0
+    assert xsmom.read_bars(source).equals(xsmom.read_bars(ROOT / "data", symbols=SYMBOLS))
+
+    server = Mock(now_ms=ms("2025-07-01T00:30:00"), bars=source)
+    try:
+        store = tmp_path / "store"
+        assert (
+            main(
+                ["data", "fetch", "--store", str(store), "--symbols", ",".join(SYMBOLS)]
+                + ["--start", "2025-06-01", "--kind", "mark", "--base-url", server.url]
+            )
+            == 0
+        )
+        pages = server.requests("/v5/market/mark-price-kline")
+        assert pages and not server.requests("/v5/market/kline")
+        want = marks.filter(pl.col("ts") < dt.datetime(2025, 7, 1, tzinfo=dt.UTC)).sort("symbol", "ts")
+        got = xsmom.read_bars(store, kind="mark").sort("symbol", "ts")
+        assert got.height == want.height == 2 * 30 * 24
+        columns = ["ts", "symbol", "open", "high", "low", "close"]
+        assert got.select(columns).equals(want.select(columns))
+        assert got["volume"].is_nan().all()
+        # Only mark bars were written: the traded kind of the store has none.
+        assert not any((store / "bars" / "timeframe=1h").glob("symbol=*"))
+        assert (store / "bars" / "timeframe=1h" / "kind=mark" / "symbol=BTCUSDT" / "2025.parquet").exists()
+
+        summary = fetch(store, SYMBOLS, "2025-06-01", base_url=server.url, kind="index")
+        assert summary.bars_added == 2 * 30 * 24
+        got_index = xsmom.read_bars(store, kind="index").sort("symbol", "ts")
+        want_index = index.filter(pl.col("ts") < dt.datetime(2025, 7, 1, tzinfo=dt.UTC)).sort("symbol", "ts")
+        assert got_index.select(columns).equals(want_index.select(columns))
+        # Incremental as for klines: a second run requests nothing new.
+        again = fetch(store, SYMBOLS, "2025-06-01", base_url=server.url, kind="mark")
+        assert again.bars_added == 0 and all(not r.ranges for r in again.symbols)
+    finally:
+        server.close()

@@ -52,12 +52,14 @@ def read_bars(
     start: TimeLike = None,
     end: TimeLike = None,
     timeframe: str = "1h",
+    kind: str = "trade",
 ) -> pl.DataFrame:
     """Bars (long format) from a store root or a single Parquet/CSV file; ``end`` is exclusive.
 
-    Only the requested symbols, years and row groups are read.
+    Only the requested symbols, years and row groups are read. ``kind``: ``trade`` (the traded
+    price, default), ``mark`` or ``index`` (the store's ``kind=<kind>`` bars; their ``volume`` is NaN).
     """
-    return _frame(_core.read_bars(str(path), symbols, _epoch_ms(start), _epoch_ms(end), timeframe))
+    return _frame(_core.read_bars(str(path), symbols, _epoch_ms(start), _epoch_ms(end), timeframe, kind))
 
 
 def read_funding(
@@ -217,16 +219,23 @@ def backtest(
     config: Config | None = None,
     funding: pl.DataFrame | str | Path | None = None,
     outputs: tuple[str, ...] | list[str] = ("equity", "fills", "trades"),
+    mark: pl.DataFrame | str | Path | None = None,
 ) -> BacktestResult:
     """Backtest ``bars`` (a ``Dataset``, a polars DataFrame or a store path) with ``config``.
 
-    A ``Dataset`` is used as it was validated (its own funding); a DataFrame or path is validated
-    on every call. With a store path and no ``funding``, the store's own funding data is used.
-    ``outputs`` names the tables built with the run (of ``equity``, ``weights``, ``fills``,
-    ``trades``); the others are built on first access.
+    A ``Dataset`` is used as it was validated (its own funding and mark bars); a DataFrame or path
+    is validated on every call. With a store path and no ``funding``, the store's own funding data
+    is used. ``mark``: mark-price bars (``ts, symbol, open, high, low, close``) for the basis term of
+    the carry sleeve; with a store path, no ``mark`` and ``strategy.carry.basis_weight > 0``, the
+    store's ``kind=mark`` bars are used when it has them. ``outputs`` names the tables built with
+    the run (of ``equity``, ``weights``, ``fills``, ``trades``); the others are built on first access.
     """
     out = _core.backtest(
-        _data_arg(bars), _config(config), _bars_arg(funding) if funding is not None else None, list(outputs)
+        _data_arg(bars),
+        _config(config),
+        _bars_arg(funding) if funding is not None else None,
+        list(outputs),
+        _bars_arg(mark) if mark is not None else None,
     )
     return BacktestResult._from_core(out)
 

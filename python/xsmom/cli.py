@@ -100,6 +100,12 @@ def _build_parser() -> _Parser:
     ingest.add_argument("files", nargs="+", type=Path)
     ingest.add_argument("--store", type=Path, required=True)
     ingest.add_argument("--timeframe", default="1h")
+    ingest.add_argument(
+        "--kind",
+        choices=["trade", "mark", "index"],
+        default="trade",
+        help="traded bars (default) or mark / index-price bars (no volume column)",
+    )
     validate = data_commands.add_parser("validate", help="report data problems (exit 1 on errors)")
     validate.add_argument("path", nargs="?", type=Path, help="a long Parquet/CSV file")
     validate.add_argument("--store", type=Path)
@@ -554,9 +560,10 @@ def _resample_source_note(store: Path, to: str) -> None:
 def _data(args: argparse.Namespace) -> int:
     if args.data_command == "ingest":
         _check_spacing(args.files, args.timeframe)
-        stats = _core.ingest([str(f) for f in args.files], str(args.store), args.timeframe)
+        stats = _core.ingest([str(f) for f in args.files], str(args.store), args.timeframe, args.kind)
+        kind = "" if args.kind == "trade" else f" ({args.kind} bars)"
         print(
-            f"ingested {len(args.files)} file(s) into {args.store}: {stats['rows_added']} rows added, "
+            f"ingested {len(args.files)} file(s) into {args.store}{kind}: {stats['rows_added']} rows added, "
             f"{stats['rows_replaced']} replaced, {stats['files_written']} partition file(s) written"
         )
         return 0
@@ -602,6 +609,12 @@ def _add_fetch_parser(data_commands) -> None:
     fetch.add_argument("--end", default=None, help="end, exclusive (default: now; only closed bars)")
     fetch.add_argument("--timeframe", default="1h")
     fetch.add_argument("--funding", action="store_true", help="also fetch the funding rate history")
+    fetch.add_argument(
+        "--kind",
+        choices=["trade", "mark", "index"],
+        default="trade",
+        help="traded klines (default) or mark / index-price klines (stored under kind=<kind>)",
+    )
     fetch.add_argument("--base-url", default=None, help="API base URL (default: Bybit mainnet)")
 
 
@@ -753,6 +766,7 @@ def _fetch(args: argparse.Namespace) -> int:
                 timeframe=args.timeframe,
                 funding=args.funding,
                 base_url=args.base_url,
+                kind=args.kind,
             )
             for symbol in steps(symbols, "fetching")
         ]

@@ -2,7 +2,9 @@
 
 12 Binance USDT-M perpetuals (BTC, ETH, SOL, XRP, DOGE, ADA, AVAX, LINK, LTC, BCH, DOT, TRX), hourly bars
 2025-08-01 → 2025-10-31 UTC with their funding events, cut from the bundled ``data/`` fixture (see
-``data/README.md`` for the source). It is a real market sample, small enough for a wheel (< 1 MB).
+``data/README.md`` for the source), and the mark-price bars of the 10 of them that have a mark file
+(``bars/timeframe=1h/kind=mark/``; none for SOL and DOGE). It is a real market sample, small enough
+for a wheel (1.4 MB).
 """
 
 from __future__ import annotations

@@ -74,10 +74,13 @@ def fetch(
     base_url: str | None = None,
     timeout: float = 10.0,
     retries: int = 4,
+    kind: str = "trade",
 ) -> FetchSummary:
     """Fetch ``[start, end)`` (end default: now) of ``symbols`` into ``store``; only what is missing.
 
     ``base_url``: ``mainnet`` (default), ``testnet`` or a URL (tests use a local mock server).
+    ``kind``: ``trade`` (klines), ``mark`` or ``index`` (mark- / index-price klines, no volume,
+    stored under ``bars/timeframe=<tf>/kind=<kind>/``).
     """
     start_ms = _time(start, "start")
     if start_ms is None:
@@ -93,6 +96,7 @@ def fetch(
         base_url,
         timeout,
         retries,
+        kind,
     )
     return FetchSummary(
         Path(store),

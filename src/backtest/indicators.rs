@@ -26,6 +26,8 @@ pub struct BarRow<'a> {
     pub funding_rate: &'a [f64],
     /// A funding event happened at this bar.
     pub funding_event: &'a [bool],
+    /// Mark-price closes of this bar (NaN where a symbol has none), when the data has mark bars.
+    pub mark_close: Option<&'a [f64]>,
 }
 
 /// Indicator values of the newest bar plus the short histories the engine looks back into.

@@ -658,6 +658,7 @@ impl Engine {
         self.decided = false;
         if let Some(sleeve) = self.carry.as_mut() {
             sleeve.observe(bar.ts, ArrayView1::from(bar.funding_event), ArrayView1::from(bar.funding_rate));
+            sleeve.observe_marks(bar.close, bar.mark_close);
         }
         match self.cfg.backtest.accounting {
             Accounting::Units => self.step_units(t, bar),
@@ -689,6 +690,7 @@ impl Engine {
         }
         if let Some(sleeve) = self.carry.as_mut() {
             sleeve.observe(bar.ts, ArrayView1::from(bar.funding_event), ArrayView1::from(bar.funding_rate));
+            sleeve.observe_marks(bar.close, bar.mark_close);
         }
         let recording = self.signals.take();
         let cross = self.cross_section(g);
@@ -1404,6 +1406,8 @@ impl Engine {
             metrics::compute(&self.out, &self.ledger.round_trips, start, self.bars_per_year)
         };
         let (n_bars, n_symbols) = (self.ts.len(), self.symbols.len());
+        let mut warnings = self.warnings;
+        warnings.extend(self.carry.as_ref().and_then(|sleeve| sleeve.mark_warning(&self.symbols)));
         BacktestResult {
             listed: Array2::from_shape_vec((n_bars, n_symbols), self.listed).expect("one row per bar"),
             signals: self.signals.map(|rows| rows.into_record(n_bars, n_symbols)),
@@ -1415,7 +1419,7 @@ impl Engine {
             round_trips: self.ledger.round_trips,
             metrics,
             first_decision: self.first_decision,
-            warnings: self.warnings,
+            warnings,
         }
     }
 }

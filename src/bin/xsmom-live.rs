@@ -164,7 +164,8 @@ fn run_replay(
         // Signal handlers before loading the bars: a SIGTERM while they load is then a clean stop
         // after the first step, not the default action (death with no exit code).
         let stop = Control::from_signals().stop;
-        let inputs = run::prepare(BarsSource::Path(bars.to_path_buf()), FundingSource::FromBarsStore, &cfg)?;
+        let mut inputs = run::prepare(BarsSource::Path(bars.to_path_buf()), FundingSource::FromBarsStore, &cfg)?;
+        run::attach_store_mark(&mut inputs, bars, &cfg)?;
         let exchange = ReplayExchange::new(inputs.panel, inputs.funding, &cfg);
         let symbols = exchange.symbols();
         opts.start_ts = Some(exchange.first_bar_ts());

@@ -189,8 +189,7 @@ impl ArrowBars {
             if name == "turnover" && !with_turnover {
                 break;
             }
-            let array = cast(column(&batch, name, source)?, &DataType::Float64)
-                .map_err(|err| Error::format(format!("{source}: column '{name}' is not numeric: {err}")))?;
+            let array = f64_column(&batch, name, source)?;
             let array = array.as_primitive::<Float64Type>().clone();
             // Nulls become NaN (validation reports them as non-finite); the values under a null are undefined.
             let array = if array.null_count() == 0 {
@@ -306,8 +305,12 @@ impl ArrowBars {
     }
 }
 
-/// A numeric column as Float64 without nulls (a null becomes NaN: validation reports it).
+/// A numeric column as Float64 without nulls (a null becomes NaN: validation reports it). A missing
+/// `volume` column (mark and index bars) is all NaN.
 fn f64_column(batch: &RecordBatch, name: &str, source: &str) -> Result<ArrayRef> {
+    if name == "volume" && batch.column_by_name(name).is_none() {
+        return Ok(Arc::new(Float64Array::from(vec![f64::NAN; batch.num_rows()])));
+    }
     let array = cast(column(batch, name, source)?, &DataType::Float64)
         .map_err(|err| Error::format(format!("{source}: column '{name}' is not numeric: {err}")))?;
     if array.null_count() == 0 {
@@ -340,7 +343,11 @@ pub fn bars_from_batches_with(batches: &[RecordBatch], source: &str, symbol_over
         f64_values(column(batch, "high", source)?, "high", source, &mut bars.high)?;
         f64_values(column(batch, "low", source)?, "low", source, &mut bars.low)?;
         f64_values(column(batch, "close", source)?, "close", source, &mut bars.close)?;
-        f64_values(column(batch, "volume", source)?, "volume", source, &mut bars.volume)?;
+        match batch.column_by_name("volume") {
+            // Mark and index bars have no volume (NaN; validation refuses it for traded bars).
+            None => bars.volume.extend(std::iter::repeat_n(f64::NAN, batch.num_rows())),
+            Some(volume) => f64_values(volume, "volume", source, &mut bars.volume)?,
+        }
         if let Some(turnover) = bars.turnover.as_mut() {
             f64_values(column(batch, "turnover", source)?, "turnover", source, turnover)?;
         }

@@ -1,15 +1,18 @@
 //! Bars and funding: the Parquet/CSV bar store, validation, resampling and the wide panel.
 
 pub mod arrow_io;
+pub mod mark;
 pub mod panel;
 pub mod resample;
 pub mod store;
 pub mod validate;
 
 pub use arrow_io::{bars_from_batches, bars_to_batch, funding_from_batches, funding_to_batch, ArrowBars};
+pub use mark::{clean_bars_of_kind, validate_bars_of_kind};
 pub use panel::{Bars, BarsView, Funding, FundingGrid, Panel};
 pub use resample::resample;
 pub use store::{
-    read_bars, read_funding, store_timeframes, write_funding_store, write_store, ReadStats, Selection, WriteStats,
+    read_bars, read_bars_of_kind, read_funding, store_timeframes, write_funding_store, write_store,
+    write_store_of_kind, BarKind, ReadStats, Selection, WriteStats,
 };
 pub use validate::{clean_bars, findings_to_batch, validate_bars, validate_canonical, Finding, Severity, SpikeRule};

@@ -241,6 +241,9 @@ pub struct Panel {
     /// Quote volume per bar: the `turnover` column, or `close × volume` without one. (Base volume
     /// is not kept: nothing downstream reads it, and at 200 × 43 800 it is 70 MB.)
     pub quote_volume: Array2<f64>,
+    /// Mark-price closes on the same grid (NaN where a symbol has no mark bar), when mark bars were
+    /// attached ([`Panel::attach_mark`]); only the basis term of the carry sleeve reads them.
+    pub mark_close: Option<Array2<f64>>,
 }
 
 impl Panel {
@@ -263,6 +266,7 @@ impl Panel {
             quote_volume: row(&self.quote_volume),
             funding_rate: row(&funding.rates),
             funding_event: funding.events.row(t).to_slice().expect("standard layout"),
+            mark_close: self.mark_close.as_ref().map(row),
         }
     }
 
@@ -368,7 +372,7 @@ impl Panel {
         let (open, high, low, close, quote_volume) =
             (matrix(open), matrix(high), matrix(low), matrix(close), matrix(quote_volume));
         let ts = (0..n_bars as i64).map(|t| first + t * step).collect();
-        Ok(Panel { timeframe, ts, symbols: symbols.to_vec(), open, high, low, close, quote_volume })
+        Ok(Panel { timeframe, ts, symbols: symbols.to_vec(), open, high, low, close, quote_volume, mark_close: None })
     }
 
     /// Back to long bars: one row per cell with a close, in canonical order, turnover = the
@@ -410,7 +414,28 @@ impl Panel {
             low: cut(&self.low),
             close: cut(&self.close),
             quote_volume: cut(&self.quote_volume),
+            mark_close: self.mark_close.as_ref().map(cut),
         }
+    }
+
+    /// Put the closes of mark-price bars on this panel's grid (`mark_close`); bars of other symbols
+    /// or outside the grid are ignored. Returns the panel's symbols without any mark close.
+    pub fn attach_mark(&mut self, mark: BarsView<'_>) -> Vec<String> {
+        let mut grid = Array2::from_elem((self.n_bars(), self.n_symbols()), f64::NAN);
+        let mut has_data = vec![false; self.n_symbols()];
+        let index: HashMap<&str, usize> = self.symbols.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+        let column_of: Vec<Option<usize>> = mark.names.iter().map(|name| index.get(name.as_str()).copied()).collect();
+        let (first, step) = (self.ts.first().copied().unwrap_or(0), self.timeframe.ms);
+        for row in 0..mark.len() {
+            let (Some(i), offset) = (column_of[mark.symbol[row] as usize], mark.ts[row] - first) else { continue };
+            let t = offset.div_euclid(step);
+            if offset.rem_euclid(step) == 0 && t >= 0 && (t as usize) < self.n_bars() && mark.close[row].is_finite() {
+                grid[[t as usize, i]] = mark.close[row];
+                has_data[i] = true;
+            }
+        }
+        self.mark_close = Some(grid);
+        self.symbols.iter().zip(&has_data).filter(|(_, has)| !**has).map(|(s, _)| s.clone()).collect()
     }
 
     /// Funding rates on this panel's grid: `rates[t, i]` is the sum of the events of symbol i whose

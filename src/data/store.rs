@@ -1,6 +1,8 @@
 //! The bar store: Hive partitions `<root>/bars/timeframe=<tf>/symbol=<SYM>/<year>.parquet` and
 //! `<root>/funding/symbol=<SYM>/<year>.parquet` (interfaces.md "Files"), or a single long-format
-//! Parquet / CSV file wherever a store is accepted.
+//! Parquet / CSV file wherever a store is accepted. Mark- and index-price bars ([`BarKind`]) live
+//! beside the traded ones in `<root>/bars/timeframe=<tf>/kind=<mark|index>/symbol=<SYM>/<year>.parquet`
+//! with the columns `ts, open, high, low, close` (no volume: read as NaN).
 //!
 //! Reads push the selection down: only the asked symbols' directories are listed, year files
 //! outside the time range are not opened, and row groups whose `ts` (or, in long files, `symbol`)
@@ -78,6 +80,44 @@ pub struct WriteStats {
     pub rows_replaced: usize,
 }
 
+/// Which price a bar series is of: the traded (last) price, the mark price or the index price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BarKind {
+    #[default]
+    Trade,
+    Mark,
+    Index,
+}
+
+impl BarKind {
+    pub fn parse(text: &str) -> Result<Self> {
+        match text {
+            "trade" => Ok(BarKind::Trade),
+            "mark" => Ok(BarKind::Mark),
+            "index" => Ok(BarKind::Index),
+            other => Err(Error::invalid(format!("unknown bar kind '{other}': expected trade, mark or index"))),
+        }
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            BarKind::Trade => "trade",
+            BarKind::Mark => "mark",
+            BarKind::Index => "index",
+        }
+    }
+    /// Traded bars have a volume; mark and index bars have none (their `volume` is NaN).
+    pub fn has_volume(self) -> bool {
+        self == BarKind::Trade
+    }
+    /// The directory of this kind under `bars/timeframe=<tf>` (traded bars are the directory itself).
+    fn subdir(self, timeframe_dir: &Path) -> PathBuf {
+        match self {
+            BarKind::Trade => timeframe_dir.to_path_buf(),
+            kind => timeframe_dir.join(format!("kind={}", kind.label())),
+        }
+    }
+}
+
 fn missing(path: &Path) -> Error {
     Error::io(path.display(), "no such file or directory")
 }
@@ -90,15 +130,47 @@ pub fn read_bars(path: &Path, selection: &Selection) -> Result<(Bars, ReadStats)
     Ok((bars, stats))
 }
 
+/// [`read_bars`] of mark or index bars (`BarKind::Trade` is `read_bars`). A single long file is
+/// read as it is, whatever its kind.
+pub fn read_bars_of_kind(path: &Path, selection: &Selection, kind: BarKind) -> Result<(Bars, ReadStats)> {
+    let (arrow, stats) = read_bars_arrow_of_kind(path, selection, kind)?;
+    let view = arrow.view();
+    let mut bars = if view.is_canonical() { view.to_bars() } else { sort_bars(view.to_bars()) };
+    if !kind.has_volume() {
+        bars.volume.iter_mut().for_each(|v| *v = f64::NAN);
+        bars.turnover = None;
+    }
+    Ok((bars, stats))
+}
+
+/// Whether a store root has bars of `kind` for `timeframe`.
+pub fn store_has_kind(root: &Path, timeframe: Timeframe, kind: BarKind) -> bool {
+    root.is_dir() && timeframe_dir(root, timeframe).is_ok_and(|dir| kind.subdir(&dir).is_dir())
+}
+
 /// [`read_bars`] as Arrow columns: the decoded arrays are concatenated once and used as they are.
 pub fn read_bars_arrow(path: &Path, selection: &Selection) -> Result<(ArrowBars, ReadStats)> {
+    read_bars_arrow_of_kind(path, selection, BarKind::Trade)
+}
+
+/// [`read_bars_arrow`] of the bars of `kind`.
+pub fn read_bars_arrow_of_kind(path: &Path, selection: &Selection, kind: BarKind) -> Result<(ArrowBars, ReadStats)> {
     let mut stats = ReadStats::default();
     if !path.exists() {
         return Err(missing(path));
     }
     let source = path.display().to_string();
     let parts: Vec<(Option<String>, RecordBatch)> = if path.is_dir() {
-        let dir = timeframe_dir(path, selection.timeframe)?;
+        let dir = kind.subdir(&timeframe_dir(path, selection.timeframe)?);
+        if !dir.is_dir() {
+            return Err(Error::invalid(format!(
+                "{}: the store has no {} bars for timeframe {} (expected {})",
+                path.display(),
+                kind.label(),
+                selection.timeframe.label(),
+                dir.display()
+            )));
+        }
         let mut files = Vec::new();
         for (symbol, symbol_dir) in partitions(&dir)? {
             if selection.wants_symbol(&symbol) {
@@ -456,7 +528,12 @@ pub fn take_rows(bars: &Bars, order: &[usize]) -> Bars {
 
 /// Append bars to the store: merge per symbol and year, new rows win on `ts`, files replaced atomically.
 pub fn write_store(root: &Path, timeframe: Timeframe, bars: &Bars) -> Result<WriteStats> {
-    let dir = root.join("bars").join(format!("timeframe={}", timeframe.label()));
+    write_store_of_kind(root, timeframe, bars, BarKind::Trade)
+}
+
+/// [`write_store`] for bars of `kind`: mark and index bars go to `kind=<kind>/` without volume.
+pub fn write_store_of_kind(root: &Path, timeframe: Timeframe, bars: &Bars, kind: BarKind) -> Result<WriteStats> {
+    let dir = kind.subdir(&root.join("bars").join(format!("timeframe={}", timeframe.label())));
     let mut groups: BTreeMap<(String, i32), Vec<usize>> = BTreeMap::new();
     for row in 0..bars.len() {
         groups.entry((bars.symbol_of(row).to_string(), year_of(bars.ts[row]))).or_default().push(row);
@@ -488,7 +565,11 @@ pub fn write_store(root: &Path, timeframe: Timeframe, bars: &Bars) -> Result<Wri
         let with_turnover = merged.values().any(|v| !v[5].is_nan());
         let mut fields = vec![Field::new("ts", DataType::Int64, false)];
         let names = ["open", "high", "low", "close", "volume", "turnover"];
-        let n_values = if with_turnover { 6 } else { 5 };
+        let n_values = match (kind.has_volume(), with_turnover) {
+            (false, _) => 4,
+            (true, true) => 6,
+            (true, false) => 5,
+        };
         fields.extend(names[..n_values].iter().map(|n| Field::new(*n, DataType::Float64, false)));
         let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(merged.keys().copied()))];
         for k in 0..n_values {

@@ -17,11 +17,13 @@ use super::types::{
     ExchangeError, ExchangeResult, Execution, FundingRate, Instrument, Kline, Order, OrderRequest, OrderStatus,
     OrderType, Position, Quote, Side, TimeInForce,
 };
+use crate::data::BarKind;
 use crate::timeframe::Timeframe;
 
 pub const MAINNET: &str = "https://api.bybit.com";
 pub const TESTNET: &str = "https://api-testnet.bybit.com";
 const KLINE_PAGE: usize = 1000;
+const KLINE_PATH: &str = "/v5/market/kline";
 const FUNDING_PAGE: usize = 200;
 const MAX_RETRIES: u32 = 4;
 
@@ -290,6 +292,81 @@ impl BybitClient {
 
     /// An order by its `orderLinkId`: first among the open orders, then among the recently closed
     /// ones (`openOnly=1`, Bybit keeps the last 500 of a unified account).
+    /// Closed mark- or index-price klines (`/v5/market/mark-price-kline`, `/v5/market/index-price-kline`:
+    /// rows `[startTime, open, high, low, close]`, no volume: `volume` and `turnover` are NaN), paged
+    /// as [`Exchange::closed_klines`]; `BarKind::Trade` is `closed_klines`.
+    pub async fn closed_price_klines(
+        &self,
+        kind: BarKind,
+        symbol: &str,
+        interval: Timeframe,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> ExchangeResult<Vec<Kline>> {
+        let path = match kind {
+            BarKind::Trade => KLINE_PATH,
+            BarKind::Mark => "/v5/market/mark-price-kline",
+            BarKind::Index => "/v5/market/index-price-kline",
+        };
+        self.closed_klines_at(path, symbol, interval, start_ms, end_ms).await
+    }
+
+    /// Closed klines of one of the kline endpoints, newest-first pages of a full page each.
+    async fn closed_klines_at(
+        &self,
+        path: &str,
+        symbol: &str,
+        interval: Timeframe,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> ExchangeResult<Vec<Kline>> {
+        let code = interval_code(interval)?;
+        let now = self.server_time_ms().await?;
+        // Never the forming bar: only bars whose close time has passed.
+        let end_ms = end_ms.min(now.div_euclid(interval.ms) * interval.ms);
+        let mut bars: Vec<Kline> = Vec::new();
+        // Windows of exactly one page, newest first: whichever end of a window Bybit fills a page
+        // from (its docs return the newest first; nothing may depend on it), a window never holds
+        // more than a page, so no bar is skipped and none is fetched twice.
+        let span = (KLINE_PAGE as i64 - 1) * interval.ms;
+        let mut cursor_end = end_ms - 1;
+        while cursor_end >= start_ms {
+            let window_start = start_ms.max(cursor_end.div_euclid(interval.ms) * interval.ms - span);
+            let query = [
+                ("category", "linear".to_string()),
+                ("symbol", symbol.to_string()),
+                ("interval", code.clone()),
+                ("start", window_start.to_string()),
+                ("end", cursor_end.to_string()),
+                ("limit", KLINE_PAGE.to_string()),
+            ];
+            let page = list(&self.get(path, &query, false).await?);
+            for row in &page {
+                let Some(fields) = row.as_array() else { continue };
+                let field = |k: usize| fields.get(k).map_or(f64::NAN, |v| num(&json!({ "v": v }), "v"));
+                let Some(ts) = fields.first().and_then(int) else { continue };
+                bars.push(Kline {
+                    ts,
+                    open: field(1),
+                    high: field(2),
+                    low: field(3),
+                    close: field(4),
+                    volume: field(5),
+                    turnover: field(6),
+                });
+            }
+            // An empty window: the symbol has no older history (not listed yet).
+            if page.is_empty() {
+                break;
+            }
+            cursor_end = window_start - 1;
+        }
+        bars.retain(|b| b.ts >= start_ms && b.ts < end_ms);
+        bars.sort_by_key(|b| b.ts);
+        bars.dedup_by_key(|b| b.ts);
+        Ok(bars)
+    }
+
     pub async fn order_by_link_id(&self, symbol: &str, client_order_id: &str) -> ExchangeResult<Option<Order>> {
         for open_only in ["0", "1"] {
             let query = [
@@ -476,51 +553,17 @@ impl Exchange for BybitClient {
         start_ms: i64,
         end_ms: i64,
     ) -> ExchangeResult<Vec<Kline>> {
-        let code = interval_code(interval)?;
-        let now = self.server_time_ms().await?;
-        // Never the forming bar: only bars whose close time has passed.
-        let end_ms = end_ms.min(now.div_euclid(interval.ms) * interval.ms);
-        let mut bars: Vec<Kline> = Vec::new();
-        // Windows of exactly one page, newest first: whichever end of a window Bybit fills a page
-        // from (its docs return the newest first; nothing may depend on it), a window never holds
-        // more than a page, so no bar is skipped and none is fetched twice.
-        let span = (KLINE_PAGE as i64 - 1) * interval.ms;
-        let mut cursor_end = end_ms - 1;
-        while cursor_end >= start_ms {
-            let window_start = start_ms.max(cursor_end.div_euclid(interval.ms) * interval.ms - span);
-            let query = [
-                ("category", "linear".to_string()),
-                ("symbol", symbol.to_string()),
-                ("interval", code.clone()),
-                ("start", window_start.to_string()),
-                ("end", cursor_end.to_string()),
-                ("limit", KLINE_PAGE.to_string()),
-            ];
-            let page = list(&self.get("/v5/market/kline", &query, false).await?);
-            for row in &page {
-                let Some(fields) = row.as_array() else { continue };
-                let field = |k: usize| fields.get(k).map_or(f64::NAN, |v| num(&json!({ "v": v }), "v"));
-                let Some(ts) = fields.first().and_then(int) else { continue };
-                bars.push(Kline {
-                    ts,
-                    open: field(1),
-                    high: field(2),
-                    low: field(3),
-                    close: field(4),
-                    volume: field(5),
-                    turnover: field(6),
-                });
-            }
-            // An empty window: the symbol has no older history (not listed yet).
-            if page.is_empty() {
-                break;
-            }
-            cursor_end = window_start - 1;
-        }
-        bars.retain(|b| b.ts >= start_ms && b.ts < end_ms);
-        bars.sort_by_key(|b| b.ts);
-        bars.dedup_by_key(|b| b.ts);
-        Ok(bars)
+        self.closed_klines_at(KLINE_PATH, symbol, interval, start_ms, end_ms).await
+    }
+
+    async fn closed_mark_klines(
+        &self,
+        symbol: &str,
+        interval: Timeframe,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> ExchangeResult<Vec<Kline>> {
+        self.closed_price_klines(BarKind::Mark, symbol, interval, start_ms, end_ms).await
     }
 
     async fn funding_history(&self, symbol: &str, start_ms: i64, end_ms: i64) -> ExchangeResult<Vec<FundingRate>> {

@@ -18,6 +18,18 @@ pub trait Exchange {
         end_ms: i64,
     ) -> ExchangeResult<Vec<Kline>>;
     async fn funding_history(&self, symbol: &str, start_ms: i64, end_ms: i64) -> ExchangeResult<Vec<FundingRate>>;
+    /// Closed mark-price bars as [`Exchange::closed_klines`] (no volume: NaN), for the basis term of the
+    /// carry sleeve; an exchange without mark prices serves none.
+    async fn closed_mark_klines(
+        &self,
+        symbol: &str,
+        interval: Timeframe,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> ExchangeResult<Vec<Kline>> {
+        let _ = (symbol, interval, start_ms, end_ms);
+        Ok(Vec::new())
+    }
     async fn quote(&self, symbol: &str) -> ExchangeResult<Quote>;
     async fn positions(&self) -> ExchangeResult<Vec<Position>>;
     async fn open_orders(&self) -> ExchangeResult<Vec<Order>>;

@@ -112,6 +112,16 @@ impl<E: Exchange> Exchange for Gate<E> {
         self.open("klines")?;
         self.note(self.inner.closed_klines(symbol, interval, start_ms, end_ms).await)
     }
+    async fn closed_mark_klines(
+        &self,
+        symbol: &str,
+        interval: Timeframe,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> ExchangeResult<Vec<Kline>> {
+        self.open("mark klines")?;
+        self.note(self.inner.closed_mark_klines(symbol, interval, start_ms, end_ms).await)
+    }
     async fn funding_history(&self, symbol: &str, start_ms: i64, end_ms: i64) -> ExchangeResult<Vec<FundingRate>> {
         self.open("funding")?;
         self.note(self.inner.funding_history(symbol, start_ms, end_ms).await)

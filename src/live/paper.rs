@@ -66,6 +66,16 @@ impl<E: Exchange> Exchange for PaperExchange<E> {
         Ok(bars)
     }
 
+    async fn closed_mark_klines(
+        &self,
+        symbol: &str,
+        interval: Timeframe,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> ExchangeResult<Vec<Kline>> {
+        self.market.closed_mark_klines(symbol, interval, start_ms, end_ms).await
+    }
+
     async fn funding_history(&self, symbol: &str, start_ms: i64, end_ms: i64) -> ExchangeResult<Vec<FundingRate>> {
         let events = self.market.funding_history(symbol, start_ms, end_ms).await?;
         let started = *self.started_ms.lock().expect("paper clock poisoned");

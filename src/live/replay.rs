@@ -231,6 +231,26 @@ impl Exchange for ReplayExchange {
             .collect())
     }
 
+    /// The mark closes of the replayed panel (when it has them) as bars with open = high = low = close.
+    async fn closed_mark_klines(
+        &self,
+        symbol: &str,
+        interval: Timeframe,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> ExchangeResult<Vec<Kline>> {
+        let book = self.lock();
+        let (i, p) = (book.column(symbol)?, &book.panel);
+        let Some(mark) = p.mark_close.as_ref().filter(|_| interval == book.timeframe()) else { return Ok(Vec::new()) };
+        Ok((0..book.happened)
+            .filter(|&t| p.ts[t] >= start_ms && p.ts[t] < end_ms && mark[[t, i]].is_finite())
+            .map(|t| {
+                let c = mark[[t, i]];
+                Kline { ts: p.ts[t], open: c, high: c, low: c, close: c, volume: f64::NAN, turnover: f64::NAN }
+            })
+            .collect())
+    }
+
     async fn funding_history(&self, symbol: &str, start_ms: i64, end_ms: i64) -> ExchangeResult<Vec<FundingRate>> {
         let book = self.lock();
         let i = book.column(symbol)?;

@@ -341,6 +341,7 @@ impl<E: Exchange> Runner<E> {
         }
         let mut bars = Bars::default();
         let mut funding = Funding::default();
+        let mut mark = crate::run::wants_mark(&self.cfg).then(Bars::default);
         for symbol in &self.symbols {
             let klines = self
                 .exchange
@@ -359,6 +360,9 @@ impl<E: Exchange> Runner<E> {
             for event in events.into_iter().filter(|e| e.ts >= start && e.ts < end) {
                 funding.push(symbol, event.ts, event.rate);
             }
+            if let Some(mark) = mark.as_mut() {
+                self.fetch_mark(symbol, start, end, mark).await?;
+            }
         }
         let drop_invalid = self.cfg.data.on_invalid == OnInvalid::Drop;
         let (bars, findings) = data::clean_bars(bars, self.timeframe, self.cfg.data.spike_rule(), drop_invalid)
@@ -367,9 +371,35 @@ impl<E: Exchange> Runner<E> {
         for finding in findings.iter().filter(|f| f.severity == data::Severity::Error).take(20) {
             tracing::warn!(symbol = %finding.symbol, ts = finding.ts, kind = finding.kind, "kline finding");
         }
-        let panel = Panel::on_grid(&bars, self.timeframe, &self.symbols, start, n_bars)?;
+        let mut panel = Panel::on_grid(&bars, self.timeframe, &self.symbols, start, n_bars)?;
+        if let Some(mark) = mark {
+            // The backtest's path: mark bars validated on their prices, then put on the grid.
+            let (mark, _) = data::clean_bars_of_kind(
+                mark,
+                self.timeframe,
+                data::BarKind::Mark,
+                self.cfg.data.spike_rule(),
+                drop_invalid,
+            )
+            .map_err(|err| err.context("live mark klines"))?;
+            panel.attach_mark(mark.view());
+        }
         let grid = panel.align_funding(&funding);
         Ok(Some((panel, grid)))
+    }
+
+    /// The closed mark-price bars of `symbol` in `[start, end)` into `mark` (the basis term of the
+    /// carry sleeve reads their closes).
+    async fn fetch_mark(&self, symbol: &str, start: i64, end: i64, mark: &mut Bars) -> Result<()> {
+        let klines = self
+            .exchange
+            .closed_mark_klines(symbol, self.timeframe, start, end)
+            .await
+            .map_err(|err| exchange_error(&format!("mark klines {symbol}"), err))?;
+        for bar in klines.into_iter().filter(|b| b.ts >= start && b.ts < end) {
+            mark.push(symbol, bar.ts, bar.open, bar.high, bar.low, bar.close, f64::NAN, f64::NAN);
+        }
+        Ok(())
     }
 
     /// One main cycle: step the model over every newly closed bar, then steer the account to the

@@ -68,6 +68,7 @@ pub fn panel_from_closes(closes: &[Vec<f64>], timeframe: &str) -> Panel {
         low,
         close,
         quote_volume,
+        mark_close: None,
     }
 }
 
