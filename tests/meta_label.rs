@@ -148,7 +148,10 @@ fn on_noise_it_does_not_beat_chance() {
     // Two binomial rates on a few hundred trips each: a difference of 0.1 is ~2.5 standard errors.
     assert!((take_rate - skip_rate).abs() < 0.1, "taken {take_rate:.3} vs skipped {skip_rate:.3}");
 
+    // Filtering at 0.5 on noise: after costs fewer than half of the entries win, so a calibrated
+    // model skips (nearly) all of them once active; whatever it still takes wins no more often.
     let filtered = run(&panel, &primary(&META_ON));
+    assert!(filtered.meta_skipped.len() > 1_000, "{} skipped", filtered.meta_skipped.len());
     let plain = run(&panel, &primary(&[]));
     let rate = |r: &BacktestResult| {
         let trips: Vec<_> = r.round_trips.iter().filter(|t| t.entry_ts >= later).map(|t| (0.0, t.pnl > 0.0)).collect();
