@@ -49,7 +49,8 @@ def test_backtest_outputs_meta_p_and_skipped_entries(bars, funding):
     assert skipped.height > 0 and (skipped["p"] < 0.5).all()
     assert set(skipped["side"].unique()) <= {"long", "short"}
     calibration = meta_calibration(res)
-    assert calibration["entries"].sum() > 0 and calibration["decile"].to_list() == sorted(calibration["decile"])
+    assert calibration["entries"].sum() > 0
+    assert calibration["decile"].to_list() == sorted(calibration["decile"])
     assert calibration["mean_p"].is_sorted()
 
 

@@ -262,7 +262,12 @@ def _meta_section(result: BacktestResult) -> str:
     )
     shown = _table(
         skipped.sort("ts").head(50),
-        [("ts", "Decision bar (UTC)", "str"), ("symbol", "Symbol", "str"), ("side", "Side", "str"), ("p", "p", "num3")],
+        [
+            ("ts", "Decision bar (UTC)", "str"),
+            ("symbol", "Symbol", "str"),
+            ("side", "Side", "str"),
+            ("p", "p", "num3"),
+        ],
         "meta-skipped",
     )
     return f"""<section id="meta-label"><h2>Meta-labeler</h2>
