@@ -109,8 +109,11 @@ struct LogLoss<'a> {
     y: &'a [f64],
     d: usize,
     inverse_c: f64,
-    last: RefCell<Option<(Vec<f64>, f64, Vec<f64>)>>,
+    last: RefCell<Option<Evaluation>>,
 }
+
+/// Parameters with the cost and gradient there.
+type Evaluation = (Vec<f64>, f64, Vec<f64>);
 
 impl<'a> LogLoss<'a> {
     fn new(x: &'a [f64], y: &'a [f64], d: usize, c: f64) -> Self {

@@ -78,6 +78,9 @@ fn noise_panel(n_bars: usize, n_symbols: usize, seed: u64) -> Panel {
     common::panel_from_closes(&closes, "1h")
 }
 
+/// An entry's p and whether its round trip won.
+type Scored = (f64, bool);
+
 /// Round trips whose entry fill carries a p (the model was active at the entry's decision, fit on
 /// trips closed before it: out of sample), from `from_ts` on: (p, won).
 fn scored_trips(result: &BacktestResult, from_ts: i64) -> Vec<(f64, bool)> {
@@ -98,7 +101,7 @@ fn hit_rate(trips: &[(f64, bool)]) -> f64 {
 /// (upper half, lower half) by p: what a threshold at the median would take and skip. (The median,
 /// not 0.5: after costs fewer than half of the trips win, so a calibrated model on noise puts every
 /// p below 0.5.)
-fn split(trips: &[(f64, bool)]) -> (Vec<(f64, bool)>, Vec<(f64, bool)>) {
+fn split(trips: &[Scored]) -> (Vec<Scored>, Vec<Scored>) {
     let mut sorted: Vec<f64> = trips.iter().map(|(p, _)| *p).collect();
     sorted.sort_by(f64::total_cmp);
     let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.5);
