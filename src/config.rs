@@ -138,6 +138,7 @@ pub struct StrategyConfig {
     pub adx_filter: AdxFilterConfig,
     pub router: RouterConfig,
     pub carry: CarryConfig,
+    pub meta_label: MetaLabelConfig,
 }
 
 impl Default for StrategyConfig {
@@ -163,6 +164,7 @@ impl Default for StrategyConfig {
             adx_filter: AdxFilterConfig::default(),
             router: RouterConfig::default(),
             carry: CarryConfig::default(),
+            meta_label: MetaLabelConfig::default(),
         }
     }
 }
@@ -287,6 +289,48 @@ impl Default for CarryConfig {
             basis_ema_bars: 24,
         }
     }
+}
+
+/// The meta-labeler (`strategy.meta_label`, src/meta_label.rs): a logistic model of whether a new
+/// entry of the primary model closes with net PnL > 0, refit on the round trips closed so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetaLabelConfig {
+    pub enabled: bool,
+    pub mode: MetaMode,
+    /// `filter`: entries with `p < threshold` are skipped.
+    pub threshold: f64,
+    /// Bars between refits (counted from the last fit).
+    pub refit_bars: usize,
+    /// Closed round trips (with entry features) needed before the first fit; inactive until then.
+    pub min_train_trades: usize,
+    /// Inverse L2 strength, scikit-learn's `C` (the intercept is not penalised).
+    pub c: f64,
+    /// Closed round trips per symbol in the `hit_rate` feature.
+    pub hit_rate_trips: usize,
+}
+
+impl Default for MetaLabelConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            mode: MetaMode::Filter,
+            threshold: 0.5,
+            refit_bars: 168,
+            min_train_trades: 200,
+            c: 1.0,
+            hit_rate_trips: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetaMode {
+    /// Skip entries with `p < threshold`.
+    Filter,
+    /// Scale entries by `clamp(2p − 1, 0, 1)`, then renormalise the leg to its gross.
+    Size,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -903,6 +947,19 @@ impl Config {
         check.int("strategy.carry.sign_stability_k", s.carry.sign_stability_k, 1, 100_000);
         check.real("strategy.carry.basis_weight", s.carry.basis_weight, 0.0, 1e6);
         check.int("strategy.carry.basis_ema_bars", s.carry.basis_ema_bars, 1, 100_000);
+        let m = &s.meta_label;
+        check.real("strategy.meta_label.threshold", m.threshold, 0.0, 1.0);
+        check.int("strategy.meta_label.refit_bars", m.refit_bars, 1, 1_000_000);
+        check.int("strategy.meta_label.min_train_trades", m.min_train_trades, 1, 10_000_000);
+        check.real("strategy.meta_label.c", m.c, 1e-6, 1e6);
+        check.int("strategy.meta_label.hit_rate_trips", m.hit_rate_trips, 1, 100_000);
+        if m.enabled && self.backtest.accounting == Accounting::Weights {
+            check.fail(
+                "strategy.meta_label needs backtest.accounting = units (it learns from the ledger's round trips \
+                 and acts on entries of the units book)"
+                    .into(),
+            );
+        }
 
         let z = &self.sizing;
         check.real("sizing.gross_leverage", z.gross_leverage, 0.0, 10.0);

@@ -467,7 +467,7 @@ fn config_to_json(yaml: &str) -> PyResult<String> {
 }
 
 /// The tables a backtest can build (backtest.md §4).
-const TABLES: [&str; 4] = ["equity", "weights", "fills", "trades"];
+const TABLES: [&str; 5] = ["equity", "weights", "fills", "trades", "meta_skipped"];
 
 fn build_table(result: &BacktestResult, name: &str) -> RecordBatch {
     match name {
@@ -475,6 +475,7 @@ fn build_table(result: &BacktestResult, name: &str) -> RecordBatch {
         "weights" => output::weights_batch(result),
         "fills" => output::fills_batch(result),
         "trades" => output::trades_batch(result),
+        "meta_skipped" => output::meta_skipped_batch(result),
         other => unreachable!("unknown table {other}"),
     }
 }
@@ -488,7 +489,7 @@ pub struct BacktestRun {
 
 #[pymethods]
 impl BacktestRun {
-    /// One of `equity`, `weights`, `fills`, `trades`.
+    /// One of `equity`, `weights`, `fills`, `trades`, `meta_skipped`.
     fn table(&self, py: Python<'_>, name: &str) -> PyResult<PyTable> {
         if !TABLES.contains(&name) {
             return Err(PyValueError::new_err(format!("table: expected one of {}, got {name:?}", TABLES.join(", "))));
@@ -545,6 +546,19 @@ fn backtest<'py>(
     out.set_item("config", cfg.to_yaml())?;
     out.set_item("run", BacktestRun { result })?;
     Ok(out)
+}
+
+/// The meta-labeler's fit kernel (L2-regularised logistic regression by L-BFGS, intercept not
+/// penalised, scikit-learn's `C`): `(coef, intercept)` for the rows `x` and 0/1 labels `y`.
+#[pyfunction]
+fn fit_logistic(py: Python<'_>, x: Vec<Vec<f64>>, y: Vec<f64>, c: f64) -> PyResult<(Vec<f64>, f64)> {
+    let d = x.first().map_or(0, Vec::len);
+    if x.iter().any(|row| row.len() != d) {
+        return Err(PyValueError::new_err("fit_logistic: rows of x differ in length"));
+    }
+    let flat: Vec<f64> = x.into_iter().flatten().collect();
+    let fit = py.detach(|| crate::meta_label::fit_logistic(&flat, d, &y, c)).map_err(to_py)?;
+    Ok((fit.coef, fit.intercept))
 }
 
 /// Seconds per engine run on a prepared dataset (no loading, validation or output tables): the
@@ -694,6 +708,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(config_with_overrides, m)?)?;
     m.add_function(wrap_pyfunction!(config_to_json, m)?)?;
     m.add_function(wrap_pyfunction!(backtest, m)?)?;
+    m.add_function(wrap_pyfunction!(fit_logistic, m)?)?;
     m.add_function(wrap_pyfunction!(sweep, m)?)?;
     m.add_function(wrap_pyfunction!(signals, m)?)?;
     m.add_function(wrap_pyfunction!(time_backtest, m)?)?;

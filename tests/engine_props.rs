@@ -47,6 +47,13 @@ fn variant(index: usize) -> Config {
             "strategy.router.corr_threshold=0.0",
             "strategy.router.majors_slope_min=5",
         ],
+        // Active within 600 bars: the meta-labeler's first fit comes after 15 closed round trips.
+        &[
+            "strategy.meta_label.enabled=true",
+            "strategy.meta_label.min_train_trades=15",
+            "strategy.meta_label.refit_bars=24",
+            "strategy.meta_label.threshold=0.55",
+        ],
     ];
     let set: Vec<String> = sets[index % sets.len()].iter().map(|s| s.to_string()).collect();
     base.with_override_strings(&set).unwrap()
@@ -65,9 +72,10 @@ proptest! {
 
     /// Everything the engine outputs for bar t is the same whether it sees bars 0..=t or all bars.
     #[test]
-    fn truncation_invariance(seed in 0u64..10_000, n_symbols in 6usize..12, cut in 0.45f64..0.98, v in 0usize..12) {
+    fn truncation_invariance(seed in 0u64..10_000, n_symbols in 6usize..12, cut in 0.45f64..0.98, v in 0usize..13) {
         let panel = common::random_panel(600, n_symbols, seed, true);
-        let cfg = variant(v);
+        // The first 12 variants, and the meta-labeler's (14).
+        let cfg = variant(if v == 12 { 14 } else { v });
         let full = run(&panel, &cfg);
         let t = ((panel.n_bars() as f64) * cut) as usize;
         let head = run(&panel.head(t + 1), &cfg);

@@ -252,6 +252,54 @@ fn a_restart_rebuilds_the_model_and_never_sends_an_order_twice() {
     }
 }
 
+/// The meta-labeler active within the fixture (first fit after 30 closed round trips).
+fn meta_label_on() -> Config {
+    let overrides = [
+        "strategy.meta_label.enabled=true",
+        "strategy.meta_label.min_train_trades=30",
+        "strategy.meta_label.refit_bars=48",
+        "strategy.meta_label.threshold=0.5",
+    ];
+    Config::default().with_override_strings(&overrides.map(String::from)).unwrap()
+}
+
+#[test]
+fn replay_is_the_backtest_with_the_meta_labeler_on() {
+    let cfg = meta_label_on();
+    let backtest = run::backtest(&inputs(&cfg), &cfg, false).unwrap();
+    assert!(!backtest.meta_skipped.is_empty(), "the labeler is active and skips entries in the fixture");
+    assert!(backtest.fills.iter().any(|f| !f.meta_p.is_nan()));
+    assert_replay_is_the_backtest(&cfg, "meta_label on");
+    let size = with(&cfg, &["strategy.meta_label.mode=size"]);
+    assert_replay_is_the_backtest(&size, "meta_label on, size mode");
+}
+
+#[test]
+fn a_restart_rebuilds_the_meta_labeler_and_checks_it_against_the_saved_one() {
+    let cfg = meta_label_on();
+    let backtest = run::backtest(&inputs(&cfg), &cfg, false).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The restart after cycle 1500 asserts that the rebuilt model (meta-labeler included) matches.
+    let (live, _, _, _) = run_replay(&cfg, dir.path(), Some((1500, false)));
+    assert_same_targets(&live, &backtest);
+    assert_eq!(live.meta_skipped, backtest.meta_skipped);
+    let state_path = dir.path().join("state.json");
+    let mut state = LiveState::load(&state_path).unwrap().unwrap();
+    let saved = state.meta_label.clone().expect("the state file keeps the meta-labeler");
+    assert_eq!(saved.coef.len(), xsmom::meta_label::N_FEATURES);
+    assert!(saved.n_train >= 30);
+
+    // A saved model that the bars do not rebuild is reported (and the rebuilt one used).
+    state.meta_label.as_mut().unwrap().coef[0] += 1e-9;
+    state.save(&state_path).unwrap();
+    block_on(async {
+        let exchange = replay(&cfg);
+        let (start, symbols) = (exchange.first_bar_ts(), exchange.symbols());
+        let runner = Runner::start(exchange, cfg.clone(), "", symbols, options(dir.path(), start)).await.unwrap();
+        assert_eq!(runner.rebuilt_matches_state(), Some(false));
+    });
+}
+
 #[test]
 fn the_account_kill_switch_flattens_with_reduce_only_market_orders() {
     // A 0.5 % daily loss limit fires within days on the fixture.

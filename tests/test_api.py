@@ -36,7 +36,10 @@ def test_backtest_result_schemas(bars, funding, data_dir):
     ]
     assert res.weights.columns == ["ts", "symbol", "target_weight", "model_weight", "weight", "units"]
     assert res.weights.schema["ts"] == UTC_MS
-    assert res.fills.columns == ["ts", "symbol", "side", "qty", "price", "notional", "fee", "reason"]
+    fill_columns = ["ts", "symbol", "side", "qty", "price", "notional", "fee", "reason", "meta_p"]
+    assert res.fills.columns == fill_columns
+    assert res.fills["meta_p"].is_nan().all(), "the meta-labeler is off by default"
+    assert res.meta_skipped.columns == ["ts", "symbol", "side", "p"] and res.meta_skipped.height == 0
     assert res.trades.columns == [
         "symbol",
         "side",

@@ -182,6 +182,11 @@ class BacktestResult:
         """Round trips: entry and exit, qty, PnL, return, bars held, exit reason."""
         return self._table("trades")
 
+    @property
+    def meta_skipped(self) -> pl.DataFrame:
+        """Entries the meta-labeler skipped: ``ts, symbol, side, p`` (empty when it is off)."""
+        return self._table("meta_skipped")
+
     def weights_wide(self, column: str = "weight") -> pl.DataFrame:
         """One book matrix (``target_weight``, ``model_weight``, ``weight`` or ``units``) as ``ts`` and
         one column per symbol."""

@@ -179,6 +179,88 @@ def exit_reasons(trades: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def meta_label_on(result: BacktestResult) -> bool:
+    """Whether the backtest ran with ``strategy.meta_label`` enabled."""
+    return bool(result.config.to_dict()["strategy"].get("meta_label", {}).get("enabled", False))
+
+
+def meta_calibration(result: BacktestResult) -> pl.DataFrame:
+    """The meta-labeler's calibration: round trips whose entry fill carries a ``meta_p`` (the model was
+    active at the entry's decision), in deciles of p: entries, mean predicted p, realised hit rate
+    (``pnl > 0``, net of costs). Only entries it took are here: skipped ones have no outcome."""
+    if "meta_p" not in result.fills.columns:
+        return pl.DataFrame(
+            schema={"decile": pl.Int64, "entries": pl.UInt32, "mean_p": pl.Float64, "hit_rate": pl.Float64}
+        )
+    entries = result.fills.filter(pl.col("meta_p").is_not_nan()).select(
+        "symbol", pl.col("ts").alias("entry_ts"), "meta_p"
+    )
+    scored = (
+        result.trades.join(entries.unique(["symbol", "entry_ts"]), on=["symbol", "entry_ts"], how="inner")
+        .sort("meta_p", "entry_ts", "symbol")
+        .with_row_index("rank")
+    )
+    if scored.height == 0:
+        return pl.DataFrame(
+            schema={"decile": pl.Int64, "entries": pl.UInt32, "mean_p": pl.Float64, "hit_rate": pl.Float64}
+        )
+    n = scored.height
+    return (
+        scored.with_columns((pl.col("rank").cast(pl.Int64) * 10 // n + 1).alias("decile"))
+        .group_by("decile")
+        .agg(
+            pl.len().alias("entries"),
+            pl.col("meta_p").mean().alias("mean_p"),
+            (pl.col("pnl") > 0).mean().alias("hit_rate"),
+        )
+        .sort("decile")
+    )
+
+
+def _meta_skipped(result: BacktestResult) -> pl.DataFrame:
+    """The skipped entries, or an empty table for a result built from tables (no run to ask)."""
+    try:
+        return result.meta_skipped
+    except ValueError:
+        return pl.DataFrame(
+            schema={"ts": pl.Datetime("ms", "UTC"), "symbol": pl.Utf8, "side": pl.Utf8, "p": pl.Float64}
+        )
+
+
+def _meta_section(result: BacktestResult) -> str:
+    """The meta-labeler's calibration and skipped entries (empty when it was off)."""
+    if not meta_label_on(result):
+        return ""
+    skipped = _meta_skipped(result)
+    calibration = _table(
+        meta_calibration(result),
+        [
+            ("decile", "Decile of p", "int"),
+            ("entries", "Entries taken", "int"),
+            ("mean_p", "Mean predicted p", "num3"),
+            ("hit_rate", "Realised hit rate", "num3"),
+        ],
+        "meta-calibration",
+    )
+    shown = _table(
+        skipped.sort("ts").head(50),
+        [
+            ("ts", "Decision bar (UTC)", "str"),
+            ("symbol", "Symbol", "str"),
+            ("side", "Side", "str"),
+            ("p", "p", "num3"),
+        ],
+        "meta-skipped",
+    )
+    return f"""<section id="meta-label"><h2>Meta-labeler</h2>
+<p>Predicted p (out of sample: each from the model fit on the round trips closed before the entry) against
+the realised hit rate after costs, in deciles of p. Only entries it took have an outcome, so this says
+nothing about the skipped ones (selection bias: the model trains only on entries it let through).</p>
+{calibration}
+<h3>Skipped entries ({skipped.height}; the first 50)</h3>{shown}</section>
+"""
+
+
 def metrics_window(result: BacktestResult) -> pl.DataFrame:
     """The equity rows the core's metrics cover: from the bar before the first decision (the first
     non-zero target weight) to the end; all rows when nothing was decided."""
@@ -270,6 +352,9 @@ def write_report(
     for name in ("equity", "weights", "fills", "trades"):
         frame = getattr(result, name)
         atomic_write(out / f"{name}.parquet", lambda p, f=frame: f.write_parquet(p, compression="zstd"))
+    if meta_label_on(result):
+        skipped = _meta_skipped(result)
+        atomic_write(out / "meta_skipped.parquet", lambda p: skipped.write_parquet(p, compression="zstd"))
 
     import matplotlib.pyplot as plt
 
@@ -308,6 +393,8 @@ def _fmt(value: object, kind: str) -> str:
         return f"{value:,.0f}"
     if kind == "num":
         return f"{value:.2f}"
+    if kind == "num3":
+        return f"{value:.3f}"
     return str(value)
 
 
@@ -442,7 +529,7 @@ Metrics cover the bars from the first decision on.</p>
 {image("rolling_sharpe", "rolling Sharpe")}</section>
 <section id="monthly"><h2>Monthly returns</h2>{image("monthly", "monthly returns in percent")}</section>
 <section id="weights"><h2>Positions</h2>{image("weights", "weights per symbol over time")}</section>
-<section id="warnings"><h2>Warnings</h2><ul>{warnings}</ul></section>
+{_meta_section(result)}<section id="warnings"><h2>Warnings</h2><ul>{warnings}</ul></section>
 <section id="configuration"><h2>Configuration</h2><pre>{e(result.config.to_yaml())}</pre></section>
 </body></html>
 """

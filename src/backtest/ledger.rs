@@ -30,7 +30,7 @@ impl FillReason {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Fill {
     pub ts: i64,
     pub symbol: usize,
@@ -42,6 +42,17 @@ pub struct Fill {
     pub notional: f64,
     pub fee: f64,
     pub reason: FillReason,
+    /// The meta-labeler's p of the entry this fill opened (NaN when it was not consulted).
+    pub meta_p: f64,
+}
+
+/// Fields compared as values; `meta_p` by its bits, so that a NaN p equals itself.
+impl PartialEq for Fill {
+    fn eq(&self, other: &Self) -> bool {
+        (self.ts, self.symbol, self.side, self.reason) == (other.ts, other.symbol, other.side, other.reason)
+            && (self.qty, self.price, self.notional, self.fee) == (other.qty, other.price, other.notional, other.fee)
+            && self.meta_p.to_bits() == other.meta_p.to_bits()
+    }
 }
 
 /// A position from flat (or a flip) back to flat (or the next flip).
@@ -177,7 +188,7 @@ impl Ledger {
         self.cash -= delta_units * price + fee;
         self.bar_fees += fee;
         self.bar_traded_notional += notional;
-        self.fills.push(Fill { ts, symbol, side, qty, price, notional, fee, reason });
+        self.fills.push(Fill { ts, symbol, side, qty, price, notional, fee, reason, meta_p: f64::NAN });
 
         let before = self.units[symbol];
         let after = before + delta_units;

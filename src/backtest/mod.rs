@@ -21,6 +21,7 @@ use crate::config::{Accounting, Config, FillPrice, KMode, LimitFallback, RegimeM
 use crate::data::{FundingGrid, Panel};
 use crate::error::{Error, Result};
 use crate::execution;
+use crate::meta_label::{DecisionInputs, MetaLabeler, MetaSkip};
 use crate::metrics::{self, Metrics};
 use crate::regime::{self, Regime, RegimeRouter};
 use crate::risk::{RiskEngine, StopExit};
@@ -151,6 +152,8 @@ pub struct BacktestResult {
     pub first_decision: Option<usize>,
     pub warnings: Vec<String>,
     pub signals: Option<SignalRecord>,
+    /// Entries the meta-labeler skipped (empty when `strategy.meta_label` is off).
+    pub meta_skipped: Vec<MetaSkip>,
 }
 
 impl BacktestResult {
@@ -377,6 +380,7 @@ pub struct Engine {
     carry_book: Vec<f64>,
     carry_tradable: Vec<bool>,
     carry_hedge: Option<usize>,
+    meta: Option<MetaLabeler>,
     exits: Vec<StopExit>,
     long_candidates: Vec<usize>,
     short_candidates: Vec<usize>,
@@ -524,6 +528,7 @@ impl Engine {
             carry_book: vec![0.0; n_symbols],
             carry_tradable: vec![false; n_symbols],
             carry_hedge: symbols.iter().position(|s| *s == cfg.strategy.carry.hedge_symbol),
+            meta: cfg.strategy.meta_label.enabled.then(|| MetaLabeler::new(&cfg.strategy.meta_label, n_symbols)),
             exits: Vec::new(),
             long_candidates: Vec::with_capacity(n_symbols),
             short_candidates: Vec::with_capacity(n_symbols),
@@ -660,6 +665,9 @@ impl Engine {
             sleeve.observe(bar.ts, ArrayView1::from(bar.funding_event), ArrayView1::from(bar.funding_rate));
             sleeve.observe_marks(bar.close, bar.mark_close);
         }
+        if let Some(meta) = self.meta.as_mut() {
+            meta.observe_funding(bar.ts, bar.funding_event, bar.funding_rate);
+        }
         match self.cfg.backtest.accounting {
             Accounting::Units => self.step_units(t, bar),
             Accounting::Weights => {
@@ -691,6 +699,9 @@ impl Engine {
         if let Some(sleeve) = self.carry.as_mut() {
             sleeve.observe(bar.ts, ArrayView1::from(bar.funding_event), ArrayView1::from(bar.funding_rate));
             sleeve.observe_marks(bar.close, bar.mark_close);
+        }
+        if let Some(meta) = self.meta.as_mut() {
+            meta.observe_funding(bar.ts, bar.funding_event, bar.funding_rate);
         }
         let recording = self.signals.take();
         let cross = self.cross_section(g);
@@ -786,6 +797,7 @@ impl Engine {
             let decided = self.decide(t, equity, cross);
             self.model_target.copy_from_slice(&self.target);
             self.admit(t, ts);
+            self.meta_label_entries(t, ts, cross);
             if kill.freeze {
                 self.freeze_targets(equity);
             }
@@ -1265,6 +1277,28 @@ impl Engine {
         self.active = active;
     }
 
+    /// The meta-labeler at decision bar t, after admission: new entries of the admitted target are
+    /// consulted (and skipped or scaled once the model is active); a no-op when it is off.
+    fn meta_label_entries(&mut self, t: usize, ts: i64, cross: Option<CrossSection>) {
+        let Some(meta) = self.meta.as_mut() else { return };
+        let inputs = DecisionInputs {
+            ts,
+            close_ts: ts + self.timeframe.ms,
+            z: &self.z,
+            sigma: &self.ind.sigma,
+            slope: self.ind.slope.as_deref(),
+            adx: self.ind.adx.as_deref(),
+            dispersion: cross.map_or(f64::NAN, |c| c.std),
+            units: &self.ledger.units,
+        };
+        meta.decide(t, &inputs, &self.ledger.round_trips, &mut self.target);
+    }
+
+    /// The meta-labeler's state (`None` when `strategy.meta_label` is off).
+    pub fn meta_label(&self) -> Option<&MetaLabeler> {
+        self.meta.as_ref()
+    }
+
     /// Trade from current units to `target` weights at `prices`, sized on `equity` (market fills:
     /// `close` at this bar's close, `next_open` at this bar's open).
     fn rebalance(&mut self, t: usize, target: &[f64], equity: f64, prices: &[f64]) {
@@ -1293,6 +1327,10 @@ impl Engine {
     /// Bookkeeping after a rebalance fill of symbol i at bar t: entries (re)open the stop state with
     /// `decision_atr`, armed from the bar after the fill.
     fn after_rebalance_fill(&mut self, t: usize, i: usize, before: f64, decision_atr: f64) {
+        if let Some(meta) = self.meta.as_mut() {
+            let p = meta.on_fill(i, before, self.ledger.units[i], &self.ledger.round_trips);
+            self.ledger.fills.last_mut().expect("just traded").meta_p = p;
+        }
         let fill_price = self.ledger.fills.last().expect("just traded").price;
         self.risk.on_rebalance_fill(t, self.bar_ts, i, before, self.ledger.units[i], fill_price, decision_atr, t);
     }
@@ -1420,6 +1458,7 @@ impl Engine {
             metrics,
             first_decision: self.first_decision,
             warnings,
+            meta_skipped: self.meta.map(MetaLabeler::into_skipped).unwrap_or_default(),
         }
     }
 }

@@ -142,7 +142,8 @@ pub fn wide_batch(result: &BacktestResult, column: &str) -> crate::error::Result
     Ok(batch(fields, columns))
 }
 
-/// Fills: `ts, symbol, side, qty, price, notional, fee, reason`.
+/// Fills: `ts, symbol, side, qty, price, notional, fee, reason, meta_p` (`meta_p`: the
+/// meta-labeler's p of the entry the fill opened, NaN where it was not consulted).
 pub fn fills_batch(result: &BacktestResult) -> RecordBatch {
     let fills = &result.fills;
     batch(
@@ -155,6 +156,7 @@ pub fn fills_batch(result: &BacktestResult) -> RecordBatch {
             ("notional", DataType::Float64),
             ("fee", DataType::Float64),
             ("reason", DataType::Utf8),
+            ("meta_p", DataType::Float64),
         ],
         vec![
             ts_array(fills.iter().map(|f| f.ts).collect()),
@@ -165,6 +167,22 @@ pub fn fills_batch(result: &BacktestResult) -> RecordBatch {
             f64_array(fills.iter().map(|f| f.notional).collect()),
             f64_array(fills.iter().map(|f| f.fee).collect()),
             Arc::new(StringArray::from_iter_values(fills.iter().map(|f| f.reason.as_str()))),
+            f64_array(fills.iter().map(|f| f.meta_p).collect()),
+        ],
+    )
+}
+
+/// Entries the meta-labeler skipped: `ts, symbol, side, p` (`ts`: the decision bar's open time;
+/// empty when `strategy.meta_label` is off).
+pub fn meta_skipped_batch(result: &BacktestResult) -> RecordBatch {
+    let skipped = &result.meta_skipped;
+    batch(
+        vec![("ts", ts_type()), ("symbol", DataType::Utf8), ("side", DataType::Utf8), ("p", DataType::Float64)],
+        vec![
+            ts_array(skipped.iter().map(|s| s.ts).collect()),
+            Arc::new(StringArray::from_iter_values(skipped.iter().map(|s| result.symbols[s.symbol].as_str()))),
+            Arc::new(StringArray::from_iter_values(skipped.iter().map(|s| if s.side > 0 { "long" } else { "short" }))),
+            f64_array(skipped.iter().map(|s| s.p).collect()),
         ],
     )
 }

@@ -308,6 +308,15 @@ impl<E: Exchange> Runner<E> {
                 );
             }
         }
+        let meta = self.engine.meta_label().map(|m| m.snapshot());
+        if previous.meta_label.is_some() && meta != previous.meta_label {
+            self.rebuilt_matches = Some(false);
+            tracing::warn!(
+                saved = %serde_json::to_string(&previous.meta_label).unwrap_or_default(),
+                rebuilt = %serde_json::to_string(&meta).unwrap_or_default(),
+                "the rebuilt meta-labeler differs from the saved state (bars revised?); the rebuilt one is used"
+            );
+        }
         Ok(())
     }
 
@@ -1173,9 +1182,11 @@ impl<E: Exchange> Runner<E> {
     /// Save the state atomically and touch the heartbeat.
     fn persist(&mut self, now: i64) -> Result<()> {
         let symbols = self.symbol_states();
+        let meta = self.engine.meta_label().map(|m| m.snapshot());
         let version = self.config_version.clone();
         let last_bar = self.with(|s| {
             s.state.symbols = symbols;
+            s.state.meta_label = meta;
             s.state.config_version = version;
             s.state.updated_ms = now;
             s.state.save(&self.opts.state_path).map(|_| s.state.last_bar_ts)

@@ -12,6 +12,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::meta_label::MetaSnapshot;
 use crate::risk::KillSwitchSnapshot;
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -57,6 +58,10 @@ pub struct LiveState {
     /// When the current exit (target 0) of a symbol was first placed as a limit in this bar.
     #[serde(default)]
     pub exit_since_ms: BTreeMap<String, i64>,
+    /// The model's meta-labeler after the last bar (`strategy.meta_label`; `None` when off), for
+    /// the restart check: the rebuilt model must have the same coefficients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta_label: Option<MetaSnapshot>,
     pub updated_ms: i64,
 }
 
@@ -107,6 +112,7 @@ impl LiveState {
             working: Vec::new(),
             reprices: BTreeMap::new(),
             exit_since_ms: BTreeMap::new(),
+            meta_label: None,
             updated_ms: 0,
         }
     }

@@ -1,0 +1,716 @@
+//! The meta-labeler (`strategy.meta_label`, docs/decisions.md "Meta-labeler"): a secondary model
+//! that predicts whether a new entry of the primary model will close with net PnL > 0.
+//!
+//! At a decision bar the engine consults it for every *new entry* (a symbol whose admitted target
+//! is non-zero while its position is flat or on the other side). Each entry gets a feature vector
+//! built only from what is known at that bar's close; the features are remembered with the entry
+//! and, when its round trip closes in the ledger, become a training row labelled `pnl > 0` (the
+//! ledger's net PnL: fees, slippage and funding included). Every `refit_bars` bars, once
+//! `min_train_trades` rows exist, an L2-regularised logistic regression is refit on all of them
+//! (features standardised with the training set's mean and std), by argmin's L-BFGS on the
+//! log-loss. Before the first fit the labeler is inactive: entries pass and `p` is NaN.
+//!
+//! Everything here is a function of the bars fed to the engine, so a live restart that re-steps the
+//! stored history rebuilds the same model bit for bit ([`MetaLabeler::snapshot`] is what the live
+//! state file keeps to check that).
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+
+use argmin::core::{CostFunction, Executor, Gradient, State};
+use argmin::solver::linesearch::MoreThuenteLineSearch;
+use argmin::solver::quasinewton::LBFGS;
+use serde::{Deserialize, Serialize};
+
+use crate::backtest::RoundTrip;
+use crate::config::{MetaLabelConfig, MetaMode};
+use crate::error::{Error, Result};
+
+/// Names of the features, in the order of [`Features`].
+pub const FEATURE_NAMES: [&str; N_FEATURES] =
+    ["abs_z", "leg_rank", "sigma", "dispersion", "slope", "adx", "funding", "hour_sin", "hour_cos", "hit_rate"];
+pub const N_FEATURES: usize = 10;
+pub type Features = [f64; N_FEATURES];
+
+/// L-BFGS stops when the gradient norm of the (per-row) objective falls below this, or when the
+/// objective changes by less than `TOLERANCE_COST` relative (the gradient cannot always reach 1e-8
+/// in floating point on many rows).
+const TOLERANCE_GRAD: f64 = 1e-8;
+const TOLERANCE_COST: f64 = 1e-13;
+const MAX_ITERATIONS: u64 = 300;
+/// Correction pairs kept by L-BFGS.
+const LBFGS_MEMORY: usize = 10;
+
+/// What the engine knows about one entry at its decision bar (all at or before that bar's close).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EntryContext {
+    /// |z| of the cross-sectional score the primary model ranks on.
+    pub abs_z: f64,
+    /// Rank within its leg by |z|, 0 = strongest, 1 = weakest (0 for a leg of one).
+    pub leg_rank: f64,
+    pub sigma: f64,
+    /// Cross-sectional std of momentum at the bar.
+    pub dispersion: f64,
+    /// The symbol's regime EMA slope (0 when the engine does not compute it).
+    pub slope: f64,
+    /// The symbol's ADX (0 when the ADX filter is off).
+    pub adx: f64,
+    /// Annualised funding rate of the symbol's last event (0 without funding data).
+    pub funding: f64,
+    /// Close time of the decision bar, epoch ms UTC.
+    pub close_ts: i64,
+    /// Share of the symbol's recent closed round trips that won, with a Beta(1, 1) prior.
+    pub hit_rate: f64,
+}
+
+impl EntryContext {
+    /// The feature vector: non-finite inputs become 0, the hour of the close is encoded on the circle.
+    pub fn features(&self) -> Features {
+        let hour = (self.close_ts.rem_euclid(86_400_000) / 3_600_000) as f64;
+        let angle = std::f64::consts::TAU * hour / 24.0;
+        let raw = [
+            self.abs_z,
+            self.leg_rank,
+            self.sigma,
+            self.dispersion,
+            self.slope,
+            self.adx,
+            self.funding,
+            angle.sin(),
+            angle.cos(),
+            self.hit_rate,
+        ];
+        raw.map(|v| if v.is_finite() { v } else { 0.0 })
+    }
+}
+
+#[inline]
+fn sigmoid(m: f64) -> f64 {
+    if m >= 0.0 {
+        1.0 / (1.0 + (-m).exp())
+    } else {
+        let e = m.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// `ln(1 + e^m)` without overflow.
+#[inline]
+fn softplus(m: f64) -> f64 {
+    m.max(0.0) + (-m.abs()).exp().ln_1p()
+}
+
+/// The L2-regularised log-loss `(Σ ℓ_i + ‖w‖² / (2C)) / n` over row-major `x` (n × d) with the
+/// intercept last in the parameters and not penalised (scikit-learn's `LogisticRegression(C=c)`
+/// objective, divided by n). Cost and gradient come from one pass over the rows, kept for the
+/// last parameters asked for (L-BFGS asks for both at every point).
+struct LogLoss<'a> {
+    x: &'a [f64],
+    y: &'a [f64],
+    d: usize,
+    inverse_c: f64,
+    last: RefCell<Option<Evaluation>>,
+}
+
+/// Parameters with the cost and gradient there.
+type Evaluation = (Vec<f64>, f64, Vec<f64>);
+
+impl<'a> LogLoss<'a> {
+    fn new(x: &'a [f64], y: &'a [f64], d: usize, c: f64) -> Self {
+        Self { x, y, d, inverse_c: 1.0 / c, last: RefCell::new(None) }
+    }
+
+    /// (cost, gradient) at `p`.
+    fn evaluate(&self, p: &[f64]) -> (f64, Vec<f64>) {
+        if let Some((at, cost, gradient)) = self.last.borrow().as_ref() {
+            if at.as_slice() == p {
+                return (*cost, gradient.clone());
+            }
+        }
+        let (d, n) = (self.d, self.y.len() as f64);
+        let (w, b) = (&p[..d], p[d]);
+        let mut g = vec![0.0; d + 1];
+        let mut loss = 0.0;
+        for (row, y) in self.x.chunks_exact(d).zip(self.y) {
+            let m = b + row.iter().zip(w).map(|(x, w)| x * w).sum::<f64>();
+            loss += softplus(m) - y * m;
+            let residual = sigmoid(m) - y;
+            for (g, x) in g.iter_mut().zip(row) {
+                *g += residual * x;
+            }
+            g[d] += residual;
+        }
+        let mut penalty = 0.0;
+        for (g, w) in g.iter_mut().zip(w) {
+            *g += w * self.inverse_c;
+            penalty += w * w;
+        }
+        let cost = (loss + 0.5 * self.inverse_c * penalty) / n;
+        let gradient: Vec<f64> = g.into_iter().map(|g| g / n).collect();
+        *self.last.borrow_mut() = Some((p.to_vec(), cost, gradient.clone()));
+        (cost, gradient)
+    }
+}
+
+impl CostFunction for LogLoss<'_> {
+    type Param = Vec<f64>;
+    type Output = f64;
+
+    fn cost(&self, p: &Self::Param) -> std::result::Result<f64, argmin::core::Error> {
+        Ok(self.evaluate(p).0)
+    }
+}
+
+impl Gradient for LogLoss<'_> {
+    type Param = Vec<f64>;
+    type Gradient = Vec<f64>;
+
+    fn gradient(&self, p: &Self::Param) -> std::result::Result<Vec<f64>, argmin::core::Error> {
+        Ok(self.evaluate(p).1)
+    }
+}
+
+/// Coefficients of a logistic fit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogisticFit {
+    pub coef: Vec<f64>,
+    pub intercept: f64,
+    pub iterations: u64,
+}
+
+/// L2-regularised logistic regression of `y` (0/1) on the rows of `x` (row-major, `n × d`) with
+/// inverse strength `c`, by L-BFGS from zero. Deterministic: the same inputs give the same bits.
+pub fn fit_logistic(x: &[f64], d: usize, y: &[f64], c: f64) -> Result<LogisticFit> {
+    fit_logistic_from(x, d, y, c, None)
+}
+
+/// [`fit_logistic`] started from `init` (`d` coefficients then the intercept) instead of zero.
+pub fn fit_logistic_from(x: &[f64], d: usize, y: &[f64], c: f64, init: Option<&[f64]>) -> Result<LogisticFit> {
+    if d == 0 || y.is_empty() || x.len() != y.len() * d {
+        return Err(Error::invalid(format!("fit_logistic: x has {} values, not {} rows × {d}", x.len(), y.len())));
+    }
+    if !(c > 0.0) || x.iter().chain(y).any(|v| !v.is_finite()) {
+        return Err(Error::invalid("fit_logistic: c must be > 0 and x, y finite"));
+    }
+    let start = match init {
+        Some(p) if p.len() == d + 1 && p.iter().all(|v| v.is_finite()) => p.to_vec(),
+        _ => vec![0.0; d + 1],
+    };
+    let problem = LogLoss::new(x, y, d, c);
+    let solver = LBFGS::new(MoreThuenteLineSearch::new(), LBFGS_MEMORY)
+        .with_tolerance_grad(TOLERANCE_GRAD)
+        .and_then(|s| s.with_tolerance_cost(TOLERANCE_COST))
+        .map_err(|err| Error::invalid(format!("fit_logistic: {err}")))?;
+    let result = Executor::new(problem, solver)
+        .configure(|state| state.param(start).max_iters(MAX_ITERATIONS))
+        .run()
+        .map_err(|err| Error::invalid(format!("fit_logistic: L-BFGS failed: {err}")))?;
+    let state = result.state();
+    let best = state.get_best_param().or(state.get_param()).ok_or_else(|| Error::invalid("fit_logistic: no result"))?;
+    Ok(LogisticFit { coef: best[..d].to_vec(), intercept: best[d], iterations: state.get_iter() })
+}
+
+/// A fitted model in the original feature units: `p = σ(b + w · (x − mean) / std)`.
+#[derive(Debug, Clone, PartialEq)]
+struct Model {
+    coef: Features,
+    intercept: f64,
+    mean: Features,
+    std: Features,
+}
+
+impl Model {
+    /// The parameters (coefficients, then the intercept) of the same linear predictor on features
+    /// standardised with `mean` and `std`.
+    fn restandardised(&self, mean: &Features, std: &Features) -> Vec<f64> {
+        let mut p: Vec<f64> = (0..N_FEATURES).map(|k| self.coef[k] * std[k] / self.std[k]).collect();
+        let shift: f64 = (0..N_FEATURES).map(|k| self.coef[k] * (mean[k] - self.mean[k]) / self.std[k]).sum();
+        p.push(self.intercept + shift);
+        p
+    }
+
+    fn predict(&self, x: &Features) -> f64 {
+        let mut m = self.intercept;
+        for k in 0..N_FEATURES {
+            m += self.coef[k] * (x[k] - self.mean[k]) / self.std[k];
+        }
+        sigmoid(m)
+    }
+}
+
+/// Column means and stds (population) of row-major rows; a constant column gets std 1.
+fn standardisation(rows: &[f64]) -> (Features, Features) {
+    let n = (rows.len() / N_FEATURES) as f64;
+    let mut mean = [0.0; N_FEATURES];
+    for row in rows.chunks_exact(N_FEATURES) {
+        for k in 0..N_FEATURES {
+            mean[k] += row[k];
+        }
+    }
+    mean = mean.map(|s| s / n);
+    let mut var = [0.0; N_FEATURES];
+    for row in rows.chunks_exact(N_FEATURES) {
+        for k in 0..N_FEATURES {
+            var[k] += (row[k] - mean[k]).powi(2);
+        }
+    }
+    let std = var.map(|v| {
+        let s = (v / n).sqrt();
+        if s > 1e-12 {
+            s
+        } else {
+            1.0
+        }
+    });
+    (mean, std)
+}
+
+/// The model's state as the live state file keeps it (NaN-free).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetaSnapshot {
+    /// Training rows (closed round trips with entry features) so far.
+    pub n_train: usize,
+    /// Bar (engine step count) of the last fit.
+    pub last_refit_bar: Option<usize>,
+    /// Empty until the first fit.
+    pub coef: Vec<f64>,
+    pub intercept: f64,
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+}
+
+/// An entry the labeler skipped (`filter`: `p < threshold`; `size`: scaled to 0).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MetaSkip {
+    pub ts: i64,
+    pub symbol: usize,
+    /// +1 long, −1 short.
+    pub side: i8,
+    pub p: f64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    side: i8,
+    features: Features,
+    p: f64,
+}
+
+/// What the engine's decision knows, per symbol (slices of the panel's width).
+pub struct DecisionInputs<'a> {
+    pub ts: i64,
+    pub close_ts: i64,
+    pub z: &'a [f64],
+    pub sigma: &'a [f64],
+    pub slope: Option<&'a [f64]>,
+    pub adx: Option<&'a [f64]>,
+    pub dispersion: f64,
+    /// Positions after everything this bar did before the decision.
+    pub units: &'a [f64],
+}
+
+/// The meta-labeler's state: training set, model, and the features of open and decided entries.
+#[derive(Debug, Clone)]
+pub struct MetaLabeler {
+    cfg: MetaLabelConfig,
+    /// Training rows, row-major `n × N_FEATURES`, and their labels (1 = the trip won).
+    rows: Vec<f64>,
+    labels: Vec<f64>,
+    model: Option<Model>,
+    last_refit_bar: Option<usize>,
+    /// Features of the entry that opened each symbol's current position.
+    open: Vec<Option<Entry>>,
+    /// Features of the last decision's entry per symbol (moved to `open` when it fills).
+    decided: Vec<Option<Entry>>,
+    /// Outcomes of each symbol's last `hit_rate_trips` round trips.
+    hits: Vec<VecDeque<bool>>,
+    /// (ts, rate) of each symbol's last two funding events.
+    funding: Vec<[(i64, f64); 2]>,
+    /// Round trips of the ledger already absorbed.
+    absorbed: usize,
+    skipped: Vec<MetaSkip>,
+    /// Scratch: (symbol, p) of this decision's consulted entries.
+    consulted: Vec<(usize, f64)>,
+}
+
+impl MetaLabeler {
+    pub fn new(cfg: &MetaLabelConfig, n_symbols: usize) -> Self {
+        Self {
+            cfg: cfg.clone(),
+            rows: Vec::new(),
+            labels: Vec::new(),
+            model: None,
+            last_refit_bar: None,
+            open: vec![None; n_symbols],
+            decided: vec![None; n_symbols],
+            hits: vec![VecDeque::new(); n_symbols],
+            funding: vec![[(0, f64::NAN); 2]; n_symbols],
+            absorbed: 0,
+            skipped: Vec::new(),
+            consulted: Vec::new(),
+        }
+    }
+
+    /// Record the funding events of the bar that opened at `ts`.
+    pub fn observe_funding(&mut self, ts: i64, events: &[bool], rates: &[f64]) {
+        for ((recent, event), rate) in self.funding.iter_mut().zip(events).zip(rates) {
+            if *event {
+                *recent = [recent[1], (ts, *rate)];
+            }
+        }
+    }
+
+    /// The last event's rate annualised at the spacing of the last two events (0 before two).
+    fn funding_feature(&self, symbol: usize) -> f64 {
+        let [(before, _), (last, rate)] = self.funding[symbol];
+        let spacing = (last - before) as f64;
+        if rate.is_finite() && spacing > 0.0 && before > 0 {
+            rate * crate::timeframe::MS_PER_YEAR as f64 / spacing
+        } else {
+            0.0
+        }
+    }
+
+    fn hit_rate(&self, symbol: usize) -> f64 {
+        let hits = &self.hits[symbol];
+        let wins = hits.iter().filter(|w| **w).count();
+        (wins as f64 + 1.0) / (hits.len() as f64 + 2.0)
+    }
+
+    /// Take in the round trips the ledger closed since the last call: each one updates its symbol's
+    /// hit rate and, when its entry's features are known, becomes a training row.
+    pub fn absorb(&mut self, trips: &[RoundTrip]) {
+        for trip in &trips[self.absorbed.min(trips.len())..] {
+            let won = trip.pnl > 0.0;
+            let hits = &mut self.hits[trip.symbol];
+            if hits.len() == self.cfg.hit_rate_trips {
+                hits.pop_front();
+            }
+            hits.push_back(won);
+            if let Some(entry) = self.open[trip.symbol].take().filter(|e| e.side == trip.side) {
+                self.rows.extend_from_slice(&entry.features);
+                self.labels.push(won as u8 as f64);
+            }
+        }
+        self.absorbed = trips.len();
+    }
+
+    /// Refit at bar t when enough rows exist and `refit_bars` have passed since the last fit.
+    fn maybe_refit(&mut self, t: usize) {
+        if self.labels.len() < self.cfg.min_train_trades {
+            return;
+        }
+        if self.last_refit_bar.is_some_and(|last| t < last + self.cfg.refit_bars) {
+            return;
+        }
+        self.last_refit_bar = Some(t);
+        let (mean, std) = standardisation(&self.rows);
+        let x: Vec<f64> = self
+            .rows
+            .chunks_exact(N_FEATURES)
+            .flat_map(|row| (0..N_FEATURES).map(move |k| (row[k] - mean[k]) / std[k]))
+            .collect();
+        // Started from the previous model, re-expressed in the new standardisation (the same linear
+        // predictor): a refit adds a few rows to many, so L-BFGS starts next to the optimum.
+        let init = self.model.as_ref().map(|m| m.restandardised(&mean, &std));
+        // A failed fit keeps the previous model (it cannot fail on finite rows and c > 0).
+        if let Ok(fit) = fit_logistic_from(&x, N_FEATURES, &self.labels, self.cfg.c, init.as_deref()) {
+            let coef: Features = fit.coef.try_into().expect("N_FEATURES coefficients");
+            self.model = Some(Model { coef, intercept: fit.intercept, mean, std });
+        }
+    }
+
+    /// The decision of bar t: refit if due, then consult the model for every new entry of `target`
+    /// (admitted weights) and apply the mode. Entries are remembered with their features and p
+    /// (NaN while inactive) until they fill.
+    pub fn decide(&mut self, t: usize, inputs: &DecisionInputs<'_>, trips: &[RoundTrip], target: &mut [f64]) {
+        self.absorb(trips);
+        self.maybe_refit(t);
+        self.decided.fill(None);
+        self.consulted.clear();
+        for i in 0..target.len() {
+            let side = side_of(target[i]);
+            if side == 0 || side == side_of(inputs.units[i]) {
+                continue;
+            }
+            let context = EntryContext {
+                abs_z: inputs.z[i].abs(),
+                leg_rank: leg_rank(target, inputs.z, i),
+                sigma: inputs.sigma[i],
+                dispersion: inputs.dispersion,
+                slope: inputs.slope.map_or(0.0, |s| s[i]),
+                adx: inputs.adx.map_or(0.0, |a| a[i]),
+                funding: self.funding_feature(i),
+                close_ts: inputs.close_ts,
+                hit_rate: self.hit_rate(i),
+            };
+            let features = context.features();
+            let p = self.model.as_ref().map_or(f64::NAN, |m| m.predict(&features));
+            self.decided[i] = Some(Entry { side, features, p });
+            self.consulted.push((i, p));
+        }
+        let skipped = apply_mode(self.cfg.mode, self.cfg.threshold, &self.consulted, target);
+        self.skipped.extend(skipped.into_iter().map(|(symbol, p)| MetaSkip {
+            ts: inputs.ts,
+            symbol,
+            side: self.decided[symbol].map_or(0, |e| e.side),
+            p,
+        }));
+    }
+
+    /// A fill of `symbol` left it at `units` from `before`: when it opened a position (from flat or
+    /// through zero) the decided entry's features go with it; returns the entry's p for the fill
+    /// (NaN when the fill is no consulted entry). Absorbs the trips the fill closed first.
+    pub fn on_fill(&mut self, symbol: usize, before: f64, units: f64, trips: &[RoundTrip]) -> f64 {
+        self.absorb(trips);
+        let side = side_of(units);
+        if side == 0 || side == side_of(before) {
+            return f64::NAN;
+        }
+        let entry = self.decided[symbol].filter(|e| e.side == side);
+        self.open[symbol] = entry;
+        entry.map_or(f64::NAN, |e| e.p)
+    }
+
+    /// Whether a model has been fitted.
+    pub fn active(&self) -> bool {
+        self.model.is_some()
+    }
+
+    pub fn n_train(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// The entries skipped so far.
+    pub fn skipped(&self) -> &[MetaSkip] {
+        &self.skipped
+    }
+
+    pub fn into_skipped(self) -> Vec<MetaSkip> {
+        self.skipped
+    }
+
+    pub fn snapshot(&self) -> MetaSnapshot {
+        let (coef, intercept, mean, std) = match &self.model {
+            Some(m) => (m.coef.to_vec(), m.intercept, m.mean.to_vec(), m.std.to_vec()),
+            None => (Vec::new(), 0.0, Vec::new(), Vec::new()),
+        };
+        MetaSnapshot { n_train: self.labels.len(), last_refit_bar: self.last_refit_bar, coef, intercept, mean, std }
+    }
+}
+
+#[inline]
+fn side_of(value: f64) -> i8 {
+    (value > 0.0) as i8 - (value < 0.0) as i8
+}
+
+/// Rank of symbol i within its leg (the symbols whose target has its sign) by |z|, strongest
+/// first, ties by symbol order, normalised to 0..1.
+fn leg_rank(target: &[f64], z: &[f64], i: usize) -> f64 {
+    let side = side_of(target[i]);
+    let strength = |j: usize| if z[j].is_finite() { z[j].abs() } else { 0.0 };
+    let (mine, mut ahead, mut size) = (strength(i), 0usize, 0usize);
+    for j in 0..target.len() {
+        if side_of(target[j]) != side {
+            continue;
+        }
+        size += 1;
+        let other = strength(j);
+        ahead += (other > mine || (other == mine && j < i)) as usize;
+    }
+    if size > 1 {
+        ahead as f64 / (size - 1) as f64
+    } else {
+        0.0
+    }
+}
+
+/// Apply the mode to the consulted entries `(symbol, p)` of `target`; returns the skipped ones.
+/// NaN p (inactive) passes. `filter` zeroes entries with `p < threshold`; `size` scales entries by
+/// `clamp(2p − 1, 0, 1)` and then rescales each leg that had a scaled entry back to its gross.
+pub fn apply_mode(mode: MetaMode, threshold: f64, consulted: &[(usize, f64)], target: &mut [f64]) -> Vec<(usize, f64)> {
+    let mut skipped = Vec::new();
+    match mode {
+        MetaMode::Filter => {
+            for &(i, p) in consulted {
+                if p < threshold {
+                    target[i] = 0.0;
+                    skipped.push((i, p));
+                }
+            }
+        }
+        MetaMode::Size => {
+            for side in [1i8, -1] {
+                let scaled: Vec<(usize, f64)> =
+                    consulted.iter().copied().filter(|&(i, p)| !p.is_nan() && side_of(target[i]) == side).collect();
+                if scaled.is_empty() {
+                    continue;
+                }
+                let leg_gross =
+                    |target: &[f64]| -> f64 { target.iter().filter(|w| side_of(**w) == side).map(|w| w.abs()).sum() };
+                let before = leg_gross(target);
+                let leg: Vec<usize> = (0..target.len()).filter(|&j| side_of(target[j]) == side).collect();
+                for &(i, p) in &scaled {
+                    target[i] *= (2.0 * p - 1.0).clamp(0.0, 1.0);
+                    if target[i] == 0.0 {
+                        skipped.push((i, p));
+                    }
+                }
+                let after: f64 = leg.iter().map(|&j| target[j].abs()).sum();
+                if after > 0.0 {
+                    let rescale = before / after;
+                    for &j in &leg {
+                        target[j] *= rescale;
+                    }
+                }
+            }
+            skipped.sort_unstable_by_key(|(i, _)| *i);
+        }
+    }
+    skipped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn features_encode_the_hour_on_the_circle_and_zero_non_finite() {
+        let ctx = EntryContext {
+            abs_z: 1.5,
+            leg_rank: 0.0,
+            sigma: f64::NAN,
+            dispersion: 0.2,
+            slope: 0.0,
+            adx: 0.0,
+            funding: 0.1,
+            close_ts: 6 * 3_600_000,
+            hit_rate: 0.5,
+        };
+        let f = ctx.features();
+        assert_eq!(f[2], 0.0);
+        assert!((f[7] - 1.0).abs() < 1e-15 && f[8].abs() < 1e-15, "06:00 is a quarter turn");
+    }
+
+    #[test]
+    fn logistic_fit_is_deterministic_and_separates_a_planted_signal() {
+        let mut rng = 12345u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let (n, d) = (400, 3);
+        let mut x = Vec::with_capacity(n * d);
+        let mut y = Vec::with_capacity(n);
+        for _ in 0..n {
+            let row = [next() * 2.0 - 1.0, next() * 2.0 - 1.0, next() * 2.0 - 1.0];
+            let p = sigmoid(3.0 * row[0] - 1.0 * row[1] + 0.5);
+            y.push((next() < p) as u8 as f64);
+            x.extend_from_slice(&row);
+        }
+        let a = fit_logistic(&x, d, &y, 1.0).unwrap();
+        let b = fit_logistic(&x, d, &y, 1.0).unwrap();
+        assert_eq!(a, b, "bit-identical refits");
+        assert!(a.coef[0] > 1.5 && a.coef[1] < -0.3 && a.coef[2].abs() < 0.6, "{a:?}");
+        // The gradient of the objective vanishes at the optimum.
+        let problem = LogLoss::new(&x, &y, d, 1.0);
+        let mut p = a.coef.clone();
+        p.push(a.intercept);
+        let g = problem.gradient(&p).unwrap();
+        assert!(g.iter().all(|g| g.abs() < 1e-7), "{g:?}");
+    }
+
+    #[test]
+    fn restandardised_parameters_give_the_same_predictor() {
+        let model = Model {
+            coef: [0.5, -1.0, 0.25, 0.0, 2.0, 0.1, -0.3, 0.7, 0.2, 1.5],
+            intercept: -0.4,
+            mean: [0.1; N_FEATURES],
+            std: [2.0; N_FEATURES],
+        };
+        let (mean, std) = ([0.3; N_FEATURES], [0.5; N_FEATURES]);
+        let p = model.restandardised(&mean, &std);
+        let moved = Model { coef: p[..N_FEATURES].try_into().unwrap(), intercept: p[N_FEATURES], mean, std };
+        let x = [1.0, 0.5, -2.0, 0.3, 0.0, 4.0, -1.0, 0.2, 0.9, 0.6];
+        assert!((model.predict(&x) - moved.predict(&x)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn fit_rejects_bad_shapes() {
+        assert!(fit_logistic(&[1.0, 2.0, 3.0], 2, &[1.0, 0.0], 1.0).is_err());
+        assert!(fit_logistic(&[1.0, 2.0], 1, &[1.0, 0.0], 0.0).is_err());
+    }
+
+    #[test]
+    fn leg_rank_orders_by_strength() {
+        let target = [0.2, 0.2, -0.3, 0.2];
+        let z = [1.0, 2.0, -1.0, 0.5];
+        assert_eq!(leg_rank(&target, &z, 1), 0.0);
+        assert_eq!(leg_rank(&target, &z, 0), 0.5);
+        assert_eq!(leg_rank(&target, &z, 3), 1.0);
+        assert_eq!(leg_rank(&target, &z, 2), 0.0);
+    }
+
+    #[test]
+    fn filter_skips_low_p_and_passes_inactive() {
+        let mut target = [0.25, 0.25, -0.25, -0.25];
+        let skipped = apply_mode(MetaMode::Filter, 0.5, &[(0, 0.4), (1, f64::NAN), (2, 0.6)], &mut target);
+        assert_eq!(skipped, vec![(0, 0.4)]);
+        assert_eq!(target, [0.0, 0.25, -0.25, -0.25]);
+    }
+
+    #[test]
+    fn size_scales_entries_and_keeps_the_leg_gross() {
+        // Long leg: entry 0 (p = 0.75 → ×0.5) and held 1; short leg: entry 2 scaled to 0 (p = 0.4).
+        let mut target = [0.3, 0.2, -0.25, -0.25];
+        let skipped = apply_mode(MetaMode::Size, 0.5, &[(0, 0.75), (2, 0.4)], &mut target);
+        assert_eq!(skipped, vec![(2, 0.4)]);
+        assert!((target[0] + target[1] - 0.5).abs() < 1e-12);
+        assert!((target[0] / target[1] - 0.15 / 0.2).abs() < 1e-12);
+        assert_eq!(target[2], 0.0);
+        assert!((target[3] + 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn trips_become_rows_only_with_their_entry_features() {
+        let cfg = MetaLabelConfig { min_train_trades: 1, ..MetaLabelConfig::default() };
+        let mut labeler = MetaLabeler::new(&cfg, 2);
+        let units = [0.0, 0.0];
+        let inputs = DecisionInputs {
+            ts: 0,
+            close_ts: 3_600_000,
+            z: &[1.0, -1.0],
+            sigma: &[0.01, 0.02],
+            slope: None,
+            adx: None,
+            dispersion: 0.5,
+            units: &units,
+        };
+        let mut target = [0.5, -0.5];
+        labeler.decide(0, &inputs, &[], &mut target);
+        assert!(!labeler.active());
+        assert!(labeler.on_fill(0, 0.0, 1.0, &[]).is_nan(), "inactive: p is NaN");
+        let trip = |symbol: usize, side: i8, pnl: f64| RoundTrip {
+            symbol,
+            side,
+            entry_ts: 0,
+            exit_ts: 1,
+            entry_price: 1.0,
+            exit_price: 1.0,
+            qty: 1.0,
+            pnl,
+            ret: pnl,
+            bars_held: 1,
+            exit_reason: crate::backtest::FillReason::Rebalance,
+        };
+        // Symbol 1 never filled: its trip has no features and only feeds the hit rate.
+        let trips = vec![trip(0, 1, 2.0), trip(1, -1, -1.0)];
+        labeler.absorb(&trips);
+        assert_eq!(labeler.n_train(), 1);
+        assert_eq!(labeler.hit_rate(0), 2.0 / 3.0);
+        assert_eq!(labeler.hit_rate(1), 1.0 / 3.0);
+    }
+}
