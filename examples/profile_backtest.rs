@@ -1,6 +1,6 @@
 //! Run the default-config backtest on a synthetic 36 × 8 760 panel many times, for profilers
 //! (`perf record`, `perf stat`, callgrind) that should see the engine and not the benchmark harness:
-//! `cargo run --release --example profile_backtest -- 200`.
+//! `cargo run --release --example profile_backtest -- 200` (`PROFILE_SET=key=value,…` for overrides).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -11,7 +11,11 @@ fn main() {
     let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100);
     let panel = common::random_panel(8_760, 36, 7, true);
     let funding = common::no_funding(&panel);
-    let cfg = xsmom::Config::default();
+    // PROFILE_SET="strategy.meta_label.enabled=true,…": overrides of the default config.
+    let overrides: Vec<String> = std::env::var("PROFILE_SET")
+        .map(|set| set.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default();
+    let cfg = xsmom::Config::default().with_override_strings(&overrides).expect("PROFILE_SET");
     let started = Instant::now();
     let mut fills = 0;
     let mut fastest = f64::INFINITY;

@@ -63,11 +63,21 @@ pub struct EntryContext {
     pub hit_rate: f64,
 }
 
+/// (sin, cos) of each hour of the day on the circle: computed once, not once per entry.
+static HOURS_ON_THE_CIRCLE: std::sync::OnceLock<[(f64, f64); 24]> = std::sync::OnceLock::new();
+
+fn hours_on_the_circle() -> [(f64, f64); 24] {
+    std::array::from_fn(|hour| {
+        let angle = std::f64::consts::TAU * hour as f64 / 24.0;
+        (angle.sin(), angle.cos())
+    })
+}
+
 impl EntryContext {
     /// The feature vector: non-finite inputs become 0, the hour of the close is encoded on the circle.
     pub fn features(&self) -> Features {
-        let hour = (self.close_ts.rem_euclid(86_400_000) / 3_600_000) as f64;
-        let angle = std::f64::consts::TAU * hour / 24.0;
+        let hour = (self.close_ts.rem_euclid(86_400_000) / 3_600_000) as usize;
+        let (hour_sin, hour_cos) = HOURS_ON_THE_CIRCLE.get_or_init(hours_on_the_circle)[hour];
         let raw = [
             self.abs_z,
             self.leg_rank,
@@ -76,8 +86,8 @@ impl EntryContext {
             self.slope,
             self.adx,
             self.funding,
-            angle.sin(),
-            angle.cos(),
+            hour_sin,
+            hour_cos,
             self.hit_rate,
         ];
         raw.map(|v| if v.is_finite() { v } else { 0.0 })
@@ -332,6 +342,9 @@ pub struct MetaLabeler {
     skipped: Vec<MetaSkip>,
     /// Scratch: (symbol, p) of this decision's consulted entries.
     consulted: Vec<(usize, f64)>,
+    /// Scratch: each symbol's rank within its leg at this decision, and the ordering it comes from.
+    ranks: Vec<f64>,
+    order: Vec<usize>,
 }
 
 impl MetaLabeler {
@@ -349,6 +362,8 @@ impl MetaLabeler {
             absorbed: 0,
             skipped: Vec::new(),
             consulted: Vec::new(),
+            ranks: vec![0.0; n_symbols],
+            order: Vec::with_capacity(n_symbols),
         }
     }
 
@@ -429,6 +444,8 @@ impl MetaLabeler {
         self.maybe_refit(t);
         self.decided.fill(None);
         self.consulted.clear();
+        // Ranks once per decision (the legs are the same for every entry), not once per entry.
+        leg_ranks(target, inputs.z, &mut self.order, &mut self.ranks);
         for i in 0..target.len() {
             let side = side_of(target[i]);
             if side == 0 || side == side_of(inputs.units[i]) {
@@ -436,7 +453,7 @@ impl MetaLabeler {
             }
             let context = EntryContext {
                 abs_z: inputs.z[i].abs(),
-                leg_rank: leg_rank(target, inputs.z, i),
+                leg_rank: self.ranks[i],
                 sigma: inputs.sigma[i],
                 dispersion: inputs.dispersion,
                 slope: inputs.slope.map_or(0.0, |s| s[i]),
@@ -506,7 +523,8 @@ fn side_of(value: f64) -> i8 {
 }
 
 /// Rank of symbol i within its leg (the symbols whose target has its sign) by |z|, strongest
-/// first, ties by symbol order, normalised to 0..1.
+/// first, ties by symbol order, normalised to 0..1: the definition [`leg_ranks`] computes.
+#[cfg(test)]
 fn leg_rank(target: &[f64], z: &[f64], i: usize) -> f64 {
     let side = side_of(target[i]);
     let strength = |j: usize| if z[j].is_finite() { z[j].abs() } else { 0.0 };
@@ -523,6 +541,22 @@ fn leg_rank(target: &[f64], z: &[f64], i: usize) -> f64 {
         ahead as f64 / (size - 1) as f64
     } else {
         0.0
+    }
+}
+
+/// [`leg_rank`] of every symbol with a target in one sort per leg: `ranks[i]` for each symbol whose
+/// target is non-zero (the others are left as they are). The order (strength descending, then symbol)
+/// is the one `leg_rank` counts in, so the values are the same.
+fn leg_ranks(target: &[f64], z: &[f64], order: &mut Vec<usize>, ranks: &mut [f64]) {
+    let strength = |j: usize| if z[j].is_finite() { z[j].abs() } else { 0.0 };
+    for side in [1i8, -1] {
+        order.clear();
+        order.extend((0..target.len()).filter(|&j| side_of(target[j]) == side));
+        order.sort_unstable_by(|&a, &b| strength(b).total_cmp(&strength(a)).then(a.cmp(&b)));
+        let size = order.len();
+        for (position, &i) in order.iter().enumerate() {
+            ranks[i] = if size > 1 { position as f64 / (size - 1) as f64 } else { 0.0 };
+        }
     }
 }
 
@@ -642,6 +676,29 @@ mod tests {
     fn fit_rejects_bad_shapes() {
         assert!(fit_logistic(&[1.0, 2.0, 3.0], 2, &[1.0, 0.0], 1.0).is_err());
         assert!(fit_logistic(&[1.0, 2.0], 1, &[1.0, 0.0], 0.0).is_err());
+    }
+
+    #[test]
+    fn leg_ranks_in_one_sort_equal_the_definition() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..200 {
+            let n = 1 + (next() % 40) as usize;
+            let target: Vec<f64> = (0..n).map(|_| [-0.1, 0.0, 0.2][(next() % 3) as usize]).collect();
+            // Few distinct |z| (ties), some NaN.
+            let z: Vec<f64> =
+                (0..n).map(|_| if next() % 7 == 0 { f64::NAN } else { (next() % 5) as f64 - 2.0 }).collect();
+            let (mut order, mut ranks) = (Vec::new(), vec![-1.0; n]);
+            leg_ranks(&target, &z, &mut order, &mut ranks);
+            for i in (0..n).filter(|&i| target[i] != 0.0) {
+                assert_eq!(ranks[i], leg_rank(&target, &z, i), "symbol {i} of {target:?} {z:?}");
+            }
+        }
     }
 
     #[test]
