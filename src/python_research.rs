@@ -144,7 +144,8 @@ fn with_py_progress<T: Send>(
 /// Stationary bootstrap of per-bar `returns`: `{block, paths: {stat: [..]}, summary, fan?}`;
 /// `progress(done, total)` is called every 256 paths.
 #[pyfunction]
-#[pyo3(signature = (returns, n_paths=1000, seed=0, block=None, bars_per_year=8760.0, fan=false, progress=None))]
+// No default for bars_per_year: it comes from the data's timeframe, never an hourly guess.
+#[pyo3(signature = (returns, n_paths, seed, block, bars_per_year, fan=false, progress=None))]
 #[allow(clippy::too_many_arguments)]
 fn mc_bootstrap<'py>(
     py: Python<'py>,
@@ -196,7 +197,7 @@ fn mc_reshuffle<'py>(
 
 /// Path statistics of one series of per-period returns (compounded from 1).
 #[pyfunction]
-#[pyo3(signature = (returns, periods_per_year=8760.0))]
+#[pyo3(signature = (returns, periods_per_year))]
 fn path_stats<'py>(py: Python<'py>, returns: Vec<f64>, periods_per_year: f64) -> PyResult<Bound<'py, PyDict>> {
     let s = research::path_stats(&returns, periods_per_year);
     let out = PyDict::new(py);

@@ -48,7 +48,7 @@ def test_files_data_and_formats(tmp_path, bars):
 
 def test_inconsistent_arguments_and_research_input():
     with pytest.raises(InvalidArgumentError):
-        _core.mc_bootstrap([0.01], 10)
+        _core.mc_bootstrap([0.01], 10, 0, None, 8760.0)
     from xsmom import research
 
     assert issubclass(research.ResearchError, XsmomError) and research.ResearchError is ResearchError

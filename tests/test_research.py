@@ -398,7 +398,7 @@ def test_pbo_binding_and_monte_carlo_are_seeded():
     assert q["p99"] >= q["p95"] >= q["p50"] >= q["p5"]
     assert a["block"] == pytest.approx(_core.block_length(returns))
     with pytest.raises(ValueError, match="block length"):
-        _core.mc_bootstrap(returns, 10, 0, 0.5)
+        _core.mc_bootstrap(returns, 10, 0, 0.5, 8760.0)
 
 
 hypothesis = pytest.importorskip("hypothesis")
