@@ -55,6 +55,23 @@ pub struct BarSeries {
     pub kill_switch: Vec<bool>,
 }
 
+impl BarSeries {
+    /// The `f64` columns, for clearing and reserving them together.
+    fn f64_columns_mut(&mut self) -> [&mut Vec<f64>; 9] {
+        [
+            &mut self.equity,
+            &mut self.cash,
+            &mut self.gross,
+            &mut self.net,
+            &mut self.turnover,
+            &mut self.traded_notional,
+            &mut self.fees,
+            &mut self.funding,
+            &mut self.vol_scale,
+        ]
+    }
+}
+
 /// The book per bar, stored sparsely: only symbols with a non-zero target, weight or position.
 /// Dense `T × N` matrices would cost more memory traffic than the whole backtest.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -215,17 +232,7 @@ impl OutputBuffers {
             column.clear();
         }
         let out = &mut self.out;
-        for column in [
-            &mut out.equity,
-            &mut out.cash,
-            &mut out.gross,
-            &mut out.net,
-            &mut out.turnover,
-            &mut out.traded_notional,
-            &mut out.fees,
-            &mut out.funding,
-            &mut out.vol_scale,
-        ] {
+        for column in out.f64_columns_mut() {
             column.clear();
         }
         out.n_long.clear();
@@ -573,17 +580,7 @@ impl Engine {
         self.ledger.fills.reserve(n_bars * book_size / 2);
         self.ledger.round_trips.reserve(n_bars * book_size / 4);
         let out = &mut self.out;
-        for column in [
-            &mut out.equity,
-            &mut out.cash,
-            &mut out.gross,
-            &mut out.net,
-            &mut out.turnover,
-            &mut out.traded_notional,
-            &mut out.fees,
-            &mut out.funding,
-            &mut out.vol_scale,
-        ] {
+        for column in out.f64_columns_mut() {
             column.reserve(n_bars);
         }
         out.n_long.reserve(n_bars);
