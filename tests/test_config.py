@@ -58,3 +58,11 @@ def test_unknown_key_in_file_and_profiles(tmp_path):
         xsmom.Config.profile("nope")
     with pytest.raises(OSError, match="missing.yaml"):
         xsmom.Config.load(tmp_path / "missing.yaml")
+
+
+def test_overrides_as_text_are_yaml_values_like_the_cli_set():
+    base = xsmom.Config.default()
+    typed = base.with_overrides({"strategy.k_max": 4, "strategy.lookbacks[0]": 6})
+    assert base.with_override_text([("strategy.k_max", "4"), ("strategy.lookbacks[0]", "6")]) == typed
+    with pytest.raises(ValueError, match="unknown config key 'strategy.kmax'"):
+        base.with_override_text([("strategy.kmax", "4")])

@@ -311,7 +311,7 @@ def _montecarlo(args: argparse.Namespace) -> int:
     summary = research.summarise_mc(mc)
     write_json(args.result / "mc.json", summary)
     if args.json:
-        print(json.dumps(research.report._json_safe(summary)))
+        print(json.dumps(research.report.json_safe(summary)))
         return 0
     boot = summary["bootstrap"]
     print(f"xsmom montecarlo: {args.paths} paths, block {boot['block']:.1f} bars, seed {args.seed}")
@@ -340,7 +340,7 @@ def _config(args: argparse.Namespace) -> Config:
             key, value = assignment.split("=", 1)
             pairs.append((key.strip(), value))
         try:
-            config = Config._trusted(_core.config_with_overrides(config.to_yaml(), pairs))
+            config = config.with_override_text(pairs)
         except ValueError as err:
             raise CliError(_override_message(str(err), dict(pairs), config)) from None
     return config

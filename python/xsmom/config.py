@@ -56,6 +56,11 @@ class Config:
         """A copy with dotted-path overrides, e.g. ``{"strategy.k_max": 4, "strategy.lookbacks[0]": 6}``."""
         return Config._trusted(_core.config_with_overrides(self._yaml, override_pairs(overrides)))
 
+    def with_override_text(self, pairs: list[tuple[str, str]]) -> Config:
+        """A copy with overrides given as text, as typed on a command line (``("strategy.k_max",
+        "4")``: the value is YAML)."""
+        return Config._trusted(_core.config_with_overrides(self._yaml, pairs))
+
     def to_yaml(self) -> str:
         return self._yaml
 

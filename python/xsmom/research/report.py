@@ -26,14 +26,14 @@ if TYPE_CHECKING:
     from xsmom.research import OptimizeResult, Param
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN/inf → None, recursively (strict JSON)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -42,7 +42,7 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, document: Any) -> None:
-    write_text(path, json.dumps(_json_safe(document), indent=2, allow_nan=False) + "\n")
+    write_text(path, json.dumps(json_safe(document), indent=2, allow_nan=False) + "\n")
 
 
 def _save(fig: Any, path: Path) -> None:
