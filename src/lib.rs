@@ -14,6 +14,7 @@ pub mod error;
 pub mod execution;
 pub mod fsutil;
 pub mod live;
+pub mod logistic;
 pub mod meta_label;
 pub mod metrics;
 pub mod regime;

@@ -7,39 +7,26 @@
 //! and, when its round trip closes in the ledger, become a training row labelled `pnl > 0` (the
 //! ledger's net PnL: fees, slippage and funding included). Every `refit_bars` bars, once
 //! `min_train_trades` rows exist, an L2-regularised logistic regression is refit on all of them
-//! (features standardised with the training set's mean and std), by argmin's L-BFGS on the
-//! log-loss. Before the first fit the labeler is inactive: entries pass and `p` is NaN.
+//! (features standardised with the training set's mean and std), by Newton steps on the
+//! log-loss ([`crate::logistic`]). Before the first fit the labeler is inactive: entries pass and `p` is NaN.
 //!
 //! Everything here is a function of the bars fed to the engine, so a live restart that re-steps the
 //! stored history rebuilds the same model bit for bit ([`MetaLabeler::snapshot`] is what the live
 //! state file keeps to check that).
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
 
-use argmin::core::{CostFunction, Executor, Gradient, State};
-use argmin::solver::linesearch::MoreThuenteLineSearch;
-use argmin::solver::quasinewton::LBFGS;
 use serde::{Deserialize, Serialize};
 
 use crate::backtest::RoundTrip;
 use crate::config::{MetaLabelConfig, MetaMode};
-use crate::error::{Error, Result};
+use crate::logistic::{fit_logistic_design, sigmoid};
 
 /// Names of the features, in the order of [`Features`].
 pub const FEATURE_NAMES: [&str; N_FEATURES] =
     ["abs_z", "leg_rank", "sigma", "dispersion", "slope", "adx", "funding", "hour_sin", "hour_cos", "hit_rate"];
 pub const N_FEATURES: usize = 10;
 pub type Features = [f64; N_FEATURES];
-
-/// L-BFGS stops when the gradient norm of the (per-row) objective falls below this, or when the
-/// objective changes by less than `TOLERANCE_COST` relative (the gradient cannot always reach 1e-8
-/// in floating point on many rows).
-const TOLERANCE_GRAD: f64 = 1e-8;
-const TOLERANCE_COST: f64 = 1e-13;
-const MAX_ITERATIONS: u64 = 300;
-/// Correction pairs kept by L-BFGS.
-const LBFGS_MEMORY: usize = 10;
 
 /// What the engine knows about one entry at its decision bar (all at or before that bar's close).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -94,142 +81,25 @@ impl EntryContext {
     }
 }
 
-#[inline]
-fn sigmoid(m: f64) -> f64 {
-    if m >= 0.0 {
-        1.0 / (1.0 + (-m).exp())
-    } else {
-        let e = m.exp();
-        e / (1.0 + e)
-    }
-}
-
-/// `ln(1 + e^m)` without overflow.
-#[inline]
-fn softplus(m: f64) -> f64 {
-    m.max(0.0) + (-m.abs()).exp().ln_1p()
-}
-
-/// The L2-regularised log-loss `(Σ ℓ_i + ‖w‖² / (2C)) / n` over row-major `x` (n × d) with the
-/// intercept last in the parameters and not penalised (scikit-learn's `LogisticRegression(C=c)`
-/// objective, divided by n). Cost and gradient come from one pass over the rows, kept for the
-/// last parameters asked for (L-BFGS asks for both at every point).
-struct LogLoss<'a> {
-    x: &'a [f64],
-    y: &'a [f64],
-    d: usize,
-    inverse_c: f64,
-    last: RefCell<Option<Evaluation>>,
-}
-
-/// Parameters with the cost and gradient there.
-type Evaluation = (Vec<f64>, f64, Vec<f64>);
-
-impl<'a> LogLoss<'a> {
-    fn new(x: &'a [f64], y: &'a [f64], d: usize, c: f64) -> Self {
-        Self { x, y, d, inverse_c: 1.0 / c, last: RefCell::new(None) }
-    }
-
-    /// (cost, gradient) at `p`.
-    fn evaluate(&self, p: &[f64]) -> (f64, Vec<f64>) {
-        if let Some((at, cost, gradient)) = self.last.borrow().as_ref() {
-            if at.as_slice() == p {
-                return (*cost, gradient.clone());
-            }
-        }
-        let (d, n) = (self.d, self.y.len() as f64);
-        let (w, b) = (&p[..d], p[d]);
-        let mut g = vec![0.0; d + 1];
-        let mut loss = 0.0;
-        for (row, y) in self.x.chunks_exact(d).zip(self.y) {
-            let m = b + row.iter().zip(w).map(|(x, w)| x * w).sum::<f64>();
-            loss += softplus(m) - y * m;
-            let residual = sigmoid(m) - y;
-            for (g, x) in g.iter_mut().zip(row) {
-                *g += residual * x;
-            }
-            g[d] += residual;
-        }
-        let mut penalty = 0.0;
-        for (g, w) in g.iter_mut().zip(w) {
-            *g += w * self.inverse_c;
-            penalty += w * w;
-        }
-        let cost = (loss + 0.5 * self.inverse_c * penalty) / n;
-        let gradient: Vec<f64> = g.into_iter().map(|g| g / n).collect();
-        *self.last.borrow_mut() = Some((p.to_vec(), cost, gradient.clone()));
-        (cost, gradient)
-    }
-}
-
-impl CostFunction for LogLoss<'_> {
-    type Param = Vec<f64>;
-    type Output = f64;
-
-    fn cost(&self, p: &Self::Param) -> std::result::Result<f64, argmin::core::Error> {
-        Ok(self.evaluate(p).0)
-    }
-}
-
-impl Gradient for LogLoss<'_> {
-    type Param = Vec<f64>;
-    type Gradient = Vec<f64>;
-
-    fn gradient(&self, p: &Self::Param) -> std::result::Result<Vec<f64>, argmin::core::Error> {
-        Ok(self.evaluate(p).1)
-    }
-}
-
-/// Coefficients of a logistic fit.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LogisticFit {
-    pub coef: Vec<f64>,
-    pub intercept: f64,
-    pub iterations: u64,
-}
-
-/// L2-regularised logistic regression of `y` (0/1) on the rows of `x` (row-major, `n × d`) with
-/// inverse strength `c`, by L-BFGS from zero. Deterministic: the same inputs give the same bits.
-pub fn fit_logistic(x: &[f64], d: usize, y: &[f64], c: f64) -> Result<LogisticFit> {
-    fit_logistic_from(x, d, y, c, None)
-}
-
-/// [`fit_logistic`] started from `init` (`d` coefficients then the intercept) instead of zero.
-pub fn fit_logistic_from(x: &[f64], d: usize, y: &[f64], c: f64, init: Option<&[f64]>) -> Result<LogisticFit> {
-    if d == 0 || y.is_empty() || x.len() != y.len() * d {
-        return Err(Error::invalid(format!("fit_logistic: x has {} values, not {} rows × {d}", x.len(), y.len())));
-    }
-    if !(c > 0.0) || x.iter().chain(y).any(|v| !v.is_finite()) {
-        return Err(Error::invalid("fit_logistic: c must be > 0 and x, y finite"));
-    }
-    let start = match init {
-        Some(p) if p.len() == d + 1 && p.iter().all(|v| v.is_finite()) => p.to_vec(),
-        _ => vec![0.0; d + 1],
-    };
-    let problem = LogLoss::new(x, y, d, c);
-    let solver = LBFGS::new(MoreThuenteLineSearch::new(), LBFGS_MEMORY)
-        .with_tolerance_grad(TOLERANCE_GRAD)
-        .and_then(|s| s.with_tolerance_cost(TOLERANCE_COST))
-        .map_err(|err| Error::invalid(format!("fit_logistic: {err}")))?;
-    let result = Executor::new(problem, solver)
-        .configure(|state| state.param(start).max_iters(MAX_ITERATIONS))
-        .run()
-        .map_err(|err| Error::invalid(format!("fit_logistic: L-BFGS failed: {err}")))?;
-    let state = result.state();
-    let best = state.get_best_param().or(state.get_param()).ok_or_else(|| Error::invalid("fit_logistic: no result"))?;
-    Ok(LogisticFit { coef: best[..d].to_vec(), intercept: best[d], iterations: state.get_iter() })
-}
-
-/// A fitted model in the original feature units: `p = σ(b + w · (x − mean) / std)`.
+/// A fitted model in the original feature units: `p = σ(b + w · (x − mean) / std)`, kept also
+/// as one linear predictor on the raw features (`p = σ(offset + slope · x)`) for scoring.
 #[derive(Debug, Clone, PartialEq)]
 struct Model {
     coef: Features,
     intercept: f64,
     mean: Features,
     std: Features,
+    slope: Features,
+    offset: f64,
 }
 
 impl Model {
+    fn new(coef: Features, intercept: f64, mean: Features, std: Features) -> Self {
+        let slope: Features = std::array::from_fn(|k| coef[k] / std[k]);
+        let offset = intercept - (0..N_FEATURES).map(|k| slope[k] * mean[k]).sum::<f64>();
+        Self { coef, intercept, mean, std, slope, offset }
+    }
+
     /// The parameters (coefficients, then the intercept) of the same linear predictor on features
     /// standardised with `mean` and `std`.
     fn restandardised(&self, mean: &Features, std: &Features) -> Vec<f64> {
@@ -240,11 +110,7 @@ impl Model {
     }
 
     fn predict(&self, x: &Features) -> f64 {
-        let mut m = self.intercept;
-        for k in 0..N_FEATURES {
-            m += self.coef[k] * (x[k] - self.mean[k]) / self.std[k];
-        }
-        sigmoid(m)
+        sigmoid(self.offset + (0..N_FEATURES).map(|k| self.slope[k] * x[k]).sum::<f64>())
     }
 }
 
@@ -333,8 +199,9 @@ pub struct MetaLabeler {
     open: Vec<Option<Entry>>,
     /// Features of the last decision's entry per symbol (moved to `open` when it fills).
     decided: Vec<Option<Entry>>,
-    /// Outcomes of each symbol's last `hit_rate_trips` round trips.
+    /// Outcomes of each symbol's last `hit_rate_trips` round trips, and how many of them won.
     hits: Vec<VecDeque<bool>>,
+    wins: Vec<usize>,
     /// (ts, rate) of each symbol's last two funding events.
     funding: Vec<[(i64, f64); 2]>,
     /// Round trips of the ledger already absorbed.
@@ -342,9 +209,10 @@ pub struct MetaLabeler {
     skipped: Vec<MetaSkip>,
     /// Scratch: (symbol, p) of this decision's consulted entries.
     consulted: Vec<(usize, f64)>,
-    /// Scratch: each symbol's rank within its leg at this decision, and the ordering it comes from.
-    ranks: Vec<f64>,
-    order: Vec<usize>,
+    /// Scratch: this decision's new entries, and the members of each leg (long, short) with their
+    /// strength (|z|, 0 when not finite).
+    entries: Vec<usize>,
+    legs: [Vec<(usize, f64)>; 2],
 }
 
 impl MetaLabeler {
@@ -358,12 +226,13 @@ impl MetaLabeler {
             open: vec![None; n_symbols],
             decided: vec![None; n_symbols],
             hits: vec![VecDeque::new(); n_symbols],
+            wins: vec![0; n_symbols],
             funding: vec![[(0, f64::NAN); 2]; n_symbols],
             absorbed: 0,
             skipped: Vec::new(),
             consulted: Vec::new(),
-            ranks: vec![0.0; n_symbols],
-            order: Vec::with_capacity(n_symbols),
+            entries: Vec::with_capacity(n_symbols),
+            legs: [Vec::with_capacity(n_symbols), Vec::with_capacity(n_symbols)],
         }
     }
 
@@ -388,9 +257,7 @@ impl MetaLabeler {
     }
 
     fn hit_rate(&self, symbol: usize) -> f64 {
-        let hits = &self.hits[symbol];
-        let wins = hits.iter().filter(|w| **w).count();
-        (wins as f64 + 1.0) / (hits.len() as f64 + 2.0)
+        (self.wins[symbol] as f64 + 1.0) / (self.hits[symbol].len() as f64 + 2.0)
     }
 
     /// Take in the round trips the ledger closed since the last call: each one updates its symbol's
@@ -398,11 +265,12 @@ impl MetaLabeler {
     pub fn absorb(&mut self, trips: &[RoundTrip]) {
         for trip in &trips[self.absorbed.min(trips.len())..] {
             let won = trip.pnl > 0.0;
-            let hits = &mut self.hits[trip.symbol];
+            let (hits, wins) = (&mut self.hits[trip.symbol], &mut self.wins[trip.symbol]);
             if hits.len() == self.cfg.hit_rate_trips {
-                hits.pop_front();
+                *wins -= hits.pop_front().is_some_and(|w| w) as usize;
             }
             hits.push_back(won);
+            *wins += won as usize;
             if let Some(entry) = self.open[trip.symbol].take().filter(|e| e.side == trip.side) {
                 self.rows.extend_from_slice(&entry.features);
                 self.labels.push(won as u8 as f64);
@@ -421,18 +289,20 @@ impl MetaLabeler {
         }
         self.last_refit_bar = Some(t);
         let (mean, std) = standardisation(&self.rows);
-        let x: Vec<f64> = self
-            .rows
-            .chunks_exact(N_FEATURES)
-            .flat_map(|row| (0..N_FEATURES).map(move |k| (row[k] - mean[k]) / std[k]))
-            .collect();
+        // The standardised design matrix, with the intercept's column of ones.
+        let mut design = Vec::with_capacity(self.labels.len() * (N_FEATURES + 1));
+        for raw in self.rows.chunks_exact(N_FEATURES) {
+            design.extend((0..N_FEATURES).map(|k| (raw[k] - mean[k]) / std[k]));
+            design.push(1.0);
+        }
         // Started from the previous model, re-expressed in the new standardisation (the same linear
-        // predictor): a refit adds a few rows to many, so L-BFGS starts next to the optimum.
+        // predictor): a refit adds a few rows to many, so Newton starts next to the optimum.
         let init = self.model.as_ref().map(|m| m.restandardised(&mean, &std));
         // A failed fit keeps the previous model (it cannot fail on finite rows and c > 0).
-        if let Ok(fit) = fit_logistic_from(&x, N_FEATURES, &self.labels, self.cfg.c, init.as_deref()) {
+        let fit = fit_logistic_design(&design, N_FEATURES + 1, &self.labels, self.cfg.c, init.as_deref());
+        if let Ok(fit) = fit {
             let coef: Features = fit.coef.try_into().expect("N_FEATURES coefficients");
-            self.model = Some(Model { coef, intercept: fit.intercept, mean, std });
+            self.model = Some(Model::new(coef, fit.intercept, mean, std));
         }
     }
 
@@ -442,18 +312,32 @@ impl MetaLabeler {
     pub fn decide(&mut self, t: usize, inputs: &DecisionInputs<'_>, trips: &[RoundTrip], target: &mut [f64]) {
         self.absorb(trips);
         self.maybe_refit(t);
-        self.decided.fill(None);
+        // Only the last decision's entries were set.
+        for &(i, _) in &self.consulted {
+            self.decided[i] = None;
+        }
         self.consulted.clear();
-        // Ranks once per decision (the legs are the same for every entry), not once per entry.
-        leg_ranks(target, inputs.z, &mut self.order, &mut self.ranks);
-        for i in 0..target.len() {
+        self.entries.clear();
+        self.entries.extend((0..target.len()).filter(|&i| {
             let side = side_of(target[i]);
-            if side == 0 || side == side_of(inputs.units[i]) {
-                continue;
+            side != 0 && side != side_of(inputs.units[i])
+        }));
+        if self.entries.is_empty() {
+            return;
+        }
+        self.legs.iter_mut().for_each(Vec::clear);
+        for (i, (&weight, &z)) in target.iter().zip(inputs.z).enumerate() {
+            if weight != 0.0 {
+                let strength = if z.is_finite() { z.abs() } else { 0.0 };
+                self.legs[(weight < 0.0) as usize].push((i, strength));
             }
+        }
+        for entry in 0..self.entries.len() {
+            let i = self.entries[entry];
+            let side = side_of(target[i]);
             let context = EntryContext {
                 abs_z: inputs.z[i].abs(),
-                leg_rank: self.ranks[i],
+                leg_rank: leg_rank(&self.legs[(side < 0) as usize], i),
                 sigma: inputs.sigma[i],
                 dispersion: inputs.dispersion,
                 slope: inputs.slope.map_or(0.0, |s| s[i]),
@@ -522,41 +406,16 @@ fn side_of(value: f64) -> i8 {
     (value > 0.0) as i8 - (value < 0.0) as i8
 }
 
-/// Rank of symbol i within its leg (the symbols whose target has its sign) by |z|, strongest
-/// first, ties by symbol order, normalised to 0..1: the definition [`leg_ranks`] computes.
-#[cfg(test)]
-fn leg_rank(target: &[f64], z: &[f64], i: usize) -> f64 {
-    let side = side_of(target[i]);
-    let strength = |j: usize| if z[j].is_finite() { z[j].abs() } else { 0.0 };
-    let (mine, mut ahead, mut size) = (strength(i), 0usize, 0usize);
-    for j in 0..target.len() {
-        if side_of(target[j]) != side {
-            continue;
-        }
-        size += 1;
-        let other = strength(j);
-        ahead += (other > mine || (other == mine && j < i)) as usize;
-    }
-    if size > 1 {
-        ahead as f64 / (size - 1) as f64
+/// Rank of symbol i within its leg (`leg`: the symbols whose target has its sign, with their
+/// strength |z|, 0 when not finite), strongest first, ties by symbol order, normalised to 0..1 (0 for
+/// a leg of one). Counted per entry: a leg holds a few symbols and a decision has a few entries.
+fn leg_rank(leg: &[(usize, f64)], i: usize) -> f64 {
+    let Some(&(_, mine)) = leg.iter().find(|(j, _)| *j == i) else { return 0.0 };
+    let ahead = leg.iter().filter(|&&(j, other)| other > mine || (other == mine && j < i)).count();
+    if leg.len() > 1 {
+        ahead as f64 / (leg.len() - 1) as f64
     } else {
         0.0
-    }
-}
-
-/// [`leg_rank`] of every symbol with a target in one sort per leg: `ranks[i]` for each symbol whose
-/// target is non-zero (the others are left as they are). The order (strength descending, then symbol)
-/// is the one `leg_rank` counts in, so the values are the same.
-fn leg_ranks(target: &[f64], z: &[f64], order: &mut Vec<usize>, ranks: &mut [f64]) {
-    let strength = |j: usize| if z[j].is_finite() { z[j].abs() } else { 0.0 };
-    for side in [1i8, -1] {
-        order.clear();
-        order.extend((0..target.len()).filter(|&j| side_of(target[j]) == side));
-        order.sort_unstable_by(|&a, &b| strength(b).total_cmp(&strength(a)).then(a.cmp(&b)));
-        let size = order.len();
-        for (position, &i) in order.iter().enumerate() {
-            ranks[i] = if size > 1 { position as f64 / (size - 1) as f64 } else { 0.0 };
-        }
     }
 }
 
@@ -628,87 +487,31 @@ mod tests {
     }
 
     #[test]
-    fn logistic_fit_is_deterministic_and_separates_a_planted_signal() {
-        let mut rng = 12345u64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            (rng >> 11) as f64 / (1u64 << 53) as f64
-        };
-        let (n, d) = (400, 3);
-        let mut x = Vec::with_capacity(n * d);
-        let mut y = Vec::with_capacity(n);
-        for _ in 0..n {
-            let row = [next() * 2.0 - 1.0, next() * 2.0 - 1.0, next() * 2.0 - 1.0];
-            let p = sigmoid(3.0 * row[0] - 1.0 * row[1] + 0.5);
-            y.push((next() < p) as u8 as f64);
-            x.extend_from_slice(&row);
-        }
-        let a = fit_logistic(&x, d, &y, 1.0).unwrap();
-        let b = fit_logistic(&x, d, &y, 1.0).unwrap();
-        assert_eq!(a, b, "bit-identical refits");
-        assert!(a.coef[0] > 1.5 && a.coef[1] < -0.3 && a.coef[2].abs() < 0.6, "{a:?}");
-        // The gradient of the objective vanishes at the optimum.
-        let problem = LogLoss::new(&x, &y, d, 1.0);
-        let mut p = a.coef.clone();
-        p.push(a.intercept);
-        let g = problem.gradient(&p).unwrap();
-        assert!(g.iter().all(|g| g.abs() < 1e-7), "{g:?}");
-    }
-
-    #[test]
     fn restandardised_parameters_give_the_same_predictor() {
-        let model = Model {
-            coef: [0.5, -1.0, 0.25, 0.0, 2.0, 0.1, -0.3, 0.7, 0.2, 1.5],
-            intercept: -0.4,
-            mean: [0.1; N_FEATURES],
-            std: [2.0; N_FEATURES],
-        };
+        let model = Model::new(
+            [0.5, -1.0, 0.25, 0.0, 2.0, 0.1, -0.3, 0.7, 0.2, 1.5],
+            -0.4,
+            [0.1; N_FEATURES],
+            [2.0; N_FEATURES],
+        );
         let (mean, std) = ([0.3; N_FEATURES], [0.5; N_FEATURES]);
         let p = model.restandardised(&mean, &std);
-        let moved = Model { coef: p[..N_FEATURES].try_into().unwrap(), intercept: p[N_FEATURES], mean, std };
+        let moved = Model::new(p[..N_FEATURES].try_into().unwrap(), p[N_FEATURES], mean, std);
         let x = [1.0, 0.5, -2.0, 0.3, 0.0, 4.0, -1.0, 0.2, 0.9, 0.6];
         assert!((model.predict(&x) - moved.predict(&x)).abs() < 1e-12);
     }
 
     #[test]
-    fn fit_rejects_bad_shapes() {
-        assert!(fit_logistic(&[1.0, 2.0, 3.0], 2, &[1.0, 0.0], 1.0).is_err());
-        assert!(fit_logistic(&[1.0, 2.0], 1, &[1.0, 0.0], 0.0).is_err());
-    }
-
-    #[test]
-    fn leg_ranks_in_one_sort_equal_the_definition() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        for _ in 0..200 {
-            let n = 1 + (next() % 40) as usize;
-            let target: Vec<f64> = (0..n).map(|_| [-0.1, 0.0, 0.2][(next() % 3) as usize]).collect();
-            // Few distinct |z| (ties), some NaN.
-            let z: Vec<f64> =
-                (0..n).map(|_| if next() % 7 == 0 { f64::NAN } else { (next() % 5) as f64 - 2.0 }).collect();
-            let (mut order, mut ranks) = (Vec::new(), vec![-1.0; n]);
-            leg_ranks(&target, &z, &mut order, &mut ranks);
-            for i in (0..n).filter(|&i| target[i] != 0.0) {
-                assert_eq!(ranks[i], leg_rank(&target, &z, i), "symbol {i} of {target:?} {z:?}");
-            }
-        }
-    }
-
-    #[test]
     fn leg_rank_orders_by_strength() {
-        let target = [0.2, 0.2, -0.3, 0.2];
-        let z = [1.0, 2.0, -1.0, 0.5];
-        assert_eq!(leg_rank(&target, &z, 1), 0.0);
-        assert_eq!(leg_rank(&target, &z, 0), 0.5);
-        assert_eq!(leg_rank(&target, &z, 3), 1.0);
-        assert_eq!(leg_rank(&target, &z, 2), 0.0);
+        // Long leg: symbols 0, 1, 3 with |z| 1, 2, 0.5; short leg: symbol 2 alone.
+        let long = [(0, 1.0), (1, 2.0), (3, 0.5)];
+        assert_eq!(leg_rank(&long, 1), 0.0);
+        assert_eq!(leg_rank(&long, 0), 0.5);
+        assert_eq!(leg_rank(&long, 3), 1.0);
+        assert_eq!(leg_rank(&[(2, 1.0)], 2), 0.0);
+        // Ties go by symbol order.
+        let tied = [(4, 1.0), (7, 1.0), (9, 1.0)];
+        assert_eq!([4, 7, 9].map(|i| leg_rank(&tied, i)), [0.0, 0.5, 1.0]);
     }
 
     #[test]

@@ -143,17 +143,18 @@ fn prepare(
     cfg: &Config,
     funding: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Arc<Inputs>> {
-    prepare_marked(py, bars, cfg, funding, None)
+    prepare_marked(py, bars, cfg, funding, None, run::wants_mark(cfg))
 }
 
-/// [`prepare`] with mark-price bars: the given ones, else (with `strategy.carry.basis_weight > 0`)
-/// the bars store's `kind=mark` when it has them.
+/// [`prepare`] with mark-price bars: the given ones, else (when `wants_mark`: some config of the
+/// call runs the basis term) the bars store's `kind=mark` when it has them.
 fn prepare_marked(
     py: Python<'_>,
     bars: &Bound<'_, PyAny>,
     cfg: &Config,
     funding: Option<&Bound<'_, PyAny>>,
     mark: Option<&Bound<'_, PyAny>>,
+    wants_mark: bool,
 ) -> PyResult<Arc<Inputs>> {
     if let Ok(dataset) = bars.cast::<Dataset>() {
         let dataset = dataset.get();
@@ -169,8 +170,7 @@ fn prepare_marked(
     }
     let bars = bars_source(bars)?;
     let funding = funding_source(funding)?;
-    let basis_on = cfg.strategy.carry.enabled && cfg.strategy.carry.basis_weight > 0.0;
-    let mark = mark_or_store(&bars, mark_source(mark)?, cfg.timeframe(), basis_on);
+    let mark = mark_or_store(&bars, mark_source(mark)?, cfg.timeframe(), wants_mark);
     let drop_invalid = cfg.data.on_invalid == crate::config::OnInvalid::Drop;
     py.detach(|| {
         let mut inputs = run::prepare(bars, funding, cfg)?;
@@ -309,6 +309,16 @@ impl Dataset {
             return Ok(None);
         }
         let batch = py.detach(|| data::funding_to_batch(&self.inputs.funding.to_funding(&self.inputs.panel)));
+        table(batch).map(Some)
+    }
+    /// The attached mark-price closes as bars (`ts, symbol, open, high, low, close`, each price the
+    /// mark close; None without mark data): what `Dataset(..., mark=)` rebuilds the same panel from.
+    fn mark(&self, py: Python<'_>) -> PyResult<Option<PyTable>> {
+        if !self.has_mark() {
+            return Ok(None);
+        }
+        let bars = self.inputs.panel.mark_to_bars().expect("has_mark");
+        let batch = py.detach(|| data::bars_to_batch(&bars));
         table(batch).map(Some)
     }
     fn __repr__(&self) -> String {
@@ -523,7 +533,7 @@ fn backtest<'py>(
             TABLES.join(", ")
         )));
     }
-    let inputs = prepare_marked(py, bars, &cfg, funding, mark)?;
+    let inputs = prepare_marked(py, bars, &cfg, funding, mark, run::wants_mark(&cfg))?;
     let (result, tables) = py
         .detach(|| {
             let result = run::backtest(&inputs, &cfg, false)?;
@@ -557,7 +567,7 @@ fn fit_logistic(py: Python<'_>, x: Vec<Vec<f64>>, y: Vec<f64>, c: f64) -> PyResu
         return Err(PyValueError::new_err("fit_logistic: rows of x differ in length"));
     }
     let flat: Vec<f64> = x.into_iter().flatten().collect();
-    let fit = py.detach(|| crate::meta_label::fit_logistic(&flat, d, &y, c)).map_err(to_py)?;
+    let fit = py.detach(|| crate::logistic::fit_logistic(&flat, d, &y, c)).map_err(to_py)?;
     Ok((fit.coef, fit.intercept))
 }
 
@@ -582,7 +592,7 @@ fn time_engine(py: Python<'_>, dataset: &Dataset, config_yaml: &str, repeats: us
 }
 
 #[pyfunction]
-#[pyo3(signature = (bars, config_yaml, overrides_list, funding=None, n_jobs=None))]
+#[pyo3(signature = (bars, config_yaml, overrides_list, funding=None, n_jobs=None, mark=None))]
 fn sweep<'py>(
     py: Python<'py>,
     bars: &Bound<'py, PyAny>,
@@ -590,13 +600,18 @@ fn sweep<'py>(
     overrides_list: Vec<Vec<(String, String)>>,
     funding: Option<&Bound<'py, PyAny>>,
     n_jobs: Option<usize>,
+    mark: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Vec<Bound<'py, PyDict>>> {
     let cfg = parse_config(config_yaml)?;
-    let inputs = prepare(py, bars, &cfg, funding)?;
     let sets: Vec<Vec<String>> = overrides_list
         .into_iter()
         .map(|set| set.into_iter().map(|(key, value)| format!("{key}={value}")).collect())
         .collect();
+    // A sweep over `strategy.carry.basis_weight` from a base without the basis term still needs
+    // the store's mark bars (a bad set is reported by the sweep itself).
+    let wants_mark = run::wants_mark(&cfg)
+        || sets.iter().any(|set| cfg.with_override_strings(set).is_ok_and(|c| run::wants_mark(&c)));
+    let inputs = prepare_marked(py, bars, &cfg, funding, mark, wants_mark)?;
     let results = py.detach(|| run::sweep(&inputs, &cfg, &sets, n_jobs)).map_err(to_py)?;
     results.iter().map(|m| metrics_dict(py, m)).collect()
 }

@@ -8,23 +8,26 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::{metrics_dict, parse_config, prepare, to_py, Dataset};
+use super::{metrics_dict, parse_config, prepare_marked, to_py, Dataset};
 use crate::metrics::{moments, probabilistic_sharpe};
 use crate::research::{
     self, montecarlo, summarise_paths, walk_forward_segments, MonteCarloSummary, PathStats, WalkForwardMode, WindowJob,
 };
 
 /// The dataset of a study: a `Dataset` passed in is used as it is, anything else is validated now.
+/// Mark bars (given, or the store's `kind=mark` when it has them) are attached whatever the base
+/// config says: a study's space may turn the basis term on.
 #[pyfunction]
-#[pyo3(signature = (bars, config_yaml, funding=None))]
+#[pyo3(signature = (bars, config_yaml, funding=None, mark=None))]
 fn research_panel(
     py: Python<'_>,
     bars: &Bound<'_, PyAny>,
     config_yaml: &str,
     funding: Option<&Bound<'_, PyAny>>,
+    mark: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Dataset> {
     let cfg = parse_config(config_yaml)?;
-    let inputs = prepare(py, bars, &cfg, funding)?;
+    let inputs = prepare_marked(py, bars, &cfg, funding, mark, true)?;
     Ok(Dataset { inputs, timeframe: cfg.data.timeframe.clone() })
 }
 

@@ -233,10 +233,7 @@ pub fn ingest_of_kind(
             // Spikes are warnings and never stop an ingest: the default rule is as good as any.
             data::clean_bars_of_kind(bars, timeframe, kind, SpikeRule::default(), false)
                 .map_err(|err| err.context(path.display()))?;
-        let stats = data::write_store_of_kind(store, timeframe, &bars, kind)?;
-        total.files_written += stats.files_written;
-        total.rows_added += stats.rows_added;
-        total.rows_replaced += stats.rows_replaced;
+        total += data::write_store_of_kind(store, timeframe, &bars, kind)?;
     }
     Ok(total)
 }
@@ -255,6 +252,16 @@ pub fn resample_store(
     };
     let selection = Selection { symbols: None, start: None, end: None, timeframe: source };
     let (bars, _) = data::read_bars(store, &selection)?;
-    let resampled = data::resample(&bars, source, to)?;
-    data::write_store(store, to, &resampled)
+    let mut stats = data::write_store(store, to, &data::resample(&bars, source, to)?)?;
+    // Mark and index bars beside the traded ones are resampled with them, so that a backtest on the
+    // coarser timeframe finds the basis term's data where it finds its bars.
+    for kind in [data::BarKind::Mark, data::BarKind::Index] {
+        if !data::store::store_has_kind(store, source, kind) {
+            continue;
+        }
+        let (bars, _) = data::read_bars_of_kind(store, &selection, kind)?;
+        stats += data::write_store_of_kind(store, to, &data::resample(&bars, source, to)?, kind)
+            .map_err(|err| err.context(format!("{} bars", kind.label())))?;
+    }
+    Ok(stats)
 }

@@ -452,3 +452,25 @@ fn the_fixture_has_mark_bars_for_the_symbols_with_a_mark_file() {
         assert!(premium.abs() < 0.02, "bar {t}: premium {premium}");
     }
 }
+
+#[test]
+fn resampling_a_store_resamples_its_mark_bars_too() {
+    use xsmom::data::BarKind;
+    let dir = tempfile::tempdir().unwrap();
+    data::write_store(dir.path(), hour(), &small_bars(&["BTCUSDT", "ETHUSDT"], 48, JUNE_1)).unwrap();
+    data::write_store_of_kind(dir.path(), hour(), &small_mark_bars(&["BTCUSDT"], 48, JUNE_1), BarKind::Mark).unwrap();
+    let four = Timeframe::parse("4h").unwrap();
+    let stats = xsmom::run::resample_store(dir.path(), four, None).unwrap();
+    // 2 × 12 traded bars and 12 mark bars.
+    assert_eq!(stats.rows_added, 36, "{stats:?}");
+    let mark = data::read_bars_of_kind(dir.path(), &Selection::all(four), BarKind::Mark).unwrap().0;
+    assert_eq!(mark.len(), 12);
+    let hourly = small_mark_bars(&["BTCUSDT"], 48, JUNE_1);
+    for (bucket, (ts, close)) in mark.ts.iter().zip(&mark.close).enumerate() {
+        assert_eq!(*ts, JUNE_1 + bucket as i64 * 4 * H);
+        assert_eq!(*close, hourly.close[bucket * 4 + 3], "a bucket's close is its last hour's close");
+    }
+    assert!(mark.volume.iter().all(|v| v.is_nan()));
+    // The store had no index bars: none are made up.
+    assert!(!data::store::store_has_kind(dir.path(), four, BarKind::Index));
+}

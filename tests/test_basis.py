@@ -86,3 +86,56 @@ def test_sample_store_has_mark_bars():
     size = sum(p.stat().st_size for p in store.rglob("*.parquet"))
     assert size < 2_000_000
     assert isinstance(pl.DataFrame(mark), pl.DataFrame)
+
+
+def test_sweeps_over_the_basis_weight_see_the_mark_bars_locally_and_on_an_executor(runs):
+    """A sweep from a base without the basis term still reads the store's mark bars when a set turns
+    it on; an executor ships them (from a store or a Dataset) and gives the local results."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    sets = [{"strategy.carry.basis_weight": 0.0}, {"strategy.carry.basis_weight": 1095.0}]
+    local = xsmom.sweep(DATA, carry(0.0), sets, n_jobs=1)
+    assert local[0] == runs[0.0].metrics and local[1] == runs[1095.0].metrics
+    dataset = xsmom.Dataset(DATA)
+    assert xsmom.sweep(dataset, carry(0.0), sets, n_jobs=1) == local
+    mark = xsmom.read_bars(DATA, kind="mark")
+    bars, funding = xsmom.read_bars(DATA), xsmom.read_funding(DATA)
+    assert xsmom.sweep(bars, carry(0.0), sets, funding=funding, mark=mark, n_jobs=1) == local
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        assert xsmom.sweep(DATA, carry(0.0), sets, n_jobs=1, executor=pool) == local
+        assert xsmom.sweep(dataset, carry(0.0), sets, n_jobs=1, executor=pool) == local
+
+
+def test_a_dataset_gives_back_its_mark_closes():
+    dataset = xsmom.Dataset(DATA)
+    mark = pl.DataFrame(dataset.mark())
+    assert mark.columns[:6] == ["ts", "symbol", "open", "high", "low", "close"]
+    assert mark["symbol"].n_unique() == 25
+    assert (mark["open"] == mark["close"]).all() and (mark["high"] == mark["close"]).all()
+    rebuilt = xsmom.Dataset(pl.DataFrame(dataset.bars()), pl.DataFrame(dataset.funding()), mark=mark)
+    assert xsmom.backtest(rebuilt, carry(1095.0)).metrics == xsmom.backtest(dataset, carry(1095.0)).metrics
+    assert xsmom.Dataset(xsmom.read_bars(DATA)).mark() is None
+
+
+def test_resample_makes_coarser_mark_bars_beside_the_traded_ones(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    store = tmp_path / "store"
+    shutil.copytree(DATA / "bars", store / "bars")
+    shutil.copytree(DATA / "funding", store / "funding")
+    subprocess.run(
+        [sys.executable, "-m", "xsmom", "data", "resample", "--store", str(store), "--to", "4h"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    hourly = xsmom.read_bars(DATA, kind="mark").filter(pl.col("symbol") == "BTCUSDT")
+    four = xsmom.read_bars(store, timeframe="4h", kind="mark").filter(pl.col("symbol") == "BTCUSDT")
+    assert hourly.height // 4 - 1 <= four.height <= hourly.height // 4
+    last_hour = hourly.group_by_dynamic("ts", every="4h").agg(pl.col("close").last().alias("last"))
+    joined = four.join(last_hour, on="ts")
+    assert joined.height == four.height and (joined["close"] == joined["last"]).all()
+    on = xsmom.backtest(store, carry(1095.0).with_overrides({"data.timeframe": "4h"}))
+    assert not any("there is no mark data" in w for w in on.warnings)

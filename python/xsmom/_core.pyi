@@ -75,6 +75,7 @@ class Dataset:
     def findings(self) -> ArrowStream: ...
     def bars(self) -> ArrowStream: ...
     def funding(self) -> ArrowStream | None: ...
+    def mark(self) -> ArrowStream | None: ...
 
 class BacktestRun:
     """A finished backtest kept on the Rust side; builds its tables on request."""
@@ -95,6 +96,7 @@ def sweep(
     overrides_list: list[list[tuple[str, str]]],
     funding: ArrowStream | str | None = None,
     n_jobs: int | None = None,
+    mark: ArrowStream | str | None = None,
 ) -> list[dict[str, float]]: ...
 def signals(
     bars: ArrowStream | str | Dataset, config_yaml: str, funding: ArrowStream | str | None = None
@@ -109,7 +111,10 @@ def resample_store(store: str, to: str, source: str | None = None) -> dict[str, 
 # --- research (src/python_research.rs) -------------------------------------------------------
 
 def research_panel(
-    bars: ArrowStream | str | Dataset, config_yaml: str, funding: ArrowStream | str | None = None
+    bars: ArrowStream | str | Dataset,
+    config_yaml: str,
+    funding: ArrowStream | str | None = None,
+    mark: ArrowStream | str | None = None,
 ) -> Dataset: ...
 def evaluate_windows(
     panel: Dataset,

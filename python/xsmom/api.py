@@ -252,8 +252,12 @@ def sweep(
     n_jobs: int | None = None,
     funding: pl.DataFrame | str | Path | None = None,
     executor: Executor | None = None,
+    mark: pl.DataFrame | str | Path | None = None,
 ) -> list[dict[str, float]]:
     """Metrics for each override set, computed in parallel in Rust (GIL released). Data is loaded once.
+
+    ``mark`` as for ``backtest``; with a store path the store's ``kind=mark`` bars are used when the
+    base config or any override set runs the basis term.
 
     With ``executor`` (any ``concurrent.futures.Executor``, e.g. ``xsmom.parallel.dask_executor(addr)``)
     the list is cut into chunks that run as tasks on its workers (bars shipped as a polars DataFrame,
@@ -263,11 +267,16 @@ def sweep(
         from xsmom.parallel import sweep_on_executor
 
         return sweep_on_executor(
-            executor, bars, _config(config), overrides_list, funding=funding, n_jobs=n_jobs
+            executor, bars, _config(config), overrides_list, funding=funding, n_jobs=n_jobs, mark=mark
         )
     sets = [override_pairs(overrides) for overrides in overrides_list]
     results = _core.sweep(
-        _bars_arg(bars), _config(config), sets, _bars_arg(funding) if funding is not None else None, n_jobs
+        _bars_arg(bars),
+        _config(config),
+        sets,
+        _bars_arg(funding) if funding is not None else None,
+        n_jobs,
+        _bars_arg(mark) if mark is not None else None,
     )
     return [dict(r) for r in results]
 

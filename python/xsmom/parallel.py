@@ -35,12 +35,12 @@ def encode_overrides(overrides_list: Sequence[dict[str, Any]]) -> OverrideSets:
 
 
 def _sweep_chunk(
-    bars: Any, config_yaml: str, sets: OverrideSets, funding: Any, n_jobs: int | None
+    bars: Any, config_yaml: str, sets: OverrideSets, funding: Any, n_jobs: int | None, mark: Any = None
 ) -> list[dict[str, float]]:
     """One task: a Rust sweep of ``sets`` on the worker. Module-level so that it pickles by name."""
     from xsmom import _core as core
 
-    return [dict(r) for r in core.sweep(bars, config_yaml, sets, funding, n_jobs)]
+    return [dict(r) for r in core.sweep(bars, config_yaml, sets, funding, n_jobs, mark)]
 
 
 def executor_workers(executor: Executor) -> int:
@@ -61,25 +61,45 @@ def chunks(n_items: int, n_chunks: int) -> list[range]:
     return [range(start, min(start + size, n_items)) for start in range(0, n_items, size or 1)]
 
 
-def as_frames(bars: Any, funding: Any, timeframe: str) -> tuple[pl.DataFrame, pl.DataFrame | None]:
-    """Bars and funding as DataFrames to ship to executor workers, with the funding a local run
-    would use: a store's own funding, or a ``Dataset``'s validated bars and aligned funding."""
+def wants_mark(config_yaml: str) -> bool:
+    """Whether a config runs the basis term of the carry sleeve (and so reads mark-price bars)."""
+    carry = json.loads(_core.config_to_json(config_yaml))["strategy"]["carry"]
+    return bool(carry["enabled"]) and carry["basis_weight"] > 0
+
+
+def as_frames(
+    bars: Any, funding: Any, timeframe: str, mark: Any = None, with_store_mark: bool = False
+) -> tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame | None]:
+    """Bars, funding and mark bars as DataFrames to ship to executor workers, with the data a local
+    run would use: a store's own funding (and, with ``with_store_mark``, its ``kind=mark`` bars), or
+    a ``Dataset``'s validated bars, aligned funding and attached mark closes."""
     from xsmom.api import Dataset, read_bars, read_funding
 
     if isinstance(bars, Dataset):
-        funding_table = bars.funding()
-        return pl.DataFrame(bars.bars()), None if funding_table is None else pl.DataFrame(funding_table)
+        funding_table, mark_table = bars.funding(), bars.mark()
+        return (
+            pl.DataFrame(bars.bars()),
+            None if funding_table is None else pl.DataFrame(funding_table),
+            None if mark_table is None else pl.DataFrame(mark_table),
+        )
     funding_frame = None
+    mark_frame = None
     if isinstance(bars, str | Path):
         path = Path(bars)
         bars_frame = read_bars(path, timeframe=timeframe)
         if funding is None and path.is_dir() and (path / "funding").exists():
             funding_frame = read_funding(path)  # the store's own funding, as the local run reads it
+        has_mark = (path / "bars" / f"timeframe={timeframe}" / "kind=mark").is_dir()
+        if mark is None and with_store_mark and has_mark:
+            mark_frame = read_bars(path, timeframe=timeframe, kind="mark")
     else:
         bars_frame = bars
     if funding is not None:
         funding_frame = read_funding(funding) if isinstance(funding, str | Path) else funding
-    return bars_frame, funding_frame
+    if mark is not None:
+        is_path = isinstance(mark, str | Path)
+        mark_frame = read_bars(mark, timeframe=timeframe, kind="mark") if is_path else mark
+    return bars_frame, funding_frame, mark_frame
 
 
 def sweep_on_executor(
@@ -91,29 +111,31 @@ def sweep_on_executor(
     funding: Any = None,
     n_jobs: int | None = None,
     n_chunks: int | None = None,
+    mark: Any = None,
 ) -> list[dict[str, float]]:
     """Metrics per override set, the chunks evaluated as tasks on ``executor``, in input order."""
     sets = encode_overrides(overrides_list)
     # Validate every set here, so that an error names its index in the whole list.
+    any_wants_mark = wants_mark(config_yaml)
     for index, pairs in enumerate(sets):
         try:
-            _core.config_with_overrides(config_yaml, pairs)
+            any_wants_mark = wants_mark(_core.config_with_overrides(config_yaml, pairs)) or any_wants_mark
         except ValueError as err:
             raise ValueError(f"override set {index}: {err}") from None
     if not sets:
         return []
     timeframe = json.loads(_core.config_to_json(config_yaml))["data"]["timeframe"]
-    bars_frame, funding_frame = as_frames(bars, funding, timeframe)
+    bars_frame, funding_frame, mark_frame = as_frames(bars, funding, timeframe, mark, any_wants_mark)
     ranges = chunks(len(sets), n_chunks or 2 * executor_workers(executor))
     client = getattr(executor, "_client", None)
-    bars_arg: Any = bars_frame
-    funding_arg: Any = funding_frame
+    shipped: list[Any] = [bars_frame, funding_frame, mark_frame]
     if client is not None and len(ranges) > 1:
-        bars_arg = client.scatter(bars_frame, broadcast=True)
-        if funding_frame is not None:
-            funding_arg = client.scatter(funding_frame, broadcast=True)
+        shipped = [None if frame is None else client.scatter(frame, broadcast=True) for frame in shipped]
+    bars_arg, funding_arg, mark_arg = shipped
     futures = [
-        executor.submit(_sweep_chunk, bars_arg, config_yaml, [sets[i] for i in r], funding_arg, n_jobs)
+        executor.submit(
+            _sweep_chunk, bars_arg, config_yaml, [sets[i] for i in r], funding_arg, n_jobs, mark_arg
+        )
         for r in ranges
     ]
     results: list[dict[str, float]] = []

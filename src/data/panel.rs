@@ -401,6 +401,29 @@ impl Panel {
         bars
     }
 
+    /// The attached mark-price closes as mark bars in long format (open = high = low = close, NaN
+    /// volume), `None` without them: what ships a dataset's basis data to another process.
+    pub fn mark_to_bars(&self) -> Option<Bars> {
+        let mark = self.mark_close.as_ref()?;
+        let mut bars = Bars { names: self.symbols.clone(), ..Bars::default() };
+        for i in 0..self.n_symbols() {
+            for t in 0..self.n_bars() {
+                let close = mark[[t, i]];
+                if close.is_nan() {
+                    continue;
+                }
+                bars.ts.push(self.ts[t]);
+                bars.symbol.push(i as u32);
+                bars.open.push(close);
+                bars.high.push(close);
+                bars.low.push(close);
+                bars.close.push(close);
+                bars.volume.push(f64::NAN);
+            }
+        }
+        Some(bars)
+    }
+
     /// The first `n_bars` rows only (truncation-invariance tests and warm starts).
     pub fn head(&self, n_bars: usize) -> Panel {
         let rows = n_bars.min(self.n_bars());

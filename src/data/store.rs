@@ -80,6 +80,14 @@ pub struct WriteStats {
     pub rows_replaced: usize,
 }
 
+impl std::ops::AddAssign for WriteStats {
+    fn add_assign(&mut self, other: Self) {
+        self.files_written += other.files_written;
+        self.rows_added += other.rows_added;
+        self.rows_replaced += other.rows_replaced;
+    }
+}
+
 /// Which price a bar series is of: the traded (last) price, the mark price or the index price.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BarKind {

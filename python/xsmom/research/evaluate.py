@@ -29,12 +29,13 @@ def _evaluate_chunk(
     config_yaml: str,
     jobs: list[Job],
     series: bool,
+    mark: pl.DataFrame | None = None,
 ) -> list[dict[str, Any]]:
     """Run on an executor worker: evaluate the chunk in one call. The prepared panel is kept per
     worker process under the evaluator's ``token`` (the last two), so a study prepares it once."""
     panel = _PANELS.get(token)
     if panel is None:
-        panel = _core.research_panel(bars, config_yaml, funding)
+        panel = _core.research_panel(bars, config_yaml, funding, mark)
         while len(_PANELS) >= 2:
             _PANELS.pop(next(iter(_PANELS)))
         _PANELS[token] = panel
@@ -60,10 +61,12 @@ class Evaluator:
         self.panel = _core.research_panel(bars_arg, self.config_yaml, funding_arg)
         self.executor = executor
         self.n_jobs = n_jobs
-        self._frames: tuple[Any, Any] | None = None
+        self._frames: tuple[Any, Any, Any] | None = None
         self.token = f"{WHO}:{id(self)}:{time.time_ns()}"
         if executor is not None:
-            frames = as_frames(bars, funding, self.panel.timeframe)
+            # The validated panel itself (bars, aligned funding, mark closes) goes to the workers, so
+            # that they evaluate on exactly the data of a local run.
+            frames = as_frames(self.panel, None, self.panel.timeframe)
             client = getattr(executor, "_client", None)
             if client is not None:
                 # Dask: the bars (and funding) go to every worker once per evaluator (one optimize
@@ -78,12 +81,12 @@ class Evaluator:
             results = _core.evaluate_windows(self.panel, self.config_yaml, jobs, series, self.n_jobs)
             return [dict(r) for r in results]
         assert self._frames is not None
-        bars, funding = self._frames
+        bars, funding, mark = self._frames
         n_chunks = max(1, min(len(jobs), executor_workers(self.executor)))
         size = math.ceil(len(jobs) / n_chunks)
         futures = [
             self.executor.submit(
-                _evaluate_chunk, self.token, bars, funding, self.config_yaml, jobs[i : i + size], series
+                _evaluate_chunk, self.token, bars, funding, self.config_yaml, jobs[i : i + size], series, mark
             )
             for i in range(0, len(jobs), size)
         ]
