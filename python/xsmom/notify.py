@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger("xsmom.notify")
@@ -108,6 +109,16 @@ def send_discord(
         return False
 
 
+@dataclass(frozen=True)
+class _Policy:
+    """How long to wait for Discord and how often to try again."""
+
+    timeout: float
+    retries: int
+    max_wait: float
+    backoff: float
+
+
 def _send(
     content: str,
     files: Sequence[str | Path],
@@ -124,8 +135,21 @@ def _send(
     if not webhook.startswith(("https://", "http://")):
         log.warning("discord: not sent: the webhook URL is not an http(s) URL")
         return False
+    text, attachments = _message(str(content), files)
+    payload: dict = {"content": text, "allowed_mentions": {"parse": []}}
+    if username:
+        payload["username"] = username
+    if attachments:
+        body, content_type = _multipart(payload, attachments)
+    else:
+        body, content_type = json.dumps(payload).encode(), "application/json"
+    sent = (len(text), len(attachments))
+    return _post(webhook, body, content_type, sent, _Policy(timeout, retries, max_wait, backoff))
 
-    text = str(content)
+
+def _message(text: str, files: Sequence[str | Path]) -> tuple[str, list[tuple[str, bytes]]]:
+    """The text as sent (cut to Discord's limit, the full text attached) and the attachments that
+    fit: readable files, within 24 MiB in all and at most ``MAX_FILES``."""
     attachments: list[tuple[str, bytes]] = []
     if len(text) > MAX_CONTENT:
         attachments.append(("message.txt", text.encode()))
@@ -144,19 +168,14 @@ def _send(
             continue
         total += len(data)
         kept.append((name, data))
-    attachments = kept
-    if len(attachments) > MAX_FILES:
-        log.warning("discord: %d attachments, only the first %d sent", len(attachments), MAX_FILES)
-        attachments = attachments[:MAX_FILES]
+    if len(kept) > MAX_FILES:
+        log.warning("discord: %d attachments, only the first %d sent", len(kept), MAX_FILES)
+        kept = kept[:MAX_FILES]
+    return text, kept
 
-    payload: dict = {"content": text, "allowed_mentions": {"parse": []}}
-    if username:
-        payload["username"] = username
-    if attachments:
-        body, content_type = _multipart(payload, attachments)
-    else:
-        body, content_type = json.dumps(payload).encode(), "application/json"
 
+def _post(webhook: str, body: bytes, content_type: str, sent: tuple[int, int], policy: _Policy) -> bool:
+    """POST ``body`` until Discord accepts it, retrying 429, 5xx and network errors."""
     attempt = 0
     while True:
         request = urllib.request.Request(
@@ -165,33 +184,41 @@ def _send(
             method="POST",
             headers={"Content-Type": content_type, "User-Agent": USER_AGENT},
         )
-        wait: float | None
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with urllib.request.urlopen(request, timeout=policy.timeout) as response:
                 response.read()
-                log.info("discord: sent (%d chars, %d file(s))", len(text), len(attachments))
+                log.info("discord: sent (%d chars, %d file(s))", *sent)
                 return True
         except urllib.error.HTTPError as err:
-            if err.code == 429:
-                wait = _retry_after(err)
-                wait = 1.0 if wait is None else wait
-                if wait > max_wait:
-                    log.warning("discord: not sent: rate limited for %.1f s (limit %.0f s)", wait, max_wait)
-                    return False
-                reason = f"rate limited, retrying after {wait:.2f} s"
-            elif err.code >= 500:
-                wait = backoff * 2**attempt
-                reason = f"HTTP {err.code}, retrying after {wait:.2f} s"
-            else:
-                log.warning("discord: not sent: HTTP %d %s", err.code, _redact(str(err.reason), webhook))
+            retry = _http_retry(err, attempt, policy, webhook)
+            if retry is None:
                 return False
+            wait, reason = retry
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
-            wait = backoff * 2**attempt
+            wait = policy.backoff * 2**attempt
             detail = getattr(err, "reason", None) or err
             reason = _redact(f"{detail}", webhook) + f", retrying after {wait:.2f} s"
         attempt += 1
-        if attempt > retries:
+        if attempt > policy.retries:
             log.warning("discord: not sent after %d attempt(s): %s", attempt, reason.split(", retrying")[0])
             return False
         log.info("discord: %s (attempt %d)", reason, attempt)
         time.sleep(wait)
+
+
+def _http_retry(
+    err: urllib.error.HTTPError, attempt: int, policy: _Policy, webhook: str
+) -> tuple[float, str] | None:
+    """The wait and the reason before retrying an HTTP error; None (logged) when it is final."""
+    if err.code == 429:
+        wait = _retry_after(err)
+        wait = 1.0 if wait is None else wait
+        if wait > policy.max_wait:
+            log.warning("discord: not sent: rate limited for %.1f s (limit %.0f s)", wait, policy.max_wait)
+            return None
+        return wait, f"rate limited, retrying after {wait:.2f} s"
+    if err.code >= 500:
+        wait = policy.backoff * 2**attempt
+        return wait, f"HTTP {err.code}, retrying after {wait:.2f} s"
+    log.warning("discord: not sent: HTTP %d %s", err.code, _redact(str(err.reason), webhook))
+    return None

@@ -418,7 +418,50 @@ def _metric_cell(name: str, value: float) -> str:
     return format_metric(name, value)
 
 
-def _html(result, bpy, bench, periods, images) -> str:
+_BENCHMARK_COLUMNS = [
+    ("series", "", "str"),
+    ("total_return_pct", "Total return", "pct"),
+    ("cagr_pct", "CAGR", "pct"),
+    ("sharpe", "Sharpe (ann.)", "num"),
+    ("max_drawdown_pct", "Max drawdown (%)", "num"),
+    ("correlation", "Correlation (daily)", "num"),
+    ("beta", "Beta (daily)", "num"),
+]
+_DRAWDOWN_COLUMNS = [
+    ("peak", "Peak (UTC)", "str"),
+    ("valley", "Valley (UTC)", "str"),
+    ("recovery", "Recovered (UTC)", "str"),
+    ("depth_pct", "Depth (%)", "num"),
+    ("days", "Length (days)", "num"),
+]
+_COMPONENT_COLUMNS = [
+    ("component", "Component", "str"),
+    ("usd", "USD", "usd"),
+    ("pct_of_capital", "% of capital", "pct"),
+]
+_LEG_COLUMNS = [
+    ("side", "Leg", "str"),
+    ("round_trips", "Round trips", "int"),
+    ("pnl_usd", "PnL (USD)", "usd"),
+    ("win_rate_pct", "Win rate (%)", "num"),
+]
+_SYMBOL_COLUMNS = [
+    ("symbol", "Symbol", "str"),
+    ("round_trips", "Round trips", "int"),
+    ("pnl_usd", "PnL (USD)", "usd"),
+]
+_EXIT_COLUMNS = [
+    ("exit_reason", "Exit reason", "str"),
+    ("round_trips", "Round trips", "int"),
+    ("win_rate_pct", "Win rate (%)", "num"),
+    ("mean_return_pct", "Mean return", "pct"),
+    ("pnl_usd", "PnL (USD)", "usd"),
+    ("mean_bars_held", "Mean bars held", "num"),
+]
+
+
+def _html_head(result, bpy) -> str:
+    """The page up to the summary table: style, data range and the no-trades note."""
     e = html.escape
     rows = "".join(
         f"<tr><th>{e(LABELS.get(k, k))}</th><td>{e(_metric_cell(k, v))}</td></tr>"
@@ -428,34 +471,7 @@ def _html(result, bpy, bench, periods, images) -> str:
     note = (
         "" if traded else '<p class="note" id="no-trades">No trades: the strategy never held a position.</p>'
     )
-    warnings = "".join(f"<li>{e(w)}</li>" for w in result.warnings) or "<li>none</li>"
     timeframe = result.config.to_dict()["data"]["timeframe"]
-    attr = attribution(result)
-
-    def image(name: str, alt: str) -> str:
-        return f'<img alt="{e(alt)}" src="data:image/png;base64,{images[name]}">'
-
-    if bench is None:
-        bench_html = "<p>No bars were given to the report, so there is no buy-and-hold benchmark.</p>"
-    else:
-        bench_html = _table(
-            benchmark_stats(bench, bpy),
-            [
-                ("series", "", "str"),
-                ("total_return_pct", "Total return", "pct"),
-                ("cagr_pct", "CAGR", "pct"),
-                ("sharpe", "Sharpe (ann.)", "num"),
-                ("max_drawdown_pct", "Max drawdown (%)", "num"),
-                ("correlation", "Correlation (daily)", "num"),
-                ("beta", "Beta (daily)", "num"),
-            ],
-            "benchmark",
-        )
-    sym_cols = [
-        ("symbol", "Symbol", "str"),
-        ("round_trips", "Round trips", "int"),
-        ("pnl_usd", "PnL (USD)", "usd"),
-    ]
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>xsmom backtest report</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;line-height:1.4}}
@@ -469,62 +485,47 @@ pre{{background:#f6f6f6;padding:1em;overflow:auto;font-size:12px}}</style></head
 Metrics cover the bars from the first decision on.</p>
 {note}
 <section id="summary"><h2>Summary</h2><table class="metrics">{rows}</table></section>
-<section id="benchmark"><h2>Benchmark (buy and hold from the first decision)</h2>{bench_html}
+"""
+
+
+def _html_tables(result, bpy, bench, periods) -> dict[str, str]:
+    """The report's tables as HTML, by section."""
+    attr = attribution(result)
+    if bench is None:
+        benchmark = "<p>No bars were given to the report, so there is no buy-and-hold benchmark.</p>"
+    else:
+        benchmark = _table(benchmark_stats(bench, bpy), _BENCHMARK_COLUMNS, "benchmark")
+    return {
+        "bench": benchmark,
+        "drawdowns": _table(periods, _DRAWDOWN_COLUMNS, "drawdowns"),
+        "components": _table(attr["components"], _COMPONENT_COLUMNS, "components"),
+        "legs": _table(attr["legs"], _LEG_COLUMNS, "legs"),
+        "best": _table(attr["best"], _SYMBOL_COLUMNS, "best"),
+        "worst": _table(attr["worst"], _SYMBOL_COLUMNS, "worst"),
+        "exits": _table(exit_reasons(result.trades), _EXIT_COLUMNS, "exits"),
+    }
+
+
+def _html(result, bpy, bench, periods, images) -> str:
+    e = html.escape
+
+    def image(name: str, alt: str) -> str:
+        return f'<img alt="{e(alt)}" src="data:image/png;base64,{images[name]}">'
+
+    t = _html_tables(result, bpy, bench, periods)
+    warnings = "".join(f"<li>{e(w)}</li>" for w in result.warnings) or "<li>none</li>"
+    return (
+        _html_head(result, bpy)
+        + f"""<section id="benchmark"><h2>Benchmark (buy and hold from the first decision)</h2>{t["bench"]}
 {image("equity", "equity against the benchmarks")}
 {image("rolling_beta", "rolling beta to the benchmarks")}</section>
 <section id="drawdowns"><h2>Drawdowns</h2>{image("drawdown", "drawdown in percent")}
-<h3>Five deepest drawdown periods</h3>{
-        _table(
-            periods,
-            [
-                ("peak", "Peak (UTC)", "str"),
-                ("valley", "Valley (UTC)", "str"),
-                ("recovery", "Recovered (UTC)", "str"),
-                ("depth_pct", "Depth (%)", "num"),
-                ("days", "Length (days)", "num"),
-            ],
-            "drawdowns",
-        )
-    }</section>
-<section id="attribution"><h2>PnL attribution</h2>{
-        _table(
-            attr["components"],
-            [
-                ("component", "Component", "str"),
-                ("usd", "USD", "usd"),
-                ("pct_of_capital", "% of capital", "pct"),
-            ],
-            "components",
-        )
-    }
-<h3>Long and short legs (round trips, after costs)</h3>{
-        _table(
-            attr["legs"],
-            [
-                ("side", "Leg", "str"),
-                ("round_trips", "Round trips", "int"),
-                ("pnl_usd", "PnL (USD)", "usd"),
-                ("win_rate_pct", "Win rate (%)", "num"),
-            ],
-            "legs",
-        )
-    }
-<h3>Best symbols</h3>{_table(attr["best"], sym_cols, "best")}
-<h3>Worst symbols</h3>{_table(attr["worst"], sym_cols, "worst")}</section>
-<section id="exit-reasons"><h2>Round trips by exit reason</h2>{
-        _table(
-            exit_reasons(result.trades),
-            [
-                ("exit_reason", "Exit reason", "str"),
-                ("round_trips", "Round trips", "int"),
-                ("win_rate_pct", "Win rate (%)", "num"),
-                ("mean_return_pct", "Mean return", "pct"),
-                ("pnl_usd", "PnL (USD)", "usd"),
-                ("mean_bars_held", "Mean bars held", "num"),
-            ],
-            "exits",
-        )
-    }</section>
+<h3>Five deepest drawdown periods</h3>{t["drawdowns"]}</section>
+<section id="attribution"><h2>PnL attribution</h2>{t["components"]}
+<h3>Long and short legs (round trips, after costs)</h3>{t["legs"]}
+<h3>Best symbols</h3>{t["best"]}
+<h3>Worst symbols</h3>{t["worst"]}</section>
+<section id="exit-reasons"><h2>Round trips by exit reason</h2>{t["exits"]}</section>
 <section id="exposure"><h2>Exposure and risk-adjusted return</h2>{image("exposure", "gross and net exposure")}
 {image("rolling_sharpe", "rolling Sharpe")}</section>
 <section id="monthly"><h2>Monthly returns</h2>{image("monthly", "monthly returns in percent")}</section>
@@ -533,3 +534,4 @@ Metrics cover the bars from the first decision on.</p>
 <section id="configuration"><h2>Configuration</h2><pre>{e(result.config.to_yaml())}</pre></section>
 </body></html>
 """
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -102,7 +103,26 @@ def study_fixed_configs(
         except ValueError as err:
             raise ResearchError(f"configuration {name!r}: {' '.join(str(err).split())}") from None
     evaluate = Evaluator(bars, base, funding=funding, n_jobs=n_jobs)
-    panel = evaluate.panel
+    segments = _segments(evaluate.panel, base, configs, wfo)
+    bpy = evaluate.panel.bars_per_year
+    parts = _oos_parts(evaluate, configs, segments)
+    baseline = stitched_metrics(parts[0], bpy)
+    base_returns = [x for p in parts[0] for x in p["returns"]]
+    stitched = [stitched_metrics(p, bpy) for p in parts[1:]]
+    sharpes = [m["sharpe"] for m in stitched if math.isfinite(m["sharpe"])]
+    per_bar_var = sample_variance(sharpes) / bpy  # annualised → per-bar Sharpe variance
+    judge = _Judge(
+        evaluate, base, segments, bpy, gate, seed, mc_paths, baseline, base_returns, len(configs), per_bar_var
+    )
+    rows = [
+        judge.row(name, overrides, part, metrics)
+        for name, overrides, part, metrics in zip(configs, configs.values(), parts[1:], stitched, strict=True)
+    ]
+    return pl.DataFrame(rows).select(COLUMNS)
+
+
+def _segments(panel: Any, base: Config, configs: Mapping[str, Mapping[str, Any]], wfo: WalkForward) -> list:
+    """The walk-forward layout, purged by the longest lookback of any configuration."""
     per_day = panel.bars_per_day
     lookbacks = [
         max(base.with_overrides(dict(o)).to_dict()["strategy"]["lookbacks"]) for o in configs.values()
@@ -120,8 +140,11 @@ def study_fixed_configs(
         raise ResearchError(
             f"{panel.n_bars / per_day:.1f} days of bars are too few for one walk-forward segment"
         )
-    bpy = panel.bars_per_year
-    names = list(configs)
+    return segments
+
+
+def _oos_parts(evaluate: Evaluator, configs: Mapping[str, Mapping[str, Any]], segments: list) -> list:
+    """Per configuration (the base config first) its backtests on every OOS window."""
     windows = [(s["oos_start"], s["oos_end"]) for s in segments]
     # One Rust call for the base config and every configuration on every OOS window.
     jobs = [
@@ -132,40 +155,56 @@ def study_fixed_configs(
         if "error" in r:
             raise ResearchError(f"OOS backtest from bar {a} with {pairs} failed: {r['error']}")
     n_seg = len(segments)
-    parts = [results[k * n_seg : (k + 1) * n_seg] for k in range(len(names) + 1)]
-    baseline = stitched_metrics(parts[0], bpy)
-    base_returns = [x for p in parts[0] for x in p["returns"]]
-    stitched = [stitched_metrics(p, bpy) for p in parts[1:]]
-    sharpes = [m["sharpe"] for m in stitched if math.isfinite(m["sharpe"])]
-    per_bar_var = sample_variance(sharpes) / bpy  # annualised → per-bar Sharpe variance
-    rows = []
-    for name, overrides, part, metrics in zip(names, configs.values(), parts[1:], stitched, strict=True):
+    return [results[k * n_seg : (k + 1) * n_seg] for k in range(len(configs) + 1)]
+
+
+@dataclass(frozen=True)
+class _Judge:
+    """What every configuration is judged with: the base config's stitched OOS on the same bars,
+    the walk-forward layout, the gate and the deflation over all configurations."""
+
+    evaluate: Evaluator
+    base: Config
+    segments: list
+    bpy: float
+    gate: Gate
+    seed: int
+    mc_paths: int
+    baseline: dict[str, float]
+    base_returns: list[float]
+    n_configs: int
+    per_bar_var: float
+
+    def row(self, name: str, overrides: Mapping[str, Any], part: list, metrics: dict) -> dict[str, Any]:
+        """The ``COLUMNS`` of one configuration."""
+        bpy, gate, seed = self.bpy, self.gate, self.seed
         returns = [x for p in part for x in p["returns"]]
         trades = [x for p in part for x in p["trade_returns"]]
-        dsr = _core.deflated_sharpe(returns, len(names), per_bar_var) if len(returns) >= 3 else math.nan
-        mc = monte_carlo(returns, trades, bpy, n_paths=mc_paths, seed=seed)
-        summary = mc["bootstrap"]["summary"]
-        paired = paired_bootstrap(returns, base_returns, bpy, gate.bootstrap_paths, seed)
-        chosen = [SimpleNamespace(params=dict(overrides))] * n_seg
-        # The jitter multiplies this configuration's own costs (it may override them).
-        own = _OwnCosts(evaluate, base.with_overrides(dict(overrides)).to_yaml())
-        fragility = cost_fragility(own, segments, chosen, bpy, gate, seed)["std"]
-        verdict = deployment_gate(metrics, baseline, summary, paired, fragility, gate, dsr_procedure=dsr)
-        rows.append(
-            {
-                "config": name,
-                **{k: float(metrics[k]) for k in COLUMNS[1:7]},
-                "psr": float(metrics["psr"]),
-                "dsr": float(dsr),
-                "p_delta_sharpe": float(paired["p_delta_sharpe"]),
-                "fragility": float(fragility),
-                "mc_p99_max_drawdown": float(summary["max_drawdown"]["p99"]),
-                "verdict": verdict["verdict"],
-                "failed": ", ".join(c["name"] for c in verdict["checks"] if not c["passed"]),
-                "reason": verdict["reason"],
-            }
+        dsr = (
+            _core.deflated_sharpe(returns, self.n_configs, self.per_bar_var)
+            if len(returns) >= 3
+            else math.nan
         )
-    return pl.DataFrame(rows).select(COLUMNS)
+        mc = monte_carlo(returns, trades, bpy, n_paths=self.mc_paths, seed=seed)
+        summary = mc["bootstrap"]["summary"]
+        paired = paired_bootstrap(returns, self.base_returns, bpy, gate.bootstrap_paths, seed)
+        chosen = [SimpleNamespace(params=dict(overrides))] * len(self.segments)
+        # The jitter multiplies this configuration's own costs (it may override them).
+        own = _OwnCosts(self.evaluate, self.base.with_overrides(dict(overrides)).to_yaml())
+        fragility = cost_fragility(own, self.segments, chosen, bpy, gate, seed)["std"]
+        verdict = deployment_gate(metrics, self.baseline, summary, paired, fragility, gate, dsr_procedure=dsr)
+        return {
+            "config": name,
+            **{k: float(metrics[k]) for k in COLUMNS[1:7]},
+            "psr": float(metrics["psr"]),
+            "dsr": float(dsr),
+            "p_delta_sharpe": float(paired["p_delta_sharpe"]),
+            "fragility": float(fragility),
+            "mc_p99_max_drawdown": float(summary["max_drawdown"]["p99"]),
+            "verdict": verdict["verdict"],
+            "failed": ", ".join(c["name"] for c in verdict["checks"] if not c["passed"]),
+            "reason": verdict["reason"],
+        }
 
 
 class _OwnCosts:

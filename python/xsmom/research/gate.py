@@ -41,63 +41,11 @@ def deployment_gate(
     (its own PSR ≥ ``min_psr``), else ``stand aside`` (nothing on the table has skill and passes).
     """
     g = gate or Gate()
-
-    def check(name: str, kind: str, value: float, threshold: float, ok: bool) -> dict[str, Any]:
-        value = float(value)
-        return {
-            "name": name,
-            "kind": kind,
-            "value": value,
-            "threshold": threshold,
-            "passed": bool(ok and not math.isnan(value)),
-        }
-
     skill = candidate["psr"] if dsr_procedure is None else dsr_procedure
-    d_dd = candidate["max_drawdown"] - baseline["max_drawdown"]
-    tail = mc_summary["max_drawdown"]["p99"]
-    p_up = paired["p_delta_sharpe"]
-    checks = [
-        check("psr_oos", "skill", skill, g.min_psr, skill >= g.min_psr),
-        check("p_delta_sharpe", "relative", p_up, g.min_p_delta_sharpe, p_up >= g.min_p_delta_sharpe),
-        check("delta_max_drawdown", "relative", d_dd, g.max_delta_drawdown, d_dd <= g.max_delta_drawdown),
-        check("mc_p99_max_drawdown", "absolute", tail, g.tail_dd_limit, tail <= g.tail_dd_limit),
-        check("fragility", "absolute", fragility, g.max_fragility, fragility <= g.max_fragility),
-        check(
-            "oos_bars", "absolute", candidate["n_bars"], g.oos_min_bars, candidate["n_bars"] >= g.oos_min_bars
-        ),
-        check(
-            "oos_trades",
-            "absolute",
-            candidate["round_trips"],
-            g.oos_min_trades,
-            candidate["round_trips"] >= g.oos_min_trades,
-        ),
-    ]
+    checks = _checks(candidate, baseline, mc_summary, paired, fragility, g, skill)
     failed = [c["name"] for c in checks if not c["passed"]]
     base_psr = float(baseline["psr"])
-    base_skilled = base_psr >= g.min_psr
-    if not failed:
-        verdict = "deploy"
-        reason = (
-            f"the candidate has skill (PSR {skill:.3f} ≥ {g.min_psr:g}) and passes every check, "
-            f"P(Δsharpe > 0) = {p_up:.2f}"
-        )
-    elif base_skilled:
-        verdict = "keep"
-        reason = (
-            f"the candidate fails {', '.join(failed)} while the live config has skill "
-            f"(PSR {base_psr:.3f} ≥ {g.min_psr:g}): keep it"
-        )
-    else:
-        verdict = "stand aside"
-        if skill < g.min_psr or math.isnan(skill):
-            why = f"neither the candidate (PSR {skill:.3f}) nor the live config (PSR {base_psr:.3f})"
-            reason = f"{why} has skill (PSR < {g.min_psr:g}): the strategy should not trade"
-        else:
-            reason = (
-                f"the candidate fails {', '.join(failed)} and the live config has no skill "
-                f"(PSR {base_psr:.3f} < {g.min_psr:g}): the strategy should not trade"
-            )
+    verdict, reason = _verdict(failed, skill, base_psr, paired["p_delta_sharpe"], g)
     return {
         "verdict": verdict,
         "passed": verdict == "deploy",
@@ -105,6 +53,73 @@ def deployment_gate(
         "baseline_psr": base_psr,
         "checks": checks,
     }
+
+
+def _check(name: str, kind: str, value: float, threshold: float, ok: bool) -> dict[str, Any]:
+    value = float(value)
+    return {
+        "name": name,
+        "kind": kind,
+        "value": value,
+        "threshold": threshold,
+        "passed": bool(ok and not math.isnan(value)),
+    }
+
+
+def _checks(
+    candidate: dict[str, float],
+    baseline: dict[str, float],
+    mc_summary: dict[str, Any],
+    paired: dict[str, Any],
+    fragility: float,
+    g: Gate,
+    skill: float,
+) -> list[dict[str, Any]]:
+    """Every check of the gate, in the order of research.md §5."""
+    d_dd = candidate["max_drawdown"] - baseline["max_drawdown"]
+    tail = mc_summary["max_drawdown"]["p99"]
+    p_up = paired["p_delta_sharpe"]
+    return [
+        _check("psr_oos", "skill", skill, g.min_psr, skill >= g.min_psr),
+        _check("p_delta_sharpe", "relative", p_up, g.min_p_delta_sharpe, p_up >= g.min_p_delta_sharpe),
+        _check("delta_max_drawdown", "relative", d_dd, g.max_delta_drawdown, d_dd <= g.max_delta_drawdown),
+        _check("mc_p99_max_drawdown", "absolute", tail, g.tail_dd_limit, tail <= g.tail_dd_limit),
+        _check("fragility", "absolute", fragility, g.max_fragility, fragility <= g.max_fragility),
+        _check(
+            "oos_bars", "absolute", candidate["n_bars"], g.oos_min_bars, candidate["n_bars"] >= g.oos_min_bars
+        ),
+        _check(
+            "oos_trades",
+            "absolute",
+            candidate["round_trips"],
+            g.oos_min_trades,
+            candidate["round_trips"] >= g.oos_min_trades,
+        ),
+    ]
+
+
+def _verdict(failed: list[str], skill: float, base_psr: float, p_up: float, g: Gate) -> tuple[str, str]:
+    """deploy | keep | stand aside, and why."""
+    if not failed:
+        reason = (
+            f"the candidate has skill (PSR {skill:.3f} ≥ {g.min_psr:g}) and passes every check, "
+            f"P(Δsharpe > 0) = {p_up:.2f}"
+        )
+        return "deploy", reason
+    if base_psr >= g.min_psr:
+        reason = (
+            f"the candidate fails {', '.join(failed)} while the live config has skill "
+            f"(PSR {base_psr:.3f} ≥ {g.min_psr:g}): keep it"
+        )
+        return "keep", reason
+    if skill < g.min_psr or math.isnan(skill):
+        why = f"neither the candidate (PSR {skill:.3f}) nor the live config (PSR {base_psr:.3f})"
+        return "stand aside", f"{why} has skill (PSR < {g.min_psr:g}): the strategy should not trade"
+    reason = (
+        f"the candidate fails {', '.join(failed)} and the live config has no skill "
+        f"(PSR {base_psr:.3f} < {g.min_psr:g}): the strategy should not trade"
+    )
+    return "stand aside", reason
 
 
 def paired_bootstrap(

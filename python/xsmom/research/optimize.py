@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +77,6 @@ def _run_study(
     earlier trial of the study (any process) already has is not evaluated again: the trial gets that
     trial's value (``duplicate_of``), or is pruned while the earlier one is still running or was
     pruned. Returns the per-bar train returns of the trials evaluated here (number → returns)."""
-    from optuna.trial import TrialState
-
     returns: dict[int, list[float]] = {}
     while True:
         held = len(study.get_trials(deepcopy=False))
@@ -90,73 +89,111 @@ def _run_study(
         values = [{p.path: p.suggest(t) for p in space} for t in asked]
         for t in asked:
             t.set_user_attr("asked_by", WHO)
-        mine = {t.number for t in asked}
-        earlier: dict[str, Any] = {}
-        for t in sorted(_settled(study, mine, len(space)), key=lambda t: t.number):
-            if t.number in mine or "duplicate_of" in t.user_attrs or not t.params:
-                continue
-            earlier.setdefault(param_key(params_of(t, space)), t)
-        to_run: list[int] = []
-        first_in_batch: dict[str, int] = {}
-        copies: list[tuple[int, int]] = []
-        for k, (trial, v) in enumerate(zip(asked, values, strict=True)):
-            key = param_key(v)
-            prior = earlier.get(key)
-            if prior is not None and prior.number < trial.number:
-                trial.set_user_attr("duplicate_of", prior.number)
-                if prior.state == TrialState.COMPLETE:
-                    trial.set_user_attr("train", prior.user_attrs.get("train"))
-                    study.tell(trial, prior.value)
-                else:
-                    what = (
-                        f"was pruned: {prior.user_attrs.get('error', 'no error recorded')}"
-                        if prior.state.is_finished()
-                        else "is being evaluated elsewhere"
-                    )
-                    trial.set_user_attr("error", f"same parameters as trial {prior.number}, which {what}")
-                    study.tell(trial, state=TrialState.PRUNED)
-                continue
-            if key in first_in_batch:
-                copies.append((k, first_in_batch[key]))
-                continue
-            first_in_batch[key] = k
-            to_run.append(k)
+        to_run, copies = _dedupe(study, space, asked, values)
         results = evaluate([(override_pairs(values[k]), window[0], window[1]) for k in to_run], series=series)
         told: dict[int, tuple[float | None, dict[str, Any] | None, str | None]] = {}
         for k, result in zip(to_run, results, strict=True):
-            trial = asked[k]
-            trial.set_user_attr("evaluated_by", WHO)
-            if "error" in result:
-                trial.set_user_attr("error", result["error"])
-                study.tell(trial, state=TrialState.PRUNED)
-                told[k] = (None, None, result["error"])
-                continue
-            metrics = result["metrics"]
-            value = objective(metrics)
-            keys = ("sharpe", "cagr", "max_drawdown", "turnover_per_year", "round_trips")
-            train = {key: finite_or_none(metrics[key]) for key in keys}
+            told[k] = _tell_result(study, asked[k], result, objective)
+            if series and told[k][0] is not None:
+                returns[asked[k].number] = result["returns"]
+        _tell_copies(study, asked, copies, told)
+
+
+def _dedupe(
+    study: Any, space: Sequence[Param], asked: list[Any], values: list[dict[str, Any]]
+) -> tuple[list[int], list[tuple[int, int]]]:
+    """Which of the ``asked`` trials to evaluate (their indices), and the ``(copy, source)`` index
+    pairs of the ones that repeat a parameter set earlier in the batch. A trial that repeats an
+    earlier trial of the study is told here (its value, or pruned)."""
+    mine = {t.number for t in asked}
+    earlier: dict[str, Any] = {}
+    for t in sorted(_settled(study, mine, len(space)), key=lambda t: t.number):
+        if t.number in mine or "duplicate_of" in t.user_attrs or not t.params:
+            continue
+        earlier.setdefault(param_key(params_of(t, space)), t)
+    to_run: list[int] = []
+    first_in_batch: dict[str, int] = {}
+    copies: list[tuple[int, int]] = []
+    for k, (trial, v) in enumerate(zip(asked, values, strict=True)):
+        key = param_key(v)
+        prior = earlier.get(key)
+        if prior is not None and prior.number < trial.number:
+            _tell_duplicate(study, trial, prior)
+            continue
+        if key in first_in_batch:
+            copies.append((k, first_in_batch[key]))
+            continue
+        first_in_batch[key] = k
+        to_run.append(k)
+    return to_run, copies
+
+
+def _tell_duplicate(study: Any, trial: Any, prior: Any) -> None:
+    """Tell ``trial`` the value of the earlier ``prior`` with the same parameters (or prune it)."""
+    from optuna.trial import TrialState
+
+    trial.set_user_attr("duplicate_of", prior.number)
+    if prior.state == TrialState.COMPLETE:
+        trial.set_user_attr("train", prior.user_attrs.get("train"))
+        study.tell(trial, prior.value)
+        return
+    what = (
+        f"was pruned: {prior.user_attrs.get('error', 'no error recorded')}"
+        if prior.state.is_finished()
+        else "is being evaluated elsewhere"
+    )
+    trial.set_user_attr("error", f"same parameters as trial {prior.number}, which {what}")
+    study.tell(trial, state=TrialState.PRUNED)
+
+
+_TRAIN_KEYS = ("sharpe", "cagr", "max_drawdown", "turnover_per_year", "round_trips")
+
+
+def _tell_result(
+    study: Any, trial: Any, result: dict[str, Any], objective: Objective
+) -> tuple[float | None, dict[str, Any] | None, str | None]:
+    """Tell ``trial`` its evaluation: the objective, or pruned with the error. Returns
+    ``(value, train metrics, error)``."""
+    from optuna.trial import TrialState
+
+    trial.set_user_attr("evaluated_by", WHO)
+    if "error" in result:
+        trial.set_user_attr("error", result["error"])
+        study.tell(trial, state=TrialState.PRUNED)
+        return None, None, result["error"]
+    metrics = result["metrics"]
+    value = objective(metrics)
+    train = {key: finite_or_none(metrics[key]) for key in _TRAIN_KEYS}
+    trial.set_user_attr("train", train)
+    if not math.isfinite(value):
+        error = "objective is not finite (no trades in the train window?)"
+        trial.set_user_attr("error", error)
+        study.tell(trial, state=TrialState.PRUNED)
+        return None, train, error
+    study.tell(trial, value)
+    return value, train, None
+
+
+def _tell_copies(
+    study: Any,
+    asked: list[Any],
+    copies: list[tuple[int, int]],
+    told: dict[int, tuple[float | None, dict[str, Any] | None, str | None]],
+) -> None:
+    """Tell each copy within a batch what its source trial was told."""
+    from optuna.trial import TrialState
+
+    for k, source in copies:
+        trial = asked[k]
+        value, train, error = told[source]
+        trial.set_user_attr("duplicate_of", asked[source].number)
+        if train is not None:
             trial.set_user_attr("train", train)
-            if not math.isfinite(value):
-                error = "objective is not finite (no trades in the train window?)"
-                trial.set_user_attr("error", error)
-                study.tell(trial, state=TrialState.PRUNED)
-                told[k] = (None, train, error)
-                continue
+        if value is None:
+            trial.set_user_attr("error", f"same parameters as trial {asked[source].number}: {error}")
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
             study.tell(trial, value)
-            told[k] = (value, train, None)
-            if series:
-                returns[trial.number] = result["returns"]
-        for k, source in copies:
-            trial = asked[k]
-            value, train, error = told[source]
-            trial.set_user_attr("duplicate_of", asked[source].number)
-            if train is not None:
-                trial.set_user_attr("train", train)
-            if value is None:
-                trial.set_user_attr("error", f"same parameters as trial {asked[source].number}: {error}")
-                study.tell(trial, state=TrialState.PRUNED)
-            else:
-                study.tell(trial, value)
 
 
 def _trial_progress(
@@ -237,25 +274,84 @@ def optimize(
     started = time.perf_counter()
     config = config or Config.default()
     gate = gate or Gate()
+    space = _load_space(space, config)
+    wfo = wfo or WalkForward()
+    objective = objective or Objective()
+    _check_counts(n_trials, worker, worker_index)
+    out_dir = Path(out) if out is not None else None
+    storage_obj, where = open_any_storage(storage, out_dir, worker, resume)
+    evaluate = Evaluator(bars, config, funding=funding, executor=executor, n_jobs=n_jobs)
+    identity = study_identity(evaluate.panel, config, space, seed, wfo, objective)
+    name = study_name or study_name_for(identity)
+    if resume and not worker:
+        check_resume_target(storage_obj, name, identity, where)
+    segments, final_bounds = _layout(evaluate.panel, config, space, wfo)
+    run = _Run(
+        name=name,
+        storage=storage_obj,
+        where=where,
+        identity=identity,
+        seed=seed,
+        worker=worker,
+        worker_index=worker_index,
+        resume=resume,
+        space=space,
+        evaluate=evaluate,
+        n_trials=n_trials,
+        batch=_batch_size(n_jobs, executor),
+        objective=objective,
+        progress=progress,
+        segments=segments,
+        final_bounds=final_bounds,
+        pbo_blocks=pbo_blocks,
+    )
+    return _optimize(run, config, gate, out_dir, mc_paths, notify, started)
+
+
+def _optimize(
+    run: _Run, config: Config, gate: Gate, out_dir: Path | None, mc_paths: int, notify: bool, started: float
+) -> OptimizeResult | None:
+    """The studies of every segment and the final study, then (not in a worker) the verdict, the
+    report folder and the notification."""
+    walk = _Walk()
+    for j, seg in enumerate(run.segments):
+        _run_segment(run, walk, j, seg)
+    final = _run_final(run)
+    if final is None:
+        return None
+    result = _result(run, walk, *final, config, gate, mc_paths, started)
+    if out_dir is not None:
+        from xsmom.research.report import write_optimize_report
+
+        write_optimize_report(result, out_dir, run.space)
+        result.out = out_dir
+    if notify and os.environ.get("DISCORD_WEBHOOK_URL"):
+        result.notified = _notify(result)
+    return result
+
+
+def _load_space(space: Sequence[Param] | str | Path | None, config: Config) -> list[Param]:
+    """The search space (a list, a YAML file or the shipped one), its paths checked against ``config``."""
     space_source = "search space" if isinstance(space, list | tuple) else str(space or DEFAULT_SPACE)
     space = list(space) if isinstance(space, list | tuple) else load_space(space)
     check_paths(space, config, space_source)
-    wfo = wfo or WalkForward()
-    objective = objective or Objective()
+    return space
+
+
+def _check_counts(n_trials: int, worker: bool, worker_index: int) -> None:
     if n_trials < 1:
         raise ResearchError(f"n_trials must be at least 1, got {n_trials}")
     if worker and worker_index < 1:
         raise ResearchError(f"a worker needs a worker index ≥ 1 (the main process is 0), got {worker_index}")
     if not worker and worker_index != 0:
         raise ResearchError(f"worker_index {worker_index} needs worker=True")
-    out_dir = Path(out) if out is not None else None
-    storage_obj, where = open_any_storage(storage, out_dir, worker, resume)
-    evaluate = Evaluator(bars, config, funding=funding, executor=executor, n_jobs=n_jobs)
-    panel = evaluate.panel
-    identity = study_identity(panel, config, space, seed, wfo, objective)
-    name = study_name or study_name_for(identity)
-    if resume and not worker:
-        check_resume_target(storage_obj, name, identity, where)
+
+
+def _layout(
+    panel: Any, config: Config, space: list[Param], wfo: WalkForward
+) -> tuple[list[dict[str, int]], dict[str, int]]:
+    """The walk-forward segments of ``panel`` (an error when there is not even one) and the final
+    study's window: the newest train window, ending at the last bar (same length, purge, seed rule)."""
     per_day = panel.bars_per_day
     purge = wfo.purge_bars if wfo.purge_bars is not None else purge_bars_for(config, space)
     train_bars = round(wfo.train_days * per_day)
@@ -273,144 +369,221 @@ def optimize(
             f"{days:.1f} days of bars are too few for one walk-forward segment "
             f"(train {wfo.train_days} + embargo {wfo.embargo_days} + oos {wfo.oos_days} days)"
         )
-    # Trials per ask/tell batch: n_jobs, else every core (or 4 per executor worker).
-    if n_jobs is not None:
-        batch = n_jobs
-    elif executor is not None:
-        batch = executor_workers(executor) * 4
-    else:
-        batch = os.cpu_count() or 2
-    from optuna.trial import TrialState
-
-    # The final study: the newest train window, ending at the last bar (same length, purge, seed rule).
     n = panel.n_bars
     final_start = 0 if wfo.mode == "anchored" else max(0, n - train_bars)
     final_bounds = {"train_start": final_start, "train_end": n, "purged_end": max(final_start, n - purge)}
+    return segments, final_bounds
 
-    seg_results: list[SegmentResult] = []
-    studies: list[Any] = []
-    oos_parts, base_parts, oos_ts, trade_returns = [], [], [], []
-    bpy = panel.bars_per_year
-    for j, seg in enumerate(segments):
-        seg_name = f"{name}-seg{j:02d}"
-        study = open_study(
-            seg_name, storage_obj, sampler_seed(seed, j, worker_index), worker, resume, identity, where
+
+def _batch_size(n_jobs: int | None, executor: Executor | None) -> int:
+    """Trials per ask/tell batch: n_jobs, else every core (or 4 per executor worker)."""
+    if n_jobs is not None:
+        return n_jobs
+    if executor is not None:
+        return executor_workers(executor) * 4
+    return os.cpu_count() or 2
+
+
+@dataclass
+class _Run:
+    """What the studies of one optimize share."""
+
+    name: str
+    storage: Any
+    where: str
+    identity: Any
+    seed: int
+    worker: bool
+    worker_index: int
+    resume: bool
+    space: list[Param]
+    evaluate: Evaluator
+    n_trials: int
+    batch: int
+    objective: Objective
+    progress: Callable[[int, int, str], None] | None
+    segments: list[dict[str, int]]
+    final_bounds: dict[str, int]
+    pbo_blocks: int
+
+    @property
+    def panel(self) -> Any:
+        return self.evaluate.panel
+
+    def open(self, name: str, index: int) -> Any:
+        """Study ``index`` (segment j, then the final study) of this run, seeded for this process."""
+        seed = sampler_seed(self.seed, index, self.worker_index)
+        return open_study(name, self.storage, seed, self.worker, self.resume, self.identity, self.where)
+
+    def study(
+        self, study: Any, index: int, window: tuple[int, int], series: bool = True
+    ) -> dict[int, list[float]]:
+        """Run study ``index`` on the train ``window`` until it holds ``n_trials`` trials."""
+        on_batch = _trial_progress(self.progress, index, len(self.segments), self.n_trials)
+        return _run_study(
+            study,
+            self.space,
+            self.evaluate,
+            window,
+            self.n_trials,
+            self.batch,
+            self.objective,
+            series=series,
+            on_batch=on_batch,
         )
-        window = (seg["train_start"], seg["purged_end"])
-        on_batch = _trial_progress(progress, j, len(segments), n_trials)
-        returns = _run_study(study, space, evaluate, window, n_trials, batch, objective, on_batch=on_batch)
-        if worker:
-            continue
-        _wait_for_study(study, n_trials)
-        studies.append(study)
-        complete = _distinct_complete(study)
-        if not complete:
-            errors = [t.user_attrs.get("error") for t in study.get_trials(deepcopy=False)]
-            first = next((e for e in errors if e), "no error recorded")
-            raise ResearchError(f"segment {j}: every trial was pruned; the first one: {first}")
-        missing = [t for t in complete if t.number not in returns]
-        if missing:  # trials told by other workers (or resumed): their train returns are recomputed here
-            again = evaluate([(override_pairs(params_of(t, space)), *window) for t in missing], series=True)
-            for t, r in zip(missing, again, strict=True):
-                if "returns" in r:
-                    returns[t.number] = r["returns"]
-        best = study.best_trial
-        best_number = int(best.user_attrs.get("duplicate_of", best.number))
-        chosen = params_of(best, space)
-        oos_window = (seg["oos_start"], seg["oos_end"])
-        cand, base = evaluate([(override_pairs(chosen), *oos_window), ([], *oos_window)], series=True)
-        for label, r in (("candidate", cand), ("baseline", base)):
-            if "error" in r:
-                raise ResearchError(f"segment {j}: the {label} OOS backtest failed: {r['error']}")
-        oos_parts.append(cand)
-        base_parts.append(base)
-        oos_ts.extend(panel.ts[oos_window[0] : oos_window[1]])
-        trade_returns.extend(cand["trade_returns"])
-        sharpes = [_train_sharpe(t) for t in complete if math.isfinite(_train_sharpe(t))]
-        matrix = [returns[t.number] for t in complete if t.number in returns]
-        try:
-            seg_pbo = _core.pbo(matrix, pbo_blocks) if len(matrix) >= 2 else math.nan
-        except ValueError:
-            seg_pbo = math.nan
-        # Diagnostic: the chosen trial's train Sharpe deflated by this segment's own distinct trials.
-        best_returns = returns.get(best_number)
-        per_bar_var = sample_variance([s / math.sqrt(bpy) for s in sharpes])
-        train_dsr = (
-            _core.deflated_sharpe(best_returns, len(complete), per_bar_var)
-            if best_returns is not None and len(best_returns) >= 3
-            else math.nan
+
+
+@dataclass
+class _Walk:
+    """The walk-forward so far: per segment its result, and the OOS runs to stitch."""
+
+    results: list[SegmentResult] = field(default_factory=list)
+    studies: list[Any] = field(default_factory=list)
+    oos_parts: list[dict[str, Any]] = field(default_factory=list)
+    base_parts: list[dict[str, Any]] = field(default_factory=list)
+    oos_ts: list[int] = field(default_factory=list)
+    trade_returns: list[float] = field(default_factory=list)
+
+
+def _run_segment(run: _Run, walk: _Walk, j: int, seg: dict[str, int]) -> None:
+    """Segment ``j``: its study on the purged train window, then its choice (and the baseline)
+    on the OOS window. A worker only runs the study."""
+    from optuna.trial import TrialState
+
+    seg_name = f"{run.name}-seg{j:02d}"
+    study = run.open(seg_name, j)
+    window = (seg["train_start"], seg["purged_end"])
+    returns = run.study(study, j, window)
+    if run.worker:
+        return
+    _wait_for_study(study, run.n_trials)
+    walk.studies.append(study)
+    complete = _distinct_complete(study)
+    if not complete:
+        errors = [t.user_attrs.get("error") for t in study.get_trials(deepcopy=False)]
+        first = next((e for e in errors if e), "no error recorded")
+        raise ResearchError(f"segment {j}: every trial was pruned; the first one: {first}")
+    missing = [t for t in complete if t.number not in returns]
+    if missing:  # trials told by other workers (or resumed): their train returns are recomputed here
+        again = run.evaluate(
+            [(override_pairs(params_of(t, run.space)), *window) for t in missing], series=True
         )
-        all_trials = study.get_trials(deepcopy=False)
-        seg_results.append(
-            SegmentResult(
-                index=j,
-                bounds=dict(seg),
-                study_name=seg_name,
-                n_trials=len(all_trials),
-                n_pruned=sum(t.state == TrialState.PRUNED for t in all_trials),
-                best_value=float(best.value),
-                params=chosen,
-                oos=dict(cand["metrics"]),
-                baseline_oos=dict(base["metrics"]),
-                pbo=seg_pbo,
-                n_distinct=len(complete),
-                train_sharpe=_train_sharpe(best),
-                train_dsr=train_dsr,
-                trial_sharpes=sharpes,
-            )
+        for t, r in zip(missing, again, strict=True):
+            if "returns" in r:
+                returns[t.number] = r["returns"]
+    best = study.best_trial
+    chosen = params_of(best, run.space)
+    oos_window = (seg["oos_start"], seg["oos_end"])
+    cand, base = run.evaluate([(override_pairs(chosen), *oos_window), ([], *oos_window)], series=True)
+    for label, r in (("candidate", cand), ("baseline", base)):
+        if "error" in r:
+            raise ResearchError(f"segment {j}: the {label} OOS backtest failed: {r['error']}")
+    walk.oos_parts.append(cand)
+    walk.base_parts.append(base)
+    walk.oos_ts.extend(run.panel.ts[oos_window[0] : oos_window[1]])
+    walk.trade_returns.extend(cand["trade_returns"])
+    sharpes, seg_pbo, train_dsr = _segment_stats(run, complete, returns, best)
+    all_trials = study.get_trials(deepcopy=False)
+    walk.results.append(
+        SegmentResult(
+            index=j,
+            bounds=dict(seg),
+            study_name=seg_name,
+            n_trials=len(all_trials),
+            n_pruned=sum(t.state == TrialState.PRUNED for t in all_trials),
+            best_value=float(best.value),
+            params=chosen,
+            oos=dict(cand["metrics"]),
+            baseline_oos=dict(base["metrics"]),
+            pbo=seg_pbo,
+            n_distinct=len(complete),
+            train_sharpe=_train_sharpe(best),
+            train_dsr=train_dsr,
+            trial_sharpes=sharpes,
         )
-    final_name = f"{name}-final"
-    final_seed = sampler_seed(seed, len(segments), worker_index)
-    final_study = open_study(final_name, storage_obj, final_seed, worker, resume, identity, where)
-    final_window = (final_bounds["train_start"], final_bounds["purged_end"])
-    on_batch = _trial_progress(progress, len(segments), len(segments), n_trials)
-    _run_study(
-        final_study,
-        space,
-        evaluate,
-        final_window,
-        n_trials,
-        batch,
-        objective,
-        series=False,
-        on_batch=on_batch,
     )
-    if worker:
+
+
+def _segment_stats(
+    run: _Run, complete: list[Any], returns: dict[int, list[float]], best: Any
+) -> tuple[list[float], float, float]:
+    """A segment's finite train Sharpes, its PBO (CSCV over the trials' train returns) and the
+    chosen trial's train DSR (a diagnostic: deflated by this segment's own distinct trials)."""
+    best_number = int(best.user_attrs.get("duplicate_of", best.number))
+    sharpes = [_train_sharpe(t) for t in complete if math.isfinite(_train_sharpe(t))]
+    matrix = [returns[t.number] for t in complete if t.number in returns]
+    try:
+        seg_pbo = _core.pbo(matrix, run.pbo_blocks) if len(matrix) >= 2 else math.nan
+    except ValueError:
+        seg_pbo = math.nan
+    best_returns = returns.get(best_number)
+    per_bar_var = sample_variance([s / math.sqrt(run.panel.bars_per_year) for s in sharpes])
+    train_dsr = (
+        _core.deflated_sharpe(best_returns, len(complete), per_bar_var)
+        if best_returns is not None and len(best_returns) >= 3
+        else math.nan
+    )
+    return sharpes, seg_pbo, train_dsr
+
+
+def _run_final(run: _Run) -> tuple[FinalStudy, Any] | None:
+    """The final study on the newest train window and its record (None in a worker)."""
+    from optuna.trial import TrialState
+
+    bounds = run.final_bounds
+    final_name = f"{run.name}-final"
+    final_study = run.open(final_name, len(run.segments))
+    run.study(final_study, len(run.segments), (bounds["train_start"], bounds["purged_end"]), series=False)
+    if run.worker:
         return None
-    _wait_for_study(final_study, n_trials)
+    _wait_for_study(final_study, run.n_trials)
     if not _distinct_complete(final_study):
         raise ResearchError("the final study: every trial was pruned")
     final_all = final_study.get_trials(deepcopy=False)
-    ts = panel.ts
+    panel = run.panel
     final = FinalStudy(
         study_name=final_name,
-        bounds=final_bounds,
-        dates=(ts[final_bounds["train_start"]], ts[-1] + panel.timeframe_ms),
+        bounds=bounds,
+        dates=(panel.ts[bounds["train_start"]], panel.ts[-1] + panel.timeframe_ms),
         n_trials=len(final_all),
         n_pruned=sum(t.state == TrialState.PRUNED for t in final_all),
         best_value=float(final_study.best_value),
-        params=params_of(final_study.best_trial, space),
+        params=params_of(final_study.best_trial, run.space),
     )
+    return final, final_study
 
-    candidate = stitched_metrics(oos_parts, bpy)
-    baseline = stitched_metrics(base_parts, bpy)
-    oos_returns = [r for p in oos_parts for r in p["returns"]]
-    base_returns = [r for p in base_parts for r in p["returns"]]
-    psr = candidate["psr"]
+
+def _result(
+    run: _Run,
+    walk: _Walk,
+    final: FinalStudy,
+    final_study: Any,
+    config: Config,
+    gate: Gate,
+    mc_paths: int,
+    started: float,
+) -> OptimizeResult:
+    """The stitched OOS of the walk-forward, its statistics and the gate's verdict."""
+    panel, seed, seg_results = run.panel, run.seed, walk.results
+    bpy = panel.bars_per_year
+    candidate = stitched_metrics(walk.oos_parts, bpy)
+    baseline = stitched_metrics(walk.base_parts, bpy)
+    oos_returns = [r for p in walk.oos_parts for r in p["returns"]]
+    base_returns = [r for p in walk.base_parts for r in p["returns"]]
     var = (gate.pipeline_sharpe_var or 0.0) / bpy  # annualised → per-bar Sharpe variance
     dsr = _core.deflated_sharpe(oos_returns, gate.pipeline_trials, var) if len(oos_returns) >= 3 else math.nan
     pbos = [s.pbo for s in seg_results if math.isfinite(s.pbo)]
-    pbo = sum(pbos) / len(pbos) if pbos else math.nan
     mc = monte_carlo(
-        oos_returns, trade_returns, bpy, n_paths=mc_paths, seed=seed, fan=True, progress=progress
+        oos_returns, walk.trade_returns, bpy, n_paths=mc_paths, seed=seed, fan=True, progress=run.progress
     )
     paired = paired_bootstrap(oos_returns, base_returns, bpy, gate.bootstrap_paths, seed)
-    fragility = cost_fragility(evaluate, segments, seg_results, bpy, gate, seed)
-    stress = cost_stress(evaluate, segments, seg_results, bpy)
+    fragility = cost_fragility(run.evaluate, run.segments, seg_results, bpy, gate, seed)
+    stress = cost_stress(run.evaluate, run.segments, seg_results, bpy)
     verdict = deployment_gate(
         candidate, baseline, mc["bootstrap"]["summary"], paired, fragility["std"], gate, dsr_procedure=dsr
     )
-    result = OptimizeResult(
+    ts = panel.ts
+    return OptimizeResult(
         verdict=verdict,
         candidate=candidate,
         baseline=baseline,
@@ -418,39 +591,31 @@ def optimize(
         candidate_config=config.with_overrides(final.params),
         segments=seg_results,
         final=final,
-        psr=psr,
+        psr=candidate["psr"],
         dsr=dsr,
         paired=paired,
         fragility=fragility,
-        pbo=pbo,
+        pbo=sum(pbos) / len(pbos) if pbos else math.nan,
         n_trials=sum(s.n_trials for s in seg_results) + final.n_trials,
-        study=name,
-        storage=where,
+        study=run.name,
+        storage=run.where,
         data_range=(ts[0], ts[-1] + panel.timeframe_ms),
         mc=summarise_mc(mc),
         stress=stress,
         oos_returns=oos_returns,
         baseline_returns=base_returns,
-        oos_ts=oos_ts,
-        trade_returns=trade_returns,
+        oos_ts=walk.oos_ts,
+        trade_returns=walk.trade_returns,
         elapsed_s=time.perf_counter() - started,
         gate=gate,
         extra={
             "mc_full": mc,
-            "studies": studies,
+            "studies": walk.studies,
             "final_study": final_study,
             "bars_per_year": bpy,
             "ts": ts,
         },
     )
-    if out_dir is not None:
-        from xsmom.research.report import write_optimize_report
-
-        write_optimize_report(result, out_dir, space)
-        result.out = out_dir
-    if notify and os.environ.get("DISCORD_WEBHOOK_URL"):
-        result.notified = _notify(result)
-    return result
 
 
 def _train_sharpe(trial: Any) -> float:

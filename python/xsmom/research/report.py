@@ -269,9 +269,8 @@ def _dates_of(ms: int) -> str:
     return iso_date(ms)
 
 
-def _markdown(result: OptimizeResult, importances: dict[str, float]) -> str:
-    v = result.verdict
-    f = result.final
+def _md_verdict(v: dict[str, Any]) -> list[str]:
+    """The verdict, what to do when it says stand aside, and the gate's checks."""
     lines = [
         "# xsmom optimize",
         "",
@@ -297,9 +296,14 @@ def _markdown(result: OptimizeResult, importances: dict[str, float]) -> str:
             f"| {c['name']} | {c.get('kind', '')} | {_fmt(c['value'])} | {op} {c['threshold']:g} | "
             f"{'yes' if c['passed'] else 'no'} |"
         )
+    return lines
+
+
+def _md_skill(result: OptimizeResult) -> list[str]:
+    """PSR and DSR, the paired bootstrap and the fragility."""
     paired = result.paired
     ds, dc = paired["delta_sharpe"], paired["delta_cagr"]
-    lines += [
+    return [
         "",
         f"Skill: PSR of the stitched OOS vs a zero Sharpe **{_fmt(result.psr)}** (baseline "
         f"{_fmt(result.baseline.get('psr'))}); deflated Sharpe of the procedure **{_fmt(result.dsr)}** "
@@ -315,6 +319,13 @@ def _markdown(result: OptimizeResult, importances: dict[str, float]) -> str:
         f"Fragility: std of the OOS Sharpe over {result.fragility['runs']} re-runs with fees and slippage "
         f"jittered ±{result.fragility['jitter']:.0%} = **{_fmt(result.fragility['std'])}**.",
         "",
+    ]
+
+
+def _md_candidate(result: OptimizeResult) -> list[str]:
+    """The final study's choice (the deployed candidate) and the stitched OOS metrics."""
+    f = result.final
+    lines = [
         "## The deployed candidate",
         "",
         f"`candidate.yaml` holds the choice of a final study (`{f.study_name}`, {f.n_trials} trials, "
@@ -341,7 +352,12 @@ def _markdown(result: OptimizeResult, importances: dict[str, float]) -> str:
         lines.append(
             f"| {key} | {_fmt(result.candidate[key], pct)} | {_fmt(result.baseline.get(key), pct)} |"
         )
-    lines += [
+    return lines
+
+
+def _md_segments(result: OptimizeResult) -> list[str]:
+    """PBO and one row per walk-forward segment."""
+    lines = [
         "",
         f"PBO (CSCV, mean over segments): **{_fmt(result.pbo)}**.",
         "",
@@ -367,11 +383,13 @@ def _markdown(result: OptimizeResult, importances: dict[str, float]) -> str:
             f"{_fmt(s.train_sharpe)} | {_fmt(s.train_dsr)} | {_fmt(s.oos['sharpe'])} | "
             f"{_fmt(s.baseline_oos['sharpe'])} | {_fmt(s.pbo)} |"
         )
-    if importances:
-        lines += ["", "## Parameter importance", "", "![importance](param_importance.png)"]
-    lines += ["", "## Trial history", "", "![trial history](trial_history.png)"]
+    return lines
+
+
+def _md_monte_carlo(result: OptimizeResult) -> list[str]:
+    """The stationary bootstrap's quantiles and the trade reshuffle."""
     boot = result.mc["bootstrap"]
-    lines += [
+    lines = [
         "",
         "## Monte Carlo (stitched OOS)",
         "",
@@ -400,8 +418,12 @@ def _markdown(result: OptimizeResult, importances: dict[str, float]) -> str:
             f"{_fmt(r['max_drawdown']['p50'], True)}, p95 {_fmt(r['max_drawdown']['p95'], True)}, "
             f"p99 {_fmt(r['max_drawdown']['p99'], True)}.",
         ]
-    lines += ["", "![MC fan](mc_fan.png)", "", "![drawdown distribution](drawdown_distribution.png)", ""]
-    lines += [
+    return lines
+
+
+def _md_stress(result: OptimizeResult) -> list[str]:
+    """The cost-stress table (and its note when it is not monotone)."""
+    lines = [
         "## Cost stress (OOS re-runs)",
         "",
         "| scenario | total return | sharpe | max drawdown |",
@@ -417,6 +439,17 @@ def _markdown(result: OptimizeResult, importances: dict[str, float]) -> str:
     note = stress_note(result)
     if note:
         lines += ["", note]
+    return lines
+
+
+def _markdown(result: OptimizeResult, importances: dict[str, float]) -> str:
+    lines = _md_verdict(result.verdict) + _md_skill(result) + _md_candidate(result) + _md_segments(result)
+    if importances:
+        lines += ["", "## Parameter importance", "", "![importance](param_importance.png)"]
+    lines += ["", "## Trial history", "", "![trial history](trial_history.png)"]
+    lines += _md_monte_carlo(result)
+    lines += ["", "![MC fan](mc_fan.png)", "", "![drawdown distribution](drawdown_distribution.png)", ""]
+    lines += _md_stress(result)
     lines += [
         "",
         f"{len(result.segments)} walk-forward segments and a final study, {result.n_trials} trials in total, "

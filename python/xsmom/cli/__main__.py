@@ -1,0 +1,5 @@
+import sys
+
+from xsmom.cli import main
+
+sys.exit(main())
