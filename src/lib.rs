@@ -16,6 +16,7 @@ pub mod fsutil;
 pub mod live;
 pub mod meta_label;
 pub mod metrics;
+pub mod model;
 pub mod regime;
 pub mod research;
 pub mod risk;

@@ -2,7 +2,8 @@
 
 use statrs::distribution::{ContinuousCDF, Normal};
 
-use crate::backtest::{BarSeries, RoundTrip};
+use crate::backtest::BarSeries;
+use crate::model::RoundTrip;
 
 /// Metrics of one backtest. Ratios are fractions (0.12 = 12 %); `max_drawdown` is positive.
 #[derive(Debug, Clone, Default, PartialEq)]

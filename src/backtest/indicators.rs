@@ -8,27 +8,10 @@
 use ndarray::{Array2, ArrayView2};
 
 use crate::config::Config;
+use crate::model::BarRow;
 use crate::signal::{finite, ColumnWindow, EmaSlope, Momentum, RollingStd, RowWindow, WilderAdx, WilderAtr};
 use crate::timeframe::Timeframe;
 use crate::universe::UniverseFilter;
-
-/// One bar of the panel: every slice has one entry per symbol (NaN = no bar).
-#[derive(Debug, Clone, Copy)]
-pub struct BarRow<'a> {
-    /// Bar open time, epoch ms UTC.
-    pub ts: i64,
-    pub open: &'a [f64],
-    pub high: &'a [f64],
-    pub low: &'a [f64],
-    pub close: &'a [f64],
-    pub quote_volume: &'a [f64],
-    /// Funding rate paid at this bar (0 without an event).
-    pub funding_rate: &'a [f64],
-    /// A funding event happened at this bar.
-    pub funding_event: &'a [bool],
-    /// Mark-price closes of this bar (NaN where a symbol has none), when the data has mark bars.
-    pub mark_close: Option<&'a [f64]>,
-}
 
 /// Indicator values of the newest bar plus the short histories the engine looks back into.
 #[derive(Debug, Clone)]

@@ -23,14 +23,15 @@ use crate::error::{Error, Result};
 use crate::execution;
 use crate::meta_label::{DecisionInputs, MetaLabeler, MetaSkip};
 use crate::metrics::{self, Metrics};
-use crate::regime::{self, Regime, RegimeRouter};
+use crate::model::{BarRow, Fill, FillReason, Regime, RoundTrip};
+use crate::regime::{self, RegimeRouter};
 use crate::risk::{RiskEngine, StopExit};
 use crate::signal::{self, finite, RollingMedian};
 use crate::sizing::{self, BookInputs, Scratch};
 use crate::timeframe::Timeframe;
 
-pub use indicators::{BarRow, IndicatorState, Indicators};
-pub use ledger::{Fill, FillReason, Ledger, RoundTrip};
+pub use indicators::{IndicatorState, Indicators};
+pub use ledger::Ledger;
 
 use crate::signal::CrossSection;
 

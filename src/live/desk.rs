@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use super::exchange::Exchange;
 use super::gate::Gate;
 use super::state::LiveState;
-use super::types::{ExchangeError, OrderRequest, OrderType, Side, TimeInForce};
-use crate::backtest::FillReason;
+use super::types::{ExchangeError, OrderRequest, OrderType, TimeInForce};
 use crate::config::BreakerConfig;
 use crate::error::{Error, Result};
+use crate::model::{FillReason, Side};
 use crate::risk::{KillSwitch, StopState};
 use crate::timeframe::Timeframe;
 

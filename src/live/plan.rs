@@ -28,7 +28,7 @@ pub struct PlanInputs {
     pub max_spread_bps: f64,
 }
 
-pub use super::types::Side;
+use crate::model::Side;
 
 /// A post-only limit order the cycle wants on the book.
 #[derive(Debug, Clone, PartialEq)]

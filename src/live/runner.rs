@@ -24,12 +24,13 @@ use super::exchange::Exchange;
 use super::gate::Gate;
 use super::plan::{self, Skip};
 use super::state::{LiveState, StopSnapshot, SymbolState, WorkingOrder};
-use super::types::{ExchangeError, Instrument, Order, Side};
-use crate::backtest::{BacktestResult, BarOrder, Engine, FillReason};
+use super::types::{ExchangeError, Instrument, Order};
+use crate::backtest::{BacktestResult, BarOrder, Engine};
 use crate::config::{Config, FillPrice, LimitFallback, OnInvalid};
 use crate::data::{self, Bars, Funding, FundingGrid, Panel};
 use crate::error::{Error, Result};
 use crate::execution;
+use crate::model::{FillReason, Side};
 use crate::risk::KillSwitch;
 use crate::timeframe::Timeframe;
 
