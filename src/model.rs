@@ -1,7 +1,7 @@
 //! The shared domain types, at the bottom of the module graph (see the crate docs): what the data
 //! layer hands the engine (a [`BarRow`]), what the engine, the risk rules, the fill model, the
 //! metrics and the live runner exchange about trades ([`Fill`], [`FillReason`], [`RoundTrip`],
-//! [`Side`]) and the router's [`Regime`].
+//! [`Side`]), the router's [`Regime`] and the live runner's deterministic [`client_order_id`]s.
 //! Plain data: this module uses no other module of the crate.
 
 /// One bar of the panel: every slice has one entry per symbol (NaN = no bar).
@@ -132,5 +132,70 @@ impl Regime {
             Regime::Xsmom => "xsmom",
             Regime::Tsmom => "tsmom",
         }
+    }
+}
+
+/// The live runner's deterministic client order ids (live.md §2.4): `xs-<bar>-<symbol>-<tag>`, with
+/// `<bar>` the open time of the bar the order belongs to. A restart re-derives the same id, and the
+/// exchange refuses a duplicate.
+pub mod client_order_id {
+    use std::fmt::Display;
+
+    /// The tags of the resting stop orders (catastrophic stop, stop-loss, partial take-profit).
+    pub const RESTING_STOP_TAGS: [&str; 3] = ["cat", "sl", "tp"];
+
+    /// `xs-<bar>-`: the start of every id of the bar `bar_ts`.
+    pub fn bar_prefix(bar_ts: i64) -> String {
+        format!("xs-{bar_ts}-")
+    }
+
+    /// `xs-<bar>-<symbol>-<tag>`.
+    pub fn new(bar_ts: i64, symbol: &str, tag: impl Display) -> String {
+        format!("xs-{bar_ts}-{symbol}-{tag}")
+    }
+
+    /// A rebalance order's id: `xs-<bar>-<symbol>-<attempt>`.
+    pub fn rebalance(bar_ts: i64, symbol: &str, attempt: u32) -> String {
+        new(bar_ts, symbol, attempt)
+    }
+
+    /// An exit's id: `xs-<bar>-<symbol>-<tag>` for the first attempt, `…-<tag>-<n>` for attempt n.
+    pub fn exit(bar_ts: i64, symbol: &str, tag: &str, attempt: u32) -> String {
+        match attempt {
+            0 => new(bar_ts, symbol, tag),
+            n => numbered(bar_ts, symbol, tag, n),
+        }
+    }
+
+    /// `xs-<bar>-<symbol>-<tag>-<attempt>`, the attempt always written.
+    pub fn numbered(bar_ts: i64, symbol: &str, tag: &str, attempt: u32) -> String {
+        format!("xs-{bar_ts}-{symbol}-{tag}-{attempt}")
+    }
+
+    /// Whether `id` is a resting stop order's (it ends in `-cat`, `-sl` or `-tp`).
+    pub fn is_resting_stop(id: &str) -> bool {
+        RESTING_STOP_TAGS.iter().any(|tag| id.strip_suffix(tag).is_some_and(|head| head.ends_with('-')))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_order_id::*;
+
+    #[test]
+    fn client_order_ids() {
+        let bar = 1_700_000_000_000;
+        assert_eq!(bar_prefix(bar), "xs-1700000000000-");
+        assert_eq!(rebalance(bar, "BTCUSDT", 0), "xs-1700000000000-BTCUSDT-0");
+        assert_eq!(exit(bar, "BTCUSDT", "stop", 0), "xs-1700000000000-BTCUSDT-stop");
+        assert_eq!(exit(bar, "BTCUSDT", "time", 2), "xs-1700000000000-BTCUSDT-time-2");
+        assert_eq!(numbered(bar, "BTCUSDT", "kill", 0), "xs-1700000000000-BTCUSDT-kill-0");
+        for tag in RESTING_STOP_TAGS {
+            let id = new(bar, "BTCUSDT", tag);
+            assert!(id.starts_with(&bar_prefix(bar)) && is_resting_stop(&id), "{id}");
+        }
+        assert!(!is_resting_stop(&rebalance(bar, "BTCUSDT", 3)));
+        assert!(!is_resting_stop(&exit(bar, "BTCUSDT", "stop", 0)));
+        assert!(!is_resting_stop("xs-1-ABCcat"));
     }
 }
