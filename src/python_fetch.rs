@@ -227,8 +227,8 @@ fn base_url(text: Option<&str>) -> String {
 
 fn to_py(failure: Failure) -> PyErr {
     match failure {
-        Failure::Core(err) => super::python::to_py(err),
-        Failure::Exchange(message) => super::python::exception("ExchangeError", format!("exchange: {message}"), true),
+        Failure::Core(err) => super::to_py(err),
+        Failure::Exchange(message) => super::exception("ExchangeError", format!("exchange: {message}"), true),
     }
 }
 
