@@ -30,7 +30,7 @@ use crate::signal::{self, finite, RollingMedian};
 use crate::sizing::{self, BookInputs, Scratch};
 use crate::timeframe::Timeframe;
 
-pub use indicators::{IndicatorState, Indicators};
+pub use indicators::IndicatorState;
 pub use ledger::Ledger;
 
 use crate::signal::CrossSection;
