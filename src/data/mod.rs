@@ -1,7 +1,8 @@
-//! Bars and funding: the Parquet/CSV bar store (and its layout),
+//! Bars and funding: the Parquet/CSV bar store (its layout, incremental fetch planning),
 //! validation, resampling and the wide panel.
 
 pub mod arrow_io;
+pub mod fetch;
 pub mod layout;
 pub mod mark;
 pub mod panel;
