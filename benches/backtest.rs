@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use xsmom::backtest::{self, Indicators};
+use xsmom::backtest::{self, IndicatorState};
 use xsmom::{signal, Config};
 
 #[path = "../tests/common/mod.rs"]
@@ -68,7 +68,17 @@ fn parts(c: &mut Criterion) {
     let close = panel.close.view();
     let mut group = c.benchmark_group("kernels_36x8760");
     group.sample_size(20);
-    group.bench_function("indicators_all", |b| b.iter(|| Indicators::compute(&panel, &cfg)));
+    // The indicators as the engine advances them: one `IndicatorState::update` per bar row.
+    let funding = common::no_funding(&panel);
+    group.bench_function("indicators_all", |b| {
+        b.iter(|| {
+            let mut state = IndicatorState::new(&panel.symbols, panel.timeframe, &cfg);
+            for t in 0..panel.n_bars() {
+                state.update(&panel.bar_row(t, &funding));
+            }
+            state
+        })
+    });
     group.bench_function("momentum", |b| {
         b.iter(|| signal::momentum(close, &[12, 24, 48, 96], &[0.4, 0.3, 0.2, 0.1], true))
     });

@@ -2,8 +2,8 @@
 //! engine and by the simulated account of `xsmom-live` replay / paper: whether a rebalance trades,
 //! how large it is, where a resting limit fills, and which fee each kind of fill pays.
 
-use crate::backtest::FillReason;
 use crate::config::{CostsConfig, FillPrice};
+use crate::model::FillReason;
 
 /// Units to trade to move `current_units` to `target_weight × equity / price`, or 0 when the trade
 /// is skipped: no price, nothing to do, or smaller than `min_rebalance_delta × equity` (closing a

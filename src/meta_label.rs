@@ -18,9 +18,9 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backtest::RoundTrip;
 use crate::config::{MetaLabelConfig, MetaMode};
 use crate::logistic::{fit_logistic_design, sigmoid};
+use crate::model::RoundTrip;
 
 /// Names of the features, in the order of [`Features`].
 pub const FEATURE_NAMES: [&str; N_FEATURES] =
@@ -564,7 +564,7 @@ mod tests {
             pnl,
             ret: pnl,
             bars_held: 1,
-            exit_reason: crate::backtest::FillReason::Rebalance,
+            exit_reason: crate::model::FillReason::Rebalance,
         };
         // Symbol 1 never filled: its trip has no features and only feeds the hit rate.
         let trips = vec![trip(0, 1, 2.0), trip(1, -1, -1.0)];

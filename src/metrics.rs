@@ -2,7 +2,7 @@
 
 use statrs::distribution::{ContinuousCDF, Normal};
 
-use crate::backtest::{BarSeries, RoundTrip};
+use crate::model::RoundTrip;
 
 /// Metrics of one backtest. Ratios are fractions (0.12 = 12 %); `max_drawdown` is positive.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -109,8 +109,19 @@ pub fn max_drawdown(equity: &[f64]) -> f64 {
     worst
 }
 
+/// The per-bar columns the metrics read, one entry per bar: equity after the bar, and the bar's
+/// gross exposure (fraction of equity), traded notional, fees and funding cash flow.
+#[derive(Debug, Clone, Copy)]
+pub struct EquityPath<'a> {
+    pub equity: &'a [f64],
+    pub gross: &'a [f64],
+    pub traded_notional: &'a [f64],
+    pub fees: &'a [f64],
+    pub funding: &'a [f64],
+}
+
 /// Metrics of the bars `start..` of `bars` (the bar before the first decision is the base `E_0`).
-pub fn compute(bars: &BarSeries, trips: &[RoundTrip], start: usize, bars_per_year: f64) -> Metrics {
+pub fn compute(bars: EquityPath<'_>, trips: &[RoundTrip], start: usize, bars_per_year: f64) -> Metrics {
     let equity = &bars.equity[start.min(bars.equity.len())..];
     if equity.len() < 2 {
         return Metrics { n_bars: 0.0, final_equity: equity.last().copied().unwrap_or(f64::NAN), ..nan_metrics() };

@@ -22,6 +22,8 @@ use crate::error::{Error, ErrorKind};
 use crate::run::{self, BarsSource, FundingSource, Inputs, MarkSource};
 use crate::timeframe::Timeframe;
 
+#[path = "python_fetch.rs"]
+mod fetch;
 #[path = "python_research.rs"]
 mod research;
 
@@ -733,6 +735,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ingest, m)?)?;
     m.add_function(wrap_pyfunction!(resample_store, m)?)?;
     research::register(m)?;
-    crate::python_fetch::register(m)?;
+    fetch::register(m)?;
     Ok(())
 }

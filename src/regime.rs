@@ -4,21 +4,7 @@
 use ndarray::ArrayView2;
 
 use crate::config::RouterConfig;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Regime {
-    Xsmom,
-    Tsmom,
-}
-
-impl Regime {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Regime::Xsmom => "xsmom",
-            Regime::Tsmom => "tsmom",
-        }
-    }
-}
+use crate::model::Regime;
 
 /// The router's state machine: the regime in force and the challenger with its streak.
 #[derive(Debug, Clone, PartialEq)]

@@ -6,8 +6,8 @@
 //! the time-of-day gate (§5) and Kelly scaling (§6). The regime router (§7) lives in `regime`, the
 //! carry sleeve (§8) in `carry`.
 
-use crate::backtest::{FillReason, RoundTrip};
 use crate::bitset::{Bits, SymbolSet};
+use crate::model::{FillReason, RoundTrip};
 use crate::signal::{blend, finite};
 use std::collections::VecDeque;
 
@@ -818,7 +818,7 @@ mod tests {
 #[cfg(test)]
 mod churn_and_scoring_tests {
     use super::*;
-    use crate::backtest::RoundTrip;
+    use crate::model::RoundTrip;
 
     const H: i64 = 3_600_000;
 

@@ -3,7 +3,8 @@
 
 mod common;
 
-use xsmom::backtest::{self, FillReason};
+use xsmom::backtest;
+use xsmom::model::FillReason;
 
 #[test]
 fn three_symbols_eight_bars_by_hand() {

@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use xsmom::live::bybit::{BybitClient, Credentials};
 use xsmom::live::exchange::Exchange;
 use xsmom::live::runner::{Runner, RunnerOptions};
-use xsmom::live::types::{ErrorClass, ExchangeError, OrderRequest, OrderStatus, OrderType, Side, TimeInForce};
+use xsmom::live::types::{ErrorClass, ExchangeError, OrderRequest, OrderStatus, OrderType, TimeInForce};
+use xsmom::model::Side;
 use xsmom::Config;
 
 const HOUR: i64 = 3_600_000;
@@ -92,7 +93,7 @@ fn order(link_id: &str, price: f64) -> OrderRequest {
         client_order_id: link_id.into(),
         trigger_price: None,
         close_fraction: None,
-        reason: xsmom::backtest::FillReason::Rebalance,
+        reason: xsmom::model::FillReason::Rebalance,
     }
 }
 

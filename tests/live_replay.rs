@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use xsmom::backtest::{BacktestResult, Fill};
+use xsmom::backtest::BacktestResult;
 use xsmom::live::exchange::Exchange;
 use xsmom::live::replay::ReplayExchange;
 use xsmom::live::runner::{Runner, RunnerOptions};
 use xsmom::live::state::LiveState;
 use xsmom::live::types::{ExchangeResult, FundingRate, Instrument, Kline, Order, OrderRequest, Position, Quote};
+use xsmom::model::Fill;
 use xsmom::run::{self, BarsSource, FundingSource, Inputs};
 use xsmom::timeframe::Timeframe;
 use xsmom::Config;
@@ -539,7 +540,7 @@ fn stop_timeframe_tests_the_stops_on_finer_bars_in_order() {
         assert!(exits[0].contains(&symbol) && exits[0].ends_with("-stop"));
         let executions = runner.exchange().inner.executions();
         let exit = executions.iter().find(|e| e.client_order_id == exits[0]).expect("the exit filled at once");
-        assert_eq!(exit.reason, xsmom::backtest::FillReason::Stop);
+        assert_eq!(exit.reason, xsmom::model::FillReason::Stop);
         assert!(runner.exchange().positions().await.unwrap().iter().all(|p| p.symbol != symbol), "closed");
     });
 }

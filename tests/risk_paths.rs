@@ -3,8 +3,9 @@
 
 mod common;
 
-use xsmom::backtest::{self, FillReason};
+use xsmom::backtest;
 use xsmom::data::Panel;
+use xsmom::model::FillReason;
 use xsmom::signal;
 use xsmom::Config;
 

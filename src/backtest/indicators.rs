@@ -5,30 +5,13 @@
 //! kernel keeps a small per-symbol state and the windows it needs (returns for the vol target and
 //! the router, ADX for the rising test).
 
-use ndarray::{Array2, ArrayView2};
+use ndarray::ArrayView2;
 
 use crate::config::Config;
+use crate::model::BarRow;
 use crate::signal::{finite, ColumnWindow, EmaSlope, Momentum, RollingStd, RowWindow, WilderAdx, WilderAtr};
 use crate::timeframe::Timeframe;
 use crate::universe::UniverseFilter;
-
-/// One bar of the panel: every slice has one entry per symbol (NaN = no bar).
-#[derive(Debug, Clone, Copy)]
-pub struct BarRow<'a> {
-    /// Bar open time, epoch ms UTC.
-    pub ts: i64,
-    pub open: &'a [f64],
-    pub high: &'a [f64],
-    pub low: &'a [f64],
-    pub close: &'a [f64],
-    pub quote_volume: &'a [f64],
-    /// Funding rate paid at this bar (0 without an event).
-    pub funding_rate: &'a [f64],
-    /// A funding event happened at this bar.
-    pub funding_event: &'a [bool],
-    /// Mark-price closes of this bar (NaN where a symbol has none), when the data has mark bars.
-    pub mark_close: Option<&'a [f64]>,
-}
 
 /// Indicator values of the newest bar plus the short histories the engine looks back into.
 #[derive(Debug, Clone)]
@@ -144,53 +127,5 @@ impl IndicatorState {
     pub fn adx_ago(&self, bars_ago: usize) -> Option<&[f64]> {
         let history = self.adx_history.as_ref()?;
         (history.pushed() > bars_ago).then(|| history.ago(bars_ago))
-    }
-}
-
-/// The indicators of a whole panel as `T × N` matrices (diagnostics, benchmarks of the kernels).
-#[derive(Debug, Clone)]
-pub struct Indicators {
-    pub returns: Array2<f64>,
-    pub momentum: Array2<f64>,
-    pub sigma: Array2<f64>,
-    pub slope: Option<Array2<f64>>,
-    pub adx: Option<Array2<f64>>,
-    pub atr: Option<Array2<f64>>,
-    pub universe: Array2<bool>,
-}
-
-impl Indicators {
-    pub fn compute(panel: &crate::data::Panel, cfg: &Config) -> Indicators {
-        let (n_bars, n_symbols) = (panel.n_bars(), panel.n_symbols());
-        let funding = crate::data::FundingGrid::empty(n_bars, n_symbols);
-        let mut state = IndicatorState::new(&panel.symbols, panel.timeframe, cfg);
-        let nan = || Array2::from_elem((n_bars, n_symbols), f64::NAN);
-        let mut out = Indicators {
-            returns: nan(),
-            momentum: nan(),
-            sigma: nan(),
-            slope: state.slope.as_ref().map(|_| nan()),
-            adx: state.adx.as_ref().map(|_| nan()),
-            atr: state.atr.as_ref().map(|_| nan()),
-            universe: Array2::from_elem((n_bars, n_symbols), false),
-        };
-        let copy = |matrix: &mut Array2<f64>, t: usize, values: &[f64]| {
-            matrix.row_mut(t).assign(&ndarray::ArrayView1::from(values));
-        };
-        for t in 0..n_bars {
-            state.update(&panel.bar_row(t, &funding));
-            copy(&mut out.returns, t, &state.returns);
-            copy(&mut out.momentum, t, &state.momentum);
-            copy(&mut out.sigma, t, &state.sigma);
-            for (matrix, values) in
-                [(&mut out.slope, &state.slope), (&mut out.adx, &state.adx), (&mut out.atr, &state.atr)]
-            {
-                if let (Some(matrix), Some(values)) = (matrix.as_mut(), values.as_ref()) {
-                    copy(matrix, t, values);
-                }
-            }
-            out.universe.row_mut(t).assign(&ndarray::ArrayView1::from(&state.universe[..]));
-        }
-        out
     }
 }

@@ -23,14 +23,15 @@ use crate::error::{Error, Result};
 use crate::execution;
 use crate::meta_label::{DecisionInputs, MetaLabeler, MetaSkip};
 use crate::metrics::{self, Metrics};
-use crate::regime::{self, Regime, RegimeRouter};
+use crate::model::{BarRow, Fill, FillReason, Regime, RoundTrip};
+use crate::regime::{self, RegimeRouter};
 use crate::risk::{RiskEngine, StopExit};
 use crate::signal::{self, finite, RollingMedian};
 use crate::sizing::{self, BookInputs, Scratch};
 use crate::timeframe::Timeframe;
 
-pub use indicators::{BarRow, IndicatorState, Indicators};
-pub use ledger::{Fill, FillReason, Ledger, RoundTrip};
+pub use indicators::IndicatorState;
+pub use ledger::Ledger;
 
 use crate::signal::CrossSection;
 
@@ -56,6 +57,17 @@ pub struct BarSeries {
 }
 
 impl BarSeries {
+    /// The columns the metrics read.
+    pub fn equity_path(&self) -> metrics::EquityPath<'_> {
+        metrics::EquityPath {
+            equity: &self.equity,
+            gross: &self.gross,
+            traded_notional: &self.traded_notional,
+            fees: &self.fees,
+            funding: &self.funding,
+        }
+    }
+
     /// The `f64` columns, for clearing and reserving them together.
     fn f64_columns_mut(&mut self) -> [&mut Vec<f64>; 9] {
         [
@@ -1435,10 +1447,10 @@ impl Engine {
         let metrics = if self.warm_bars > 0 {
             // A warm window: the base E_0 is the initial capital just before its first bar.
             let based = with_base_bar(&self.out, self.cfg.backtest.initial_capital);
-            metrics::compute(&based, &self.ledger.round_trips, 0, self.bars_per_year)
+            metrics::compute(based.equity_path(), &self.ledger.round_trips, 0, self.bars_per_year)
         } else {
             let start = self.first_decision.map(|f| f.saturating_sub(1)).unwrap_or(0);
-            metrics::compute(&self.out, &self.ledger.round_trips, start, self.bars_per_year)
+            metrics::compute(self.out.equity_path(), &self.ledger.round_trips, start, self.bars_per_year)
         };
         let (n_bars, n_symbols) = (self.ts.len(), self.symbols.len());
         let mut warnings = self.warnings;

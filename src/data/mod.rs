@@ -1,6 +1,9 @@
-//! Bars and funding: the Parquet/CSV bar store, validation, resampling and the wide panel.
+//! Bars and funding: the Parquet/CSV bar store (its layout, incremental fetch planning),
+//! validation, resampling and the wide panel.
 
 pub mod arrow_io;
+pub mod fetch;
+pub mod layout;
 pub mod mark;
 pub mod panel;
 pub mod resample;
@@ -8,6 +11,7 @@ pub mod store;
 pub mod validate;
 
 pub use arrow_io::{bars_from_batches, bars_to_batch, funding_from_batches, funding_to_batch, ArrowBars};
+pub use layout::StoreLayout;
 pub use mark::{clean_bars_of_kind, validate_bars_of_kind};
 pub use panel::{Bars, BarsView, Funding, FundingGrid, Panel};
 pub use resample::resample;

@@ -255,9 +255,9 @@ impl Panel {
     }
 
     /// Bar t with its funding, as the engine consumes it.
-    pub fn bar_row<'a>(&'a self, t: usize, funding: &'a FundingGrid) -> crate::backtest::BarRow<'a> {
+    pub fn bar_row<'a>(&'a self, t: usize, funding: &'a FundingGrid) -> crate::model::BarRow<'a> {
         let row = |matrix: &'a Array2<f64>| matrix.row(t).to_slice().expect("standard layout");
-        crate::backtest::BarRow {
+        crate::model::BarRow {
             ts: self.ts[t],
             open: row(&self.open),
             high: row(&self.high),

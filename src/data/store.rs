@@ -2,7 +2,8 @@
 //! `<root>/funding/symbol=<SYM>/<year>.parquet` (interfaces.md "Files"), or a single long-format
 //! Parquet / CSV file wherever a store is accepted. Mark- and index-price bars ([`BarKind`]) live
 //! beside the traded ones in `<root>/bars/timeframe=<tf>/kind=<mark|index>/symbol=<SYM>/<year>.parquet`
-//! with the columns `ts, open, high, low, close` (no volume: read as NaN).
+//! with the columns `ts, open, high, low, close` (no volume: read as NaN). The paths are built by
+//! [`StoreLayout`].
 //!
 //! Reads push the selection down: only the asked symbols' directories are listed, year files
 //! outside the time range are not opened, and row groups whose `ts` (or, in long files, `symbol`)
@@ -25,6 +26,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::statistics::Statistics;
 
 use super::arrow_io::{bars_from_batches_with, funding_from_batches_with, ArrowBars};
+use super::layout::StoreLayout;
 use super::panel::{Bars, Funding};
 use crate::error::{Error, Result};
 use crate::timeframe::{Timeframe, MS_PER_DAY};
@@ -117,13 +119,6 @@ impl BarKind {
     pub fn has_volume(self) -> bool {
         self == BarKind::Trade
     }
-    /// The directory of this kind under `bars/timeframe=<tf>` (traded bars are the directory itself).
-    fn subdir(self, timeframe_dir: &Path) -> PathBuf {
-        match self {
-            BarKind::Trade => timeframe_dir.to_path_buf(),
-            kind => timeframe_dir.join(format!("kind={}", kind.label())),
-        }
-    }
 }
 
 fn missing(path: &Path) -> Error {
@@ -153,7 +148,7 @@ pub fn read_bars_of_kind(path: &Path, selection: &Selection, kind: BarKind) -> R
 
 /// Whether a store root has bars of `kind` for `timeframe`.
 pub fn store_has_kind(root: &Path, timeframe: Timeframe, kind: BarKind) -> bool {
-    root.is_dir() && timeframe_dir(root, timeframe).is_ok_and(|dir| kind.subdir(&dir).is_dir())
+    root.is_dir() && timeframe_dir(root, timeframe).is_ok_and(|dir| StoreLayout::kind_dir(&dir, kind).is_dir())
 }
 
 /// [`read_bars`] as Arrow columns: the decoded arrays are concatenated once and used as they are.
@@ -169,7 +164,7 @@ pub fn read_bars_arrow_of_kind(path: &Path, selection: &Selection, kind: BarKind
     }
     let source = path.display().to_string();
     let parts: Vec<(Option<String>, RecordBatch)> = if path.is_dir() {
-        let dir = kind.subdir(&timeframe_dir(path, selection.timeframe)?);
+        let dir = StoreLayout::kind_dir(&timeframe_dir(path, selection.timeframe)?, kind);
         if !dir.is_dir() {
             return Err(Error::invalid(format!(
                 "{}: the store has no {} bars for timeframe {} (expected {})",
@@ -226,7 +221,7 @@ pub fn read_funding(path: &Path, symbols: Option<&[String]>, start: Option<i64>,
     let mut stats = ReadStats::default();
     let mut funding = Funding::default();
     if path.is_dir() {
-        let dir = path.join("funding");
+        let dir = StoreLayout::new(path).funding();
         if !dir.is_dir() {
             return Ok(funding);
         }
@@ -262,12 +257,12 @@ pub fn read_funding(path: &Path, symbols: Option<&[String]>, start: Option<i64>,
 
 /// Timeframes present in a store.
 pub fn store_timeframes(root: &Path) -> Result<Vec<Timeframe>> {
-    let bars = root.join("bars");
+    let bars = StoreLayout::new(root).bars();
     if !bars.is_dir() {
         return Err(Error::invalid(format!("{}: not a bar store (no bars/ directory)", root.display())));
     }
     let mut found = Vec::new();
-    for (label, _) in partitions_named(&bars, "timeframe")? {
+    for (label, _) in partitions_named(&bars, StoreLayout::TIMEFRAME_KEY)? {
         found.push(Timeframe::parse(&label).map_err(|err| err.context(bars.display()))?);
     }
     found.sort();
@@ -276,8 +271,8 @@ pub fn store_timeframes(root: &Path) -> Result<Vec<Timeframe>> {
 
 /// `<root>/bars/timeframe=<tf>`; also accepts the `bars/` directory or the timeframe directory itself.
 fn timeframe_dir(root: &Path, timeframe: Timeframe) -> Result<PathBuf> {
-    let label = format!("timeframe={}", timeframe.label());
-    for candidate in [root.join("bars").join(&label), root.join(&label)] {
+    let label = StoreLayout::timeframe_partition(timeframe);
+    for candidate in [StoreLayout::new(root).timeframe(timeframe), root.join(&label)] {
         if candidate.is_dir() {
             return Ok(candidate);
         }
@@ -285,7 +280,7 @@ fn timeframe_dir(root: &Path, timeframe: Timeframe) -> Result<PathBuf> {
     if fs::read_dir(root)
         .map_err(|err| Error::io(root.display(), err))?
         .flatten()
-        .any(|e| e.file_name().to_string_lossy().starts_with("symbol="))
+        .any(|e| StoreLayout::partition_value(&e.file_name().to_string_lossy(), StoreLayout::SYMBOL_KEY).is_some())
     {
         return Ok(root.to_path_buf());
     }
@@ -294,22 +289,21 @@ fn timeframe_dir(root: &Path, timeframe: Timeframe) -> Result<PathBuf> {
         Ok(list) if !list.is_empty() => {
             format!("{}: the store has no bars for timeframe {} (found: {list})", root.display(), timeframe.label())
         }
-        _ => format!("{}: not a bar store (expected bars/timeframe=<tf>/symbol=<SYM>/<year>.parquet)", root.display()),
+        _ => format!("{}: not a bar store (expected {})", root.display(), StoreLayout::BARS_PATTERN),
     }))
 }
 
 /// `symbol=<SYM>` partitions of a directory, sorted by symbol.
 fn partitions(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
-    partitions_named(dir, "symbol")
+    partitions_named(dir, StoreLayout::SYMBOL_KEY)
 }
 
 fn partitions_named(dir: &Path, key: &str) -> Result<Vec<(String, PathBuf)>> {
-    let prefix = format!("{key}=");
     let mut found = Vec::new();
     for entry in fs::read_dir(dir).map_err(|err| Error::io(dir.display(), err))? {
         let entry = entry.map_err(|err| Error::io(dir.display(), err))?;
         let name = entry.file_name().to_string_lossy().to_string();
-        if let Some(value) = name.strip_prefix(&prefix) {
+        if let Some(value) = StoreLayout::partition_value(&name, key) {
             if entry.path().is_dir() {
                 found.push((value.to_string(), entry.path()));
             }
@@ -327,8 +321,7 @@ fn year_files(dir: &Path, selection: &Selection) -> Result<Vec<PathBuf>> {
         if extension(&path) != "parquet" {
             continue;
         }
-        let year: Option<i32> = path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok());
-        if let Some(year) = year {
+        if let Some(year) = StoreLayout::year_of_file(&path) {
             if !selection.overlaps(year_start_ms(year), year_start_ms(year + 1) - 1) {
                 continue;
             }
@@ -541,7 +534,7 @@ pub fn write_store(root: &Path, timeframe: Timeframe, bars: &Bars) -> Result<Wri
 
 /// [`write_store`] for bars of `kind`: mark and index bars go to `kind=<kind>/` without volume.
 pub fn write_store_of_kind(root: &Path, timeframe: Timeframe, bars: &Bars, kind: BarKind) -> Result<WriteStats> {
-    let dir = kind.subdir(&root.join("bars").join(format!("timeframe={}", timeframe.label())));
+    let layout = StoreLayout::new(root);
     let mut groups: BTreeMap<(String, i32), Vec<usize>> = BTreeMap::new();
     for row in 0..bars.len() {
         groups.entry((bars.symbol_of(row).to_string(), year_of(bars.ts[row]))).or_default().push(row);
@@ -552,7 +545,7 @@ pub fn write_store_of_kind(root: &Path, timeframe: Timeframe, bars: &Bars, kind:
     // written with monthly row groups (12 per file). Older stores with monthly groups read as before.
     let row_group = timeframe.bars_per_day() * 366;
     for ((symbol, year), rows) in groups {
-        let path = dir.join(format!("symbol={symbol}")).join(format!("{year}.parquet"));
+        let path = layout.bar_file(timeframe, kind, &symbol, year);
         let mut merged: BTreeMap<i64, [f64; 6]> = BTreeMap::new();
         if path.exists() {
             let batches = read_parquet(&path, &Selection::all(timeframe), &mut ReadStats::default(), false)?;
@@ -592,14 +585,14 @@ pub fn write_store_of_kind(root: &Path, timeframe: Timeframe, bars: &Bars, kind:
 
 /// Append funding events to `<root>/funding/symbol=<SYM>/<year>.parquet` (new rows win on `ts`).
 pub fn write_funding_store(root: &Path, funding: &Funding) -> Result<WriteStats> {
-    let dir = root.join("funding");
+    let layout = StoreLayout::new(root);
     let mut groups: BTreeMap<(String, i32), Vec<usize>> = BTreeMap::new();
     for row in 0..funding.ts.len() {
         groups.entry((funding.symbol_of(row).to_string(), year_of(funding.ts[row]))).or_default().push(row);
     }
     let mut stats = WriteStats::default();
     for ((symbol, year), rows) in groups {
-        let path = dir.join(format!("symbol={symbol}")).join(format!("{year}.parquet"));
+        let path = layout.funding_file(&symbol, year);
         let mut merged: BTreeMap<i64, f64> = BTreeMap::new();
         if path.exists() {
             let selection = Selection::all(Timeframe::from_ms(MS_PER_DAY));

@@ -15,9 +15,10 @@ use sha2::Sha256;
 use super::exchange::Exchange;
 use super::types::{
     ExchangeError, ExchangeResult, Execution, FundingRate, Instrument, Kline, Order, OrderRequest, OrderStatus,
-    OrderType, Position, Quote, Side, TimeInForce,
+    OrderType, Position, Quote, TimeInForce,
 };
 use crate::data::BarKind;
+use crate::model::Side;
 use crate::timeframe::Timeframe;
 
 pub const MAINNET: &str = "https://api.bybit.com";
@@ -506,7 +507,7 @@ fn parse_execution(value: &Value) -> Option<Execution> {
         fee: num(value, "execFee"),
         maker: value.get("isMaker").and_then(Value::as_bool).unwrap_or(false),
         client_order_id: value.get("orderLinkId").and_then(Value::as_str).unwrap_or("").to_string(),
-        reason: crate::backtest::FillReason::Rebalance,
+        reason: crate::model::FillReason::Rebalance,
     })
 }
 

@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use super::exchange::Exchange;
 use super::gate::Gate;
 use super::state::LiveState;
-use super::types::{ExchangeError, OrderRequest, OrderType, Side, TimeInForce};
-use crate::backtest::FillReason;
+use super::types::{ExchangeError, OrderRequest, OrderType, TimeInForce};
 use crate::config::BreakerConfig;
 use crate::error::{Error, Result};
+use crate::model::{client_order_id, FillReason, Side};
 use crate::risk::{KillSwitch, StopState};
 use crate::timeframe::Timeframe;
 
@@ -230,11 +230,7 @@ impl<E: Exchange> RiskDesk<E> {
             }
         }
         let attempt = self.reserve(&[format!("{symbol}-stop")])?[0];
-        let id = if attempt == 0 {
-            format!("xs-{bar_ts}-{symbol}-stop")
-        } else {
-            format!("xs-{bar_ts}-{symbol}-stop-{attempt}")
-        };
+        let id = client_order_id::exit(bar_ts, symbol, "stop", attempt);
         self.exit(symbol, qty, reason, id.clone(), exits).await?;
         self.with(|s| s.state.stop_exits.push(id));
         Ok(())
@@ -256,7 +252,7 @@ impl<E: Exchange> RiskDesk<E> {
         let attempts = self.reserve(&keys)?;
         let mut first_error = None;
         for ((symbol, qty), attempt) in held.into_iter().zip(attempts) {
-            let id = format!("xs-{bar_ts}-{symbol}-{kind}-{attempt}");
+            let id = client_order_id::numbered(bar_ts, symbol, kind, attempt);
             if let Err(err) = self.exit(symbol, qty, reason, id, exits).await {
                 tracing::error!(%symbol, error = %err, "exit failed; retried at the next check");
                 first_error.get_or_insert(err);

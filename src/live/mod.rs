@@ -4,6 +4,7 @@
 pub mod bybit;
 pub mod desk;
 pub mod exchange;
+pub mod fetch;
 pub mod gate;
 pub mod notify;
 pub mod output;

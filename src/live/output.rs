@@ -7,11 +7,12 @@ use std::sync::Arc;
 use arrow::array::{BooleanArray, StringArray};
 use arrow::datatypes::DataType;
 
-use super::types::{Execution, Side};
+use super::types::Execution;
 use crate::backtest::output::{batch, f64_array, ts_array, ts_type, weights_batch};
 use crate::backtest::BacktestResult;
 use crate::data::store::write_parquet_atomically;
 use crate::error::Result;
+use crate::model::Side;
 
 pub fn write_replay_outputs(
     dir: &Path,

@@ -28,7 +28,7 @@ pub struct PlanInputs {
     pub max_spread_bps: f64,
 }
 
-pub use super::types::Side;
+use crate::model::Side;
 
 /// A post-only limit order the cycle wants on the book.
 #[derive(Debug, Clone, PartialEq)]
@@ -154,12 +154,6 @@ fn clean(value: f64, step: f64) -> f64 {
     (value * scale).round() / scale
 }
 
-/// Deterministic client order id (live.md §2.4): a restart re-derives the same id, and the
-/// exchange refuses a duplicate.
-pub fn client_order_id(bar_ts: i64, symbol: &str, attempt: u32) -> String {
-    format!("xs-{bar_ts}-{symbol}-{attempt}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +216,9 @@ mod tests {
         with_offset.price_offset_bps = 10.0;
         assert_eq!(plan_order(&book(5.0, 0.0), &with_offset).unwrap().unwrap().price, 99.9);
         assert_eq!(plan_order(&book(-5.0, 0.0), &with_offset).unwrap().unwrap().price, 100.2);
-        assert_eq!(client_order_id(1_700_000_000_000, "BTCUSDT", 0), "xs-1700000000000-BTCUSDT-0");
+        assert_eq!(
+            crate::model::client_order_id::rebalance(1_700_000_000_000, "BTCUSDT", 0),
+            "xs-1700000000000-BTCUSDT-0"
+        );
     }
 }

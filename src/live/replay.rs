@@ -108,7 +108,7 @@ impl ReplayExchange {
     }
 
     /// Every simulated fill so far in the backtest's schema (symbols are the panel's columns).
-    pub fn fills(&self) -> Vec<crate::backtest::Fill> {
+    pub fn fills(&self) -> Vec<crate::model::Fill> {
         self.lock().account.fills().to_vec()
     }
 

@@ -24,12 +24,13 @@ use super::exchange::Exchange;
 use super::gate::Gate;
 use super::plan::{self, Skip};
 use super::state::{LiveState, StopSnapshot, SymbolState, WorkingOrder};
-use super::types::{ExchangeError, Instrument, Order, Side};
-use crate::backtest::{BacktestResult, BarOrder, Engine, FillReason};
+use super::types::{ExchangeError, Instrument, Order};
+use crate::backtest::{BacktestResult, BarOrder, Engine};
 use crate::config::{Config, FillPrice, LimitFallback, OnInvalid};
 use crate::data::{self, Bars, Funding, FundingGrid, Panel};
 use crate::error::{Error, Result};
 use crate::execution;
+use crate::model::{client_order_id, FillReason, Side};
 use crate::risk::KillSwitch;
 use crate::timeframe::Timeframe;
 
@@ -81,7 +82,7 @@ impl AccountView {
     fn open_units(&self, symbol: &str) -> f64 {
         self.open
             .iter()
-            .filter(|o| o.symbol == symbol && !is_resting_stop(&o.client_order_id))
+            .filter(|o| o.symbol == symbol && !client_order_id::is_resting_stop(&o.client_order_id))
             .map(|o| o.side.sign() * (o.qty - o.filled_qty).max(0.0))
             .sum()
     }
@@ -157,7 +158,7 @@ impl<E: Exchange> Runner<E> {
                 .iter()
                 .filter_map(|symbol| {
                     let attempt = *saved.order_attempts.get(symbol)?;
-                    Some((symbol.clone(), plan::client_order_id(bar, symbol, attempt)))
+                    Some((symbol.clone(), client_order_id::rebalance(bar, symbol, attempt)))
                 })
                 .collect(),
             None => BTreeMap::new(),
@@ -550,7 +551,7 @@ impl<E: Exchange> Runner<E> {
         });
         let view = self.account_view().await?;
         let positions = view.positions.clone();
-        let prefix = format!("xs-{bar_ts}-");
+        let prefix = client_order_id::bar_prefix(bar_ts);
         // A decision holds for its whole bar: a re-run of this bar's reconciliation (stale orders, a
         // failure) steers to it again; the exits are sent once.
         let decided = self.pending_decision;
@@ -563,7 +564,7 @@ impl<E: Exchange> Runner<E> {
         let mut held: BTreeSet<String> = BTreeSet::new();
         for order in view.open {
             let this_bar = order.client_order_id.starts_with(&prefix);
-            let stop_order = is_resting_stop(&order.client_order_id);
+            let stop_order = client_order_id::is_resting_stop(&order.client_order_id);
             let too_old = now - order.created_ms >= self.cfg.live.max_order_age_secs as i64 * 1000;
             if this_bar && !stop_order && !too_old {
                 continue;
@@ -613,10 +614,7 @@ impl<E: Exchange> Runner<E> {
                     if qty != 0.0 {
                         let key = format!("{symbol}-{}", reason.as_str());
                         let attempt = self.desk.reserve(&[key])?[0];
-                        let id = match attempt {
-                            0 => format!("{prefix}{symbol}-{}", reason.as_str()),
-                            n => format!("{prefix}{symbol}-{}-{n}", reason.as_str()),
-                        };
+                        let id = client_order_id::exit(bar_ts, &symbol, reason.as_str(), attempt);
                         let mut exits = Exits::default();
                         let sent = self.desk.exit(&symbol, qty, reason, id, &mut exits).await;
                         report.orders_placed.extend(exits.placed);
@@ -661,7 +659,9 @@ impl<E: Exchange> Runner<E> {
                 let mut current: BTreeSet<String> = view
                     .open
                     .iter()
-                    .filter(|o| o.client_order_id.starts_with(&prefix) && !is_resting_stop(&o.client_order_id))
+                    .filter(|o| {
+                        o.client_order_id.starts_with(&prefix) && !client_order_id::is_resting_stop(&o.client_order_id)
+                    })
                     .map(|o| o.symbol.clone())
                     .collect();
                 current.extend(held.iter().cloned());
@@ -687,7 +687,7 @@ impl<E: Exchange> Runner<E> {
     /// does not show yet while it may still arrive: they get no new order until it is seen (then the
     /// account view has it) or [`IN_FLIGHT_MS`] passed since this process started.
     async fn inherited_in_doubt(&mut self, bar_ts: i64, now: i64) -> Result<BTreeSet<String>> {
-        let prefix = format!("xs-{bar_ts}-");
+        let prefix = client_order_id::bar_prefix(bar_ts);
         self.inherited.retain(|_, id| id.starts_with(&prefix));
         let patient = self.started_ms.is_some_and(|start| now - start < IN_FLIGHT_MS);
         let mut doubt = BTreeSet::new();
@@ -761,7 +761,9 @@ impl<E: Exchange> Runner<E> {
     ) -> Result<Option<(Order, f64)>> {
         let open = self.exchange.open_orders().await.map_err(|err| exchange_error("open orders", err))?;
         let mut last = None;
-        for order in open.into_iter().filter(|o| o.symbol == symbol && !is_resting_stop(&o.client_order_id)) {
+        for order in
+            open.into_iter().filter(|o| o.symbol == symbol && !client_order_id::is_resting_stop(&o.client_order_id))
+        {
             if let Some(filled) = self.cancel_confirmed(&order, bar_ts, report).await? {
                 last = Some((order, filled));
             }
@@ -910,7 +912,7 @@ impl<E: Exchange> Runner<E> {
                 report.skipped.push((symbol, Skip::StoppedThisBar));
                 continue;
             }
-            request.client_order_id = plan::client_order_id(bar_ts, &symbol, attempt);
+            request.client_order_id = client_order_id::rebalance(bar_ts, &symbol, attempt);
             let exit_limit = request.price.is_some()
                 && self.symbols.iter().position(|s| *s == symbol).is_some_and(|i| targets[i] == 0.0);
             match self.exchange.place_order(&request).await {
@@ -1058,11 +1060,12 @@ impl<E: Exchange> Runner<E> {
             if position == 0.0 || stop.side != position.signum() {
                 continue;
             }
+            let [cat, sl, tp] = client_order_id::RESTING_STOP_TAGS;
             let mut levels =
-                vec![("cat", stop.catastrophic, FillReason::Stop, 1.0), ("sl", stop.stop, stop.stop_reason, 1.0)];
+                vec![(cat, stop.catastrophic, FillReason::Stop, 1.0), (sl, stop.stop, stop.stop_reason, 1.0)];
             if !stop.partial_done && stops_cfg.partial_tp_frac > 0.0 {
                 levels.push((
-                    "tp",
+                    tp,
                     stop.take_profit_level(&stops_cfg),
                     FillReason::TakeProfit,
                     stops_cfg.partial_tp_frac,
@@ -1073,7 +1076,7 @@ impl<E: Exchange> Runner<E> {
                 request.reduce_only = true;
                 request.trigger_price = Some(level);
                 request.close_fraction = Some(fraction);
-                request.client_order_id = format!("xs-{bar_ts}-{symbol}-{suffix}");
+                request.client_order_id = client_order_id::new(bar_ts, &symbol, suffix);
                 match self.exchange.place_order(&request).await {
                     Ok(_) => report.orders_placed.push(request.client_order_id),
                     // Placed by an earlier run of this bar's reconciliation.
@@ -1092,10 +1095,10 @@ impl<E: Exchange> Runner<E> {
         let max_age_ms = self.cfg.live.max_order_age_secs as i64 * 1000;
         let reprice_bps = self.cfg.live.reprice_bps;
         let open = self.exchange.open_orders().await.map_err(|err| exchange_error("open orders", err))?;
-        let prefix = format!("xs-{bar_ts}-");
+        let prefix = client_order_id::bar_prefix(bar_ts);
         let mut cancelled = 0;
         for order in open.into_iter().filter(|o| o.client_order_id.starts_with(&prefix)) {
-            if is_resting_stop(&order.client_order_id) {
+            if client_order_id::is_resting_stop(&order.client_order_id) {
                 continue;
             }
             let too_old = now - order.created_ms >= max_age_ms;
@@ -1202,10 +1205,6 @@ impl<E: Exchange> Runner<E> {
 }
 
 /// Resting stop and take-profit orders of [`Runner::place_resting_stops`].
-fn is_resting_stop(client_order_id: &str) -> bool {
-    ["-cat", "-sl", "-tp"].iter().any(|suffix| client_order_id.ends_with(suffix))
-}
-
 fn host_now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -15,10 +15,11 @@
 use std::collections::BTreeMap;
 
 use super::types::{ExchangeError, ExchangeResult, Execution, Kline, Order, OrderRequest, OrderStatus, OrderType};
-use super::types::{Position, Side, TimeInForce};
-use crate::backtest::{Fill, FillReason, Ledger};
+use super::types::{Position, TimeInForce};
+use crate::backtest::Ledger;
 use crate::config::{CostsConfig, ExecutionConfig, FillPrice};
 use crate::execution;
+use crate::model::{Fill, FillReason, Side};
 use crate::risk::{stop_hit, take_profit_hit};
 
 #[derive(Debug, Clone)]

@@ -3,26 +3,7 @@
 
 use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Side {
-    Buy,
-    Sell,
-}
-
-impl Side {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Side::Buy => "Buy",
-            Side::Sell => "Sell",
-        }
-    }
-    pub fn sign(self) -> f64 {
-        match self {
-            Side::Buy => 1.0,
-            Side::Sell => -1.0,
-        }
-    }
-}
+use crate::model::{FillReason, Side};
 
 /// Trading rules of one perpetual: quantities are multiples of `lot_size` between `min_qty` and
 /// `max_qty`, prices multiples of `tick_size`, and an order's notional at least `min_notional`.
@@ -83,7 +64,7 @@ pub struct OrderRequest {
     /// stop-loss / take-profit, as Bybit's `tpslMode`), not a fixed quantity.
     pub close_fraction: Option<f64>,
     /// Why the order is sent (the fills' `reason`; the simulated accounts price and charge by it).
-    pub reason: crate::backtest::FillReason,
+    pub reason: FillReason,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +137,7 @@ pub struct Execution {
     pub fee: f64,
     pub maker: bool,
     pub client_order_id: String,
-    pub reason: crate::backtest::FillReason,
+    pub reason: FillReason,
 }
 
 /// Exchange failures, typed so that the runner can decide: retry, re-price, pause, or stop.
