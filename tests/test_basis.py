@@ -126,7 +126,9 @@ def test_resample_makes_coarser_mark_bars_beside_the_traded_ones(tmp_path):
     shutil.copytree(DATA / "bars", store / "bars")
     shutil.copytree(DATA / "funding", store / "funding")
     subprocess.run(
-        [sys.executable, "-m", "xsmom", "data", "resample", "--store", str(store), "--to", "4h"],
+        # The fixture's finest bars are 5m (traded only): resample its hourly bars, which have mark bars.
+        [sys.executable, "-m", "xsmom", "data", "resample", "--store", str(store), "--to", "4h"]
+        + ["--from", "1h"],
         capture_output=True,
         text=True,
         check=True,
