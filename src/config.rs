@@ -892,7 +892,17 @@ impl Config {
         check.real("universe.min_price", u.min_price, 0.0, f64::INFINITY);
         check.real("universe.min_quote_volume_24h", u.min_quote_volume_24h, 0.0, f64::INFINITY);
         check.int("universe.universe_refresh_bars", u.universe_refresh_bars, 1, 100_000);
+        self.check_strategy(&mut check);
+        self.check_meta_label(&mut check);
+        self.check_sizing(&mut check);
+        self.check_risk(&mut check);
+        self.check_costs_and_backtest(&mut check);
+        self.check_live(&mut check)?;
+        check.finish()
+    }
 
+    /// `strategy`: lookbacks, K, dispersion, bands, filters, router, carry.
+    fn check_strategy(&self, check: &mut Checker) {
         let s = &self.strategy;
         if s.lookbacks.is_empty() {
             check.fail("strategy.lookbacks is empty: at least one lookback is needed".into());
@@ -947,7 +957,11 @@ impl Config {
         check.int("strategy.carry.sign_stability_k", s.carry.sign_stability_k, 1, 100_000);
         check.real("strategy.carry.basis_weight", s.carry.basis_weight, 0.0, 1e6);
         check.int("strategy.carry.basis_ema_bars", s.carry.basis_ema_bars, 1, 100_000);
-        let m = &s.meta_label;
+    }
+
+    /// `strategy.meta_label`.
+    fn check_meta_label(&self, check: &mut Checker) {
+        let m = &self.strategy.meta_label;
         check.real("strategy.meta_label.threshold", m.threshold, 0.0, 1.0);
         check.int("strategy.meta_label.refit_bars", m.refit_bars, 1, 1_000_000);
         check.int("strategy.meta_label.min_train_trades", m.min_train_trades, 1, 10_000_000);
@@ -960,7 +974,10 @@ impl Config {
                     .into(),
             );
         }
+    }
 
+    /// `sizing`: caps, vol target, Kelly.
+    fn check_sizing(&self, check: &mut Checker) {
         let z = &self.sizing;
         check.real("sizing.gross_leverage", z.gross_leverage, 0.0, 10.0);
         check.real("sizing.max_weight_per_asset", z.max_weight_per_asset, 0.0, 10.0);
@@ -985,7 +1002,10 @@ impl Config {
         check.int("sizing.kelly.kelly_window", k.kelly_window, 1, 100_000);
         check.real("sizing.kelly.kelly_fraction", k.kelly_fraction, 0.0, 1.0);
         check.real("sizing.kelly.f_ref", k.f_ref, 1e-6, 1.0);
+    }
 
+    /// `risk`: stops, kill-switch, drawdown, scoring, time of day.
+    fn check_risk(&self, check: &mut Checker) {
         let st = &self.risk.stops;
         check.int("risk.stops.atr_len", st.atr_len, 1, 10_000);
         check.real("risk.stops.atr_mult_sl", st.atr_mult_sl, 0.01, 100.0);
@@ -1007,7 +1027,10 @@ impl Config {
         for (h, hour) in self.risk.time_of_day.blackout_hours_utc.iter().enumerate() {
             check.int(&format!("risk.time_of_day.blackout_hours_utc[{h}]"), *hour as usize, 0, 23);
         }
+    }
 
+    /// `costs` and `backtest`.
+    fn check_costs_and_backtest(&self, check: &mut Checker) {
         let c = &self.costs;
         check.real("costs.maker_fee_bps", c.maker_fee_bps, -100.0, 1_000.0);
         check.real("costs.taker_fee_bps", c.taker_fee_bps, -100.0, 1_000.0);
@@ -1018,7 +1041,10 @@ impl Config {
         check.real("backtest.initial_capital", b.initial_capital, 1e-6, 1e15);
         check.int("backtest.rebalance_every", b.rebalance_every, 1, 100_000);
         check.real("backtest.min_rebalance_delta", b.min_rebalance_delta, 0.0, 1.0);
+    }
 
+    /// `execution` and `live` (the stop timeframe against `data.timeframe`).
+    fn check_live(&self, check: &mut Checker) -> Result<()> {
         let l = &self.live;
         let e = &self.execution;
         check.real("execution.limit_offset_bps", e.limit_offset_bps, 0.0, 1_000.0);
@@ -1046,7 +1072,7 @@ impl Config {
                 Err(err) => check.fail(format!("live.stop_timeframe: {err}")),
             }
         }
-        check.finish()
+        Ok(())
     }
 }
 
