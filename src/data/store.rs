@@ -377,30 +377,8 @@ fn read_parquet(
     );
     let ts_column = position("ts").filter(|_| ts_in_ms);
     let symbol_column = if long_format { position("symbol") } else { None };
-    let mut selected = Vec::new();
-    for (index, group) in metadata.row_groups().iter().enumerate() {
-        stats.row_groups_total += 1;
-        if let Some(column) = ts_column {
-            if let Some(Statistics::Int64(s)) = group.column(column).statistics() {
-                if let (Some(min), Some(max)) = (s.min_opt(), s.max_opt()) {
-                    if !selection.overlaps(*min, *max) {
-                        continue;
-                    }
-                }
-            }
-        }
-        if let (Some(column), Some(wanted)) = (symbol_column, &selection.symbols) {
-            if let Some(Statistics::ByteArray(s)) = group.column(column).statistics() {
-                if let (Some(min), Some(max)) = (s.min_opt(), s.max_opt()) {
-                    let (min, max) = (String::from_utf8_lossy(min.data()), String::from_utf8_lossy(max.data()));
-                    if !wanted.iter().any(|w| w.as_str() >= min.as_ref() && w.as_str() <= max.as_ref()) {
-                        continue;
-                    }
-                }
-            }
-        }
-        selected.push(index);
-    }
+    stats.row_groups_total += metadata.num_row_groups();
+    let selected = pruned_row_groups(&metadata, selection, ts_column, symbol_column);
     stats.row_groups_read += selected.len();
     if selected.is_empty() {
         return Ok(Vec::new());
@@ -437,6 +415,39 @@ fn read_parquet(
     };
     stats.rows_read += batches.iter().map(|b| b.num_rows()).sum::<usize>();
     Ok(batches)
+}
+
+/// The row groups whose `ts` (and, for long files, `symbol`) statistics may hold selected rows.
+fn pruned_row_groups(
+    metadata: &parquet::file::metadata::ParquetMetaData,
+    selection: &Selection,
+    ts_column: Option<usize>,
+    symbol_column: Option<usize>,
+) -> Vec<usize> {
+    let mut selected = Vec::new();
+    for (index, group) in metadata.row_groups().iter().enumerate() {
+        if let Some(column) = ts_column {
+            if let Some(Statistics::Int64(s)) = group.column(column).statistics() {
+                if let (Some(min), Some(max)) = (s.min_opt(), s.max_opt()) {
+                    if !selection.overlaps(*min, *max) {
+                        continue;
+                    }
+                }
+            }
+        }
+        if let (Some(column), Some(wanted)) = (symbol_column, &selection.symbols) {
+            if let Some(Statistics::ByteArray(s)) = group.column(column).statistics() {
+                if let (Some(min), Some(max)) = (s.min_opt(), s.max_opt()) {
+                    let (min, max) = (String::from_utf8_lossy(min.data()), String::from_utf8_lossy(max.data()));
+                    if !wanted.iter().any(|w| w.as_str() >= min.as_ref() && w.as_str() <= max.as_ref()) {
+                        continue;
+                    }
+                }
+            }
+        }
+        selected.push(index);
+    }
+    selected
 }
 
 fn read_csv(path: &Path) -> Result<Vec<RecordBatch>> {
