@@ -222,6 +222,19 @@ pub fn size_book(cfg: &SizingConfig, input: &BookInputs<'_>, weights: &mut [f64]
         }
     }
 
+    cap_gross_and_round(cfg, weights, longs, shorts, scratch);
+    stats
+}
+
+/// The last steps of [`size_book`]: the gross cap, the minimum weight and the rounding, over the
+/// members of the legs (the only non-zero weights).
+fn cap_gross_and_round(
+    cfg: &SizingConfig,
+    weights: &mut [f64],
+    longs: &[usize],
+    shorts: &[usize],
+    scratch: &mut Scratch,
+) {
     // Only the legs can be non-zero: the gross sum, its cap and the minimum weight visit them in
     // symbol order (the same sum as over every symbol, whose other terms are 0).
     // Symbol order without a sort: mark the legs in a bit set and walk it.
@@ -245,7 +258,6 @@ pub fn size_book(cfg: &SizingConfig, input: &BookInputs<'_>, weights: &mut [f64]
         let scale = 10f64.powi(decimals as i32);
         scratch.members.iter().for_each(|&i| weights[i] = (weights[i] * scale).round_ties_even() / scale);
     }
-    stats
 }
 
 /// Shrink the larger leg so that `Σ longs = Σ |shorts|`.

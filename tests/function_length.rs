@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 const LIMIT: usize = 80;
 
 /// (file, function, lines today): still to be split.
-const WAIVED: [(&str, &str, usize); 8] = [
+const WAIVED: [(&str, &str, usize); 7] = [
     ("src/backtest/mod.rs", "new", 111),
     ("src/backtest/mod.rs", "step_units", 141),
     ("src/live/bybit.rs", "send_once", 84),
@@ -16,7 +16,6 @@ const WAIVED: [(&str, &str, usize); 8] = [
     ("src/live/runner.rs", "reconcile", 144),
     ("src/live/runner.rs", "rebalance", 112),
     ("src/live/service.rs", "serve_here", 88),
-    ("src/sizing.rs", "size_book", 85),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
