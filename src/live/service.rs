@@ -80,6 +80,49 @@ pub async fn serve<E: Exchange + 'static>(
     tokio::task::LocalSet::new().run_until(serve_here(runner, control, config_path, notifier)).await
 }
 
+/// Reload the config when SIGHUP asked for it or the file changed; a rejected config leaves the
+/// running one in place (and says so).
+async fn reload_when_asked<E: Exchange + 'static>(
+    runner: &mut Runner<E>,
+    control: &Control,
+    config_path: &Path,
+    config_stamp: &mut Option<std::time::SystemTime>,
+    notifier: &Notifier,
+) {
+    let stamp = modified(config_path);
+    if control.reload.swap(false, Ordering::SeqCst) || stamp != *config_stamp {
+        *config_stamp = stamp;
+        let reloaded = match load_config(config_path) {
+            Ok((cfg, text)) => runner.reload(cfg, &text).await,
+            Err(err) => Err(err),
+        };
+        match reloaded {
+            Ok(()) => notifier.send(format!("config reloaded: version {}", runner.config_version())),
+            Err(err) => {
+                tracing::error!(error = %err, "config rejected; the previous config keeps running");
+                notifier.send(format!("config rejected, previous config kept: {err}"));
+            }
+        }
+    }
+}
+
+/// The pause before the next cycle: `fast_check_secs`, doubled per consecutive failure (at most a
+/// minute); cut short by a stop, a reload request or a fatal error. The risk loop keeps its own pace.
+async fn pause_between_cycles<E: Exchange + 'static>(runner: &Runner<E>, control: &Control, failures: u32) {
+    let fast = runner.config().live.fast_check_secs as u64;
+    let pause = match failures {
+        0 => Duration::from_secs(fast),
+        n => Duration::from_secs((fast << n.min(6)).min(60)),
+    };
+    let deadline = tokio::time::Instant::now() + pause;
+    while tokio::time::Instant::now() < deadline && !control.stop.load(Ordering::SeqCst) {
+        if control.reload.load(Ordering::SeqCst) || runner.fatal().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn serve_here<E: Exchange + 'static>(
     runner: &mut Runner<E>,
     control: &Control,
@@ -94,21 +137,7 @@ async fn serve_here<E: Exchange + 'static>(
     // Errors are notified once per streak (the breaker counts every one of them).
     let mut failures = 0u32;
     while !control.stop.load(Ordering::SeqCst) && runner.fatal().is_none() {
-        let stamp = modified(config_path);
-        if control.reload.swap(false, Ordering::SeqCst) || stamp != config_stamp {
-            config_stamp = stamp;
-            let reloaded = match load_config(config_path) {
-                Ok((cfg, text)) => runner.reload(cfg, &text).await,
-                Err(err) => Err(err),
-            };
-            match reloaded {
-                Ok(()) => notifier.send(format!("config reloaded: version {}", runner.config_version())),
-                Err(err) => {
-                    tracing::error!(error = %err, "config rejected; the previous config keeps running");
-                    notifier.send(format!("config rejected, previous config kept: {err}"));
-                }
-            }
-        }
+        reload_when_asked(runner, control, config_path, &mut config_stamp, notifier).await;
         match runner.cycle().await {
             Ok(report) => {
                 if report.kill_switch {
@@ -133,20 +162,7 @@ async fn serve_here<E: Exchange + 'static>(
                 runner.record_failure(&err).await;
             }
         }
-        // Transient failures back off: the pause doubles while they last (at most a minute); the
-        // risk loop keeps its own pace.
-        let fast = runner.config().live.fast_check_secs as u64;
-        let pause = match failures {
-            0 => Duration::from_secs(fast),
-            n => Duration::from_secs((fast << n.min(6)).min(60)),
-        };
-        let deadline = tokio::time::Instant::now() + pause;
-        while tokio::time::Instant::now() < deadline && !control.stop.load(Ordering::SeqCst) {
-            if control.reload.load(Ordering::SeqCst) || runner.fatal().is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        pause_between_cycles(runner, control, failures).await;
     }
     // The risk task ends at its next check; an exit under way is awaited with it.
     let _ = risk.await;
