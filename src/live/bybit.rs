@@ -242,13 +242,7 @@ impl BybitClient {
                     sign(&credentials.secret, timestamp, &credentials.key, self.recv_window_ms, payload),
                 );
         }
-        let response = request.send().await.map_err(|err| {
-            if err.is_timeout() {
-                ExchangeError::Timeout { endpoint: path.into() }
-            } else {
-                ExchangeError::Transport { endpoint: path.into(), message: without_url(&err) }
-            }
-        })?;
+        let response = request.send().await.map_err(|err| transport_error(path, &err))?;
         let status = response.status().as_u16();
         let reset_ms = response
             .headers()
@@ -262,33 +256,10 @@ impl BybitClient {
         if status >= 400 {
             return Err(ExchangeError::Http { endpoint: path.into(), status });
         }
-        let text = response.text().await.map_err(|err| {
-            if err.is_timeout() {
-                ExchangeError::Timeout { endpoint: path.into() }
-            } else {
-                ExchangeError::Transport { endpoint: path.into(), message: without_url(&err) }
-            }
-        })?;
+        let text = response.text().await.map_err(|err| transport_error(path, &err))?;
         let value: Value = serde_json::from_str(&text)
             .map_err(|err| ExchangeError::Decode { endpoint: path.into(), message: err.to_string() })?;
-        let code = value.get("retCode").and_then(Value::as_i64).unwrap_or(-1);
-        let message = value.get("retMsg").and_then(Value::as_str).unwrap_or("").to_string();
-        match code {
-            0 => Ok(value.get("result").cloned().unwrap_or(Value::Null)),
-            10006 => Err(ExchangeError::RateLimited { retry_after_ms: reset_ms.unwrap_or(1_000) }),
-            10001 => Err(ExchangeError::InvalidParams { code, message: format!("{path}: {message}") }),
-            10002..=10005 | 10010 | 33004 => Err(ExchangeError::Auth { code, message: format!("{path}: {message}") }),
-            // Bybit's own failures ("Server Timeout", "internal server error; service is restarting").
-            10000 | 10016 => Err(ExchangeError::Server { code, message: format!("{path}: {message}") }),
-            110072 => Err(ExchangeError::DuplicateOrder { client_order_id: message }),
-            110001 => Err(ExchangeError::NotFound { what: format!("{path}: {message}") }),
-            110000..=119999 => Err(ExchangeError::OrderRejected {
-                code,
-                post_only: message.to_ascii_lowercase().contains("post"),
-                message: format!("{path}: {message}"),
-            }),
-            _ => Err(ExchangeError::Other { code, message: format!("{path}: {message}") }),
-        }
+        classify_response(path, value, reset_ms)
     }
 
     /// An order by its `orderLinkId`: first among the open orders, then among the recently closed
@@ -392,6 +363,39 @@ fn chrono_now_ms() -> i64 {
 }
 
 /// A reqwest error without its URL (query strings may hold ids, never secrets, but keep logs short).
+/// A transport failure of a request to `path`: a timeout or a connection error (without the URL,
+/// which may carry a signed query).
+fn transport_error(path: &str, err: &reqwest::Error) -> ExchangeError {
+    if err.is_timeout() {
+        ExchangeError::Timeout { endpoint: path.into() }
+    } else {
+        ExchangeError::Transport { endpoint: path.into(), message: without_url(err) }
+    }
+}
+
+/// Bybit's envelope (`retCode`, `retMsg`, `result`) as a result: the `result` on 0, else the error
+/// kind its code means (rate limit, parameters, authentication, server, duplicate, rejection, …).
+fn classify_response(path: &str, value: Value, reset_ms: Option<u64>) -> ExchangeResult<Value> {
+    let code = value.get("retCode").and_then(Value::as_i64).unwrap_or(-1);
+    let message = value.get("retMsg").and_then(Value::as_str).unwrap_or("").to_string();
+    match code {
+        0 => Ok(value.get("result").cloned().unwrap_or(Value::Null)),
+        10006 => Err(ExchangeError::RateLimited { retry_after_ms: reset_ms.unwrap_or(1_000) }),
+        10001 => Err(ExchangeError::InvalidParams { code, message: format!("{path}: {message}") }),
+        10002..=10005 | 10010 | 33004 => Err(ExchangeError::Auth { code, message: format!("{path}: {message}") }),
+        // Bybit's own failures ("Server Timeout", "internal server error; service is restarting").
+        10000 | 10016 => Err(ExchangeError::Server { code, message: format!("{path}: {message}") }),
+        110072 => Err(ExchangeError::DuplicateOrder { client_order_id: message }),
+        110001 => Err(ExchangeError::NotFound { what: format!("{path}: {message}") }),
+        110000..=119999 => Err(ExchangeError::OrderRejected {
+            code,
+            post_only: message.to_ascii_lowercase().contains("post"),
+            message: format!("{path}: {message}"),
+        }),
+        _ => Err(ExchangeError::Other { code, message: format!("{path}: {message}") }),
+    }
+}
+
 fn without_url(err: &reqwest::Error) -> String {
     let mut text = err.to_string();
     if let Some(url) = err.url() {
@@ -738,6 +742,24 @@ impl Exchange for BybitClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn response_codes_map_to_error_kinds() {
+        let envelope =
+            |code: i64, message: &str| serde_json::json!({"retCode": code, "retMsg": message, "result": {"a": 1}});
+        assert_eq!(classify_response("/x", envelope(0, "OK"), None).unwrap(), serde_json::json!({"a": 1}));
+        let kind = |code: i64, message: &str| classify_response("/x", envelope(code, message), Some(250)).unwrap_err();
+        assert!(matches!(kind(10006, ""), ExchangeError::RateLimited { retry_after_ms: 250 }));
+        assert!(matches!(kind(10003, "invalid key"), ExchangeError::Auth { code: 10003, .. }));
+        assert!(matches!(kind(33004, "expired"), ExchangeError::Auth { .. }));
+        assert!(matches!(kind(10016, "restarting"), ExchangeError::Server { .. }));
+        assert!(matches!(kind(110072, "xs-1"), ExchangeError::DuplicateOrder { .. }));
+        assert!(matches!(kind(110001, "gone"), ExchangeError::NotFound { .. }));
+        assert!(matches!(kind(110007, "PostOnly will take"), ExchangeError::OrderRejected { post_only: true, .. }));
+        assert!(matches!(kind(170000, "?"), ExchangeError::Other { code: 170000, .. }));
+        let missing = classify_response("/x", serde_json::json!({}), None).unwrap_err();
+        assert!(matches!(missing, ExchangeError::Other { code: -1, .. }));
+    }
 
     #[test]
     fn signature_matches_an_independent_hmac() {
