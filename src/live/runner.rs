@@ -153,16 +153,7 @@ impl<E: Exchange> Runner<E> {
             .into_iter()
             .map(|i| (i.symbol.clone(), i))
             .collect();
-        let inherited = match loaded.as_ref().and_then(|s| s.last_bar_ts.map(|bar| (s, bar))) {
-            Some((saved, bar)) => symbols
-                .iter()
-                .filter_map(|symbol| {
-                    let attempt = *saved.order_attempts.get(symbol)?;
-                    Some((symbol.clone(), client_order_id::rebalance(bar, symbol, attempt)))
-                })
-                .collect(),
-            None => BTreeMap::new(),
-        };
+        let inherited = inherited_order_ids(loaded.as_ref(), &symbols);
         let state = loaded.clone().unwrap_or_else(|| LiveState::new(&config_version, &opts.mode));
         let shared = Arc::new(Mutex::new(Shared {
             state,
@@ -1214,4 +1205,19 @@ pub fn config_version(text: &str) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(text.as_bytes());
     digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The client order ids the previous run may still have in flight: per symbol, the id of its last
+/// rebalance attempt at the saved bar (none without a saved state or bar).
+fn inherited_order_ids(loaded: Option<&LiveState>, symbols: &[String]) -> BTreeMap<String, String> {
+    let Some((saved, bar)) = loaded.and_then(|s| s.last_bar_ts.map(|bar| (s, bar))) else {
+        return BTreeMap::new();
+    };
+    symbols
+        .iter()
+        .filter_map(|symbol| {
+            let attempt = *saved.order_attempts.get(symbol)?;
+            Some((symbol.clone(), client_order_id::rebalance(bar, symbol, attempt)))
+        })
+        .collect()
 }
