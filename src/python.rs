@@ -472,6 +472,12 @@ fn config_with_overrides(yaml: &str, overrides: Vec<(String, String)>) -> PyResu
     parse_config(yaml)?.with_override_strings(&assignments).map(|c| c.to_yaml()).map_err(to_py)
 }
 
+/// Whether a config runs the basis term of the carry sleeve (and so reads mark-price bars).
+#[pyfunction]
+fn config_wants_mark(yaml: &str) -> PyResult<bool> {
+    Ok(run::wants_mark(&parse_config(yaml)?))
+}
+
 #[pyfunction]
 fn config_to_json(yaml: &str) -> PyResult<String> {
     let config = parse_config(yaml)?;
@@ -724,6 +730,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(config_from_yaml, m)?)?;
     m.add_function(wrap_pyfunction!(config_with_overrides, m)?)?;
     m.add_function(wrap_pyfunction!(config_to_json, m)?)?;
+    m.add_function(wrap_pyfunction!(config_wants_mark, m)?)?;
     m.add_function(wrap_pyfunction!(backtest, m)?)?;
     m.add_function(wrap_pyfunction!(fit_logistic, m)?)?;
     m.add_function(wrap_pyfunction!(sweep, m)?)?;

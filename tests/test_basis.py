@@ -141,3 +141,12 @@ def test_resample_makes_coarser_mark_bars_beside_the_traded_ones(tmp_path):
     assert joined.height == four.height and (joined["close"] == joined["last"]).all()
     on = xsmom.backtest(store, carry(1095.0).with_overrides({"data.timeframe": "4h"}))
     assert not any("there is no mark data" in w for w in on.warnings)
+
+
+def test_the_core_says_which_configs_read_mark_bars():
+    from xsmom import _core
+
+    assert _core.config_wants_mark(carry(1095.0).to_yaml())
+    assert not _core.config_wants_mark(carry(0.0).to_yaml())
+    no_carry = xsmom.Config.default().with_overrides({"strategy.carry.basis_weight": 5.0})
+    assert not _core.config_wants_mark(no_carry.to_yaml()), "the basis term lives in the carry sleeve"

@@ -61,12 +61,6 @@ def chunks(n_items: int, n_chunks: int) -> list[range]:
     return [range(start, min(start + size, n_items)) for start in range(0, n_items, size or 1)]
 
 
-def wants_mark(config_yaml: str) -> bool:
-    """Whether a config runs the basis term of the carry sleeve (and so reads mark-price bars)."""
-    carry = json.loads(_core.config_to_json(config_yaml))["strategy"]["carry"]
-    return bool(carry["enabled"]) and carry["basis_weight"] > 0
-
-
 def as_frames(
     bars: Any, funding: Any, timeframe: str, mark: Any = None, with_store_mark: bool = False
 ) -> tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame | None]:
@@ -116,10 +110,11 @@ def sweep_on_executor(
     """Metrics per override set, the chunks evaluated as tasks on ``executor``, in input order."""
     sets = encode_overrides(overrides_list)
     # Validate every set here, so that an error names its index in the whole list.
-    any_wants_mark = wants_mark(config_yaml)
+    any_wants_mark = _core.config_wants_mark(config_yaml)
     for index, pairs in enumerate(sets):
         try:
-            any_wants_mark = wants_mark(_core.config_with_overrides(config_yaml, pairs)) or any_wants_mark
+            overridden = _core.config_with_overrides(config_yaml, pairs)
+            any_wants_mark = _core.config_wants_mark(overridden) or any_wants_mark
         except ValueError as err:
             raise ValueError(f"override set {index}: {err}") from None
     if not sets:
