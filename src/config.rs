@@ -781,10 +781,9 @@ impl Config {
             serde_yaml::from_str(text).map_err(|err| {
                 // serde reports `deny_unknown_fields` only in its message: classify it here, once.
                 let message = format!("{source}: {err}");
-                if err.to_string().contains(": unknown field `") || err.to_string().starts_with("unknown field `") {
-                    Error::unknown_key(message)
-                } else {
-                    Error::config(message)
+                match unknown_field(&err.to_string()) {
+                    Some(key) => Error::unknown_key(key, message),
+                    None => Error::config(message),
                 }
             })?
         };
@@ -1159,6 +1158,21 @@ fn set_path(tree: &mut Value, path: &str, value: Value) -> Result<()> {
     Ok(())
 }
 
+/// The key of a serde message about a field `deny_unknown_fields` refused, as a dotted path
+/// ("strategy: unknown field `kmax`, expected ..." → `strategy.kmax`); `None` for any other message.
+fn unknown_field(message: &str) -> Option<String> {
+    const MARK: &str = "unknown field `";
+    let (section, rest) = match message.find(&format!(": {MARK}")) {
+        Some(at) => (Some(&message[..at]), &message[at + 2 + MARK.len()..]),
+        None => (None, message.strip_prefix(MARK)?),
+    };
+    let field = &rest[..rest.find('`').unwrap_or(rest.len())];
+    Some(match section {
+        Some(section) => format!("{section}.{field}"),
+        None => field.to_string(),
+    })
+}
+
 /// The full path of `path` in `tree`: itself when it exists, else the unique leaf with the same
 /// last key under the same prefix (`risk.atr_mult_sl` → `risk.stops.atr_mult_sl`).
 fn resolve_path(tree: &Value, path: &str) -> Result<String> {
@@ -1175,7 +1189,7 @@ fn resolve_path(tree: &Value, path: &str) -> Result<String> {
     let (leaf_key, leaf_index) = parse_segment(leaf, path)?;
     let start = match prefix {
         Some(prefix) => lookup(tree, prefix)
-            .ok_or_else(|| Error::unknown_key(format!("unknown config key '{path}': no section '{prefix}'")))?,
+            .ok_or_else(|| Error::unknown_key(path, format!("unknown config key '{path}': no section '{prefix}'")))?,
         None => tree,
     };
     let mut found = Vec::new();
@@ -1185,7 +1199,7 @@ fn resolve_path(tree: &Value, path: &str) -> Result<String> {
             Some(i) => format!("{}[{i}]", found[0]),
             None => found.remove(0),
         }),
-        0 => Err(Error::unknown_key(format!("unknown config key '{path}'"))),
+        0 => Err(Error::unknown_key(path, format!("unknown config key '{path}'"))),
         _ => Err(Error::config(format!("config key '{path}' is ambiguous: it could be {}", found.join(" or ")))),
     }
 }
@@ -1230,16 +1244,21 @@ mod tests {
     #[test]
     fn unknown_key_names_its_path() {
         let err = Config::from_yaml("strategy:\n  kmax: 4\n", "cfg.yaml").unwrap_err();
-        assert_eq!(err.kind, crate::error::ErrorKind::UnknownKey);
-        assert!(err.message.starts_with("cfg.yaml: strategy: unknown field `kmax`"), "{}", err.message);
+        assert_eq!(err.kind(), crate::error::ErrorKind::UnknownKey);
+        assert!(err.to_string().starts_with("cfg.yaml: strategy: unknown field `kmax`"), "{err}");
+        assert!(matches!(&err, crate::error::Error::UnknownKey { key, .. } if key == "strategy.kmax"), "{err:?}");
+        let err = Config::from_yaml("risk:\n  stops:\n    atr_mult: 2\n", "cfg.yaml").unwrap_err();
+        assert!(matches!(&err, crate::error::Error::UnknownKey { key, .. } if key == "risk.stops.atr_mult"), "{err:?}");
+        let err = Config::from_yaml("strategyy: {}\n", "cfg.yaml").unwrap_err();
+        assert!(matches!(&err, crate::error::Error::UnknownKey { key, .. } if key == "strategyy"), "{err:?}");
         let err = Config::from_yaml("strategy:\n  k_max: four\n", "cfg.yaml").unwrap_err();
-        assert_eq!(err.kind, crate::error::ErrorKind::Config, "a bad value is not an unknown key");
+        assert_eq!(err.kind(), crate::error::ErrorKind::Config, "a bad value is not an unknown key");
     }
 
     #[test]
     fn out_of_range_names_path_and_range() {
         let err = Config::from_yaml("sizing:\n  gross_leverage: 12\n", "cfg.yaml").unwrap_err();
-        assert_eq!(err.message, "cfg.yaml: sizing.gross_leverage = 12 is out of range: allowed [0, 10]");
+        assert_eq!(err.to_string(), "cfg.yaml: sizing.gross_leverage = 12 is out of range: allowed [0, 10]");
     }
 
     #[test]
@@ -1258,14 +1277,15 @@ mod tests {
         assert_eq!(config.risk.stops.atr_mult_sl, 2.5);
         assert_eq!(config.sizing.weighting, Weighting::Equal);
         let err = base.with_override_strings(&["strategy.kmax=4".into()]).unwrap_err();
-        assert_eq!(err.message, "unknown config key 'strategy.kmax'");
-        assert_eq!(err.kind, crate::error::ErrorKind::UnknownKey);
+        assert_eq!(err.to_string(), "unknown config key 'strategy.kmax'");
+        assert!(matches!(&err, crate::error::Error::UnknownKey { key, .. } if key == "strategy.kmax"), "{err:?}");
+        assert_eq!(err.kind(), crate::error::ErrorKind::UnknownKey);
         let err = base.with_override_strings(&["strategy.lookbacks[9]=4".into()]).unwrap_err();
-        assert_eq!(err.message, "override strategy.lookbacks[9]: index 9 is out of range (the list has 4 entries)");
+        assert_eq!(err.to_string(), "override strategy.lookbacks[9]: index 9 is out of range (the list has 4 entries)");
         let err = base.with_override_strings(&["risk.enabled=false".into()]).unwrap_err();
-        assert!(err.message.starts_with("config key 'risk.enabled' is ambiguous"), "{}", err.message);
+        assert!(err.to_string().starts_with("config key 'risk.enabled' is ambiguous"), "{err}");
         let err = base.with_override_strings(&["strategy.k_max=0".into()]).unwrap_err();
-        assert!(err.message.contains("strategy.k_max = 0 is out of range: allowed [1, 1000]"), "{}", err.message);
+        assert!(err.to_string().contains("strategy.k_max = 0 is out of range: allowed [1, 1000]"), "{err}");
     }
 
     #[test]
@@ -1273,7 +1293,7 @@ mod tests {
         assert_eq!(Config::profile("default").unwrap(), Config::default());
         assert_eq!(Config::profile("xsmom-bot-v1").unwrap().backtest.first_decision_bar, Some(101));
         assert_eq!(
-            Config::profile("nope").unwrap_err().message,
+            Config::profile("nope").unwrap_err().to_string(),
             "unknown profile 'nope': known profiles are default, xsmom-bot-v1"
         );
     }

@@ -30,7 +30,8 @@ mod research;
 /// The one mapping of core errors to Python exceptions: the classes of `xsmom.exceptions` (each
 /// also a `ValueError` or `OSError`), chosen by kind — never by message text.
 pub(crate) fn to_py(err: Error) -> PyErr {
-    let class = match err.kind {
+    let kind = err.kind();
+    let class = match kind {
         ErrorKind::Io => "FileAccessError",
         ErrorKind::Format => "DataFormatError",
         ErrorKind::Data => "DataError",
@@ -38,7 +39,7 @@ pub(crate) fn to_py(err: Error) -> PyErr {
         ErrorKind::UnknownKey => "UnknownKeyError",
         ErrorKind::Invalid => "InvalidArgumentError",
     };
-    exception(class, err.message, err.kind == ErrorKind::Io)
+    exception(class, err.to_string(), kind == ErrorKind::Io)
 }
 
 /// An instance of `xsmom.exceptions.<class>` with `message`; the builtin it extends

@@ -75,7 +75,7 @@ fn evaluate_windows<'py>(
                         out.set_item("trade_returns", trades)?;
                     }
                 }
-                Err(err) => out.set_item("error", one_line(&err.message))?,
+                Err(err) => out.set_item("error", one_line(&err.to_string()))?,
             }
             Ok(out)
         })

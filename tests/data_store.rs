@@ -160,27 +160,34 @@ fn bad_files_give_clear_errors() {
     let corrupt = dir.path().join("corrupt.parquet");
     fs::write(&corrupt, b"this is not parquet at all").unwrap();
     let err = data::read_bars(&corrupt, &Selection::all(hour())).unwrap_err();
-    assert_eq!(err.kind, xsmom::ErrorKind::Format);
+    assert_eq!(err.kind(), xsmom::ErrorKind::Format);
     assert_eq!(
-        err.message,
+        err.to_string(),
         format!("{}: not a valid Parquet file: Parquet error: Invalid Parquet file. Corrupt footer", corrupt.display())
     );
+    let cause = std::error::Error::source(&err).expect("the Parquet error is the source");
+    assert!(cause.downcast_ref::<parquet::errors::ParquetError>().is_some(), "{cause:?}");
 
     let csv = dir.path().join("no_close.csv");
     fs::write(&csv, "ts,symbol,open,high,low,volume\n0,AUSDT,1,1,1,1\n").unwrap();
     let err = data::read_bars(&csv, &Selection::all(hour())).unwrap_err();
     assert_eq!(
-        err.message,
+        err.to_string(),
         format!("{}: missing column 'close' (found: ts, symbol, open, high, low, volume)", csv.display())
     );
 
     let missing = dir.path().join("nope.parquet");
     let err = data::read_bars(&missing, &Selection::all(hour())).unwrap_err();
-    assert_eq!(err.kind, xsmom::ErrorKind::Io);
-    assert_eq!(err.message, format!("{}: no such file or directory", missing.display()));
+    assert_eq!(err.kind(), xsmom::ErrorKind::Io);
+    assert_eq!(err.to_string(), format!("{}: no such file or directory", missing.display()));
+    let cause = std::error::Error::source(&err).and_then(|cause| cause.downcast_ref::<std::io::Error>());
+    assert_eq!(cause.map(std::io::Error::kind), Some(std::io::ErrorKind::NotFound));
 
     let err = data::read_bars(&fixture(), &Selection::all(Timeframe::parse("4h").unwrap())).unwrap_err();
-    assert_eq!(err.message, format!("{}: the store has no bars for timeframe 4h (found: 5m, 1h)", fixture().display()));
+    assert_eq!(
+        err.to_string(),
+        format!("{}: the store has no bars for timeframe 4h (found: 5m, 1h)", fixture().display())
+    );
 }
 
 #[test]
@@ -212,9 +219,9 @@ fn validation_findings_and_policy() {
     assert_eq!(errors, 4);
 
     let err = data::clean_bars(bars.clone(), hour(), SpikeRule::default(), false).unwrap_err();
-    assert_eq!(err.kind, xsmom::ErrorKind::Data);
+    assert_eq!(err.kind(), xsmom::ErrorKind::Data);
     assert_eq!(
-        err.message,
+        err.to_string(),
         "4 validation error(s) in the bars; first: AAAUSDT at ts 1748746800000: duplicate (second row for ts \
          1748746800000); pass on_invalid=drop to drop the offending rows"
     );
@@ -309,7 +316,7 @@ fn resampling_drops_incomplete_buckets() {
         (1.0, 13.0, 0.5, 12.5, 12.0)
     );
     let err = data::resample(&bars, hour(), five).unwrap_err();
-    assert_eq!(err.message, "cannot resample 1h bars to 5m: the target must be a multiple of the source timeframe");
+    assert_eq!(err.to_string(), "cannot resample 1h bars to 5m: the target must be a multiple of the source timeframe");
 }
 
 #[test]

@@ -100,9 +100,9 @@ fn empty_universe_is_an_error() {
     let mut cfg = common::hand_config();
     cfg.universe.include = vec!["NOPEUSDT".into()];
     let err = backtest::run(&panel, &common::no_funding(&panel), &cfg).unwrap_err();
-    assert_eq!(err.kind, xsmom::ErrorKind::Invalid);
+    assert_eq!(err.kind(), xsmom::ErrorKind::Invalid);
     assert_eq!(
-        err.message,
+        err.to_string(),
         "empty universe: none of the 4 symbols of the data (S000USDT, S001USDT, S002USDT, S003USDT) is left by \
          universe.include [\"NOPEUSDT\"] and universe.exclude []"
     );

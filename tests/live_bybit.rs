@@ -1010,11 +1010,11 @@ fn the_new_live_keys_are_validated_and_named() {
     let defaults = Config::default().live;
     assert_eq!((defaults.max_reprices, defaults.exit_patience_secs), (3, 300));
     let err = Config::from_yaml("live:\n  max_reprices: 1000\n", "cfg.yaml").unwrap_err();
-    assert!(err.message.contains("live.max_reprices = 1000 is out of range"), "{}", err.message);
+    assert!(err.to_string().contains("live.max_reprices = 1000 is out of range"), "{err}");
     let err = Config::from_yaml("live:\n  exit_patience_secs: 100000\n", "cfg.yaml").unwrap_err();
-    assert!(err.message.contains("live.exit_patience_secs = 100000 is out of range"), "{}", err.message);
+    assert!(err.to_string().contains("live.exit_patience_secs = 100000 is out of range"), "{err}");
     let err = Config::from_yaml("live:\n  max_reprice: 1\n", "cfg.yaml").unwrap_err();
-    assert!(err.message.contains("unknown field `max_reprice`"), "{}", err.message);
+    assert!(err.to_string().contains("unknown field `max_reprice`"), "{err}");
 }
 
 #[test]

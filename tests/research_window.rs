@@ -144,7 +144,7 @@ fn batch_evaluates_every_job_and_reports_invalid_ones_per_item() {
         match k {
             1 | 2 | 5 => {
                 let err = result.as_ref().unwrap_err();
-                assert!(err.message.contains("override set"), "{}", err.message);
+                assert!(err.to_string().contains("override set"), "{err}");
             }
             _ => {
                 let r = result.as_ref().unwrap();
@@ -167,7 +167,7 @@ fn batch_evaluates_every_job_and_reports_invalid_ones_per_item() {
             }
         }
     }
-    assert!(results[2].as_ref().unwrap_err().message.contains("no_such_key"));
+    assert!(results[2].as_ref().unwrap_err().to_string().contains("no_such_key"));
     // The thread count does not change any number.
     let one = research::evaluate_windows(&inputs, &cfg, &jobs, false, Some(1)).unwrap();
     for (a, b) in one.iter().zip(&results) {

@@ -32,9 +32,9 @@ fn ts_ms(array: &ArrayRef, source: &str) -> Result<ArrayRef> {
     let as_ms = match array.data_type() {
         DataType::Timestamp(TimeUnit::Millisecond, _) | DataType::Int64 => array.clone(),
         DataType::Timestamp(_, tz) => cast(array, &DataType::Timestamp(TimeUnit::Millisecond, tz.clone()))
-            .map_err(|err| Error::format(format!("{source}: column 'ts': {err}")))?,
+            .map_err(|err| Error::format_from(format!("{source}: column 'ts'"), err))?,
         DataType::Int32 | DataType::UInt32 | DataType::UInt64 => {
-            cast(array, &DataType::Int64).map_err(|err| Error::format(format!("{source}: column 'ts': {err}")))?
+            cast(array, &DataType::Int64).map_err(|err| Error::format_from(format!("{source}: column 'ts'"), err))?
         }
         other => {
             return Err(Error::format(format!(
@@ -130,7 +130,7 @@ fn intern_values(
         DataType::Dictionary(_, _) => {
             // Codes of the dictionary's values once, then one lookup per key.
             let keys = cast(array, &DataType::Dictionary(Box::new(DataType::UInt32), Box::new(DataType::Utf8)))
-                .map_err(|err| Error::format(format!("{source}: column '{name}' is not text: {err}")))?;
+                .map_err(|err| Error::format_from(format!("{source}: column '{name}' is not text"), err))?;
             let dictionary = keys.as_dictionary::<UInt32Type>();
             let values = dictionary.values().as_string::<i32>();
             let value_codes: Vec<u32> = (0..values.len()).map(|v| code_of(values.value(v))).collect();
@@ -138,7 +138,7 @@ fn intern_values(
         }
         _ => {
             let strings = cast(array, &DataType::Utf8)
-                .map_err(|err| Error::format(format!("{source}: column '{name}' is not text: {err}")))?;
+                .map_err(|err| Error::format_from(format!("{source}: column '{name}' is not text"), err))?;
             run_intern(strings.as_string::<i32>().iter().flatten(), codes, &mut code_of);
         }
     }
@@ -148,7 +148,7 @@ fn intern_values(
 /// Numbers as f64; nulls become NaN (validation reports them as non-finite).
 fn f64_values(array: &ArrayRef, name: &str, source: &str, out: &mut Vec<f64>) -> Result<()> {
     let numbers = cast(array, &DataType::Float64)
-        .map_err(|err| Error::format(format!("{source}: column '{name}' is not numeric: {err}")))?;
+        .map_err(|err| Error::format_from(format!("{source}: column '{name}' is not numeric"), err))?;
     let numbers = numbers.as_primitive::<Float64Type>();
     if numbers.null_count() == 0 {
         out.extend_from_slice(numbers.values());
@@ -177,7 +177,7 @@ impl ArrowBars {
             [one] => one.clone(),
             [] => return Err(Error::format(format!("{source}: no rows"))),
             many => arrow::compute::concat_batches(&many[0].schema(), many)
-                .map_err(|err| Error::format(format!("{source}: {err}")))?,
+                .map_err(|err| Error::format_from(source, err))?,
         };
         let ts = ts_ms(column(&batch, "ts", source)?, source)?;
         let mut symbol = Vec::new();
@@ -217,7 +217,8 @@ impl ArrowBars {
         let mut ts_parts = Vec::with_capacity(parts.len());
         for (partition, batch) in parts {
             let ts = ts_ms(column(batch, "ts", source)?, source)?;
-            ts_parts.push(cast(&ts, &DataType::Int64).map_err(|err| Error::format(format!("{source}: 'ts': {err}")))?);
+            ts_parts
+                .push(cast(&ts, &DataType::Int64).map_err(|err| Error::format_from(format!("{source}: 'ts'"), err))?);
             match partition {
                 Some(name) => {
                     let code = super::panel::intern(&mut names, None, name);
@@ -231,7 +232,7 @@ impl ArrowBars {
                 1 => Ok(arrays.into_iter().next().expect("one")),
                 _ => {
                     let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
-                    arrow::compute::concat(&refs).map_err(|err| Error::format(format!("{source}: {err}")))
+                    arrow::compute::concat(&refs).map_err(|err| Error::format_from(source, err))
                 }
             }
         };
@@ -265,7 +266,7 @@ impl ArrowBars {
         if mask.iter().any(|k| !k) {
             let predicate = BooleanArray::from(mask.clone());
             let filter = |array: &dyn Array| {
-                arrow::compute::filter(array, &predicate).map_err(|err| Error::format(format!("{source}: {err}")))
+                arrow::compute::filter(array, &predicate).map_err(|err| Error::format_from(source, err))
             };
             ts = filter(ts.as_ref())?;
             for number in numbers.iter_mut() {
@@ -312,7 +313,7 @@ fn f64_column(batch: &RecordBatch, name: &str, source: &str) -> Result<ArrayRef>
         return Ok(Arc::new(Float64Array::from(vec![f64::NAN; batch.num_rows()])));
     }
     let array = cast(column(batch, name, source)?, &DataType::Float64)
-        .map_err(|err| Error::format(format!("{source}: column '{name}' is not numeric: {err}")))?;
+        .map_err(|err| Error::format_from(format!("{source}: column '{name}' is not numeric"), err))?;
     if array.null_count() == 0 {
         return Ok(array);
     }

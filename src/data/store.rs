@@ -122,7 +122,7 @@ impl BarKind {
 }
 
 fn missing(path: &Path) -> Error {
-    Error::io(path.display(), "no such file or directory")
+    Error::io(path.display(), std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"))
 }
 
 /// Read bars from a store root or a single long-format file.
@@ -363,9 +363,10 @@ fn read_parquet(
 ) -> Result<Vec<RecordBatch>> {
     let file = File::open(path).map_err(|err| Error::io(path.display(), err))?;
     stats.files_opened += 1;
-    let corrupt =
-        |err: &dyn std::fmt::Display| Error::format(format!("{}: not a valid Parquet file: {err}", path.display()));
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|err| corrupt(&err))?;
+    let corrupt = |err: Box<dyn std::error::Error + Send + Sync>| {
+        Error::format_from(format!("{}: not a valid Parquet file", path.display()), err)
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|err| corrupt(err.into()))?;
     let metadata = builder.metadata().clone();
     let arrow_schema = builder.schema().clone();
     let columns = builder.parquet_schema().columns().to_vec();
@@ -389,8 +390,8 @@ fn read_parquet(
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let batches: Vec<RecordBatch> = if rows < 200_000 || selected.len() < 2 || threads < 2 {
         let reader =
-            builder.with_row_groups(selected).with_batch_size(batch_size).build().map_err(|err| corrupt(&err))?;
-        reader.collect::<Result<_, _>>().map_err(|err| corrupt(&err))?
+            builder.with_row_groups(selected).with_batch_size(batch_size).build().map_err(|err| corrupt(err.into()))?;
+        reader.collect::<Result<_, _>>().map_err(|err| corrupt(err.into()))?
     } else {
         // A large file: its row groups decoded on several threads, each with its own reader, in order.
         drop(builder);
@@ -398,14 +399,14 @@ fn read_parquet(
             selected.chunks(selected.len().div_ceil(threads)).map(<[usize]>::to_vec).collect();
         let decoded = crate::threads::map_ordered(&chunks, rows as usize, |groups| -> Result<Vec<RecordBatch>> {
             let file = File::open(path).map_err(|err| Error::io(path.display(), err))?;
-            let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|err| corrupt(&err))?;
+            let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|err| corrupt(err.into()))?;
             let rows: i64 = groups.iter().map(|&index| metadata.row_group(index).num_rows()).sum();
             let reader = builder
                 .with_row_groups(groups.clone())
                 .with_batch_size((rows.max(1) as usize).min(1 << 20))
                 .build()
-                .map_err(|err| corrupt(&err))?;
-            reader.collect::<Result<_, _>>().map_err(|err| corrupt(&err))
+                .map_err(|err| corrupt(err.into()))?;
+            reader.collect::<Result<_, _>>().map_err(|err| corrupt(err.into()))
         });
         let mut batches = Vec::new();
         for part in decoded {
@@ -451,19 +452,18 @@ fn pruned_row_groups(
 }
 
 fn read_csv(path: &Path) -> Result<Vec<RecordBatch>> {
-    let bad = |err: &dyn std::fmt::Display| Error::format(format!("{}: not a valid CSV file: {err}", path.display()));
+    let bad =
+        |err: arrow::error::ArrowError| Error::format_from(format!("{}: not a valid CSV file", path.display()), err);
     let mut file = File::open(path).map_err(|err| Error::io(path.display(), err))?;
-    let (schema, _) = arrow::csv::reader::Format::default()
-        .with_header(true)
-        .infer_schema(&mut file, Some(10_000))
-        .map_err(|err| bad(&err))?;
+    let (schema, _) =
+        arrow::csv::reader::Format::default().with_header(true).infer_schema(&mut file, Some(10_000)).map_err(&bad)?;
     file.rewind().map_err(|err| Error::io(path.display(), err))?;
     let reader = arrow::csv::ReaderBuilder::new(Arc::new(schema))
         .with_header(true)
         .with_batch_size(65_536)
         .build(file)
-        .map_err(|err| bad(&err))?;
-    reader.collect::<Result<Vec<_>, _>>().map_err(|err| bad(&err))
+        .map_err(&bad)?;
+    reader.collect::<Result<Vec<_>, _>>().map_err(bad)
 }
 
 /// Bars in canonical form: `names` sorted and all used, rows in (symbol, ts) order, stable (the
@@ -650,12 +650,12 @@ pub fn write_parquet_atomically(path: &Path, batch: &RecordBatch, row_group_rows
             .set_statistics_enabled(EnabledStatistics::Chunk)
             .set_max_row_group_row_count(Some(row_group_rows.max(1)))
             .build();
-        let failed = |err: &dyn std::fmt::Display| Error::io(temp.display(), err);
-        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|err| failed(&err))?;
-        writer.write(batch).map_err(|err| failed(&err))?;
-        let mut file = writer.into_inner().map_err(|err| failed(&err))?;
-        file.flush().map_err(|err| failed(&err))?;
-        file.sync_all().map_err(|err| failed(&err))?;
+        let mut writer =
+            ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|err| Error::io(temp.display(), err))?;
+        writer.write(batch).map_err(|err| Error::io(temp.display(), err))?;
+        let mut file = writer.into_inner().map_err(|err| Error::io(temp.display(), err))?;
+        file.flush().map_err(|err| Error::io(temp.display(), err))?;
+        file.sync_all().map_err(|err| Error::io(temp.display(), err))?;
         fs::rename(&temp, path).map_err(|err| Error::io(path.display(), err))?;
         if let Ok(handle) = File::open(dir) {
             let _ = handle.sync_all();
