@@ -12,7 +12,7 @@
 //! every file under `src/`).
 //!
 //! 1. `bin`, `python` — entry points: the `xsmom-live` binary (`src/bin`) and the pyo3 layer
-//!    (`python.rs` with its children `python_fetch.rs` and `python_research.rs`): conversion only.
+//!    (`src/python/`: `mod.rs` with its children `fetch.rs` and `research.rs`): conversion only.
 //! 2. `live`, `research` — the live runner (exchanges, state, the store fetcher); research
 //!    windows, Monte Carlo, PSR/DSR/PBO.
 //! 3. `run` — prepared inputs, one backtest, sweeps.

@@ -2,7 +2,7 @@
 message. Every class is also the builtin it replaced (``ValueError`` for bad input, ``OSError`` for
 files and the network), so existing ``except ValueError`` code keeps working.
 
-The core's error kinds map to these classes in one place (``to_py`` in ``src/python.rs``):
+The core's error kinds map to these classes in one place (``to_py`` in ``src/python/mod.rs``):
 
 =================  ==========================  ===========================================
 core kind          class                       what is wrong

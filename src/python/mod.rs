@@ -22,9 +22,7 @@ use crate::error::{Error, ErrorKind};
 use crate::run::{self, BarsSource, FundingSource, Inputs, MarkSource};
 use crate::timeframe::Timeframe;
 
-#[path = "python_fetch.rs"]
 mod fetch;
-#[path = "python_research.rs"]
 mod research;
 
 /// The one mapping of core errors to Python exceptions: the classes of `xsmom.exceptions` (each
