@@ -15,6 +15,9 @@ core kind          class                       what is wrong
 ``Invalid``        :class:`InvalidArgumentError`  arguments of a call are inconsistent
 (exchange)         :class:`ExchangeError`      the exchange failed or refused (fetch, live)
 =================  ==========================  ===========================================
+
+An exchange that does not answer at all (a timeout, DNS, a refused connection) raises
+:class:`ExchangeUnreachableError`, a subclass of :class:`ExchangeError`.
 """
 
 from __future__ import annotations
@@ -52,6 +55,10 @@ class ExchangeError(XsmomError, ConnectionError):
     """The exchange could not be reached or refused a request (a ConnectionError, so an OSError)."""
 
 
+class ExchangeUnreachableError(ExchangeError):
+    """The exchange could not be reached at all: a timeout, DNS, a refused connection, TLS."""
+
+
 class ResearchError(XsmomError, ValueError):
     """A research run cannot proceed as asked (search space, walk-forward layout, storage, …)."""
 
@@ -70,6 +77,7 @@ __all__ = [
     "DataFormatError",
     "DeployError",
     "ExchangeError",
+    "ExchangeUnreachableError",
     "FileAccessError",
     "InvalidArgumentError",
     "ResearchError",

@@ -43,8 +43,31 @@ pub struct SymbolFetch {
 #[derive(Debug)]
 pub enum FetchError {
     Core(Error),
-    /// `<symbol>: <what>: <exchange error>`.
-    Exchange(String),
+    /// The exchange failed or refused while fetching `context` (`<symbol>: <what>`).
+    Exchange {
+        context: String,
+        error: ExchangeError,
+    },
+}
+
+impl FetchError {
+    /// The exchange could not be reached at all (a timeout or a transport failure: DNS, refused
+    /// connection, TLS), as opposed to an answer that refused the request.
+    pub fn unreachable(&self) -> bool {
+        matches!(
+            self,
+            FetchError::Exchange { error: ExchangeError::Timeout { .. } | ExchangeError::Transport { .. }, .. }
+        )
+    }
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchError::Core(err) => err.fmt(f),
+            FetchError::Exchange { context, error } => write!(f, "{context}: {error}"),
+        }
+    }
 }
 
 impl From<Error> for FetchError {
@@ -54,7 +77,7 @@ impl From<Error> for FetchError {
 }
 
 fn exchange(symbol: &str, what: &str, err: ExchangeError) -> FetchError {
-    FetchError::Exchange(format!("{symbol}: {what}: {err}"))
+    FetchError::Exchange { context: format!("{symbol}: {what}"), error: err }
 }
 
 /// The base URL of a `--base-url` text: mainnet by default, `testnet`, or a URL as it is.
@@ -166,5 +189,17 @@ mod tests {
         assert_eq!(base_url(Some("")), MAINNET);
         assert_eq!(base_url(Some("testnet")), TESTNET);
         assert_eq!(base_url(Some("http://127.0.0.1:9")), "http://127.0.0.1:9");
+    }
+
+    #[test]
+    fn only_timeouts_and_transport_failures_are_unreachable() {
+        let endpoint = "/v5/market/kline".to_string();
+        let timeout = exchange("BTCUSDT", "klines", ExchangeError::Timeout { endpoint: endpoint.clone() });
+        let refused = exchange("BTCUSDT", "klines", ExchangeError::Transport { endpoint, message: "refused".into() });
+        let answered = exchange("BTCUSDT", "klines", ExchangeError::Http { endpoint: "/v5".into(), status: 403 });
+        assert!(timeout.unreachable() && refused.unreachable());
+        assert!(!answered.unreachable());
+        assert!(!FetchError::Core(Error::invalid("x")).unreachable());
+        assert!(refused.to_string().starts_with("BTCUSDT: klines: "), "{refused}");
     }
 }

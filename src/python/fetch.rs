@@ -17,7 +17,10 @@ use crate::timeframe::Timeframe;
 fn to_py(failure: FetchError) -> PyErr {
     match failure {
         FetchError::Core(err) => super::to_py(err),
-        FetchError::Exchange(message) => super::exception("ExchangeError", format!("exchange: {message}"), true),
+        FetchError::Exchange { .. } => {
+            let class = if failure.unreachable() { "ExchangeUnreachableError" } else { "ExchangeError" };
+            super::exception(class, format!("exchange: {failure}"), true)
+        }
     }
 }
 
@@ -60,7 +63,7 @@ fn fetch_store<'py>(
             .map_err(|err| FetchError::Core(Error::invalid(format!("fetch: cannot start the async runtime: {err}"))))?;
         runtime.block_on(async {
             let client = BybitClient::new(&url, None)
-                .map_err(|err| FetchError::Exchange(err.to_string()))?
+                .map_err(|error| FetchError::Exchange { context: "client".into(), error })?
                 .with_timeout(std::time::Duration::from_secs_f64(timeout_secs))
                 .with_retries(retries);
             fetch::fetch_store(&client, &store, &symbols, timeframe, (start_ms, end_ms), (kind, funding)).await

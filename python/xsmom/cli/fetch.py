@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from xsmom.cli.common import CliError
+from xsmom.exceptions import ExchangeUnreachableError
 from xsmom.progress import steps
 
 
@@ -49,9 +50,7 @@ def _fetch_all(args: argparse.Namespace, symbols: list[str]) -> Any:
             for symbol in steps(symbols, "fetching")
         ]
         return FetchSummary(args.store, [row for part in parts for row in part.symbols])
-    except (ValueError, OSError) as err:
-        if "error sending request" not in str(err):
-            raise
+    except ExchangeUnreachableError:
         base = args.base_url or "https://api.bybit.com"
         raise CliError(f"cannot reach {base}: {_network_cause(base)}") from None
 
