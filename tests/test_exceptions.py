@@ -24,11 +24,13 @@ def test_a_typo_in_a_key_is_an_unknown_key_a_bad_value_is_a_config_error():
     with pytest.raises(UnknownKeyError, match="unknown config key 'strategy.kmax'") as typo:
         xsmom.Config.default().with_overrides({"strategy.kmax": 4})
     assert isinstance(typo.value, ConfigError | ValueError | XsmomError)
+    assert typo.value.key == "strategy.kmax", "the key itself, not to be parsed from the text"
     with pytest.raises(ConfigError, match="out of range") as ranged:
         xsmom.Config.default().with_overrides({"strategy.k_max": 0})
     assert not isinstance(ranged.value, UnknownKeyError)
-    with pytest.raises(UnknownKeyError, match="unknown field `kmax`"):
+    with pytest.raises(UnknownKeyError, match="unknown field `kmax`") as in_yaml:
         xsmom.Config.from_yaml("strategy:\n  kmax: 4\n")
+    assert in_yaml.value.key == "strategy.kmax"
 
 
 def test_files_data_and_formats(tmp_path, bars):

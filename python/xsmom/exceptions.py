@@ -32,7 +32,12 @@ class ConfigError(XsmomError, ValueError):
 
 
 class UnknownKeyError(ConfigError):
-    """A configuration key that does not exist (a typo, or a key of another version)."""
+    """A configuration key that does not exist (a typo, or a key of another version).
+
+    ``key`` is its dotted path (``strategy.kmax``) when the core raised it.
+    """
+
+    key: str = ""
 
 
 class DataError(XsmomError, ValueError):

@@ -37,7 +37,12 @@ pub(crate) fn to_py(err: Error) -> PyErr {
         ErrorKind::UnknownKey => "UnknownKeyError",
         ErrorKind::Invalid => "InvalidArgumentError",
     };
-    exception(class, err.to_string(), kind == ErrorKind::Io)
+    let py_err = exception(class, err.to_string(), kind == ErrorKind::Io);
+    if let Error::UnknownKey { key, .. } = err.innermost() {
+        // The key itself, so that callers (the CLI's "did you mean") never parse it out of the text.
+        Python::attach(|py| py_err.value(py).setattr("key", key.as_str()).ok());
+    }
+    py_err
 }
 
 /// An instance of `xsmom.exceptions.<class>` with `message`; the builtin it extends

@@ -10,6 +10,7 @@ from typing import Any
 
 from xsmom.cli.common import CliError
 from xsmom.config import Config
+from xsmom.exceptions import UnknownKeyError
 
 _EXPECTED = {
     "usize": "a whole number ≥ 0",
@@ -40,6 +41,8 @@ def load_config(args: argparse.Namespace) -> Config:
             pairs.append((key.strip(), value))
         try:
             config = config.with_override_text(pairs)
+        except UnknownKeyError as err:
+            raise CliError(_unknown_key(err.key, config)) from None
         except ValueError as err:
             raise CliError(override_message(str(err), dict(pairs), config)) from None
     return config
@@ -64,9 +67,6 @@ def _unknown_key(key: str, config: Config) -> str:
 def override_message(message: str, pairs: dict[str, str], config: Config) -> str:
     """The core's override error in CLI terms: the --set key, its value and the expected type."""
     message = re.sub(r" at line \d+ column \d+$", "", message.strip())
-    unknown = re.match(r"unknown config key '([^']+)'", message)
-    if unknown:
-        return _unknown_key(unknown.group(1), config)
     typed = re.match(r"overrides: ([^:]+): invalid type: (.+?), expected (.+)$", message)
     variant = re.match(r"overrides: ([^:]+): unknown variant `([^`]*)`, expected (.+)$", message)
     if typed or variant:
