@@ -720,6 +720,7 @@ fn resample_store<'py>(
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("BPS", crate::model::BPS)?;
     m.add_function(wrap_pyfunction!(read_bars, m)?)?;
     m.add_function(wrap_pyfunction!(read_funding, m)?)?;
     m.add_function(wrap_pyfunction!(validate_bars, m)?)?;

@@ -8,6 +8,7 @@ class ArrowStream(Protocol):
     def __arrow_c_stream__(self, requested_schema: object | None = None) -> object: ...
 
 __version__: str
+BPS: float  # basis points per unit (src/model.rs): x bps is the fraction x / BPS
 
 def read_bars(
     path: str,

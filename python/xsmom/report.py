@@ -12,6 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
+from xsmom._core import BPS
 from xsmom.api import BacktestResult
 from xsmom.files import atomic_write
 
@@ -114,7 +115,7 @@ def drawdown_periods(equity: pl.DataFrame, top: int = 5) -> pl.DataFrame:
 def slippage_costs(fills: pl.DataFrame, slippage_bps: float) -> pl.Series:
     """Per fill, the USD given up to slippage: the fill price is the base price moved ``slippage_bps``
     against the trade, so the cost is ``notional × s / (1 ± s)`` (+ for buys, − for sells)."""
-    s = slippage_bps / 1e4
+    s = slippage_bps / BPS
     side = pl.when(pl.col("side") == "buy").then(1.0 + s).otherwise(1.0 - s)
     return fills.select((pl.col("notional").abs() * s / side).alias("slippage"))["slippage"]
 

@@ -30,7 +30,7 @@ use crate::config::{Config, FillPrice, LimitFallback, OnInvalid};
 use crate::data::{self, Bars, Funding, FundingGrid, Panel};
 use crate::error::{Error, Result};
 use crate::execution;
-use crate::model::{client_order_id, FillReason, Side};
+use crate::model::{client_order_id, FillReason, Side, BPS};
 use crate::risk::KillSwitch;
 use crate::timeframe::Timeframe;
 
@@ -1097,7 +1097,7 @@ impl<E: Exchange> Runner<E> {
                 Some(price) if !too_old => {
                     let quote = self.exchange.quote(&order.symbol).await.map_err(|err| exchange_error("quote", err))?;
                     let touch = if order.side == Side::Buy { quote.bid } else { quote.ask };
-                    touch > 0.0 && (price - touch).abs() / touch * 1e4 > reprice_bps
+                    touch > 0.0 && (price - touch).abs() / touch * BPS > reprice_bps
                 }
                 _ => false,
             };
