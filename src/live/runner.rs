@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use super::desk::{exchange_error, order_request, Exits, RiskDesk, Shared};
 use super::exchange::Exchange;
 use super::gate::Gate;
+use super::heartbeat::Heartbeat;
 use super::plan::{self, Skip};
 use super::state::{LiveState, StopSnapshot, SymbolState, WorkingOrder};
 use super::types::{ExchangeError, Instrument, Order};
@@ -1185,13 +1186,13 @@ impl<E: Exchange> Runner<E> {
             s.state.updated_ms = now;
             s.state.save(&self.opts.state_path).map(|_| s.state.last_bar_ts)
         })?;
-        let heartbeat = serde_json::json!({
-            "ts_ms": now,
-            "last_bar_ts": last_bar,
-            "mode": self.opts.mode,
-            "timeframe_ms": self.timeframe.ms,
-        });
-        crate::fsutil::write_atomically(&self.opts.heartbeat_path, heartbeat.to_string().as_bytes())
+        let heartbeat = Heartbeat {
+            last_bar_ts: last_bar,
+            mode: self.opts.mode.clone(),
+            timeframe_ms: self.timeframe.ms,
+            ts_ms: now,
+        };
+        heartbeat.write(&self.opts.heartbeat_path)
     }
 }
 
