@@ -8,12 +8,8 @@ use std::path::{Path, PathBuf};
 const LIMIT: usize = 80;
 
 /// (file, function, lines today): still to be split.
-const WAIVED: [(&str, &str, usize); 4] = [
-    ("src/backtest/mod.rs", "new", 111),
-    ("src/backtest/mod.rs", "step_units", 141),
-    ("src/live/runner.rs", "reconcile", 144),
-    ("src/live/runner.rs", "rebalance", 112),
-];
+const WAIVED: [(&str, &str, usize); 2] =
+    [("src/backtest/mod.rs", "new", 111), ("src/backtest/mod.rs", "step_units", 141)];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in fs::read_dir(dir).unwrap() {
