@@ -44,16 +44,6 @@ def metrics_table(metrics: dict[str, float]) -> str:
     return "\n".join(f"{name:<{width}}  {format_metric(name, value):>14}" for name, value in metrics.items())
 
 
-_MS_PER_YEAR = 365 * 86_400_000
-_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-
-
-def bars_per_year(timeframe: str) -> float:
-    """Bars in a 365-day year for a config timeframe, as the core annualises (src/timeframe.rs)."""
-    text = timeframe.strip()
-    return _MS_PER_YEAR / (int(text[:-1]) * _UNIT_MS[text[-1]])
-
-
 LABELS = {
     "total_return": "Total return",
     "cagr": "CAGR",
@@ -361,7 +351,7 @@ def write_report(
 
     from xsmom.plotting import panels, plot_tearsheet, single
 
-    bpy = bars_per_year(result.config.to_dict()["data"]["timeframe"])
+    bpy = result.bars_per_year
     bench = benchmark(result, bars)
     periods = drawdown_periods(result.equity)
     figure = plot_tearsheet(result, bpy, bench, periods)
