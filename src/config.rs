@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
 use crate::error::{Error, Result};
+use crate::model::BPS;
 use crate::timeframe::Timeframe;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -1050,9 +1051,10 @@ impl Config {
         check.int("execution.limit_ttl_bars", e.limit_ttl_bars, 1, 100_000);
         check.int("live.rebalance_delay_secs", l.rebalance_delay_secs, 0, 3_600);
         check.real("live.price_offset_bps", l.price_offset_bps, -100.0, 100.0);
-        check.real("live.max_spread_bps", l.max_spread_bps, 0.0, 10_000.0);
+        // A spread or a distance from the touch of at most the whole price: `BPS` bps.
+        check.real("live.max_spread_bps", l.max_spread_bps, 0.0, BPS);
         check.int("live.max_order_age_secs", l.max_order_age_secs, 1, 86_400);
-        check.real("live.reprice_bps", l.reprice_bps, 0.0, 10_000.0);
+        check.real("live.reprice_bps", l.reprice_bps, 0.0, BPS);
         check.int("live.max_reprices", l.max_reprices, 0, 100);
         check.int("live.exit_patience_secs", l.exit_patience_secs, 0, 86_400);
         check.int("live.fast_check_secs", l.fast_check_secs, 1, 3_600);

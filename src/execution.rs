@@ -3,7 +3,7 @@
 //! how large it is, where a resting limit fills, and which fee each kind of fill pays.
 
 use crate::config::{CostsConfig, FillPrice};
-use crate::model::FillReason;
+use crate::model::{FillReason, BPS};
 
 /// Units to trade to move `current_units` to `target_weight × equity / price`, or 0 when the trade
 /// is skipped: no price, nothing to do, or smaller than `min_rebalance_delta × equity` (closing a
@@ -31,7 +31,7 @@ pub fn rebalance_delta(
 /// below the close, a sell above). `side` is +1 buy, −1 sell.
 #[inline]
 pub fn limit_price(close: f64, side: f64, offset_bps: f64) -> f64 {
-    close * (1.0 - side * offset_bps / 1e4)
+    close * (1.0 - side * offset_bps / BPS)
 }
 
 /// Fill price of a resting limit order in a later bar: a buy fills when the bar trades below its

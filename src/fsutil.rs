@@ -9,6 +9,13 @@ use crate::error::{Error, Result};
 /// Write `bytes` to `path` atomically: a temp file in the same directory, fsync, rename over the
 /// target, fsync the directory. A crash at any point leaves either the old or the new file.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomically_with(path, |file, temp| file.write_all(bytes).map_err(|err| Error::io(temp.display(), err)))
+}
+
+/// [`write_atomically`] for a writer that streams into the file (Parquet's): `write` fills the temp
+/// file (the `&Path` it gets is the temp file's, for its error messages); then fsync, rename over
+/// `path`, fsync the directory. A failure removes the temp file and leaves the old one untouched.
+pub fn write_atomically_with(path: &Path, write: impl FnOnce(&mut File, &Path) -> Result<()>) -> Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -18,7 +25,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| -> Result<()> {
         let mut file = File::create(&temp).map_err(|err| Error::io(temp.display(), err))?;
-        file.write_all(bytes).map_err(|err| Error::io(temp.display(), err))?;
+        write(&mut file, &temp)?;
         file.sync_all().map_err(|err| Error::io(temp.display(), err))?;
         fs::rename(&temp, path).map_err(|err| Error::io(path.display(), err))?;
         if let Ok(handle) = File::open(dir) {

@@ -1,8 +1,14 @@
 //! The shared domain types, at the bottom of the module graph (see the crate docs): what the data
 //! layer hands the engine (a [`BarRow`]), what the engine, the risk rules, the fill model, the
 //! metrics and the live runner exchange about trades ([`Fill`], [`FillReason`], [`RoundTrip`],
-//! [`Side`]), the router's [`Regime`] and the live runner's deterministic [`client_order_id`]s.
+//! [`Side`]), the router's [`Regime`] and the live runner's deterministic [`client_order_id`]s,
+//! and the one unit constant they share ([`BPS`]).
 //! Plain data: this module uses no other module of the crate.
+
+/// Basis points per unit: a rate of `x` bps is the fraction `x / BPS`, a fraction `f` is `f * BPS`
+/// bps. Every bps conversion of the crate divides or multiplies by it (never `* 1e-4`, which rounds
+/// differently), so that fees, slippage, offsets and spreads agree to the bit.
+pub const BPS: f64 = 1e4;
 
 /// One bar of the panel: every slice has one entry per symbol (NaN = no bar).
 #[derive(Debug, Clone, Copy)]

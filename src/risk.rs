@@ -7,7 +7,7 @@
 //! carry sleeve (§8) in `carry`.
 
 use crate::bitset::{Bits, SymbolSet};
-use crate::model::{FillReason, RoundTrip};
+use crate::model::{FillReason, RoundTrip, BPS};
 use crate::signal::{blend, finite};
 use std::collections::VecDeque;
 
@@ -666,7 +666,7 @@ impl RiskEngine {
             let symbol = trip.symbol;
             if self.time_of_day.enabled {
                 let (count, ema) = &mut self.hours[self.hour_of(trip.entry_ts)];
-                let bps = trip.ret * 1e4;
+                let bps = trip.ret * BPS;
                 *ema = if *count == 0 { bps } else { *ema + self.time_of_day.score_ema_alpha * (bps - *ema) };
                 *count += 1;
             }

@@ -7,6 +7,7 @@
 use ndarray::{Array2, ArrayView2};
 
 use crate::bitset::SymbolSet;
+use crate::model::BPS;
 
 /// `value.is_finite()` written as a float comparison (`inf − inf` and `NaN − NaN` are NaN), which
 /// LLVM turns into a vector mask; `f64::is_finite` compiles to integer bit tests that keep the hot
@@ -406,7 +407,7 @@ pub fn ema(close: ArrayView2<f64>, len: usize) -> Array2<f64> {
 }
 
 /// EMA slope in bps per day (strategy.md §3), one row at a time: the mean of the last
-/// `m = max(1, len / 4)` EMA changes, divided by the close, × 1e4 × `bars_per_day`. NaN with fewer
+/// `m = max(1, len / 4)` EMA changes, divided by the close, × [`BPS`] × `bars_per_day`. NaN with fewer
 /// than `m + 1` EMA values or a missing close at t.
 ///
 /// The EMA `m` valid closes back is read from a time-major window of EMA rows while a symbol's
@@ -417,7 +418,7 @@ pub fn ema(close: ArrayView2<f64>, len: usize) -> Array2<f64> {
 pub struct EmaSlope {
     m: usize,
     alpha: f64,
-    /// `1e4 × bars_per_day / m`: bps per day of the mean of m EMA changes, per unit of price.
+    /// `BPS × bars_per_day / m`: bps per day of the mean of m EMA changes, per unit of price.
     per_day_over_m: f64,
     /// EMA rows of the last m + 1 bars (a symbol without a close keeps its previous value); the
     /// newest row is the current EMA.
@@ -440,7 +441,7 @@ impl EmaSlope {
         Self {
             m,
             alpha: 2.0 / (ema_len as f64 + 1.0),
-            per_day_over_m: 1e4 * bars_per_day as f64 / m as f64,
+            per_day_over_m: BPS * bars_per_day as f64 / m as f64,
             rows: RowWindow::new(n_symbols, m + 1),
             run: vec![0.0; n_symbols],
             slow: SymbolSet::new(n_symbols),

@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 const LIMIT: usize = 80;
 
 /// (file, function, lines today): still to be split.
-const WAIVED: [(&str, &str, usize); 2] =
-    [("src/live/runner.rs", "reconcile", 144), ("src/live/runner.rs", "rebalance", 112)];
+const WAIVED: [(&str, &str, usize); 0] = [];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in fs::read_dir(dir).unwrap() {

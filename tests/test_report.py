@@ -98,11 +98,11 @@ def test_attribution_by_hand():
 
 
 def test_annualisation_follows_the_config_timeframe():
-    assert (
-        report.bars_per_year("1h")
-        == xsmom._core.research_panel(str(sample_store()), xsmom.Config.default().to_yaml()).bars_per_year
-    )
-    assert report.bars_per_year("4h") == 2190.0 and report.bars_per_year("5m") == 105_120.0
+    hourly = xsmom._core.research_panel(str(sample_store()), xsmom.Config.default().to_yaml()).bars_per_year
+    assert xsmom._core.bars_per_year("1h") == hourly == 8760.0
+    assert xsmom._core.bars_per_year("4h") == 2190.0 and xsmom._core.bars_per_year("5m") == 105_120.0
+    with pytest.raises(ValueError):
+        xsmom._core.bars_per_year("4x")
 
 
 class _Sections(HTMLParser):
@@ -188,6 +188,25 @@ def test_report_sections_and_numbers(tmp_path):
     assert "no-trades" not in page.ids
     assert page.images["benchmark"] == ["equity against the benchmarks", "rolling beta to the benchmarks"]
     assert page.images["drawdowns"] == ["drawdown in percent"]
+
+
+def test_a_4h_report_annualises_with_2190_bars_a_year(tmp_path):
+    store = tmp_path / "store"
+    shutil.copytree(sample_store(), store)
+    xsmom._core.resample_store(str(store), "4h")
+    config = xsmom.Config.default().with_overrides({"data.timeframe": "4h"})
+    result = xsmom.backtest(store, config)
+    assert result.bars_per_year == 2190.0
+    out = report.write_report(result, tmp_path / "r", bars=xsmom.read_bars(store, timeframe="4h"))
+    page = _Sections()
+    text = (out / "report.html").read_text()
+    page.feed(text)
+    assert "4h bars; annualised with 2,190 bars per year." in text
+    # The report's own Sharpe of the strategy (from its equity, at the report's bars per year) is
+    # the core's: an hourly 8760 would make it twice as large.
+    bench = {row[0]: row for row in page.tables["benchmark"][1:]}
+    assert result.metrics["sharpe"] != 0.0
+    assert bench["Strategy"][3] == f"{result.metrics['sharpe']:.2f}"
 
 
 def test_report_of_a_run_without_trades_says_so(tmp_path):

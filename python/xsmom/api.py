@@ -187,6 +187,12 @@ class BacktestResult:
         """Entries the meta-labeler skipped: ``ts, symbol, side, p`` (empty when it is off)."""
         return self._table("meta_skipped")
 
+    @property
+    def bars_per_year(self) -> float:
+        """Bars in a 365-day year of the run's timeframe (``data.timeframe``): what the core
+        annualised the metrics with (2190 for 4h bars), and what the report annualises with."""
+        return _core.bars_per_year(self.config.to_dict()["data"]["timeframe"])
+
     def weights_wide(self, column: str = "weight") -> pl.DataFrame:
         """One book matrix (``target_weight``, ``model_weight``, ``weight`` or ``units``) as ``ts`` and
         one column per symbol."""

@@ -117,7 +117,7 @@ def _vectorbt_ms(
     close = _wide_pandas(bars.pivot(on="symbol", index="ts", values="close").sort("ts"))
     target = _wide_pandas(result.weights_wide("target_weight"))[close.columns]
     close = close.ffill()
-    fees = config.to_dict()["costs"]["taker_fee_bps"] / 1e4
+    fees = config.to_dict()["costs"]["taker_fee_bps"] / _core.BPS
 
     def simulate() -> None:
         vbt.Portfolio.from_orders(

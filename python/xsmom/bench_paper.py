@@ -19,6 +19,7 @@ from pathlib import Path
 import polars as pl
 
 import xsmom
+from xsmom._core import BPS
 
 STOP_REASONS = ("stop", "trail", "breakeven")
 HOUR_MS = 3_600_000
@@ -29,7 +30,7 @@ def measure(bars: str | Path, cfg: xsmom.Config) -> dict[str, float]:
     symbols = fine["symbol"].unique().to_list()
     start, end = fine["ts"].min(), fine["ts"].max()
     result = xsmom.backtest(bars, cfg)
-    slippage = cfg.to_dict()["costs"]["slippage_bps"] / 1e4
+    slippage = cfg.to_dict()["costs"]["slippage_bps"] / BPS
     exits = result.fills.filter(
         pl.col("reason").is_in(STOP_REASONS)
         & pl.col("symbol").is_in(symbols)
@@ -51,7 +52,7 @@ def measure(bars: str | Path, cfg: xsmom.Config) -> dict[str, float]:
             if position * (base - bar["open"]) >= 0 or position * (base - adverse) >= 0:
                 paper = bar["close"] * (1.0 + exit_sign * slippage)
                 # Positive = paper sold lower / bought higher than the backtest: a cost.
-                cost_bps = exit_sign * (paper - fill["price"]) / fill["price"] * 1e4
+                cost_bps = exit_sign * (paper - fill["price"]) / fill["price"] * BPS
                 row = {"qty": fill["qty"], "price": fill["price"], "paper": paper, "cost_bps": cost_bps}
                 rows.append(row)
                 break

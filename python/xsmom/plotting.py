@@ -224,9 +224,7 @@ def single(panel: Panel, height: float) -> Figure:
 
 def plot_result(result: BacktestResult) -> Figure:
     """Equity, drawdown, gross/net exposure and a weights heatmap (a notebook's first look)."""
-    from xsmom.report import bars_per_year
-
-    chosen = panels(result, bars_per_year(result.config.to_dict()["data"]["timeframe"]))
+    chosen = panels(result, result.bars_per_year)
     parts = [chosen[name] for name in ("equity", "drawdown", "exposure", "weights")]
     return _stack(parts, width=11)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
+from xsmom._core import BPS
 from xsmom.api import BacktestResult
 from xsmom.files import atomic_write
 
@@ -41,16 +42,6 @@ def format_metric(name: str, value: float) -> str:
 def metrics_table(metrics: dict[str, float]) -> str:
     width = max(len(k) for k in metrics)
     return "\n".join(f"{name:<{width}}  {format_metric(name, value):>14}" for name, value in metrics.items())
-
-
-_MS_PER_YEAR = 365 * 86_400_000
-_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-
-
-def bars_per_year(timeframe: str) -> float:
-    """Bars in a 365-day year for a config timeframe, as the core annualises (src/timeframe.rs)."""
-    text = timeframe.strip()
-    return _MS_PER_YEAR / (int(text[:-1]) * _UNIT_MS[text[-1]])
 
 
 LABELS = {
@@ -114,7 +105,7 @@ def drawdown_periods(equity: pl.DataFrame, top: int = 5) -> pl.DataFrame:
 def slippage_costs(fills: pl.DataFrame, slippage_bps: float) -> pl.Series:
     """Per fill, the USD given up to slippage: the fill price is the base price moved ``slippage_bps``
     against the trade, so the cost is ``notional × s / (1 ± s)`` (+ for buys, − for sells)."""
-    s = slippage_bps / 1e4
+    s = slippage_bps / BPS
     side = pl.when(pl.col("side") == "buy").then(1.0 + s).otherwise(1.0 - s)
     return fills.select((pl.col("notional").abs() * s / side).alias("slippage"))["slippage"]
 
@@ -360,7 +351,7 @@ def write_report(
 
     from xsmom.plotting import panels, plot_tearsheet, single
 
-    bpy = bars_per_year(result.config.to_dict()["data"]["timeframe"])
+    bpy = result.bars_per_year
     bench = benchmark(result, bars)
     periods = drawdown_periods(result.equity)
     figure = plot_tearsheet(result, bpy, bench, periods)

@@ -6,7 +6,7 @@ use super::recorder::BarRecord;
 use super::strategy::DecisionInputs;
 use super::Engine;
 use crate::config::Accounting;
-use crate::model::{BarRow, FillReason};
+use crate::model::{BarRow, FillReason, BPS};
 use crate::risk::StopExit;
 
 /// The account of a run, by accounting mode.
@@ -144,7 +144,7 @@ impl Engine {
         let (turnover, row) = self.trade_weights(t, bar.ts, &target, equity, book);
         book.held.copy_from_slice(&target);
         let costs = &self.cfg.costs;
-        book.pending_cost = (costs.rebalance_fee_bps() + costs.slippage_bps) / 1e4 * turnover;
+        book.pending_cost = (costs.rebalance_fee_bps() + costs.slippage_bps) / BPS * turnover;
         self.recorder.end_bar(BarRecord {
             equity,
             cash: equity * (1.0 - row.net),

@@ -1,7 +1,7 @@
 //! Cash, positions in units, fills and round trips (backtest.md §3–4).
 
 use crate::bitset::SymbolSet;
-use crate::model::{Fill, FillReason, RoundTrip};
+use crate::model::{Fill, FillReason, RoundTrip, BPS};
 
 #[derive(Debug, Clone)]
 struct OpenTrip {
@@ -29,7 +29,7 @@ pub struct Ledger {
     pub bar_fees: f64,
     pub bar_traded_notional: f64,
     pub bar_funding: f64,
-    /// The last slippage and fee rates in bps with their fractions `bps / 1e4`, so that a run with
+    /// The last slippage and fee rates in bps with their fractions `bps / BPS`, so that a run with
     /// one cost model divides once instead of once per fill.
     slippage: (f64, f64),
     fee: (f64, f64),
@@ -105,7 +105,7 @@ impl Ledger {
             return;
         }
         let side: i8 = if delta_units > 0.0 { 1 } else { -1 };
-        // `±1 · (bps / 1e4)` is exactly `(±bps) / 1e4`: division is symmetric in sign.
+        // `±1 · (bps / BPS)` is exactly `(±bps) / BPS`: division is symmetric in sign.
         let price = base_price * (1.0 + side as f64 * bps_fraction(&mut self.slippage, slippage_bps));
         let qty = delta_units.abs();
         let notional = qty * price;
@@ -177,10 +177,10 @@ impl Ledger {
     }
 }
 
-/// `bps / 1e4`, remembered in `cache` as (bps, fraction) so that one rate divides once per run.
+/// `bps / BPS`, remembered in `cache` as (bps, fraction) so that one rate divides once per run.
 fn bps_fraction(cache: &mut (f64, f64), bps: f64) -> f64 {
     if bps != cache.0 {
-        *cache = (bps, bps / 1e4);
+        *cache = (bps, bps / BPS);
     }
     cache.1
 }

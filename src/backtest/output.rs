@@ -142,34 +142,64 @@ pub fn wide_batch(result: &BacktestResult, column: &str) -> crate::error::Result
     Ok(batch(fields, columns))
 }
 
-/// Fills: `ts, symbol, side, qty, price, notional, fee, reason, meta_p` (`meta_p`: the
-/// meta-labeler's p of the entry the fill opened, NaN where it was not consulted).
+/// One fill as every fills table shows it (the backtest's and the live replay's).
+pub(crate) struct FillRow<'a> {
+    pub ts: i64,
+    pub symbol: &'a str,
+    pub buy: bool,
+    pub qty: f64,
+    pub price: f64,
+    pub notional: f64,
+    pub fee: f64,
+    pub reason: &'a str,
+}
+
+/// The one fills schema: `ts, symbol, side, qty, price, notional, fee, reason` of `rows`, as
+/// fields and columns that a table extends with its own (`meta_p`; `maker, client_order_id`).
+pub(crate) fn fill_columns<'a, T: 'a>(
+    rows: &'a [T],
+    row: impl Fn(&'a T) -> FillRow<'a>,
+) -> (Vec<(&'static str, DataType)>, Vec<ArrayRef>) {
+    let rows: Vec<FillRow<'a>> = rows.iter().map(row).collect();
+    let fields = vec![
+        ("ts", ts_type()),
+        ("symbol", DataType::Utf8),
+        ("side", DataType::Utf8),
+        ("qty", DataType::Float64),
+        ("price", DataType::Float64),
+        ("notional", DataType::Float64),
+        ("fee", DataType::Float64),
+        ("reason", DataType::Utf8),
+    ];
+    let columns = vec![
+        ts_array(rows.iter().map(|f| f.ts).collect()),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|f| f.symbol))) as ArrayRef,
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|f| if f.buy { "buy" } else { "sell" }))),
+        f64_array(rows.iter().map(|f| f.qty).collect()),
+        f64_array(rows.iter().map(|f| f.price).collect()),
+        f64_array(rows.iter().map(|f| f.notional).collect()),
+        f64_array(rows.iter().map(|f| f.fee).collect()),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|f| f.reason))),
+    ];
+    (fields, columns)
+}
+
+/// Fills: the fills schema ([`fill_columns`]), then `meta_p` (the meta-labeler's p of the entry
+/// the fill opened, NaN where it was not consulted).
 pub fn fills_batch(result: &BacktestResult) -> RecordBatch {
-    let fills = &result.fills;
-    batch(
-        vec![
-            ("ts", ts_type()),
-            ("symbol", DataType::Utf8),
-            ("side", DataType::Utf8),
-            ("qty", DataType::Float64),
-            ("price", DataType::Float64),
-            ("notional", DataType::Float64),
-            ("fee", DataType::Float64),
-            ("reason", DataType::Utf8),
-            ("meta_p", DataType::Float64),
-        ],
-        vec![
-            ts_array(fills.iter().map(|f| f.ts).collect()),
-            Arc::new(StringArray::from_iter_values(fills.iter().map(|f| result.symbols[f.symbol].as_str()))),
-            Arc::new(StringArray::from_iter_values(fills.iter().map(|f| if f.side > 0 { "buy" } else { "sell" }))),
-            f64_array(fills.iter().map(|f| f.qty).collect()),
-            f64_array(fills.iter().map(|f| f.price).collect()),
-            f64_array(fills.iter().map(|f| f.notional).collect()),
-            f64_array(fills.iter().map(|f| f.fee).collect()),
-            Arc::new(StringArray::from_iter_values(fills.iter().map(|f| f.reason.as_str()))),
-            f64_array(fills.iter().map(|f| f.meta_p).collect()),
-        ],
-    )
+    let (mut fields, mut columns) = fill_columns(&result.fills, |f| FillRow {
+        ts: f.ts,
+        symbol: result.symbols[f.symbol].as_str(),
+        buy: f.side > 0,
+        qty: f.qty,
+        price: f.price,
+        notional: f.notional,
+        fee: f.fee,
+        reason: f.reason.as_str(),
+    });
+    fields.push(("meta_p", DataType::Float64));
+    columns.push(f64_array(result.fills.iter().map(|f| f.meta_p).collect()));
+    batch(fields, columns)
 }
 
 /// Entries the meta-labeler skipped: `ts, symbol, side, p` (`ts`: the decision bar's open time;

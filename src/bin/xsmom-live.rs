@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use xsmom::config::Config;
 use xsmom::error::{Error, Result};
 use xsmom::live::bybit::{self, BybitClient, Credentials};
+use xsmom::live::heartbeat::Heartbeat;
 use xsmom::live::notify::Notifier;
 use xsmom::live::paper::PaperExchange;
 use xsmom::live::replay::ReplayExchange;
@@ -277,18 +278,15 @@ fn cmd_health(args: &[String]) -> Result<ExitCode> {
     let args = Args::parse(args, &[])?;
     args.check_known(&["heartbeat", "max-age-secs"])?;
     let path = PathBuf::from(args.get("heartbeat").unwrap_or(DEFAULT_HEARTBEAT));
-    let text = std::fs::read_to_string(&path).map_err(|err| Error::io(path.display(), err))?;
-    let beat: serde_json::Value =
-        serde_json::from_str(&text).map_err(|err| Error::format(format!("{}: {err}", path.display())))?;
+    let beat = Heartbeat::read(&path)?;
     let written = std::fs::metadata(&path).and_then(|m| m.modified()).map_err(|err| Error::io(path.display(), err))?;
     let age = written.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0);
-    let bar_secs = beat.get("timeframe_ms").and_then(|v| v.as_f64()).unwrap_or(3_600_000.0) / 1000.0;
     let max_age = match args.get("max-age-secs") {
         Some(v) => v.parse::<f64>().map_err(|_| Error::invalid(format!("--max-age-secs {v}: not a number")))?,
-        None => 2.0 * bar_secs,
+        None => beat.max_age_secs(),
     };
     let healthy = age <= max_age;
-    let last_bar = beat.get("last_bar_ts").and_then(|v| v.as_i64()).map_or("none".to_string(), utc_label);
+    let last_bar = beat.last_bar_ts.map_or("none".to_string(), utc_label);
     println!(
         "{}: heartbeat {:.0} s old (limit {:.0} s), last bar {last_bar}",
         if healthy { "healthy" } else { "STALE" },

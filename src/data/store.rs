@@ -633,39 +633,20 @@ pub fn write_funding_store(root: &Path, funding: &Funding) -> Result<WriteStats>
     Ok(stats)
 }
 
-/// Write a zstd Parquet file with row-group statistics: temp file in the same directory, fsync,
-/// rename over the target, fsync the directory. A failure leaves the old file untouched.
+/// Write a zstd Parquet file with row-group statistics, atomically
+/// ([`crate::fsutil::write_atomically_with`]): a failure leaves the old file untouched.
 pub fn write_parquet_atomically(path: &Path, batch: &RecordBatch, row_group_rows: usize) -> Result<()> {
-    let dir = path.parent().expect("store files live in a directory");
-    fs::create_dir_all(dir).map_err(|err| Error::io(dir.display(), err))?;
-    let temp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("part"),
-        std::process::id()
-    ));
-    let result = (|| -> Result<()> {
-        let file = File::create(&temp).map_err(|err| Error::io(temp.display(), err))?;
+    crate::fsutil::write_atomically_with(path, |file, temp| {
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
             .set_statistics_enabled(EnabledStatistics::Chunk)
             .set_max_row_group_row_count(Some(row_group_rows.max(1)))
             .build();
-        let mut writer =
-            ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|err| Error::io(temp.display(), err))?;
-        writer.write(batch).map_err(|err| Error::io(temp.display(), err))?;
-        let mut file = writer.into_inner().map_err(|err| Error::io(temp.display(), err))?;
-        file.flush().map_err(|err| Error::io(temp.display(), err))?;
-        file.sync_all().map_err(|err| Error::io(temp.display(), err))?;
-        fs::rename(&temp, path).map_err(|err| Error::io(path.display(), err))?;
-        if let Ok(handle) = File::open(dir) {
-            let _ = handle.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result
+        let failed = |err: parquet::errors::ParquetError| Error::io(temp.display(), err);
+        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(failed)?;
+        writer.write(batch).map_err(failed)?;
+        writer.into_inner().map_err(failed)?.flush().map_err(|err| Error::io(temp.display(), err))
+    })
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod desk;
 pub mod exchange;
 pub mod fetch;
 pub mod gate;
+pub mod heartbeat;
 pub mod notify;
 pub mod output;
 pub mod paper;

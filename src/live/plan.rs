@@ -28,7 +28,7 @@ pub struct PlanInputs {
     pub max_spread_bps: f64,
 }
 
-use crate::model::Side;
+use crate::model::{Side, BPS};
 
 /// A post-only limit order the cycle wants on the book.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,7 +79,7 @@ pub fn plan_order(book: &SymbolBook, inputs: &PlanInputs) -> Result<Option<Plann
         return Err(Skip::NoQuote);
     }
     let mid = 0.5 * (book.bid + book.ask);
-    let spread_bps = (book.ask - book.bid) / mid * 1e4;
+    let spread_bps = (book.ask - book.bid) / mid * BPS;
     if spread_bps > inputs.max_spread_bps {
         return Err(Skip::SpreadTooWide);
     }
@@ -98,9 +98,9 @@ pub fn plan_order(book: &SymbolBook, inputs: &PlanInputs) -> Result<Option<Plann
     }
     // Post-only prices sit on our side of the book: the nearest tick, but never across the touch.
     let price = match side {
-        Side::Buy => nearest_step(book.bid * (1.0 - offset_bps / 1e4), book.tick_size)
+        Side::Buy => nearest_step(book.bid * (1.0 - offset_bps / BPS), book.tick_size)
             .min(floor_to_step(book.bid, book.tick_size)),
-        Side::Sell => nearest_step(book.ask * (1.0 + offset_bps / 1e4), book.tick_size)
+        Side::Sell => nearest_step(book.ask * (1.0 + offset_bps / BPS), book.tick_size)
             .max(ceil_to_step(book.ask, book.tick_size)),
     };
     Ok(Some(PlannedOrder {

@@ -22,16 +22,17 @@ use std::sync::{Arc, Mutex};
 use super::desk::{exchange_error, order_request, Exits, RiskDesk, Shared};
 use super::exchange::Exchange;
 use super::gate::Gate;
-use super::plan::{self, Skip};
+use super::heartbeat::Heartbeat;
+use super::plan::{self, PlannedOrder, Skip};
 use super::state::{LiveState, StopSnapshot, SymbolState, WorkingOrder};
-use super::types::{ExchangeError, Instrument, Order};
+use super::types::{ExchangeError, Instrument, Order, OrderRequest};
 use crate::backtest::{BacktestResult, BarOrder, Engine};
 use crate::config::{Config, FillPrice, LimitFallback, OnInvalid};
 use crate::data::{self, Bars, Funding, FundingGrid, Panel};
 use crate::error::{Error, Result};
 use crate::execution;
-use crate::model::{client_order_id, FillReason, Side};
-use crate::risk::KillSwitch;
+use crate::model::{client_order_id, FillReason, Side, BPS};
+use crate::risk::{KillState, KillSwitch};
 use crate::timeframe::Timeframe;
 
 /// How a runner is started.
@@ -531,29 +532,79 @@ impl<E: Exchange> Runner<E> {
     /// ([`execution::rebalance_delta`]); last, the engine's stop levels as resting orders where the
     /// exchange simulates bars. False when the circuit breaker held new orders back (retried next cycle).
     async fn reconcile(&mut self, bar_ts: i64, now: i64, report: &mut CycleReport) -> Result<bool> {
-        let equity = self.exchange.equity().await.map_err(|err| exchange_error("equity", err))?;
-        report.equity = Some(equity);
-        let timeframe = self.timeframe;
-        let kill = self.with(|s| {
-            s.state.equity = Some(equity);
-            let kill = s.kill.check(bar_ts, equity, timeframe);
-            s.state.kill_switch = Some(s.kill.snapshot());
-            kill
-        });
+        let kill = self.check_kill_switch(bar_ts, report).await?;
         let view = self.account_view().await?;
         let positions = view.positions.clone();
-        let prefix = client_order_id::bar_prefix(bar_ts);
         // A decision holds for its whole bar: a re-run of this bar's reconciliation (stale orders, a
         // failure) steers to it again; the exits are sent once.
         let decided = self.pending_decision;
         // Kept until this reconciliation succeeds: a retry re-reads the position before each exit.
         let bar_orders = self.pending_bar_orders.clone();
-        // Rebalance orders of earlier bars are replaced at a decision bar (the engine replaces its
-        // resting limits then); resting stops are placed anew every bar. A replacement waits until
-        // the cancel is confirmed: then the fills of the cancelled order are known.
+        let (mut cancelled, mut held) = self.cancel_replaced_orders(view.open, bar_ts, now, decided, report).await?;
+        if !self.cfg.live.trading {
+            // A `stand aside` deploy: flat and staying flat, the model still stepping.
+            report.skipped = self.symbols.iter().map(|s| (s.clone(), Skip::NotTrading)).collect();
+            return self.flatten_all(bar_ts, &positions, FillReason::Flatten, report).await;
+        }
+        if kill.active && (kill.flatten || kill.paused) {
+            report.kill_switch = true;
+            return self.flatten_all(bar_ts, &positions, FillReason::KillSwitch, report).await;
+        }
+        if self.with(|s| breaker_open(&s.state, now)) {
+            report.breaker_open = true;
+            return Ok(false);
+        }
+        for order in &bar_orders {
+            self.send_bar_order(order, &mut cancelled, bar_ts, now, report).await?;
+        }
+        let in_doubt = self.inherited_in_doubt(bar_ts, now).await?;
+        held.extend(in_doubt.iter().cloned());
+        if decided {
+            self.rebalance_passes(bar_ts, now, &held, report).await?;
+        }
+        if self.exchange.resting_stops() {
+            let positions = self.positions().await?;
+            self.place_resting_stops(bar_ts, &positions, report).await?;
+        }
+        let equity = self.exchange.equity().await.map_err(|err| exchange_error("equity", err))?;
+        self.equity_history.push((bar_ts, equity));
+        self.pending_bar_orders.clear();
+        // A symbol held back for an order in doubt is steered by a later cycle of this bar.
+        Ok(in_doubt.is_empty())
+    }
+
+    /// The account's equity now (into the report and the state) and the account kill-switch's
+    /// verdict on it for the bar `bar_ts` (its snapshot saved).
+    async fn check_kill_switch(&mut self, bar_ts: i64, report: &mut CycleReport) -> Result<KillState> {
+        let equity = self.exchange.equity().await.map_err(|err| exchange_error("equity", err))?;
+        report.equity = Some(equity);
+        let timeframe = self.timeframe;
+        Ok(self.with(|s| {
+            s.state.equity = Some(equity);
+            let kill = s.kill.check(bar_ts, equity, timeframe);
+            s.state.kill_switch = Some(s.kill.snapshot());
+            kill
+        }))
+    }
+
+    /// Cancel the open orders this reconciliation replaces. Rebalance orders of earlier bars are
+    /// replaced at a decision bar (the engine replaces its resting limits then), orders older than
+    /// `live.max_order_age_secs` and every order of a `stand aside` deploy at any bar; resting stops
+    /// are placed anew every bar. A replacement waits until the cancel is confirmed: then the fills
+    /// of the cancelled order are known. Returns the cancelled rebalance orders by symbol with their
+    /// fills, and the symbols whose cancel is not confirmed yet (no new order for them this cycle).
+    async fn cancel_replaced_orders(
+        &mut self,
+        open: Vec<Order>,
+        bar_ts: i64,
+        now: i64,
+        decided: bool,
+        report: &mut CycleReport,
+    ) -> Result<(BTreeMap<String, (Order, f64)>, BTreeSet<String>)> {
+        let prefix = client_order_id::bar_prefix(bar_ts);
         let mut cancelled: BTreeMap<String, (Order, f64)> = BTreeMap::new();
         let mut held: BTreeSet<String> = BTreeSet::new();
-        for order in view.open {
+        for order in open {
             let this_bar = order.client_order_id.starts_with(&prefix);
             let stop_order = client_order_id::is_resting_stop(&order.client_order_id);
             let too_old = now - order.created_ms >= self.cfg.live.max_order_age_secs as i64 * 1000;
@@ -573,105 +624,139 @@ impl<E: Exchange> Runner<E> {
                 }
             }
         }
-        if !self.cfg.live.trading {
-            // A `stand aside` deploy: flat and staying flat, the model still stepping.
-            report.skipped = self.symbols.iter().map(|s| (s.clone(), Skip::NotTrading)).collect();
-            let mut exits = Exits::default();
-            let flattened = self.desk.flatten(bar_ts, &positions, FillReason::Flatten, &mut exits).await;
-            report.orders_placed.extend(exits.placed);
-            flattened?;
-            self.pending_bar_orders.clear();
-            return Ok(true);
-        }
-        if kill.active && (kill.flatten || kill.paused) {
-            report.kill_switch = true;
-            let mut exits = Exits::default();
-            let flattened = self.desk.flatten(bar_ts, &positions, FillReason::KillSwitch, &mut exits).await;
-            report.orders_placed.extend(exits.placed);
-            flattened?;
-            self.pending_bar_orders.clear();
-            return Ok(true);
-        }
-        if self.with(|s| breaker_open(&s.state, now)) {
-            report.breaker_open = true;
-            return Ok(false);
-        }
-        for order in &bar_orders {
-            match *order {
-                BarOrder::ExitAtClose { symbol, reason } => {
-                    let symbol = self.symbols[symbol].clone();
-                    // Read again: a retry of this reconciliation must not exit twice.
-                    let qty = self.positions().await?.get(&symbol).copied().unwrap_or(0.0);
-                    if qty != 0.0 {
-                        let key = format!("{symbol}-{}", reason.as_str());
-                        let attempt = self.desk.reserve(&[key])?[0];
-                        let id = client_order_id::exit(bar_ts, &symbol, reason.as_str(), attempt);
-                        let mut exits = Exits::default();
-                        let sent = self.desk.exit(&symbol, qty, reason, id, &mut exits).await;
-                        report.orders_placed.extend(exits.placed);
-                        sent?;
-                    }
-                }
-                BarOrder::Expired { symbol, taker } => {
-                    let symbol = self.symbols[symbol].clone();
-                    let resting = match cancelled.remove(&symbol) {
-                        Some(order) => Some(order),
-                        None => self.cancel_rebalance_orders(&symbol, bar_ts, report).await?,
-                    };
-                    if let (true, Some((order, filled))) = (taker, resting) {
-                        // What the cancelled order left, after every fill the exchange reported.
-                        let left = order.qty - filled;
-                        if left > 1e-12 {
-                            let request = order_request(&symbol, order.side.sign() * left, None, FillReason::Rebalance);
-                            let view = self.account_view().await?;
-                            let position = view.positions.get(&symbol).copied().unwrap_or(0.0);
-                            let signed = order.side.sign() * left;
-                            let lot = self.instruments[&symbol].lot_size;
-                            if plan::within_target(position, view.open_units(&symbol), signed, position + signed, lot) {
-                                self.send_tracked(vec![request], bar_ts, now, report).await?;
-                            } else {
-                                report.skipped.push((symbol, Skip::BeyondTarget));
-                            }
-                        }
-                    }
-                }
-                BarOrder::Exited { .. } => {}
-            }
-        }
-        let in_doubt = self.inherited_in_doubt(bar_ts, now).await?;
-        held.extend(in_doubt.iter().cloned());
-        if decided {
-            // Passes: each re-reads the account, places what is missing, then reads the status of
-            // this bar's orders; an order the exchange cancelled is re-priced by the next pass.
-            let passes = self.cfg.live.max_reprices + 2;
-            for _ in 0..passes {
-                let view = self.account_view().await?;
-                let equity = self.exchange.equity().await.map_err(|err| exchange_error("equity", err))?;
-                let mut current: BTreeSet<String> = view
-                    .open
-                    .iter()
-                    .filter(|o| {
-                        o.client_order_id.starts_with(&prefix) && !client_order_id::is_resting_stop(&o.client_order_id)
-                    })
-                    .map(|o| o.symbol.clone())
-                    .collect();
-                current.extend(held.iter().cloned());
-                let again = self.rebalance(bar_ts, now, equity, &view, &current, report).await?;
-                let ended = self.check_orders(bar_ts, report).await?;
-                if !again && ended.is_empty() {
-                    break;
-                }
-            }
-        }
-        if self.exchange.resting_stops() {
-            let positions = self.positions().await?;
-            self.place_resting_stops(bar_ts, &positions, report).await?;
-        }
-        let equity = self.exchange.equity().await.map_err(|err| exchange_error("equity", err))?;
-        self.equity_history.push((bar_ts, equity));
+        Ok((cancelled, held))
+    }
+
+    /// Close every position with `reason` (a `stand aside` deploy, the account kill-switch); the
+    /// engine's orders of this bar are done with. True: this bar's reconciliation is complete.
+    async fn flatten_all(
+        &mut self,
+        bar_ts: i64,
+        positions: &BTreeMap<String, f64>,
+        reason: FillReason,
+        report: &mut CycleReport,
+    ) -> Result<bool> {
+        let mut exits = Exits::default();
+        let flattened = self.desk.flatten(bar_ts, positions, reason, &mut exits).await;
+        report.orders_placed.extend(exits.placed);
+        flattened?;
         self.pending_bar_orders.clear();
-        // A symbol held back for an order in doubt is steered by a later cycle of this bar.
-        Ok(in_doubt.is_empty())
+        Ok(true)
+    }
+
+    /// One of the engine's orders of the bar besides the rebalance: an exit at the close, or an
+    /// expired limit (its resting order cancelled, unless `cancelled` already has it, and with a
+    /// taker fallback what it left sent at market). A stop the engine filled inside the bar needs
+    /// nothing here.
+    async fn send_bar_order(
+        &mut self,
+        order: &BarOrder,
+        cancelled: &mut BTreeMap<String, (Order, f64)>,
+        bar_ts: i64,
+        now: i64,
+        report: &mut CycleReport,
+    ) -> Result<()> {
+        match *order {
+            BarOrder::ExitAtClose { symbol, reason } => self.exit_at_close(symbol, reason, bar_ts, report).await,
+            BarOrder::Expired { symbol, taker } => {
+                let symbol = self.symbols[symbol].clone();
+                let resting = match cancelled.remove(&symbol) {
+                    Some(order) => Some(order),
+                    None => self.cancel_rebalance_orders(&symbol, bar_ts, report).await?,
+                };
+                match (taker, resting) {
+                    (true, Some((order, filled))) => {
+                        self.send_what_is_left(symbol, &order, filled, bar_ts, now, report).await
+                    }
+                    _ => Ok(()),
+                }
+            }
+            BarOrder::Exited { .. } => Ok(()),
+        }
+    }
+
+    /// The engine's exit at the close of the symbol in column `column`: a reduce-only market order
+    /// of the whole position under a fresh exit id.
+    async fn exit_at_close(
+        &mut self,
+        column: usize,
+        reason: FillReason,
+        bar_ts: i64,
+        report: &mut CycleReport,
+    ) -> Result<()> {
+        let symbol = self.symbols[column].clone();
+        // Read again: a retry of this reconciliation must not exit twice.
+        let qty = self.positions().await?.get(&symbol).copied().unwrap_or(0.0);
+        if qty != 0.0 {
+            let key = format!("{symbol}-{}", reason.as_str());
+            let attempt = self.desk.reserve(&[key])?[0];
+            let id = client_order_id::exit(bar_ts, &symbol, reason.as_str(), attempt);
+            let mut exits = Exits::default();
+            let sent = self.desk.exit(&symbol, qty, reason, id, &mut exits).await;
+            report.orders_placed.extend(exits.placed);
+            sent?;
+        }
+        Ok(())
+    }
+
+    /// An expired limit's taker fallback: what the cancelled `order` of `symbol` left after every fill the
+    /// exchange reported (`filled`), sent at market when it stays within the target.
+    async fn send_what_is_left(
+        &mut self,
+        symbol: String,
+        order: &Order,
+        filled: f64,
+        bar_ts: i64,
+        now: i64,
+        report: &mut CycleReport,
+    ) -> Result<()> {
+        let left = order.qty - filled;
+        if left > 1e-12 {
+            let request = order_request(&symbol, order.side.sign() * left, None, FillReason::Rebalance);
+            let view = self.account_view().await?;
+            let position = view.positions.get(&symbol).copied().unwrap_or(0.0);
+            let signed = order.side.sign() * left;
+            let lot = self.instruments[&symbol].lot_size;
+            if plan::within_target(position, view.open_units(&symbol), signed, position + signed, lot) {
+                self.send_tracked(vec![request], bar_ts, now, report).await?;
+            } else {
+                report.skipped.push((symbol, Skip::BeyondTarget));
+            }
+        }
+        Ok(())
+    }
+
+    /// A decision bar's rebalance, in passes: each re-reads the account, places what is missing, then
+    /// reads the status of this bar's orders; an order the exchange cancelled is re-priced by the
+    /// next pass. The symbols in `held` get no new order.
+    async fn rebalance_passes(
+        &mut self,
+        bar_ts: i64,
+        now: i64,
+        held: &BTreeSet<String>,
+        report: &mut CycleReport,
+    ) -> Result<()> {
+        let prefix = client_order_id::bar_prefix(bar_ts);
+        let passes = self.cfg.live.max_reprices + 2;
+        for _ in 0..passes {
+            let view = self.account_view().await?;
+            let equity = self.exchange.equity().await.map_err(|err| exchange_error("equity", err))?;
+            let mut current: BTreeSet<String> = view
+                .open
+                .iter()
+                .filter(|o| {
+                    o.client_order_id.starts_with(&prefix) && !client_order_id::is_resting_stop(&o.client_order_id)
+                })
+                .map(|o| o.symbol.clone())
+                .collect();
+            current.extend(held.iter().cloned());
+            let again = self.rebalance(bar_ts, now, equity, &view, &current, report).await?;
+            let ended = self.check_orders(bar_ts, report).await?;
+            if !again && ended.is_empty() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Symbols whose last rebalance id of the previous process (killed in this bar) the exchange
@@ -776,108 +861,147 @@ impl<E: Exchange> Runner<E> {
         current: &BTreeSet<String>,
         report: &mut CycleReport,
     ) -> Result<bool> {
-        let targets = self.engine.target_weights().to_vec();
-        let fill = self.cfg.execution.fill;
-        let min_delta = self.cfg.backtest.min_rebalance_delta;
-        let max_reprices = self.cfg.live.max_reprices as u32;
-        let patience_ms = self.cfg.live.exit_patience_secs as i64 * 1000;
+        let mut requests = Vec::new();
+        for column in 0..self.symbols.len() {
+            if let Some(request) = self.rebalance_order(column, equity, view, current, now, report).await? {
+                requests.push(request);
+            }
+        }
+        self.send_tracked(requests, bar_ts, now, report).await
+    }
+
+    /// The rebalance order of the symbol in column `column`, checked against the target, or `None`:
+    /// nothing to do (flat at a zero target, or an order of this bar still working: in `current`),
+    /// or a reason in `report.skipped`.
+    async fn rebalance_order(
+        &mut self,
+        column: usize,
+        equity: f64,
+        view: &AccountView,
+        current: &BTreeSet<String>,
+        now: i64,
+        report: &mut CycleReport,
+    ) -> Result<Option<OrderRequest>> {
+        let target = self.engine.target_weights()[column];
+        let symbol = self.symbols[column].clone();
+        let position = view.positions.get(&symbol).copied().unwrap_or(0.0);
+        if (target == 0.0 && position == 0.0) || current.contains(&symbol) {
+            return Ok(None);
+        }
+        // The risk loop stopped this symbol out during this bar: the engine has not seen that bar
+        // yet, so its target still holds the position; no re-entry before the next bar's decision
+        // (where the engine's own stop and cooldown apply).
+        if self.with(|s| s.stopped_this_bar(&symbol)) {
+            report.skipped.push((symbol, Skip::StoppedThisBar));
+            return Ok(None);
+        }
+        let price = self.sizing_price(column, &symbol).await?;
+        let delta = execution::rebalance_delta(target, equity, price, position, self.cfg.backtest.min_rebalance_delta);
+        if delta == 0.0 {
+            report.skipped.push((symbol, if price > 0.0 { Skip::AtTarget } else { Skip::NoQuote }));
+            return Ok(None);
+        }
+        let style = match self.plan_symbol(&symbol, delta, position).await? {
+            Ok(planned) => self.order_style(&symbol, &planned, target == 0.0, now).map(|style| (planned, style)),
+            Err(skip) => Err(skip),
+        };
+        let (planned, (limit, reduce_only)) = match style {
+            Ok(planned) => planned,
+            Err(skip) => {
+                report.skipped.push((symbol, skip));
+                return Ok(None);
+            }
+        };
+        let signed = planned.side.sign() * planned.qty;
+        let lot = self.instruments[&symbol].lot_size;
+        // Never past the target: position + open orders + this order, one lot of slack.
+        if !plan::within_target(position, view.open_units(&symbol), signed, position + delta, lot) {
+            tracing::warn!(%symbol, position, open = view.open_units(&symbol), order = signed, target = position + delta, "order would go past the target; skipped");
+            report.skipped.push((symbol, Skip::BeyondTarget));
+            return Ok(None);
+        }
+        let mut request = order_request(&symbol, signed, limit, FillReason::Rebalance);
+        request.reduce_only = reduce_only;
+        Ok(Some(request))
+    }
+
+    /// The price the fill model sizes at: this bar's close, or the market now for `next_open`.
+    async fn sizing_price(&self, column: usize, symbol: &str) -> Result<f64> {
+        Ok(match self.cfg.execution.fill {
+            FillPrice::Close | FillPrice::LimitTouch => self.last_close.get(column).copied().unwrap_or(f64::NAN),
+            FillPrice::NextOpen => self.exchange.quote(symbol).await.map_err(|err| exchange_error("quote", err))?.last,
+        })
+    }
+
+    /// The exchange order for a trade of `delta` units of `symbol` at its quote now, rounded to the
+    /// instrument's rules ([`plan::plan_order`]), or why there is none.
+    async fn plan_symbol(
+        &self,
+        symbol: &str,
+        delta: f64,
+        position: f64,
+    ) -> Result<std::result::Result<PlannedOrder, Skip>> {
+        let quote = self.exchange.quote(symbol).await.map_err(|err| exchange_error("quote", err))?;
+        let instrument = &self.instruments[symbol];
+        let book = plan::SymbolBook {
+            symbol: symbol.to_string(),
+            delta,
+            position,
+            bid: quote.bid,
+            ask: quote.ask,
+            qty_step: instrument.lot_size,
+            min_qty: instrument.min_qty,
+            tick_size: instrument.tick_size,
+            min_notional: instrument.min_notional,
+        };
         let inputs = plan::PlanInputs {
             price_offset_bps: self.cfg.execution.limit_offset_bps + self.cfg.live.price_offset_bps,
             dynamic_offset: self.cfg.live.dynamic_offset,
             max_spread_bps: self.cfg.live.max_spread_bps,
         };
-        let mut requests = Vec::new();
-        for i in 0..self.symbols.len() {
-            let symbol = self.symbols[i].clone();
-            let position = view.positions.get(&symbol).copied().unwrap_or(0.0);
-            if (targets[i] == 0.0 && position == 0.0) || current.contains(&symbol) {
-                continue;
+        Ok(plan::plan_order(&book, &inputs).and_then(|planned| planned.ok_or(Skip::AtTarget)))
+    }
+
+    /// How `planned` goes out: its limit price (`limit_touch`: post-only, one tick farther from the
+    /// market per re-price; `None`: a market order) and whether it is reduce-only. An exit (a zero
+    /// target, `closing`) that waited `live.exit_patience_secs` or was re-priced more than
+    /// `live.max_reprices` times goes at market, reduce-only; another order past its re-prices
+    /// follows `execution.limit_fallback` (at market, or skipped).
+    fn order_style(
+        &self,
+        symbol: &str,
+        planned: &PlannedOrder,
+        closing: bool,
+        now: i64,
+    ) -> std::result::Result<(Option<f64>, bool), Skip> {
+        let max_reprices = self.cfg.live.max_reprices as u32;
+        let patience_ms = self.cfg.live.exit_patience_secs as i64 * 1000;
+        let (reprices, exit_since) = self
+            .with(|s| (s.state.reprices.get(symbol).copied().unwrap_or(0), s.state.exit_since_ms.get(symbol).copied()));
+        let mut limit = (self.cfg.execution.fill == FillPrice::LimitTouch).then(|| {
+            // One tick farther from the market per re-price.
+            let tick = self.instruments[symbol].tick_size;
+            let away = reprices as f64 * tick;
+            match planned.side {
+                Side::Buy => plan::floor_to_step(planned.price - away, tick),
+                Side::Sell => plan::ceil_to_step(planned.price + away, tick),
             }
-            // The risk loop stopped this symbol out during this bar: the engine has not seen that bar
-            // yet, so its target still holds the position; no re-entry before the next bar's decision
-            // (where the engine's own stop and cooldown apply).
-            if self.with(|s| s.stopped_this_bar(&symbol)) {
-                report.skipped.push((symbol, Skip::StoppedThisBar));
-                continue;
+        });
+        let mut reduce_only = planned.reduce_only;
+        if limit.is_some() && closing {
+            let patience_over = patience_ms == 0 || exit_since.is_some_and(|t| now - t >= patience_ms);
+            if patience_over || reprices > max_reprices {
+                // An exit that waited long enough (or was cancelled too often) goes at market.
+                limit = None;
+                reduce_only = true;
             }
-            // The price the fill model sizes at: this bar's close, or the market now for `next_open`.
-            let price = match fill {
-                FillPrice::Close | FillPrice::LimitTouch => self.last_close.get(i).copied().unwrap_or(f64::NAN),
-                FillPrice::NextOpen => {
-                    self.exchange.quote(&symbol).await.map_err(|err| exchange_error("quote", err))?.last
-                }
-            };
-            let delta = execution::rebalance_delta(targets[i], equity, price, position, min_delta);
-            if delta == 0.0 {
-                report.skipped.push((symbol, if price > 0.0 { Skip::AtTarget } else { Skip::NoQuote }));
-                continue;
+        } else if limit.is_some() && reprices > max_reprices {
+            match self.cfg.execution.limit_fallback {
+                LimitFallback::Taker => limit = None,
+                LimitFallback::Cancel => return Err(Skip::RepriceLimit),
             }
-            let quote = self.exchange.quote(&symbol).await.map_err(|err| exchange_error("quote", err))?;
-            let instrument = &self.instruments[&symbol];
-            let book = plan::SymbolBook {
-                symbol: symbol.clone(),
-                delta,
-                position,
-                bid: quote.bid,
-                ask: quote.ask,
-                qty_step: instrument.lot_size,
-                min_qty: instrument.min_qty,
-                tick_size: instrument.tick_size,
-                min_notional: instrument.min_notional,
-            };
-            let planned = match plan::plan_order(&book, &inputs) {
-                Ok(Some(planned)) => planned,
-                Ok(None) => {
-                    report.skipped.push((symbol, Skip::AtTarget));
-                    continue;
-                }
-                Err(skip) => {
-                    report.skipped.push((symbol, skip));
-                    continue;
-                }
-            };
-            let (reprices, exit_since) = self.with(|s| {
-                (s.state.reprices.get(&symbol).copied().unwrap_or(0), s.state.exit_since_ms.get(&symbol).copied())
-            });
-            let closing = targets[i] == 0.0;
-            let mut limit = (fill == FillPrice::LimitTouch).then(|| {
-                // One tick farther from the market per re-price.
-                let tick = instrument.tick_size;
-                let away = reprices as f64 * tick;
-                match planned.side {
-                    Side::Buy => plan::floor_to_step(planned.price - away, tick),
-                    Side::Sell => plan::ceil_to_step(planned.price + away, tick),
-                }
-            });
-            let mut reduce_only = planned.reduce_only;
-            if limit.is_some() && closing {
-                let patience_over = patience_ms == 0 || exit_since.is_some_and(|t| now - t >= patience_ms);
-                if patience_over || reprices > max_reprices {
-                    // An exit that waited long enough (or was cancelled too often) goes at market.
-                    limit = None;
-                    reduce_only = true;
-                }
-            } else if limit.is_some() && reprices > max_reprices {
-                match self.cfg.execution.limit_fallback {
-                    LimitFallback::Taker => limit = None,
-                    LimitFallback::Cancel => {
-                        report.skipped.push((symbol, Skip::RepriceLimit));
-                        continue;
-                    }
-                }
-            }
-            let signed = planned.side.sign() * planned.qty;
-            // Never past the target: position + open orders + this order, one lot of slack.
-            if !plan::within_target(position, view.open_units(&symbol), signed, position + delta, instrument.lot_size) {
-                tracing::warn!(%symbol, position, open = view.open_units(&symbol), order = signed, target = position + delta, "order would go past the target; skipped");
-                report.skipped.push((symbol, Skip::BeyondTarget));
-                continue;
-            }
-            let mut request = order_request(&symbol, signed, limit, FillReason::Rebalance);
-            request.reduce_only = reduce_only;
-            requests.push(request);
         }
-        self.send_tracked(requests, bar_ts, now, report).await
+        Ok((limit, reduce_only))
     }
 
     /// Send rebalance orders: their ids are taken and saved first (one write for the batch), then
@@ -1097,7 +1221,7 @@ impl<E: Exchange> Runner<E> {
                 Some(price) if !too_old => {
                     let quote = self.exchange.quote(&order.symbol).await.map_err(|err| exchange_error("quote", err))?;
                     let touch = if order.side == Side::Buy { quote.bid } else { quote.ask };
-                    touch > 0.0 && (price - touch).abs() / touch * 1e4 > reprice_bps
+                    touch > 0.0 && (price - touch).abs() / touch * BPS > reprice_bps
                 }
                 _ => false,
             };
@@ -1185,13 +1309,13 @@ impl<E: Exchange> Runner<E> {
             s.state.updated_ms = now;
             s.state.save(&self.opts.state_path).map(|_| s.state.last_bar_ts)
         })?;
-        let heartbeat = serde_json::json!({
-            "ts_ms": now,
-            "last_bar_ts": last_bar,
-            "mode": self.opts.mode,
-            "timeframe_ms": self.timeframe.ms,
-        });
-        crate::fsutil::write_atomically(&self.opts.heartbeat_path, heartbeat.to_string().as_bytes())
+        let heartbeat = Heartbeat {
+            last_bar_ts: last_bar,
+            mode: self.opts.mode.clone(),
+            timeframe_ms: self.timeframe.ms,
+            ts_ms: now,
+        };
+        heartbeat.write(&self.opts.heartbeat_path)
     }
 }
 

@@ -476,6 +476,12 @@ fn config_with_overrides(yaml: &str, overrides: Vec<(String, String)>) -> PyResu
     parse_config(yaml)?.with_override_strings(&assignments).map(|c| c.to_yaml()).map_err(to_py)
 }
 
+/// Bars in a 365-day year of a timeframe (`"4h"` → 2190): what the core annualises metrics with.
+#[pyfunction]
+fn bars_per_year(timeframe: &str) -> PyResult<f64> {
+    Ok(self::timeframe(timeframe)?.bars_per_year())
+}
+
 /// Whether a config runs the basis term of the carry sleeve (and so reads mark-price bars).
 #[pyfunction]
 fn config_wants_mark(yaml: &str) -> PyResult<bool> {
@@ -724,6 +730,7 @@ fn resample_store<'py>(
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("BPS", crate::model::BPS)?;
     m.add_function(wrap_pyfunction!(read_bars, m)?)?;
     m.add_function(wrap_pyfunction!(read_funding, m)?)?;
     m.add_function(wrap_pyfunction!(validate_bars, m)?)?;
@@ -735,6 +742,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(config_with_overrides, m)?)?;
     m.add_function(wrap_pyfunction!(config_to_json, m)?)?;
     m.add_function(wrap_pyfunction!(config_wants_mark, m)?)?;
+    m.add_function(wrap_pyfunction!(bars_per_year, m)?)?;
     m.add_function(wrap_pyfunction!(backtest, m)?)?;
     m.add_function(wrap_pyfunction!(fit_logistic, m)?)?;
     m.add_function(wrap_pyfunction!(sweep, m)?)?;
