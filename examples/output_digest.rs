@@ -98,6 +98,16 @@ fn main() {
                 "strategy.strict_k=true",
             ],
         ),
+        ("meta", vec!["strategy.meta_label.enabled=true", "strategy.meta_label.min_train_trades=100"]),
+        (
+            "metasize",
+            vec![
+                "strategy.meta_label.enabled=true",
+                "strategy.meta_label.mode=size",
+                "strategy.meta_label.refit_bars=48",
+                "strategy.meta_label.min_train_trades=50",
+            ],
+        ),
     ];
     let panels = [common::random_panel(8_760, 36, 7, true), common::random_panel(3_000, 60, 11, true)];
     let mut all = std::collections::hash_map::DefaultHasher::new();
@@ -135,9 +145,13 @@ fn main() {
             for f in &r.fills {
                 (f.ts, f.symbol, f.side, f.qty.to_bits(), f.price.to_bits(), f.fee.to_bits(), f.reason.as_str())
                     .hash(&mut hs);
+                f.meta_p.to_bits().hash(&mut hs);
             }
             for t in &r.round_trips {
                 (t.symbol, t.entry_ts, t.exit_ts, t.pnl.to_bits(), t.bars_held).hash(&mut hs);
+            }
+            for s in &r.meta_skipped {
+                (s.ts, s.symbol, s.side, s.p.to_bits()).hash(&mut hs);
             }
             if let Some(s) = &r.signals {
                 h(&mut hs, s.momentum.as_slice().unwrap());

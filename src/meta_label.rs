@@ -65,6 +65,11 @@ impl EntryContext {
     pub fn features(&self) -> Features {
         let hour = (self.close_ts.rem_euclid(86_400_000) / 3_600_000) as usize;
         let (hour_sin, hour_cos) = HOURS_ON_THE_CIRCLE.get_or_init(hours_on_the_circle)[hour];
+        self.features_at(hour_sin, hour_cos)
+    }
+
+    /// [`EntryContext::features`] with the hour of `close_ts` already on the circle.
+    fn features_at(&self, hour_sin: f64, hour_cos: f64) -> Features {
         let raw = [
             self.abs_z,
             self.leg_rank,
@@ -207,11 +212,13 @@ pub struct MetaLabeler {
     /// Round trips of the ledger already absorbed.
     absorbed: usize,
     skipped: Vec<MetaSkip>,
+    /// Scratch: (symbol, p) of this decision's skipped entries.
+    skipped_now: Vec<(usize, f64)>,
     /// Scratch: (symbol, p) of this decision's consulted entries.
     consulted: Vec<(usize, f64)>,
-    /// Scratch: this decision's new entries, and the members of each leg (long, short) with their
-    /// strength (|z|, 0 when not finite).
-    entries: Vec<usize>,
+    /// Scratch: this decision's members (symbols with a non-zero target), and the members of each
+    /// leg (long, short) with their strength (|z|, 0 when not finite).
+    members: Vec<usize>,
     legs: [Vec<(usize, f64)>; 2],
 }
 
@@ -230,14 +237,19 @@ impl MetaLabeler {
             funding: vec![[(0, f64::NAN); 2]; n_symbols],
             absorbed: 0,
             skipped: Vec::new(),
+            skipped_now: Vec::new(),
             consulted: Vec::new(),
-            entries: Vec::with_capacity(n_symbols),
+            members: Vec::with_capacity(n_symbols),
             legs: [Vec::with_capacity(n_symbols), Vec::with_capacity(n_symbols)],
         }
     }
 
     /// Record the funding events of the bar that opened at `ts`.
     pub fn observe_funding(&mut self, ts: i64, events: &[bool], rates: &[f64]) {
+        // Most bars have no funding event: one test instead of a branch per symbol.
+        if !events.contains(&true) {
+            return;
+        }
         for ((recent, event), rate) in self.funding.iter_mut().zip(events).zip(rates) {
             if *event {
                 *recent = [recent[1], (ts, *rate)];
@@ -317,24 +329,36 @@ impl MetaLabeler {
             self.decided[i] = None;
         }
         self.consulted.clear();
-        self.entries.clear();
-        self.entries.extend((0..target.len()).filter(|&i| {
-            let side = side_of(target[i]);
-            side != 0 && side != side_of(inputs.units[i])
-        }));
-        if self.entries.is_empty() {
+        // The members of the target (non-zero weights) by a branch-free compaction; the new entries
+        // are those members not already held on the same side.
+        let members = &mut self.members;
+        members.clear();
+        members.resize(target.len(), 0);
+        let mut n_members = 0;
+        for (i, weight) in target.iter().enumerate() {
+            members[n_members] = i;
+            n_members += (*weight != 0.0) as usize;
+        }
+        members.truncate(n_members);
+        let legs = &mut self.legs;
+        legs.iter_mut().for_each(Vec::clear);
+        let mut n_entries = 0;
+        for &i in members.iter() {
+            let z = inputs.z[i];
+            legs[(target[i] < 0.0) as usize].push((i, if z.is_finite() { z.abs() } else { 0.0 }));
+            n_entries += (side_of(target[i]) != side_of(inputs.units[i])) as usize;
+        }
+        if n_entries == 0 {
             return;
         }
-        self.legs.iter_mut().for_each(Vec::clear);
-        for (i, (&weight, &z)) in target.iter().zip(inputs.z).enumerate() {
-            if weight != 0.0 {
-                let strength = if z.is_finite() { z.abs() } else { 0.0 };
-                self.legs[(weight < 0.0) as usize].push((i, strength));
-            }
-        }
-        for entry in 0..self.entries.len() {
-            let i = self.entries[entry];
+        // What every entry of this decision shares: the hour of the close and the dispersion.
+        let hour = (inputs.close_ts.rem_euclid(86_400_000) / 3_600_000) as usize;
+        let (hour_sin, hour_cos) = HOURS_ON_THE_CIRCLE.get_or_init(hours_on_the_circle)[hour];
+        for &i in self.members.iter() {
             let side = side_of(target[i]);
+            if side == side_of(inputs.units[i]) {
+                continue;
+            }
             let context = EntryContext {
                 abs_z: inputs.z[i].abs(),
                 leg_rank: leg_rank(&self.legs[(side < 0) as usize], i),
@@ -346,18 +370,18 @@ impl MetaLabeler {
                 close_ts: inputs.close_ts,
                 hit_rate: self.hit_rate(i),
             };
-            let features = context.features();
+            let features = context.features_at(hour_sin, hour_cos);
             let p = self.model.as_ref().map_or(f64::NAN, |m| m.predict(&features));
             self.decided[i] = Some(Entry { side, features, p });
             self.consulted.push((i, p));
         }
-        let skipped = apply_mode(self.cfg.mode, self.cfg.threshold, &self.consulted, target);
-        self.skipped.extend(skipped.into_iter().map(|(symbol, p)| MetaSkip {
-            ts: inputs.ts,
-            symbol,
-            side: self.decided[symbol].map_or(0, |e| e.side),
-            p,
-        }));
+        let mut skipped = std::mem::take(&mut self.skipped_now);
+        apply_mode(self.cfg.mode, self.cfg.threshold, &self.consulted, target, &mut skipped);
+        for &(symbol, p) in &skipped {
+            let side = self.decided[symbol].map_or(0, |e| e.side);
+            self.skipped.push(MetaSkip { ts: inputs.ts, symbol, side, p });
+        }
+        self.skipped_now = skipped;
     }
 
     /// A fill of `symbol` left it at `units` from `before`: when it opened a position (from flat or
@@ -419,11 +443,18 @@ fn leg_rank(leg: &[(usize, f64)], i: usize) -> f64 {
     }
 }
 
-/// Apply the mode to the consulted entries `(symbol, p)` of `target`; returns the skipped ones.
+/// Apply the mode to the consulted entries `(symbol, p)` of `target`; the skipped ones into `skipped`
+/// (emptied first), in symbol order.
 /// NaN p (inactive) passes. `filter` zeroes entries with `p < threshold`; `size` scales entries by
 /// `clamp(2p − 1, 0, 1)` and then rescales each leg that had a scaled entry back to its gross.
-pub fn apply_mode(mode: MetaMode, threshold: f64, consulted: &[(usize, f64)], target: &mut [f64]) -> Vec<(usize, f64)> {
-    let mut skipped = Vec::new();
+pub fn apply_mode(
+    mode: MetaMode,
+    threshold: f64,
+    consulted: &[(usize, f64)],
+    target: &mut [f64],
+    skipped: &mut Vec<(usize, f64)>,
+) {
+    skipped.clear();
     match mode {
         MetaMode::Filter => {
             for &(i, p) in consulted {
@@ -461,7 +492,6 @@ pub fn apply_mode(mode: MetaMode, threshold: f64, consulted: &[(usize, f64)], ta
             skipped.sort_unstable_by_key(|(i, _)| *i);
         }
     }
-    skipped
 }
 
 #[cfg(test)]
@@ -517,7 +547,8 @@ mod tests {
     #[test]
     fn filter_skips_low_p_and_passes_inactive() {
         let mut target = [0.25, 0.25, -0.25, -0.25];
-        let skipped = apply_mode(MetaMode::Filter, 0.5, &[(0, 0.4), (1, f64::NAN), (2, 0.6)], &mut target);
+        let mut skipped = vec![(9, 0.0)];
+        apply_mode(MetaMode::Filter, 0.5, &[(0, 0.4), (1, f64::NAN), (2, 0.6)], &mut target, &mut skipped);
         assert_eq!(skipped, vec![(0, 0.4)]);
         assert_eq!(target, [0.0, 0.25, -0.25, -0.25]);
     }
@@ -526,7 +557,8 @@ mod tests {
     fn size_scales_entries_and_keeps_the_leg_gross() {
         // Long leg: entry 0 (p = 0.75 → ×0.5) and held 1; short leg: entry 2 scaled to 0 (p = 0.4).
         let mut target = [0.3, 0.2, -0.25, -0.25];
-        let skipped = apply_mode(MetaMode::Size, 0.5, &[(0, 0.75), (2, 0.4)], &mut target);
+        let mut skipped = Vec::new();
+        apply_mode(MetaMode::Size, 0.5, &[(0, 0.75), (2, 0.4)], &mut target, &mut skipped);
         assert_eq!(skipped, vec![(2, 0.4)]);
         assert!((target[0] + target[1] - 0.5).abs() < 1e-12);
         assert!((target[0] / target[1] - 0.15 / 0.2).abs() < 1e-12);

@@ -51,6 +51,8 @@ pub(super) struct Strategy {
     shorts: Vec<usize>,
     long_candidates: Vec<usize>,
     short_candidates: Vec<usize>,
+    /// Scratch: rank keys ([`rank_key`]) of the long and short candidates for the top-K selection.
+    keyed: (Vec<u128>, Vec<u128>),
     scratch: Scratch,
     /// Per-symbol Kelly multipliers of the current bar.
     multiplier: Vec<f64>,
@@ -87,6 +89,7 @@ impl Strategy {
             shorts: Vec::with_capacity(n_symbols),
             long_candidates: Vec::with_capacity(n_symbols),
             short_candidates: Vec::with_capacity(n_symbols),
+            keyed: (Vec::with_capacity(n_symbols), Vec::with_capacity(n_symbols)),
             scratch: Scratch::default(),
             multiplier: vec![1.0; n_symbols],
             router: RegimeRouter::new(&s.router),
@@ -313,52 +316,94 @@ impl Strategy {
     /// (strongest first, ties by symbol order); longs need z > 0 and shorts z < 0 with `require_sign`.
     fn select_legs(&mut self, k: usize, on: &DecisionInputs<'_>) {
         let s = &self.cfg.strategy;
-        let z = &self.z;
         let thr = s.regime_filter.slope_min_bps_per_day;
+        let require_sign = s.require_sign;
         let directional_slope = match (&on.ind.slope, s.regime_filter.mode) {
             (Some(slope), RegimeMode::Directional) if s.regime_filter.enabled => Some(slope),
             _ => None,
         };
-        let side_ok = |i: usize, long: bool| -> bool {
-            let Some(slope) = &directional_slope else { return true };
-            let slope = slope[i];
-            slope.is_nan() || if long { slope >= thr } else { slope <= -thr }
+        // The side rules of a candidate with score z: (may be long, may be short).
+        let sides = |i: usize, z: f64| -> (bool, bool) {
+            let (mut long, mut short) = (!require_sign || z > 0.0, !require_sign || z < 0.0);
+            if let Some(slope) = &directional_slope {
+                let slope = slope[i];
+                long &= slope.is_nan() || slope >= thr;
+                short &= slope.is_nan() || slope <= -thr;
+            }
+            (long, short)
         };
-        let mut longs = std::mem::take(&mut self.long_candidates);
-        let mut shorts = std::mem::take(&mut self.short_candidates);
-        // Branch-free compaction (the sides of z are a coin flip for the branch predictor).
-        longs.resize(self.eligible_list.len(), 0);
-        shorts.resize(self.eligible_list.len(), 0);
-        let (mut n_longs, mut n_shorts) = (0, 0);
-        for &i in &self.eligible_list {
-            longs[n_longs] = i;
-            n_longs += ((!s.require_sign || z[i] > 0.0) & side_ok(i, true)) as usize;
-            shorts[n_shorts] = i;
-            n_shorts += ((!s.require_sign || z[i] < 0.0) & side_ok(i, false)) as usize;
-        }
-        longs.truncate(n_longs);
-        shorts.truncate(n_shorts);
-        let long_order = |a: &usize, b: &usize| z[*b].total_cmp(&z[*a]).then(a.cmp(b));
-        let short_order = |a: &usize, b: &usize| z[*a].total_cmp(&z[*b]).then(b.cmp(a));
         self.longs.clear();
         self.shorts.clear();
         if s.bands.enabled {
-            // Bands need the full rank order of each leg.
-            longs.sort_unstable_by(long_order);
-            shorts.sort_unstable_by(short_order);
-            let buffer = s.bands.rank_buffer.unwrap_or(k);
-            let held = held_sides(on.positions);
             let (z_entry, z_exit) = (s.bands.z_entry, s.bands.z_exit);
-            pick_with_bands(&longs, k, buffer, 1.0, z, &held, z_entry, z_exit, &mut self.longs);
-            pick_with_bands(&shorts, k, buffer, -1.0, z, &held, z_entry, z_exit, &mut self.shorts);
+            let buffer = s.bands.rank_buffer.unwrap_or(k);
+            self.select_with_bands(k, buffer, z_entry, z_exit, on.positions, sides);
+        } else if directional_slope.is_none() && require_sign {
+            self.select_top_k(k, |_, z| (z > 0.0, z < 0.0));
         } else {
-            // Only the top K of each leg matter: select them without sorting the rest.
-            top_k(&mut longs, k, long_order, &mut self.longs);
-            top_k(&mut shorts, k, short_order, &mut self.shorts);
+            self.select_top_k(k, sides);
         }
         // Without require_sign the two legs could meet when few are eligible: a symbol is in one leg only.
         let long_leg = &self.longs;
         self.shorts.retain(|i| !long_leg.contains(i));
+    }
+
+    /// The top K of each side: rank keys of the candidates by a branch-free compaction (the sides of
+    /// z are a coin flip for the branch predictor), then one selection pass per side on the keys
+    /// (z descending for longs, ascending for shorts; ties by symbol, longs' first).
+    fn select_top_k(&mut self, k: usize, sides: impl Fn(usize, f64) -> (bool, bool)) {
+        let (mut long_keys, mut short_keys) = std::mem::take(&mut self.keyed);
+        let n = self.eligible_list.len();
+        long_keys.resize(n, 0);
+        short_keys.resize(n, 0);
+        let (mut n_longs, mut n_shorts) = (0, 0);
+        for &i in &self.eligible_list {
+            let z = self.z[i];
+            let key = total_order_key(z);
+            let (long, short) = sides(i, z);
+            long_keys[n_longs] = rank_key(!key, i as u32);
+            n_longs += long as usize;
+            short_keys[n_shorts] = rank_key(key, !(i as u32));
+            n_shorts += short as usize;
+        }
+        long_keys.truncate(n_longs);
+        short_keys.truncate(n_shorts);
+        top_k(&mut long_keys, k);
+        top_k(&mut short_keys, k);
+        self.longs.extend(long_keys.iter().map(|&key| key as u32 as usize));
+        self.shorts.extend(short_keys.iter().map(|&key| !(key as u32) as usize));
+        self.keyed = (long_keys, short_keys);
+    }
+
+    /// Both sides in full rank order, then the bands' rules ([`pick_with_bands`]).
+    fn select_with_bands(
+        &mut self,
+        k: usize,
+        buffer: usize,
+        z_entry: f64,
+        z_exit: f64,
+        positions: &[f64],
+        sides: impl Fn(usize, f64) -> (bool, bool),
+    ) {
+        let z = &self.z;
+        let mut longs = std::mem::take(&mut self.long_candidates);
+        let mut shorts = std::mem::take(&mut self.short_candidates);
+        longs.clear();
+        shorts.clear();
+        for &i in &self.eligible_list {
+            let (long, short) = sides(i, z[i]);
+            if long {
+                longs.push(i);
+            }
+            if short {
+                shorts.push(i);
+            }
+        }
+        longs.sort_unstable_by(|a, b| z[*b].total_cmp(&z[*a]).then(a.cmp(b)));
+        shorts.sort_unstable_by(|a, b| z[*a].total_cmp(&z[*b]).then(b.cmp(a)));
+        let held = held_sides(positions);
+        pick_with_bands(&longs, k, buffer, 1.0, z, &held, z_entry, z_exit, &mut self.longs);
+        pick_with_bands(&shorts, k, buffer, -1.0, z, &held, z_entry, z_exit, &mut self.shorts);
         self.long_candidates = longs;
         self.short_candidates = shorts;
     }
@@ -437,39 +482,51 @@ fn compact_members(mask: &[bool], members: &mut Vec<usize>) {
     members.truncate(len);
 }
 
-/// The first `k` of `candidates` in `order` (in no particular order among themselves), appended
-/// to `leg`. Generic, so the comparison is inlined: this runs twice per bar.
-fn top_k<F: FnMut(&usize, &usize) -> std::cmp::Ordering>(
-    candidates: &mut [usize],
-    k: usize,
-    mut order: F,
-    leg: &mut Vec<usize>,
-) {
-    if k == 0 {
-        return;
-    }
-    if candidates.len() <= k {
-        leg.extend_from_slice(candidates);
-    } else if k >= 2 && candidates.len() <= SMALL_SELECTION {
-        // A short list is sorted whole (which is what `select_nth_unstable_by` does below this
-        // length too, so the legs come out in the same order), by insertion with the comparison
-        // inlined.
-        for i in 1..candidates.len() {
-            let mut j = i;
-            while j > 0 && order(&candidates[j], &candidates[j - 1]).is_lt() {
-                candidates.swap(j, j - 1);
-                j -= 1;
-            }
-        }
-        leg.extend_from_slice(&candidates[..k]);
-    } else {
-        candidates.select_nth_unstable_by(k - 1, order);
-        leg.extend_from_slice(&candidates[..k]);
-    }
+/// An integer whose order is `f64::total_cmp`'s (the same bit transform).
+#[inline]
+fn total_order_key(value: f64) -> i64 {
+    let bits = value.to_bits() as i64;
+    bits ^ (((bits >> 63) as u64) >> 1) as i64
 }
 
-/// Candidate lists up to this length are selected by sorting them (see [`top_k`]).
-const SMALL_SELECTION: usize = 16;
+/// One integer ordered as the pair (key, tie-break), the symbol's column in its low 32 bits: a
+/// single comparison per step of the selection.
+#[inline]
+fn rank_key(key: i64, tie_break: u32) -> u128 {
+    (((key as u64) ^ (1 << 63)) as u128) << 64 | tie_break as u128
+}
+
+/// Keeps the `k` smallest of `items` in `items[..k]`, ascending, and drops the rest (all of them,
+/// as they come, when there are no more than `k`). One pass that keeps the best `k` so far sorted:
+/// an item that does not beat the k-th costs one comparison. A leg has a few names and a side a few
+/// dozen candidates, so this beats sorting or a quickselect (whose partitioning was most of a
+/// decision's cost with 18–36 eligible symbols); the legs come out in rank order (sizing sums
+/// over them in that order).
+fn top_k<T: Copy + Ord>(items: &mut Vec<T>, k: usize) {
+    if items.len() <= k {
+        return;
+    }
+    let mut kept = 0;
+    for next in 0..items.len() {
+        let item = items[next];
+        if kept == k {
+            if k == 0 || item >= items[k - 1] {
+                continue;
+            }
+            kept -= 1;
+        }
+        // Insertion into the kept items, from the largest end (`next ≥ kept`: nothing unread is
+        // overwritten).
+        let mut slot = kept;
+        while slot > 0 && item < items[slot - 1] {
+            items[slot] = items[slot - 1];
+            slot -= 1;
+        }
+        items[slot] = item;
+        kept += 1;
+    }
+    items.truncate(k);
+}
 
 /// Bands (strategy.md §4): held names stay while their sign is unchanged, `|z| ≥ z_exit` and their rank is
 /// within `K + buffer`; other names enter, in rank order, only with `|z| ≥ z_entry` and while the
@@ -499,6 +556,47 @@ fn pick_with_bands(
         let held = held_side[i] as f64 == side;
         if !held && z[i].abs() >= z_entry {
             leg.push(i);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{rank_key, top_k, total_order_key};
+    use proptest::prelude::*;
+
+    #[test]
+    fn the_rank_key_orders_as_total_cmp() {
+        let values = [f64::NEG_INFINITY, -3.5, -1e-300, -0.0, 0.0, 1e-300, 2.0, 7.25, f64::INFINITY];
+        for a in values {
+            for b in values {
+                assert_eq!(total_order_key(a).cmp(&total_order_key(b)), a.total_cmp(&b), "{a} vs {b}");
+                for (i, j) in [(0u32, 1u32), (1, 0), (3, 3)] {
+                    let pair = (total_order_key(a), i).cmp(&(total_order_key(b), j));
+                    assert_eq!(rank_key(total_order_key(a), i).cmp(&rank_key(total_order_key(b), j)), pair);
+                }
+            }
+        }
+    }
+
+    proptest! {
+        /// The selection is the first `k` of the items sorted ascending, in that order; all items
+        /// as they come when there are no more than `k`. With (key, symbol) items this is the rank
+        /// order of a leg, ties by symbol.
+        #[test]
+        fn top_k_is_the_head_of_the_sorted_items(
+            keys in prop::collection::vec(prop::sample::select(vec![-3i64, -1, 0, 2, 5, 9]), 0..48),
+            k in 0usize..9,
+        ) {
+            let items: Vec<(i64, usize)> = keys.iter().enumerate().rev().map(|(i, &key)| (key, i)).collect();
+            let mut want = items.clone();
+            if items.len() > k {
+                want.sort();
+                want.truncate(k);
+            }
+            let mut got = items.clone();
+            top_k(&mut got, k);
+            prop_assert_eq!(got, want);
         }
     }
 }
