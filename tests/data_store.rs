@@ -481,3 +481,84 @@ fn resampling_a_store_resamples_its_mark_bars_too() {
     // The store had no index bars: none are made up.
     assert!(!data::store::store_has_kind(dir.path(), four, BarKind::Index));
 }
+
+/// The pivot against a naive one (a map from (symbol, ts) to the row): every cell, NaN where a
+/// symbol has no bar — symbols listed late, delisted early, with gaps, the five fields and the quote
+/// volume from turnover or `close × volume`.
+fn naive_pivot_cell(bars: &Bars, panel: &Panel, t: usize, i: usize) -> [f64; 5] {
+    let ts = panel.ts[t];
+    let row = (0..bars.len()).find(|&r| bars.ts[r] == ts && bars.symbol_of(r) == panel.symbols[i]);
+    row.map_or([f64::NAN; 5], |r| {
+        let turnover = bars.turnover.as_ref().map_or(f64::NAN, |v| v[r]);
+        let quote = if turnover.is_finite() { turnover } else { bars.close[r] * bars.volume[r] };
+        [bars.open[r], bars.high[r], bars.low[r], bars.close[r], quote]
+    })
+}
+
+proptest::proptest! {
+    #[test]
+    fn the_pivot_puts_every_bar_in_its_cell(
+        present in proptest::collection::vec(proptest::collection::vec(proptest::bool::weighted(0.8), 0..30), 1..5),
+        nan_turnover in proptest::bool::ANY,
+    ) {
+        let mut bars = Bars::default();
+        let mut any = false;
+        for (s, bars_of_symbol) in present.iter().enumerate() {
+            for (t, &here) in bars_of_symbol.iter().enumerate() {
+                if here {
+                    let base = 100.0 * (s + 1) as f64 + t as f64;
+                    let turnover = if nan_turnover && t % 3 == 0 { f64::NAN } else { base * 7.0 };
+                    bars.push(&format!("S{s}USDT"), JUNE_1 + t as i64 * H, base, base + 2.0, base - 1.0, base + 0.5, 3.0, turnover);
+                    any = true;
+                }
+            }
+        }
+        proptest::prop_assume!(any);
+        let panel = Panel::from_bars(&bars, hour()).unwrap();
+        for t in 0..panel.n_bars() {
+            for i in 0..panel.n_symbols() {
+                let want = naive_pivot_cell(&bars, &panel, t, i);
+                let got = [panel.open[[t, i]], panel.high[[t, i]], panel.low[[t, i]], panel.close[[t, i]], panel.quote_volume[[t, i]]];
+                for (g, w) in got.iter().zip(&want) {
+                    proptest::prop_assert!(g.to_bits() == w.to_bits(), "bar {t} symbol {i}: {got:?} vs {want:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_pivot_names_a_duplicate_and_a_bar_off_the_grid() {
+    let mut bars = small_bars(&["AAAUSDT", "BBBUSDT"], 6, JUNE_1);
+    let grid = |bars: &Bars| Panel::on_grid(bars, hour(), &["AAAUSDT".into(), "BBBUSDT".into()], JUNE_1, 6);
+    assert!(grid(&bars).is_ok());
+    // A second row for BBBUSDT's third bar.
+    let row = 6 + 2;
+    let dup = |v: &Vec<f64>| {
+        let mut v = v.clone();
+        v.insert(row + 1, v[row]);
+        v
+    };
+    let mut duplicated = bars.clone();
+    duplicated.ts.insert(row + 1, bars.ts[row]);
+    duplicated.symbol.insert(row + 1, bars.symbol[row]);
+    (duplicated.open, duplicated.high, duplicated.low) = (dup(&bars.open), dup(&bars.high), dup(&bars.low));
+    (duplicated.close, duplicated.volume) = (dup(&bars.close), dup(&bars.volume));
+    duplicated.turnover = bars.turnover.as_ref().map(dup);
+    let err = grid(&duplicated).unwrap_err().to_string();
+    assert!(err.contains(&format!("duplicate bar for BBBUSDT at ts {}", JUNE_1 + 2 * H)), "{err}");
+    // Half an hour off, and a bar after the grid's end.
+    bars.ts[3] += H / 2;
+    let err = grid(&bars).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("bar AAAUSDT at ts {} is not on the 1h grid of 6 bars", JUNE_1 + 3 * H + H / 2)),
+        "{err}"
+    );
+    bars.ts[3] -= H / 2;
+    let short =
+        Panel::on_grid(&bars, hour(), &["AAAUSDT".into(), "BBBUSDT".into()], JUNE_1, 5).unwrap_err().to_string();
+    assert!(
+        short.contains(&format!("bar AAAUSDT at ts {} is not on the 1h grid of 5 bars", JUNE_1 + 5 * H)),
+        "{short}"
+    );
+}

@@ -299,9 +299,9 @@ impl Panel {
         Panel::on_view_grid(bars.view(), timeframe, symbols, first, n_bars)
     }
 
-    /// The pivot walks the grid in time order with one cursor per symbol into its (sorted) rows,
-    /// so the matrices are written once, row after row, and the input is read as N sequential
-    /// streams: no NaN prefill, no scattered writes, no division per row.
+    /// The pivot finds each symbol's runs of consecutive bars once ([`GridRuns`]), then fills each
+    /// matrix in time order, row after row, reading the input as N sequential streams: no
+    /// timestamp comparison per cell, no scattered writes, a division only where a run starts.
     fn on_view_grid(
         bars: BarsView<'_>,
         timeframe: Timeframe,
@@ -332,7 +332,6 @@ impl Panel {
             };
             (start_of[i], end[i]) = (starts[code], starts[code + 1]);
         }
-        // One walk per matrix, the six in parallel: each writes every cell of its own matrix once.
         let quote_volume_of = |row: usize| {
             let turnover = bars.turnover.map_or(f64::NAN, |turnover| turnover[row]);
             if turnover.is_finite() {
@@ -341,33 +340,19 @@ impl Panel {
                 bars.close[row] * bars.volume[row]
             }
         };
-        let grid = GridWalk { ts: bars.ts, first, step, n_bars, start_of: &start_of, end: &end };
+        let runs = GridRuns::of(bars, timeframe, first, n_bars, &start_of, &end)?;
         let columns = [bars.open, bars.high, bars.low, bars.close];
         let fields: Vec<usize> = (0..5).collect();
-        let mut walked = crate::threads::map_ordered(&fields, n_bars * n_symbols, |&k| {
+        // One fill per matrix, the five in parallel: each writes every cell of its own matrix once.
+        let mut filled = crate::threads::map_ordered(&fields, n_bars * n_symbols, |&k| {
             if k < 4 {
-                grid.walk(|row| columns[k][row])
+                runs.fill(|row| columns[k][row])
             } else {
-                grid.walk(quote_volume_of)
+                runs.fill(quote_volume_of)
             }
         });
-        let cursor = walked[0].1.clone();
         let [open, high, low, close, quote_volume] =
-            std::array::from_fn::<Vec<f64>, 5, _>(|k| std::mem::take(&mut walked[k].0));
-        // A row the walk did not take is off the grid, outside it, or a duplicate.
-        for i in 0..n_symbols {
-            let row = cursor[i];
-            if row < end[i] {
-                let (symbol, ts) = (bars.symbol_of(row), bars.ts[row]);
-                if row > 0 && bars.symbol[row - 1] == bars.symbol[row] && bars.ts[row - 1] == ts {
-                    return Err(Error::data(format!("duplicate bar for {symbol} at ts {ts}")));
-                }
-                return Err(Error::data(format!(
-                    "bar {symbol} at ts {ts} is not on the {} grid of {n_bars} bars starting at {first}",
-                    timeframe.label()
-                )));
-            }
-        }
+            std::array::from_fn::<Vec<f64>, 5, _>(|k| std::mem::take(&mut filled[k]));
         let matrix = |values: Vec<f64>| Array2::from_shape_vec((n_bars, n_symbols), values).expect("T × N cells");
         let (open, high, low, close, quote_volume) =
             (matrix(open), matrix(high), matrix(low), matrix(close), matrix(quote_volume));
@@ -493,35 +478,85 @@ impl Panel {
     }
 }
 
-/// The grid walk of the pivot: cells in time order, one cursor per panel column into its rows.
-struct GridWalk<'a> {
-    ts: &'a [i64],
-    first: i64,
-    step: i64,
+/// Where the rows of each panel column land on the grid: runs of bars on consecutive grid times.
+/// Found in one pass over the timestamps (a division only where a run starts), so the matrices are
+/// filled without comparing a timestamp per cell.
+struct GridRuns {
     n_bars: usize,
-    start_of: &'a [usize],
-    end: &'a [usize],
+    n_symbols: usize,
+    /// Runs in order of their first bar: (column, first bar, bar after the last, first row).
+    runs: Vec<(usize, usize, usize, usize)>,
 }
 
-impl GridWalk<'_> {
-    /// The `T × N` cells of one field (NaN where a symbol has no bar), and where each cursor stopped.
-    fn walk(&self, value_of: impl Fn(usize) -> f64) -> (Vec<f64>, Vec<usize>) {
-        let n_symbols = self.start_of.len();
-        let mut cursor = self.start_of.to_vec();
-        let mut values = Vec::with_capacity(self.n_bars * n_symbols);
-        for t in 0..self.n_bars {
-            let grid_ts = self.first + t as i64 * self.step;
-            for i in 0..n_symbols {
-                let row = cursor[i];
-                if row < self.end[i] && self.ts[row] == grid_ts {
-                    cursor[i] = row + 1;
-                    values.push(value_of(row));
-                } else {
-                    values.push(f64::NAN);
+impl GridRuns {
+    /// The runs of every column (`start_of[i]..end[i]`: its rows, sorted by ts); a row off the grid,
+    /// outside it or a duplicate is an error naming it.
+    fn of(
+        bars: BarsView<'_>,
+        timeframe: Timeframe,
+        first: i64,
+        n_bars: usize,
+        start_of: &[usize],
+        end: &[usize],
+    ) -> Result<GridRuns> {
+        let step = timeframe.ms;
+        let mut runs = Vec::new();
+        for (column, (&start, &stop)) in start_of.iter().zip(end).enumerate() {
+            let mut row = start;
+            let mut next_free = 0usize;
+            while row < stop {
+                let ts = bars.ts[row];
+                let offset = ts - first;
+                let on_grid = offset >= 0 && offset % step == 0 && ((offset / step) as usize) < n_bars;
+                if !on_grid {
+                    return Err(Error::data(format!(
+                        "bar {} at ts {ts} is not on the {} grid of {n_bars} bars starting at {first}",
+                        bars.symbol_of(row),
+                        timeframe.label()
+                    )));
                 }
+                let t = (offset / step) as usize;
+                if t < next_free {
+                    return Err(Error::data(format!("duplicate bar for {} at ts {ts}", bars.symbol_of(row))));
+                }
+                // The run goes on while the next row is the next bar (and still on the grid).
+                let run_start = row;
+                row += 1;
+                while row < stop && bars.ts[row] == bars.ts[row - 1] + step && t + (row - run_start) < n_bars {
+                    row += 1;
+                }
+                let len = row - run_start;
+                runs.push((column, t, t + len, run_start));
+                next_free = t + len;
             }
         }
-        (values, cursor)
+        runs.sort_unstable_by_key(|&(column, t, _, _)| (t, column));
+        Ok(GridRuns { n_bars, n_symbols: start_of.len(), runs })
+    }
+
+    /// The `T × N` cells of one field in time order, NaN where a column has no bar.
+    fn fill(&self, value_of: impl Fn(usize) -> f64) -> Vec<f64> {
+        let n = self.n_symbols;
+        let mut values = Vec::with_capacity(self.n_bars * n);
+        // Per column, the current run as (first bar, bar after the last, row of bar 0 — wrapping: a
+        // column listed late has its bar 0 before its first row).
+        let mut current = vec![(0usize, 0usize, 0usize); n];
+        let mut next_run = 0;
+        for t in 0..self.n_bars {
+            while let Some(&(column, start, stop, row)) = self.runs.get(next_run).filter(|run| run.1 == t) {
+                current[column] = (start, stop, row.wrapping_sub(start));
+                next_run += 1;
+            }
+            // Every cell written once (no NaN prefill): a bar's value, or NaN outside the runs.
+            values.extend(current.iter().map(|&(start, stop, row_of_zero)| {
+                if t >= start && t < stop {
+                    value_of(row_of_zero.wrapping_add(t))
+                } else {
+                    f64::NAN
+                }
+            }));
+        }
+        values
     }
 }
 
