@@ -332,25 +332,19 @@ impl Panel {
             };
             (start_of[i], end[i]) = (starts[code], starts[code + 1]);
         }
-        let quote_volume_of = |row: usize| {
-            let turnover = bars.turnover.map_or(f64::NAN, |turnover| turnover[row]);
-            if turnover.is_finite() {
-                turnover
-            } else {
-                bars.close[row] * bars.volume[row]
-            }
+        // The quote volume of each row: its turnover, else close × volume.
+        let quote_volume: Vec<f64> = match bars.turnover {
+            Some(turnover) => turnover
+                .iter()
+                .zip(bars.close.iter().zip(bars.volume))
+                .map(|(&turnover, (&close, &volume))| if turnover.is_finite() { turnover } else { close * volume })
+                .collect(),
+            None => bars.close.iter().zip(bars.volume).map(|(close, volume)| close * volume).collect(),
         };
         let runs = GridRuns::of(bars, timeframe, first, n_bars, &start_of, &end)?;
-        let columns = [bars.open, bars.high, bars.low, bars.close];
-        let fields: Vec<usize> = (0..5).collect();
+        let sources = [bars.open, bars.high, bars.low, bars.close, &quote_volume];
         // One fill per matrix, the five in parallel: each writes every cell of its own matrix once.
-        let mut filled = crate::threads::map_ordered(&fields, n_bars * n_symbols, |&k| {
-            if k < 4 {
-                runs.fill(|row| columns[k][row])
-            } else {
-                runs.fill(quote_volume_of)
-            }
-        });
+        let mut filled = crate::threads::map_ordered(&sources, n_bars * n_symbols, |source| runs.fill(source));
         let [open, high, low, close, quote_volume] =
             std::array::from_fn::<Vec<f64>, 5, _>(|k| std::mem::take(&mut filled[k]));
         let matrix = |values: Vec<f64>| Array2::from_shape_vec((n_bars, n_symbols), values).expect("T × N cells");
@@ -484,8 +478,10 @@ impl Panel {
 struct GridRuns {
     n_bars: usize,
     n_symbols: usize,
-    /// Runs in order of their first bar: (column, first bar, bar after the last, first row).
-    runs: Vec<(usize, usize, usize, usize)>,
+    /// Runs, column after column, each column's in time order: (first bar, bar after the last,
+    /// first row); column i's are `runs[column_start[i]..column_start[i + 1]]`.
+    runs: Vec<(usize, usize, usize)>,
+    column_start: Vec<usize>,
 }
 
 impl GridRuns {
@@ -500,8 +496,8 @@ impl GridRuns {
         end: &[usize],
     ) -> Result<GridRuns> {
         let step = timeframe.ms;
-        let mut runs = Vec::new();
-        for (column, (&start, &stop)) in start_of.iter().zip(end).enumerate() {
+        let (mut runs, mut column_start) = (Vec::new(), vec![0]);
+        for (&start, &stop) in start_of.iter().zip(end) {
             let mut row = start;
             let mut next_free = 0usize;
             while row < stop {
@@ -526,35 +522,42 @@ impl GridRuns {
                     row += 1;
                 }
                 let len = row - run_start;
-                runs.push((column, t, t + len, run_start));
+                runs.push((t, t + len, run_start));
                 next_free = t + len;
             }
+            column_start.push(runs.len());
         }
-        runs.sort_unstable_by_key(|&(column, t, _, _)| (t, column));
-        Ok(GridRuns { n_bars, n_symbols: start_of.len(), runs })
+        Ok(GridRuns { n_bars, n_symbols: start_of.len(), runs, column_start })
     }
 
-    /// The `T × N` cells of one field in time order, NaN where a column has no bar.
-    fn fill(&self, value_of: impl Fn(usize) -> f64) -> Vec<f64> {
+    /// The `T × N` cells of one field (`source`: its value per row), NaN where a column has no bar.
+    /// Filled a tile of bars at a time (a tile of the matrix stays in cache while every column's
+    /// runs are copied into it), each run read as one sequential stream.
+    fn fill(&self, source: &[f64]) -> Vec<f64> {
+        const TILE_BARS: usize = 256;
         let n = self.n_symbols;
-        let mut values = Vec::with_capacity(self.n_bars * n);
-        // Per column, the current run as (first bar, bar after the last, row of bar 0 — wrapping: a
-        // column listed late has its bar 0 before its first row).
-        let mut current = vec![(0usize, 0usize, 0usize); n];
-        let mut next_run = 0;
-        for t in 0..self.n_bars {
-            while let Some(&(column, start, stop, row)) = self.runs.get(next_run).filter(|run| run.1 == t) {
-                current[column] = (start, stop, row.wrapping_sub(start));
-                next_run += 1;
-            }
-            // Every cell written once (no NaN prefill): a bar's value, or NaN outside the runs.
-            values.extend(current.iter().map(|&(start, stop, row_of_zero)| {
-                if t >= start && t < stop {
-                    value_of(row_of_zero.wrapping_add(t))
-                } else {
-                    f64::NAN
+        let mut values = vec![f64::NAN; self.n_bars * n];
+        // Per column, its next run not yet copied to its end.
+        let mut next: Vec<usize> = self.column_start[..n].to_vec();
+        for tile_start in (0..self.n_bars).step_by(TILE_BARS) {
+            let tile_end = (tile_start + TILE_BARS).min(self.n_bars);
+            let tile = &mut values[tile_start * n..tile_end * n];
+            for (column, next) in next.iter_mut().enumerate() {
+                while *next < self.column_start[column + 1] {
+                    let (start, stop, row) = self.runs[*next];
+                    if start >= tile_end {
+                        break;
+                    }
+                    let (from, to) = (start.max(tile_start), stop.min(tile_end));
+                    let rows = &source[row + (from - start)..row + (to - start)];
+                    let cells = tile[(from - tile_start) * n + column..].iter_mut().step_by(n);
+                    cells.zip(rows).for_each(|(cell, value)| *cell = *value);
+                    if stop > tile_end {
+                        break;
+                    }
+                    *next += 1;
                 }
-            }));
+            }
         }
         values
     }
