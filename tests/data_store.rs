@@ -562,3 +562,27 @@ fn the_pivot_names_a_duplicate_and_a_bar_off_the_grid() {
         "{short}"
     );
 }
+
+proptest::proptest! {
+    /// The canonical-form test against its definition: names strictly sorted and all used, rows
+    /// ordered by (code, ts).
+    #[test]
+    fn the_canonical_test_is_its_definition(
+        rows in proptest::collection::vec((0usize..3, 0i64..4), 0..12),
+        sort in proptest::bool::weighted(0.6),
+    ) {
+        let names = ["AUSDT", "BUSDT", "CUSDT"];
+        let mut rows = rows;
+        if sort {
+            rows.sort();
+        }
+        let mut bars = Bars::default();
+        for &(s, t) in &rows {
+            bars.push(names[s], JUNE_1 + t * H, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0);
+        }
+        let keys: Vec<(u32, i64)> = bars.symbol.iter().copied().zip(bars.ts.iter().copied()).collect();
+        let all_used = (0..bars.names.len() as u32).all(|code| bars.symbol.contains(&code));
+        let want = bars.names.windows(2).all(|w| w[0] < w[1]) && all_used && keys.windows(2).all(|w| w[0] <= w[1]);
+        proptest::prop_assert_eq!(bars.view().is_canonical(), want, "{:?}", rows);
+    }
+}

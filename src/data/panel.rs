@@ -142,25 +142,20 @@ impl BarsView<'_> {
         }
     }
     /// Canonical form: `names` sorted and all used, rows in (symbol, ts) order (see `sort_bars`).
+    /// One branch-free pass over the rows (it runs on every backtest from a DataFrame): codes start
+    /// at 0, step by 0 or 1 from row to row and end at the last name; within a code, ts ascends.
     pub fn is_canonical(&self) -> bool {
         if !self.names.windows(2).all(|w| w[0] < w[1]) {
             return false;
         }
-        // Codes in name order then mean rows sorted by code; every code must appear.
-        let mut next_code = 0u32;
-        for row in 0..self.len() {
-            let code = self.symbol[row];
-            if row > 0 && code == self.symbol[row - 1] {
-                if self.ts[row] < self.ts[row - 1] {
-                    return false;
-                }
-            } else if code != next_code {
-                return false;
-            } else {
-                next_code += 1;
-            }
-        }
-        next_code as usize == self.names.len()
+        let (Some(&first), Some(&last)) = (self.symbol.first(), self.symbol.last()) else {
+            return self.names.is_empty();
+        };
+        let ordered = self.symbol.windows(2).zip(self.ts.windows(2)).fold(true, |ok, (codes, ts)| {
+            let step = codes[1].wrapping_sub(codes[0]);
+            ok & ((step == 1) | ((step == 0) & (ts[1] >= ts[0])))
+        });
+        ordered & (first == 0) & (last as usize + 1 == self.names.len())
     }
 }
 
@@ -515,13 +510,12 @@ impl GridRuns {
                 if t < next_free {
                     return Err(Error::data(format!("duplicate bar for {} at ts {ts}", bars.symbol_of(row))));
                 }
-                // The run goes on while the next row is the next bar (and still on the grid).
+                // The run goes on while the next row is the next bar, up to the grid's end.
                 let run_start = row;
-                row += 1;
-                while row < stop && bars.ts[row] == bars.ts[row - 1] + step && t + (row - run_start) < n_bars {
-                    row += 1;
-                }
-                let len = row - run_start;
+                let longest = (stop - run_start).min(n_bars - t);
+                let ts_run = &bars.ts[run_start..run_start + longest];
+                let len = 1 + ts_run.windows(2).take_while(|pair| pair[0] + step == pair[1]).count();
+                row = run_start + len;
                 runs.push((t, t + len, run_start));
                 next_free = t + len;
             }
