@@ -530,11 +530,14 @@ impl GridRuns {
     fn fill(&self, source: &[f64]) -> Vec<f64> {
         const TILE_BARS: usize = 256;
         let n = self.n_symbols;
-        let mut values = vec![f64::NAN; self.n_bars * n];
+        let mut values = Vec::with_capacity(self.n_bars * n);
         // Per column, its next run not yet copied to its end.
         let mut next: Vec<usize> = self.column_start[..n].to_vec();
         for tile_start in (0..self.n_bars).step_by(TILE_BARS) {
             let tile_end = (tile_start + TILE_BARS).min(self.n_bars);
+            // The tile starts as NaN just before its runs are copied in, while it is in cache (a
+            // prefill of the whole matrix would write it twice to memory).
+            values.resize(tile_end * n, f64::NAN);
             let tile = &mut values[tile_start * n..tile_end * n];
             for (column, next) in next.iter_mut().enumerate() {
                 while *next < self.column_start[column + 1] {
