@@ -350,7 +350,8 @@ impl Strategy {
 
     /// The top K of each side: rank keys of the candidates by a branch-free compaction (the sides of
     /// z are a coin flip for the branch predictor), then one selection pass per side on the keys
-    /// (z descending for longs, ascending for shorts; ties by symbol, longs' first).
+    /// (z descending for longs, ascending for shorts; ties: the lower symbol first in the long leg,
+    /// the higher in the short leg, as the bands' sort orders them).
     fn select_top_k(&mut self, k: usize, sides: impl Fn(usize, f64) -> (bool, bool)) {
         let (mut long_keys, mut short_keys) = std::mem::take(&mut self.keyed);
         let n = self.eligible_list.len();
