@@ -1,6 +1,7 @@
-//! A digest of every engine output (bar series, book, fills, round trips, signals, listed, the meta-labeler's
-//! p and skipped entries) over twelve configurations and two synthetic panels, one line per run. For performance work: save the output
-//! before a change, compare after it — equal digests mean bit-identical results.
+//! A digest of every engine output (bar series, book, fills, round trips, signals, listed, the
+//! meta-labeler's p and skipped entries) over twelve configurations and two synthetic panels, one
+//! line per run. For performance work: save the output before a change, compare after it — equal
+//! digests mean bit-identical results.
 //! `cargo run --release --example output_digest > before.txt`
 #[path = "../tests/common/mod.rs"]
 mod common;
