@@ -220,7 +220,9 @@ fn max_abs(v: &[f64]) -> f64 {
 fn newton(problem: &LogLoss<'_>, start: Vec<f64>) -> Option<(Vec<f64>, u64)> {
     let pass = pass_for(problem.k)?;
     let mut p = start;
-    let mut here = problem.quadratic(pass, &p, false);
+    // With the cost: a first step usually needs the line search, which compares against it (one
+    // pass fewer than computing it apart; the same sums, so the same bits).
+    let mut here = problem.quadratic(pass, &p, true);
     for iteration in 0..NEWTON_MAX_ITERATIONS {
         if max_abs(&here.gradient) <= NEWTON_GRADIENT_TOLERANCE {
             return Some((p, iteration));

@@ -200,6 +200,9 @@ pub struct MetaLabeler {
     labels: Vec<f64>,
     model: Option<Model>,
     last_refit_bar: Option<usize>,
+    /// Training rows the model was fitted on, and how many fits were solved.
+    rows_fitted: usize,
+    solves: usize,
     /// Features of the entry that opened each symbol's current position.
     open: Vec<Option<Entry>>,
     /// Features of the last decision's entry per symbol (moved to `open` when it fills).
@@ -207,8 +210,11 @@ pub struct MetaLabeler {
     /// Outcomes of each symbol's last `hit_rate_trips` round trips, and how many of them won.
     hits: Vec<VecDeque<bool>>,
     wins: Vec<usize>,
-    /// (ts, rate) of each symbol's last two funding events.
+    /// (ts, rate) of each symbol's last two funding events, and the funding feature they give.
     funding: Vec<[(i64, f64); 2]>,
+    funding_feature: Vec<f64>,
+    /// Each symbol's hit-rate feature, updated as its trips close.
+    hit_rate: Vec<f64>,
     /// Round trips of the ledger already absorbed.
     absorbed: usize,
     skipped: Vec<MetaSkip>,
@@ -216,10 +222,13 @@ pub struct MetaLabeler {
     skipped_now: Vec<(usize, f64)>,
     /// Scratch: (symbol, p) of this decision's consulted entries.
     consulted: Vec<(usize, f64)>,
-    /// Scratch: this decision's members (symbols with a non-zero target), and the members of each
-    /// leg (long, short) with their strength (|z|, 0 when not finite).
-    members: Vec<usize>,
+    /// Scratch: the members of each leg (long, short: symbols with a non-zero target) with their
+    /// strength (|z|, 0 when not finite), and this decision's new entries.
     legs: [Vec<(usize, f64)>; 2],
+    entries: Vec<usize>,
+    /// Scratch: each leg member's rank in its leg, and the sort keys that give it.
+    rank_of: Vec<f64>,
+    rank_keys: Vec<u128>,
 }
 
 impl MetaLabeler {
@@ -230,46 +239,41 @@ impl MetaLabeler {
             labels: Vec::new(),
             model: None,
             last_refit_bar: None,
+            rows_fitted: 0,
+            solves: 0,
             open: vec![None; n_symbols],
             decided: vec![None; n_symbols],
             hits: vec![VecDeque::new(); n_symbols],
             wins: vec![0; n_symbols],
             funding: vec![[(0, f64::NAN); 2]; n_symbols],
+            funding_feature: vec![0.0; n_symbols],
+            hit_rate: vec![0.5; n_symbols],
             absorbed: 0,
             skipped: Vec::new(),
             skipped_now: Vec::new(),
             consulted: Vec::new(),
-            members: Vec::with_capacity(n_symbols),
             legs: [Vec::with_capacity(n_symbols), Vec::with_capacity(n_symbols)],
+            entries: Vec::with_capacity(n_symbols),
+            rank_of: vec![0.0; n_symbols],
+            rank_keys: Vec::with_capacity(n_symbols),
         }
     }
 
     /// Record the funding events of the bar that opened at `ts`.
     pub fn observe_funding(&mut self, ts: i64, events: &[bool], rates: &[f64]) {
-        // Most bars have no funding event: one test instead of a branch per symbol.
-        if !events.contains(&true) {
+        // Most bars have no funding event: one test instead of a branch per symbol (an OR over the
+        // flags, which vectorises; `contains` stops at the first and tests each flag).
+        if !events.iter().fold(false, |any, &event| any | event) {
             return;
         }
-        for ((recent, event), rate) in self.funding.iter_mut().zip(events).zip(rates) {
+        for (((recent, feature), event), rate) in
+            self.funding.iter_mut().zip(&mut self.funding_feature).zip(events).zip(rates)
+        {
             if *event {
                 *recent = [recent[1], (ts, *rate)];
+                *feature = funding_feature(recent);
             }
         }
-    }
-
-    /// The last event's rate annualised at the spacing of the last two events (0 before two).
-    fn funding_feature(&self, symbol: usize) -> f64 {
-        let [(before, _), (last, rate)] = self.funding[symbol];
-        let spacing = (last - before) as f64;
-        if rate.is_finite() && spacing > 0.0 && before > 0 {
-            rate * crate::timeframe::MS_PER_YEAR as f64 / spacing
-        } else {
-            0.0
-        }
-    }
-
-    fn hit_rate(&self, symbol: usize) -> f64 {
-        (self.wins[symbol] as f64 + 1.0) / (self.hits[symbol].len() as f64 + 2.0)
     }
 
     /// Take in the round trips the ledger closed since the last call: each one updates its symbol's
@@ -283,6 +287,7 @@ impl MetaLabeler {
             }
             hits.push_back(won);
             *wins += won as usize;
+            self.hit_rate[trip.symbol] = (*wins as f64 + 1.0) / (hits.len() as f64 + 2.0);
             if let Some(entry) = self.open[trip.symbol].take().filter(|e| e.side == trip.side) {
                 self.rows.extend_from_slice(&entry.features);
                 self.labels.push(won as u8 as f64);
@@ -300,6 +305,13 @@ impl MetaLabeler {
             return;
         }
         self.last_refit_bar = Some(t);
+        // The same rows give the same problem: its optimum is the model already held (a re-solve
+        // from it would only move the last bits within Newton's tolerance).
+        if self.model.is_some() && self.rows_fitted == self.labels.len() {
+            return;
+        }
+        self.rows_fitted = self.labels.len();
+        self.solves += 1;
         let (mean, std) = standardisation(&self.rows);
         // The standardised design matrix, with the intercept's column of ones.
         let mut design = Vec::with_capacity(self.labels.len() * (N_FEATURES + 1));
@@ -320,7 +332,7 @@ impl MetaLabeler {
 
     /// The decision of bar t: refit if due, then consult the model for every new entry of `target`
     /// (admitted weights) and apply the mode. Entries are remembered with their features and p
-    /// (NaN while inactive) until they fill.
+    /// (NaN while inactive) until they fill; an entry `filter` skips cannot fill and is not kept.
     pub fn decide(&mut self, t: usize, inputs: &DecisionInputs<'_>, trips: &[RoundTrip], target: &mut [f64]) {
         self.absorb(trips);
         self.maybe_refit(t);
@@ -329,51 +341,64 @@ impl MetaLabeler {
             self.decided[i] = None;
         }
         self.consulted.clear();
-        // The members of the target (non-zero weights) by a branch-free compaction; the new entries
-        // are those members not already held on the same side.
-        let members = &mut self.members;
-        members.clear();
-        members.resize(target.len(), 0);
-        let mut n_members = 0;
-        for (i, weight) in target.iter().enumerate() {
-            members[n_members] = i;
-            n_members += (*weight != 0.0) as usize;
-        }
-        members.truncate(n_members);
-        let legs = &mut self.legs;
-        legs.iter_mut().for_each(Vec::clear);
-        let mut n_entries = 0;
-        for &i in members.iter() {
+        // One pass over the target: the members of each leg (non-zero weights) with their strength,
+        // and the new entries (members not already held on the same side).
+        let [longs, shorts] = &mut self.legs;
+        longs.clear();
+        shorts.clear();
+        let entries = &mut self.entries;
+        entries.clear();
+        for (i, (&weight, &units)) in target.iter().zip(inputs.units).enumerate() {
+            if weight == 0.0 {
+                continue;
+            }
             let z = inputs.z[i];
-            legs[(target[i] < 0.0) as usize].push((i, if z.is_finite() { z.abs() } else { 0.0 }));
-            n_entries += (side_of(target[i]) != side_of(inputs.units[i])) as usize;
+            let member = (i, if z.is_finite() { z.abs() } else { 0.0 });
+            if weight < 0.0 {
+                shorts.push(member);
+            } else {
+                longs.push(member);
+            }
+            if side_of(weight) != side_of(units) {
+                entries.push(i);
+            }
         }
-        if n_entries == 0 {
+        if entries.is_empty() {
             return;
+        }
+        for leg in &self.legs {
+            leg_ranks(leg, &mut self.rank_keys, &mut self.rank_of);
         }
         // What every entry of this decision shares: the hour of the close and the dispersion.
         let hour = (inputs.close_ts.rem_euclid(86_400_000) / 3_600_000) as usize;
         let (hour_sin, hour_cos) = HOURS_ON_THE_CIRCLE.get_or_init(hours_on_the_circle)[hour];
-        for &i in self.members.iter() {
+        let filter = (self.cfg.mode == MetaMode::Filter).then_some(self.cfg.threshold);
+        for &i in self.entries.iter() {
             let side = side_of(target[i]);
-            if side == side_of(inputs.units[i]) {
-                continue;
-            }
             let context = EntryContext {
                 abs_z: inputs.z[i].abs(),
-                leg_rank: leg_rank(&self.legs[(side < 0) as usize], i),
+                leg_rank: self.rank_of[i],
                 sigma: inputs.sigma[i],
                 dispersion: inputs.dispersion,
                 slope: inputs.slope.map_or(0.0, |s| s[i]),
                 adx: inputs.adx.map_or(0.0, |a| a[i]),
-                funding: self.funding_feature(i),
+                funding: self.funding_feature[i],
                 close_ts: inputs.close_ts,
-                hit_rate: self.hit_rate(i),
+                hit_rate: self.hit_rate[i],
             };
             let features = context.features_at(hour_sin, hour_cos);
             let p = self.model.as_ref().map_or(f64::NAN, |m| m.predict(&features));
+            // `filter` applied here, as `apply_mode` would (in symbol order).
+            if filter.is_some_and(|threshold| p < threshold) {
+                target[i] = 0.0;
+                self.skipped.push(MetaSkip { ts: inputs.ts, symbol: i, side, p });
+                continue;
+            }
             self.decided[i] = Some(Entry { side, features, p });
             self.consulted.push((i, p));
+        }
+        if filter.is_some() {
+            return;
         }
         let mut skipped = std::mem::take(&mut self.skipped_now);
         apply_mode(self.cfg.mode, self.cfg.threshold, &self.consulted, target, &mut skipped);
@@ -407,6 +432,11 @@ impl MetaLabeler {
         self.labels.len()
     }
 
+    /// Room for `n` more skipped entries (the engine sizes its outputs once).
+    pub fn reserve_skipped(&mut self, n: usize) {
+        self.skipped.reserve(n);
+    }
+
     /// The entries skipped so far.
     pub fn skipped(&self) -> &[MetaSkip] {
         &self.skipped
@@ -425,21 +455,33 @@ impl MetaLabeler {
     }
 }
 
+/// The last event's rate annualised at the spacing of the last two events (0 before two).
+fn funding_feature(recent: &[(i64, f64); 2]) -> f64 {
+    let [(before, _), (last, rate)] = *recent;
+    let spacing = (last - before) as f64;
+    if rate.is_finite() && spacing > 0.0 && before > 0 {
+        rate * crate::timeframe::MS_PER_YEAR as f64 / spacing
+    } else {
+        0.0
+    }
+}
+
 #[inline]
 fn side_of(value: f64) -> i8 {
     (value > 0.0) as i8 - (value < 0.0) as i8
 }
 
-/// Rank of symbol i within its leg (`leg`: the symbols whose target has its sign, with their
-/// strength |z|, 0 when not finite), strongest first, ties by symbol order, normalised to 0..1 (0 for
-/// a leg of one). Counted per entry: a leg holds a few symbols and a decision has a few entries.
-fn leg_rank(leg: &[(usize, f64)], i: usize) -> f64 {
-    let Some(&(_, mine)) = leg.iter().find(|(j, _)| *j == i) else { return 0.0 };
-    let ahead = leg.iter().filter(|&&(j, other)| other > mine || (other == mine && j < i)).count();
-    if leg.len() > 1 {
-        ahead as f64 / (leg.len() - 1) as f64
-    } else {
-        0.0
+/// Rank of each member of a leg (`leg`: the symbols whose target has its sign, with their strength
+/// |z|, 0 when not finite) into `rank_of[symbol]`: strongest first, ties by symbol order,
+/// normalised to 0..1 (0 for a leg of one). Sorted once per leg on integer keys (a strength is
+/// finite and ≥ 0, so its bits order as it does); `keys` is scratch.
+fn leg_ranks(leg: &[(usize, f64)], keys: &mut Vec<u128>, rank_of: &mut [f64]) {
+    keys.clear();
+    keys.extend(leg.iter().map(|&(symbol, strength)| (!strength.to_bits() as u128) << 64 | symbol as u128));
+    keys.sort_unstable();
+    let last = (leg.len().max(2) - 1) as f64;
+    for (ahead, key) in keys.iter().enumerate() {
+        rank_of[*key as u64 as usize] = ahead as f64 / last;
     }
 }
 
@@ -533,15 +575,19 @@ mod tests {
 
     #[test]
     fn leg_rank_orders_by_strength() {
+        let ranks = |leg: &[(usize, f64)]| {
+            let mut rank_of = vec![f64::NAN; 10];
+            leg_ranks(leg, &mut Vec::new(), &mut rank_of);
+            rank_of
+        };
         // Long leg: symbols 0, 1, 3 with |z| 1, 2, 0.5; short leg: symbol 2 alone.
-        let long = [(0, 1.0), (1, 2.0), (3, 0.5)];
-        assert_eq!(leg_rank(&long, 1), 0.0);
-        assert_eq!(leg_rank(&long, 0), 0.5);
-        assert_eq!(leg_rank(&long, 3), 1.0);
-        assert_eq!(leg_rank(&[(2, 1.0)], 2), 0.0);
-        // Ties go by symbol order.
-        let tied = [(4, 1.0), (7, 1.0), (9, 1.0)];
-        assert_eq!([4, 7, 9].map(|i| leg_rank(&tied, i)), [0.0, 0.5, 1.0]);
+        let long = ranks(&[(0, 1.0), (1, 2.0), (3, 0.5)]);
+        assert_eq!([long[1], long[0], long[3]], [0.0, 0.5, 1.0]);
+        assert!(long[2].is_nan(), "only members are ranked");
+        assert_eq!(ranks(&[(2, 1.0)])[2], 0.0);
+        // Ties go by symbol order; 0 ranks below every positive strength.
+        let tied = ranks(&[(4, 1.0), (7, 1.0), (9, 1.0), (5, 0.0), (8, 3.0)]);
+        assert_eq!([8, 4, 7, 9, 5].map(|i| tied[i]), [0.0, 0.25, 0.5, 0.75, 1.0]);
     }
 
     #[test]
@@ -602,7 +648,63 @@ mod tests {
         let trips = vec![trip(0, 1, 2.0), trip(1, -1, -1.0)];
         labeler.absorb(&trips);
         assert_eq!(labeler.n_train(), 1);
-        assert_eq!(labeler.hit_rate(0), 2.0 / 3.0);
-        assert_eq!(labeler.hit_rate(1), 1.0 / 3.0);
+        assert_eq!(labeler.hit_rate[0], 2.0 / 3.0);
+        assert_eq!(labeler.hit_rate[1], 1.0 / 3.0);
+    }
+
+    #[test]
+    fn a_due_refit_on_unchanged_rows_keeps_the_model() {
+        // Threshold 0: nothing is skipped, every entry fills and becomes a row.
+        let cfg = MetaLabelConfig { min_train_trades: 2, refit_bars: 1, threshold: 0.0, ..MetaLabelConfig::default() };
+        let mut labeler = MetaLabeler::new(&cfg, 2);
+        let (flat, z, sigma) = ([0.0, 0.0], [1.0, -1.0], [0.01, 0.02]);
+        let inputs = |close_ts| DecisionInputs {
+            ts: close_ts - 3_600_000,
+            close_ts,
+            z: &z,
+            sigma: &sigma,
+            slope: None,
+            adx: None,
+            dispersion: 0.5,
+            units: &flat,
+        };
+        let trip = |symbol: usize, side: i8, pnl: f64| RoundTrip {
+            symbol,
+            side,
+            entry_ts: 0,
+            exit_ts: 1,
+            entry_price: 1.0,
+            exit_price: 1.0,
+            qty: 1.0,
+            pnl,
+            ret: pnl,
+            bars_held: 1,
+            exit_reason: crate::model::FillReason::Rebalance,
+        };
+        // Each round: both symbols enter, fill and close (0 wins, 1 loses): two rows per round.
+        let round = |labeler: &mut MetaLabeler, trips: &mut Vec<RoundTrip>, t: usize| {
+            labeler.decide(t, &inputs(3_600_000 * (t as i64 + 1)), trips, &mut [0.5, -0.5]);
+            labeler.on_fill(0, 0.0, 1.0, trips);
+            labeler.on_fill(1, 0.0, -1.0, trips);
+            trips.extend([trip(0, 1, 1.0), trip(1, -1, -1.0)]);
+            labeler.absorb(trips);
+        };
+        let mut trips = Vec::new();
+        round(&mut labeler, &mut trips, 0);
+        round(&mut labeler, &mut trips, 1);
+        // Bar 1 fitted the first round's rows; bar 2 fits all four.
+        labeler.decide(2, &inputs(3 * 3_600_000), &trips, &mut [0.0, 0.0]);
+        assert_eq!((labeler.n_train(), labeler.solves), (4, 2));
+        let fitted = labeler.snapshot();
+        // Bars 3 and 4 are due but no trip closed: the model stays, the schedule moves on.
+        labeler.decide(3, &inputs(4 * 3_600_000), &trips, &mut [0.0, 0.0]);
+        labeler.decide(4, &inputs(5 * 3_600_000), &trips, &mut [0.0, 0.0]);
+        assert_eq!(labeler.solves, 2);
+        assert_eq!(labeler.snapshot(), MetaSnapshot { last_refit_bar: Some(4), ..fitted.clone() });
+        // New rows make the next due refit solve again.
+        round(&mut labeler, &mut trips, 5);
+        labeler.decide(6, &inputs(7 * 3_600_000), &trips, &mut [0.0, 0.0]);
+        assert_eq!((labeler.n_train(), labeler.solves), (6, 3));
+        assert_ne!(labeler.snapshot().coef, fitted.coef);
     }
 }

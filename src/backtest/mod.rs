@@ -266,6 +266,10 @@ impl Engine {
         self.recorder.reserve(n_bars, n_symbols, book_size);
         self.ledger.fills.reserve(n_bars * book_size / 2);
         self.ledger.round_trips.reserve(n_bars * book_size / 4);
+        if let Some(meta) = self.strategy.meta.as_mut() {
+            // A skipped entry is proposed again at the next decision: up to a book's worth per bar.
+            meta.reserve_skipped(n_bars * book_size / 2);
+        }
     }
 
     /// Bars stepped so far.
