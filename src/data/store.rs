@@ -19,8 +19,9 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::ProjectionMask;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::statistics::Statistics;
@@ -366,10 +367,10 @@ fn read_parquet(
     let corrupt = |err: Box<dyn std::error::Error + Send + Sync>| {
         Error::format_from(format!("{}: not a valid Parquet file", path.display()), err)
     };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|err| corrupt(err.into()))?;
-    let metadata = builder.metadata().clone();
-    let arrow_schema = builder.schema().clone();
-    let columns = builder.parquet_schema().columns().to_vec();
+    let plain = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|err| corrupt(err.into()))?;
+    let metadata = plain.metadata().clone();
+    let arrow_schema = plain.schema().clone();
+    let columns = plain.parquet_schema().columns().to_vec();
     let position = |name: &str| columns.iter().position(|c| c.name() == name);
     // Statistics of ts are comparable with ms only when ts is stored as ms.
     let ts_in_ms = matches!(
@@ -388,34 +389,69 @@ fn read_parquet(
     let rows: i64 = selected.iter().map(|&index| metadata.row_group(index).num_rows()).sum();
     let batch_size = (rows.max(1) as usize).min(1 << 20);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let batches: Vec<RecordBatch> = if rows < 200_000 || selected.len() < 2 || threads < 2 {
+    let n_roots = arrow_schema.fields().len();
+    let batches = if rows < 100_000 || threads < 2 || n_roots < 2 {
+        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, plain);
         let reader =
             builder.with_row_groups(selected).with_batch_size(batch_size).build().map_err(|err| corrupt(err.into()))?;
-        reader.collect::<Result<_, _>>().map_err(|err| corrupt(err.into()))?
+        reader.collect::<Result<Vec<_>, _>>().map_err(|err| corrupt(err.into()))?
     } else {
-        // A large file: its row groups decoded on several threads, each with its own reader, in order.
-        drop(builder);
-        let chunks: Vec<Vec<usize>> =
-            selected.chunks(selected.len().div_ceil(threads)).map(<[usize]>::to_vec).collect();
-        let decoded = crate::threads::map_ordered(&chunks, rows as usize, |groups| -> Result<Vec<RecordBatch>> {
-            let file = File::open(path).map_err(|err| Error::io(path.display(), err))?;
-            let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|err| corrupt(err.into()))?;
-            let rows: i64 = groups.iter().map(|&index| metadata.row_group(index).num_rows()).sum();
-            let reader = builder
-                .with_row_groups(groups.clone())
-                .with_batch_size((rows.max(1) as usize).min(1 << 20))
-                .build()
-                .map_err(|err| corrupt(err.into()))?;
-            reader.collect::<Result<_, _>>().map_err(|err| corrupt(err.into()))
-        });
-        let mut batches = Vec::new();
-        for part in decoded {
-            batches.extend(part?);
-        }
-        batches
+        read_columns_in_parallel(path, &plain, &selected, batch_size, threads.min(n_roots))
+            .map_err(|err| corrupt(err.into()))?
     };
     stats.rows_read += batches.iter().map(|b| b.num_rows()).sum::<usize>();
     Ok(batches)
+}
+
+/// A large file's columns decoded on `threads` threads, each reader a projection of the columns
+/// (dealt round-robin so that the heavy numeric ones spread), all of one batch size so that their
+/// batches line up; put back together in the file's column order.
+fn read_columns_in_parallel(
+    path: &Path,
+    metadata: &ArrowReaderMetadata,
+    row_groups: &[usize],
+    batch_size: usize,
+    threads: usize,
+) -> std::result::Result<Vec<RecordBatch>, parquet::errors::ParquetError> {
+    let n_roots = metadata.schema().fields().len();
+    let projections: Vec<Vec<usize>> = (0..threads).map(|part| (part..n_roots).step_by(threads).collect()).collect();
+    let work = metadata.metadata().file_metadata().num_rows() as usize;
+    let decoded = crate::threads::map_ordered(&projections, work, |roots| {
+        let file = File::open(path).map_err(|err| parquet::errors::ParquetError::External(Box::new(err)))?;
+        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata.clone());
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
+        let reader =
+            builder.with_projection(mask).with_row_groups(row_groups.to_vec()).with_batch_size(batch_size).build()?;
+        reader.collect::<Result<Vec<RecordBatch>, _>>().map_err(parquet::errors::ParquetError::from)
+    });
+    let parts: Vec<Vec<RecordBatch>> = decoded.into_iter().collect::<std::result::Result<_, _>>()?;
+    Ok(zip_projections(&projections, &parts, n_roots)?)
+}
+
+/// The batches of readers of disjoint column sets (`projections[p]`: the root columns of
+/// `parts[p]`, ascending) joined into batches of all `n_roots` columns in the file's order.
+fn zip_projections(
+    projections: &[Vec<usize>],
+    parts: &[Vec<RecordBatch>],
+    n_roots: usize,
+) -> std::result::Result<Vec<RecordBatch>, arrow::error::ArrowError> {
+    let n_batches = parts.first().map_or(0, Vec::len);
+    if parts.iter().any(|part| part.len() != n_batches) {
+        return Err(arrow::error::ArrowError::InvalidArgumentError("column readers disagree on batches".into()));
+    }
+    (0..n_batches)
+        .map(|b| {
+            let mut columns: Vec<Option<(Arc<Field>, ArrayRef)>> = vec![None; n_roots];
+            for (roots, part) in projections.iter().zip(parts) {
+                let batch = &part[b];
+                for (k, &root) in roots.iter().enumerate() {
+                    columns[root] = Some((batch.schema().fields()[k].clone(), batch.column(k).clone()));
+                }
+            }
+            let (fields, arrays): (Vec<Arc<Field>>, Vec<ArrayRef>) = columns.into_iter().flatten().unzip();
+            RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+        })
+        .collect()
 }
 
 /// The row groups whose `ts` (and, for long files, `symbol`) statistics may hold selected rows.
@@ -660,5 +696,51 @@ mod tests {
         assert_eq!(year_of(1_735_689_600_000), 2025);
         assert_eq!(year_of(1_735_689_599_999), 2024);
         assert_eq!(year_start_ms(2024) + 366 * MS_PER_DAY, year_start_ms(2025));
+    }
+
+    /// A long file with nulls and several row groups, decoded column-parallel in many small batches,
+    /// equals the single reader's decode of the whole file.
+    #[test]
+    fn column_parallel_read_equals_the_single_reader() {
+        use arrow::array::StringArray;
+        let rows = 25_000usize;
+        let symbols = ["AAA", "BBBB", "C"];
+        let batch = RecordBatch::try_from_iter(vec![
+            ("ts", Arc::new(Int64Array::from_iter_values((0..rows as i64).map(|i| i * 3_600_000))) as ArrayRef),
+            ("symbol", Arc::new(StringArray::from_iter_values((0..rows).map(|i| symbols[i % 3]))) as ArrayRef),
+            ("open", Arc::new(Float64Array::from_iter((0..rows).map(|i| (i % 7 != 0).then_some(i as f64))))),
+            ("close", Arc::new(Float64Array::from_iter_values((0..rows).map(|i| (i as f64).sin())))),
+            ("volume", Arc::new(Float64Array::from_iter((0..rows).map(|i| (i % 5 != 0).then_some(0.5 * i as f64))))),
+        ])
+        .expect("columns match");
+        let dir = std::env::temp_dir().join(format!("xsmom-column-parallel-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("bars.parquet");
+        write_parquet_atomically(&path, &batch, 7_000).expect("written");
+        let file = File::open(&path).expect("opened");
+        let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).expect("metadata");
+        let all_groups: Vec<usize> = (0..metadata.metadata().num_row_groups()).collect();
+        assert_eq!(all_groups.len(), 4);
+        let single: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata.clone())
+            .with_batch_size(rows)
+            .build()
+            .expect("reader")
+            .collect::<std::result::Result<_, _>>()
+            .expect("decoded");
+        for (groups, threads) in [(all_groups.clone(), 2), (all_groups.clone(), 3), (vec![1, 3], 2)] {
+            let parallel = read_columns_in_parallel(&path, &metadata, &groups, 999, threads).expect("decoded");
+            assert!(parallel.len() > 1, "several batches");
+            let joined = arrow::compute::concat_batches(&parallel[0].schema(), &parallel).expect("concat");
+            assert_eq!(joined.schema(), batch.schema());
+            let expected = if groups.len() == all_groups.len() {
+                single[0].clone()
+            } else {
+                let wanted: Vec<RecordBatch> =
+                    groups.iter().map(|&g| single[0].slice(g * 7_000, 7_000.min(rows - g * 7_000))).collect();
+                arrow::compute::concat_batches(&batch.schema(), &wanted).expect("concat")
+            };
+            assert_eq!(joined, expected, "groups {groups:?} on {threads} threads");
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
