@@ -415,8 +415,8 @@ fn read_columns_in_parallel(
 ) -> std::result::Result<Vec<RecordBatch>, parquet::errors::ParquetError> {
     let n_roots = metadata.schema().fields().len();
     let projections: Vec<Vec<usize>> = (0..threads).map(|part| (part..n_roots).step_by(threads).collect()).collect();
-    let work = metadata.metadata().file_metadata().num_rows() as usize;
-    let decoded = crate::threads::map_ordered(&projections, work, |roots| {
+    let work: i64 = row_groups.iter().map(|&group| metadata.metadata().row_group(group).num_rows()).sum();
+    let decoded = crate::threads::map_ordered(&projections, work as usize, |roots| {
         let file = File::open(path).map_err(|err| parquet::errors::ParquetError::External(Box::new(err)))?;
         let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata.clone());
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
@@ -425,15 +425,15 @@ fn read_columns_in_parallel(
         reader.collect::<Result<Vec<RecordBatch>, _>>().map_err(parquet::errors::ParquetError::from)
     });
     let parts: Vec<Vec<RecordBatch>> = decoded.into_iter().collect::<std::result::Result<_, _>>()?;
-    Ok(zip_projections(&projections, &parts, n_roots)?)
+    Ok(zip_projections(metadata.schema(), &projections, &parts)?)
 }
 
 /// The batches of readers of disjoint column sets (`projections[p]`: the root columns of
-/// `parts[p]`, ascending) joined into batches of all `n_roots` columns in the file's order.
+/// `parts[p]`, ascending) joined into batches of the file's `schema`.
 fn zip_projections(
+    schema: &arrow::datatypes::SchemaRef,
     projections: &[Vec<usize>],
     parts: &[Vec<RecordBatch>],
-    n_roots: usize,
 ) -> std::result::Result<Vec<RecordBatch>, arrow::error::ArrowError> {
     let n_batches = parts.first().map_or(0, Vec::len);
     if parts.iter().any(|part| part.len() != n_batches) {
@@ -441,15 +441,13 @@ fn zip_projections(
     }
     (0..n_batches)
         .map(|b| {
-            let mut columns: Vec<Option<(Arc<Field>, ArrayRef)>> = vec![None; n_roots];
+            let mut columns: Vec<Option<ArrayRef>> = vec![None; schema.fields().len()];
             for (roots, part) in projections.iter().zip(parts) {
-                let batch = &part[b];
                 for (k, &root) in roots.iter().enumerate() {
-                    columns[root] = Some((batch.schema().fields()[k].clone(), batch.column(k).clone()));
+                    columns[root] = Some(part[b].column(k).clone());
                 }
             }
-            let (fields, arrays): (Vec<Arc<Field>>, Vec<ArrayRef>) = columns.into_iter().flatten().unzip();
-            RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+            RecordBatch::try_new(schema.clone(), columns.into_iter().flatten().collect())
         })
         .collect()
 }
