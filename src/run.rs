@@ -3,6 +3,7 @@
 //! reported, shared by the Python API, the CLI and benchmarks.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::backtest::{self, BacktestResult};
 use crate::config::{Config, OnInvalid};
@@ -59,17 +60,66 @@ pub fn prepare_with(
     spike: SpikeRule,
     drop_invalid: bool,
 ) -> Result<Inputs> {
+    Ok(prepare_inner(bars, funding, timeframe, spike, drop_invalid, false)?.0)
+}
+
+/// Warnings of bars already known to be free of errors, still being found on another thread (the
+/// spike test is most of a validation's cost): the engine runs on the other core meanwhile.
+pub struct PendingFindings(std::thread::JoinHandle<Vec<data::Finding>>);
+
+impl PendingFindings {
+    /// Wait for the findings: `(findings, their warning lines)`, the lines as [`prepare`] puts
+    /// them first in `Inputs::warnings`.
+    pub fn finish(self) -> Result<(Vec<data::Finding>, Vec<String>)> {
+        let findings = self.0.join().map_err(|_| Error::data("the validation thread panicked"))?;
+        // `data::error_free_panel` admitted these bars; should the validation still find an error,
+        // the run is refused as it would have been with the validation first.
+        if let Some(error) = findings.iter().find(|f| f.severity == Severity::Error) {
+            return Err(Error::data(format!(
+                "bars: {} at ts {}: {} ({})",
+                error.symbol, error.ts, error.kind, error.detail
+            )));
+        }
+        let mut warnings = summarise_findings(&findings);
+        warnings.dedup();
+        Ok((findings, warnings))
+    }
+}
+
+/// [`prepare`] for one backtest: when the bars are canonical Arrow buffers (a DataFrame, a file,
+/// a store) and a one-pass test finds no error in them, their warnings (spikes, gaps, zero
+/// volumes) are found on another thread while the caller runs the engine; the caller puts them
+/// first in the result's warnings ([`PendingFindings::finish`]). Bars with any error take the
+/// usual path (refused, or dropped rows), so the same inputs give the same result and warnings.
+pub fn prepare_deferred(
+    bars: BarsSource,
+    funding: FundingSource,
+    cfg: &Config,
+) -> Result<(Inputs, Option<PendingFindings>)> {
+    let drop_invalid = cfg.data.on_invalid == OnInvalid::Drop;
+    prepare_inner(bars, funding, cfg.timeframe(), cfg.data.spike_rule(), drop_invalid, true)
+}
+
+fn prepare_inner(
+    bars: BarsSource,
+    funding: FundingSource,
+    timeframe: Timeframe,
+    spike: SpikeRule,
+    drop_invalid: bool,
+    defer: bool,
+) -> Result<(Inputs, Option<PendingFindings>)> {
     let store_root: Option<PathBuf> = match &bars {
         BarsSource::Path(path) if path.is_dir() => Some(path.clone()),
         _ => None,
     };
-    let (panel, findings) = match bars {
+    let ((panel, findings), pending) = match bars {
         BarsSource::Path(path) => {
             let selection = Selection { symbols: None, start: None, end: None, timeframe };
-            arrow_panel(&data::store::read_bars_arrow(&path, &selection)?.0, timeframe, spike, drop_invalid)?
+            let arrow = data::store::read_bars_arrow(&path, &selection)?.0;
+            arrow_panel(Arc::new(arrow), timeframe, spike, drop_invalid, defer)?
         }
-        BarsSource::Bars(bars) => validated_panel(bars, timeframe, spike, drop_invalid)?,
-        BarsSource::Arrow(arrow) => arrow_panel(&arrow, timeframe, spike, drop_invalid)?,
+        BarsSource::Bars(bars) => (validated_panel(bars, timeframe, spike, drop_invalid)?, None),
+        BarsSource::Arrow(arrow) => arrow_panel(Arc::new(arrow), timeframe, spike, drop_invalid, defer)?,
     };
     let mut warnings = summarise_findings(&findings);
     let (start, end) = (panel.ts.first().copied(), panel.ts.last().map(|t| t + timeframe.ms));
@@ -87,7 +137,7 @@ pub fn prepare_with(
         None => FundingGrid::empty(panel.n_bars(), panel.n_symbols()),
     };
     warnings.dedup();
-    Ok(Inputs { panel, funding, findings, warnings })
+    Ok((Inputs { panel, funding, findings, warnings }, pending))
 }
 
 /// Validate mark-price bars (prices only: they have no volume) and put their closes on the panel's
@@ -127,31 +177,39 @@ pub fn attach_store_mark(inputs: &mut Inputs, store: &Path, cfg: &Config) -> Res
     Ok(())
 }
 
+/// A pivoted panel and the validation's findings of its bars.
+type PanelAndFindings = (Panel, Vec<data::Finding>);
+
 /// Canonical input without errors (the usual case) is validated and pivoted straight from the
-/// Arrow buffers; anything else is copied, sorted and cleaned.
+/// Arrow buffers; anything else is copied, sorted and cleaned. With `defer`, error-free canonical
+/// input is pivoted at once and its warnings are found on another thread.
 fn arrow_panel(
-    arrow: &ArrowBars,
+    arrow: Arc<ArrowBars>,
     timeframe: Timeframe,
     spike: SpikeRule,
     drop_invalid: bool,
-) -> Result<(Panel, Vec<data::Finding>)> {
+    defer: bool,
+) -> Result<(PanelAndFindings, Option<PendingFindings>)> {
     let view = arrow.view();
     if view.is_canonical() {
+        if let Some(panel) = defer.then(|| data::error_free_panel(view, timeframe)).flatten() {
+            let shared = Arc::clone(&arrow);
+            let validation = std::thread::Builder::new()
+                .name("xsmom-validate".into())
+                .spawn(move || data::validate_canonical_serial(shared.view(), timeframe, spike))
+                .map_err(|err| Error::data(format!("cannot start the validation thread: {err}")))?;
+            return Ok(((panel, Vec::new()), Some(PendingFindings(validation))));
+        }
         let findings = data::validate_canonical(view, timeframe, spike);
         if !findings.iter().any(|f| f.severity == Severity::Error) {
-            return Ok((Panel::from_view(view, timeframe)?, findings));
+            return Ok(((Panel::from_canonical_view(view, timeframe)?, findings), None));
         }
     }
-    validated_panel(view.to_bars(), timeframe, spike, drop_invalid)
+    Ok((validated_panel(view.to_bars(), timeframe, spike, drop_invalid)?, None))
 }
 
 /// Clean bars (sort, validate, refuse or drop errors) and pivot them.
-fn validated_panel(
-    bars: Bars,
-    timeframe: Timeframe,
-    spike: SpikeRule,
-    drop_invalid: bool,
-) -> Result<(Panel, Vec<data::Finding>)> {
+fn validated_panel(bars: Bars, timeframe: Timeframe, spike: SpikeRule, drop_invalid: bool) -> Result<PanelAndFindings> {
     let (bars, findings) = data::clean_bars(bars, timeframe, spike, drop_invalid)?;
     Ok((Panel::from_bars(&bars, timeframe)?, findings))
 }

@@ -514,7 +514,21 @@ proptest::proptest! {
             }
         }
         proptest::prop_assume!(any);
-        let panel = Panel::from_bars(&bars, hour()).unwrap();
+        // The same rows with the symbols pushed last first: not canonical (names out of order),
+        // so pivoted by the general path rather than the canonical one.
+        let mut reversed = Bars::default();
+        for name in bars.names.iter().rev() {
+            for r in (0..bars.len()).filter(|&r| bars.symbol_of(r) == name) {
+                let turnover = bars.turnover.as_ref().map_or(f64::NAN, |v| v[r]);
+                reversed.push(name, bars.ts[r], bars.open[r], bars.high[r], bars.low[r], bars.close[r], bars.volume[r], turnover);
+            }
+        }
+        proptest::prop_assert!(bars.view().is_canonical());
+        proptest::prop_assert!(bars.names.len() == 1 || !reversed.view().is_canonical());
+        let (first, last) = (*bars.ts.iter().min().unwrap(), *bars.ts.iter().max().unwrap());
+        for panel in [Panel::from_bars(&bars, hour()).unwrap(), Panel::from_bars(&reversed, hour()).unwrap()] {
+        proptest::prop_assert_eq!(&panel.symbols, &bars.names);
+        proptest::prop_assert_eq!(panel.ts.clone(), (0..=(last - first) / H).map(|t| first + t * H).collect::<Vec<_>>());
         for t in 0..panel.n_bars() {
             for i in 0..panel.n_symbols() {
                 let want = naive_pivot_cell(&bars, &panel, t, i);
@@ -523,6 +537,7 @@ proptest::proptest! {
                     proptest::prop_assert!(g.to_bits() == w.to_bits(), "bar {t} symbol {i}: {got:?} vs {want:?}");
                 }
             }
+        }
         }
     }
 }

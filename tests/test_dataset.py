@@ -116,3 +116,51 @@ def test_symbol_columns_of_any_text_type(bars, funding, symbol_type):
     result = xsmom.backtest(mixed, cfg, funding=funding)
     assert result.metrics == want
     assert any(w.startswith("data unsorted") for w in result.warnings)
+
+
+def _with_defects(bars: pl.DataFrame) -> pl.DataFrame:
+    """The fixture with a spike, a zero volume and a gap planted in one symbol each."""
+    symbols = sorted(bars["symbol"].unique().to_list())
+    ts = sorted(bars["ts"].unique().to_list())
+    spike = (pl.col("symbol") == symbols[0]) & (pl.col("ts") == ts[len(ts) // 2])
+    zero = (pl.col("symbol") == symbols[1]) & (pl.col("ts") == ts[len(ts) // 3])
+    gap = (pl.col("symbol") == symbols[2]) & (pl.col("ts") == ts[len(ts) // 4])
+    planted = bars.with_columns(
+        pl.when(spike).then(pl.col("close") * 3).otherwise(pl.col("close")).alias("close"),
+        pl.when(spike).then(pl.col("high") * 3).otherwise(pl.col("high")).alias("high"),
+        pl.when(zero).then(0.0).otherwise(pl.col("volume")).alias("volume"),
+    ).filter(~gap)
+    return planted.sort("symbol", "ts")
+
+
+def test_warnings_found_beside_the_engine_are_the_validations(bars, funding, tmp_path):
+    # A backtest from a frame or a file finds the warnings of error-free bars while the engine
+    # runs; they must be the same lines, in the same place, as a Dataset's validation done first.
+    cfg = xsmom.Config.default()
+    planted = _with_defects(bars)
+    from_dataset = xsmom.backtest(xsmom.Dataset(planted, funding), cfg)
+    kinds = [w.split(":")[0] for w in from_dataset.warnings]
+    assert {"data gap", "data spike", "data zero_volume"} <= set(kinds), from_dataset.warnings
+    file = tmp_path / "planted.parquet"
+    planted.write_parquet(file)
+    for source in (planted, file):
+        result = xsmom.backtest(source, cfg, funding=funding)
+        assert result.warnings == from_dataset.warnings
+        assert result.metrics == from_dataset.metrics
+        assert_frame_equal(result.equity, from_dataset.equity)
+
+
+def test_bars_with_an_error_still_take_the_validation_first(bars, funding):
+    cfg = xsmom.Config.default()
+    first_row = (pl.int_range(pl.len()) == 10).alias("bad")
+    broken = bars.with_columns(
+        pl.when(first_row).then(float("nan")).otherwise(pl.col("close")).alias("close")
+    )
+    with pytest.raises(ValueError, match="non_finite"):
+        xsmom.backtest(broken, cfg, funding=funding)
+    dropping = cfg.with_overrides({"data.on_invalid": "drop"})
+    dropped = xsmom.backtest(broken, dropping, funding=funding)
+    expected = xsmom.backtest(xsmom.Dataset(broken, funding, on_invalid="drop"), dropping)
+    assert dropped.warnings == expected.warnings
+    assert any("dropped" in w for w in dropped.warnings)
+    assert dropped.metrics == expected.metrics

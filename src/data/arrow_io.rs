@@ -115,16 +115,17 @@ fn intern_values(
         DataType::Utf8View => {
             // Equal 16-byte views are equal strings (inline bytes, or the same buffer range), so a
             // row like the previous one costs one integer comparison.
+            // A run of equal views (a symbol's rows) is found by one scan and its codes written at
+            // once.
             let strings = array.as_string_view();
             let views = strings.views();
-            let mut last: Option<(u128, u32)> = None;
-            for row in 0..strings.len() {
-                let code = match last {
-                    Some((view, code)) if view == views[row] => code,
-                    _ => code_of(strings.value(row)),
-                };
-                last = Some((views[row], code));
-                codes.push(code);
+            let mut row = 0;
+            while row < views.len() {
+                let view = views[row];
+                let run = run_length(&views[row..], view);
+                let code = code_of(strings.value(row));
+                codes.extend(std::iter::repeat_n(code, run));
+                row += run;
             }
         }
         DataType::Dictionary(_, _) => {
@@ -143,6 +144,15 @@ fn intern_values(
         }
     }
     Ok(())
+}
+
+/// How many of `views` from the first are equal to `view`: 16 at a time while all are (a
+/// comparison that vectorises), then one at a time.
+fn run_length(views: &[u128], view: u128) -> usize {
+    let equal_blocks =
+        views.chunks_exact(16).take_while(|block| block.iter().fold(true, |all, &v| all & (v == view))).count();
+    let from = equal_blocks * 16;
+    from + views[from..].iter().take_while(|&&other| other == view).count()
 }
 
 /// Numbers as f64; nulls become NaN (validation reports them as non-finite).
@@ -448,4 +458,38 @@ pub fn funding_to_batch(funding: &Funding) -> RecordBatch {
         vec![ts_array(&funding.ts), symbol_array(&funding.symbol, &funding.names), f64_array(&funding.rate)],
     )
     .expect("columns match the schema")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, StringViewArray};
+
+    proptest::proptest! {
+        /// Interning string views by runs gives every row the code of its text, codes in order of
+        /// first appearance: runs shorter and longer than a block, texts inline (≤ 12 bytes) and
+        /// not, a text coming back after another.
+        #[test]
+        fn string_views_are_interned_row_by_row(
+            runs in proptest::collection::vec((0usize..4, 1usize..40), 1..12),
+        ) {
+            let texts = ["AUSDT", "BUSDT", "A_LONGER_SYMBOL_USDT", "B_LONGER_SYMBOL_USDT"];
+            let rows: Vec<&str> = runs.iter().flat_map(|&(text, len)| std::iter::repeat_n(texts[text], len)).collect();
+            let array: ArrayRef = Arc::new(StringViewArray::from_iter_values(rows.iter().copied()));
+            let (mut codes, mut names) = (Vec::new(), Vec::new());
+            super::intern_values(&array, "symbol", "test", &mut codes, &mut names).unwrap();
+            proptest::prop_assert_eq!(codes.len(), rows.len());
+            for (code, text) in codes.iter().zip(&rows) {
+                proptest::prop_assert_eq!(names[*code as usize].as_str(), *text);
+            }
+            let mut first_seen: Vec<&str> = Vec::new();
+            for text in &rows {
+                if !first_seen.contains(text) {
+                    first_seen.push(text);
+                }
+            }
+            proptest::prop_assert_eq!(names, first_seen.iter().map(|t| t.to_string()).collect::<Vec<_>>());
+        }
+    }
 }

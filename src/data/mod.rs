@@ -19,4 +19,7 @@ pub use store::{
     read_bars, read_bars_of_kind, read_funding, store_timeframes, write_funding_store, write_store,
     write_store_of_kind, BarKind, ReadStats, Selection, WriteStats,
 };
-pub use validate::{clean_bars, findings_to_batch, validate_bars, validate_canonical, Finding, Severity, SpikeRule};
+pub use validate::{
+    clean_bars, error_free_panel, findings_to_batch, validate_bars, validate_canonical, validate_canonical_serial,
+    Finding, Severity, SpikeRule,
+};

@@ -277,6 +277,9 @@ impl Panel {
         if bars.is_empty() {
             return Err(Error::invalid("no bars: the selection is empty (check symbols, start and end)"));
         }
+        if bars.is_canonical() {
+            return Panel::from_canonical_view(bars, timeframe);
+        }
         let (first, last) = bars.ts.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &ts| (lo.min(ts), hi.max(ts)));
         let mut used = vec![false; bars.names.len()];
         for &code in bars.symbol {
@@ -286,6 +289,21 @@ impl Panel {
             bars.names.iter().zip(&used).filter(|(_, used)| **used).map(|(name, _)| name.clone()).collect();
         symbols.sort_unstable();
         Panel::on_view_grid(bars, timeframe, &symbols, first, ((last - first) / timeframe.ms + 1) as usize)
+    }
+
+    /// [`Panel::from_view`] of bars the caller knows to be canonical ([`BarsView::is_canonical`]).
+    pub fn from_canonical_view(bars: BarsView<'_>, timeframe: Timeframe) -> Result<Panel> {
+        debug_assert!(bars.is_canonical());
+        if bars.is_empty() {
+            return Err(Error::invalid("no bars: the selection is empty (check symbols, start and end)"));
+        }
+        // Every name is used, in order, each one's rows contiguous and ascending in ts: the
+        // grid's ends are at the symbols' first and last rows, no pass over the rows needed.
+        let starts = canonical_starts(bars);
+        let first = starts.windows(2).map(|rows| bars.ts[rows[0]]).min().expect("a symbol");
+        let last = starts.windows(2).map(|rows| bars.ts[rows[1] - 1]).max().expect("a symbol");
+        let n_bars = ((last - first) / timeframe.ms + 1) as usize;
+        Panel::on_canonical_grid(bars, &starts, timeframe, bars.names, first, n_bars)
     }
 
     /// Pivot long bars onto a given grid: `n_bars` bars from `first`, the columns `symbols` in that
@@ -308,15 +326,19 @@ impl Panel {
             let sorted = super::store::sort_bars(bars.to_bars());
             return Panel::on_view_grid(sorted.view(), timeframe, symbols, first, n_bars);
         }
+        Panel::on_canonical_grid(bars, &canonical_starts(bars), timeframe, symbols, first, n_bars)
+    }
+
+    /// [`Panel::on_view_grid`] of canonical bars whose code c has the rows `starts[c]..starts[c + 1]`.
+    fn on_canonical_grid(
+        bars: BarsView<'_>,
+        starts: &[usize],
+        timeframe: Timeframe,
+        symbols: &[String],
+        first: i64,
+        n_bars: usize,
+    ) -> Result<Panel> {
         let step = timeframe.ms;
-        // Rows of code c are `starts[c]..starts[c + 1]` (canonical: codes ascend, each one used).
-        let mut starts = Vec::with_capacity(bars.names.len() + 1);
-        for row in 0..bars.len() {
-            if row == 0 || bars.symbol[row] != bars.symbol[row - 1] {
-                starts.push(row);
-            }
-        }
-        starts.push(bars.len());
         let positions: HashMap<&str, usize> = symbols.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
         let n_symbols = symbols.len();
         let (mut start_of, mut end) = (vec![0usize; n_symbols], vec![0usize; n_symbols]);
@@ -465,6 +487,15 @@ impl Panel {
         }
         FundingGrid { rates, events, has_data }
     }
+}
+
+/// The first row of each code of canonical bars, then the row count: code c has the rows
+/// `starts[c]..starts[c + 1]`. Codes ascend by one from 0, so each start is a binary search.
+fn canonical_starts(bars: BarsView<'_>) -> Vec<usize> {
+    let mut starts: Vec<usize> =
+        (0..bars.names.len() as u32).map(|code| bars.symbol.partition_point(|&c| c < code)).collect();
+    starts.push(bars.len());
+    starts
 }
 
 /// Where the rows of each panel column land on the grid: runs of bars on consecutive grid times.

@@ -162,6 +162,20 @@ fn prepare_marked(
     mark: Option<&Bound<'_, PyAny>>,
     wants_mark: bool,
 ) -> PyResult<Arc<Inputs>> {
+    Ok(prepare_for_one_run(py, bars, cfg, funding, mark, wants_mark, false)?.0)
+}
+
+/// [`prepare_marked`] for one backtest: with `defer`, the warnings of error-free bars may still be
+/// being found on another thread (`run::prepare_deferred`); the caller finishes them.
+fn prepare_for_one_run(
+    py: Python<'_>,
+    bars: &Bound<'_, PyAny>,
+    cfg: &Config,
+    funding: Option<&Bound<'_, PyAny>>,
+    mark: Option<&Bound<'_, PyAny>>,
+    wants_mark: bool,
+    defer: bool,
+) -> PyResult<(Arc<Inputs>, Option<run::PendingFindings>)> {
     if let Ok(dataset) = bars.cast::<Dataset>() {
         let dataset = dataset.get();
         for (name, given) in [("funding", funding), ("mark", mark)] {
@@ -172,20 +186,20 @@ fn prepare_marked(
             }
         }
         dataset.check_timeframe(cfg)?;
-        return Ok(Arc::clone(&dataset.inputs));
+        return Ok((Arc::clone(&dataset.inputs), None));
     }
     let bars = bars_source(bars)?;
     let funding = funding_source(funding)?;
     let mark = mark_or_store(&bars, mark_source(mark)?, cfg.timeframe(), wants_mark);
     let drop_invalid = cfg.data.on_invalid == crate::config::OnInvalid::Drop;
     py.detach(|| {
-        let mut inputs = run::prepare(bars, funding, cfg)?;
+        let (mut inputs, pending) =
+            if defer { run::prepare_deferred(bars, funding, cfg)? } else { (run::prepare(bars, funding, cfg)?, None) };
         if let Some(mark) = mark {
             run::attach_mark(&mut inputs, mark, cfg.data.spike_rule(), drop_invalid)?;
         }
-        Ok::<_, Error>(inputs)
+        Ok::<_, Error>((Arc::new(inputs), pending))
     })
-    .map(Arc::new)
     .map_err(to_py)
 }
 
@@ -551,12 +565,17 @@ fn backtest<'py>(
             TABLES.join(", ")
         )));
     }
-    let inputs = prepare_marked(py, bars, &cfg, funding, mark, run::wants_mark(&cfg))?;
+    let (inputs, pending) = prepare_for_one_run(py, bars, &cfg, funding, mark, run::wants_mark(&cfg), true)?;
     let (result, tables) = py
         .detach(|| {
-            let result = run::backtest(&inputs, &cfg, false)?;
+            let mut result = run::backtest(&inputs, &cfg, false)?;
             let tables: Vec<(String, RecordBatch)> =
                 outputs.iter().map(|name| (name.clone(), build_table(&result, name))).collect();
+            if let Some(pending) = pending {
+                // The bars' own warnings come first, as from a validation done before the run.
+                let (_, bar_warnings) = pending.finish()?;
+                result.warnings.splice(0..0, bar_warnings);
+            }
             Ok::<_, Error>((result, tables))
         })
         .map_err(to_py)?;
