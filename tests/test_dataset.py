@@ -152,12 +152,14 @@ def test_warnings_found_beside_the_engine_are_the_validations(bars, funding, tmp
 
 def test_bars_with_an_error_still_take_the_validation_first(bars, funding):
     cfg = xsmom.Config.default()
-    first_row = (pl.int_range(pl.len()) == 10).alias("bad")
+    row_10 = pl.int_range(pl.len()) == 10
     broken = bars.with_columns(
-        pl.when(first_row).then(float("nan")).otherwise(pl.col("close")).alias("close")
+        pl.when(row_10).then(float("nan")).otherwise(pl.col("close")).alias("close")
     )
     with pytest.raises(ValueError, match="non_finite"):
         xsmom.backtest(broken, cfg, funding=funding)
+    with pytest.raises(ValueError, match="non_finite"):
+        xsmom.signals(broken, cfg)
     dropping = cfg.with_overrides({"data.on_invalid": "drop"})
     dropped = xsmom.backtest(broken, dropping, funding=funding)
     expected = xsmom.backtest(xsmom.Dataset(broken, funding, on_invalid="drop"), dropping)

@@ -142,17 +142,8 @@ fn timeframe(text: &str) -> PyResult<Timeframe> {
     Timeframe::parse(text).map_err(to_py)
 }
 
-/// Inputs of a run: a `Dataset` as it is (validated once), anything else validated now.
-fn prepare(
-    py: Python<'_>,
-    bars: &Bound<'_, PyAny>,
-    cfg: &Config,
-    funding: Option<&Bound<'_, PyAny>>,
-) -> PyResult<Arc<Inputs>> {
-    prepare_marked(py, bars, cfg, funding, None, run::wants_mark(cfg))
-}
-
-/// [`prepare`] with mark-price bars: the given ones, else (when `wants_mark`: some config of the
+/// Inputs of a run: a `Dataset` as it is (validated once), anything else validated now, with
+/// mark-price bars: the given ones, else (when `wants_mark`: some config of the
 /// call runs the basis term) the bars store's `kind=mark` when it has them.
 fn prepare_marked(
     py: Python<'_>,
@@ -662,8 +653,16 @@ fn signals(
     funding: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<PyTable> {
     let cfg = parse_config(config_yaml)?;
-    let inputs = prepare(py, bars, &cfg, funding)?;
-    let result = py.detach(|| run::backtest(&inputs, &cfg, true)).map_err(to_py)?;
+    let (inputs, pending) = prepare_for_one_run(py, bars, &cfg, funding, None, run::wants_mark(&cfg), true)?;
+    let result = py
+        .detach(|| {
+            let result = run::backtest(&inputs, &cfg, true)?;
+            // The table carries no warnings; the validation is still waited for (and its error,
+            // should it find one, raised) so that nothing runs on after the call.
+            pending.map(run::PendingFindings::finish).transpose()?;
+            Ok::<_, Error>(result)
+        })
+        .map_err(to_py)?;
     table(output::signals_batch(&result).expect("signals were recorded"))
 }
 
