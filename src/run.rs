@@ -87,7 +87,8 @@ impl PendingFindings {
 }
 
 /// [`prepare`] for one backtest: when the bars are canonical Arrow buffers (a DataFrame, a file,
-/// a store) and a one-pass test finds no error in them, their warnings (spikes, gaps, zero
+/// a store) free of errors ([`data::error_free_panel`]: the value rules in one pass, then the
+/// pivot, which refuses rows off the grid and duplicates), their warnings (spikes, gaps, zero
 /// volumes) are found on another thread while the caller runs the engine; the caller puts them
 /// first in the result's warnings ([`PendingFindings::finish`]). Bars with any error take the
 /// usual path (refused, or dropped rows), so the same inputs give the same result and warnings.

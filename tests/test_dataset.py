@@ -153,9 +153,7 @@ def test_warnings_found_beside_the_engine_are_the_validations(bars, funding, tmp
 def test_bars_with_an_error_still_take_the_validation_first(bars, funding):
     cfg = xsmom.Config.default()
     row_10 = pl.int_range(pl.len()) == 10
-    broken = bars.with_columns(
-        pl.when(row_10).then(float("nan")).otherwise(pl.col("close")).alias("close")
-    )
+    broken = bars.with_columns(pl.when(row_10).then(float("nan")).otherwise(pl.col("close")).alias("close"))
     with pytest.raises(ValueError, match="non_finite"):
         xsmom.backtest(broken, cfg, funding=funding)
     with pytest.raises(ValueError, match="non_finite"):
