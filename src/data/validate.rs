@@ -116,22 +116,26 @@ pub fn validate_canonical_serial(bars: BarsView<'_>, timeframe: Timeframe, spike
 /// warnings are still being found.
 pub fn error_free_panel(bars: BarsView<'_>, timeframe: Timeframe) -> Option<Panel> {
     debug_assert!(bars.is_canonical());
-    if !bar_values_are_valid(bars) {
+    if !bar_values_are_valid(bars, 0..bars.len()) {
         return None;
     }
     let panel = Panel::from_canonical_view(bars, timeframe).ok()?;
     (panel.ts.first()?.rem_euclid(timeframe.ms) == 0).then_some(panel)
 }
 
-/// Whether every row passes [`bar_error`]'s value rules. Finite and positive prices follow from
+/// Whether every row in `rows` passes [`bar_error`]'s value rules. Finite and positive prices follow from
 /// `open, close, low > 0`, `low ≤ min(open, close)`, `max(open, close) ≤ high < ∞` (NaN fails
 /// every comparison); the rows' failures are counted rather than and-ed so that the loop vectorises.
-fn bar_values_are_valid(bars: BarsView<'_>) -> bool {
-    let n = bars.len();
-    let (open, high, low, close, volume) =
-        (&bars.open[..n], &bars.high[..n], &bars.low[..n], &bars.close[..n], &bars.volume[..n]);
+fn bar_values_are_valid(bars: BarsView<'_>, rows: std::ops::Range<usize>) -> bool {
+    let (open, high, low, close, volume) = (
+        &bars.open[rows.clone()],
+        &bars.high[rows.clone()],
+        &bars.low[rows.clone()],
+        &bars.close[rows.clone()],
+        &bars.volume[rows.clone()],
+    );
     let mut invalid = 0usize;
-    for row in 0..n {
+    for row in 0..rows.len() {
         let (o, h, l, c, v) = (open[row], high[row], low[row], close[row], volume[row]);
         let valid = (o > 0.0)
             & (c > 0.0)
@@ -372,20 +376,7 @@ fn rows_are_clean(bars: BarsView<'_>, rows: std::ops::Range<usize>, timeframe: T
     let first_on_grid = bars.ts[rows.start].rem_euclid(step) == 0;
     let ts = &bars.ts[rows.clone()];
     let consecutive = ts.windows(2).fold(true, |ok, pair| ok & (pair[0] + step == pair[1]));
-    let (open, high, low, close, volume) = (
-        &bars.open[rows.clone()],
-        &bars.high[rows.clone()],
-        &bars.low[rows.clone()],
-        &bars.close[rows.clone()],
-        &bars.volume[rows],
-    );
-    let prices = open.iter().zip(high).zip(low).zip(close).zip(volume);
-    // bar_error's rules, all of them for every row (NaN fails every comparison).
-    let sane = prices.fold(true, |ok, ((((&o, &h), &l), &c), &v)| {
-        let finite = o.is_finite() & h.is_finite() & l.is_finite() & c.is_finite() & v.is_finite();
-        ok & finite & (o > 0.0) & (h > 0.0) & (l > 0.0) & (c > 0.0) & (v >= 0.0) & (h >= o.max(c)) & (l <= o.min(c))
-    });
-    first_on_grid & consecutive & sane
+    first_on_grid & consecutive & bar_values_are_valid(bars, rows)
 }
 
 /// Rolling median of non-negative values over the last `window` pushes, on a histogram of
