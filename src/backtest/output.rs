@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray, TimestampMillisecondArray, UInt32Array,
+    ArrayRef, BooleanArray, Float64Array, Int64Array, StringViewArray, TimestampMillisecondArray, UInt32Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
@@ -21,6 +21,24 @@ pub(crate) fn ts_array(values: Vec<i64>) -> ArrayRef {
 
 pub(crate) fn f64_array(values: Vec<f64>) -> ArrayRef {
     Arc::new(Float64Array::from(values))
+}
+
+/// Text columns are Arrow string views: polars keeps its strings as views, so it takes them as they
+/// are (a `Utf8` column would be converted on import, ~14 ns a value: most of handing `fills` over).
+pub(crate) const TEXT: DataType = DataType::Utf8View;
+
+/// A text column ([`TEXT`]); the short values of these tables (symbols, sides, reasons) are held
+/// inline in their views.
+pub(crate) fn text_array<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
+    Arc::new(StringViewArray::from_iter_values(values))
+}
+
+/// A text column of names by their codes (`names[code]` per row): the views of the names are made
+/// once and gathered, so a long table (weights, signals: a row per bar and symbol) copies 16 bytes
+/// a row and shares one buffer of names.
+pub(crate) fn coded_text_array(names: &[String], codes: Vec<u32>) -> ArrayRef {
+    let names = StringViewArray::from_iter_values(names.iter().map(String::as_str));
+    arrow::compute::take(&names, &UInt32Array::from(codes), None).expect("codes index the names")
 }
 
 pub(crate) fn batch(fields: Vec<(&str, DataType)>, columns: Vec<ArrayRef>) -> RecordBatch {
@@ -45,7 +63,7 @@ pub fn equity_batch(result: &BacktestResult) -> RecordBatch {
             ("funding", DataType::Float64),
             ("n_long", DataType::UInt32),
             ("n_short", DataType::UInt32),
-            ("regime", DataType::Utf8),
+            ("regime", TEXT),
             ("k", DataType::UInt32),
             ("vol_scale", DataType::Float64),
             ("kill_switch", DataType::Boolean),
@@ -61,7 +79,7 @@ pub fn equity_batch(result: &BacktestResult) -> RecordBatch {
             f64_array(b.funding.clone()),
             Arc::new(UInt32Array::from(b.n_long.clone())),
             Arc::new(UInt32Array::from(b.n_short.clone())),
-            Arc::new(StringArray::from(b.regime.clone())),
+            text_array(b.regime.iter().copied()),
             Arc::new(UInt32Array::from(b.k.clone())),
             f64_array(b.vol_scale.clone()),
             Arc::new(BooleanArray::from(b.kill_switch.clone())),
@@ -83,7 +101,7 @@ pub fn weights_batch(result: &BacktestResult) -> RecordBatch {
             let entry = entries.next_if(|&e| book.symbol[e] as usize == i);
             if result.listed[[t, i]] || entry.is_some() {
                 ts.push(result.ts[t]);
-                symbol.push(result.symbols[i].as_str());
+                symbol.push(i as u32);
                 match entry {
                     Some(e) => {
                         target.push(book.target_weight[e]);
@@ -104,7 +122,7 @@ pub fn weights_batch(result: &BacktestResult) -> RecordBatch {
     batch(
         vec![
             ("ts", ts_type()),
-            ("symbol", DataType::Utf8),
+            ("symbol", TEXT),
             ("target_weight", DataType::Float64),
             ("model_weight", DataType::Float64),
             ("weight", DataType::Float64),
@@ -112,7 +130,7 @@ pub fn weights_batch(result: &BacktestResult) -> RecordBatch {
         ],
         vec![
             ts_array(ts),
-            Arc::new(StringArray::from(symbol)),
+            coded_text_array(&result.symbols, symbol),
             f64_array(target),
             f64_array(model),
             f64_array(weight),
@@ -163,23 +181,23 @@ pub(crate) fn fill_columns<'a, T: 'a>(
     let rows: Vec<FillRow<'a>> = rows.iter().map(row).collect();
     let fields = vec![
         ("ts", ts_type()),
-        ("symbol", DataType::Utf8),
-        ("side", DataType::Utf8),
+        ("symbol", TEXT),
+        ("side", TEXT),
         ("qty", DataType::Float64),
         ("price", DataType::Float64),
         ("notional", DataType::Float64),
         ("fee", DataType::Float64),
-        ("reason", DataType::Utf8),
+        ("reason", TEXT),
     ];
     let columns = vec![
         ts_array(rows.iter().map(|f| f.ts).collect()),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|f| f.symbol))) as ArrayRef,
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|f| if f.buy { "buy" } else { "sell" }))),
+        text_array(rows.iter().map(|f| f.symbol)),
+        text_array(rows.iter().map(|f| if f.buy { "buy" } else { "sell" })),
         f64_array(rows.iter().map(|f| f.qty).collect()),
         f64_array(rows.iter().map(|f| f.price).collect()),
         f64_array(rows.iter().map(|f| f.notional).collect()),
         f64_array(rows.iter().map(|f| f.fee).collect()),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|f| f.reason))),
+        text_array(rows.iter().map(|f| f.reason)),
     ];
     (fields, columns)
 }
@@ -207,11 +225,11 @@ pub fn fills_batch(result: &BacktestResult) -> RecordBatch {
 pub fn meta_skipped_batch(result: &BacktestResult) -> RecordBatch {
     let skipped = &result.meta_skipped;
     batch(
-        vec![("ts", ts_type()), ("symbol", DataType::Utf8), ("side", DataType::Utf8), ("p", DataType::Float64)],
+        vec![("ts", ts_type()), ("symbol", TEXT), ("side", TEXT), ("p", DataType::Float64)],
         vec![
             ts_array(skipped.iter().map(|s| s.ts).collect()),
-            Arc::new(StringArray::from_iter_values(skipped.iter().map(|s| result.symbols[s.symbol].as_str()))),
-            Arc::new(StringArray::from_iter_values(skipped.iter().map(|s| if s.side > 0 { "long" } else { "short" }))),
+            text_array(skipped.iter().map(|s| result.symbols[s.symbol].as_str())),
+            text_array(skipped.iter().map(|s| if s.side > 0 { "long" } else { "short" })),
             f64_array(skipped.iter().map(|s| s.p).collect()),
         ],
     )
@@ -223,8 +241,8 @@ pub fn trades_batch(result: &BacktestResult) -> RecordBatch {
     let trips = &result.round_trips;
     batch(
         vec![
-            ("symbol", DataType::Utf8),
-            ("side", DataType::Utf8),
+            ("symbol", TEXT),
+            ("side", TEXT),
             ("entry_ts", ts_type()),
             ("exit_ts", ts_type()),
             ("entry_price", DataType::Float64),
@@ -233,11 +251,11 @@ pub fn trades_batch(result: &BacktestResult) -> RecordBatch {
             ("pnl", DataType::Float64),
             ("return", DataType::Float64),
             ("bars_held", DataType::Int64),
-            ("exit_reason", DataType::Utf8),
+            ("exit_reason", TEXT),
         ],
         vec![
-            Arc::new(StringArray::from_iter_values(trips.iter().map(|r| result.symbols[r.symbol].as_str()))),
-            Arc::new(StringArray::from_iter_values(trips.iter().map(|r| if r.side > 0 { "long" } else { "short" }))),
+            text_array(trips.iter().map(|r| result.symbols[r.symbol].as_str())),
+            text_array(trips.iter().map(|r| if r.side > 0 { "long" } else { "short" })),
             ts_array(trips.iter().map(|r| r.entry_ts).collect()),
             ts_array(trips.iter().map(|r| r.exit_ts).collect()),
             f64_array(trips.iter().map(|r| r.entry_price).collect()),
@@ -246,7 +264,7 @@ pub fn trades_batch(result: &BacktestResult) -> RecordBatch {
             f64_array(trips.iter().map(|r| r.pnl).collect()),
             f64_array(trips.iter().map(|r| r.ret).collect()),
             Arc::new(Int64Array::from_iter_values(trips.iter().map(|r| r.bars_held as i64))),
-            Arc::new(StringArray::from_iter_values(trips.iter().map(|r| r.exit_reason.as_str()))),
+            text_array(trips.iter().map(|r| r.exit_reason.as_str())),
         ],
     )
 }
@@ -261,7 +279,7 @@ pub fn signals_batch(result: &BacktestResult) -> Option<RecordBatch> {
         for i in 0..result.symbols.len() {
             if result.listed[[t, i]] {
                 ts.push(result.ts[t]);
-                symbol.push(result.symbols[i].as_str());
+                symbol.push(i as u32);
                 momentum.push(rec.momentum[[t, i]]);
                 z.push(rec.z[[t, i]]);
                 signal.push(rec.signal[[t, i]]);
@@ -272,7 +290,7 @@ pub fn signals_batch(result: &BacktestResult) -> Option<RecordBatch> {
     Some(batch(
         vec![
             ("ts", ts_type()),
-            ("symbol", DataType::Utf8),
+            ("symbol", TEXT),
             ("momentum", DataType::Float64),
             ("z", DataType::Float64),
             ("signal", DataType::Float64),
@@ -280,7 +298,7 @@ pub fn signals_batch(result: &BacktestResult) -> Option<RecordBatch> {
         ],
         vec![
             ts_array(ts),
-            Arc::new(StringArray::from(symbol)),
+            coded_text_array(&result.symbols, symbol),
             f64_array(momentum),
             f64_array(z),
             f64_array(signal),

@@ -4,12 +4,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{BooleanArray, StringArray};
+use arrow::array::BooleanArray;
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 
 use super::types::Execution;
-use crate::backtest::output::{batch, f64_array, fill_columns, ts_array, ts_type, weights_batch, FillRow};
+use crate::backtest::output::{
+    batch, f64_array, fill_columns, text_array, ts_array, ts_type, weights_batch, FillRow, TEXT,
+};
 use crate::backtest::BacktestResult;
 use crate::data::store::write_parquet_atomically;
 use crate::error::Result;
@@ -45,9 +47,9 @@ pub fn fills_batch(executions: &[Execution]) -> RecordBatch {
         fee: e.fee,
         reason: e.reason.as_str(),
     });
-    fields.extend([("maker", DataType::Boolean), ("client_order_id", DataType::Utf8)]);
+    fields.extend([("maker", DataType::Boolean), ("client_order_id", TEXT)]);
     columns.push(Arc::new(BooleanArray::from(executions.iter().map(|e| e.maker).collect::<Vec<_>>())));
-    columns.push(Arc::new(StringArray::from_iter_values(executions.iter().map(|e| e.client_order_id.as_str()))));
+    columns.push(text_array(executions.iter().map(|e| e.client_order_id.as_str())));
     batch(fields, columns)
 }
 
