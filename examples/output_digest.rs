@@ -24,8 +24,7 @@ fn synthetic_funding(panel: &xsmom::data::Panel) -> xsmom::data::FundingGrid {
         let bias = (rng.uniform() - 0.4) * 4e-4;
         for t in (0..n_bars).step_by(8) {
             if grid.has_data[i] && panel.close[[t, i]].is_finite() {
-                grid.events[[t, i]] = true;
-                grid.rates[[t, i]] = bias + rng.normal() * 1e-4;
+                grid.add_event(t, i, bias + rng.normal() * 1e-4);
             }
         }
     }

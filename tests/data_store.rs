@@ -332,10 +332,11 @@ fn funding_is_read_and_aligned_to_the_bar_that_contains_it() {
         rate: vec![0.001, 0.002, 0.003],
     };
     let grid = panel.align_funding(&events);
-    assert_eq!(grid.rates[[7, 0]], 0.001);
-    assert_eq!(grid.rates[[8, 0]], 0.002);
-    assert_eq!(grid.rates[[16, 0]], 0.003);
-    assert_eq!(grid.rates.sum(), 0.006);
+    assert_eq!(grid.rate(7, 0), 0.001);
+    assert_eq!(grid.rate(8, 0), 0.002);
+    assert_eq!(grid.rate(16, 0), 0.003);
+    assert_eq!((0..24).map(|t| grid.rate(t, 0)).sum::<f64>(), 0.006);
+    assert_eq!((0..24).filter(|&t| grid.event(t, 0)).count(), 3);
     assert_eq!(grid.has_data, vec![true]);
     // Round trip through the funding store.
     let dir = tempfile::tempdir().unwrap();

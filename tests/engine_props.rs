@@ -197,8 +197,7 @@ fn with_funding_and_marks(mut panel: Panel, seed: u64) -> (Panel, FundingGrid) {
         for t in 0..n_bars {
             let close = panel.close[[t, i]];
             if t % 8 == 0 && close.is_finite() {
-                funding.events[[t, i]] = true;
-                funding.rates[[t, i]] = bias + rng.normal() * 5e-5;
+                funding.add_event(t, i, bias + rng.normal() * 5e-5);
             }
             if i != 3 && close.is_finite() && rng.uniform() > 0.03 {
                 mark[[t, i]] = close / (1.0 + premium + rng.normal() * 3e-4);
@@ -210,11 +209,7 @@ fn with_funding_and_marks(mut panel: Panel, seed: u64) -> (Panel, FundingGrid) {
 }
 
 fn head_funding(funding: &FundingGrid, rows: usize) -> FundingGrid {
-    FundingGrid {
-        rates: funding.rates.slice(ndarray::s![..rows, ..]).to_owned(),
-        events: funding.events.slice(ndarray::s![..rows, ..]).to_owned(),
-        has_data: funding.has_data.clone(),
-    }
+    funding.head(rows)
 }
 
 fn basis_config(basis_weight: f64) -> Config {

@@ -138,7 +138,7 @@ pub fn run_window_in(
     if n_symbols == 0 || n_bars == 0 {
         return Err(Error::invalid(EMPTY_UNIVERSE));
     }
-    if funding.rates.dim() != (n_bars, n_symbols) {
+    if funding.dim() != (n_bars, n_symbols) {
         return Err(Error::invalid(FUNDING_MISMATCH));
     }
     if trade_from >= trade_to || trade_to > n_bars {

@@ -1,6 +1,9 @@
 //! Long-format bars and their wide `T × N` panel on a regular time grid (strategy.md §1).
 
 use std::collections::HashMap;
+use std::iter::StepBy;
+use std::ops::Range;
+use std::slice::IterMut;
 
 use ndarray::Array2;
 
@@ -259,8 +262,8 @@ impl Panel {
             low: row(&self.low),
             close: row(&self.close),
             quote_volume: row(&self.quote_volume),
-            funding_rate: row(&funding.rates),
-            funding_event: funding.events.row(t).to_slice().expect("standard layout"),
+            funding_rate: funding.rate_row(t),
+            funding_event: funding.event_row(t),
             mark_close: self.mark_close.as_ref().map(row),
         }
     }
@@ -293,6 +296,16 @@ impl Panel {
 
     /// [`Panel::from_view`] of bars the caller knows to be canonical ([`BarsView::is_canonical`]).
     pub fn from_canonical_view(bars: BarsView<'_>, timeframe: Timeframe) -> Result<Panel> {
+        Panel::canonical_view(bars, timeframe, false).map(|(panel, _)| panel)
+    }
+
+    /// [`Panel::from_canonical_view`], and how many rows fail the validation's value rules
+    /// ([`super::validate::invalid_rows`]), counted while the quote volume is filled.
+    pub(crate) fn checked_canonical_view(bars: BarsView<'_>, timeframe: Timeframe) -> Result<(Panel, usize)> {
+        Panel::canonical_view(bars, timeframe, true)
+    }
+
+    fn canonical_view(bars: BarsView<'_>, timeframe: Timeframe, check_values: bool) -> Result<(Panel, usize)> {
         debug_assert!(bars.is_canonical());
         if bars.is_empty() {
             return Err(Error::invalid("no bars: the selection is empty (check symbols, start and end)"));
@@ -303,7 +316,7 @@ impl Panel {
         let first = starts.windows(2).map(|rows| bars.ts[rows[0]]).min().expect("a symbol");
         let last = starts.windows(2).map(|rows| bars.ts[rows[1] - 1]).max().expect("a symbol");
         let n_bars = ((last - first) / timeframe.ms + 1) as usize;
-        Panel::on_canonical_grid(bars, &starts, timeframe, bars.names, first, n_bars)
+        Panel::on_canonical_grid(bars, &starts, timeframe, bars.names, first, n_bars, check_values)
     }
 
     /// Pivot long bars onto a given grid: `n_bars` bars from `first`, the columns `symbols` in that
@@ -326,10 +339,12 @@ impl Panel {
             let sorted = super::store::sort_bars(bars.to_bars());
             return Panel::on_view_grid(sorted.view(), timeframe, symbols, first, n_bars);
         }
-        Panel::on_canonical_grid(bars, &canonical_starts(bars), timeframe, symbols, first, n_bars)
+        Panel::on_canonical_grid(bars, &canonical_starts(bars), timeframe, symbols, first, n_bars, false)
+            .map(|(panel, _)| panel)
     }
 
-    /// [`Panel::on_view_grid`] of canonical bars whose code c has the rows `starts[c]..starts[c + 1]`.
+    /// [`Panel::on_view_grid`] of canonical bars whose code c has the rows `starts[c]..starts[c + 1]`;
+    /// with `check_values`, also the number of rows that fail the validation's value rules (else 0).
     fn on_canonical_grid(
         bars: BarsView<'_>,
         starts: &[usize],
@@ -337,7 +352,8 @@ impl Panel {
         symbols: &[String],
         first: i64,
         n_bars: usize,
-    ) -> Result<Panel> {
+        check_values: bool,
+    ) -> Result<(Panel, usize)> {
         let step = timeframe.ms;
         let positions: HashMap<&str, usize> = symbols.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
         let n_symbols = symbols.len();
@@ -349,26 +365,54 @@ impl Panel {
             };
             (start_of[i], end[i]) = (starts[code], starts[code + 1]);
         }
-        // The quote volume of each row: its turnover, else close × volume.
-        let quote_volume: Vec<f64> = match bars.turnover {
-            Some(turnover) => turnover
-                .iter()
-                .zip(bars.close.iter().zip(bars.volume))
-                .map(|(&turnover, (&close, &volume))| if turnover.is_finite() { turnover } else { close * volume })
-                .collect(),
-            None => bars.close.iter().zip(bars.volume).map(|(close, volume)| close * volume).collect(),
-        };
         let runs = GridRuns::of(bars, timeframe, first, n_bars, &start_of, &end)?;
-        let sources = [bars.open, bars.high, bars.low, bars.close, &quote_volume];
-        // One fill per matrix, the five in parallel: each writes every cell of its own matrix once.
-        let mut filled = crate::threads::map_ordered(&sources, n_bars * n_symbols, |source| runs.fill(source));
+        // One fill per matrix, the five in parallel (the calling thread takes the first three):
+        // each writes every cell of its own matrix once. The runs hold every row exactly once
+        // (`GridRuns::of` refuses any other row), so the quote volume's fill, which reads the
+        // turnover, close and volume of every row anyway, also counts the rows that fail the value rules.
+        let fields = [
+            Field::Price(bars.open),
+            Field::Price(bars.high),
+            Field::Price(bars.low),
+            Field::Price(bars.close),
+            Field::QuoteVolume,
+        ];
+        let mut filled = crate::threads::map_ordered(&fields, n_bars * n_symbols, |field| match field {
+            Field::Price(source) => {
+                (runs.fill(|rows, cells| cells.zip(&source[rows]).for_each(|(cell, value)| *cell = *value)), 0)
+            }
+            Field::QuoteVolume => {
+                let mut invalid = 0usize;
+                let values = runs.fill(|rows, cells| {
+                    if check_values {
+                        invalid += super::validate::invalid_rows(bars, rows.clone());
+                    }
+                    // The quote volume of a row: its turnover, else close × volume.
+                    let (close, volume) = (&bars.close[rows.clone()], &bars.volume[rows.clone()]);
+                    match bars.turnover {
+                        Some(turnover) => cells.zip(&turnover[rows]).zip(close.iter().zip(volume)).for_each(
+                            |((cell, &turnover), (&close, &volume))| {
+                                *cell = if turnover.is_finite() { turnover } else { close * volume }
+                            },
+                        ),
+                        None => cells
+                            .zip(close.iter().zip(volume))
+                            .for_each(|(cell, (close, volume))| *cell = close * volume),
+                    }
+                });
+                (values, invalid)
+            }
+        });
+        let invalid_rows = filled[4].1;
         let [open, high, low, close, quote_volume] =
-            std::array::from_fn::<Vec<f64>, 5, _>(|k| std::mem::take(&mut filled[k]));
+            std::array::from_fn::<Vec<f64>, 5, _>(|k| std::mem::take(&mut filled[k].0));
         let matrix = |values: Vec<f64>| Array2::from_shape_vec((n_bars, n_symbols), values).expect("T × N cells");
         let (open, high, low, close, quote_volume) =
             (matrix(open), matrix(high), matrix(low), matrix(close), matrix(quote_volume));
         let ts = (0..n_bars as i64).map(|t| first + t * step).collect();
-        Ok(Panel { timeframe, ts, symbols: symbols.to_vec(), open, high, low, close, quote_volume, mark_close: None })
+        let panel =
+            Panel { timeframe, ts, symbols: symbols.to_vec(), open, high, low, close, quote_volume, mark_close: None };
+        Ok((panel, invalid_rows))
     }
 
     /// Back to long bars: one row per cell with a close, in canonical order, turnover = the
@@ -485,7 +529,7 @@ impl Panel {
                 events[[t, i]] = true;
             }
         }
-        FundingGrid { rates, events, has_data }
+        FundingGrid::new(rates, events, has_data)
     }
 }
 
@@ -555,10 +599,12 @@ impl GridRuns {
         Ok(GridRuns { n_bars, n_symbols: start_of.len(), runs, column_start })
     }
 
-    /// The `T × N` cells of one field (`source`: its value per row), NaN where a column has no bar.
-    /// Filled a tile of bars at a time (a tile of the matrix stays in cache while every column's
-    /// runs are copied into it), each run read as one sequential stream.
-    fn fill(&self, source: &[f64]) -> Vec<f64> {
+    /// The `T × N` cells of one field, NaN where a column has no bar; `copy_run(rows, cells)` writes
+    /// the field's values of the input rows `rows` into `cells` (one per row, in order). Filled a
+    /// tile of bars at a time (a tile of the matrix stays in cache while every column's runs are
+    /// copied into it), each run read as one sequential stream; the `rows` of all calls together
+    /// are every row of the runs, each once.
+    fn fill(&self, mut copy_run: impl FnMut(Range<usize>, StepBy<IterMut<'_, f64>>)) -> Vec<f64> {
         const TILE_BARS: usize = 256;
         let n = self.n_symbols;
         let mut values = Vec::with_capacity(self.n_bars * n);
@@ -577,9 +623,10 @@ impl GridRuns {
                         break;
                     }
                     let (from, to) = (start.max(tile_start), stop.min(tile_end));
-                    let rows = &source[row + (from - start)..row + (to - start)];
-                    let cells = tile[(from - tile_start) * n + column..].iter_mut().step_by(n);
-                    cells.zip(rows).for_each(|(cell, value)| *cell = *value);
+                    copy_run(
+                        row + (from - start)..row + (to - start),
+                        tile[(from - tile_start) * n + column..].iter_mut().step_by(n),
+                    );
                     if stop > tile_end {
                         break;
                     }
@@ -591,20 +638,106 @@ impl GridRuns {
     }
 }
 
-/// Funding rates aligned to a panel (see [`Panel::align_funding`]).
-#[derive(Debug, Clone, PartialEq)]
+/// A matrix of the panel as its pivot fills it: a price column copied as it is, or the quote volume.
+enum Field<'a> {
+    Price(&'a [f64]),
+    QuoteVolume,
+}
+
+/// Funding rates aligned to a panel (see [`Panel::align_funding`]): per bar t and symbol i, the
+/// summed rate of the events that fall in bar t and whether there was one (a rate may be 0).
+#[derive(Debug, Clone)]
 pub struct FundingGrid {
-    pub rates: Array2<f64>,
-    /// `events[t, i]`: a funding event of symbol i falls in bar t (its rate may be 0).
-    pub events: Array2<bool>,
+    n_bars: usize,
+    /// `T × N`, or `1 × N` when no symbol has an event: one zero row that stands for every bar, so
+    /// a backtest without funding neither zeroes nor reads a `T × N` matrix.
+    rates: Array2<f64>,
+    events: Array2<bool>,
     pub has_data: Vec<bool>,
 }
 
 impl FundingGrid {
+    /// A grid of `rates` and `events` (both `T × N`); `has_data[i]`: symbol i had a funding record.
+    pub fn new(rates: Array2<f64>, events: Array2<bool>, has_data: Vec<bool>) -> Self {
+        assert_eq!(rates.dim(), events.dim(), "rates and events of one grid");
+        assert_eq!(rates.ncols(), has_data.len(), "one has_data per symbol");
+        Self { n_bars: rates.nrows(), rates, events, has_data }
+    }
+
+    /// No funding data at all (every rate 0, every symbol reported as missing).
+    pub fn empty(n_bars: usize, n_symbols: usize) -> Self {
+        Self {
+            n_bars,
+            rates: Array2::zeros((1, n_symbols)),
+            events: Array2::from_elem((1, n_symbols), false),
+            has_data: vec![false; n_symbols],
+        }
+    }
+
+    /// `(bars, symbols)`.
+    pub fn dim(&self) -> (usize, usize) {
+        (self.n_bars, self.rates.ncols())
+    }
+
+    /// The stored row that holds bar t.
+    fn row_of(&self, t: usize) -> usize {
+        debug_assert!(t < self.n_bars, "bar {t} of {}", self.n_bars);
+        if self.rates.nrows() == self.n_bars {
+            t
+        } else {
+            0
+        }
+    }
+
+    /// Bar t's rates, one per symbol.
+    pub fn rate_row(&self, t: usize) -> &[f64] {
+        self.rates.row(self.row_of(t)).to_slice().expect("standard layout")
+    }
+
+    /// Bar t's events, one per symbol.
+    pub fn event_row(&self, t: usize) -> &[bool] {
+        self.events.row(self.row_of(t)).to_slice().expect("standard layout")
+    }
+
+    pub fn rate(&self, t: usize, i: usize) -> f64 {
+        self.rates[[self.row_of(t), i]]
+    }
+
+    pub fn event(&self, t: usize, i: usize) -> bool {
+        self.events[[self.row_of(t), i]]
+    }
+
+    /// Add a funding event of `rate` to symbol i in bar t (rates of one bar sum).
+    pub fn add_event(&mut self, t: usize, i: usize, rate: f64) {
+        assert!(t < self.n_bars, "bar {t} of {}", self.n_bars);
+        if self.rates.nrows() != self.n_bars {
+            let n_symbols = self.rates.ncols();
+            self.rates = Array2::zeros((self.n_bars, n_symbols));
+            self.events = Array2::from_elem((self.n_bars, n_symbols), false);
+        }
+        self.rates[[t, i]] += rate;
+        self.events[[t, i]] = true;
+    }
+
+    /// The first `n_bars` bars.
+    pub fn head(&self, n_bars: usize) -> FundingGrid {
+        assert!(n_bars <= self.n_bars, "{n_bars} of {} bars", self.n_bars);
+        let stored = if self.rates.nrows() == self.n_bars { n_bars } else { self.rates.nrows() };
+        FundingGrid {
+            n_bars,
+            rates: self.rates.slice(ndarray::s![..stored, ..]).to_owned(),
+            events: self.events.slice(ndarray::s![..stored, ..]).to_owned(),
+            has_data: self.has_data.clone(),
+        }
+    }
+
     /// The aligned events as long funding (one event per bar with an event, at the bar's open,
     /// with the bar's summed rate): aligning it to `panel` again gives the same rates and events.
     pub fn to_funding(&self, panel: &Panel) -> Funding {
         let mut funding = Funding { names: panel.symbols.clone(), ..Funding::default() };
+        if self.rates.nrows() != self.n_bars {
+            return funding;
+        }
         for i in 0..panel.n_symbols() {
             for t in 0..panel.n_bars() {
                 if self.events[[t, i]] {
@@ -616,13 +749,42 @@ impl FundingGrid {
         }
         funding
     }
+}
 
-    /// No funding data at all (every rate 0, every symbol reported as missing).
-    pub fn empty(n_bars: usize, n_symbols: usize) -> Self {
-        Self {
-            rates: Array2::zeros((n_bars, n_symbols)),
-            events: Array2::from_elem((n_bars, n_symbols), false),
-            has_data: vec![false; n_symbols],
-        }
+/// Grids are equal when every bar's rates and events and `has_data` are, however they are stored.
+impl PartialEq for FundingGrid {
+    fn eq(&self, other: &Self) -> bool {
+        self.dim() == other.dim()
+            && self.has_data == other.has_data
+            && (0..self.n_bars)
+                .all(|t| self.rate_row(t) == other.rate_row(t) && self.event_row(t) == other.event_row(t))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FundingGrid;
+    use ndarray::Array2;
+
+    #[test]
+    fn an_empty_funding_grid_reads_as_zeros_at_every_bar_and_fills_in_on_the_first_event() {
+        let (n_bars, n_symbols) = (5, 3);
+        let mut grid = FundingGrid::empty(n_bars, n_symbols);
+        let zeros = FundingGrid::new(
+            Array2::zeros((n_bars, n_symbols)),
+            Array2::from_elem((n_bars, n_symbols), false),
+            vec![false; n_symbols],
+        );
+        assert_eq!(grid.dim(), (n_bars, n_symbols));
+        assert_eq!(grid, zeros);
+        assert!((0..n_bars).all(|t| grid.rate_row(t) == [0.0; 3] && grid.event_row(t) == [false; 3]));
+        assert_eq!(grid.head(2), zeros.head(2));
+        assert_eq!(grid.head(2).dim(), (2, n_symbols));
+        grid.add_event(4, 1, 0.001);
+        grid.add_event(4, 1, 0.002);
+        assert_eq!((grid.rate(4, 1), grid.event(4, 1)), (0.003, true));
+        assert!((0..4).all(|t| !grid.event(t, 1) && grid.rate(t, 1) == 0.0));
+        assert_ne!(grid, zeros);
+        assert_eq!(grid.head(4), zeros.head(4));
     }
 }

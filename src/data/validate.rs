@@ -110,23 +110,25 @@ pub fn validate_canonical_serial(bars: BarsView<'_>, timeframe: Timeframe, spike
 }
 
 /// The panel of canonical bars in which [`validate_canonical`] would find no error (warnings
-/// aside), or `None`: every row passes [`bar_error`]'s value rules (one branch-free pass that
-/// vectorises), the grid starts on a multiple of the timeframe and the pivot, which refuses a row
-/// off the grid or a second row for a bar, succeeds. A caller can then run the engine while the
-/// warnings are still being found.
+/// aside), or `None`: every row passes [`bar_error`]'s value rules (counted by the pivot while it
+/// fills the quote volume, on the second core: [`Panel::checked_canonical_view`]), the grid starts
+/// on a multiple of the timeframe and the pivot, which refuses a row off the grid or a second row
+/// for a bar, succeeds. A caller can then run the engine while the warnings are still being found.
 pub fn error_free_panel(bars: BarsView<'_>, timeframe: Timeframe) -> Option<Panel> {
     debug_assert!(bars.is_canonical());
-    if !bar_values_are_valid(bars, 0..bars.len()) {
-        return None;
-    }
-    let panel = Panel::from_canonical_view(bars, timeframe).ok()?;
-    (panel.ts.first()?.rem_euclid(timeframe.ms) == 0).then_some(panel)
+    let (panel, invalid_rows) = Panel::checked_canonical_view(bars, timeframe).ok()?;
+    (invalid_rows == 0 && panel.ts.first()?.rem_euclid(timeframe.ms) == 0).then_some(panel)
 }
 
-/// Whether every row in `rows` passes [`bar_error`]'s value rules. Finite and positive prices follow from
-/// `open, close, low > 0`, `low ≤ min(open, close)`, `max(open, close) ≤ high < ∞` (NaN fails
-/// every comparison); the rows' failures are counted rather than and-ed so that the loop vectorises.
+/// Whether every row in `rows` passes [`bar_error`]'s value rules.
 fn bar_values_are_valid(bars: BarsView<'_>, rows: std::ops::Range<usize>) -> bool {
+    invalid_rows(bars, rows) == 0
+}
+
+/// How many rows in `rows` fail [`bar_error`]'s value rules. Finite and positive prices follow from
+/// `open, close, low > 0`, `low ≤ min(open, close)`, `max(open, close) ≤ high < ∞` (NaN fails
+/// every comparison); the failures are counted rather than and-ed so that the loop vectorises.
+pub(crate) fn invalid_rows(bars: BarsView<'_>, rows: std::ops::Range<usize>) -> usize {
     let (open, high, low, close, volume) = (
         &bars.open[rows.clone()],
         &bars.high[rows.clone()],
@@ -148,7 +150,7 @@ fn bar_values_are_valid(bars: BarsView<'_>, rows: std::ops::Range<usize>) -> boo
             & (0.0..f64::INFINITY).contains(&v);
         invalid += usize::from(!valid);
     }
-    invalid == 0
+    invalid
 }
 
 /// One "unsorted" warning per symbol whose ts go backwards in the input order.

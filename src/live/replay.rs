@@ -166,8 +166,8 @@ impl Book {
         let n = self.panel.n_symbols();
         let bars: Vec<(usize, Kline)> = (0..n).map(|i| (i, self.kline(t, i))).collect();
         let funding: Vec<(usize, i64, f64)> = (0..n)
-            .filter(|&i| self.funding.events[[t, i]])
-            .map(|i| (i, self.panel.ts[t], self.funding.rates[[t, i]]))
+            .filter(|&i| self.funding.event(t, i))
+            .map(|i| (i, self.panel.ts[t], self.funding.rate(t, i)))
             .collect();
         self.account.match_bars(&bars, &funding);
     }
@@ -256,8 +256,8 @@ impl Exchange for ReplayExchange {
         let i = book.column(symbol)?;
         let p = &book.panel;
         Ok((0..book.happened)
-            .filter(|&t| book.funding.events[[t, i]] && p.ts[t] >= start_ms && p.ts[t] < end_ms)
-            .map(|t| FundingRate { ts: p.ts[t], rate: book.funding.rates[[t, i]] })
+            .filter(|&t| book.funding.event(t, i) && p.ts[t] >= start_ms && p.ts[t] < end_ms)
+            .map(|t| FundingRate { ts: p.ts[t], rate: book.funding.rate(t, i) })
             .collect())
     }
 
