@@ -72,18 +72,98 @@ impl PendingFindings {
     /// them first in `Inputs::warnings`.
     pub fn finish(self) -> Result<(Vec<data::Finding>, Vec<String>)> {
         let findings = self.0.join().map_err(|_| Error::data("the validation thread panicked"))?;
-        // `data::error_free_panel` admitted these bars; should the validation still find an error,
-        // the run is refused as it would have been with the validation first.
-        if let Some(error) = findings.iter().find(|f| f.severity == Severity::Error) {
-            return Err(Error::data(format!(
-                "bars: {} at ts {}: {} ({})",
-                error.symbol, error.ts, error.kind, error.detail
-            )));
-        }
-        let mut warnings = summarise_findings(&findings);
-        warnings.dedup();
-        Ok((findings, warnings))
+        deferred_warnings(findings)
     }
+}
+
+/// The findings of a validation run beside the engine, and their warning lines. The bars were
+/// admitted as error-free ([`data::error_free_panel`]); should the validation still find an error,
+/// the run is refused as it would have been with the validation first.
+fn deferred_warnings(findings: Vec<data::Finding>) -> Result<(Vec<data::Finding>, Vec<String>)> {
+    if let Some(error) = findings.iter().find(|f| f.severity == Severity::Error) {
+        return Err(Error::data(format!(
+            "bars: {} at ts {}: {} ({})",
+            error.symbol, error.ts, error.kind, error.detail
+        )));
+    }
+    let mut warnings = summarise_findings(&findings);
+    warnings.dedup();
+    Ok((findings, warnings))
+}
+
+/// A backtest of Arrow bars (a DataFrame) whose pivot streams into the engine: canonical bars free
+/// of errors are pivoted on a second thread a tile of bars at a time ([`Panel::stream_canonical`])
+/// while the engine steps through the tiles already filled, and their warnings are found on that
+/// thread once the pivot is done, so the engine starts at once instead of after validation and
+/// pivot. The inputs, result and warnings are those of [`prepare_deferred`] + [`backtest`]
+/// (warnings of the bars first). `None` when these bars cannot be streamed (not canonical, a row
+/// with an error, mark bars wanted): the caller takes the usual path, which reports the problem.
+pub fn backtest_streamed(
+    arrow: &ArrowBars,
+    funding: FundingSource,
+    cfg: &Config,
+    record_signals: bool,
+) -> Result<Option<(Inputs, BacktestResult)>> {
+    let view = arrow.view();
+    if wants_mark(cfg) || !view.is_canonical() {
+        return Ok(None);
+    }
+    let (timeframe, spike) = (cfg.timeframe(), cfg.data.spike_rule());
+    let engine_run = |grid: &data::PanelGrid<'_>,
+                      tiles: std::sync::mpsc::Receiver<data::PivotTile<'_>>|
+     -> Result<Option<(FundingGrid, BacktestResult)>> {
+        let (start, end) = (grid.ts.first().copied(), grid.ts.last().map(|t| t + timeframe.ms));
+        let funding = match load_funding(funding, None, grid.symbols, start, end, timeframe)? {
+            Some(funding) => grid.align_funding(&funding),
+            None => FundingGrid::empty(grid.ts.len(), grid.symbols.len()),
+        };
+        let mut engine = backtest::Engine::new(grid.symbols, timeframe, &funding.has_data, cfg, record_signals)?;
+        engine.reserve(grid.ts.len());
+        let mut rows: Option<data::PivotRows<'_>> = None;
+        for (t, &ts) in grid.ts.iter().enumerate() {
+            if rows.as_ref().is_none_or(|rows| t >= rows.bars.end) {
+                match tiles.recv() {
+                    Ok(data::PivotTile::Rows(next)) => rows = Some(next),
+                    Ok(data::PivotTile::Invalid) | Err(_) => return Ok(None),
+                }
+            }
+            engine.step(&rows.as_ref().expect("a tile holds bar t").bar_row(t, ts, &funding));
+        }
+        Ok(Some((funding, engine.finish())))
+    };
+    let validation = || data::validate_canonical_serial(view, timeframe, spike);
+    let Some((panel, ran, findings)) = Panel::stream_canonical(view, timeframe, engine_run, validation) else {
+        return Ok(None);
+    };
+    let Some((funding, mut result)) = ran? else { return Ok(None) };
+    let (findings, bar_warnings) = deferred_warnings(findings)?;
+    let mut warnings = bar_warnings.clone();
+    warnings.append(&mut result.warnings);
+    warnings.extend(backtest::diagnose(&result, cfg));
+    result.warnings = warnings;
+    Ok(Some((Inputs { panel, funding, findings, warnings: bar_warnings }, result)))
+}
+
+/// The funding that `funding` names for `symbols` over `[start, end)` (from the bar store at
+/// `store_root` for [`FundingSource::FromBarsStore`]; one bar earlier for a store, so that an
+/// event just before the first bar is seen), or `None`.
+fn load_funding(
+    funding: FundingSource,
+    store_root: Option<&Path>,
+    symbols: &[String],
+    start: Option<i64>,
+    end: Option<i64>,
+    timeframe: Timeframe,
+) -> Result<Option<Funding>> {
+    Ok(match funding {
+        FundingSource::FromBarsStore => match store_root {
+            Some(root) => Some(data::read_funding(root, Some(symbols), start.map(|s| s - timeframe.ms), end)?),
+            None => None,
+        },
+        FundingSource::Path(path) => Some(data::read_funding(&path, Some(symbols), None, end)?),
+        FundingSource::Funding(funding) => Some(funding),
+        FundingSource::None => None,
+    })
 }
 
 /// [`prepare`] for one backtest: when the bars are canonical Arrow buffers (a DataFrame, a file,
@@ -124,16 +204,7 @@ fn prepare_inner(
     };
     let mut warnings = summarise_findings(&findings);
     let (start, end) = (panel.ts.first().copied(), panel.ts.last().map(|t| t + timeframe.ms));
-    let funding = match funding {
-        FundingSource::FromBarsStore => match store_root {
-            Some(root) => Some(data::read_funding(&root, Some(&panel.symbols), start.map(|s| s - timeframe.ms), end)?),
-            None => None,
-        },
-        FundingSource::Path(path) => Some(data::read_funding(&path, Some(&panel.symbols), None, end)?),
-        FundingSource::Funding(funding) => Some(funding),
-        FundingSource::None => None,
-    };
-    let funding = match funding {
+    let funding = match load_funding(funding, store_root.as_deref(), &panel.symbols, start, end, timeframe)? {
         Some(funding) => panel.align_funding(&funding),
         None => FundingGrid::empty(panel.n_bars(), panel.n_symbols()),
     };

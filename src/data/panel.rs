@@ -305,6 +305,87 @@ impl Panel {
         Panel::canonical_view(bars, timeframe, true)
     }
 
+    /// The pivot of canonical bars filled on another thread while `consume` reads it on this one,
+    /// a tile of bars at a time in time order ([`PivotTile`]): a backtest's engine can start on
+    /// the first bars while the later ones are still being filled. The filling thread checks each
+    /// tile's rows against the validation's value rules before handing it over, and runs `after`
+    /// (the validation's warnings) once every tile is filled. `None` when these bars cannot be
+    /// streamed: a row fails the value rules (the tiles stop there; what `consume` returned is
+    /// dropped), the pivot refuses a row (off the grid, a duplicate), or the grid's first bar is
+    /// not on a multiple of the timeframe; the caller then takes the validating path, which names
+    /// the problem.
+    pub(crate) fn stream_canonical<'v, R, A: Send>(
+        bars: BarsView<'v>,
+        timeframe: Timeframe,
+        consume: impl for<'t> FnOnce(&PanelGrid<'v>, std::sync::mpsc::Receiver<PivotTile<'t>>) -> R,
+        after: impl FnOnce() -> A + Send,
+    ) -> Option<(Panel, R, A)> {
+        use std::mem::MaybeUninit;
+        // Small tiles: the engine waits only for the first one.
+        const TILE_BARS: usize = 64;
+        debug_assert!(bars.is_canonical());
+        if bars.is_empty() {
+            return None;
+        }
+        let starts = canonical_starts(bars);
+        let first = starts.windows(2).map(|rows| bars.ts[rows[0]]).min()?;
+        let last = starts.windows(2).map(|rows| bars.ts[rows[1] - 1]).max()?;
+        if first.rem_euclid(timeframe.ms) != 0 {
+            return None;
+        }
+        let n_bars = ((last - first) / timeframe.ms + 1) as usize;
+        let n_symbols = bars.names.len();
+        let runs = GridRuns::of(bars, timeframe, first, n_bars, &starts[..n_symbols], &starts[1..]).ok()?;
+        let grid = PanelGrid {
+            timeframe,
+            ts: (0..n_bars as i64).map(|t| first + t * timeframe.ms).collect(),
+            symbols: bars.names,
+        };
+        let cells = n_bars * n_symbols;
+        let mut matrices: [Vec<f64>; 5] = std::array::from_fn(|_| Vec::with_capacity(cells));
+        let (after, consumed) = {
+            let spare: Vec<std::slice::ChunksMut<'_, MaybeUninit<f64>>> = matrices
+                .iter_mut()
+                .map(|matrix| matrix.spare_capacity_mut()[..cells].chunks_mut(TILE_BARS * n_symbols))
+                .collect();
+            let runs = &runs;
+            std::thread::scope(|scope| {
+                let (sender, receiver) = std::sync::mpsc::channel();
+                let filler = std::thread::Builder::new()
+                    .name("xsmom-pivot".into())
+                    .spawn_scoped(scope, move || {
+                        runs.fill_streamed(bars, TILE_BARS, spare, &sender).then(|| {
+                            drop(sender);
+                            after()
+                        })
+                    })
+                    .ok()?;
+                let consumed = consume(&grid, receiver);
+                Some((filler.join().expect("the pivot thread panicked"), consumed))
+            })?
+        };
+        let after = after?;
+        for matrix in &mut matrices {
+            // SAFETY: the filling thread returned `Some` only after it had initialised every
+            // chunk of the first `cells` elements of each matrix's spare capacity.
+            unsafe { matrix.set_len(cells) };
+        }
+        let matrix = |values: Vec<f64>| Array2::from_shape_vec((n_bars, n_symbols), values).expect("T × N cells");
+        let [open, high, low, close, quote_volume] = matrices.map(matrix);
+        let panel = Panel {
+            timeframe,
+            ts: grid.ts,
+            symbols: bars.names.to_vec(),
+            open,
+            high,
+            low,
+            close,
+            quote_volume,
+            mark_close: None,
+        };
+        Some((panel, consumed, after))
+    }
+
     fn canonical_view(bars: BarsView<'_>, timeframe: Timeframe, check_values: bool) -> Result<(Panel, usize)> {
         debug_assert!(bars.is_canonical());
         if bars.is_empty() {
@@ -370,38 +451,11 @@ impl Panel {
         // each writes every cell of its own matrix once. The runs hold every row exactly once
         // (`GridRuns::of` refuses any other row), so the quote volume's fill, which reads the
         // turnover, close and volume of every row anyway, also counts the rows that fail the value rules.
-        let fields = [
-            Field::Price(bars.open),
-            Field::Price(bars.high),
-            Field::Price(bars.low),
-            Field::Price(bars.close),
-            Field::QuoteVolume,
-        ];
-        let mut filled = crate::threads::map_ordered(&fields, n_bars * n_symbols, |field| match field {
-            Field::Price(source) => {
-                (runs.fill(|rows, cells| cells.zip(&source[rows]).for_each(|(cell, value)| *cell = *value)), 0)
-            }
-            Field::QuoteVolume => {
-                let mut invalid = 0usize;
-                let values = runs.fill(|rows, cells| {
-                    if check_values {
-                        invalid += super::validate::invalid_rows(bars, rows.clone());
-                    }
-                    // The quote volume of a row: its turnover, else close × volume.
-                    let (close, volume) = (&bars.close[rows.clone()], &bars.volume[rows.clone()]);
-                    match bars.turnover {
-                        Some(turnover) => cells.zip(&turnover[rows]).zip(close.iter().zip(volume)).for_each(
-                            |((cell, &turnover), (&close, &volume))| {
-                                *cell = if turnover.is_finite() { turnover } else { close * volume }
-                            },
-                        ),
-                        None => cells
-                            .zip(close.iter().zip(volume))
-                            .for_each(|(cell, (close, volume))| *cell = close * volume),
-                    }
-                });
-                (values, invalid)
-            }
+        let fields = fields_of(bars);
+        let mut filled = crate::threads::map_ordered(&fields, n_bars * n_symbols, |field| {
+            let mut invalid = 0usize;
+            let values = runs.fill(|rows, cells| field.copy_run(bars, check_values, &mut invalid, rows, cells));
+            (values, invalid)
         });
         let invalid_rows = filled[4].1;
         let [open, high, low, close, quote_volume] =
@@ -505,31 +559,7 @@ impl Panel {
     /// time falls in bar t's interval `[ts_t, ts_t + Δ)` (an event 1 ms before the hour belongs to the
     /// earlier bar). `has_data[i]` says whether symbol i had any funding record at all.
     pub fn align_funding(&self, funding: &Funding) -> FundingGrid {
-        let n_symbols = self.n_symbols();
-        let mut rates = Array2::zeros((self.n_bars(), n_symbols));
-        let mut events = Array2::from_elem((self.n_bars(), n_symbols), false);
-        let mut has_data = vec![false; n_symbols];
-        let index: HashMap<&str, usize> = self.symbols.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
-        let column_of: Vec<Option<usize>> =
-            funding.names.iter().map(|name| index.get(name.as_str()).copied()).collect();
-        let first = self.ts.first().copied().unwrap_or(0);
-        let step = self.timeframe.ms;
-        for row in 0..funding.ts.len() {
-            let Some(i) = column_of[funding.symbol[row] as usize] else {
-                continue;
-            };
-            has_data[i] = true;
-            let offset = funding.ts[row] - first;
-            if offset < 0 {
-                continue;
-            }
-            let t = (offset / step) as usize;
-            if t < self.n_bars() && funding.rate[row].is_finite() {
-                rates[[t, i]] += funding.rate[row];
-                events[[t, i]] = true;
-            }
-        }
-        FundingGrid::new(rates, events, has_data)
+        align_funding(self.timeframe, &self.ts, &self.symbols, funding)
     }
 }
 
@@ -608,40 +638,223 @@ impl GridRuns {
         const TILE_BARS: usize = 256;
         let n = self.n_symbols;
         let mut values = Vec::with_capacity(self.n_bars * n);
-        // Per column, its next run not yet copied to its end.
-        let mut next: Vec<usize> = self.column_start[..n].to_vec();
+        let mut next = self.cursors();
         for tile_start in (0..self.n_bars).step_by(TILE_BARS) {
             let tile_end = (tile_start + TILE_BARS).min(self.n_bars);
             // The tile starts as NaN just before its runs are copied in, while it is in cache (a
             // prefill of the whole matrix would write it twice to memory).
             values.resize(tile_end * n, f64::NAN);
-            let tile = &mut values[tile_start * n..tile_end * n];
-            for (column, next) in next.iter_mut().enumerate() {
-                while *next < self.column_start[column + 1] {
-                    let (start, stop, row) = self.runs[*next];
-                    if start >= tile_end {
-                        break;
-                    }
-                    let (from, to) = (start.max(tile_start), stop.min(tile_end));
-                    copy_run(
-                        row + (from - start)..row + (to - start),
-                        tile[(from - tile_start) * n + column..].iter_mut().step_by(n),
-                    );
-                    if stop > tile_end {
-                        break;
-                    }
-                    *next += 1;
-                }
-            }
+            self.fill_tile(&mut next, tile_start, &mut values[tile_start * n..tile_end * n], &mut copy_run);
         }
         values
     }
+
+    /// The five matrices of [`Panel::stream_canonical`], a tile of `tile_bars` bars at a time, into
+    /// `spare` (per matrix, its chunks of `tile_bars × N` cells), each tile sent when its rows
+    /// pass the value rules. False when a row failed them (`Invalid` is sent) or the receiver
+    /// has gone; true when every chunk was initialised and sent.
+    fn fill_streamed<'m>(
+        &self,
+        bars: BarsView<'_>,
+        tile_bars: usize,
+        mut spare: Vec<std::slice::ChunksMut<'m, std::mem::MaybeUninit<f64>>>,
+        sender: &std::sync::mpsc::Sender<PivotTile<'m>>,
+    ) -> bool {
+        let fields = fields_of(bars);
+        let mut cursors: [Vec<usize>; 5] = std::array::from_fn(|_| self.cursors());
+        for tile_start in (0..self.n_bars).step_by(tile_bars) {
+            let mut invalid = 0usize;
+            let mut tiles: [&'m [f64]; 5] = [&[]; 5];
+            for (k, field) in fields.iter().enumerate() {
+                let chunk = spare[k].next().expect("a chunk per tile");
+                chunk.fill(std::mem::MaybeUninit::new(f64::NAN));
+                // SAFETY: every element of `chunk` was initialised on the line above.
+                let tile = unsafe { &mut *(chunk as *mut [std::mem::MaybeUninit<f64>] as *mut [f64]) };
+                self.fill_tile(&mut cursors[k], tile_start, tile, &mut |rows, cells| {
+                    field.copy_run(bars, true, &mut invalid, rows, cells)
+                });
+                tiles[k] = tile;
+            }
+            if invalid > 0 {
+                let _ = sender.send(PivotTile::Invalid);
+                return false;
+            }
+            let [open, high, low, close, quote_volume] = tiles;
+            let bars = tile_start..(tile_start + tile_bars).min(self.n_bars);
+            let rows = PivotRows { bars, open, high, low, close, quote_volume };
+            if sender.send(PivotTile::Rows(rows)).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Per column, its first run: the cursors of [`GridRuns::fill_tile`] before the first tile.
+    fn cursors(&self) -> Vec<usize> {
+        self.column_start[..self.n_symbols].to_vec()
+    }
+
+    /// Copy every column's runs into `tile` (the cells of the bars from `tile_start`, all NaN so
+    /// far), tiles in time order; `next[i]` is column i's next run not yet copied to its end.
+    fn fill_tile(
+        &self,
+        next: &mut [usize],
+        tile_start: usize,
+        tile: &mut [f64],
+        copy_run: &mut impl FnMut(Range<usize>, StepBy<IterMut<'_, f64>>),
+    ) {
+        let n = self.n_symbols;
+        let tile_end = tile_start + tile.len() / n;
+        for (column, next) in next.iter_mut().enumerate() {
+            while *next < self.column_start[column + 1] {
+                let (start, stop, row) = self.runs[*next];
+                if start >= tile_end {
+                    break;
+                }
+                let (from, to) = (start.max(tile_start), stop.min(tile_end));
+                copy_run(
+                    row + (from - start)..row + (to - start),
+                    tile[(from - tile_start) * n + column..].iter_mut().step_by(n),
+                );
+                if stop > tile_end {
+                    break;
+                }
+                *next += 1;
+            }
+        }
+    }
+}
+
+/// Funding on the grid `ts` of `symbols` (see [`Panel::align_funding`]).
+fn align_funding(timeframe: Timeframe, ts: &[i64], symbols: &[String], funding: &Funding) -> FundingGrid {
+    let n_symbols = symbols.len();
+    let mut rates = Array2::zeros((ts.len(), n_symbols));
+    let mut events = Array2::from_elem((ts.len(), n_symbols), false);
+    let mut has_data = vec![false; n_symbols];
+    let index: HashMap<&str, usize> = symbols.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+    let column_of: Vec<Option<usize>> = funding.names.iter().map(|name| index.get(name.as_str()).copied()).collect();
+    let first = ts.first().copied().unwrap_or(0);
+    let step = timeframe.ms;
+    for row in 0..funding.ts.len() {
+        let Some(i) = column_of[funding.symbol[row] as usize] else {
+            continue;
+        };
+        has_data[i] = true;
+        let offset = funding.ts[row] - first;
+        if offset < 0 {
+            continue;
+        }
+        let t = (offset / step) as usize;
+        if t < ts.len() && funding.rate[row].is_finite() {
+            rates[[t, i]] += funding.rate[row];
+            events[[t, i]] = true;
+        }
+    }
+    FundingGrid::new(rates, events, has_data)
 }
 
 /// A matrix of the panel as its pivot fills it: a price column copied as it is, or the quote volume.
 enum Field<'a> {
     Price(&'a [f64]),
     QuoteVolume,
+}
+
+/// The five matrices in the order of a panel's fields: open, high, low, close, quote volume.
+fn fields_of(bars: BarsView<'_>) -> [Field<'_>; 5] {
+    [
+        Field::Price(bars.open),
+        Field::Price(bars.high),
+        Field::Price(bars.low),
+        Field::Price(bars.close),
+        Field::QuoteVolume,
+    ]
+}
+
+impl Field<'_> {
+    /// Write this field of the input rows `rows` into `cells`. The quote volume's copy, which reads
+    /// the close and volume of each row anyway, also adds to `invalid` the rows that fail the
+    /// validation's value rules when `check_values` (the runs hold every row once, so every row is
+    /// counted once).
+    fn copy_run(
+        &self,
+        bars: BarsView<'_>,
+        check_values: bool,
+        invalid: &mut usize,
+        rows: Range<usize>,
+        cells: StepBy<IterMut<'_, f64>>,
+    ) {
+        match self {
+            Field::Price(source) => cells.zip(&source[rows]).for_each(|(cell, value)| *cell = *value),
+            Field::QuoteVolume => {
+                if check_values {
+                    *invalid += super::validate::invalid_rows(bars, rows.clone());
+                }
+                // The quote volume of a row: its turnover, else close × volume.
+                let (close, volume) = (&bars.close[rows.clone()], &bars.volume[rows.clone()]);
+                match bars.turnover {
+                    Some(turnover) => cells.zip(&turnover[rows]).zip(close.iter().zip(volume)).for_each(
+                        |((cell, &turnover), (&close, &volume))| {
+                            *cell = if turnover.is_finite() { turnover } else { close * volume }
+                        },
+                    ),
+                    None => {
+                        cells.zip(close.iter().zip(volume)).for_each(|(cell, (close, volume))| *cell = close * volume)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Bars `bars` of a panel being filled ([`Panel::stream_canonical`]), each matrix row-major:
+/// symbol i of bar t at `(t - bars.start) * n_symbols + i`.
+pub struct PivotRows<'a> {
+    pub bars: Range<usize>,
+    pub open: &'a [f64],
+    pub high: &'a [f64],
+    pub low: &'a [f64],
+    pub close: &'a [f64],
+    pub quote_volume: &'a [f64],
+}
+
+impl<'a> PivotRows<'a> {
+    /// Bar t (in `self.bars`) with its open time and funding, as the engine consumes it.
+    pub fn bar_row(&self, t: usize, ts: i64, funding: &'a FundingGrid) -> crate::model::BarRow<'a> {
+        let n = funding.dim().1;
+        let cells = (t - self.bars.start) * n..(t - self.bars.start + 1) * n;
+        crate::model::BarRow {
+            ts,
+            open: &self.open[cells.clone()],
+            high: &self.high[cells.clone()],
+            low: &self.low[cells.clone()],
+            close: &self.close[cells.clone()],
+            quote_volume: &self.quote_volume[cells],
+            funding_rate: funding.rate_row(t),
+            funding_event: funding.event_row(t),
+            mark_close: None,
+        }
+    }
+}
+
+/// What the filling thread of [`Panel::stream_canonical`] hands over, in time order.
+pub enum PivotTile<'a> {
+    Rows(PivotRows<'a>),
+    /// A row of the bars failed the value rules: nothing more comes.
+    Invalid,
+}
+
+/// The grid a canonical pivot fills: bar open times and the symbols (the columns, in order).
+pub struct PanelGrid<'a> {
+    pub timeframe: Timeframe,
+    pub ts: Vec<i64>,
+    pub symbols: &'a [String],
+}
+
+impl PanelGrid<'_> {
+    /// [`Panel::align_funding`] on this grid.
+    pub fn align_funding(&self, funding: &Funding) -> FundingGrid {
+        align_funding(self.timeframe, &self.ts, self.symbols, funding)
+    }
 }
 
 /// Funding rates aligned to a panel (see [`Panel::align_funding`]): per bar t and symbol i, the

@@ -194,6 +194,26 @@ fn prepare_for_one_run(
     .map_err(to_py)
 }
 
+/// A run of a DataFrame's bars with the pivot streamed into the engine ([`run::backtest_streamed`]),
+/// or `None` when the usual path must take them (a Dataset, a path, mark bars, bars that are not
+/// canonical or have an error): the same inputs, result and warnings either way.
+fn streamed_run(
+    py: Python<'_>,
+    bars: &Bound<'_, PyAny>,
+    cfg: &Config,
+    funding: Option<&Bound<'_, PyAny>>,
+    mark: Option<&Bound<'_, PyAny>>,
+    record_signals: bool,
+) -> PyResult<Option<(Arc<Inputs>, BacktestResult)>> {
+    if bars.cast::<Dataset>().is_ok() || as_path(bars).is_some() || mark.is_some_and(|m| !m.is_none()) {
+        return Ok(None);
+    }
+    let BarsSource::Arrow(arrow) = bars_source(bars)? else { return Ok(None) };
+    let funding = funding_source(funding)?;
+    let ran = py.detach(|| run::backtest_streamed(&arrow, funding, cfg, record_signals)).map_err(to_py)?;
+    Ok(ran.map(|(inputs, result)| (Arc::new(inputs), result)))
+}
+
 /// Bars and funding validated and pivoted once: `backtest`, `sweep`, `signals` and the research
 /// functions accept it in place of bars and reuse it as it is.
 #[pyclass(frozen, module = "xsmom._core")]
@@ -580,19 +600,28 @@ fn backtest<'py>(
             TABLES.join(", ")
         )));
     }
-    let (inputs, pending) = prepare_for_one_run(py, bars, &cfg, funding, mark, run::wants_mark(&cfg), true)?;
-    let (result, tables) = py
-        .detach(|| {
-            let mut result = run::backtest(&inputs, &cfg, false)?;
-            let tables = build_tables(&result, &outputs);
-            if let Some(pending) = pending {
-                // The bars' own warnings come first, as from a validation done before the run.
-                let (_, bar_warnings) = pending.finish()?;
-                result.warnings.splice(0..0, bar_warnings);
-            }
-            Ok::<_, Error>((result, tables))
-        })
-        .map_err(to_py)?;
+    let (inputs, result, tables) = match streamed_run(py, bars, &cfg, funding, mark, false)? {
+        Some((inputs, result)) => {
+            let tables = py.detach(|| build_tables(&result, &outputs));
+            (inputs, result, tables)
+        }
+        None => {
+            let (inputs, pending) = prepare_for_one_run(py, bars, &cfg, funding, mark, run::wants_mark(&cfg), true)?;
+            let (result, tables) = py
+                .detach(|| {
+                    let mut result = run::backtest(&inputs, &cfg, false)?;
+                    let tables = build_tables(&result, &outputs);
+                    if let Some(pending) = pending {
+                        // The bars' own warnings come first, as from a validation done before the run.
+                        let (_, bar_warnings) = pending.finish()?;
+                        result.warnings.splice(0..0, bar_warnings);
+                    }
+                    Ok::<_, Error>((result, tables))
+                })
+                .map_err(to_py)?;
+            (inputs, result, tables)
+        }
+    };
     let out = PyDict::new(py);
     out.set_item("metrics", metrics_dict(py, &result.metrics)?)?;
     for (name, batch) in tables {
@@ -676,16 +705,20 @@ fn signals(
     funding: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<PyTable> {
     let cfg = parse_config(config_yaml)?;
-    let (inputs, pending) = prepare_for_one_run(py, bars, &cfg, funding, None, run::wants_mark(&cfg), true)?;
-    let result = py
-        .detach(|| {
-            let result = run::backtest(&inputs, &cfg, true)?;
-            // The table carries no warnings; the validation is still waited for (and its error,
-            // should it find one, raised) so that nothing runs on after the call.
-            pending.map(run::PendingFindings::finish).transpose()?;
-            Ok::<_, Error>(result)
-        })
-        .map_err(to_py)?;
+    let result = match streamed_run(py, bars, &cfg, funding, None, true)? {
+        Some((_, result)) => result,
+        None => {
+            let (inputs, pending) = prepare_for_one_run(py, bars, &cfg, funding, None, run::wants_mark(&cfg), true)?;
+            py.detach(|| {
+                let result = run::backtest(&inputs, &cfg, true)?;
+                // The table carries no warnings; the validation is still waited for (and its
+                // error, should it find one, raised) so that nothing runs on after the call.
+                pending.map(run::PendingFindings::finish).transpose()?;
+                Ok::<_, Error>(result)
+            })
+            .map_err(to_py)?
+        }
+    };
     table(output::signals_batch(&result).expect("signals were recorded"))
 }
 

@@ -1,0 +1,127 @@
+//! A backtest whose pivot streams into the engine (`run::backtest_streamed`, the DataFrame path of
+//! `xsmom.backtest` and `xsmom.signals`) gives the inputs, outputs and warnings of the usual path
+//! (validation beside the engine, pivot first), and declines bars it cannot stream so that the
+//! usual path reports them.
+
+mod common;
+
+use xsmom::backtest::output;
+use xsmom::data::{self, ArrowBars, Bars, Funding};
+use xsmom::run::{self, BarsSource, FundingSource};
+use xsmom::Config;
+
+/// Canonical long bars of a random panel of `n_bars` × `n_symbols` (late listings), with gaps in
+/// every symbol and the last symbol delisted early, plus funding every 8 bars for all but one.
+fn bars_and_funding(n_bars: usize, n_symbols: usize, seed: u64) -> (Bars, Funding) {
+    let panel = common::random_panel(n_bars, n_symbols, seed, true);
+    let bars = panel.to_bars();
+    let mut rng = common::Rng::new(seed ^ 0xf00d);
+    let last = bars.names.len() as u32 - 1;
+    let cutoff = panel.ts[n_bars * 2 / 3];
+    let keep: Vec<bool> = (0..bars.len())
+        .map(|row| rng.uniform() > 0.02 && !(bars.symbol[row] == last && bars.ts[row] > cutoff))
+        .collect();
+    let bars = bars.filter_rows(&keep);
+    let mut funding = Funding { names: panel.symbols.clone(), ..Funding::default() };
+    for (i, _) in panel.symbols.iter().enumerate().skip(1) {
+        for t in (0..n_bars).step_by(8) {
+            funding.push(&panel.symbols[i], panel.ts[t], (rng.uniform() - 0.45) * 2e-4);
+        }
+    }
+    (bars, funding)
+}
+
+fn arrow(bars: &Bars) -> ArrowBars {
+    ArrowBars::from_batches(&[data::bars_to_batch(bars)], "bars").expect("arrow bars")
+}
+
+/// Inputs and result of the usual path: validation beside the engine, its warnings first.
+fn usual(
+    bars: &Bars,
+    funding: &Funding,
+    cfg: &Config,
+    signals: bool,
+) -> (run::Inputs, xsmom::backtest::BacktestResult) {
+    let (inputs, pending) =
+        run::prepare_deferred(BarsSource::Arrow(arrow(bars)), FundingSource::Funding(funding.clone()), cfg).unwrap();
+    let mut result = run::backtest(&inputs, cfg, signals).unwrap();
+    let (_, bar_warnings) = pending.expect("error-free bars").finish().unwrap();
+    result.warnings.splice(0..0, bar_warnings);
+    (inputs, result)
+}
+
+fn streamed(
+    bars: &Bars,
+    funding: &Funding,
+    cfg: &Config,
+    signals: bool,
+) -> Option<(run::Inputs, xsmom::backtest::BacktestResult)> {
+    run::backtest_streamed(&arrow(bars), FundingSource::Funding(funding.clone()), cfg, signals).unwrap()
+}
+
+/// A panel as comparable values: NaN cells (no bar) compare equal by their bits.
+fn panel_bits(panel: &xsmom::data::Panel) -> (Vec<i64>, Vec<String>, Vec<Vec<u64>>) {
+    let matrices = [&panel.open, &panel.high, &panel.low, &panel.close, &panel.quote_volume];
+    let bits = matrices.iter().map(|m| m.iter().map(|v| v.to_bits()).collect()).collect();
+    assert!(panel.mark_close.is_none());
+    (panel.ts.clone(), panel.symbols.clone(), bits)
+}
+
+#[test]
+fn the_streamed_pivot_gives_the_usual_inputs_outputs_and_warnings() {
+    // The default strategy on short lookbacks, so that these short panels trade.
+    let mut cfg = Config::default();
+    cfg.strategy.lookbacks = vec![12, 48];
+    cfg.strategy.lookback_weights = vec![0.5, 0.5];
+    cfg.strategy.vol_lookback = 24;
+    cfg.strategy.regime_filter.enabled = false;
+    for (n_bars, n_symbols, seed) in [(700, 9, 1), (64, 4, 2), (65, 5, 3), (1000, 13, 4)] {
+        let (bars, funding) = bars_and_funding(n_bars, n_symbols, seed);
+        for signals in [false, true] {
+            let (inputs, result) = usual(&bars, &funding, &cfg, signals);
+            let (s_inputs, s_result) = streamed(&bars, &funding, &cfg, signals).expect("streamable bars");
+            let case = format!("{n_bars} × {n_symbols}, seed {seed}, signals {signals}");
+            assert_eq!(panel_bits(&s_inputs.panel), panel_bits(&inputs.panel), "{case}");
+            assert_eq!(s_inputs.funding, inputs.funding, "{case}");
+            assert_eq!(s_result.warnings, result.warnings, "{case}");
+            assert!(n_bars < 700 || !result.fills.is_empty(), "{case}: a run that trades");
+            assert_eq!(format!("{:?}", s_result.metrics), format!("{:?}", result.metrics), "{case}");
+            assert_eq!(output::equity_batch(&s_result), output::equity_batch(&result), "{case}");
+            assert_eq!(output::weights_batch(&s_result), output::weights_batch(&result), "{case}");
+            assert_eq!(output::fills_batch(&s_result), output::fills_batch(&result), "{case}");
+            assert_eq!(output::trades_batch(&s_result), output::trades_batch(&result), "{case}");
+            assert_eq!(output::signals_batch(&s_result), output::signals_batch(&result), "{case}");
+        }
+    }
+}
+
+#[test]
+fn bars_with_an_error_or_out_of_order_are_left_to_the_usual_path() {
+    let cfg = Config::default();
+    let (bars, funding) = bars_and_funding(300, 5, 7);
+    assert!(streamed(&bars, &funding, &cfg, false).is_some());
+    // A bad value in the first tile, in a later one and in the very last row.
+    for row in [3, bars.len() / 2, bars.len() - 1] {
+        let mut bad = bars.clone();
+        bad.low[row] = -1.0;
+        assert!(streamed(&bad, &funding, &cfg, false).is_none(), "negative low at row {row}");
+        let mut bad = bars.clone();
+        bad.close[row] = f64::NAN;
+        assert!(streamed(&bad, &funding, &cfg, false).is_none(), "NaN close at row {row}");
+    }
+    // A duplicate bar, a bar off the grid, rows out of order.
+    let mut duplicate = bars.clone();
+    duplicate.ts[11] = duplicate.ts[10];
+    assert!(streamed(&duplicate, &funding, &cfg, false).is_none());
+    let mut off_grid = bars.clone();
+    off_grid.ts[20] += 60_000;
+    assert!(streamed(&off_grid, &funding, &cfg, false).is_none());
+    let mut shuffled = bars.clone();
+    shuffled.ts.swap(30, 31);
+    assert!(streamed(&shuffled, &funding, &cfg, false).is_none());
+    // The usual path names the error the streamed one declined.
+    let mut bad = bars.clone();
+    bad.low[40] = -1.0;
+    let err = run::prepare(BarsSource::Arrow(arrow(&bad)), FundingSource::None, &cfg).err().expect("an error");
+    assert!(err.to_string().contains("low"), "{err}");
+}
