@@ -1,7 +1,8 @@
 """``python -m xsmom.bench``: what a backtest costs from every entry point, against the engine alone.
 
 For the bundled fixture and synthetic panels (36 × 8 760 and 200 × 43 800 by default) it prints,
-as medians over ``--repeats`` runs in one process:
+as medians over ``--repeats`` runs in one process (each ratio is the median of per-run ratios to engine
+runs timed just before and after it, so that a shared machine's drift cancels):
 
 - ``engine``: the Rust engine on a prepared panel (no loading, validation or output tables);
 - ``dataset``: ``xsmom.backtest(Dataset)`` — validated once, backtested many times;
@@ -9,6 +10,7 @@ as medians over ``--repeats`` runs in one process:
   a Hive store (each validates on every call), with the ratio to the engine;
 - ``sweep/item``: ``xsmom.sweep`` over 8 configs divided by 8 (one thread, so it compares with
   the engine), and the sweep's throughput in backtests per second on all cores;
+- ``signals`` / ``sig/frame``: ``xsmom.signals`` of the Dataset and of the DataFrame;
 - peak RSS of the case's process above the RSS with the input frame loaded, for a backtest from
   the frame without the weights table;
 - with vectorbt installed (``pip install 'xsmom[bench]'``), its ``Portfolio.from_orders`` on the
@@ -98,6 +100,22 @@ def _median_ms(run: Any, repeats: int) -> float:
     return statistics.median(times) * 1e3
 
 
+def _paired(run: Any, engine_ms: Any, repeats: int, per: int = 1) -> tuple[float, float]:
+    """Median ms of ``run`` (divided by ``per``) and the median of its ratio to one engine run timed
+    just before and one just after it: on a shared machine whose speed drifts, the pairs cancel it."""
+    run()  # warm-up: page faults, allocator, caches
+    times, ratios = [], []
+    for _ in range(repeats):
+        before = engine_ms()
+        started = time.perf_counter()
+        run()
+        ms = (time.perf_counter() - started) * 1e3 / per
+        after = engine_ms()
+        times.append(ms)
+        ratios.append(ms / ((before + after) / 2))
+    return statistics.median(times), statistics.median(ratios)
+
+
 def _wide_pandas(frame: pl.DataFrame) -> Any:
     """A wide ``ts, <symbol>…`` frame as pandas indexed by ts, through numpy (no pyarrow needed)."""
     import pandas as pd
@@ -173,17 +191,26 @@ def run_case(case: str, repeats: int, data_dir: Path) -> dict[str, Any]:
     }
     del dataset
     dataset = xsmom.Dataset(bars, funding)
-    out["dataset_ms"] = _median_ms(lambda: xsmom.backtest(dataset, config), repeats)
-    out["frame_ms"] = _median_ms(lambda: xsmom.backtest(bars, config, funding=funding), repeats)
-    out["file_ms"] = _median_ms(lambda: xsmom.backtest(file, config, funding=funding), repeats)
-    out["store_ms"] = _median_ms(lambda: xsmom.backtest(store, config), repeats)
+
+    def engine_ms() -> float:
+        return _core.time_engine(dataset, yaml, 1)[0] * 1e3
+
+    entry_points = {
+        "dataset": lambda: xsmom.backtest(dataset, config),
+        "frame": lambda: xsmom.backtest(bars, config, funding=funding),
+        "file": lambda: xsmom.backtest(file, config, funding=funding),
+        "store": lambda: xsmom.backtest(store, config),
+        "signals": lambda: xsmom.signals(dataset, config),
+        "signals_frame": lambda: xsmom.signals(bars, config),
+    }
+    for name, run in entry_points.items():
+        out[f"{name}_ms"], out[f"{name}_ratio"] = _paired(run, engine_ms, repeats)
     sweep_repeats = max(1, repeats // 4)
-    out["sweep_item_ms"] = _median_ms(
-        lambda: xsmom.sweep(dataset, config, SWEEP_SETS, n_jobs=1), sweep_repeats
-    ) / len(SWEEP_SETS)
+    out["sweep_item_ms"], out["sweep_item_ratio"] = _paired(
+        lambda: xsmom.sweep(dataset, config, SWEEP_SETS, n_jobs=1), engine_ms, sweep_repeats, len(SWEEP_SETS)
+    )
     all_cores = _median_ms(lambda: xsmom.sweep(dataset, config, SWEEP_SETS), sweep_repeats)
     out["sweep_per_s"] = len(SWEEP_SETS) / (all_cores / 1e3)
-    out["signals_ms"] = _median_ms(lambda: xsmom.signals(dataset, config), max(1, repeats // 2))
     result = xsmom.backtest(dataset, config)
     out["vectorbt_ms"] = _vectorbt_ms(bars, result, config, max(1, repeats // 2))
     return out
@@ -193,24 +220,29 @@ def _print(rows: list[dict[str, Any]]) -> None:
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, xsmom {xsmom.__version__}")
     head = (
         f"{'case':>10} {'cells':>10} {'engine':>9} {'dataset':>9} {'frame':>9} {'file':>9} {'store':>9} "
-        f"{'sweep/it':>9} {'signals':>9} {'bt/s':>7} {'RSS+':>7} {'vectorbt':>9}"
+        f"{'sweep/it':>9} {'signals':>9} {'sig/frame':>9} {'bt/s':>7} {'RSS+':>7} {'vectorbt':>9}"
     )
     print(head)
     for r in rows:
         e = r["engine_ms"]
 
         def cell(key: str, r: dict[str, Any] = r, e: float = e) -> str:
-            return f"{r[key] / e:8.2f}×"
+            ratio = r.get(key.removesuffix("_ms") + "_ratio", r[key] / e)
+            return f"{ratio:8.2f}×"
 
         vbt = r["vectorbt_ms"]
         print(
             f"{r['case']:>10} {r['symbols'] * r['bars']:>10} {e:7.2f}ms "
             f"{cell('dataset_ms')} {cell('frame_ms')} "
-            f"{cell('file_ms')} {cell('store_ms')} {cell('sweep_item_ms')} {cell('signals_ms')} "
+            f"{cell('file_ms')} {cell('store_ms')} {cell('sweep_item_ms')} "
+            f"{cell('signals_ms')} {cell('signals_frame_ms')} "
             f"{r['sweep_per_s']:7.1f} {r['peak_above_input_mib']:5.0f}Mi "
             + (f"{vbt:7.1f}ms" if vbt is not None else "        -")
         )
-    print("ratios are end-to-end time / engine time (medians); RSS+ = peak RSS above the loaded input")
+    print(
+        "ratios: medians of end-to-end time / the engine's time, each run paired with engine runs just "
+        "before and after it; RSS+ = peak RSS above the loaded input"
+    )
     for r in rows:
         if r["vectorbt_ms"] is not None:
             print(

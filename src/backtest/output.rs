@@ -27,17 +27,36 @@ pub(crate) fn f64_array(values: Vec<f64>) -> ArrayRef {
 /// are (a `Utf8` column would be converted on import, ~14 ns a value: most of handing `fills` over).
 pub(crate) const TEXT: DataType = DataType::Utf8View;
 
-/// A text column ([`TEXT`]); the short values of these tables (symbols, sides, reasons) are held
-/// inline in their views.
+/// A text column ([`TEXT`]) of any values (each appended to a view builder).
 pub(crate) fn text_array<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
     Arc::new(StringViewArray::from_iter_values(values))
+}
+
+/// A text column of a few distinct values (sides, reasons, regimes: static strings, found by
+/// their address first): each value's view is made once and gathered by code, which costs a
+/// fraction of appending every value to a builder.
+pub(crate) fn few_text_array<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
+    let mut names: Vec<&str> = Vec::new();
+    let codes = values
+        .map(|value| {
+            let known = names
+                .iter()
+                .position(|name| std::ptr::eq(*name, value))
+                .or_else(|| names.iter().position(|name| *name == value));
+            known.unwrap_or_else(|| {
+                names.push(value);
+                names.len() - 1
+            }) as u32
+        })
+        .collect();
+    coded_text_array(&names, codes)
 }
 
 /// A text column of names by their codes (`names[code]` per row): the views of the names are made
 /// once and gathered, so a long table (weights, signals: a row per bar and symbol) copies 16 bytes
 /// a row and shares one buffer of names.
-pub(crate) fn coded_text_array(names: &[String], codes: Vec<u32>) -> ArrayRef {
-    let names = StringViewArray::from_iter_values(names.iter().map(String::as_str));
+pub(crate) fn coded_text_array(names: &[impl AsRef<str>], codes: Vec<u32>) -> ArrayRef {
+    let names = StringViewArray::from_iter_values(names.iter().map(AsRef::as_ref));
     arrow::compute::take(&names, &UInt32Array::from(codes), None).expect("codes index the names")
 }
 
@@ -79,7 +98,7 @@ pub fn equity_batch(result: &BacktestResult) -> RecordBatch {
             f64_array(b.funding.clone()),
             Arc::new(UInt32Array::from(b.n_long.clone())),
             Arc::new(UInt32Array::from(b.n_short.clone())),
-            text_array(b.regime.iter().copied()),
+            few_text_array(b.regime.iter().copied()),
             Arc::new(UInt32Array::from(b.k.clone())),
             f64_array(b.vol_scale.clone()),
             Arc::new(BooleanArray::from(b.kill_switch.clone())),
@@ -163,7 +182,6 @@ pub fn wide_batch(result: &BacktestResult, column: &str) -> crate::error::Result
 /// One fill as every fills table shows it (the backtest's and the live replay's).
 pub(crate) struct FillRow<'a> {
     pub ts: i64,
-    pub symbol: &'a str,
     pub buy: bool,
     pub qty: f64,
     pub price: f64,
@@ -173,9 +191,11 @@ pub(crate) struct FillRow<'a> {
 }
 
 /// The one fills schema: `ts, symbol, side, qty, price, notional, fee, reason` of `rows`, as
-/// fields and columns that a table extends with its own (`meta_p`; `maker, client_order_id`).
+/// fields and columns that a table extends with its own (`meta_p`; `maker, client_order_id`);
+/// `symbols` is the symbol column of the rows.
 pub(crate) fn fill_columns<'a, T: 'a>(
     rows: &'a [T],
+    symbols: ArrayRef,
     row: impl Fn(&'a T) -> FillRow<'a>,
 ) -> (Vec<(&'static str, DataType)>, Vec<ArrayRef>) {
     let rows: Vec<FillRow<'a>> = rows.iter().map(row).collect();
@@ -191,13 +211,13 @@ pub(crate) fn fill_columns<'a, T: 'a>(
     ];
     let columns = vec![
         ts_array(rows.iter().map(|f| f.ts).collect()),
-        text_array(rows.iter().map(|f| f.symbol)),
-        text_array(rows.iter().map(|f| if f.buy { "buy" } else { "sell" })),
+        symbols,
+        few_text_array(rows.iter().map(|f| if f.buy { "buy" } else { "sell" })),
         f64_array(rows.iter().map(|f| f.qty).collect()),
         f64_array(rows.iter().map(|f| f.price).collect()),
         f64_array(rows.iter().map(|f| f.notional).collect()),
         f64_array(rows.iter().map(|f| f.fee).collect()),
-        text_array(rows.iter().map(|f| f.reason)),
+        few_text_array(rows.iter().map(|f| f.reason)),
     ];
     (fields, columns)
 }
@@ -205,9 +225,9 @@ pub(crate) fn fill_columns<'a, T: 'a>(
 /// Fills: the fills schema ([`fill_columns`]), then `meta_p` (the meta-labeler's p of the entry
 /// the fill opened, NaN where it was not consulted).
 pub fn fills_batch(result: &BacktestResult) -> RecordBatch {
-    let (mut fields, mut columns) = fill_columns(&result.fills, |f| FillRow {
+    let symbols = coded_text_array(&result.symbols, result.fills.iter().map(|f| f.symbol as u32).collect());
+    let (mut fields, mut columns) = fill_columns(&result.fills, symbols, |f| FillRow {
         ts: f.ts,
-        symbol: result.symbols[f.symbol].as_str(),
         buy: f.side > 0,
         qty: f.qty,
         price: f.price,
@@ -228,8 +248,8 @@ pub fn meta_skipped_batch(result: &BacktestResult) -> RecordBatch {
         vec![("ts", ts_type()), ("symbol", TEXT), ("side", TEXT), ("p", DataType::Float64)],
         vec![
             ts_array(skipped.iter().map(|s| s.ts).collect()),
-            text_array(skipped.iter().map(|s| result.symbols[s.symbol].as_str())),
-            text_array(skipped.iter().map(|s| if s.side > 0 { "long" } else { "short" })),
+            coded_text_array(&result.symbols, skipped.iter().map(|s| s.symbol as u32).collect()),
+            few_text_array(skipped.iter().map(|s| if s.side > 0 { "long" } else { "short" })),
             f64_array(skipped.iter().map(|s| s.p).collect()),
         ],
     )
@@ -254,8 +274,8 @@ pub fn trades_batch(result: &BacktestResult) -> RecordBatch {
             ("exit_reason", TEXT),
         ],
         vec![
-            text_array(trips.iter().map(|r| result.symbols[r.symbol].as_str())),
-            text_array(trips.iter().map(|r| if r.side > 0 { "long" } else { "short" })),
+            coded_text_array(&result.symbols, trips.iter().map(|r| r.symbol as u32).collect()),
+            few_text_array(trips.iter().map(|r| if r.side > 0 { "long" } else { "short" })),
             ts_array(trips.iter().map(|r| r.entry_ts).collect()),
             ts_array(trips.iter().map(|r| r.exit_ts).collect()),
             f64_array(trips.iter().map(|r| r.entry_price).collect()),
@@ -264,7 +284,7 @@ pub fn trades_batch(result: &BacktestResult) -> RecordBatch {
             f64_array(trips.iter().map(|r| r.pnl).collect()),
             f64_array(trips.iter().map(|r| r.ret).collect()),
             Arc::new(Int64Array::from_iter_values(trips.iter().map(|r| r.bars_held as i64))),
-            text_array(trips.iter().map(|r| r.exit_reason.as_str())),
+            few_text_array(trips.iter().map(|r| r.exit_reason.as_str())),
         ],
     )
 }
@@ -305,4 +325,29 @@ pub fn signals_batch(result: &BacktestResult) -> Option<RecordBatch> {
             Arc::new(BooleanArray::from(eligible)),
         ],
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Array, AsArray};
+
+    fn strings(array: &arrow::array::ArrayRef) -> Vec<String> {
+        assert_eq!(array.data_type(), &super::TEXT);
+        array.as_string_view().iter().map(|value| value.expect("no nulls").to_string()).collect()
+    }
+
+    #[test]
+    fn text_columns_hold_their_values_in_order() {
+        // Equal values at different addresses, long and short ones, and many distinct ones.
+        let owned: Vec<String> = (0..40).map(|k| format!("value number {}", k % 7)).collect();
+        let mut values: Vec<&str> = vec!["buy", "sell", "buy", "a much longer reason text", "", "sell"];
+        values.extend(owned.iter().map(String::as_str));
+        let expected: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+        assert_eq!(strings(&super::few_text_array(values.iter().copied())), expected);
+        assert_eq!(strings(&super::text_array(values.iter().copied())), expected);
+        let names = ["BTCUSDT".to_string(), "1000PEPEUSDT_LONG_NAME".to_string()];
+        let coded = super::coded_text_array(&names, vec![1, 0, 0, 1]);
+        assert_eq!(strings(&coded), ["1000PEPEUSDT_LONG_NAME", "BTCUSDT", "BTCUSDT", "1000PEPEUSDT_LONG_NAME"]);
+        assert!(super::few_text_array(std::iter::empty()).is_empty());
+    }
 }

@@ -37,9 +37,9 @@ pub fn write_replay_outputs(
 /// holds them equal), then what only an exchange fill has: `maker` (a resting limit filled) and
 /// `client_order_id`. The backtest's `meta_p` is the model's, not the account's: not here.
 pub fn fills_batch(executions: &[Execution]) -> RecordBatch {
-    let (mut fields, mut columns) = fill_columns(executions, |e| FillRow {
+    let symbols = text_array(executions.iter().map(|e| e.symbol.as_str()));
+    let (mut fields, mut columns) = fill_columns(executions, symbols, |e| FillRow {
         ts: e.ts,
-        symbol: e.symbol.as_str(),
         buy: e.side == Side::Buy,
         qty: e.qty,
         price: e.price,

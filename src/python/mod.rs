@@ -548,7 +548,7 @@ fn build_tables(result: &BacktestResult, names: &[String]) -> Vec<(String, Recor
     order.sort_by_key(|&k| std::cmp::Reverse(rows(&names[k])));
     let total: usize = names.iter().map(|name| rows(name)).sum();
     // Starting a thread costs tens of microseconds: small tables are built on this one.
-    let threads = if total < 20_000 { Some(1) } else { None };
+    let threads = if total < 4_000 { Some(1) } else { None };
     let built = crate::threads::map_with_state(&order, threads, || (), |_, &k| build_table(result, &names[k]));
     let mut tables: Vec<Option<RecordBatch>> = (0..names.len()).map(|_| None).collect();
     for (k, batch) in order.into_iter().zip(built) {
