@@ -327,13 +327,10 @@ impl Panel {
         if bars.is_empty() {
             return None;
         }
-        let starts = canonical_starts(bars);
-        let first = starts.windows(2).map(|rows| bars.ts[rows[0]]).min()?;
-        let last = starts.windows(2).map(|rows| bars.ts[rows[1] - 1]).max()?;
+        let (starts, first, n_bars) = canonical_grid(bars, timeframe);
         if first.rem_euclid(timeframe.ms) != 0 {
             return None;
         }
-        let n_bars = ((last - first) / timeframe.ms + 1) as usize;
         let n_symbols = bars.names.len();
         let runs = GridRuns::of(bars, timeframe, first, n_bars, &starts[..n_symbols], &starts[1..]).ok()?;
         let grid = PanelGrid {
@@ -370,20 +367,16 @@ impl Panel {
             // chunk of the first `cells` elements of each matrix's spare capacity.
             unsafe { matrix.set_len(cells) };
         }
-        let matrix = |values: Vec<f64>| Array2::from_shape_vec((n_bars, n_symbols), values).expect("T × N cells");
-        let [open, high, low, close, quote_volume] = matrices.map(matrix);
-        let panel = Panel {
-            timeframe,
-            ts: grid.ts,
-            symbols: bars.names.to_vec(),
-            open,
-            high,
-            low,
-            close,
-            quote_volume,
-            mark_close: None,
-        };
-        Some((panel, consumed, after))
+        Some((Panel::of_matrices(timeframe, grid.ts, bars.names, matrices), consumed, after))
+    }
+
+    /// A panel of the pivot's five filled matrices (open, high, low, close, quote volume; each
+    /// `ts.len() × symbols.len()`, row-major), without mark closes.
+    fn of_matrices(timeframe: Timeframe, ts: Vec<i64>, symbols: &[String], matrices: [Vec<f64>; 5]) -> Panel {
+        let shape = (ts.len(), symbols.len());
+        let [open, high, low, close, quote_volume] =
+            matrices.map(|values| Array2::from_shape_vec(shape, values).expect("T × N cells"));
+        Panel { timeframe, ts, symbols: symbols.to_vec(), open, high, low, close, quote_volume, mark_close: None }
     }
 
     fn canonical_view(bars: BarsView<'_>, timeframe: Timeframe, check_values: bool) -> Result<(Panel, usize)> {
@@ -391,12 +384,7 @@ impl Panel {
         if bars.is_empty() {
             return Err(Error::invalid("no bars: the selection is empty (check symbols, start and end)"));
         }
-        // Every name is used, in order, each one's rows contiguous and ascending in ts: the
-        // grid's ends are at the symbols' first and last rows, no pass over the rows needed.
-        let starts = canonical_starts(bars);
-        let first = starts.windows(2).map(|rows| bars.ts[rows[0]]).min().expect("a symbol");
-        let last = starts.windows(2).map(|rows| bars.ts[rows[1] - 1]).max().expect("a symbol");
-        let n_bars = ((last - first) / timeframe.ms + 1) as usize;
+        let (starts, first, n_bars) = canonical_grid(bars, timeframe);
         Panel::on_canonical_grid(bars, &starts, timeframe, bars.names, first, n_bars, check_values)
     }
 
@@ -458,15 +446,9 @@ impl Panel {
             (values, invalid)
         });
         let invalid_rows = filled[4].1;
-        let [open, high, low, close, quote_volume] =
-            std::array::from_fn::<Vec<f64>, 5, _>(|k| std::mem::take(&mut filled[k].0));
-        let matrix = |values: Vec<f64>| Array2::from_shape_vec((n_bars, n_symbols), values).expect("T × N cells");
-        let (open, high, low, close, quote_volume) =
-            (matrix(open), matrix(high), matrix(low), matrix(close), matrix(quote_volume));
+        let matrices = std::array::from_fn::<Vec<f64>, 5, _>(|k| std::mem::take(&mut filled[k].0));
         let ts = (0..n_bars as i64).map(|t| first + t * step).collect();
-        let panel =
-            Panel { timeframe, ts, symbols: symbols.to_vec(), open, high, low, close, quote_volume, mark_close: None };
-        Ok((panel, invalid_rows))
+        Ok((Panel::of_matrices(timeframe, ts, symbols, matrices), invalid_rows))
     }
 
     /// Back to long bars: one row per cell with a close, in canonical order, turnover = the
@@ -561,6 +543,17 @@ impl Panel {
     pub fn align_funding(&self, funding: &Funding) -> FundingGrid {
         align_funding(self.timeframe, &self.ts, &self.symbols, funding)
     }
+}
+
+/// The grid of non-empty canonical bars: the symbols' row starts ([`canonical_starts`]), the first
+/// bar's open time and the number of bars. Every name is used, in order, each one's rows contiguous
+/// and ascending in ts, so the grid's ends are at the symbols' first and last rows: no pass over the
+/// rows is needed.
+fn canonical_grid(bars: BarsView<'_>, timeframe: Timeframe) -> (Vec<usize>, i64, usize) {
+    let starts = canonical_starts(bars);
+    let first = starts.windows(2).map(|rows| bars.ts[rows[0]]).min().expect("a symbol");
+    let last = starts.windows(2).map(|rows| bars.ts[rows[1] - 1]).max().expect("a symbol");
+    (starts, first, ((last - first) / timeframe.ms + 1) as usize)
 }
 
 /// The first row of each code of canonical bars, then the row count: code c has the rows
