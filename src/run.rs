@@ -25,6 +25,10 @@ pub enum BarsSource {
 pub enum FundingSource {
     /// The funding of the bar store the bars were read from, if any.
     FromBarsStore,
+    /// The `funding/` partition of the bar store at this root, read over the bars' range (from one
+    /// bar before the first, so that an event just before it is seen).
+    Store(PathBuf),
+    /// A funding store root or a long file, read up to the bars' end.
     Path(PathBuf),
     Funding(Funding),
     None,
@@ -100,7 +104,7 @@ fn deferred_warnings(findings: Vec<data::Finding>) -> Result<(Vec<data::Finding>
 /// with an error, mark bars wanted): the caller takes the usual path, which reports the problem.
 pub fn backtest_streamed(
     arrow: &ArrowBars,
-    funding: FundingSource,
+    funding: &FundingSource,
     cfg: &Config,
     record_signals: bool,
 ) -> Result<Option<(Inputs, BacktestResult)>> {
@@ -113,7 +117,7 @@ pub fn backtest_streamed(
                       tiles: std::sync::mpsc::Receiver<data::PivotTile<'_>>|
      -> Result<Option<(FundingGrid, BacktestResult)>> {
         let (start, end) = (grid.ts.first().copied(), grid.ts.last().map(|t| t + timeframe.ms));
-        let funding = match load_funding(funding, None, grid.symbols, start, end, timeframe)? {
+        let funding = match load_funding(funding, grid.symbols, start, end, timeframe)? {
             Some(funding) => grid.align_funding(&funding),
             None => FundingGrid::empty(grid.ts.len(), grid.symbols.len()),
         };
@@ -144,25 +148,62 @@ pub fn backtest_streamed(
     Ok(Some((Inputs { panel, funding, findings, warnings: bar_warnings }, result)))
 }
 
-/// The funding that `funding` names for `symbols` over `[start, end)` (from the bar store at
-/// `store_root` for [`FundingSource::FromBarsStore`]; one bar earlier for a store, so that an
-/// event just before the first bar is seen), or `None`.
-fn load_funding(
+/// What [`backtest_streamed_path`] did: the run, or the sources the usual path is to take (the
+/// bars as read, unless mark bars are wanted; a store's own funding named by its root).
+// Returned once per call and taken apart at once: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum PathRun {
+    Ran(Box<(Inputs, BacktestResult)>),
+    Usual(BarsSource, FundingSource),
+}
+
+/// [`backtest_streamed`] of the bars of a store root or a long file: read once, then streamed
+/// into the engine, or handed back for the usual path (mark bars wanted, not canonical, an error).
+pub fn backtest_streamed_path(
+    path: &Path,
     funding: FundingSource,
-    store_root: Option<&Path>,
+    cfg: &Config,
+    record_signals: bool,
+) -> Result<PathRun> {
+    let funding = funding_of_path(funding, path);
+    if wants_mark(cfg) {
+        return Ok(PathRun::Usual(BarsSource::Path(path.to_path_buf()), funding));
+    }
+    let selection = Selection { symbols: None, start: None, end: None, timeframe: cfg.timeframe() };
+    let arrow = data::store::read_bars_arrow(path, &selection)?.0;
+    Ok(match backtest_streamed(&arrow, &funding, cfg, record_signals)? {
+        Some(ran) => PathRun::Ran(Box::new(ran)),
+        None => PathRun::Usual(BarsSource::Arrow(arrow), funding),
+    })
+}
+
+/// `funding` for bars read from `path`: [`FundingSource::FromBarsStore`] is the store's own
+/// funding when `path` is a store root, none for a single file.
+fn funding_of_path(funding: FundingSource, path: &Path) -> FundingSource {
+    match funding {
+        FundingSource::FromBarsStore if path.is_dir() => FundingSource::Store(path.to_path_buf()),
+        FundingSource::FromBarsStore => FundingSource::None,
+        other => other,
+    }
+}
+
+/// The funding that `funding` names for `symbols` over `[start, end)`, or `None`
+/// ([`FundingSource::FromBarsStore`] is none here: [`funding_of_path`] resolves it first).
+fn load_funding<'a>(
+    funding: &'a FundingSource,
     symbols: &[String],
     start: Option<i64>,
     end: Option<i64>,
     timeframe: Timeframe,
-) -> Result<Option<Funding>> {
+) -> Result<Option<std::borrow::Cow<'a, Funding>>> {
+    use std::borrow::Cow;
     Ok(match funding {
-        FundingSource::FromBarsStore => match store_root {
-            Some(root) => Some(data::read_funding(root, Some(symbols), start.map(|s| s - timeframe.ms), end)?),
-            None => None,
-        },
-        FundingSource::Path(path) => Some(data::read_funding(&path, Some(symbols), None, end)?),
-        FundingSource::Funding(funding) => Some(funding),
-        FundingSource::None => None,
+        FundingSource::Store(root) => {
+            Some(Cow::Owned(data::read_funding(root, Some(symbols), start.map(|s| s - timeframe.ms), end)?))
+        }
+        FundingSource::Path(path) => Some(Cow::Owned(data::read_funding(path, Some(symbols), None, end)?)),
+        FundingSource::Funding(funding) => Some(Cow::Borrowed(funding)),
+        FundingSource::FromBarsStore | FundingSource::None => None,
     })
 }
 
@@ -189,9 +230,9 @@ fn prepare_inner(
     drop_invalid: bool,
     defer: bool,
 ) -> Result<(Inputs, Option<PendingFindings>)> {
-    let store_root: Option<PathBuf> = match &bars {
-        BarsSource::Path(path) if path.is_dir() => Some(path.clone()),
-        _ => None,
+    let funding = match &bars {
+        BarsSource::Path(path) => funding_of_path(funding, path),
+        _ => funding,
     };
     let ((panel, findings), pending) = match bars {
         BarsSource::Path(path) => {
@@ -204,7 +245,7 @@ fn prepare_inner(
     };
     let mut warnings = summarise_findings(&findings);
     let (start, end) = (panel.ts.first().copied(), panel.ts.last().map(|t| t + timeframe.ms));
-    let funding = match load_funding(funding, store_root.as_deref(), &panel.symbols, start, end, timeframe)? {
+    let funding = match load_funding(&funding, &panel.symbols, start, end, timeframe)? {
         Some(funding) => panel.align_funding(&funding),
         None => FundingGrid::empty(panel.n_bars(), panel.n_symbols()),
     };

@@ -56,7 +56,7 @@ fn streamed(
     cfg: &Config,
     signals: bool,
 ) -> Option<(run::Inputs, xsmom::backtest::BacktestResult)> {
-    run::backtest_streamed(&arrow(bars), FundingSource::Funding(funding.clone()), cfg, signals).unwrap()
+    run::backtest_streamed(&arrow(bars), &FundingSource::Funding(funding.clone()), cfg, signals).unwrap()
 }
 
 /// A panel as comparable values: NaN cells (no bar) compare equal by their bits.
@@ -124,4 +124,114 @@ fn bars_with_an_error_or_out_of_order_are_left_to_the_usual_path() {
     bad.low[40] = -1.0;
     let err = run::prepare(BarsSource::Arrow(arrow(&bad)), FundingSource::None, &cfg).err().expect("an error");
     assert!(err.to_string().contains("low"), "{err}");
+}
+
+/// The result as comparable values: warnings, metrics and every output table.
+fn outputs(result: &xsmom::backtest::BacktestResult) -> (Vec<String>, String, Vec<arrow::array::RecordBatch>) {
+    let tables = vec![
+        output::equity_batch(result),
+        output::weights_batch(result),
+        output::fills_batch(result),
+        output::trades_batch(result),
+    ];
+    (result.warnings.clone(), format!("{:?}", result.metrics), tables)
+}
+
+/// The usual path of a path: validation beside the engine, its warnings first.
+fn usual_of(bars: BarsSource, funding: FundingSource, cfg: &Config) -> (run::Inputs, xsmom::backtest::BacktestResult) {
+    let (inputs, pending) = run::prepare_deferred(bars, funding, cfg).unwrap();
+    let mut result = run::backtest(&inputs, cfg, false).unwrap();
+    if let Some(pending) = pending {
+        result.warnings.splice(0..0, pending.finish().unwrap().1);
+    }
+    (inputs, result)
+}
+
+/// A store (its own funding) and a long file stream as a DataFrame does, with the usual path's
+/// inputs and outputs; a long file out of canonical order is handed back as read (not read again)
+/// and gives the same result by the usual path; a config that wants mark bars is left to it.
+#[test]
+fn a_store_and_a_file_stream_with_the_usual_result() {
+    let store = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data");
+    let cfg = Config::default();
+    let run::PathRun::Ran(ran) =
+        run::backtest_streamed_path(&store, FundingSource::FromBarsStore, &cfg, false).unwrap()
+    else {
+        panic!("the fixture store streams")
+    };
+    let (inputs, result) = *ran;
+    let (u_inputs, u_result) = usual_of(BarsSource::Path(store.clone()), FundingSource::FromBarsStore, &cfg);
+    assert!(u_inputs.funding.has_data.iter().any(|&has| has), "the store's funding is read");
+    assert_eq!(inputs.funding, u_inputs.funding);
+    assert_eq!(panel_bits(&inputs.panel), panel_bits(&u_inputs.panel));
+    assert_eq!(outputs(&result), outputs(&u_result));
+    assert!(!result.fills.is_empty());
+
+    // One long file of a random panel, in canonical order and sorted by time instead.
+    let dir = std::env::temp_dir().join(format!("xsmom-streamed-path-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (bars, funding) = bars_and_funding(700, 6, 11);
+    let canonical = dir.join("bars.parquet");
+    data::store::write_parquet_atomically(&canonical, &data::bars_to_batch(&bars), 100_000).unwrap();
+    let mut by_time: Vec<usize> = (0..bars.len()).collect();
+    by_time.sort_by_key(|&row| (bars.ts[row], bars.symbol[row]));
+    let by_time_file = dir.join("by_time.parquet");
+    let sorted = data::store::take_rows(&bars, &by_time);
+    data::store::write_parquet_atomically(&by_time_file, &data::bars_to_batch(&sorted), 100_000).unwrap();
+    let funding_source = || FundingSource::Funding(funding.clone());
+    let run::PathRun::Ran(ran) = run::backtest_streamed_path(&canonical, funding_source(), &cfg, false).unwrap() else {
+        panic!("a canonical file streams")
+    };
+    let (_, u_result) = usual_of(BarsSource::Path(canonical.clone()), funding_source(), &cfg);
+    assert_eq!(outputs(&ran.1), outputs(&u_result));
+    match run::backtest_streamed_path(&by_time_file, funding_source(), &cfg, false).unwrap() {
+        run::PathRun::Usual(bars @ BarsSource::Arrow(_), funding) => {
+            assert_eq!(outputs(&usual_of(bars, funding, &cfg).1), outputs(&u_result), "same bars, same run");
+        }
+        _ => panic!("bars sorted by time are handed back as read"),
+    }
+    let mut marked = cfg.clone();
+    marked.strategy.carry.enabled = true;
+    marked.strategy.carry.basis_weight = 0.5;
+    assert!(matches!(
+        run::backtest_streamed_path(&store, FundingSource::FromBarsStore, &marked, false).unwrap(),
+        run::PathRun::Usual(BarsSource::Path(_), FundingSource::Store(_))
+    ));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The signals table has a row per listed bar and symbol, in bar then symbol order, holding the
+/// recorded matrices' values, whether gathered on one thread (small) or two (large panels).
+#[test]
+fn the_signals_table_holds_the_recorded_cells_in_order() {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Float64Type, TimestampMillisecondType};
+    let mut cfg = Config::default();
+    cfg.strategy.lookbacks = vec![12, 48];
+    cfg.strategy.lookback_weights = vec![0.5, 0.5];
+    cfg.strategy.vol_lookback = 24;
+    for (n_bars, n_symbols) in [(200, 5), (2_500, 12)] {
+        let (bars, funding) = bars_and_funding(n_bars, n_symbols, 21);
+        let (_, result) = usual(&bars, &funding, &cfg, true);
+        let rec = result.signals.as_ref().expect("recorded");
+        let table = output::signals_batch(&result).expect("a table");
+        let cells: Vec<(usize, usize)> = (0..result.ts.len())
+            .flat_map(|t| (0..result.symbols.len()).map(move |i| (t, i)))
+            .filter(|&(t, i)| result.listed[[t, i]])
+            .collect();
+        assert_eq!(table.num_rows(), cells.len());
+        assert!(cells.len() < result.listed.len(), "some cells are not listed");
+        let ts = table.column(0).as_primitive::<TimestampMillisecondType>();
+        let symbol = table.column(1).as_string_view();
+        let [momentum, z, signal] = [2, 3, 4].map(|k| table.column(k).as_primitive::<Float64Type>().clone());
+        let eligible = table.column(5).as_boolean();
+        for (row, &(t, i)) in cells.iter().enumerate() {
+            assert_eq!(ts.value(row), result.ts[t]);
+            assert_eq!(symbol.value(row), result.symbols[i]);
+            let same = |a: f64, b: f64| a.to_bits() == b.to_bits();
+            assert!(same(momentum.value(row), rec.momentum[[t, i]]), "momentum at {t}, {i}");
+            assert!(same(z.value(row), rec.z[[t, i]]) && same(signal.value(row), rec.signal[[t, i]]));
+            assert_eq!(eligible.value(row), rec.eligible[[t, i]]);
+        }
+    }
 }

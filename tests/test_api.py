@@ -5,6 +5,7 @@ import pytest
 import xsmom
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from xsmom import _core
 
 UTC_MS = pl.Datetime("ms", "UTC")
 
@@ -105,6 +106,21 @@ def test_sweep_equals_sequential_backtests(bars, funding):
     for override, metrics in zip(overrides, swept, strict=True):
         single = xsmom.backtest(bars, cfg.with_overrides(override), funding=funding).metrics
         assert metrics == pytest.approx(single, nan_ok=True, rel=0, abs=0)
+
+
+def test_alternating_configs_each_run_as_their_own(bars, funding):
+    # The core keeps the last parsed config: alternating configs must not run on a stale one.
+    a = xsmom.Config.default()
+    b = a.with_overrides({"strategy.k_max": 3, "strategy.signal_power": 1.5})
+    first = {name: xsmom.backtest(bars, cfg, funding=funding) for name, cfg in (("a", a), ("b", b))}
+    again_a = xsmom.backtest(bars, a, funding=funding)
+    again_b = xsmom.backtest(bars, b, funding=funding)
+    assert first["a"].metrics != first["b"].metrics
+    assert again_a.metrics == first["a"].metrics and again_b.metrics == first["b"].metrics
+    assert again_a.config == a and again_b.config == b
+    for _ in range(2):
+        with pytest.raises(ValueError, match="unknown field `nope`"):
+            _core.backtest(bars, a.to_yaml() + "nope: 1\n")
 
 
 def test_sweep_rejects_a_bad_override_set(bars):

@@ -136,6 +136,29 @@ def test_data_ingest_validate_resample(tmp_path, data_dir):
     assert proc.returncode == 2 and "duplicate" in proc.stderr
 
 
+def test_data_compact_rewrites_a_zstd_store_with_the_same_bars(tmp_path, data_dir):
+    # A store as an earlier version wrote it: zstd files (polars' default codec).
+    store = tmp_path / "store"
+    symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    for part in ["bars/timeframe=1h", "funding"]:
+        for symbol in symbols:
+            source = data_dir / part / f"symbol={symbol}" / "2025.parquet"
+            target = store / part / f"symbol={symbol}" / "2025.parquet"
+            target.parent.mkdir(parents=True)
+            pl.read_parquet(source).write_parquet(target, compression="zstd", statistics=True)
+    bars, funding = xsmom.read_bars(store), xsmom.read_funding(store)
+    before = xsmom.backtest(store)
+    proc = run("data", "compact", "--store", str(store), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "6 file(s) rewritten" in proc.stdout
+    assert xsmom.read_bars(store).equals(bars) and xsmom.read_funding(store).equals(funding)
+    assert xsmom.backtest(store).equity.equals(before.equity)
+    proc = run("data", "compact", "--store", str(store), cwd=tmp_path)
+    assert "0 file(s) rewritten" in proc.stdout
+    proc = run("data", "compact", "--store", str(tmp_path / "missing"), cwd=tmp_path)
+    assert proc.returncode == 2 and "not a store directory" in proc.stderr
+
+
 def test_backtest_from_an_empty_folder_runs_on_the_bundled_sample(tmp_path):
     from xsmom.datasets import sample_store
 

@@ -293,20 +293,32 @@ pub fn trades_batch(result: &BacktestResult) -> RecordBatch {
 /// (needs a run with signals recorded).
 pub fn signals_batch(result: &BacktestResult) -> Option<RecordBatch> {
     let rec = result.signals.as_ref()?;
-    let (mut ts, mut symbol, mut momentum, mut z, mut signal, mut eligible) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
-    for t in 0..result.ts.len() {
-        for i in 0..result.symbols.len() {
-            if result.listed[[t, i]] {
-                ts.push(result.ts[t]);
-                symbol.push(i as u32);
-                momentum.push(rec.momentum[[t, i]]);
-                z.push(rec.z[[t, i]]);
-                signal.push(rec.signal[[t, i]]);
-                eligible.push(rec.eligible[[t, i]]);
-            }
+    let listed = &result.listed;
+    // The listed cells in row order; `gather` takes one matrix's values of them.
+    let cells = || (0..result.ts.len()).flat_map(move |t| (0..result.symbols.len()).map(move |i| (t, i)));
+    let cells = move || cells().filter(|&(t, i)| listed[[t, i]]);
+    let keys = || -> [ArrayRef; 3] {
+        let (mut ts, mut symbol, mut eligible) = (vec![], vec![], vec![]);
+        for (t, i) in cells() {
+            ts.push(result.ts[t]);
+            symbol.push(i as u32);
+            eligible.push(rec.eligible[[t, i]]);
         }
-    }
+        [ts_array(ts), coded_text_array(&result.symbols, symbol), Arc::new(BooleanArray::from(eligible))]
+    };
+    let values = || -> [ArrayRef; 3] {
+        let gather = |matrix: &ndarray::Array2<f64>| f64_array(cells().map(|(t, i)| matrix[[t, i]]).collect());
+        [gather(&rec.momentum), gather(&rec.z), gather(&rec.signal)]
+    };
+    // A table of a row per bar and symbol: the keys and the values gathered on two cores.
+    let ([ts, symbol, eligible], [momentum, z, signal]) = if listed.len() < 20_000 {
+        (keys(), values())
+    } else {
+        std::thread::scope(|scope| {
+            let values = scope.spawn(values);
+            (keys(), values.join().expect("the signals thread panicked"))
+        })
+    };
     Some(batch(
         vec![
             ("ts", ts_type()),
@@ -316,14 +328,7 @@ pub fn signals_batch(result: &BacktestResult) -> Option<RecordBatch> {
             ("signal", DataType::Float64),
             ("eligible", DataType::Boolean),
         ],
-        vec![
-            ts_array(ts),
-            coded_text_array(&result.symbols, symbol),
-            f64_array(momentum),
-            f64_array(z),
-            f64_array(signal),
-            Arc::new(BooleanArray::from(eligible)),
-        ],
+        vec![ts, symbol, momentum, z, signal, eligible],
     ))
 }
 

@@ -16,7 +16,7 @@ pub use mark::{clean_bars_of_kind, validate_bars_of_kind};
 pub use panel::{Bars, BarsView, Funding, FundingGrid, Panel, PanelGrid, PivotRows, PivotTile};
 pub use resample::resample;
 pub use store::{
-    read_bars, read_bars_of_kind, read_funding, store_timeframes, write_funding_store, write_store,
+    compact_store, read_bars, read_bars_of_kind, read_funding, store_timeframes, write_funding_store, write_store,
     write_store_of_kind, BarKind, ReadStats, Selection, WriteStats,
 };
 pub use validate::{

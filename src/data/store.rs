@@ -22,9 +22,10 @@ use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::statistics::Statistics;
+use parquet::schema::types::ColumnPath;
 
 use super::arrow_io::{bars_from_batches_with, funding_from_batches_with, ArrowBars};
 use super::layout::StoreLayout;
@@ -356,18 +357,42 @@ pub fn year_of(ts: i64) -> i32 {
     year
 }
 
+/// Files up to this size are read into memory with one read before decoding: the decoder reads
+/// page headers and pages with a syscall each, which cost more than decoding a small store file.
+const WHOLE_FILE_BYTES: u64 = 16 << 20;
+
 fn read_parquet(
     path: &Path,
     selection: &Selection,
     stats: &mut ReadStats,
     long_format: bool,
 ) -> Result<Vec<RecordBatch>> {
-    let file = File::open(path).map_err(|err| Error::io(path.display(), err))?;
+    let mut file = File::open(path).map_err(|err| Error::io(path.display(), err))?;
     stats.files_opened += 1;
+    let size = file.metadata().map_err(|err| Error::io(path.display(), err))?.len();
+    if size > WHOLE_FILE_BYTES {
+        return decode_parquet(path, file, || File::open(path), selection, stats, long_format);
+    }
+    let mut contents = Vec::with_capacity(size as usize);
+    std::io::Read::read_to_end(&mut file, &mut contents).map_err(|err| Error::io(path.display(), err))?;
+    let contents = bytes::Bytes::from(contents);
+    decode_parquet(path, contents.clone(), || Ok(contents.clone()), selection, stats, long_format)
+}
+
+/// The selected row groups of the Parquet file at `path` (its contents in `input`; `reopen` gives
+/// another reader of them for a column-parallel decode).
+fn decode_parquet<R: parquet::file::reader::ChunkReader + 'static>(
+    path: &Path,
+    input: R,
+    reopen: impl Fn() -> std::io::Result<R> + Sync,
+    selection: &Selection,
+    stats: &mut ReadStats,
+    long_format: bool,
+) -> Result<Vec<RecordBatch>> {
     let corrupt = |err: Box<dyn std::error::Error + Send + Sync>| {
         Error::format_from(format!("{}: not a valid Parquet file", path.display()), err)
     };
-    let plain = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|err| corrupt(err.into()))?;
+    let plain = ArrowReaderMetadata::load(&input, ArrowReaderOptions::new()).map_err(|err| corrupt(err.into()))?;
     let metadata = plain.metadata().clone();
     let arrow_schema = plain.schema().clone();
     let columns = plain.parquet_schema().columns().to_vec();
@@ -391,23 +416,23 @@ fn read_parquet(
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let n_roots = arrow_schema.fields().len();
     let batches = if rows < 100_000 || threads < 2 || n_roots < 2 {
-        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, plain);
+        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(input, plain);
         let reader =
             builder.with_row_groups(selected).with_batch_size(batch_size).build().map_err(|err| corrupt(err.into()))?;
         reader.collect::<Result<Vec<_>, _>>().map_err(|err| corrupt(err.into()))?
     } else {
-        read_columns_in_parallel(path, &plain, &selected, batch_size, threads.min(n_roots))
+        read_columns_in_parallel(reopen, &plain, &selected, batch_size, threads.min(n_roots))
             .map_err(|err| corrupt(err.into()))?
     };
     stats.rows_read += batches.iter().map(|b| b.num_rows()).sum::<usize>();
     Ok(batches)
 }
 
-/// A large file's columns decoded on `threads` threads, each reader a projection of the columns
-/// (dealt round-robin so that the heavy numeric ones spread), all of one batch size so that their
-/// batches line up; put back together in the file's column order.
-fn read_columns_in_parallel(
-    path: &Path,
+/// A large file's columns decoded on `threads` threads, each reader (from `reopen`) a projection
+/// of the columns (dealt round-robin so that the heavy numeric ones spread), all of one batch size
+/// so that their batches line up; put back together in the file's column order.
+fn read_columns_in_parallel<R: parquet::file::reader::ChunkReader + 'static>(
+    reopen: impl Fn() -> std::io::Result<R> + Sync,
     metadata: &ArrowReaderMetadata,
     row_groups: &[usize],
     batch_size: usize,
@@ -417,8 +442,8 @@ fn read_columns_in_parallel(
     let projections: Vec<Vec<usize>> = (0..threads).map(|part| (part..n_roots).step_by(threads).collect()).collect();
     let work: i64 = row_groups.iter().map(|&group| metadata.metadata().row_group(group).num_rows()).sum();
     let decoded = crate::threads::map_ordered(&projections, work as usize, |roots| {
-        let file = File::open(path).map_err(|err| parquet::errors::ParquetError::External(Box::new(err)))?;
-        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata.clone());
+        let input = reopen().map_err(|err| parquet::errors::ParquetError::External(Box::new(err)))?;
+        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(input, metadata.clone());
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
         let reader =
             builder.with_projection(mask).with_row_groups(row_groups.to_vec()).with_batch_size(batch_size).build()?;
@@ -585,9 +610,10 @@ pub fn write_store_of_kind(root: &Path, timeframe: Timeframe, bars: &Bars, kind:
         groups.entry((bars.symbol_of(row).to_string(), year_of(bars.ts[row]))).or_default().push(row);
     }
     let mut stats = WriteStats::default();
-    // One row group per year file: the year is already the unit of pruning (file names), and the
-    // Parquet decoder sets up a zstd context pair per column chunk, which dominated reading a store
-    // written with monthly row groups (12 per file). Older stores with monthly groups read as before.
+    // One row group per year file: the year is already the unit of pruning (file names), and each
+    // column chunk costs the decoder a fixed setup (a zstd context pair, when stores were zstd),
+    // which dominated reading a store written with monthly row groups (12 per file). Older stores
+    // with monthly groups read as before.
     let row_group = timeframe.bars_per_day() * 366;
     for ((symbol, year), rows) in groups {
         let path = layout.bar_file(timeframe, kind, &symbol, year);
@@ -667,20 +693,89 @@ pub fn write_funding_store(root: &Path, funding: &Funding) -> Result<WriteStats>
     Ok(stats)
 }
 
-/// Write a zstd Parquet file with row-group statistics, atomically
+/// The codec of every Parquet file xsmom writes. Snappy, not zstd: parquet-rs sets up a fresh zstd
+/// context pair (a compressor too, ~20 µs each) for every column chunk it reads, and a store is many
+/// small column chunks (a year file of one symbol has six), so a zstd store of the fixture's 32
+/// symbols read 2.7× slower than the same store in Snappy, whose files (numbers without a
+/// dictionary) are as small (docs/decisions.md "Store files are Snappy").
+pub const STORE_CODEC: Compression = Compression::SNAPPY;
+
+/// Write a Parquet file ([`STORE_CODEC`]) with row-group statistics, atomically
 /// ([`crate::fsutil::write_atomically_with`]): a failure leaves the old file untouched.
 pub fn write_parquet_atomically(path: &Path, batch: &RecordBatch, row_group_rows: usize) -> Result<()> {
     crate::fsutil::write_atomically_with(path, |file, temp| {
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+        let mut props = WriterProperties::builder()
+            .set_compression(STORE_CODEC)
             .set_statistics_enabled(EnabledStatistics::Chunk)
-            .set_max_row_group_row_count(Some(row_group_rows.max(1)))
-            .build();
+            .set_max_row_group_row_count(Some(row_group_rows.max(1)));
+        // Numbers are stored plain: prices and timestamps rarely repeat, so a dictionary only adds
+        // a gather to the decode (the fixture store: 15 % smaller and a little faster without).
+        for field in
+            batch.schema().fields().iter().filter(|f| f.data_type().is_numeric() || f.data_type().is_temporal())
+        {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+        }
+        let props = props.build();
         let failed = |err: parquet::errors::ParquetError| Error::io(temp.display(), err);
         let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(failed)?;
         writer.write(batch).map_err(failed)?;
         writer.into_inner().map_err(failed)?.flush().map_err(|err| Error::io(temp.display(), err))
     })
+}
+
+/// Rewrite every Parquet file of a store (`bars/` of every timeframe and kind, `funding/`) that is not in
+/// [`STORE_CODEC`], each atomically, with its own schema, rows and row-group size: a store written
+/// by an earlier version (zstd) reads as fast as a new one. Files already in the codec are left as
+/// they are; a file that cannot be read is an error naming it, and the files before it stay
+/// rewritten (each rewrite is complete on its own).
+pub fn compact_store(root: &Path) -> Result<WriteStats> {
+    if !root.is_dir() {
+        return Err(Error::invalid(format!("{}: not a store directory", root.display())));
+    }
+    let mut stats = WriteStats::default();
+    let layout = StoreLayout::new(root);
+    let mut files = Vec::new();
+    for dir in [layout.bars(), layout.funding()].into_iter().filter(|dir| dir.is_dir()) {
+        files.extend(parquet_files_under(&dir)?);
+    }
+    for path in files {
+        let file = File::open(&path).map_err(|err| Error::io(path.display(), err))?;
+        let corrupt = |err: Box<dyn std::error::Error + Send + Sync>| {
+            Error::format_from(format!("{}: not a valid Parquet file", path.display()), err)
+        };
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|err| corrupt(err.into()))?;
+        let metadata = builder.metadata().clone();
+        let columns = metadata.row_groups().iter().flat_map(|group| group.columns());
+        if columns.clone().next().is_none() || columns.into_iter().all(|c| c.compression() == STORE_CODEC) {
+            continue;
+        }
+        let group_rows = metadata.row_groups().iter().map(|g| g.num_rows()).max().unwrap_or(1).max(1);
+        let schema = builder.schema().clone();
+        let reader = builder.build().map_err(|err| corrupt(err.into()))?;
+        let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|err| corrupt(err.into()))?;
+        let batch = arrow::compute::concat_batches(&schema, &batches).map_err(|err| corrupt(err.into()))?;
+        write_parquet_atomically(&path, &batch, group_rows as usize)?;
+        stats.files_written += 1;
+    }
+    Ok(stats)
+}
+
+/// The `.parquet` files under `dir`, at any depth, in path order.
+fn parquet_files_under(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).map_err(|err| Error::io(dir.display(), err))? {
+            let path = entry.map_err(|err| Error::io(dir.display(), err))?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if extension(&path) == "parquet" {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 #[cfg(test)]
@@ -726,7 +821,8 @@ mod tests {
             .collect::<std::result::Result<_, _>>()
             .expect("decoded");
         for (groups, threads) in [(all_groups.clone(), 2), (all_groups.clone(), 3), (vec![1, 3], 2)] {
-            let parallel = read_columns_in_parallel(&path, &metadata, &groups, 999, threads).expect("decoded");
+            let parallel =
+                read_columns_in_parallel(|| File::open(&path), &metadata, &groups, 999, threads).expect("decoded");
             assert!(parallel.len() > 1, "several batches");
             let joined = arrow::compute::concat_batches(&parallel[0].schema(), &parallel).expect("concat");
             assert_eq!(joined.schema(), batch.schema());
@@ -739,6 +835,78 @@ mod tests {
             };
             assert_eq!(joined, expected, "groups {groups:?} on {threads} threads");
         }
+        // The file read into memory first (it is small), decoded on both cores, and read from disk.
+        let selection = Selection::all(Timeframe::from_ms(3_600_000));
+        let read = read_parquet(&path, &selection, &mut ReadStats::default(), true).expect("read");
+        let joined = arrow::compute::concat_batches(&batch.schema(), &read).expect("concat");
+        assert_eq!(joined, single[0]);
+        let from_disk =
+            |file: File| decode_parquet(&path, file, || File::open(&path), &selection, &mut ReadStats::default(), true);
+        let read = from_disk(File::open(&path).expect("opened")).expect("read");
+        assert_eq!(arrow::compute::concat_batches(&batch.schema(), &read).expect("concat"), single[0]);
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    fn codecs(path: &Path) -> Vec<Compression> {
+        let file = File::open(path).expect("opened");
+        let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).expect("metadata");
+        metadata.metadata().row_groups().iter().flat_map(|g| g.columns().iter().map(|c| c.compression())).collect()
+    }
+
+    /// A store written now is in the store codec; a zstd file of an earlier version is rewritten by
+    /// `compact_store` with the same schema, rows and row groups, the rest left alone; a file that is
+    /// not Parquet is an error naming it.
+    #[test]
+    fn compaction_rewrites_files_of_another_codec() {
+        use parquet::basic::ZstdLevel;
+        let root = std::env::temp_dir().join(format!("xsmom-compact-{}", std::process::id()));
+        std::fs::remove_dir_all(&root).ok();
+        let timeframe = Timeframe::from_ms(3_600_000);
+        let n = 5_000usize;
+        let bars = Bars {
+            ts: (0..n as i64).map(|i| year_start_ms(2025) + i * timeframe.ms).collect(),
+            symbol: vec![0; n],
+            names: vec!["AAAUSDT".into()],
+            open: (0..n).map(|i| 100.0 + (i as f64).sin()).collect(),
+            high: (0..n).map(|i| 101.0 + (i as f64).sin()).collect(),
+            low: (0..n).map(|i| 99.0 + (i as f64).sin()).collect(),
+            close: (0..n).map(|i| 100.5 + (i as f64).sin()).collect(),
+            volume: (0..n).map(|i| i as f64).collect(),
+            turnover: None,
+        };
+        write_store(&root, timeframe, &bars).expect("store written");
+        let fresh = StoreLayout::new(&root).bar_file(timeframe, BarKind::Trade, "AAAUSDT", 2025);
+        assert!(codecs(&fresh).iter().all(|&c| c == STORE_CODEC), "{:?}", codecs(&fresh));
+        // A file as an earlier version wrote it: zstd, 1 000-row groups.
+        let old = StoreLayout::new(&root).bar_file(timeframe, BarKind::Trade, "BBBUSDT", 2025);
+        std::fs::create_dir_all(old.parent().expect("a parent")).expect("dir");
+        let batch = RecordBatch::try_from_iter(vec![
+            ("ts", Arc::new(Int64Array::from_iter_values(bars.ts.iter().copied())) as ArrayRef),
+            ("close", Arc::new(Float64Array::from_iter_values(bars.close.iter().copied())) as ArrayRef),
+        ])
+        .expect("columns match");
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("level")))
+            .set_max_row_group_row_count(Some(1_000))
+            .build();
+        let mut writer =
+            ArrowWriter::try_new(File::create(&old).expect("created"), batch.schema(), Some(props)).expect("writer");
+        writer.write(&batch).expect("written");
+        writer.close().expect("closed");
+        let before = read_parquet(&old, &Selection::all(timeframe), &mut ReadStats::default(), false).expect("read");
+        let fresh_bytes = std::fs::read(&fresh).expect("read");
+
+        assert_eq!(compact_store(&root).expect("compacted").files_written, 1);
+        assert!(codecs(&old).iter().all(|&c| c == STORE_CODEC), "{:?}", codecs(&old));
+        assert_eq!(codecs(&old).len(), 5 * 2, "five row groups of two columns, as before");
+        let after = read_parquet(&old, &Selection::all(timeframe), &mut ReadStats::default(), false).expect("read");
+        assert_eq!(before, after);
+        assert_eq!(std::fs::read(&fresh).expect("read"), fresh_bytes, "a file in the codec is left alone");
+        assert_eq!(compact_store(&root).expect("compacted").files_written, 0);
+
+        std::fs::write(&old, b"not parquet").expect("written");
+        let err = compact_store(&root).expect_err("a broken file").to_string();
+        assert!(err.contains("BBBUSDT") && err.contains("not a valid Parquet file"), "{err}");
+        std::fs::remove_dir_all(&root).ok();
     }
 }

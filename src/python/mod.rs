@@ -134,8 +134,30 @@ fn mark_or_store(
     })
 }
 
+/// A config as parsed from its YAML, with its canonical YAML.
+struct ParsedConfig {
+    yaml: String,
+    config: Config,
+    canonical: String,
+}
+
+/// The last config parsed: a research loop passes the same YAML call after call, and parsing it
+/// (with its canonical YAML for the result) costs ~0.1 ms, 1–2 % of a backtest of the fixture.
+static LAST_CONFIG: std::sync::Mutex<Option<Arc<ParsedConfig>>> = std::sync::Mutex::new(None);
+
+fn parsed_config(yaml: &str) -> PyResult<Arc<ParsedConfig>> {
+    let mut last = LAST_CONFIG.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(parsed) = last.as_ref().filter(|parsed| parsed.yaml == yaml) {
+        return Ok(Arc::clone(parsed));
+    }
+    let config = Config::from_yaml(yaml, "config").map_err(to_py)?;
+    let parsed = Arc::new(ParsedConfig { yaml: yaml.to_string(), canonical: config.to_yaml(), config });
+    *last = Some(Arc::clone(&parsed));
+    Ok(parsed)
+}
+
 fn parse_config(yaml: &str) -> PyResult<Config> {
-    Config::from_yaml(yaml, "config").map_err(to_py)
+    Ok(parsed_config(yaml)?.config.clone())
 }
 
 fn timeframe(text: &str) -> PyResult<Timeframe> {
@@ -153,14 +175,17 @@ fn prepare_marked(
     mark: Option<&Bound<'_, PyAny>>,
     wants_mark: bool,
 ) -> PyResult<Arc<Inputs>> {
-    Ok(prepare_for_one_run(py, bars, cfg, funding, mark, wants_mark, false)?.0)
+    Ok(prepare_for_one_run(py, bars, None, cfg, funding, mark, wants_mark, false)?.0)
 }
 
 /// [`prepare_marked`] for one backtest: with `defer`, the warnings of error-free bars may still be
-/// being found on another thread (`run::prepare_deferred`); the caller finishes them.
+/// being found on another thread (`run::prepare_deferred`); the caller finishes them. `sources`:
+/// bars and funding already read from the Python objects ([`streamed_run`]).
+#[allow(clippy::too_many_arguments)]
 fn prepare_for_one_run(
     py: Python<'_>,
     bars: &Bound<'_, PyAny>,
+    sources: Option<(BarsSource, FundingSource)>,
     cfg: &Config,
     funding: Option<&Bound<'_, PyAny>>,
     mark: Option<&Bound<'_, PyAny>>,
@@ -179,8 +204,10 @@ fn prepare_for_one_run(
         dataset.check_timeframe(cfg)?;
         return Ok((Arc::clone(&dataset.inputs), None));
     }
-    let bars = bars_source(bars)?;
-    let funding = funding_source(funding)?;
+    let (bars, funding) = match sources {
+        Some(sources) => sources,
+        None => (bars_source(bars)?, funding_source(funding)?),
+    };
     let mark = mark_or_store(&bars, mark_source(mark)?, cfg.timeframe(), wants_mark);
     let drop_invalid = cfg.data.on_invalid == crate::config::OnInvalid::Drop;
     py.detach(|| {
@@ -194,9 +221,19 @@ fn prepare_for_one_run(
     .map_err(to_py)
 }
 
-/// A run of a DataFrame's bars with the pivot streamed into the engine ([`run::backtest_streamed`]),
-/// or `None` when the usual path must take them (a Dataset, a path, mark bars, bars that are not
-/// canonical or have an error): the same inputs, result and warnings either way.
+/// What [`streamed_run`] did: the run, or the sources the usual path is to take (`None`: build
+/// them from the Python objects, as for a Dataset or given mark bars).
+// Returned once per call and taken apart at once: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
+enum OneRun {
+    Ran(Arc<Inputs>, BacktestResult),
+    Usual(Option<(BarsSource, FundingSource)>),
+}
+
+/// A run of a DataFrame's, a file's or a store's bars with the pivot streamed into the engine
+/// ([`run::backtest_streamed`], [`run::backtest_streamed_path`]), or the sources for the usual path
+/// (a Dataset, mark bars, bars that are not canonical or have an error): the same inputs, result
+/// and warnings either way, and bars are read and imported once.
 fn streamed_run(
     py: Python<'_>,
     bars: &Bound<'_, PyAny>,
@@ -204,14 +241,28 @@ fn streamed_run(
     funding: Option<&Bound<'_, PyAny>>,
     mark: Option<&Bound<'_, PyAny>>,
     record_signals: bool,
-) -> PyResult<Option<(Arc<Inputs>, BacktestResult)>> {
-    if bars.cast::<Dataset>().is_ok() || as_path(bars).is_some() || mark.is_some_and(|m| !m.is_none()) {
-        return Ok(None);
+) -> PyResult<OneRun> {
+    if bars.cast::<Dataset>().is_ok() || mark.is_some_and(|m| !m.is_none()) {
+        return Ok(OneRun::Usual(None));
     }
-    let BarsSource::Arrow(arrow) = bars_source(bars)? else { return Ok(None) };
     let funding = funding_source(funding)?;
-    let ran = py.detach(|| run::backtest_streamed(&arrow, funding, cfg, record_signals)).map_err(to_py)?;
-    Ok(ran.map(|(inputs, result)| (Arc::new(inputs), result)))
+    let ran = match bars_source(bars)? {
+        BarsSource::Path(path) => py.detach(|| run::backtest_streamed_path(&path, funding, cfg, record_signals)),
+        BarsSource::Arrow(arrow) => py.detach(|| {
+            Ok(match run::backtest_streamed(&arrow, &funding, cfg, record_signals)? {
+                Some(ran) => run::PathRun::Ran(Box::new(ran)),
+                None => run::PathRun::Usual(BarsSource::Arrow(arrow), funding),
+            })
+        }),
+        bars => Ok(run::PathRun::Usual(bars, funding)),
+    };
+    Ok(match ran.map_err(to_py)? {
+        run::PathRun::Ran(ran) => {
+            let (inputs, result) = *ran;
+            OneRun::Ran(Arc::new(inputs), result)
+        }
+        run::PathRun::Usual(bars, funding) => OneRun::Usual(Some((bars, funding))),
+    })
 }
 
 /// Bars and funding validated and pivoted once: `backtest`, `sweep`, `signals` and the research
@@ -592,7 +643,8 @@ fn backtest<'py>(
     outputs: Option<Vec<String>>,
     mark: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let cfg = parse_config(config_yaml)?;
+    let parsed = parsed_config(config_yaml)?;
+    let cfg = &parsed.config;
     let outputs = outputs.unwrap_or_else(|| ["equity", "fills", "trades"].map(String::from).to_vec());
     if let Some(unknown) = outputs.iter().find(|name| !TABLES.contains(&name.as_str())) {
         return Err(PyValueError::new_err(format!(
@@ -600,16 +652,17 @@ fn backtest<'py>(
             TABLES.join(", ")
         )));
     }
-    let (inputs, result, tables) = match streamed_run(py, bars, &cfg, funding, mark, false)? {
-        Some((inputs, result)) => {
+    let (inputs, result, tables) = match streamed_run(py, bars, cfg, funding, mark, false)? {
+        OneRun::Ran(inputs, result) => {
             let tables = py.detach(|| build_tables(&result, &outputs));
             (inputs, result, tables)
         }
-        None => {
-            let (inputs, pending) = prepare_for_one_run(py, bars, &cfg, funding, mark, run::wants_mark(&cfg), true)?;
+        OneRun::Usual(sources) => {
+            let wants_mark = run::wants_mark(cfg);
+            let (inputs, pending) = prepare_for_one_run(py, bars, sources, cfg, funding, mark, wants_mark, true)?;
             let (result, tables) = py
                 .detach(|| {
-                    let mut result = run::backtest(&inputs, &cfg, false)?;
+                    let mut result = run::backtest(&inputs, cfg, false)?;
                     let tables = build_tables(&result, &outputs);
                     if let Some(pending) = pending {
                         // The bars' own warnings come first, as from a validation done before the run.
@@ -633,7 +686,7 @@ fn backtest<'py>(
     out.set_item("end", result.ts.last().map(|t| t + inputs.panel.timeframe.ms))?;
     out.set_item("first_decision", result.first_decision.map(|t| result.ts[t]))?;
     out.set_item("has_target", result.book.target_weight.iter().any(|&w| w != 0.0))?;
-    out.set_item("config", cfg.to_yaml())?;
+    out.set_item("config", &parsed.canonical)?;
     out.set_item("run", BacktestRun { result })?;
     Ok(out)
 }
@@ -706,9 +759,10 @@ fn signals(
 ) -> PyResult<PyTable> {
     let cfg = parse_config(config_yaml)?;
     let result = match streamed_run(py, bars, &cfg, funding, None, true)? {
-        Some((_, result)) => result,
-        None => {
-            let (inputs, pending) = prepare_for_one_run(py, bars, &cfg, funding, None, run::wants_mark(&cfg), true)?;
+        OneRun::Ran(_, result) => result,
+        OneRun::Usual(sources) => {
+            let wants_mark = run::wants_mark(&cfg);
+            let (inputs, pending) = prepare_for_one_run(py, bars, sources, &cfg, funding, None, wants_mark, true)?;
             py.detach(|| {
                 let result = run::backtest(&inputs, &cfg, true)?;
                 // The table carries no warnings; the validation is still waited for (and its
@@ -787,6 +841,13 @@ fn ingest<'py>(
     stats_dict(py, &stats)
 }
 
+/// Rewrite a store's files that are not in the store codec (`data::store::compact_store`).
+#[pyfunction]
+fn compact_store<'py>(py: Python<'py>, store: PathBuf) -> PyResult<Bound<'py, PyDict>> {
+    let stats = py.detach(|| data::compact_store(&store)).map_err(to_py)?;
+    stats_dict(py, &stats)
+}
+
 #[pyfunction]
 #[pyo3(signature = (store, to, source=None))]
 fn resample_store<'py>(
@@ -826,6 +887,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Dataset>()?;
     m.add_class::<BacktestRun>()?;
     m.add_function(wrap_pyfunction!(ingest, m)?)?;
+    m.add_function(wrap_pyfunction!(compact_store, m)?)?;
     m.add_function(wrap_pyfunction!(resample_store, m)?)?;
     research::register(m)?;
     fetch::register(m)?;

@@ -40,6 +40,11 @@ def register(commands: Any) -> None:
     )
     validate.add_argument("--json", action="store_true")
     validate.set_defaults(handler=run_validate)
+    compact = data_commands.add_parser(
+        "compact", help="rewrite a store's files written by an earlier version in the current codec"
+    )
+    compact.add_argument("--store", type=Path, required=True)
+    compact.set_defaults(handler=run_compact)
     resample = data_commands.add_parser(
         "resample", help="resample a store's finest timeframe to a coarser one"
     )
@@ -58,6 +63,12 @@ def run_ingest(args: argparse.Namespace) -> int:
         f"ingested {len(args.files)} file(s) into {args.store}{kind}: {stats['rows_added']} rows added, "
         f"{stats['rows_replaced']} replaced, {stats['files_written']} partition file(s) written"
     )
+    return 0
+
+
+def run_compact(args: argparse.Namespace) -> int:
+    stats = _core.compact_store(str(args.store))
+    print(f"compacted {args.store}: {stats['files_written']} file(s) rewritten")
     return 0
 
 
