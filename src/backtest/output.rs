@@ -293,25 +293,27 @@ pub fn trades_batch(result: &BacktestResult) -> RecordBatch {
 /// (needs a run with signals recorded).
 pub fn signals_batch(result: &BacktestResult) -> Option<RecordBatch> {
     let rec = result.signals.as_ref()?;
-    let listed = &result.listed;
-    // The listed cells in row order; `gather` takes one matrix's values of them.
-    let cells = || (0..result.ts.len()).flat_map(move |t| (0..result.symbols.len()).map(move |i| (t, i)));
-    let cells = move || cells().filter(|&(t, i)| listed[[t, i]]);
+    let n_symbols = result.symbols.len();
+    // The listed cells by their flat (row-major) index: every column is a gather of them.
+    let listed = result.listed.as_standard_layout();
+    let cells: Vec<usize> = listed.iter().enumerate().filter(|&(_, &listed)| listed).map(|(k, _)| k).collect();
     let keys = || -> [ArrayRef; 3] {
-        let (mut ts, mut symbol, mut eligible) = (vec![], vec![], vec![]);
-        for (t, i) in cells() {
-            ts.push(result.ts[t]);
-            symbol.push(i as u32);
-            eligible.push(rec.eligible[[t, i]]);
-        }
+        let ts = cells.iter().map(|&k| result.ts[k / n_symbols]).collect();
+        let symbol = cells.iter().map(|&k| (k % n_symbols) as u32).collect();
+        let eligible = rec.eligible.as_standard_layout();
+        let eligible: Vec<bool> = cells.iter().map(|&k| eligible.as_slice().expect("standard layout")[k]).collect();
         [ts_array(ts), coded_text_array(&result.symbols, symbol), Arc::new(BooleanArray::from(eligible))]
     };
     let values = || -> [ArrayRef; 3] {
-        let gather = |matrix: &ndarray::Array2<f64>| f64_array(cells().map(|(t, i)| matrix[[t, i]]).collect());
+        let gather = |matrix: &ndarray::Array2<f64>| {
+            let matrix = matrix.as_standard_layout();
+            let values = matrix.as_slice().expect("standard layout");
+            f64_array(cells.iter().map(|&k| values[k]).collect())
+        };
         [gather(&rec.momentum), gather(&rec.z), gather(&rec.signal)]
     };
     // A table of a row per bar and symbol: the keys and the values gathered on two cores.
-    let ([ts, symbol, eligible], [momentum, z, signal]) = if listed.len() < 20_000 {
+    let ([ts, symbol, eligible], [momentum, z, signal]) = if cells.len() < 20_000 {
         (keys(), values())
     } else {
         std::thread::scope(|scope| {

@@ -239,6 +239,13 @@ impl Recorder {
     pub fn reserve(&mut self, n_bars: usize, n_symbols: usize, book_size: usize) {
         self.ts.reserve(n_bars);
         self.listed.reserve(n_bars * n_symbols);
+        if let Some(rows) = &mut self.signals {
+            // Grown bar by bar, four T × N vectors would be copied a dozen times on the way.
+            for column in [&mut rows.momentum, &mut rows.z, &mut rows.signal] {
+                column.reserve(n_bars * n_symbols);
+            }
+            rows.eligible.reserve(n_bars * n_symbols);
+        }
         let book = &mut self.book;
         book.row_start.reserve(n_bars);
         for column in [&mut book.target_weight, &mut book.model_weight, &mut book.weight, &mut book.units] {
