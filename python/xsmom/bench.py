@@ -10,6 +10,8 @@ runs timed just before and after it, so that a shared machine's drift cancels):
   a Hive store (each validates on every call), with the ratio to the engine;
 - ``sweep/item``: ``xsmom.sweep`` over 8 configs divided by 8 (one thread, so it compares with
   the engine), and the sweep's throughput in backtests per second on all cores;
+- ``window/it``: the walk-forward window evaluation (``run_window``, the optimizer's batch call) of
+  the same 8 configs over the whole panel, per item, one thread;
 - ``signals`` / ``sig/frame``: ``xsmom.signals`` of the Dataset and of the DataFrame;
 - peak RSS of the case's process above the RSS with the input frame loaded, for a backtest from
   the frame without the weights table;
@@ -37,6 +39,7 @@ import polars as pl
 
 import xsmom
 from xsmom import _core
+from xsmom.config import override_pairs
 
 CASES = ("real", "36x8760", "200x43800")
 SWEEP_SETS = [{"strategy.k_max": k, "strategy.signal_power": p} for k in (3, 4, 5, 6) for p in (1.0, 1.35)]
@@ -209,6 +212,15 @@ def run_case(case: str, repeats: int, data_dir: Path) -> dict[str, Any]:
     out["sweep_item_ms"], out["sweep_item_ratio"] = _paired(
         lambda: xsmom.sweep(dataset, config, SWEEP_SETS, n_jobs=1), engine_ms, sweep_repeats, len(SWEEP_SETS)
     )
+    # A walk-forward window (`run_window`, through the optimizer's batch call) over the whole panel,
+    # so that it compares with the engine's full run.
+    windows = [(sorted(override_pairs(s)), 0, dataset.n_bars) for s in SWEEP_SETS]
+    out["window_item_ms"], out["window_item_ratio"] = _paired(
+        lambda: _core.evaluate_windows(dataset, yaml, windows, False, 1),
+        engine_ms,
+        sweep_repeats,
+        len(windows),
+    )
     all_cores = _median_ms(lambda: xsmom.sweep(dataset, config, SWEEP_SETS), sweep_repeats)
     out["sweep_per_s"] = len(SWEEP_SETS) / (all_cores / 1e3)
     result = xsmom.backtest(dataset, config)
@@ -220,7 +232,8 @@ def _print(rows: list[dict[str, Any]]) -> None:
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, xsmom {xsmom.__version__}")
     head = (
         f"{'case':>10} {'cells':>10} {'engine':>9} {'dataset':>9} {'frame':>9} {'file':>9} {'store':>9} "
-        f"{'sweep/it':>9} {'signals':>9} {'sig/frame':>9} {'bt/s':>7} {'RSS+':>7} {'vectorbt':>9}"
+        f"{'sweep/it':>9} {'window/it':>9} {'signals':>9} {'sig/frame':>9} {'bt/s':>7} {'RSS+':>7} "
+        f"{'vectorbt':>9}"
     )
     print(head)
     for r in rows:
@@ -234,7 +247,7 @@ def _print(rows: list[dict[str, Any]]) -> None:
         print(
             f"{r['case']:>10} {r['symbols'] * r['bars']:>10} {e:7.2f}ms "
             f"{cell('dataset_ms')} {cell('frame_ms')} "
-            f"{cell('file_ms')} {cell('store_ms')} {cell('sweep_item_ms')} "
+            f"{cell('file_ms')} {cell('store_ms')} {cell('sweep_item_ms')} {cell('window_item_ms')} "
             f"{cell('signals_ms')} {cell('signals_frame_ms')} "
             f"{r['sweep_per_s']:7.1f} {r['peak_above_input_mib']:5.0f}Mi "
             + (f"{vbt:7.1f}ms" if vbt is not None else "        -")

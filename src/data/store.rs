@@ -413,7 +413,7 @@ fn decode_parquet<R: parquet::file::reader::ChunkReader + 'static>(
     // A batch as large as what is read, never larger: the reader allocates whole batches up front.
     let rows: i64 = selected.iter().map(|&index| metadata.row_group(index).num_rows()).sum();
     let batch_size = (rows.max(1) as usize).min(1 << 20);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = crate::threads::cores();
     let n_roots = arrow_schema.fields().len();
     let batches = if rows < 100_000 || threads < 2 || n_roots < 2 {
         let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(input, plain);
