@@ -67,13 +67,18 @@ fn panel_bits(panel: &xsmom::data::Panel) -> (Vec<i64>, Vec<String>, Vec<Vec<u64
     (panel.ts.clone(), panel.symbols.clone(), bits)
 }
 
-#[test]
-fn the_streamed_pivot_gives_the_usual_inputs_outputs_and_warnings() {
-    // The default strategy on short lookbacks, so that these short panels trade.
+/// The default strategy on short lookbacks, so that these short panels trade.
+fn short_lookbacks() -> Config {
     let mut cfg = Config::default();
     cfg.strategy.lookbacks = vec![12, 48];
     cfg.strategy.lookback_weights = vec![0.5, 0.5];
     cfg.strategy.vol_lookback = 24;
+    cfg
+}
+
+#[test]
+fn the_streamed_pivot_gives_the_usual_inputs_outputs_and_warnings() {
+    let mut cfg = short_lookbacks();
     cfg.strategy.regime_filter.enabled = false;
     for (n_bars, n_symbols, seed) in [(700, 9, 1), (64, 4, 2), (65, 5, 3), (1000, 13, 4)] {
         let (bars, funding) = bars_and_funding(n_bars, n_symbols, seed);
@@ -206,10 +211,7 @@ fn a_store_and_a_file_stream_with_the_usual_result() {
 fn the_signals_table_holds_the_recorded_cells_in_order() {
     use arrow::array::AsArray;
     use arrow::datatypes::{Float64Type, TimestampMillisecondType};
-    let mut cfg = Config::default();
-    cfg.strategy.lookbacks = vec![12, 48];
-    cfg.strategy.lookback_weights = vec![0.5, 0.5];
-    cfg.strategy.vol_lookback = 24;
+    let cfg = short_lookbacks();
     for (n_bars, n_symbols) in [(200, 5), (2_500, 12)] {
         let (bars, funding) = bars_and_funding(n_bars, n_symbols, 21);
         let (_, result) = usual(&bars, &funding, &cfg, true);
