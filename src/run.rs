@@ -148,11 +148,11 @@ pub fn backtest_streamed(
     Ok(Some((Inputs { panel, funding, findings, warnings: bar_warnings }, result)))
 }
 
-/// What [`backtest_streamed_path`] did: the run, or the sources the usual path is to take (the
-/// bars as read, unless mark bars are wanted; a store's own funding named by its root).
+/// What a streamed run did ([`backtest_streamed_path`]): the run, or the sources the usual path is
+/// to take (the bars as read, unless mark bars are wanted; a store's own funding named by its root).
 // Returned once per call and taken apart at once: the size of a variant does not matter.
 #[allow(clippy::large_enum_variant)]
-pub enum PathRun {
+pub enum StreamedRun {
     Ran(Box<(Inputs, BacktestResult)>),
     Usual(BarsSource, FundingSource),
 }
@@ -164,16 +164,16 @@ pub fn backtest_streamed_path(
     funding: FundingSource,
     cfg: &Config,
     record_signals: bool,
-) -> Result<PathRun> {
+) -> Result<StreamedRun> {
     let funding = funding_of_path(funding, path);
     if wants_mark(cfg) {
-        return Ok(PathRun::Usual(BarsSource::Path(path.to_path_buf()), funding));
+        return Ok(StreamedRun::Usual(BarsSource::Path(path.to_path_buf()), funding));
     }
     let selection = Selection { symbols: None, start: None, end: None, timeframe: cfg.timeframe() };
     let arrow = data::store::read_bars_arrow(path, &selection)?.0;
     Ok(match backtest_streamed(&arrow, &funding, cfg, record_signals)? {
-        Some(ran) => PathRun::Ran(Box::new(ran)),
-        None => PathRun::Usual(BarsSource::Arrow(arrow), funding),
+        Some(ran) => StreamedRun::Ran(Box::new(ran)),
+        None => StreamedRun::Usual(BarsSource::Arrow(arrow), funding),
     })
 }
 

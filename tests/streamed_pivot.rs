@@ -159,7 +159,7 @@ fn usual_of(bars: BarsSource, funding: FundingSource, cfg: &Config) -> (run::Inp
 fn a_store_and_a_file_stream_with_the_usual_result() {
     let store = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data");
     let cfg = Config::default();
-    let run::PathRun::Ran(ran) =
+    let run::StreamedRun::Ran(ran) =
         run::backtest_streamed_path(&store, FundingSource::FromBarsStore, &cfg, false).unwrap()
     else {
         panic!("the fixture store streams")
@@ -184,13 +184,14 @@ fn a_store_and_a_file_stream_with_the_usual_result() {
     let sorted = data::store::take_rows(&bars, &by_time);
     data::store::write_parquet_atomically(&by_time_file, &data::bars_to_batch(&sorted), 100_000).unwrap();
     let funding_source = || FundingSource::Funding(funding.clone());
-    let run::PathRun::Ran(ran) = run::backtest_streamed_path(&canonical, funding_source(), &cfg, false).unwrap() else {
+    let run::StreamedRun::Ran(ran) = run::backtest_streamed_path(&canonical, funding_source(), &cfg, false).unwrap()
+    else {
         panic!("a canonical file streams")
     };
     let (_, u_result) = usual_of(BarsSource::Path(canonical.clone()), funding_source(), &cfg);
     assert_eq!(outputs(&ran.1), outputs(&u_result));
     match run::backtest_streamed_path(&by_time_file, funding_source(), &cfg, false).unwrap() {
-        run::PathRun::Usual(bars @ BarsSource::Arrow(_), funding) => {
+        run::StreamedRun::Usual(bars @ BarsSource::Arrow(_), funding) => {
             assert_eq!(outputs(&usual_of(bars, funding, &cfg).1), outputs(&u_result), "same bars, same run");
         }
         _ => panic!("bars sorted by time are handed back as read"),
@@ -200,7 +201,7 @@ fn a_store_and_a_file_stream_with_the_usual_result() {
     marked.strategy.carry.basis_weight = 0.5;
     assert!(matches!(
         run::backtest_streamed_path(&store, FundingSource::FromBarsStore, &marked, false).unwrap(),
-        run::PathRun::Usual(BarsSource::Path(_), FundingSource::Store(_))
+        run::StreamedRun::Usual(BarsSource::Path(_), FundingSource::Store(_))
     ));
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -250,18 +250,18 @@ fn streamed_run(
         BarsSource::Path(path) => py.detach(|| run::backtest_streamed_path(&path, funding, cfg, record_signals)),
         BarsSource::Arrow(arrow) => py.detach(|| {
             Ok(match run::backtest_streamed(&arrow, &funding, cfg, record_signals)? {
-                Some(ran) => run::PathRun::Ran(Box::new(ran)),
-                None => run::PathRun::Usual(BarsSource::Arrow(arrow), funding),
+                Some(ran) => run::StreamedRun::Ran(Box::new(ran)),
+                None => run::StreamedRun::Usual(BarsSource::Arrow(arrow), funding),
             })
         }),
-        bars => Ok(run::PathRun::Usual(bars, funding)),
+        bars => Ok(run::StreamedRun::Usual(bars, funding)),
     };
     Ok(match ran.map_err(to_py)? {
-        run::PathRun::Ran(ran) => {
+        run::StreamedRun::Ran(ran) => {
             let (inputs, result) = *ran;
             OneRun::Ran(Arc::new(inputs), result)
         }
-        run::PathRun::Usual(bars, funding) => OneRun::Usual(Some((bars, funding))),
+        run::StreamedRun::Usual(bars, funding) => OneRun::Usual(Some((bars, funding))),
     })
 }
 
