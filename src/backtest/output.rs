@@ -300,8 +300,9 @@ pub fn signals_batch(result: &BacktestResult) -> Option<RecordBatch> {
     let keys = || -> [ArrayRef; 3] {
         let ts = cells.iter().map(|&k| result.ts[k / n_symbols]).collect();
         let symbol = cells.iter().map(|&k| (k % n_symbols) as u32).collect();
-        let eligible = rec.eligible.as_standard_layout();
-        let eligible: Vec<bool> = cells.iter().map(|&k| eligible.as_slice().expect("standard layout")[k]).collect();
+        let eligible_matrix = rec.eligible.as_standard_layout();
+        let eligible_cells = eligible_matrix.as_slice().expect("standard layout");
+        let eligible: Vec<bool> = cells.iter().map(|&k| eligible_cells[k]).collect();
         [ts_array(ts), coded_text_array(&result.symbols, symbol), Arc::new(BooleanArray::from(eligible))]
     };
     let values = || -> [ArrayRef; 3] {
