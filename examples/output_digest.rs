@@ -154,10 +154,10 @@ fn main() {
                 (s.ts, s.symbol, s.side, s.p.to_bits()).hash(&mut hs);
             }
             if let Some(s) = &r.signals {
-                h(&mut hs, s.momentum.as_slice().unwrap());
-                h(&mut hs, s.z.as_slice().unwrap());
-                h(&mut hs, s.signal.as_slice().unwrap());
-                s.eligible.as_slice().unwrap().hash(&mut hs);
+                (&s.ts, &s.symbol, &s.eligible).hash(&mut hs);
+                h(&mut hs, &s.momentum);
+                h(&mut hs, &s.z);
+                h(&mut hs, &s.signal);
             }
             r.listed.as_slice().unwrap().hash(&mut hs);
             r.first_decision.hash(&mut hs);

@@ -1,31 +1,56 @@
-//! What `signals` costs beyond the engine on the bundled fixture: the run with the signal matrices
-//! recorded, and the table (medians of repeated runs): `cargo run --release --example profile_signals`.
+//! What `signals` costs beyond the engine on the bundled fixture: the run with the signal rows
+//! recorded, the run and its table, and the other tables: `cargo run --release --example profile_signals`.
+//! The three runs alternate round by round (this host's speed drifts), each reported as median and
+//! fastest of the rounds.
 use std::path::PathBuf;
 use std::time::Instant;
 use xsmom::backtest::{self, output};
 use xsmom::run::{self, BarsSource, FundingSource};
 
-fn median_ms(mut f: impl FnMut()) -> f64 {
-    let mut times: Vec<f64> = (0..41)
-        .map(|_| {
-            let started = Instant::now();
-            f();
-            started.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
+fn ms(f: &mut dyn FnMut()) -> f64 {
+    let started = Instant::now();
+    f();
+    started.elapsed().as_secs_f64() * 1e3
+}
+
+fn report(label: &str, mut times: Vec<f64>) {
     times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    println!("{label}: median {:.2} ms, fastest {:.2} ms", times[times.len() / 2], times[0]);
 }
 
 fn main() {
     let cfg = xsmom::Config::default();
     let inputs = run::prepare(BarsSource::Path(PathBuf::from("data")), FundingSource::FromBarsStore, &cfg).unwrap();
     let run = |signals| backtest::run_with(&inputs.panel, &inputs.funding, &cfg, signals).unwrap();
-    let recorded = run(true);
-    println!("engine: {:.2} ms", median_ms(|| drop(std::hint::black_box(run(false)))));
-    println!("engine + signal matrices: {:.2} ms", median_ms(|| drop(std::hint::black_box(run(true)))));
-    println!("signals table: {:.2} ms", median_ms(|| drop(std::hint::black_box(output::signals_batch(&recorded)))));
-    println!("equity table: {:.2} ms", median_ms(|| drop(std::hint::black_box(output::equity_batch(&recorded)))));
-    println!("fills table: {:.2} ms", median_ms(|| drop(std::hint::black_box(output::fills_batch(&recorded)))));
-    println!("trades table: {:.2} ms", median_ms(|| drop(std::hint::black_box(output::trades_batch(&recorded)))));
+    let mut engine = || drop(std::hint::black_box(run(false)));
+    let mut recorded = || drop(std::hint::black_box(run(true)));
+    let mut with_table = || {
+        let result = run(true);
+        let record = result.signals.expect("recorded");
+        drop(std::hint::black_box(output::signals_batch(&result.symbols, record)))
+    };
+    let mut times = [Vec::new(), Vec::new(), Vec::new()];
+    for _ in 0..61 {
+        times[0].push(ms(&mut engine));
+        times[1].push(ms(&mut recorded));
+        times[2].push(ms(&mut with_table));
+    }
+    let [engine, recorded, with_table] = times;
+    report("engine", engine);
+    report("engine + signal rows", recorded);
+    report("engine + signals table", with_table);
+    let result = run(false);
+    let table_ms = |f: &dyn Fn() -> usize| {
+        let times: Vec<f64> = (0..41)
+            .map(|_| {
+                ms(&mut || {
+                    std::hint::black_box(f());
+                })
+            })
+            .collect();
+        times
+    };
+    report("equity table", table_ms(&|| output::equity_batch(&result).num_rows()));
+    report("fills table", table_ms(&|| output::fills_batch(&result).num_rows()));
+    report("trades table", table_ms(&|| output::trades_batch(&result).num_rows()));
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use xsmom::backtest::output;
+use xsmom::backtest::{output, BacktestResult};
 use xsmom::data::{self, ArrowBars, Bars, Funding};
 use xsmom::run::{self, BarsSource, FundingSource};
 use xsmom::Config;
@@ -95,7 +95,10 @@ fn the_streamed_pivot_gives_the_usual_inputs_outputs_and_warnings() {
             assert_eq!(output::weights_batch(&s_result), output::weights_batch(&result), "{case}");
             assert_eq!(output::fills_batch(&s_result), output::fills_batch(&result), "{case}");
             assert_eq!(output::trades_batch(&s_result), output::trades_batch(&result), "{case}");
-            assert_eq!(output::signals_batch(&s_result), output::signals_batch(&result), "{case}");
+            let signals_table = |result: &BacktestResult| {
+                result.signals.clone().map(|record| output::signals_batch(&result.symbols, record))
+            };
+            assert_eq!(signals_table(&s_result), signals_table(&result), "{case}");
         }
     }
 }
@@ -206,24 +209,49 @@ fn a_store_and_a_file_stream_with_the_usual_result() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// The signals table has a row per listed bar and symbol, in bar then symbol order, holding the
-/// recorded matrices' values, whether gathered on one thread (small) or two (large panels).
+/// The signals record and its table hold a row per listed bar and symbol, in bar then symbol
+/// order; on each bar the eligible rows' z-scores are those of their momenta across the eligible
+/// rows (population std), their signals `sign(z)·|z|^p`, and rows not eligible have neither.
 #[test]
-fn the_signals_table_holds_the_recorded_cells_in_order() {
+fn the_signals_table_holds_a_row_per_listed_cell_in_order() {
     use arrow::array::AsArray;
     use arrow::datatypes::{Float64Type, TimestampMillisecondType};
     let cfg = short_lookbacks();
+    let power = cfg.strategy.signal_power;
     for (n_bars, n_symbols) in [(200, 5), (2_500, 12)] {
         let (bars, funding) = bars_and_funding(n_bars, n_symbols, 21);
         let (_, result) = usual(&bars, &funding, &cfg, true);
-        let rec = result.signals.as_ref().expect("recorded");
-        let table = output::signals_batch(&result).expect("a table");
+        let rec = result.signals.clone().expect("recorded");
         let cells: Vec<(usize, usize)> = (0..result.ts.len())
             .flat_map(|t| (0..result.symbols.len()).map(move |i| (t, i)))
             .filter(|&(t, i)| result.listed[[t, i]])
             .collect();
-        assert_eq!(table.num_rows(), cells.len());
         assert!(cells.len() < result.listed.len(), "some cells are not listed");
+        let keys: Vec<(i64, u32)> = cells.iter().map(|&(t, i)| (result.ts[t], i as u32)).collect();
+        assert_eq!(rec.ts.iter().copied().zip(rec.symbol.iter().copied()).collect::<Vec<_>>(), keys);
+        let mut checked_bars = 0;
+        for (t, &ts) in result.ts.iter().enumerate() {
+            let rows: Vec<usize> = (0..rec.len()).filter(|&row| rec.ts[row] == ts).collect();
+            let eligible: Vec<usize> = rows.iter().copied().filter(|&row| rec.eligible[row]).collect();
+            let mean = eligible.iter().map(|&row| rec.momentum[row]).sum::<f64>() / eligible.len() as f64;
+            let var =
+                eligible.iter().map(|&row| (rec.momentum[row] - mean).powi(2)).sum::<f64>() / eligible.len() as f64;
+            let scored = eligible.len() >= 2 && var > 0.0;
+            for &row in &rows {
+                if rec.eligible[row] && scored {
+                    let z = (rec.momentum[row] - mean) / var.sqrt();
+                    assert!((rec.z[row] - z).abs() < 1e-9, "z at bar {t}, row {row}: {} vs {z}", rec.z[row]);
+                    let signal = z.signum() * z.abs().powf(power);
+                    assert!((rec.signal[row] - signal).abs() < 1e-9, "signal at bar {t}, row {row}");
+                } else {
+                    assert!(rec.z[row].is_nan() && rec.signal[row].is_nan(), "bar {t}, row {row} has no score");
+                }
+            }
+            checked_bars += usize::from(scored);
+        }
+        assert!(checked_bars > n_bars / 4, "many bars have a cross-section ({checked_bars} of {n_bars})");
+        let table = output::signals_batch(&result.symbols, rec.clone());
+        assert_eq!(table.num_rows(), cells.len());
         let ts = table.column(0).as_primitive::<TimestampMillisecondType>();
         let symbol = table.column(1).as_string_view();
         let [momentum, z, signal] = [2, 3, 4].map(|k| table.column(k).as_primitive::<Float64Type>().clone());
@@ -232,9 +260,9 @@ fn the_signals_table_holds_the_recorded_cells_in_order() {
             assert_eq!(ts.value(row), result.ts[t]);
             assert_eq!(symbol.value(row), result.symbols[i]);
             let same = |a: f64, b: f64| a.to_bits() == b.to_bits();
-            assert!(same(momentum.value(row), rec.momentum[[t, i]]), "momentum at {t}, {i}");
-            assert!(same(z.value(row), rec.z[[t, i]]) && same(signal.value(row), rec.signal[[t, i]]));
-            assert_eq!(eligible.value(row), rec.eligible[[t, i]]);
+            assert!(same(momentum.value(row), rec.momentum[row]), "momentum at {t}, {i}");
+            assert!(same(z.value(row), rec.z[row]) && same(signal.value(row), rec.signal[row]));
+            assert_eq!(eligible.value(row), rec.eligible[row]);
         }
     }
 }

@@ -127,7 +127,7 @@ impl Engine {
         let equity = prev_equity * (1.0 + growth + funding) - fees;
         book.equity = equity;
 
-        let cross = self.strategy.cross_section(t, &self.ind, &self.risk, self.recorder.signals.as_mut());
+        let cross = self.strategy.cross_section(t, &self.ind, &self.risk, self.recorder.signal_sink());
         self.strategy.update_regime(&self.ind);
         let decision = self.cadence.is_decision_bar(t, cross.map_or(0, |c| c.count));
         let (k, vol_scale) = if decision {

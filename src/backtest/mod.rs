@@ -400,7 +400,10 @@ impl Engine {
         warnings.extend(self.strategy.carry.as_ref().and_then(|sleeve| sleeve.mark_warning(&self.symbols)));
         BacktestResult {
             listed: Array2::from_shape_vec((n_bars, n_symbols), recorder.listed).expect("one row per bar"),
-            signals: recorder.signals.map(|rows| rows.into_record(n_bars, n_symbols)),
+            signals: recorder.signals.map(|mut record| {
+                record.score(self.cfg.strategy.signal_power);
+                record
+            }),
             symbols: self.symbols,
             ts: recorder.ts,
             bars: recorder.out,

@@ -9,7 +9,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
-use super::BacktestResult;
+use super::{BacktestResult, SignalRecord};
 
 pub(crate) fn ts_type() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
@@ -289,40 +289,11 @@ pub fn trades_batch(result: &BacktestResult) -> RecordBatch {
     )
 }
 
-/// Signals per bar and symbol with a close: `ts, symbol, momentum, z, signal, eligible`
-/// (needs a run with signals recorded).
-pub fn signals_batch(result: &BacktestResult) -> Option<RecordBatch> {
-    let rec = result.signals.as_ref()?;
-    let n_symbols = result.symbols.len();
-    // The listed cells by their flat (row-major) index: every column is a gather of them.
-    let listed = result.listed.as_standard_layout();
-    let cells: Vec<usize> = listed.iter().enumerate().filter(|&(_, &listed)| listed).map(|(k, _)| k).collect();
-    let keys = || -> [ArrayRef; 3] {
-        let ts = cells.iter().map(|&k| result.ts[k / n_symbols]).collect();
-        let symbol = cells.iter().map(|&k| (k % n_symbols) as u32).collect();
-        let eligible_matrix = rec.eligible.as_standard_layout();
-        let eligible_cells = eligible_matrix.as_slice().expect("standard layout");
-        let eligible: Vec<bool> = cells.iter().map(|&k| eligible_cells[k]).collect();
-        [ts_array(ts), coded_text_array(&result.symbols, symbol), Arc::new(BooleanArray::from(eligible))]
-    };
-    let values = || -> [ArrayRef; 3] {
-        let gather = |matrix: &ndarray::Array2<f64>| {
-            let matrix = matrix.as_standard_layout();
-            let values = matrix.as_slice().expect("standard layout");
-            f64_array(cells.iter().map(|&k| values[k]).collect())
-        };
-        [gather(&rec.momentum), gather(&rec.z), gather(&rec.signal)]
-    };
-    // A table of a row per bar and symbol: the keys and the values gathered on two cores.
-    let ([ts, symbol, eligible], [momentum, z, signal]) = if cells.len() < 20_000 {
-        (keys(), values())
-    } else {
-        std::thread::scope(|scope| {
-            let values = scope.spawn(values);
-            (keys(), values.join().expect("the signals thread panicked"))
-        })
-    };
-    Some(batch(
+/// Per listed bar and symbol: `ts, symbol, momentum, z, signal, eligible` — the record's own
+/// vectors as the table's columns (no copy but the text codes and the packed booleans).
+pub fn signals_batch(symbols: &[String], record: SignalRecord) -> RecordBatch {
+    let SignalRecord { ts, symbol, momentum, z, signal, eligible } = record;
+    batch(
         vec![
             ("ts", ts_type()),
             ("symbol", TEXT),
@@ -331,8 +302,15 @@ pub fn signals_batch(result: &BacktestResult) -> Option<RecordBatch> {
             ("signal", DataType::Float64),
             ("eligible", DataType::Boolean),
         ],
-        vec![ts, symbol, momentum, z, signal, eligible],
-    ))
+        vec![
+            ts_array(ts),
+            coded_text_array(symbols, symbol),
+            f64_array(momentum),
+            f64_array(z),
+            f64_array(signal),
+            Arc::new(BooleanArray::from(eligible)),
+        ],
+    )
 }
 
 #[cfg(test)]

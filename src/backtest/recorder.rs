@@ -107,35 +107,107 @@ impl BookHistory {
     }
 }
 
-/// Signal diagnostics per bar and symbol (the `signals` API).
-#[derive(Debug, Clone, PartialEq)]
+/// Signal diagnostics (the `signals` API): a row per listed bar and symbol, in bar then symbol
+/// order, recorded as the engine goes. Kept in the table's long form rather than as T × N matrices:
+/// the table then takes these vectors as they are, and a run writes each value once instead of
+/// into a matrix and again into the table's gather.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SignalRecord {
-    pub momentum: Array2<f64>,
-    pub z: Array2<f64>,
-    pub signal: Array2<f64>,
-    pub eligible: Array2<bool>,
-}
-
-/// [`SignalRecord`] while it is being recorded: rows appended bar by bar.
-#[derive(Debug, Clone, Default)]
-pub(super) struct SignalRows {
+    pub ts: Vec<i64>,
+    /// Index into the run's symbols.
+    pub symbol: Vec<u32>,
     pub momentum: Vec<f64>,
     pub z: Vec<f64>,
     pub signal: Vec<f64>,
     pub eligible: Vec<bool>,
 }
 
-impl SignalRows {
-    pub(super) fn into_record(self, n_bars: usize, n_symbols: usize) -> SignalRecord {
-        let shape = (n_bars, n_symbols);
-        let matrix = |values: Vec<f64>| Array2::from_shape_vec(shape, values).expect("one row per bar");
-        SignalRecord {
-            momentum: matrix(self.momentum),
-            z: matrix(self.z),
-            signal: matrix(self.signal),
-            eligible: Array2::from_shape_vec(shape, self.eligible).expect("one row per bar"),
+impl SignalRecord {
+    fn reserve(&mut self, cells: usize) {
+        self.ts.reserve(cells);
+        self.symbol.reserve(cells);
+        self.momentum.reserve(cells);
+        self.z.reserve(cells);
+        self.eligible.reserve(cells);
+    }
+
+    /// The amplified signals `sign(z)·|z|^p` of the eligible rows (NaN elsewhere), as the
+    /// strategy computes them for `signal_inverse_vol` books: after the run rather than in it, and
+    /// on two cores for a long record (one `powf` per eligible row is most of what the
+    /// diagnostics cost the run).
+    pub(super) fn score(&mut self, power: f64) {
+        const ROWS_PER_THREAD: usize = 16_384;
+        let score = |signal: &mut [f64], z: &[f64], eligible: &[bool]| {
+            for ((signal, z), eligible) in signal.iter_mut().zip(z).zip(eligible) {
+                *signal = if *eligible { crate::signal::amplify(*z, power) } else { f64::NAN };
+            }
+        };
+        self.signal.clear();
+        self.signal.resize(self.z.len(), f64::NAN);
+        let half = self.z.len() / 2;
+        let (first, second) = self.signal.split_at_mut(half);
+        let (z, eligible) = (&self.z, &self.eligible);
+        if half < ROWS_PER_THREAD || crate::threads::cores() < 2 {
+            score(first, &z[..half], &eligible[..half]);
+            score(second, &z[half..], &eligible[half..]);
+        } else {
+            std::thread::scope(|scope| {
+                scope.spawn(|| score(second, &z[half..], &eligible[half..]));
+                score(first, &z[..half], &eligible[..half]);
+            });
         }
     }
+
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+}
+
+/// The current bar's signal rows being recorded: [`SignalRecord`] with the bar's time and listed
+/// mask ([`Recorder::signal_sink`]).
+pub(super) struct SignalSink<'a> {
+    record: &'a mut SignalRecord,
+    ts: i64,
+    listed: &'a [bool],
+}
+
+impl SignalSink<'_> {
+    /// The bar's columns, one entry per symbol; rows of symbols not listed are left out. The
+    /// signals are scored once the run is done ([`SignalRecord::score`]).
+    pub fn push(self, momentum: &[f64], z: &[f64], eligible: &[bool]) {
+        let rec = self.record;
+        let n_symbols = self.listed.len();
+        rec.momentum.extend_from_slice(momentum);
+        rec.z.extend_from_slice(z);
+        rec.eligible.extend_from_slice(eligible);
+        rec.ts.extend(std::iter::repeat_n(self.ts, n_symbols));
+        rec.symbol.extend(0..n_symbols as u32);
+        if self.listed.iter().all(|&listed| listed) {
+            return;
+        }
+        compact_last(&mut rec.momentum, self.listed);
+        compact_last(&mut rec.z, self.listed);
+        compact_last(&mut rec.eligible, self.listed);
+        compact_last(&mut rec.ts, self.listed);
+        compact_last(&mut rec.symbol, self.listed);
+    }
+}
+
+/// Keep of the last `listed.len()` entries of `column` those whose `listed` is set, in order:
+/// branch-free, since a bar's listed set follows no pattern the predictor could learn.
+fn compact_last<T: Copy>(column: &mut Vec<T>, listed: &[bool]) {
+    let start = column.len() - listed.len();
+    let row = &mut column[start..];
+    let mut kept = 0;
+    for (i, &listed) in listed.iter().enumerate() {
+        row[kept] = row[i];
+        kept += usize::from(listed);
+    }
+    column.truncate(start + kept);
 }
 
 /// The panel-sized output vectors of a run (per-bar series, book, fills, round trips), kept
@@ -216,12 +288,14 @@ pub(super) struct Recorder {
     pub listed: Vec<bool>,
     pub out: BarSeries,
     pub book: BookHistory,
-    pub signals: Option<SignalRows>,
+    pub signals: Option<SignalRecord>,
+    /// Symbols per bar (entries per bar of `listed`).
+    n_symbols: usize,
 }
 
 impl Recorder {
     pub fn new(record_signals: bool) -> Self {
-        Self { signals: record_signals.then(SignalRows::default), ..Self::default() }
+        Self { signals: record_signals.then(SignalRecord::default), ..Self::default() }
     }
 
     /// Write into `buffers` (emptied, their capacity kept) instead of fresh vectors; returns the
@@ -239,12 +313,9 @@ impl Recorder {
     pub fn reserve(&mut self, n_bars: usize, n_symbols: usize, book_size: usize) {
         self.ts.reserve(n_bars);
         self.listed.reserve(n_bars * n_symbols);
-        if let Some(rows) = &mut self.signals {
-            // Grown bar by bar, four T × N vectors would be copied a dozen times on the way.
-            for column in [&mut rows.momentum, &mut rows.z, &mut rows.signal] {
-                column.reserve(n_bars * n_symbols);
-            }
-            rows.eligible.reserve(n_bars * n_symbols);
+        if let Some(record) = &mut self.signals {
+            // Grown bar by bar, the signal columns would be copied a dozen times on the way.
+            record.reserve(n_bars * n_symbols);
         }
         let book = &mut self.book;
         book.row_start.reserve(n_bars);
@@ -266,7 +337,15 @@ impl Recorder {
     /// The bar opened at `ts`, with these closes (NaN: not listed).
     pub fn start_bar(&mut self, ts: i64, close: &[f64]) {
         self.ts.push(ts);
+        self.n_symbols = close.len();
         self.listed.extend(close.iter().map(|c| finite(*c)));
+    }
+
+    /// Where the current bar's signal rows go, when signals are recorded.
+    pub fn signal_sink(&mut self) -> Option<SignalSink<'_>> {
+        let listed = &self.listed[self.listed.len() - self.n_symbols..];
+        let ts = *self.ts.last()?;
+        self.signals.as_mut().map(|record| SignalSink { record, ts, listed })
     }
 
     /// The bar's series row; closes the bar's book entries.

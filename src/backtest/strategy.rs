@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use ndarray::ArrayView1;
 
-use super::recorder::SignalRows;
+use super::recorder::SignalSink;
 use super::{IndicatorState, Ledger};
 use crate::bitset::SymbolSet;
 use crate::carry::CarrySleeve;
@@ -120,7 +120,7 @@ impl Strategy {
         t: usize,
         ind: &IndicatorState,
         risk: &RiskEngine,
-        signals: Option<&mut SignalRows>,
+        signals: Option<SignalSink<'_>>,
     ) -> Option<CrossSection> {
         self.compute_eligible(t, ind, risk);
         let cross = signal::cross_sectional_z_of(&ind.momentum, &self.eligible_list, &mut self.z);
@@ -129,17 +129,15 @@ impl Strategy {
         }
         let power = self.cfg.strategy.signal_power;
         // sign(z)·|z|^p is increasing in z, so ranks and signs come from z; the amplified value itself
-        // is only needed to size `signal_inverse_vol` books and for the signal diagnostics.
-        if self.cfg.sizing.weighting == Weighting::SignalInverseVol || signals.is_some() {
+        // is only needed to size `signal_inverse_vol` books (the diagnostics score theirs after the
+        // run: [`super::SignalRecord::score`]).
+        if self.cfg.sizing.weighting == Weighting::SignalInverseVol {
             for ((a, z), e) in self.amplified.iter_mut().zip(&self.z).zip(&self.eligible) {
                 *a = if *e { signal::amplify(*z, power) } else { f64::NAN };
             }
         }
-        if let Some(rec) = signals {
-            rec.momentum.extend_from_slice(&ind.momentum);
-            rec.z.extend_from_slice(&self.z);
-            rec.signal.extend_from_slice(&self.amplified);
-            rec.eligible.extend_from_slice(&self.eligible);
+        if let Some(sink) = signals {
+            sink.push(&ind.momentum, &self.z, &self.eligible);
         }
         cross
     }

@@ -104,7 +104,7 @@ impl Engine {
         kill: KillState,
         book: &mut UnitsBook,
     ) -> (usize, f64) {
-        let cross = self.strategy.cross_section(t, &self.ind, &self.risk, self.recorder.signals.as_mut());
+        let cross = self.strategy.cross_section(t, &self.ind, &self.risk, self.recorder.signal_sink());
         self.strategy.update_regime(&self.ind);
         if !self.cadence.is_decision_bar(t, cross.map_or(0, |c| c.count)) || kill.paused {
             if kill.paused {

@@ -773,7 +773,8 @@ fn signals(
             .map_err(to_py)?
         }
     };
-    table(output::signals_batch(&result).expect("signals were recorded"))
+    let record = result.signals.expect("signals were recorded");
+    table(output::signals_batch(&result.symbols, record))
 }
 
 /// Seconds per run of the pure-Rust pipeline behind `backtest` (Arrow import, validation, panel,
