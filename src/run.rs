@@ -95,57 +95,59 @@ fn deferred_warnings(findings: Vec<data::Finding>) -> Result<(Vec<data::Finding>
     Ok((findings, warnings))
 }
 
+/// What a streamed backtest ([`backtest_streamed`]) keeps of its inputs: the bars' findings and
+/// warnings and the funding on the grid — not the panel, which it never builds.
+pub struct StreamedInputs {
+    pub funding: FundingGrid,
+    pub findings: Vec<data::Finding>,
+    pub warnings: Vec<String>,
+}
+
 /// A backtest of Arrow bars (a DataFrame) whose pivot streams into the engine: canonical bars free
 /// of errors are pivoted on a second thread a tile of bars at a time ([`Panel::stream_canonical`])
 /// while the engine steps through the tiles already filled, and their warnings are found on that
-/// thread once the pivot is done, so the engine starts at once instead of after validation and
-/// pivot. The inputs, result and warnings are those of [`prepare_deferred`] + [`backtest`]
-/// (warnings of the bars first). `None` when these bars cannot be streamed (not canonical, a row
-/// with an error, mark bars wanted): the caller takes the usual path, which reports the problem.
+/// thread between tiles and once the pivot is done, so the engine starts at once instead of after
+/// validation and pivot, and no `T × N` panel is held. The result and warnings are those of
+/// [`prepare_deferred`] + [`backtest`] (warnings of the bars first). `None` when these bars cannot
+/// be streamed (not canonical, a row with an error, mark bars wanted): the caller takes the usual
+/// path, which reports the problem.
 pub fn backtest_streamed(
     arrow: &ArrowBars,
     funding: &FundingSource,
     cfg: &Config,
     record_signals: bool,
-) -> Result<Option<(Inputs, BacktestResult)>> {
+) -> Result<Option<(StreamedInputs, BacktestResult)>> {
     let view = arrow.view();
     if wants_mark(cfg) || !view.is_canonical() {
         return Ok(None);
     }
     let (timeframe, spike) = (cfg.timeframe(), cfg.data.spike_rule());
-    let engine_run = |grid: &data::PanelGrid<'_>,
-                      tiles: std::sync::mpsc::Receiver<data::PivotTile<'_>>|
-     -> Result<Option<(FundingGrid, BacktestResult)>> {
-        let (start, end) = (grid.ts.first().copied(), grid.ts.last().map(|t| t + timeframe.ms));
-        let funding = match load_funding(funding, grid.symbols, start, end, timeframe)? {
-            Some(funding) => grid.align_funding(&funding),
-            None => FundingGrid::empty(grid.ts.len(), grid.symbols.len()),
-        };
-        let mut engine = backtest::Engine::new(grid.symbols, timeframe, &funding.has_data, cfg, record_signals)?;
-        engine.reserve(grid.ts.len());
-        let mut rows: Option<data::PivotRows<'_>> = None;
-        for (t, &ts) in grid.ts.iter().enumerate() {
-            if rows.as_ref().is_none_or(|rows| t >= rows.bars.end) {
-                match tiles.recv() {
-                    Ok(data::PivotTile::Rows(next)) => rows = Some(next),
-                    Ok(data::PivotTile::Invalid) | Err(_) => return Ok(None),
-                }
+    let engine_run =
+        |grid: &data::PanelGrid<'_>, mut tiles: data::PivotStream| -> Result<Option<(FundingGrid, BacktestResult)>> {
+            let (start, end) = (grid.ts.first().copied(), grid.ts.last().map(|t| t + timeframe.ms));
+            let funding = match load_funding(funding, grid.symbols, start, end, timeframe)? {
+                Some(funding) => grid.align_funding(&funding),
+                None => FundingGrid::empty(grid.ts.len(), grid.symbols.len()),
+            };
+            let mut engine = backtest::Engine::new(grid.symbols, timeframe, &funding.has_data, cfg, record_signals)?;
+            engine.reserve(grid.ts.len());
+            for (t, &ts) in grid.ts.iter().enumerate() {
+                let Some(tile) = tiles.tile_of(t) else { return Ok(None) };
+                engine.step(&tile.bar_row(t, ts, &funding));
             }
-            engine.step(&rows.as_ref().expect("a tile holds bar t").bar_row(t, ts, &funding));
-        }
-        Ok(Some((funding, engine.finish())))
-    };
-    let validation = || data::validate_canonical_serial(view, timeframe, spike);
-    let Some((panel, ran, findings)) = Panel::stream_canonical(view, timeframe, engine_run, validation) else {
+            Ok(Some((funding, engine.finish())))
+        };
+    let mut validation = data::CanonicalValidation::new(view, timeframe, spike);
+    let Some(ran) = Panel::stream_canonical(view, timeframe, engine_run, || validation.step()) else {
         return Ok(None);
     };
     let Some((funding, mut result)) = ran? else { return Ok(None) };
-    let (findings, bar_warnings) = deferred_warnings(findings)?;
+    let (findings, bar_warnings) = deferred_warnings(validation.finish())?;
     let mut warnings = bar_warnings.clone();
     warnings.append(&mut result.warnings);
     warnings.extend(backtest::diagnose(&result, cfg));
     result.warnings = warnings;
-    Ok(Some((Inputs { panel, funding, findings, warnings: bar_warnings }, result)))
+    Ok(Some((StreamedInputs { funding, findings, warnings: bar_warnings }, result)))
 }
 
 /// What a streamed run did ([`backtest_streamed_path`]): the run, or the sources the usual path is
@@ -153,7 +155,7 @@ pub fn backtest_streamed(
 // Returned once per call and taken apart at once: the size of a variant does not matter.
 #[allow(clippy::large_enum_variant)]
 pub enum StreamedRun {
-    Ran(Box<(Inputs, BacktestResult)>),
+    Ran(Box<(StreamedInputs, BacktestResult)>),
     Usual(BarsSource, FundingSource),
 }
 

@@ -1,7 +1,7 @@
 //! A backtest whose pivot streams into the engine (`run::backtest_streamed`, the DataFrame path of
-//! `xsmom.backtest` and `xsmom.signals`) gives the inputs, outputs and warnings of the usual path
-//! (validation beside the engine, pivot first), and declines bars it cannot stream so that the
-//! usual path reports them.
+//! `xsmom.backtest` and `xsmom.signals`: tiles of bars through a ring of buffers, no panel) gives
+//! the funding, findings, outputs and warnings of the usual path (validation beside the engine,
+//! pivot first), and declines bars it cannot stream so that the usual path reports them.
 
 mod common;
 
@@ -42,11 +42,12 @@ fn usual(
     cfg: &Config,
     signals: bool,
 ) -> (run::Inputs, xsmom::backtest::BacktestResult) {
-    let (inputs, pending) =
+    let (mut inputs, pending) =
         run::prepare_deferred(BarsSource::Arrow(arrow(bars)), FundingSource::Funding(funding.clone()), cfg).unwrap();
     let mut result = run::backtest(&inputs, cfg, signals).unwrap();
-    let (_, bar_warnings) = pending.expect("error-free bars").finish().unwrap();
-    result.warnings.splice(0..0, bar_warnings);
+    let (findings, bar_warnings) = pending.expect("error-free bars").finish().unwrap();
+    result.warnings.splice(0..0, bar_warnings.clone());
+    (inputs.findings, inputs.warnings) = (findings, bar_warnings);
     (inputs, result)
 }
 
@@ -55,16 +56,8 @@ fn streamed(
     funding: &Funding,
     cfg: &Config,
     signals: bool,
-) -> Option<(run::Inputs, xsmom::backtest::BacktestResult)> {
+) -> Option<(run::StreamedInputs, xsmom::backtest::BacktestResult)> {
     run::backtest_streamed(&arrow(bars), &FundingSource::Funding(funding.clone()), cfg, signals).unwrap()
-}
-
-/// A panel as comparable values: NaN cells (no bar) compare equal by their bits.
-fn panel_bits(panel: &xsmom::data::Panel) -> (Vec<i64>, Vec<String>, Vec<Vec<u64>>) {
-    let matrices = [&panel.open, &panel.high, &panel.low, &panel.close, &panel.quote_volume];
-    let bits = matrices.iter().map(|m| m.iter().map(|v| v.to_bits()).collect()).collect();
-    assert!(panel.mark_close.is_none());
-    (panel.ts.clone(), panel.symbols.clone(), bits)
 }
 
 /// The default strategy on short lookbacks, so that these short panels trade.
@@ -80,14 +73,18 @@ fn short_lookbacks() -> Config {
 fn the_streamed_pivot_gives_the_usual_inputs_outputs_and_warnings() {
     let mut cfg = short_lookbacks();
     cfg.strategy.regime_filter.enabled = false;
-    for (n_bars, n_symbols, seed) in [(700, 9, 1), (64, 4, 2), (65, 5, 3), (1000, 13, 4)] {
+    // One tile, a tile and a bar, and panels whose tiles go round the ring many times.
+    for (n_bars, n_symbols, seed) in [(700, 9, 1), (64, 4, 2), (65, 5, 3), (1000, 13, 4), (3000, 7, 5)] {
         let (bars, funding) = bars_and_funding(n_bars, n_symbols, seed);
         for signals in [false, true] {
             let (inputs, result) = usual(&bars, &funding, &cfg, signals);
             let (s_inputs, s_result) = streamed(&bars, &funding, &cfg, signals).expect("streamable bars");
             let case = format!("{n_bars} × {n_symbols}, seed {seed}, signals {signals}");
-            assert_eq!(panel_bits(&s_inputs.panel), panel_bits(&inputs.panel), "{case}");
             assert_eq!(s_inputs.funding, inputs.funding, "{case}");
+            assert_eq!(s_inputs.findings, inputs.findings, "{case}");
+            assert!(inputs.findings.iter().any(|f| f.kind == "gap"), "{case}: the bars have gaps");
+            assert_eq!(s_inputs.warnings, inputs.warnings, "{case}");
+            assert_eq!((&s_result.ts, &s_result.listed), (&result.ts, &result.listed), "{case}");
             assert_eq!(s_result.warnings, result.warnings, "{case}");
             assert!(n_bars < 700 || !result.fills.is_empty(), "{case}: a run that trades");
             assert_eq!(format!("{:?}", s_result.metrics), format!("{:?}", result.metrics), "{case}");
@@ -147,10 +144,12 @@ fn outputs(result: &xsmom::backtest::BacktestResult) -> (Vec<String>, String, Ve
 
 /// The usual path of a path: validation beside the engine, its warnings first.
 fn usual_of(bars: BarsSource, funding: FundingSource, cfg: &Config) -> (run::Inputs, xsmom::backtest::BacktestResult) {
-    let (inputs, pending) = run::prepare_deferred(bars, funding, cfg).unwrap();
+    let (mut inputs, pending) = run::prepare_deferred(bars, funding, cfg).unwrap();
     let mut result = run::backtest(&inputs, cfg, false).unwrap();
     if let Some(pending) = pending {
-        result.warnings.splice(0..0, pending.finish().unwrap().1);
+        let (findings, bar_warnings) = pending.finish().unwrap();
+        result.warnings.splice(0..0, bar_warnings);
+        inputs.findings = findings;
     }
     (inputs, result)
 }
@@ -171,7 +170,8 @@ fn a_store_and_a_file_stream_with_the_usual_result() {
     let (u_inputs, u_result) = usual_of(BarsSource::Path(store.clone()), FundingSource::FromBarsStore, &cfg);
     assert!(u_inputs.funding.has_data.iter().any(|&has| has), "the store's funding is read");
     assert_eq!(inputs.funding, u_inputs.funding);
-    assert_eq!(panel_bits(&inputs.panel), panel_bits(&u_inputs.panel));
+    assert_eq!(inputs.findings, u_inputs.findings);
+    assert_eq!((&result.ts, &result.listed), (&u_result.ts, &u_result.listed));
     assert_eq!(outputs(&result), outputs(&u_result));
     assert!(!result.fills.is_empty());
 

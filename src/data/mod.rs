@@ -13,7 +13,7 @@ pub mod validate;
 pub use arrow_io::{bars_from_batches, bars_to_batch, funding_from_batches, funding_to_batch, ArrowBars};
 pub use layout::StoreLayout;
 pub use mark::{clean_bars_of_kind, validate_bars_of_kind};
-pub use panel::{Bars, BarsView, Funding, FundingGrid, Panel, PanelGrid, PivotRows, PivotTile};
+pub use panel::{Bars, BarsView, Funding, FundingGrid, Panel, PanelGrid, PivotStream, PivotTile, TileBuffer};
 pub use resample::resample;
 pub use store::{
     compact_store, read_bars, read_bars_of_kind, read_funding, store_timeframes, write_funding_store, write_store,
@@ -21,5 +21,5 @@ pub use store::{
 };
 pub use validate::{
     clean_bars, error_free_panel, findings_to_batch, validate_bars, validate_canonical, validate_canonical_serial,
-    Finding, Severity, SpikeRule,
+    CanonicalValidation, Finding, Severity, SpikeRule,
 };

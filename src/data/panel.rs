@@ -306,23 +306,23 @@ impl Panel {
     }
 
     /// The pivot of canonical bars filled on another thread while `consume` reads it on this one,
-    /// a tile of bars at a time in time order ([`PivotTile`]): a backtest's engine can start on
-    /// the first bars while the later ones are still being filled. The filling thread checks each
-    /// tile's rows against the validation's value rules before handing it over, and runs `after`
-    /// (the validation's warnings) once every tile is filled. `None` when these bars cannot be
-    /// streamed: a row fails the value rules (the tiles stop there; what `consume` returned is
-    /// dropped), the pivot refuses a row (off the grid, a duplicate), or the grid's first bar is
-    /// not on a multiple of the timeframe; the caller then takes the validating path, which names
-    /// the problem.
-    pub(crate) fn stream_canonical<'v, R, A: Send>(
+    /// a tile of bars at a time in time order ([`PivotStream`]): a backtest's engine starts on the
+    /// first bars while the later ones are still being filled, and no `T × N` matrix is built —
+    /// the tiles go round a ring of a few buffers that the consumer hands back once it has read
+    /// them, so a run from long bars needs the memory of the bars and its outputs only. The filling
+    /// thread checks each tile's rows against the validation's value rules before handing it
+    /// over; while every buffer is in use, and once every tile is filled, it does `background`
+    /// work (the validation's warnings, a symbol per call; false when none is left). `None` when
+    /// these bars cannot be streamed: a row fails the value rules (the tiles stop there; what
+    /// `consume` returned is dropped), the pivot refuses a row (off the grid, a duplicate), or the
+    /// grid's first bar is not on a multiple of the timeframe; the caller then takes the
+    /// validating path, which names the problem.
+    pub(crate) fn stream_canonical<'v, R>(
         bars: BarsView<'v>,
         timeframe: Timeframe,
-        consume: impl for<'t> FnOnce(&PanelGrid<'v>, std::sync::mpsc::Receiver<PivotTile<'t>>) -> R,
-        after: impl FnOnce() -> A + Send,
-    ) -> Option<(Panel, R, A)> {
-        use std::mem::MaybeUninit;
-        // Small tiles: the engine waits only for the first one.
-        const TILE_BARS: usize = 64;
+        consume: impl FnOnce(&PanelGrid<'v>, PivotStream) -> R,
+        background: impl FnMut() -> bool + Send,
+    ) -> Option<R> {
         debug_assert!(bars.is_canonical());
         if bars.is_empty() {
             return None;
@@ -338,36 +338,17 @@ impl Panel {
             ts: (0..n_bars as i64).map(|t| first + t * timeframe.ms).collect(),
             symbols: bars.names,
         };
-        let cells = n_bars * n_symbols;
-        let mut matrices: [Vec<f64>; 5] = std::array::from_fn(|_| Vec::with_capacity(cells));
-        let (after, consumed) = {
-            let spare: Vec<std::slice::ChunksMut<'_, MaybeUninit<f64>>> = matrices
-                .iter_mut()
-                .map(|matrix| matrix.spare_capacity_mut()[..cells].chunks_mut(TILE_BARS * n_symbols))
-                .collect();
-            let runs = &runs;
-            std::thread::scope(|scope| {
-                let (sender, receiver) = std::sync::mpsc::channel();
-                let filler = std::thread::Builder::new()
-                    .name("xsmom-pivot".into())
-                    .spawn_scoped(scope, move || {
-                        runs.fill_streamed(bars, TILE_BARS, spare, &sender).then(|| {
-                            drop(sender);
-                            after()
-                        })
-                    })
-                    .ok()?;
-                let consumed = consume(&grid, receiver);
-                Some((filler.join().expect("the pivot thread panicked"), consumed))
-            })?
-        };
-        let after = after?;
-        for matrix in &mut matrices {
-            // SAFETY: the filling thread returned `Some` only after it had initialised every
-            // chunk of the first `cells` elements of each matrix's spare capacity.
-            unsafe { matrix.set_len(cells) };
-        }
-        Some((Panel::of_matrices(timeframe, grid.ts, bars.names, matrices), consumed, after))
+        let runs = &runs;
+        std::thread::scope(|scope| {
+            let (sender, tiles) = std::sync::mpsc::channel();
+            let (used_sender, used) = std::sync::mpsc::channel();
+            let filler = std::thread::Builder::new()
+                .name("xsmom-pivot".into())
+                .spawn_scoped(scope, move || runs.fill_ring(bars, sender, used, background))
+                .ok()?;
+            let consumed = consume(&grid, PivotStream { tiles, used: used_sender, current: None });
+            filler.join().expect("the pivot thread panicked").then_some(consumed)
+        })
     }
 
     /// A panel of the pivot's five filled matrices (open, high, low, close, quote volume; each
@@ -642,42 +623,60 @@ impl GridRuns {
         values
     }
 
-    /// The five matrices of [`Panel::stream_canonical`], a tile of `tile_bars` bars at a time, into
-    /// `spare` (per matrix, its chunks of `tile_bars × N` cells), each tile sent when its rows
-    /// pass the value rules. False when a row failed them (`Invalid` is sent) or the receiver
-    /// has gone; true when every chunk was initialised and sent.
-    fn fill_streamed<'m>(
+    /// The tiles of [`Panel::stream_canonical`] in time order, each filled into a buffer of the
+    /// ring (a fresh one while there are fewer than [`RING_TILES`], else one the consumer handed
+    /// back on `used`) and sent once its rows pass the value rules; `background` runs while no
+    /// buffer is free and after the last tile. False when a row failed the rules (`Invalid` is
+    /// sent) or the consumer has gone; true when every tile was sent and `background` is done.
+    fn fill_ring(
         &self,
         bars: BarsView<'_>,
-        tile_bars: usize,
-        mut spare: Vec<std::slice::ChunksMut<'m, std::mem::MaybeUninit<f64>>>,
-        sender: &std::sync::mpsc::Sender<PivotTile<'m>>,
+        sender: std::sync::mpsc::Sender<PivotTile>,
+        used: std::sync::mpsc::Receiver<TileBuffer>,
+        mut background: impl FnMut() -> bool,
     ) -> bool {
         let fields = fields_of(bars);
         let mut cursors: [Vec<usize>; 5] = std::array::from_fn(|_| self.cursors());
-        for tile_start in (0..self.n_bars).step_by(tile_bars) {
+        let (mut allocated, mut background_left) = (0, true);
+        for tile_start in (0..self.n_bars).step_by(TILE_BARS) {
+            let mut buffer = loop {
+                if let Ok(buffer) = used.try_recv() {
+                    break buffer;
+                }
+                if allocated < RING_TILES {
+                    allocated += 1;
+                    break TileBuffer::default();
+                }
+                if background_left {
+                    background_left = background();
+                    continue;
+                }
+                match used.recv() {
+                    Ok(buffer) => break buffer,
+                    Err(_) => return false,
+                }
+            };
+            buffer.bars = tile_start..(tile_start + TILE_BARS).min(self.n_bars);
+            let cells = buffer.bars.len() * self.n_symbols;
             let mut invalid = 0usize;
-            let mut tiles: [&'m [f64]; 5] = [&[]; 5];
-            for (k, field) in fields.iter().enumerate() {
-                let chunk = spare[k].next().expect("a chunk per tile");
-                chunk.fill(std::mem::MaybeUninit::new(f64::NAN));
-                // SAFETY: every element of `chunk` was initialised on the line above.
-                let tile = unsafe { &mut *(chunk as *mut [std::mem::MaybeUninit<f64>] as *mut [f64]) };
-                self.fill_tile(&mut cursors[k], tile_start, tile, &mut |rows, cells| {
+            for ((field, tile), cursors) in fields.iter().zip(&mut buffer.cells).zip(&mut cursors) {
+                tile.clear();
+                tile.resize(cells, f64::NAN);
+                self.fill_tile(cursors, tile_start, tile, &mut |rows, cells| {
                     field.copy_run(bars, true, &mut invalid, rows, cells)
                 });
-                tiles[k] = tile;
             }
             if invalid > 0 {
                 let _ = sender.send(PivotTile::Invalid);
                 return false;
             }
-            let [open, high, low, close, quote_volume] = tiles;
-            let bars = tile_start..(tile_start + tile_bars).min(self.n_bars);
-            let rows = PivotRows { bars, open, high, low, close, quote_volume };
-            if sender.send(PivotTile::Rows(rows)).is_err() {
+            if sender.send(PivotTile::Rows(buffer)).is_err() {
                 return false;
             }
+        }
+        drop(sender);
+        while background_left {
+            background_left = background();
         }
         true
     }
@@ -799,29 +798,34 @@ impl Field<'_> {
     }
 }
 
-/// Bars `bars` of a panel being filled ([`Panel::stream_canonical`]), each matrix row-major:
-/// symbol i of bar t at `(t - bars.start) * n_symbols + i`.
-pub struct PivotRows<'a> {
+/// Bars per tile of the streamed pivot ([`Panel::stream_canonical`]): small, so that the engine
+/// waits only for the first one and a tile of the five fields stays in cache.
+const TILE_BARS: usize = 64;
+/// Tile buffers in the ring between the pivot and the engine: enough that the pivot runs ahead of
+/// the engine, few enough that they stay small beside the bars (5 × 64 × N cells each).
+const RING_TILES: usize = 8;
+
+/// Bars `bars` of the streamed pivot ([`Panel::stream_canonical`]): open, high, low, close and
+/// quote volume, each row-major: symbol i of bar t at `(t - bars.start) * n_symbols + i`.
+#[derive(Debug, Default)]
+pub struct TileBuffer {
     pub bars: Range<usize>,
-    pub open: &'a [f64],
-    pub high: &'a [f64],
-    pub low: &'a [f64],
-    pub close: &'a [f64],
-    pub quote_volume: &'a [f64],
+    cells: [Vec<f64>; 5],
 }
 
-impl<'a> PivotRows<'a> {
+impl TileBuffer {
     /// Bar t (in `self.bars`) with its open time and funding, as the engine consumes it.
-    pub fn bar_row(&self, t: usize, ts: i64, funding: &'a FundingGrid) -> crate::model::BarRow<'a> {
+    pub fn bar_row<'a>(&'a self, t: usize, ts: i64, funding: &'a FundingGrid) -> crate::model::BarRow<'a> {
         let n = funding.dim().1;
         let cells = (t - self.bars.start) * n..(t - self.bars.start + 1) * n;
+        let [open, high, low, close, quote_volume] = &self.cells;
         crate::model::BarRow {
             ts,
-            open: &self.open[cells.clone()],
-            high: &self.high[cells.clone()],
-            low: &self.low[cells.clone()],
-            close: &self.close[cells.clone()],
-            quote_volume: &self.quote_volume[cells],
+            open: &open[cells.clone()],
+            high: &high[cells.clone()],
+            low: &low[cells.clone()],
+            close: &close[cells.clone()],
+            quote_volume: &quote_volume[cells],
             funding_rate: funding.rate_row(t),
             funding_event: funding.event_row(t),
             mark_close: None,
@@ -830,10 +834,36 @@ impl<'a> PivotRows<'a> {
 }
 
 /// What the filling thread of [`Panel::stream_canonical`] hands over, in time order.
-pub enum PivotTile<'a> {
-    Rows(PivotRows<'a>),
+pub enum PivotTile {
+    Rows(TileBuffer),
     /// A row of the bars failed the value rules: nothing more comes.
     Invalid,
+}
+
+/// The consumer's end of [`Panel::stream_canonical`]: the tiles in time order, each handed back
+/// to the filling thread for reuse once the next one is asked for.
+pub struct PivotStream {
+    tiles: std::sync::mpsc::Receiver<PivotTile>,
+    used: std::sync::mpsc::Sender<TileBuffer>,
+    current: Option<TileBuffer>,
+}
+
+impl PivotStream {
+    /// The tile holding bar t (asked for in increasing t), or `None` when the stream stopped (a
+    /// row failed the value rules, or the filling thread ended).
+    pub fn tile_of(&mut self, t: usize) -> Option<&TileBuffer> {
+        if self.current.as_ref().is_none_or(|tile| !tile.bars.contains(&t)) {
+            if let Some(done) = self.current.take() {
+                // The filling thread may have finished: then the buffer is simply dropped.
+                let _ = self.used.send(done);
+            }
+            match self.tiles.recv() {
+                Ok(PivotTile::Rows(next)) => self.current = Some(next),
+                Ok(PivotTile::Invalid) | Err(_) => return None,
+            }
+        }
+        self.current.as_ref().filter(|tile| tile.bars.contains(&t))
+    }
 }
 
 /// The grid a canonical pivot fills: bar open times and the symbols (the columns, in order).

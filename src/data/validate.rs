@@ -103,10 +103,48 @@ pub fn validate_canonical(bars: BarsView<'_>, timeframe: Timeframe, spike: Spike
 /// [`validate_canonical`] on the calling thread only: for a validation that runs beside other work
 /// (the engine), where a second thread of its own would only take turns with that work.
 pub fn validate_canonical_serial(bars: BarsView<'_>, timeframe: Timeframe, spike: SpikeRule) -> Vec<Finding> {
-    debug_assert!(bars.is_canonical());
-    let mut findings = validate_sorted_with(bars, timeframe, spike, false);
-    findings.sort_by(|a, b| a.symbol.cmp(&b.symbol).then(a.ts.cmp(&b.ts)));
-    findings
+    CanonicalValidation::new(bars, timeframe, spike).finish()
+}
+
+/// [`validate_canonical_serial`] a symbol at a time ([`CanonicalValidation::step`]), for a thread
+/// that validates between pieces of other work (the streamed pivot, while the engine catches up).
+pub struct CanonicalValidation<'v> {
+    bars: BarsView<'v>,
+    timeframe: Timeframe,
+    rule: SpikeRule,
+    limits: Vec<f64>,
+    /// The first row of the next symbol to validate.
+    next_row: usize,
+    scratch: SymbolScratch,
+    findings: Vec<Finding>,
+}
+
+impl<'v> CanonicalValidation<'v> {
+    pub fn new(bars: BarsView<'v>, timeframe: Timeframe, spike: SpikeRule) -> Self {
+        debug_assert!(bars.is_canonical());
+        let limits = spike.limits();
+        let (scratch, findings) = (SymbolScratch::default(), Vec::new());
+        CanonicalValidation { bars, timeframe, rule: spike, limits, next_row: 0, scratch, findings }
+    }
+
+    /// Validate the next symbol's rows; false when every symbol was validated before the call.
+    pub fn step(&mut self) -> bool {
+        let (bars, start) = (self.bars, self.next_row);
+        let Some(&code) = bars.symbol.get(start) else { return false };
+        let end = start + bars.symbol[start..].iter().take_while(|&&c| c == code).count();
+        let spike_test = SpikeTest { rule: self.rule, limits: &self.limits };
+        validate_symbol(bars, start..end, self.timeframe, &spike_test, &mut self.scratch, &mut self.findings);
+        self.next_row = end;
+        true
+    }
+
+    /// Every finding, symbols not yet validated validated first, ordered by symbol and time.
+    pub fn finish(mut self) -> Vec<Finding> {
+        while self.step() {}
+        let mut findings = self.findings;
+        findings.sort_by(|a, b| a.symbol.cmp(&b.symbol).then(a.ts.cmp(&b.ts)));
+        findings
+    }
 }
 
 /// The panel of canonical bars in which [`validate_canonical`] would find no error (warnings
@@ -562,7 +600,7 @@ mod tests {
         // Each defect kind is drawn rarely: enough cases that every rule's failure is seen.
         #![proptest_config(ProptestConfig::with_cases(2_000))]
         /// The error-free test (value rules, then the pivot) says "error-free" exactly when the
-        /// full validation finds no error: two symbols, each with a few defects of every kind (gaps and zero volumes are
+        /// full validation (also when run a symbol at a time) finds no error: two symbols, each with a few defects of every kind (gaps and zero volumes are
         /// warnings, so they keep the bars error-free).
         #[test]
         fn the_error_free_test_agrees_with_the_validation(
@@ -602,7 +640,12 @@ mod tests {
             }
             prop_assume!(bars.view().is_canonical());
             let timeframe = crate::Timeframe::parse("1h").unwrap();
-            let findings = validate_canonical(bars.view(), timeframe, SpikeRule { mads: 8.0, window: 10 });
+            let rule = SpikeRule { mads: 8.0, window: 10 };
+            let findings = validate_canonical(bars.view(), timeframe, rule);
+            // A symbol at a time (the streamed pivot's way), with the same findings in the same order.
+            let mut stepped = CanonicalValidation::new(bars.view(), timeframe, rule);
+            prop_assert!(stepped.step());
+            prop_assert_eq!(&stepped.finish(), &findings);
             let errors = findings.iter().any(|f| f.severity == Severity::Error);
             prop_assert_eq!(error_free_panel(bars.view(), timeframe).is_some(), !errors, "{:?}", findings);
         }

@@ -226,7 +226,7 @@ fn prepare_for_one_run(
 // Returned once per call and taken apart at once: the size of a variant does not matter.
 #[allow(clippy::large_enum_variant)]
 enum OneRun {
-    Ran(Arc<Inputs>, BacktestResult),
+    Ran(BacktestResult),
     Usual(Option<(BarsSource, FundingSource)>),
 }
 
@@ -257,10 +257,7 @@ fn streamed_run(
         bars => Ok(run::StreamedRun::Usual(bars, funding)),
     };
     Ok(match ran.map_err(to_py)? {
-        run::StreamedRun::Ran(ran) => {
-            let (inputs, result) = *ran;
-            OneRun::Ran(Arc::new(inputs), result)
-        }
+        run::StreamedRun::Ran(ran) => OneRun::Ran(ran.1),
         run::StreamedRun::Usual(bars, funding) => OneRun::Usual(Some((bars, funding))),
     })
 }
@@ -652,10 +649,11 @@ fn backtest<'py>(
             TABLES.join(", ")
         )));
     }
-    let (inputs, result, tables) = match streamed_run(py, bars, cfg, funding, mark, false)? {
-        OneRun::Ran(inputs, result) => {
+    // The bar length is the streamed pivot's (the config's), or the panel's on the usual path.
+    let (bar_ms, result, tables) = match streamed_run(py, bars, cfg, funding, mark, false)? {
+        OneRun::Ran(result) => {
             let tables = py.detach(|| build_tables(&result, &outputs));
-            (inputs, result, tables)
+            (cfg.timeframe().ms, result, tables)
         }
         OneRun::Usual(sources) => {
             let wants_mark = run::wants_mark(cfg);
@@ -672,7 +670,7 @@ fn backtest<'py>(
                     Ok::<_, Error>((result, tables))
                 })
                 .map_err(to_py)?;
-            (inputs, result, tables)
+            (inputs.panel.timeframe.ms, result, tables)
         }
     };
     let out = PyDict::new(py);
@@ -683,7 +681,7 @@ fn backtest<'py>(
     out.set_item("warnings", PyList::new(py, &result.warnings)?)?;
     out.set_item("symbols", PyList::new(py, &result.symbols)?)?;
     out.set_item("start", result.ts.first().copied())?;
-    out.set_item("end", result.ts.last().map(|t| t + inputs.panel.timeframe.ms))?;
+    out.set_item("end", result.ts.last().map(|t| t + bar_ms))?;
     out.set_item("first_decision", result.first_decision.map(|t| result.ts[t]))?;
     out.set_item("has_target", result.book.target_weight.iter().any(|&w| w != 0.0))?;
     out.set_item("config", &parsed.canonical)?;
@@ -759,7 +757,7 @@ fn signals(
 ) -> PyResult<PyTable> {
     let cfg = parse_config(config_yaml)?;
     let result = match streamed_run(py, bars, &cfg, funding, None, true)? {
-        OneRun::Ran(_, result) => result,
+        OneRun::Ran(result) => result,
         OneRun::Usual(sources) => {
             let wants_mark = run::wants_mark(&cfg);
             let (inputs, pending) = prepare_for_one_run(py, bars, sources, &cfg, funding, None, wants_mark, true)?;
