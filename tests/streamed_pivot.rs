@@ -103,10 +103,11 @@ fn the_streamed_pivot_gives_the_usual_inputs_outputs_and_warnings() {
 #[test]
 fn bars_with_an_error_or_out_of_order_are_left_to_the_usual_path() {
     let cfg = Config::default();
-    let (bars, funding) = bars_and_funding(300, 5, 7);
+    // 24 tiles: three rounds of the ring, so that a late bad row meets recycled buffers.
+    let (bars, funding) = bars_and_funding(1_500, 5, 7);
     assert!(streamed(&bars, &funding, &cfg, false).is_some());
-    // A bad value in the first tile, in a later one and in the very last row.
-    for row in [3, bars.len() / 2, bars.len() - 1] {
+    // A bad value in the first tile, in a later one, in the last tiles and in the very last row.
+    for row in [3, bars.len() / 2, bars.len() / 5 - 10, bars.len() - 1] {
         let mut bad = bars.clone();
         bad.low[row] = -1.0;
         assert!(streamed(&bad, &funding, &cfg, false).is_none(), "negative low at row {row}");
