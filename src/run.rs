@@ -122,11 +122,14 @@ pub fn backtest_streamed(
         return Ok(None);
     }
     let (timeframe, spike) = (cfg.timeframe(), cfg.data.spike_rule());
+    // The funding of the bars' span is read before the pivot starts: read beside it, the read's
+    // threads took turns with the pivot's and the run started ~1 ms later (fixture store).
+    let Some((first, last)) = data::canonical_span(view) else { return Ok(None) };
+    let events = load_funding(funding, view.names, Some(first), Some(last + timeframe.ms), timeframe)?;
     let engine_run =
         |grid: &data::PanelGrid<'_>, mut tiles: data::PivotStream| -> Result<Option<(FundingGrid, BacktestResult)>> {
-            let (start, end) = (grid.ts.first().copied(), grid.ts.last().map(|t| t + timeframe.ms));
-            let funding = match load_funding(funding, grid.symbols, start, end, timeframe)? {
-                Some(funding) => grid.align_funding(&funding),
+            let funding = match &events {
+                Some(events) => grid.align_funding(events),
                 None => FundingGrid::empty(grid.ts.len(), grid.symbols.len()),
             };
             let mut engine = backtest::Engine::new(grid.symbols, timeframe, &funding.has_data, cfg, record_signals)?;

@@ -13,6 +13,7 @@ pub mod validate;
 pub use arrow_io::{bars_from_batches, bars_to_batch, funding_from_batches, funding_to_batch, ArrowBars};
 pub use layout::StoreLayout;
 pub use mark::{clean_bars_of_kind, validate_bars_of_kind};
+pub(crate) use panel::canonical_span;
 pub use panel::{Bars, BarsView, Funding, FundingGrid, Panel, PanelGrid, PivotStream, PivotTile, TileBuffer};
 pub use resample::resample;
 pub use store::{

@@ -532,9 +532,23 @@ impl Panel {
 /// rows is needed.
 fn canonical_grid(bars: BarsView<'_>, timeframe: Timeframe) -> (Vec<usize>, i64, usize) {
     let starts = canonical_starts(bars);
-    let first = starts.windows(2).map(|rows| bars.ts[rows[0]]).min().expect("a symbol");
-    let last = starts.windows(2).map(|rows| bars.ts[rows[1] - 1]).max().expect("a symbol");
+    let (first, last) = span_of_runs(bars, &starts);
     (starts, first, ((last - first) / timeframe.ms + 1) as usize)
+}
+
+/// The first and the last open time of canonical bars (none when empty), found from each symbol's
+/// first and last row: the span a streamed backtest reads its funding for before the pivot starts.
+pub(crate) fn canonical_span(bars: BarsView<'_>) -> Option<(i64, i64)> {
+    debug_assert!(bars.is_canonical());
+    (!bars.is_empty()).then(|| span_of_runs(bars, &canonical_starts(bars)))
+}
+
+/// `(min, max)` ts of the symbols' runs `starts[c]..starts[c + 1]` (each sorted by ts).
+fn span_of_runs(bars: BarsView<'_>, starts: &[usize]) -> (i64, i64) {
+    let runs = || starts.windows(2).filter(|rows| rows[0] < rows[1]);
+    let first = runs().map(|rows| bars.ts[rows[0]]).min().expect("a symbol");
+    let last = runs().map(|rows| bars.ts[rows[1] - 1]).max().expect("a symbol");
+    (first, last)
 }
 
 /// The first row of each code of canonical bars, then the row count: code c has the rows

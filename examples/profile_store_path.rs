@@ -1,0 +1,60 @@
+//! Where a backtest from the bundled store spends its time: the bars' read, the funding's read, the
+//! streamed run of the bars already read, and the engine alone (medians of interleaved rounds):
+//! `cargo run --release --example profile_store_path`.
+use std::path::Path;
+use std::time::Instant;
+use xsmom::data::store::{read_bars_arrow, Selection};
+use xsmom::run::{self, BarsSource, FundingSource};
+
+fn ms(f: &mut dyn FnMut()) -> f64 {
+    let started = Instant::now();
+    f();
+    started.elapsed().as_secs_f64() * 1e3
+}
+
+/// A named step of the path, timed round by round.
+type Step<'a> = (&'static str, Box<dyn FnMut() + 'a>);
+
+fn main() {
+    let cfg = xsmom::Config::default();
+    let store = Path::new("data");
+    let selection = Selection::all(cfg.timeframe());
+    let arrow = read_bars_arrow(store, &selection).unwrap().0;
+    let funding = FundingSource::Store(store.to_path_buf());
+    let loaded = FundingSource::Funding(xsmom::data::read_funding(store, None, None, None).unwrap());
+    let inputs = run::prepare(BarsSource::Path(store.to_path_buf()), FundingSource::FromBarsStore, &cfg).unwrap();
+    let mut steps: Vec<Step<'_>> = vec![
+        ("read bars", Box::new(|| drop(std::hint::black_box(read_bars_arrow(store, &selection).unwrap())))),
+        ("read funding", Box::new(|| drop(std::hint::black_box(xsmom::data::read_funding(store, None, None, None))))),
+        (
+            "streamed run",
+            Box::new(|| drop(std::hint::black_box(run::backtest_streamed(&arrow, &funding, &cfg, false)))),
+        ),
+        (
+            "streamed run, funding loaded",
+            Box::new(|| drop(std::hint::black_box(run::backtest_streamed(&arrow, &loaded, &cfg, false)))),
+        ),
+        (
+            "streamed run, no funding",
+            Box::new(|| drop(std::hint::black_box(run::backtest_streamed(&arrow, &FundingSource::None, &cfg, false)))),
+        ),
+        ("engine", Box::new(|| drop(std::hint::black_box(run::backtest(&inputs, &cfg, false))))),
+        (
+            "whole path",
+            Box::new(|| {
+                let path = run::backtest_streamed_path(store, FundingSource::FromBarsStore, &cfg, false);
+                drop(std::hint::black_box(path))
+            }),
+        ),
+    ];
+    let mut times = vec![Vec::new(); steps.len()];
+    for _ in 0..41 {
+        for (k, (_, step)) in steps.iter_mut().enumerate() {
+            times[k].push(ms(step.as_mut()));
+        }
+    }
+    for ((label, _), mut times) in steps.iter().zip(times) {
+        times.sort_by(f64::total_cmp);
+        println!("{label}: median {:.2} ms, fastest {:.2} ms", times[times.len() / 2], times[0]);
+    }
+}
