@@ -346,7 +346,7 @@ impl Panel {
                 .name("xsmom-pivot".into())
                 .spawn_scoped(scope, move || runs.fill_ring(bars, sender, used, background))
                 .ok()?;
-            let consumed = consume(&grid, PivotStream { tiles, used: used_sender, current: None });
+            let consumed = consume(&grid, PivotStream { tiles, used: used_sender, current: None, spent: Vec::new() });
             filler.join().expect("the pivot thread panicked").then_some(consumed)
         })
     }
@@ -818,6 +818,9 @@ const TILE_BARS: usize = 64;
 /// Tile buffers in the ring between the pivot and the engine: enough that the pivot runs ahead of
 /// the engine, few enough that they stay small beside the bars (5 × 64 × N cells each).
 const RING_TILES: usize = 8;
+/// Read tiles handed back together ([`PivotStream`]); below [`RING_TILES`], so that the pivot
+/// always holds a buffer while the engine waits for a tile.
+const RETURN_BATCH: usize = 4;
 
 /// Bars `bars` of the streamed pivot ([`Panel::stream_canonical`]): open, high, low, close and
 /// quote volume, each row-major: symbol i of bar t at `(t - bars.start) * n_symbols + i`.
@@ -860,6 +863,9 @@ pub struct PivotStream {
     tiles: std::sync::mpsc::Receiver<PivotTile>,
     used: std::sync::mpsc::Sender<TileBuffer>,
     current: Option<TileBuffer>,
+    /// Read tiles not yet handed back: they go back [`RETURN_BATCH`] at a time, so that a pivot
+    /// waiting for a buffer is woken once per batch rather than once per tile.
+    spent: Vec<TileBuffer>,
 }
 
 impl PivotStream {
@@ -868,8 +874,11 @@ impl PivotStream {
     pub fn tile_of(&mut self, t: usize) -> Option<&TileBuffer> {
         if self.current.as_ref().is_none_or(|tile| !tile.bars.contains(&t)) {
             if let Some(done) = self.current.take() {
-                // The filling thread may have finished: then the buffer is simply dropped.
-                let _ = self.used.send(done);
+                self.spent.push(done);
+                if self.spent.len() >= RETURN_BATCH {
+                    // The filling thread may have finished: then the buffers are simply dropped.
+                    self.spent.drain(..).for_each(|buffer| drop(self.used.send(buffer)));
+                }
             }
             match self.tiles.recv() {
                 Ok(PivotTile::Rows(next)) => self.current = Some(next),
