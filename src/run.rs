@@ -123,9 +123,12 @@ pub fn backtest_streamed(
     }
     let (timeframe, spike) = (cfg.timeframe(), cfg.data.spike_rule());
     // The funding of the bars' span is read before the pivot starts: read beside it, the read's
-    // threads took turns with the pivot's and the run started ~1 ms later (fixture store).
+    // threads took turns with the pivot's and the run started ~1 ms later (fixture store). Funding
+    // that cannot be read is left to the usual path, which reports it in its own order (bars first).
     let Some((first, last)) = data::canonical_span(view) else { return Ok(None) };
-    let events = load_funding(funding, view.names, Some(first), Some(last + timeframe.ms), timeframe)?;
+    let Ok(events) = load_funding(funding, view.names, Some(first), Some(last + timeframe.ms), timeframe) else {
+        return Ok(None);
+    };
     let engine_run =
         |grid: &data::PanelGrid<'_>, mut tiles: data::PivotStream| -> Result<Option<(FundingGrid, BacktestResult)>> {
             let funding = match &events {

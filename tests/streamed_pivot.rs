@@ -103,11 +103,15 @@ fn the_streamed_pivot_gives_the_usual_inputs_outputs_and_warnings() {
 #[test]
 fn bars_with_an_error_or_out_of_order_are_left_to_the_usual_path() {
     let cfg = Config::default();
-    // 24 tiles: three rounds of the ring, so that a late bad row meets recycled buffers.
-    let (bars, funding) = bars_and_funding(1_500, 5, 7);
+    // 47 tiles: rounds of the ring, so that a late bad row meets recycled buffers.
+    let (bars, funding) = bars_and_funding(3_000, 5, 7);
     assert!(streamed(&bars, &funding, &cfg, false).is_some());
-    // A bad value in the first tile, in a later one, in the last tiles and in the very last row.
-    for row in [3, bars.len() / 2, bars.len() / 5 - 10, bars.len() - 1] {
+    // A bad value in the first tile, in a middle one, in the last row of the first symbol (listed
+    // to the end: the last, partial tile) and in the last row (the last symbol, delisted early).
+    let first_symbol_end = bars.symbol.iter().position(|&code| code == 1).expect("two symbols") - 1;
+    let last_ts = *bars.ts.iter().max().expect("bars");
+    assert!(last_ts - bars.ts[first_symbol_end] < 64 * 3_600_000, "in the last tile of hourly bars");
+    for row in [3, bars.len() / 2, first_symbol_end, bars.len() - 1] {
         let mut bad = bars.clone();
         bad.low[row] = -1.0;
         assert!(streamed(&bad, &funding, &cfg, false).is_none(), "negative low at row {row}");
@@ -219,10 +223,12 @@ fn the_signals_table_holds_a_row_per_listed_cell_in_order() {
     use arrow::datatypes::{Float64Type, TimestampMillisecondType};
     let cfg = short_lookbacks();
     let power = cfg.strategy.signal_power;
-    for (n_bars, n_symbols) in [(200, 5), (2_500, 12)] {
+    // Records short and long enough (over 32 768 rows) to be scored on one thread and on two.
+    for (n_bars, n_symbols) in [(200, 5), (4_000, 12)] {
         let (bars, funding) = bars_and_funding(n_bars, n_symbols, 21);
         let (_, result) = usual(&bars, &funding, &cfg, true);
         let rec = result.signals.clone().expect("recorded");
+        assert!(n_bars < 1_000 || rec.len() > 2 * 16_384, "{} rows", rec.len());
         let cells: Vec<(usize, usize)> = (0..result.ts.len())
             .flat_map(|t| (0..result.symbols.len()).map(move |i| (t, i)))
             .filter(|&(t, i)| result.listed[[t, i]])

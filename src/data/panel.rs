@@ -654,8 +654,11 @@ impl GridRuns {
         let (mut allocated, mut background_left) = (0, true);
         for tile_start in (0..self.n_bars).step_by(TILE_BARS) {
             let mut buffer = loop {
-                if let Ok(buffer) = used.try_recv() {
-                    break buffer;
+                match used.try_recv() {
+                    Ok(buffer) => break buffer,
+                    // The consumer has gone (an error, or bars it declined): nothing more to do.
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => return false,
+                    Err(std::sync::mpsc::TryRecvError::Empty) => {}
                 }
                 if allocated < RING_TILES {
                     allocated += 1;
@@ -816,10 +819,13 @@ impl Field<'_> {
 /// waits only for the first one and a tile of the five fields stays in cache.
 const TILE_BARS: usize = 64;
 /// Tile buffers in the ring between the pivot and the engine: enough that the pivot runs ahead of
-/// the engine, few enough that they stay small beside the bars (5 × 64 × N cells each).
-const RING_TILES: usize = 8;
-/// Read tiles handed back together ([`PivotStream`]); below [`RING_TILES`], so that the pivot
-/// always holds a buffer while the engine waits for a tile.
+/// the engine by more bars than the engine steps while one symbol is validated (the pivot's
+/// background work comes a symbol at a time), few enough that they stay small beside the bars
+/// (5 × 64 × N cells each: 8 MB in all at N = 200).
+const RING_TILES: usize = 16;
+/// Read tiles handed back together ([`PivotStream`]). Below [`RING_TILES`], so that whenever the
+/// engine waits for a tile (none queued) the pivot holds a buffer to fill: it cannot be waiting
+/// for one in turn.
 const RETURN_BATCH: usize = 4;
 
 /// Bars `bars` of the streamed pivot ([`Panel::stream_canonical`]): open, high, low, close and
