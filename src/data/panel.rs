@@ -857,7 +857,7 @@ impl TileBuffer {
 }
 
 /// What the filling thread of [`Panel::stream_canonical`] hands over, in time order.
-pub enum PivotTile {
+enum PivotTile {
     Rows(TileBuffer),
     /// A row of the bars failed the value rules: nothing more comes.
     Invalid,

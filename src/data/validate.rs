@@ -266,10 +266,6 @@ fn bar_error(
 }
 
 fn validate_sorted(bars: BarsView<'_>, timeframe: Timeframe, spike: SpikeRule) -> Vec<Finding> {
-    validate_sorted_with(bars, timeframe, spike, true)
-}
-
-fn validate_sorted_with(bars: BarsView<'_>, timeframe: Timeframe, spike: SpikeRule, parallel: bool) -> Vec<Finding> {
     let mut ranges = Vec::new();
     let mut start = 0;
     while start < bars.len() {
@@ -282,8 +278,7 @@ fn validate_sorted_with(bars: BarsView<'_>, timeframe: Timeframe, spike: SpikeRu
     let groups: Vec<&[std::ops::Range<usize>]> = ranges.chunks(ranges.len().div_ceil(8).max(1)).collect();
     let limits = spike.limits();
     let spike_test = SpikeTest { rule: spike, limits: &limits };
-    let work = if parallel { bars.len() } else { 0 };
-    let per_group = crate::threads::map_ordered(&groups, work, |group| {
+    let per_group = crate::threads::map_ordered(&groups, bars.len(), |group| {
         let mut scratch = SymbolScratch::default();
         let mut findings = Vec::new();
         for rows in group.iter() {
