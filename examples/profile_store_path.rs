@@ -1,6 +1,7 @@
 //! Where a backtest from the bundled store spends its time: the bars' read, the funding's read, the
 //! streamed run of the bars already read, and the engine alone (medians of interleaved rounds):
-//! `cargo run --release --example profile_store_path`.
+//! `cargo run --release --example profile_store_path [STORE]` (the bundled `data/` by default);
+//! `PROFILE_STEP=<label>` times one step alone, for a profiler.
 use std::path::Path;
 use std::time::Instant;
 use xsmom::data::store::{read_bars_arrow, Selection};
@@ -17,7 +18,8 @@ type Step<'a> = (&'static str, Box<dyn FnMut() + 'a>);
 
 fn main() {
     let cfg = xsmom::Config::default();
-    let store = Path::new("data");
+    let store_dir = std::env::args().nth(1).unwrap_or_else(|| "data".into());
+    let store = Path::new(&store_dir);
     let selection = Selection::all(cfg.timeframe());
     let arrow = read_bars_arrow(store, &selection).unwrap().0;
     let funding = FundingSource::Store(store.to_path_buf());
@@ -38,6 +40,13 @@ fn main() {
             "streamed run, no funding",
             Box::new(|| drop(std::hint::black_box(run::backtest_streamed(&arrow, &FundingSource::None, &cfg, false)))),
         ),
+        (
+            "read, then streamed run",
+            Box::new(|| {
+                let arrow = read_bars_arrow(store, &selection).unwrap().0;
+                drop(std::hint::black_box(run::backtest_streamed(&arrow, &funding, &cfg, false)))
+            }),
+        ),
         ("engine", Box::new(|| drop(std::hint::black_box(run::backtest(&inputs, &cfg, false))))),
         (
             "whole path",
@@ -47,6 +56,10 @@ fn main() {
             }),
         ),
     ];
+    // PROFILE_STEP=<label> times that step alone (for a profiler).
+    if let Ok(only) = std::env::var("PROFILE_STEP") {
+        steps.retain(|(label, _)| *label == only);
+    }
     let mut times = vec![Vec::new(); steps.len()];
     for _ in 0..41 {
         for (k, (_, step)) in steps.iter_mut().enumerate() {
