@@ -23,6 +23,23 @@ fn backtests(c: &mut Criterion) {
         });
     }
     group.finish();
+    // As a sweep's worker runs it: each run writes into the output vectors of the one before
+    // (`OutputBuffers::recycle`), so no run allocates or page-faults panel-sized buffers.
+    let mut group = c.benchmark_group("backtest_default_reused");
+    group.sample_size(10).measurement_time(Duration::from_secs(8));
+    let panel = common::random_panel(8_760, 36, 7, true);
+    let funding = common::no_funding(&panel);
+    group.throughput(Throughput::Elements((panel.n_bars() * panel.n_symbols()) as u64));
+    let mut buffers = Some(backtest::OutputBuffers::default());
+    group.bench_function("36x8760", |b| {
+        b.iter(|| {
+            let result = backtest::run_in(&panel, &funding, &cfg, false, buffers.take().unwrap_or_default()).unwrap();
+            let fills = result.fills.len();
+            buffers = Some(backtest::OutputBuffers::recycle(result));
+            fills
+        })
+    });
+    group.finish();
 }
 
 /// Plain (every risk rule off) against every risk rule on, at 36 × 8 760 (issue: within 1.5×).

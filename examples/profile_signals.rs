@@ -1,7 +1,11 @@
 //! What `signals` costs beyond the engine on the bundled fixture: the run with the signal rows
 //! recorded, the run and its table, and the other tables: `cargo run --release --example profile_signals`.
 //! The three runs alternate round by round (this host's speed drifts), each reported as median and
-//! fastest of the rounds.
+//! fastest of the rounds. `-- 200 43800` runs a synthetic panel of that many symbols and bars
+//! instead of the fixture.
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::path::PathBuf;
 use std::time::Instant;
 use xsmom::backtest::{self, output};
@@ -20,7 +24,16 @@ fn report(label: &str, mut times: Vec<f64>) {
 
 fn main() {
     let cfg = xsmom::Config::default();
-    let inputs = run::prepare(BarsSource::Path(PathBuf::from("data")), FundingSource::FromBarsStore, &cfg).unwrap();
+    let size: Vec<usize> = std::env::args().skip(1).filter_map(|arg| arg.parse().ok()).collect();
+    let inputs = match size[..] {
+        [n_symbols, n_bars] => {
+            let panel = common::random_panel(n_bars, n_symbols, 7, true);
+            let funding = common::no_funding(&panel);
+            run::Inputs { panel, funding, findings: Vec::new(), warnings: Vec::new() }
+        }
+        _ => run::prepare(BarsSource::Path(PathBuf::from("data")), FundingSource::FromBarsStore, &cfg).unwrap(),
+    };
+    let rounds = if inputs.panel.n_bars() * inputs.panel.n_symbols() > 1_000_000 { 9 } else { 61 };
     let run = |signals| backtest::run_with(&inputs.panel, &inputs.funding, &cfg, signals).unwrap();
     let mut engine = || drop(std::hint::black_box(run(false)));
     let mut recorded = || drop(std::hint::black_box(run(true)));
@@ -30,7 +43,7 @@ fn main() {
         drop(std::hint::black_box(output::signals_batch(&result.symbols, record)))
     };
     let mut times = [Vec::new(), Vec::new(), Vec::new()];
-    for _ in 0..61 {
+    for _ in 0..rounds {
         times[0].push(ms(&mut engine));
         times[1].push(ms(&mut recorded));
         times[2].push(ms(&mut with_table));
