@@ -12,6 +12,33 @@ pub fn cores() -> usize {
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+thread_local! {
+    /// This thread is one of the threads a [`map_ordered`] or [`map_with_state`] keeps busy.
+    static IN_PARALLEL_MAP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread may start a helper thread of its own (a backtest's indicator
+/// thread): the process has a second core and the caller is not one of the threads of a parallel
+/// map, which already keep every core busy.
+pub fn spare_core() -> bool {
+    cores() >= 2 && !IN_PARALLEL_MAP.with(std::cell::Cell::get)
+}
+
+/// Marks the current thread as a parallel map's until dropped.
+struct InParallelMap(bool);
+
+impl InParallelMap {
+    fn enter() -> Self {
+        Self(IN_PARALLEL_MAP.with(|flag| flag.replace(true)))
+    }
+}
+
+impl Drop for InParallelMap {
+    fn drop(&mut self) {
+        IN_PARALLEL_MAP.with(|flag| flag.set(self.0));
+    }
+}
+
 /// `f` over `items`, results in item order, on up to [`cores`] threads when `work`
 /// (a size in rows or cells) makes it worth it.
 pub fn map_ordered<T: Sync, R: Send>(items: &[T], work: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
@@ -26,8 +53,17 @@ pub fn map_ordered<T: Sync, R: Send>(items: &[T], work: usize, f: impl Fn(&T) ->
     std::thread::scope(|scope| {
         let mut chunks = items.chunks(chunk);
         let first = chunks.next().unwrap_or(&[]);
-        let handles: Vec<_> = chunks.map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>())).collect();
+        let handles: Vec<_> = chunks
+            .map(|part| {
+                scope.spawn(move || {
+                    let _busy = InParallelMap::enter();
+                    part.iter().map(f).collect::<Vec<R>>()
+                })
+            })
+            .collect();
+        let busy = InParallelMap::enter();
         let mut out: Vec<R> = first.iter().map(f).collect();
+        drop(busy);
         for handle in handles {
             out.extend(handle.join().expect("a data thread panicked"));
         }
@@ -52,6 +88,7 @@ pub fn map_with_state<T: Sync, S, R: Send>(
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
     let worker = || {
+        let _busy = InParallelMap::enter();
         let mut state = init();
         let mut done = Vec::new();
         loop {

@@ -3,7 +3,9 @@
 //! The backtester and the live runner feed the same [`IndicatorState`] bar by bar, so a live
 //! decision uses exactly the numbers the backtest used at that bar. Nothing here is `T × N`: each
 //! kernel keeps a small per-symbol state and the windows it needs (returns for the vol target and
-//! the router, ADX for the rising test).
+//! the router, ADX for the rising test). The kernels ([`IndicatorKernels`]) depend on the bars
+//! alone, so a backtest may run them on a second thread, some bars ahead, and replay their outputs
+//! ([`IndicatorChunk`], [`IndicatorState::replay`]).
 
 use ndarray::ArrayView2;
 
@@ -13,15 +15,151 @@ use crate::signal::{finite, ColumnWindow, EmaSlope, Momentum, RollingStd, RowWin
 use crate::timeframe::Timeframe;
 use crate::universe::UniverseFilter;
 
+/// The kernels of [`IndicatorState`]: per-symbol state advanced by the bars alone, nothing the
+/// engine decides.
+#[derive(Debug, Clone)]
+pub struct IndicatorKernels {
+    n_symbols: usize,
+    momentum: Momentum,
+    sigma: RollingStd,
+    slope: Option<EmaSlope>,
+    adx: Option<WilderAdx>,
+    atr: Option<WilderAtr>,
+    universe: UniverseFilter,
+}
+
+/// One bar's kernel outputs, each written whole by [`IndicatorKernels`] (what the slices held
+/// before does not matter).
+struct KernelOutputs<'a> {
+    returns: &'a mut [f64],
+    momentum: &'a mut [f64],
+    sigma: &'a mut [f64],
+    slope: Option<&'a mut [f64]>,
+    adx: Option<&'a mut [f64]>,
+    atr: Option<&'a mut [f64]>,
+    universe: &'a mut [bool],
+}
+
+impl IndicatorKernels {
+    pub fn new(symbols: &[String], timeframe: Timeframe, cfg: &Config) -> Self {
+        let s = &cfg.strategy;
+        let n = symbols.len();
+        let bars_per_day = timeframe.bars_per_day();
+        Self {
+            n_symbols: n,
+            momentum: Momentum::new(n, &s.lookbacks, &s.lookback_weights, s.normalise_momentum),
+            sigma: RollingStd::new(n, s.vol_lookback, s.vol_lookback / 2),
+            slope: (s.regime_filter.enabled || s.router.enabled)
+                .then(|| EmaSlope::new(n, s.regime_filter.ema_len, bars_per_day)),
+            adx: s.adx_filter.enabled.then(|| WilderAdx::new(n, s.adx_filter.adx_len)),
+            atr: cfg.risk.stops.enabled.then(|| WilderAtr::new(n, cfg.risk.stops.atr_len)),
+            universe: UniverseFilter::new(symbols, bars_per_day, s.min_history(), &cfg.universe),
+        }
+    }
+
+    /// The outputs of the next bar into row `k` of `chunk` (see [`IndicatorChunk::reset_for`]).
+    pub fn advance_into(&mut self, bar: &BarRow<'_>, chunk: &mut IndicatorChunk, k: usize) {
+        self.advance(bar, chunk.row_mut(k));
+    }
+
+    fn advance(&mut self, bar: &BarRow<'_>, out: KernelOutputs<'_>) {
+        self.momentum.update_with_returns(bar.close, out.momentum, out.returns);
+        self.sigma.update(out.returns, out.sigma);
+        if let (Some(kernel), Some(slope)) = (self.slope.as_mut(), out.slope) {
+            kernel.update(bar.close, slope);
+        }
+        if let (Some(kernel), Some(adx)) = (self.adx.as_mut(), out.adx) {
+            kernel.update(bar.high, bar.low, bar.close, adx);
+        }
+        if let (Some(kernel), Some(atr)) = (self.atr.as_mut(), out.atr) {
+            kernel.update(bar.high, bar.low, bar.close, atr);
+        }
+        self.universe.update(bar.close, bar.quote_volume, out.universe);
+    }
+
+    /// Bytes of one row of an [`IndicatorChunk`].
+    pub fn row_bytes(&self) -> usize {
+        let columns = 3 + self.optional().iter().filter(|on| **on).count();
+        self.n_symbols * (columns * std::mem::size_of::<f64>() + std::mem::size_of::<bool>())
+    }
+
+    /// Which optional outputs are computed: slope, ADX, ATR.
+    fn optional(&self) -> [bool; 3] {
+        [self.slope.is_some(), self.adx.is_some(), self.atr.is_some()]
+    }
+}
+
+/// The kernel outputs of consecutive bars, written by [`IndicatorKernels`] on one thread and
+/// replayed into the engine's [`IndicatorState`] on another. A row holds each output for every
+/// symbol in turn (returns, momentum, sigma, then slope, ADX and ATR when computed); the universe
+/// flags are kept apart.
+#[derive(Debug, Clone, Default)]
+pub struct IndicatorChunk {
+    n_symbols: usize,
+    /// Slope, ADX, ATR present.
+    optional: [bool; 3],
+    values: Vec<f64>,
+    universe: Vec<bool>,
+    len: usize,
+}
+
+impl IndicatorChunk {
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// An empty chunk with room for `rows` rows of `kernels`' outputs.
+    pub fn with_capacity(kernels: &IndicatorKernels, rows: usize) -> Self {
+        let mut chunk = Self { n_symbols: kernels.n_symbols, optional: kernels.optional(), ..Self::default() };
+        chunk.values.reserve_exact(rows * chunk.width());
+        chunk.universe.reserve_exact(rows * chunk.n_symbols);
+        chunk
+    }
+
+    /// `rows` rows for `kernels`' outputs, each to be written whole by
+    /// [`IndicatorKernels::advance_into`] before it is read; the memory is kept.
+    pub fn reset_for(&mut self, kernels: &IndicatorKernels, rows: usize) {
+        self.n_symbols = kernels.n_symbols;
+        self.optional = kernels.optional();
+        self.len = rows;
+        // Only new room is filled: the rows are overwritten anyway.
+        let (values, flags) = (rows * self.width(), rows * self.n_symbols);
+        self.values.truncate(values);
+        self.values.resize(values, f64::NAN);
+        self.universe.truncate(flags);
+        self.universe.resize(flags, false);
+    }
+
+    /// Values per row.
+    fn width(&self) -> usize {
+        (3 + self.optional.iter().filter(|on| **on).count()) * self.n_symbols
+    }
+
+    fn row_mut(&mut self, k: usize) -> KernelOutputs<'_> {
+        let (n, width) = (self.n_symbols, self.width());
+        let [slope, adx, atr] = self.optional;
+        let mut columns = self.values[k * width..(k + 1) * width].chunks_exact_mut(n);
+        KernelOutputs {
+            returns: columns.next().expect("returns"),
+            momentum: columns.next().expect("momentum"),
+            sigma: columns.next().expect("sigma"),
+            slope: slope.then(|| columns.next().expect("slope")),
+            adx: adx.then(|| columns.next().expect("adx")),
+            atr: atr.then(|| columns.next().expect("atr")),
+            universe: &mut self.universe[k * n..(k + 1) * n],
+        }
+    }
+}
+
 /// Indicator values of the newest bar plus the short histories the engine looks back into.
 #[derive(Debug, Clone)]
 pub struct IndicatorState {
-    momentum_kernel: Momentum,
-    sigma_kernel: RollingStd,
-    slope_kernel: Option<EmaSlope>,
-    adx_kernel: Option<WilderAdx>,
-    atr_kernel: Option<WilderAtr>,
-    universe_kernel: UniverseFilter,
+    kernels: IndicatorKernels,
     /// Simple returns of bar t.
     pub returns: Vec<f64>,
     pub momentum: Vec<f64>,
@@ -49,23 +187,17 @@ impl IndicatorState {
     pub fn new(symbols: &[String], timeframe: Timeframe, cfg: &Config) -> Self {
         let s = &cfg.strategy;
         let n = symbols.len();
-        let bars_per_day = timeframe.bars_per_day();
-        let stops = cfg.risk.stops.enabled;
+        let kernels = IndicatorKernels::new(symbols, timeframe, cfg);
+        let [slope, adx, atr] = kernels.optional();
         Self {
-            momentum_kernel: Momentum::new(n, &s.lookbacks, &s.lookback_weights, s.normalise_momentum),
-            sigma_kernel: RollingStd::new(n, s.vol_lookback, s.vol_lookback / 2),
-            slope_kernel: (s.regime_filter.enabled || s.router.enabled)
-                .then(|| EmaSlope::new(n, s.regime_filter.ema_len, bars_per_day)),
-            adx_kernel: s.adx_filter.enabled.then(|| WilderAdx::new(n, s.adx_filter.adx_len)),
-            atr_kernel: stops.then(|| WilderAtr::new(n, cfg.risk.stops.atr_len)),
-            universe_kernel: UniverseFilter::new(symbols, bars_per_day, s.min_history(), &cfg.universe),
+            kernels,
             returns: vec![f64::NAN; n],
             momentum: vec![f64::NAN; n],
             sigma: vec![f64::NAN; n],
-            slope: (s.regime_filter.enabled || s.router.enabled).then(|| vec![f64::NAN; n]),
-            adx: s.adx_filter.enabled.then(|| vec![f64::NAN; n]),
-            atr: stops.then(|| vec![f64::NAN; n]),
-            prev_atr: stops.then(|| vec![f64::NAN; n]),
+            slope: slope.then(|| vec![f64::NAN; n]),
+            adx: adx.then(|| vec![f64::NAN; n]),
+            atr: atr.then(|| vec![f64::NAN; n]),
+            prev_atr: atr.then(|| vec![f64::NAN; n]),
             universe: vec![false; n],
             recent_returns_or_zero: ColumnWindow::new(n, cfg.sizing.vol_target.lookback),
             recent_returns: s.router.enabled.then(|| ColumnWindow::new(n, s.router.corr_lookback)),
@@ -78,7 +210,53 @@ impl IndicatorState {
 
     /// Advance to the next bar.
     pub fn update(&mut self, bar: &BarRow<'_>) {
-        self.momentum_kernel.update_with_returns(bar.close, &mut self.momentum, &mut self.returns);
+        if let (Some(atr), Some(prev)) = (self.atr.as_mut(), self.prev_atr.as_mut()) {
+            std::mem::swap(atr, prev);
+        }
+        let out = KernelOutputs {
+            returns: &mut self.returns,
+            momentum: &mut self.momentum,
+            sigma: &mut self.sigma,
+            slope: self.slope.as_deref_mut(),
+            adx: self.adx.as_deref_mut(),
+            atr: self.atr.as_deref_mut(),
+            universe: &mut self.universe,
+        };
+        self.kernels.advance(bar, out);
+        self.push_windows();
+        self.bars += 1;
+    }
+
+    /// Advance to the next bar with row `k` of `chunk`: the outputs that kernels of the same panel
+    /// and config computed for it, advanced over the same bars. Every value, window and history
+    /// ends as [`IndicatorState::update`] would leave it; this state's own kernels stay where they
+    /// were.
+    pub fn replay(&mut self, chunk: &IndicatorChunk, k: usize) {
+        let n = self.returns.len();
+        debug_assert_eq!((chunk.n_symbols, chunk.optional), (n, self.kernels.optional()), "a chunk of another run");
+        let width = chunk.width();
+        let mut columns = chunk.values[k * width..(k + 1) * width].chunks_exact(n);
+        let mut next = || columns.next().expect("one column per output");
+        self.returns.copy_from_slice(next());
+        self.momentum.copy_from_slice(next());
+        self.sigma.copy_from_slice(next());
+        if let Some(slope) = self.slope.as_mut() {
+            slope.copy_from_slice(next());
+        }
+        if let Some(adx) = self.adx.as_mut() {
+            adx.copy_from_slice(next());
+        }
+        if let (Some(atr), Some(prev)) = (self.atr.as_mut(), self.prev_atr.as_mut()) {
+            std::mem::swap(atr, prev);
+            atr.copy_from_slice(next());
+        }
+        self.universe.copy_from_slice(&chunk.universe[k * n..(k + 1) * n]);
+        self.push_windows();
+        self.bars += 1;
+    }
+
+    /// The windows the engine looks back into, after this bar's outputs.
+    fn push_windows(&mut self) {
         for (zeroed, r) in self.returns_or_zero.iter_mut().zip(&self.returns) {
             *zeroed = if finite(*r) { *r } else { 0.0 };
         }
@@ -86,24 +264,9 @@ impl IndicatorState {
         if let Some(window) = self.recent_returns.as_mut() {
             window.push(&self.returns);
         }
-        self.sigma_kernel.update(&self.returns, &mut self.sigma);
-        if let (Some(kernel), Some(slope)) = (self.slope_kernel.as_mut(), self.slope.as_mut()) {
-            kernel.update(bar.close, slope);
+        if let (Some(history), Some(adx)) = (self.adx_history.as_mut(), self.adx.as_ref()) {
+            history.push(adx);
         }
-        if let (Some(kernel), Some(adx)) = (self.adx_kernel.as_mut(), self.adx.as_mut()) {
-            kernel.update(bar.high, bar.low, bar.close, adx);
-            if let Some(history) = self.adx_history.as_mut() {
-                history.push(adx);
-            }
-        }
-        if let (Some(kernel), Some(atr), Some(prev)) =
-            (self.atr_kernel.as_mut(), self.atr.as_mut(), self.prev_atr.as_mut())
-        {
-            std::mem::swap(atr, prev);
-            kernel.update(bar.high, bar.low, bar.close, atr);
-        }
-        self.universe_kernel.update(bar.close, bar.quote_volume, &mut self.universe);
-        self.bars += 1;
     }
 
     /// Bars seen so far.

@@ -43,7 +43,7 @@ use crate::signal::finite;
 use crate::timeframe::Timeframe;
 
 pub use account::{BarOrder, RestingOrder};
-pub use indicators::IndicatorState;
+pub use indicators::{IndicatorChunk, IndicatorKernels, IndicatorState};
 pub use ledger::Ledger;
 pub use recorder::{BarSeries, BookHistory, OutputBuffers, SignalRecord};
 
@@ -149,13 +149,106 @@ pub fn run_window_in(
     let mut engine = Engine::new(&panel.symbols, panel.timeframe, &funding.has_data, cfg, record_signals)?;
     engine.use_buffers(buffers);
     engine.reserve(trade_to - trade_from);
-    for t in 0..trade_from {
-        engine.warm(&panel.bar_row(t, funding));
-    }
-    for t in trade_from..trade_to {
-        engine.step(&panel.bar_row(t, funding));
+    let threaded = trade_to >= MIN_BARS_FOR_INDICATOR_THREAD
+        && crate::threads::spare_core()
+        && drive_with_indicator_thread(&mut engine, panel, funding, window);
+    if !threaded {
+        for t in 0..trade_from {
+            engine.warm(&panel.bar_row(t, funding));
+        }
+        for t in trade_from..trade_to {
+            engine.step(&panel.bar_row(t, funding));
+        }
     }
     Ok(engine.finish())
+}
+
+/// Where a bar's indicators come from.
+enum Indicators<'a> {
+    Compute,
+    /// Row k of a chunk that kernels on another thread computed over the same bars.
+    Replay(&'a IndicatorChunk, usize),
+}
+
+/// Below this many bars a run computes its indicators itself: starting a thread and handing
+/// chunks over would cost more than it saves.
+const MIN_BARS_FOR_INDICATOR_THREAD: usize = 1024;
+/// Chunks of indicator rows in flight (the indicator thread computes at most this many ahead of
+/// the engine), and the size of the largest chunk. Chunks start small, so the engine starts soon,
+/// and grow, so that a handover is rare. The engine's side never waits on the other thread unless
+/// it has caught up with it, and never has to wake it: a system call and a wake-up of the other
+/// core cost tens of microseconds on a VM, more than a chunk of small handovers is worth.
+const CHUNKS_IN_FLIGHT: usize = 8;
+const CHUNK_BYTES: usize = 512 << 10;
+
+/// Bars `0..window.end` of the panel through `engine` (warm before `window.start`), the indicator
+/// kernels running on a second thread, up to [`CHUNKS_IN_FLIGHT`] chunks ahead; false, with no bar
+/// stepped, when no thread could be started. The kernels depend
+/// on the bars alone, not on anything the engine decides, so the values are the ones the engine
+/// would compute (`tests/indicator_thread.rs` compares every output with a run on one thread); the
+/// engine keeps the windows it looks back into itself.
+fn drive_with_indicator_thread(
+    engine: &mut Engine,
+    panel: &Panel,
+    funding: &FundingGrid,
+    window: std::ops::Range<usize>,
+) -> bool {
+    use std::sync::mpsc::{self, TryRecvError};
+    let mut kernels = IndicatorKernels::new(&panel.symbols, panel.timeframe, &engine.cfg);
+    let max_rows = (CHUNK_BYTES / kernels.row_bytes()).clamp(64, 4096);
+    let (full_tx, full_rx) = mpsc::channel::<IndicatorChunk>();
+    let (spare_tx, spare_rx) = mpsc::channel::<IndicatorChunk>();
+    // The chunks' memory comes from this thread, which frees it too: mimalloc then hands it to the
+    // next run on this thread instead of fresh pages (memory of a finished thread is not reused so).
+    for _ in 0..CHUNKS_IN_FLIGHT {
+        spare_tx.send(IndicatorChunk::with_capacity(&kernels, max_rows)).expect("the receiver is here");
+    }
+    std::thread::scope(|scope| {
+        let indicators = std::thread::Builder::new().name("xsmom-indicators".into());
+        let indicator_thread = indicators.spawn_scoped(scope, move || {
+            let (mut start, mut rows) = (0, 16);
+            while start < window.end {
+                // Wait for the engine to give a chunk back, without asking it to wake this thread.
+                let mut chunk = loop {
+                    match spare_rx.try_recv() {
+                        Ok(chunk) => break chunk,
+                        Err(TryRecvError::Empty) => std::thread::sleep(std::time::Duration::from_micros(50)),
+                        Err(TryRecvError::Disconnected) => return Vec::new(), // the engine's side panicked
+                    }
+                };
+                let end = (start + rows).min(window.end);
+                chunk.reset_for(&kernels, end - start);
+                for (k, t) in (start..end).enumerate() {
+                    kernels.advance_into(&panel.bar_row(t, funding), &mut chunk, k);
+                }
+                if full_tx.send(chunk).is_err() {
+                    return Vec::new();
+                }
+                (start, rows) = (end, (2 * rows).min(max_rows));
+            }
+            spare_rx.try_iter().collect()
+        });
+        let Ok(indicator_thread) = indicator_thread else {
+            return false; // no thread to be had: the engine computes its indicators itself
+        };
+        let mut t = 0;
+        while t < window.end {
+            let chunk = full_rx.recv().expect("the indicator thread stopped early");
+            for k in 0..chunk.len() {
+                let bar = panel.bar_row(t, funding);
+                if t < window.start {
+                    engine.warm_with(&bar, Indicators::Replay(&chunk, k));
+                } else {
+                    engine.step_with(&bar, Indicators::Replay(&chunk, k));
+                }
+                t += 1;
+            }
+            // Fails once the thread has finished: the chunk is then freed here.
+            let _ = spare_tx.send(chunk);
+        }
+        drop(indicator_thread.join().expect("the indicator thread panicked"));
+        true
+    })
 }
 
 const EMPTY_UNIVERSE: &str = "empty universe: the panel has no symbols or no bars";
@@ -342,8 +435,14 @@ impl Engine {
     /// stops, kill-switch, the decision and its trades), then the record. Every slice of `bar` has
     /// one entry per symbol, in the order given to [`Engine::new`].
     pub fn step(&mut self, bar: &BarRow<'_>) {
+        self.step_with(bar, Indicators::Compute);
+    }
+
+    /// [`Engine::step`] with the indicators either computed here or replayed from rows a
+    /// second thread recorded ([`IndicatorState::replay`]).
+    fn step_with(&mut self, bar: &BarRow<'_>, indicators: Indicators<'_>) {
         let t = self.t;
-        self.observe(bar);
+        self.observe(bar, indicators);
         self.recorder.start_bar(bar.ts, bar.close);
         self.bar_orders.clear();
         self.decided = false;
@@ -360,8 +459,12 @@ impl Engine {
     /// regime) by one bar before trading starts: no decisions, fills or outputs. Only valid before
     /// the first [`Engine::step`].
     pub fn warm(&mut self, bar: &BarRow<'_>) {
+        self.warm_with(bar, Indicators::Compute);
+    }
+
+    fn warm_with(&mut self, bar: &BarRow<'_>, indicators: Indicators<'_>) {
         assert_eq!(self.t, 0, "warm-up bars come before the first traded bar");
-        self.observe(bar);
+        self.observe(bar, indicators);
         self.mark_closes(bar.close);
         let cross = self.strategy.cross_section(self.cadence.warm_bars(), &self.ind, &self.risk, None);
         self.strategy.update_regime(&self.ind);
@@ -370,9 +473,12 @@ impl Engine {
 
     /// Step 1 of a bar, shared by [`Engine::step`] and [`Engine::warm`]: the indicators and what
     /// the sleeves keep of the bar's data.
-    fn observe(&mut self, bar: &BarRow<'_>) {
+    fn observe(&mut self, bar: &BarRow<'_>, indicators: Indicators<'_>) {
         self.bar_ts = bar.ts;
-        self.ind.update(bar);
+        match indicators {
+            Indicators::Compute => self.ind.update(bar),
+            Indicators::Replay(chunk, k) => self.ind.replay(chunk, k),
+        }
         self.strategy.observe(bar);
     }
 

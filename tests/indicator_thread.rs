@@ -1,0 +1,83 @@
+//! A backtest runs its indicator kernels on a second thread when it has a spare core
+//! (`backtest::run_window_in`): every output must equal a run whose engine computes them itself,
+//! bar by bar on one thread ([`Engine::step`], as the live runner does), for every combination of
+//! kernels (slope, ADX with its rising history, ATR and the previous bar's ATR, the router's
+//! window), gaps in the closes, warm windows and chunk boundaries.
+
+mod common;
+
+use xsmom::backtest::{self, Engine};
+use xsmom::data::{FundingGrid, Panel};
+use xsmom::Config;
+
+/// A random panel with holes: besides ragged listings, single closes and runs of a few bars are
+/// missing in the middle of the series (the kernels' gap paths).
+fn gappy_panel(n_bars: usize, n_symbols: usize, seed: u64) -> Panel {
+    let base = common::random_panel(n_bars, n_symbols, seed, true);
+    let mut rng = common::Rng::new(seed ^ 0x9e37);
+    let mut closes: Vec<Vec<f64>> = (0..n_bars).map(|t| base.close.row(t).to_vec()).collect();
+    for _ in 0..n_bars / 40 {
+        let (t, i) = ((rng.uniform() * n_bars as f64) as usize, (rng.uniform() * n_symbols as f64) as usize);
+        let run = 1 + (rng.uniform() * 4.0) as usize;
+        for row in closes.iter_mut().skip(t).take(run) {
+            row[i] = f64::NAN;
+        }
+    }
+    common::panel_from_closes(&closes, "1h")
+}
+
+/// The same window stepped on this thread, the engine computing its own indicators.
+fn one_thread(panel: &Panel, funding: &FundingGrid, cfg: &Config, window: std::ops::Range<usize>) -> String {
+    let mut engine = Engine::new(&panel.symbols, panel.timeframe, &funding.has_data, cfg, true).expect("engine");
+    for t in 0..window.start {
+        engine.warm(&panel.bar_row(t, funding));
+    }
+    for t in window {
+        engine.step(&panel.bar_row(t, funding));
+    }
+    format!("{:?}", engine.finish())
+}
+
+fn threaded(panel: &Panel, funding: &FundingGrid, cfg: &Config, window: std::ops::Range<usize>) -> String {
+    let result = backtest::run_window(panel, funding, cfg, window.start, window.end, true).expect("backtest");
+    format!("{result:?}")
+}
+
+const CONFIGS: &[&[&str]] = &[
+    &[],
+    &["risk.stops.enabled=false", "strategy.regime_filter.enabled=false"],
+    &["strategy.adx_filter.enabled=true", "strategy.adx_filter.require_rising=true", "strategy.adx_filter.min_adx=10"],
+    &["execution.fill=next_open"],
+    &["strategy.router.enabled=true"],
+    &["strategy.bands.enabled=true", "sizing.weighting=signal_inverse_vol"],
+];
+
+#[test]
+fn threaded_indicators_give_every_output_of_a_one_thread_run() {
+    assert!(
+        xsmom::threads::spare_core() || std::thread::available_parallelism().map_or(1, |n| n.get()) < 2,
+        "a test thread with two cores must be allowed an indicator thread"
+    );
+    // 5 000 bars: past the size that starts a thread, over many chunks and a partial last one.
+    let panel = gappy_panel(5_000, 23, 11);
+    let funding = common::no_funding(&panel);
+    for overrides in CONFIGS {
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        let cfg = Config::default().with_override_strings(&overrides).expect("override");
+        for window in [0..5_000, 1_500..4_321] {
+            let want = one_thread(&panel, &funding, &cfg, window.clone());
+            let got = threaded(&panel, &funding, &cfg, window.clone());
+            assert!(want.contains("Fill {"), "{overrides:?}: the run trades, so the comparison means something");
+            assert!(want == got, "{overrides:?} over {window:?}: the threaded run differs");
+        }
+    }
+}
+
+#[test]
+fn a_run_inside_a_parallel_map_keeps_its_indicators_on_its_own_thread() {
+    // Each worker of a sweep already has a core: it must not start another thread per backtest.
+    let flags = xsmom::threads::map_with_state(&[0, 1, 2, 3], Some(2), || (), |_, _| xsmom::threads::spare_core());
+    assert_eq!(flags, vec![false; 4]);
+    let alone = xsmom::threads::map_with_state(&[0, 1], Some(1), || (), |_, _| xsmom::threads::spare_core());
+    assert_eq!(alone, vec![xsmom::threads::cores() >= 2; 2], "one worker on the calling thread leaves the core spare");
+}
