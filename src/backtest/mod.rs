@@ -183,10 +183,10 @@ const CHUNK_BYTES: usize = 512 << 10;
 
 /// Bars `0..window.end` of the panel through `engine` (warm before `window.start`), the indicator
 /// kernels running on a second thread, up to [`CHUNKS_IN_FLIGHT`] chunks ahead; false, with no bar
-/// stepped, when no thread could be started. The kernels depend
-/// on the bars alone, not on anything the engine decides, so the values are the ones the engine
-/// would compute (`tests/indicator_thread.rs` compares every output with a run on one thread); the
-/// engine keeps the windows it looks back into itself.
+/// stepped, when no thread could be started. The kernels depend on the bars alone, not on anything
+/// the engine decides, so the values are the ones the engine would compute
+/// (`tests/indicator_thread.rs` compares every output with a run on one thread); the engine keeps
+/// the windows it looks back into itself.
 fn drive_with_indicator_thread(
     engine: &mut Engine,
     panel: &Panel,
