@@ -78,6 +78,12 @@ fn a_run_inside_a_parallel_map_keeps_its_indicators_on_its_own_thread() {
     // Each worker of a sweep already has a core: it must not start another thread per backtest.
     let flags = xsmom::threads::map_with_state(&[0, 1, 2, 3], Some(2), || (), |_, _| xsmom::threads::spare_core());
     assert_eq!(flags, vec![false; 4]);
+    if xsmom::threads::cores() >= 2 {
+        // Enough work that the data path's map runs on both cores: its threads are as busy.
+        let data_flags = xsmom::threads::map_ordered(&[0, 1, 2, 3], 1_000_000, |_| xsmom::threads::spare_core());
+        assert_eq!(data_flags, vec![false; 4]);
+    }
+    assert_eq!(xsmom::threads::spare_core(), xsmom::threads::cores() >= 2, "the flag is cleared after a map");
     let alone = xsmom::threads::map_with_state(&[0, 1], Some(1), || (), |_, _| xsmom::threads::spare_core());
     assert_eq!(alone, vec![xsmom::threads::cores() >= 2; 2], "one worker on the calling thread leaves the core spare");
 }
