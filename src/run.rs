@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::backtest::{self, BacktestResult};
+use crate::backtest::{self, BacktestResult, TileIndicators};
 use crate::config::{Config, OnInvalid};
 use crate::data::{self, ArrowBars, Bars, Funding, FundingGrid, Panel, Selection, Severity, SpikeRule};
 use crate::error::{Error, Result};
@@ -117,6 +117,20 @@ pub fn backtest_streamed(
     cfg: &Config,
     record_signals: bool,
 ) -> Result<Option<(StreamedInputs, BacktestResult)>> {
+    let policy = backtest::kernels_where_faster(cfg.strategy.min_history());
+    backtest_streamed_with(arrow, funding, cfg, record_signals, policy)
+}
+
+/// [`backtest_streamed`] with the pivot thread's kernels handed to the engine when `hand_over`
+/// says so ([`backtest::derive_indicators`]; tests choose the tile).
+#[doc(hidden)]
+pub fn backtest_streamed_with(
+    arrow: &ArrowBars,
+    funding: &FundingSource,
+    cfg: &Config,
+    record_signals: bool,
+    hand_over: impl FnMut(data::StreamPace) -> bool + Send,
+) -> Result<Option<(StreamedInputs, BacktestResult)>> {
     let view = arrow.view();
     if wants_mark(cfg) || !view.is_canonical() {
         return Ok(None);
@@ -129,22 +143,26 @@ pub fn backtest_streamed(
     let Ok(events) = load_funding(funding, view.names, Some(first), Some(last + timeframe.ms), timeframe) else {
         return Ok(None);
     };
-    let engine_run =
-        |grid: &data::PanelGrid<'_>, mut tiles: data::PivotStream| -> Result<Option<(FundingGrid, BacktestResult)>> {
-            let funding = match &events {
-                Some(events) => grid.align_funding(events),
-                None => FundingGrid::empty(grid.ts.len(), grid.symbols.len()),
-            };
-            let mut engine = backtest::Engine::new(grid.symbols, timeframe, &funding.has_data, cfg, record_signals)?;
-            engine.reserve(grid.ts.len());
-            for (t, &ts) in grid.ts.iter().enumerate() {
-                let Some(tile) = tiles.tile_of(t) else { return Ok(None) };
-                engine.step(&tile.bar_row(t, ts, &funding));
-            }
-            Ok(Some((funding, engine.finish())))
+    let engine_run = |grid: &data::PanelGrid<'_>,
+                      mut tiles: data::PivotStream<'_, TileIndicators>|
+     -> Result<Option<(FundingGrid, BacktestResult)>> {
+        let funding = match &events {
+            Some(events) => grid.align_funding(events),
+            None => FundingGrid::empty(grid.ts.len(), grid.symbols.len()),
         };
-    let mut validation = data::CanonicalValidation::new(view, timeframe, spike);
-    let Some(ran) = Panel::stream_canonical(view, timeframe, engine_run, || validation.step()) else {
+        let mut engine = backtest::Engine::new(grid.symbols, timeframe, &funding.has_data, cfg, record_signals)?;
+        engine.reserve(grid.ts.len());
+        for (t, &ts) in grid.ts.iter().enumerate() {
+            let Some(tile) = tiles.tile_of(t) else { return Ok(None) };
+            let k = t - tile.bars.start;
+            let (bar, derived) = tile.bar_row_and_derived(t, ts, &funding);
+            engine.step_derived(&bar, derived, k);
+        }
+        Ok(Some((funding, engine.finish())))
+    };
+    let validation = data::CanonicalValidation::new(view, timeframe, spike);
+    let indicators = backtest::derive_indicators(view.names, timeframe, cfg, hand_over);
+    let Some(ran) = Panel::stream_canonical(view, timeframe, engine_run, || validation.step(), indicators) else {
         return Ok(None);
     };
     let Some((funding, mut result)) = ran? else { return Ok(None) };

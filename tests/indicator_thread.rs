@@ -87,3 +87,44 @@ fn a_run_inside_a_parallel_map_keeps_its_indicators_on_its_own_thread() {
     let alone = xsmom::threads::map_with_state(&[0, 1], Some(1), || (), |_, _| xsmom::threads::spare_core());
     assert_eq!(alone, vec![xsmom::threads::cores() >= 2; 2], "one worker on the calling thread leaves the core spare");
 }
+
+#[test]
+fn a_streamed_run_replays_the_kernels_of_the_pivot_thread_with_every_output_of_a_one_thread_run() {
+    // The streamed pivot (a DataFrame, a file, a store) computes the kernels on its filling thread,
+    // a tile at a time, beside its validation: the engine must see the very numbers it would compute.
+    let panel = gappy_panel(3_000, 17, 12);
+    let funding = common::no_funding(&panel);
+    let bars = xsmom::data::ArrowBars::from_batches(&[xsmom::data::bars_to_batch(&panel.to_bars())], "bars")
+        .expect("arrow bars");
+    let without_warnings = |mut result: backtest::BacktestResult| {
+        result.warnings.clear(); // the streamed run adds the bars' own
+        format!("{result:?}")
+    };
+    for overrides in CONFIGS {
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        let cfg = Config::default().with_override_strings(&overrides).expect("override");
+        let mut engine = Engine::new(&panel.symbols, panel.timeframe, &funding.has_data, &cfg, true).expect("engine");
+        (0..panel.n_bars()).for_each(|t| engine.step(&panel.bar_row(t, &funding)));
+        let want = without_warnings(engine.finish());
+        assert!(want.contains("Fill {"), "{overrides:?}: the run trades, so the comparison means something");
+        // The kernels stay on the pivot's thread, or go to the engine with the first tile, a later
+        // one, or when the engine keeps waiting (the default).
+        for hand_over_at in [None, Some(0), Some(5), Some(usize::MAX)] {
+            let policy = |pace: xsmom::data::StreamPace| hand_over_at.is_some_and(|tile| pace.tiles_sent >= tile);
+            let run = |hand_over: &mut (dyn FnMut(xsmom::data::StreamPace) -> bool + Send)| {
+                xsmom::run::backtest_streamed_with(&bars, &xsmom::run::FundingSource::None, &cfg, true, hand_over)
+                    .expect("backtest")
+                    .expect("streamable bars")
+                    .1
+            };
+            let streamed = match hand_over_at {
+                Some(usize::MAX) => run(&mut backtest::kernels_where_faster(cfg.strategy.min_history())),
+                _ => run(&mut { policy }),
+            };
+            assert!(
+                want == without_warnings(streamed),
+                "{overrides:?}, hand-over at {hand_over_at:?}: the run differs"
+            );
+        }
+    }
+}

@@ -74,7 +74,7 @@ fn the_streamed_pivot_gives_the_usual_inputs_outputs_and_warnings() {
     let mut cfg = short_lookbacks();
     cfg.strategy.regime_filter.enabled = false;
     // One tile, a tile and a bar, and panels whose tiles go round the ring many times.
-    for (n_bars, n_symbols, seed) in [(700, 9, 1), (64, 4, 2), (65, 5, 3), (1000, 13, 4), (3000, 7, 5)] {
+    for (n_bars, n_symbols, seed) in [(700, 9, 1), (256, 4, 2), (257, 5, 3), (1000, 13, 4), (3000, 7, 5)] {
         let (bars, funding) = bars_and_funding(n_bars, n_symbols, seed);
         for signals in [false, true] {
             let (inputs, result) = usual(&bars, &funding, &cfg, signals);

@@ -255,6 +255,13 @@ impl IndicatorState {
         self.bars += 1;
     }
 
+    /// Go on with `kernels`, advanced through the same bars as the rows replayed so far (on
+    /// another thread), in place of this state's own, which stayed where they were.
+    pub fn adopt_kernels(&mut self, kernels: IndicatorKernels) {
+        debug_assert_eq!(kernels.optional(), self.kernels.optional(), "kernels of another run");
+        self.kernels = kernels;
+    }
+
     /// The windows the engine looks back into, after this bar's outputs.
     fn push_windows(&mut self) {
         for (zeroed, r) in self.returns_or_zero.iter_mut().zip(&self.returns) {

@@ -33,7 +33,7 @@ use self::recorder::{with_base_bar, Recorder};
 use self::strategy::Strategy;
 use crate::bitset::SymbolSet;
 use crate::config::Config;
-use crate::data::{FundingGrid, Panel};
+use crate::data::{FundingGrid, Panel, StreamPace, TileBuffer};
 use crate::error::{Error, Result};
 use crate::meta_label::{MetaLabeler, MetaSkip};
 use crate::metrics::{self, Metrics};
@@ -251,6 +251,67 @@ fn drive_with_indicator_thread(
     })
 }
 
+/// What the streamed pivot's thread derives for a tile of bars ([`derive_indicators`]): the
+/// tile's indicator rows, or nothing once it has handed the kernels to the engine — with the first
+/// tile it did not compute, so that the engine computes that tile and every later one itself.
+#[derive(Debug, Default)]
+pub struct TileIndicators {
+    chunk: IndicatorChunk,
+    computed: bool,
+    /// The kernels, advanced through every bar before this tile.
+    handed_over: Option<Box<IndicatorKernels>>,
+}
+
+/// The indicator kernels of `cfg` as the streamed pivot's derived work
+/// ([`crate::data::Panel`]'s `stream_canonical`): each tile's bars through the kernels, in time
+/// order, into its rows, for [`Engine::step_derived`] on the engine's thread — until
+/// `hand_over(pace)` says the engine keeps waiting for tiles (the pivot's thread has more to do than
+/// the engine: many symbols), when the kernels go to the engine with the next tile, for good.
+pub fn derive_indicators(
+    symbols: &[String],
+    timeframe: Timeframe,
+    cfg: &Config,
+    mut hand_over: impl FnMut(StreamPace) -> bool + Send,
+) -> impl FnMut(&TileBuffer<TileIndicators>, &mut TileIndicators, StreamPace) + Send {
+    let mut kernels = Some(Box::new(IndicatorKernels::new(symbols, timeframe, cfg)));
+    // The kernels read prices and volumes only: funding is left out of their bars.
+    let (no_rates, no_events) = (vec![0.0; symbols.len()], vec![false; symbols.len()]);
+    move |tile, derived, pace| {
+        derived.computed = false;
+        if kernels.is_some() && hand_over(pace) {
+            derived.handed_over = kernels.take();
+        }
+        let Some(kernels) = kernels.as_mut() else { return };
+        derived.chunk.reset_for(kernels, tile.bars.len());
+        for (k, t) in tile.bars.clone().enumerate() {
+            kernels.advance_into(&tile.bar_row_with(t, 0, &no_rates, &no_events), &mut derived.chunk, k);
+        }
+        derived.computed = true;
+    }
+}
+
+/// Where the streamed pivot's kernels run best, measured as the run goes: they move to the engine
+/// once the engine has waited for tiles longer than the pivot's thread spent on the kernels. The
+/// pivot's thread is then the slower one and would still be without the kernels (its other work
+/// takes longer than the engine's), so the run ends sooner with them on the engine. Measured from
+/// the first tile past `warm_up_bars`, over [`PACE_WINDOW`] at least: before its first decisions the
+/// engine has little to do and outruns any pivot.
+pub fn kernels_where_faster(warm_up_bars: usize) -> impl FnMut(StreamPace) -> bool + Send {
+    let mut from: Option<(std::time::Instant, StreamPace)> = None;
+    move |pace| {
+        if pace.bars_sent < warm_up_bars {
+            return false;
+        }
+        let now = std::time::Instant::now();
+        let (since, start) = *from.get_or_insert((now, pace));
+        now - since >= PACE_WINDOW
+            && pace.consumer_waited - start.consumer_waited > pace.derived_for - start.derived_for
+    }
+}
+
+/// The shortest span [`kernels_where_faster`] measures: four tiles of 32 symbols.
+const PACE_WINDOW: std::time::Duration = std::time::Duration::from_millis(1);
+
 const EMPTY_UNIVERSE: &str = "empty universe: the panel has no symbols or no bars";
 const FUNDING_MISMATCH: &str = "funding grid does not match the panel";
 
@@ -436,6 +497,21 @@ impl Engine {
     /// one entry per symbol, in the order given to [`Engine::new`].
     pub fn step(&mut self, bar: &BarRow<'_>) {
         self.step_with(bar, Indicators::Compute);
+    }
+
+    /// [`Engine::step`] of bar `k` of a streamed tile with what [`derive_indicators`] (made for
+    /// this engine's symbols, timeframe and config) derived for the tile: its indicators replayed,
+    /// or computed here, with the kernels handed over at the tile's first bar.
+    pub fn step_derived(&mut self, bar: &BarRow<'_>, derived: &mut TileIndicators, k: usize) {
+        if let Some(kernels) = derived.handed_over.take() {
+            debug_assert_eq!(k, 0, "kernels come with a tile's first bar");
+            self.ind.adopt_kernels(*kernels);
+        }
+        if derived.computed {
+            self.step_with(bar, Indicators::Replay(&derived.chunk, k));
+        } else {
+            self.step(bar);
+        }
     }
 
     /// [`Engine::step`] with the indicators either computed here or replayed from rows a

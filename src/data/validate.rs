@@ -12,7 +12,8 @@
 //! (3 % resolution; the bin's upper edge is used, so the test never fires early), updated in O(1)
 //! per bar: validation is one linear pass, as cheap as reading the data.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{ArrayRef, StringArray, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
@@ -106,42 +107,64 @@ pub fn validate_canonical_serial(bars: BarsView<'_>, timeframe: Timeframe, spike
     CanonicalValidation::new(bars, timeframe, spike).finish()
 }
 
-/// [`validate_canonical_serial`] a symbol at a time ([`CanonicalValidation::step`]), for a thread
-/// that validates between pieces of other work (the streamed pivot, while the engine catches up).
+/// [`validate_canonical_serial`] a symbol at a time ([`CanonicalValidation::step`]), for threads
+/// that validate between pieces of other work (the streamed pivot while the engine catches up, the
+/// engine while it waits for the pivot): each step claims the next symbol, so two threads can take
+/// steps at once; the findings come out in the same order whoever took which step.
 pub struct CanonicalValidation<'v> {
     bars: BarsView<'v>,
     timeframe: Timeframe,
     rule: SpikeRule,
     limits: Vec<f64>,
-    /// The first row of the next symbol to validate.
-    next_row: usize,
-    scratch: SymbolScratch,
-    findings: Vec<Finding>,
+    /// The first row of each symbol (codes ascend by one from 0), then the row count.
+    starts: Vec<usize>,
+    /// The next symbol to validate.
+    next_symbol: AtomicUsize,
+    /// Scratch buffers of the steps not running, and the findings so far.
+    scratch: Mutex<Vec<SymbolScratch>>,
+    findings: Mutex<Vec<Finding>>,
 }
 
 impl<'v> CanonicalValidation<'v> {
     pub fn new(bars: BarsView<'v>, timeframe: Timeframe, spike: SpikeRule) -> Self {
         debug_assert!(bars.is_canonical());
-        let limits = spike.limits();
-        let (scratch, findings) = (SymbolScratch::default(), Vec::new());
-        CanonicalValidation { bars, timeframe, rule: spike, limits, next_row: 0, scratch, findings }
+        let mut starts: Vec<usize> =
+            (0..bars.names.len() as u32).map(|code| bars.symbol.partition_point(|&c| c < code)).collect();
+        starts.push(bars.len());
+        CanonicalValidation {
+            bars,
+            timeframe,
+            rule: spike,
+            limits: spike.limits(),
+            starts,
+            next_symbol: AtomicUsize::new(0),
+            scratch: Mutex::default(),
+            findings: Mutex::default(),
+        }
     }
 
-    /// Validate the next symbol's rows; false when every symbol was validated before the call.
-    pub fn step(&mut self) -> bool {
-        let (bars, start) = (self.bars, self.next_row);
-        let Some(&code) = bars.symbol.get(start) else { return false };
-        let end = start + bars.symbol[start..].iter().take_while(|&&c| c == code).count();
+    /// Validate the next symbol's rows; false when every symbol was claimed before the call.
+    pub fn step(&self) -> bool {
+        let code = self.next_symbol.fetch_add(1, Ordering::Relaxed);
+        if code + 1 >= self.starts.len() {
+            return false;
+        }
+        let (rows, mut found) = (self.starts[code]..self.starts[code + 1], Vec::new());
+        if rows.is_empty() {
+            return true; // not canonical (every name has rows), but nothing to find either
+        }
+        let mut scratch = self.scratch.lock().expect("no step panicked").pop().unwrap_or_default();
         let spike_test = SpikeTest { rule: self.rule, limits: &self.limits };
-        validate_symbol(bars, start..end, self.timeframe, &spike_test, &mut self.scratch, &mut self.findings);
-        self.next_row = end;
+        validate_symbol(self.bars, rows, self.timeframe, &spike_test, &mut scratch, &mut found);
+        self.findings.lock().expect("no step panicked").append(&mut found);
+        self.scratch.lock().expect("no step panicked").push(scratch);
         true
     }
 
     /// Every finding, symbols not yet validated validated first, ordered by symbol and time.
-    pub fn finish(mut self) -> Vec<Finding> {
+    pub fn finish(self) -> Vec<Finding> {
         while self.step() {}
-        let mut findings = self.findings;
+        let mut findings = self.findings.into_inner().expect("no step panicked");
         findings.sort_by(|a, b| a.symbol.cmp(&b.symbol).then(a.ts.cmp(&b.ts)));
         findings
     }
@@ -638,9 +661,17 @@ mod tests {
             let rule = SpikeRule { mads: 8.0, window: 10 };
             let findings = validate_canonical(bars.view(), timeframe, rule);
             // A symbol at a time (the streamed pivot's way), with the same findings in the same order.
-            let mut stepped = CanonicalValidation::new(bars.view(), timeframe, rule);
+            let stepped = CanonicalValidation::new(bars.view(), timeframe, rule);
             prop_assert!(stepped.step());
             prop_assert_eq!(&stepped.finish(), &findings);
+            // Steps taken by two threads at once (the pivot's and the engine's) find the same.
+            let shared = CanonicalValidation::new(bars.view(), timeframe, rule);
+            std::thread::scope(|scope| {
+                let helper = scope.spawn(|| while shared.step() {});
+                while shared.step() {}
+                helper.join().expect("the helper validated");
+            });
+            prop_assert_eq!(&shared.finish(), &findings);
             let errors = findings.iter().any(|f| f.severity == Severity::Error);
             prop_assert_eq!(error_free_panel(bars.view(), timeframe).is_some(), !errors, "{:?}", findings);
         }
