@@ -958,8 +958,9 @@ pub struct PivotStream<'s, D = ()> {
     /// Read tiles not yet handed back: they go back [`RETURN_BATCH`] at a time, so that a pivot
     /// waiting for a buffer is woken once per batch rather than once per tile.
     spent: Vec<TileBuffer<D>>,
-    /// Nanoseconds this end waited for tiles ([`StreamPace::consumer_waited`]), besides the
-    /// filling thread's background work it did meanwhile (`background`, until it returns false).
+    /// Nanoseconds this end waited for tiles ([`StreamPace::consumer_waited`]), the filling
+    /// thread's background work it did meanwhile included (`background`, until it returns false):
+    /// tiles were late all that time.
     waited: &'s AtomicU64,
     background: &'s (dyn Fn() -> bool + Sync),
     background_done: bool,
@@ -989,6 +990,13 @@ impl<D> PivotStream<'_, D> {
     /// The next tile once it is there. Until then this end does the filling thread's background
     /// work, a piece at a time: the filling thread is behind, and this thread would only wait.
     fn wait_for_tile(&mut self) -> Result<PivotTile<D>, std::sync::mpsc::RecvError> {
+        let started = Instant::now();
+        let next = self.help_until_tile();
+        self.waited.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+        next
+    }
+
+    fn help_until_tile(&mut self) -> Result<PivotTile<D>, std::sync::mpsc::RecvError> {
         use std::sync::mpsc::{RecvError, TryRecvError};
         while !self.background_done {
             match self.tiles.try_recv() {
@@ -997,10 +1005,7 @@ impl<D> PivotStream<'_, D> {
                 Err(TryRecvError::Empty) => self.background_done = !(self.background)(),
             }
         }
-        let started = Instant::now();
-        let next = self.tiles.recv();
-        self.waited.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
-        next
+        self.tiles.recv()
     }
 }
 
