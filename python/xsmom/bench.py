@@ -1,8 +1,9 @@
 """``python -m xsmom.bench``: what a backtest costs from every entry point, against the engine alone.
 
 For the bundled fixture and synthetic panels (36 × 8 760 and 200 × 43 800 by default) it prints,
-as medians over ``--repeats`` runs in one process (each ratio is the median of per-run ratios to engine
-runs timed just before and after it, so that a shared machine's drift cancels):
+as medians over ``--repeats`` runs in one process — more for short runs, for half a second at least —
+(each ratio is the median of per-run ratios to engine runs timed just before and after it, so that a
+shared machine's drift cancels):
 
 - ``engine``: the Rust engine on a prepared panel (no loading, validation or output tables);
 - ``dataset``: ``xsmom.backtest(Dataset)`` — validated once, backtested many times;
@@ -103,12 +104,22 @@ def _median_ms(run: Any, repeats: int) -> float:
     return statistics.median(times) * 1e3
 
 
+# Short runs are repeated for at least this long: a few of a VM's 10-20 ms hiccups among 5 runs
+# of 6 ms once made a median read 3-5x (docs/performance.md, round of 2026-12-07).
+MIN_PAIRED_SECONDS = 0.5
+
+
 def _paired(run: Any, engine_ms: Any, repeats: int, per: int = 1) -> tuple[float, float]:
     """Median ms of ``run`` (divided by ``per``) and the median of its ratio to one engine run timed
-    just before and one just after it: on a shared machine whose speed drifts, the pairs cancel it."""
+    just before and one just after it: on a shared machine whose speed drifts, the pairs cancel it.
+    ``repeats`` pairs at least, more while they took less than ``MIN_PAIRED_SECONDS`` (up to 200)."""
     run()  # warm-up: page faults, allocator, caches
-    times, ratios = [], []
-    for _ in range(repeats):
+    times: list[float] = []
+    ratios: list[float] = []
+    started_all = time.perf_counter()
+    while len(times) < repeats or (
+        time.perf_counter() - started_all < MIN_PAIRED_SECONDS and len(times) < 200
+    ):
         before = engine_ms()
         started = time.perf_counter()
         run()
