@@ -309,7 +309,8 @@ pub fn kernels_where_faster(warm_up_bars: usize) -> impl FnMut(StreamPace) -> bo
     }
 }
 
-/// The shortest span [`kernels_where_faster`] measures: four tiles of 32 symbols.
+/// The shortest span [`kernels_where_faster`] measures: a few full tiles of a small panel (a
+/// 256-bar tile of 32 symbols fills in ~0.25 ms).
 const PACE_WINDOW: std::time::Duration = std::time::Duration::from_millis(1);
 
 const EMPTY_UNIVERSE: &str = "empty universe: the panel has no symbols or no bars";
