@@ -36,20 +36,38 @@ pub(crate) fn text_array<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef 
 /// their address first): each value's view is made once and gathered by code, which costs a
 /// fraction of appending every value to a builder.
 pub(crate) fn few_text_array<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
-    let mut names: Vec<&str> = Vec::new();
-    let codes = values
-        .map(|value| {
-            let known = names
-                .iter()
-                .position(|name| std::ptr::eq(*name, value))
-                .or_else(|| names.iter().position(|name| *name == value));
-            known.unwrap_or_else(|| {
-                names.push(value);
-                names.len() - 1
-            }) as u32
-        })
-        .collect();
-    coded_text_array(&names, codes)
+    let mut text = FewText::default();
+    values.for_each(|value| text.push(value));
+    text.into_array()
+}
+
+/// [`few_text_array`] a value at a time: codes in the order the values first come.
+#[derive(Default)]
+pub(crate) struct FewText<'a> {
+    names: Vec<&'a str>,
+    codes: Vec<u32>,
+}
+
+impl<'a> FewText<'a> {
+    fn with_capacity(rows: usize) -> Self {
+        Self { names: Vec::new(), codes: Vec::with_capacity(rows) }
+    }
+
+    #[inline]
+    fn push(&mut self, value: &'a str) {
+        let names = &mut self.names;
+        let known =
+            names.iter().position(|name| std::ptr::eq(*name, value)).or_else(|| names.iter().position(|n| *n == value));
+        let code = known.unwrap_or_else(|| {
+            names.push(value);
+            names.len() - 1
+        });
+        self.codes.push(code as u32);
+    }
+
+    fn into_array(self) -> ArrayRef {
+        coded_text_array(&self.names, self.codes)
+    }
 }
 
 /// A text column of names by their codes (`names[code]` per row): the views of the names are made
@@ -192,13 +210,27 @@ pub(crate) struct FillRow<'a> {
 
 /// The one fills schema: `ts, symbol, side, qty, price, notional, fee, reason` of `rows`, as
 /// fields and columns that a table extends with its own (`meta_p`; `maker, client_order_id`);
-/// `symbols` is the symbol column of the rows.
+/// `symbols` makes the symbol column once `row` has seen every row. One pass over the rows: a
+/// column at a time, each pass read the rows anew (42 600 fills at 36 × 8 760: 1.5 ms → 0.5 ms).
 pub(crate) fn fill_columns<'a, T: 'a>(
     rows: &'a [T],
-    symbols: ArrayRef,
-    row: impl Fn(&'a T) -> FillRow<'a>,
+    mut row: impl FnMut(&'a T) -> FillRow<'a>,
+    symbols: impl FnOnce() -> ArrayRef,
 ) -> (Vec<(&'static str, DataType)>, Vec<ArrayRef>) {
-    let rows: Vec<FillRow<'a>> = rows.iter().map(row).collect();
+    let n = rows.len();
+    let mut ts = Vec::with_capacity(n);
+    let [mut qty, mut price, mut notional, mut fee]: [Vec<f64>; 4] = std::array::from_fn(|_| Vec::with_capacity(n));
+    let (mut side, mut reason) = (FewText::with_capacity(n), FewText::with_capacity(n));
+    for item in rows {
+        let fill = row(item);
+        ts.push(fill.ts);
+        side.push(if fill.buy { "buy" } else { "sell" });
+        qty.push(fill.qty);
+        price.push(fill.price);
+        notional.push(fill.notional);
+        fee.push(fill.fee);
+        reason.push(fill.reason);
+    }
     let fields = vec![
         ("ts", ts_type()),
         ("symbol", TEXT),
@@ -210,14 +242,14 @@ pub(crate) fn fill_columns<'a, T: 'a>(
         ("reason", TEXT),
     ];
     let columns = vec![
-        ts_array(rows.iter().map(|f| f.ts).collect()),
-        symbols,
-        few_text_array(rows.iter().map(|f| if f.buy { "buy" } else { "sell" })),
-        f64_array(rows.iter().map(|f| f.qty).collect()),
-        f64_array(rows.iter().map(|f| f.price).collect()),
-        f64_array(rows.iter().map(|f| f.notional).collect()),
-        f64_array(rows.iter().map(|f| f.fee).collect()),
-        few_text_array(rows.iter().map(|f| f.reason)),
+        ts_array(ts),
+        symbols(),
+        side.into_array(),
+        f64_array(qty),
+        f64_array(price),
+        f64_array(notional),
+        f64_array(fee),
+        reason.into_array(),
     ];
     (fields, columns)
 }
@@ -225,18 +257,26 @@ pub(crate) fn fill_columns<'a, T: 'a>(
 /// Fills: the fills schema ([`fill_columns`]), then `meta_p` (the meta-labeler's p of the entry
 /// the fill opened, NaN where it was not consulted).
 pub fn fills_batch(result: &BacktestResult) -> RecordBatch {
-    let symbols = coded_text_array(&result.symbols, result.fills.iter().map(|f| f.symbol as u32).collect());
-    let (mut fields, mut columns) = fill_columns(&result.fills, symbols, |f| FillRow {
-        ts: f.ts,
-        buy: f.side > 0,
-        qty: f.qty,
-        price: f.price,
-        notional: f.notional,
-        fee: f.fee,
-        reason: f.reason.as_str(),
-    });
+    let n = result.fills.len();
+    let (codes, meta_p) =
+        (std::cell::RefCell::new(Vec::with_capacity(n)), std::cell::RefCell::new(Vec::with_capacity(n)));
+    let row = |f: &crate::model::Fill| {
+        codes.borrow_mut().push(f.symbol as u32);
+        meta_p.borrow_mut().push(f.meta_p);
+        FillRow {
+            ts: f.ts,
+            buy: f.side > 0,
+            qty: f.qty,
+            price: f.price,
+            notional: f.notional,
+            fee: f.fee,
+            reason: f.reason.as_str(),
+        }
+    };
+    let (mut fields, mut columns) =
+        fill_columns(&result.fills, row, || coded_text_array(&result.symbols, codes.take()));
     fields.push(("meta_p", DataType::Float64));
-    columns.push(f64_array(result.fills.iter().map(|f| f.meta_p).collect()));
+    columns.push(f64_array(meta_p.into_inner()));
     batch(fields, columns)
 }
 
@@ -335,5 +375,41 @@ mod tests {
         let coded = super::coded_text_array(&names, vec![1, 0, 0, 1]);
         assert_eq!(strings(&coded), ["1000PEPEUSDT_LONG_NAME", "BTCUSDT", "BTCUSDT", "1000PEPEUSDT_LONG_NAME"]);
         assert!(super::few_text_array(std::iter::empty()).is_empty());
+    }
+
+    #[test]
+    fn fill_columns_hold_every_row_in_order_with_the_symbols_made_after_the_pass() {
+        use arrow::datatypes::{Float64Type, TimestampMillisecondType};
+        let reasons = ["rebalance", "stop", "rebalance", "kill_switch", "stop"];
+        let rows: Vec<(i64, bool, f64, &str)> =
+            (0..5).map(|k| (1_000 * k as i64, k % 2 == 0, 0.5 + k as f64, reasons[k])).collect();
+        let mut seen = 0;
+        let row = |r: &(i64, bool, f64, &'static str)| {
+            seen += 1;
+            super::FillRow {
+                ts: r.0,
+                buy: r.1,
+                qty: r.2,
+                price: 2.0 * r.2,
+                notional: 3.0 * r.2,
+                fee: -r.2,
+                reason: r.3,
+            }
+        };
+        let (fields, columns) =
+            super::fill_columns(&rows, row, || super::text_array(["A", "B", "A", "C", "B"].into_iter()));
+        let names: Vec<&str> = fields.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, ["ts", "symbol", "side", "qty", "price", "notional", "fee", "reason"]);
+        assert_eq!(seen, 5, "one call per row");
+        let ts: Vec<i64> = columns[0].as_primitive::<TimestampMillisecondType>().values().to_vec();
+        assert_eq!(ts, [0, 1_000, 2_000, 3_000, 4_000]);
+        assert_eq!(strings(&columns[1]), ["A", "B", "A", "C", "B"]);
+        assert_eq!(strings(&columns[2]), ["buy", "sell", "buy", "sell", "buy"]);
+        let numbers = |k: usize| columns[k].as_primitive::<Float64Type>().values().to_vec();
+        assert_eq!(numbers(3), [0.5, 1.5, 2.5, 3.5, 4.5]);
+        assert_eq!(numbers(4), [1.0, 3.0, 5.0, 7.0, 9.0]);
+        assert_eq!(numbers(5), [1.5, 4.5, 7.5, 10.5, 13.5]);
+        assert_eq!(numbers(6), [-0.5, -1.5, -2.5, -3.5, -4.5]);
+        assert_eq!(strings(&columns[7]), reasons);
     }
 }
