@@ -83,6 +83,11 @@ def test_outputs_by_choice(dataset):
     assert_frame_equal(lean.fills, full.fills)
     assert set(lean._tables) == {"equity", "weights", "fills"}
     assert lean.has_target and lean.first_decision is not None
+    # Tables built with the run stay Arrow until first read, then are one polars frame, kept.
+    assert not isinstance(full._tables["trades"], pl.DataFrame)
+    trades = full.trades
+    assert isinstance(trades, pl.DataFrame) and full.trades is trades
+    assert_frame_equal(trades, lean.trades)
     with pytest.raises(ValueError, match='outputs: unknown table "orders"'):
         xsmom.backtest(dataset, cfg, outputs=("orders",))
 
