@@ -210,12 +210,12 @@ pub(crate) struct FillRow<'a> {
 
 /// The one fills schema: `ts, symbol, side, qty, price, notional, fee, reason` of `rows`, as
 /// fields and columns that a table extends with its own (`meta_p`; `maker, client_order_id`);
-/// `symbols` makes the symbol column once `row` has seen every row. One pass over the rows: a
-/// column at a time, each pass read the rows anew (42 600 fills at 36 × 8 760: 1.5 ms → 0.5 ms).
+/// `symbols` is the symbol column of the rows. One pass over the rows: a pass per column read
+/// every row again (42 600 fills at 36 × 8 760: 1.6 ms → 0.8 ms).
 pub(crate) fn fill_columns<'a, T: 'a>(
     rows: &'a [T],
-    mut row: impl FnMut(&'a T) -> FillRow<'a>,
-    symbols: impl FnOnce() -> ArrayRef,
+    symbols: ArrayRef,
+    row: impl Fn(&'a T) -> FillRow<'a>,
 ) -> (Vec<(&'static str, DataType)>, Vec<ArrayRef>) {
     let n = rows.len();
     let mut ts = Vec::with_capacity(n);
@@ -243,7 +243,7 @@ pub(crate) fn fill_columns<'a, T: 'a>(
     ];
     let columns = vec![
         ts_array(ts),
-        symbols(),
+        symbols,
         side.into_array(),
         f64_array(qty),
         f64_array(price),
@@ -257,13 +257,9 @@ pub(crate) fn fill_columns<'a, T: 'a>(
 /// Fills: the fills schema ([`fill_columns`]), then `meta_p` (the meta-labeler's p of the entry
 /// the fill opened, NaN where it was not consulted).
 pub fn fills_batch(result: &BacktestResult) -> RecordBatch {
-    let n = result.fills.len();
-    let (codes, meta_p) =
-        (std::cell::RefCell::new(Vec::with_capacity(n)), std::cell::RefCell::new(Vec::with_capacity(n)));
-    let row = |f: &crate::model::Fill| {
-        codes.borrow_mut().push(f.symbol as u32);
-        meta_p.borrow_mut().push(f.meta_p);
-        FillRow {
+    let (codes, meta_p): (Vec<u32>, Vec<f64>) = result.fills.iter().map(|f| (f.symbol as u32, f.meta_p)).unzip();
+    let (mut fields, mut columns) =
+        fill_columns(&result.fills, coded_text_array(&result.symbols, codes), |f| FillRow {
             ts: f.ts,
             buy: f.side > 0,
             qty: f.qty,
@@ -271,12 +267,9 @@ pub fn fills_batch(result: &BacktestResult) -> RecordBatch {
             notional: f.notional,
             fee: f.fee,
             reason: f.reason.as_str(),
-        }
-    };
-    let (mut fields, mut columns) =
-        fill_columns(&result.fills, row, || coded_text_array(&result.symbols, codes.take()));
+        });
     fields.push(("meta_p", DataType::Float64));
-    columns.push(f64_array(meta_p.into_inner()));
+    columns.push(f64_array(meta_p));
     batch(fields, columns)
 }
 
@@ -378,14 +371,14 @@ mod tests {
     }
 
     #[test]
-    fn fill_columns_hold_every_row_in_order_with_the_symbols_made_after_the_pass() {
+    fn fill_columns_hold_every_row_in_order() {
         use arrow::datatypes::{Float64Type, TimestampMillisecondType};
         let reasons = ["rebalance", "stop", "rebalance", "kill_switch", "stop"];
         let rows: Vec<(i64, bool, f64, &str)> =
             (0..5).map(|k| (1_000 * k as i64, k % 2 == 0, 0.5 + k as f64, reasons[k])).collect();
-        let mut seen = 0;
+        let seen = std::cell::Cell::new(0);
         let row = |r: &(i64, bool, f64, &'static str)| {
-            seen += 1;
+            seen.set(seen.get() + 1);
             super::FillRow {
                 ts: r.0,
                 buy: r.1,
@@ -397,10 +390,10 @@ mod tests {
             }
         };
         let (fields, columns) =
-            super::fill_columns(&rows, row, || super::text_array(["A", "B", "A", "C", "B"].into_iter()));
+            super::fill_columns(&rows, super::text_array(["A", "B", "A", "C", "B"].into_iter()), row);
         let names: Vec<&str> = fields.iter().map(|(name, _)| *name).collect();
         assert_eq!(names, ["ts", "symbol", "side", "qty", "price", "notional", "fee", "reason"]);
-        assert_eq!(seen, 5, "one call per row");
+        assert_eq!(seen.get(), 5, "one call per row");
         let ts: Vec<i64> = columns[0].as_primitive::<TimestampMillisecondType>().values().to_vec();
         assert_eq!(ts, [0, 1_000, 2_000, 3_000, 4_000]);
         assert_eq!(strings(&columns[1]), ["A", "B", "A", "C", "B"]);

@@ -574,7 +574,7 @@ fn span_of_runs(bars: BarsView<'_>, starts: &[usize]) -> (i64, i64) {
 
 /// The first row of each code of canonical bars, then the row count: code c has the rows
 /// `starts[c]..starts[c + 1]`. Codes ascend by one from 0, so each start is a binary search.
-fn canonical_starts(bars: BarsView<'_>) -> Vec<usize> {
+pub(crate) fn canonical_starts(bars: BarsView<'_>) -> Vec<usize> {
     let mut starts: Vec<usize> =
         (0..bars.names.len() as u32).map(|code| bars.symbol.partition_point(|&c| c < code)).collect();
     starts.push(bars.len());
@@ -879,12 +879,8 @@ pub struct TileBuffer<D = ()> {
 }
 
 impl<D> TileBuffer<D> {
-    /// Bar t (in `self.bars`) with its open time and funding, as the engine consumes it.
-    pub fn bar_row<'a>(&'a self, t: usize, ts: i64, funding: &'a FundingGrid) -> crate::model::BarRow<'a> {
-        self.bar_row_with(t, ts, funding.rate_row(t), funding.event_row(t))
-    }
-
-    /// [`TileBuffer::bar_row`] with the given funding rates and events (one per symbol).
+    /// Bar t (in `self.bars`) with its open time and the given funding rates and events (one per
+    /// symbol).
     pub fn bar_row_with<'a>(
         &'a self,
         t: usize,
@@ -895,7 +891,8 @@ impl<D> TileBuffer<D> {
         tile_row(&self.cells, t - self.bars.start, ts, funding_rate, funding_event)
     }
 
-    /// [`TileBuffer::bar_row`] beside what was derived for the tile, to take from.
+    /// Bar t with its open time and funding, as the engine consumes it, beside what was derived for
+    /// the tile, to take from.
     pub fn bar_row_and_derived<'a>(
         &'a mut self,
         t: usize,

@@ -128,9 +128,7 @@ pub struct CanonicalValidation<'v> {
 impl<'v> CanonicalValidation<'v> {
     pub fn new(bars: BarsView<'v>, timeframe: Timeframe, spike: SpikeRule) -> Self {
         debug_assert!(bars.is_canonical());
-        let mut starts: Vec<usize> =
-            (0..bars.names.len() as u32).map(|code| bars.symbol.partition_point(|&c| c < code)).collect();
-        starts.push(bars.len());
+        let starts = super::panel::canonical_starts(bars);
         CanonicalValidation {
             bars,
             timeframe,

@@ -37,8 +37,8 @@ pub fn write_replay_outputs(
 /// holds them equal), then what only an exchange fill has: `maker` (a resting limit filled) and
 /// `client_order_id`. The backtest's `meta_p` is the model's, not the account's: not here.
 pub fn fills_batch(executions: &[Execution]) -> RecordBatch {
-    let symbols = || text_array(executions.iter().map(|e| e.symbol.as_str()));
-    let row = |e: &Execution| FillRow {
+    let symbols = text_array(executions.iter().map(|e| e.symbol.as_str()));
+    let (mut fields, mut columns) = fill_columns(executions, symbols, |e| FillRow {
         ts: e.ts,
         buy: e.side == Side::Buy,
         qty: e.qty,
@@ -46,8 +46,7 @@ pub fn fills_batch(executions: &[Execution]) -> RecordBatch {
         notional: e.qty * e.price,
         fee: e.fee,
         reason: e.reason.as_str(),
-    };
-    let (mut fields, mut columns) = fill_columns(executions, row, symbols);
+    });
     fields.extend([("maker", DataType::Boolean), ("client_order_id", TEXT)]);
     columns.push(Arc::new(BooleanArray::from(executions.iter().map(|e| e.maker).collect::<Vec<_>>())));
     columns.push(text_array(executions.iter().map(|e| e.client_order_id.as_str())));
