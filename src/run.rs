@@ -160,7 +160,7 @@ pub fn backtest_streamed_with(
         }
         Ok(Some((funding, engine.finish())))
     };
-    let validation = data::CanonicalValidation::new(view, timeframe, spike);
+    let validation = data::CanonicalValidation::behind_pivot(view, timeframe, spike);
     let indicators = backtest::derive_indicators(view.names, timeframe, cfg, hand_over);
     let Some(ran) = Panel::stream_canonical(view, timeframe, engine_run, || validation.step(), indicators) else {
         return Ok(None);
@@ -335,7 +335,7 @@ fn arrow_panel(
             let shared = Arc::clone(&arrow);
             let validation = std::thread::Builder::new()
                 .name("xsmom-validate".into())
-                .spawn(move || data::validate_canonical_serial(shared.view(), timeframe, spike))
+                .spawn(move || data::CanonicalValidation::behind_pivot(shared.view(), timeframe, spike).finish())
                 .map_err(|err| Error::data(format!("cannot start the validation thread: {err}")))?;
             return Ok(((panel, Vec::new()), Some(PendingFindings(validation))));
         }

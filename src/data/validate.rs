@@ -101,13 +101,9 @@ pub fn validate_canonical(bars: BarsView<'_>, timeframe: Timeframe, spike: Spike
     findings
 }
 
-/// [`validate_canonical`] on the calling thread only: for a validation that runs beside other work
-/// (the engine), where a second thread of its own would only take turns with that work.
-pub fn validate_canonical_serial(bars: BarsView<'_>, timeframe: Timeframe, spike: SpikeRule) -> Vec<Finding> {
-    CanonicalValidation::new(bars, timeframe, spike).finish()
-}
-
-/// [`validate_canonical_serial`] a symbol at a time ([`CanonicalValidation::step`]), for threads
+/// [`validate_canonical`] on the calling thread only ([`CanonicalValidation::finish`]), or a
+/// symbol at a time ([`CanonicalValidation::step`]): for a validation beside other work, where a
+/// second thread of its own would only take turns with that work, and for threads
 /// that validate between pieces of other work (the streamed pivot while the engine catches up, the
 /// engine while it waits for the pivot): each step claims the next symbol, so two threads can take
 /// steps at once; the findings come out in the same order whoever took which step.
@@ -120,6 +116,9 @@ pub struct CanonicalValidation<'v> {
     starts: Vec<usize>,
     /// The next symbol to validate.
     next_symbol: AtomicUsize,
+    /// The rows are known to pass the value rules, to lie on the grid and to hold no duplicate
+    /// ([`CanonicalValidation::behind_pivot`]).
+    pivot_checked: bool,
     /// Scratch buffers of the steps not running, and the findings so far.
     scratch: Mutex<Vec<SymbolScratch>>,
     findings: Mutex<Vec<Finding>>,
@@ -135,10 +134,23 @@ impl<'v> CanonicalValidation<'v> {
             rule: spike,
             limits: spike.limits(),
             starts,
+            pivot_checked: false,
             next_symbol: AtomicUsize::new(0),
             scratch: Mutex::default(),
             findings: Mutex::default(),
         }
+    }
+
+    /// The validation of bars that a pivot checks ([`error_free_panel`], or the streamed pivot as
+    /// it goes, `Panel::stream_canonical`: every row passes the value rules, lies on a grid that
+    /// starts on a multiple of the timeframe and is no duplicate; else these findings are dropped). Its findings are those
+    /// of [`CanonicalValidation::new`] for such bars, without reading the rows again for what the
+    /// pivot checks: a symbol's rows are then consecutive bars iff they span `len - 1` steps, and of
+    /// such a symbol only the closes and volumes are read (of six columns and the times; at
+    /// 200 × 43 800 the streamed run took 252 ms instead of 277). Meaningless for bars the pivot
+    /// refuses.
+    pub fn behind_pivot(bars: BarsView<'v>, timeframe: Timeframe, spike: SpikeRule) -> Self {
+        CanonicalValidation { pivot_checked: true, ..CanonicalValidation::new(bars, timeframe, spike) }
     }
 
     /// Validate the next symbol's rows; false when every symbol was claimed before the call.
@@ -153,7 +165,13 @@ impl<'v> CanonicalValidation<'v> {
         }
         let mut scratch = self.scratch.lock().expect("no step panicked").pop().unwrap_or_default();
         let spike_test = SpikeTest { rule: self.rule, limits: &self.limits };
-        validate_symbol(self.bars, rows, self.timeframe, &spike_test, &mut scratch, &mut found);
+        let clean = if self.pivot_checked {
+            let span = self.bars.ts[rows.end - 1] - self.bars.ts[rows.start];
+            span == (rows.len() as i64 - 1) * self.timeframe.ms
+        } else {
+            rows_are_clean(self.bars, rows.clone(), self.timeframe)
+        };
+        validate_symbol(self.bars, rows, self.timeframe, clean, &spike_test, &mut scratch, &mut found);
         self.findings.lock().expect("no step panicked").append(&mut found);
         self.scratch.lock().expect("no step panicked").push(scratch);
         true
@@ -303,7 +321,8 @@ fn validate_sorted(bars: BarsView<'_>, timeframe: Timeframe, spike: SpikeRule) -
         let mut scratch = SymbolScratch::default();
         let mut findings = Vec::new();
         for rows in group.iter() {
-            validate_symbol(bars, rows.clone(), timeframe, &spike_test, &mut scratch, &mut findings);
+            let clean = rows_are_clean(bars, rows.clone(), timeframe);
+            validate_symbol(bars, rows.clone(), timeframe, clean, &spike_test, &mut scratch, &mut findings);
         }
         findings
     });
@@ -328,10 +347,12 @@ struct SymbolScratch {
 /// The findings of one symbol's rows, in passes: row errors, then over the valid rows gaps, then
 /// the relative moves between consecutive valid closes (independent divisions, vectorised), then
 /// the spike test against the rolling scale (a short chain per row: a table lookup and a push).
+/// `clean`: the caller found every row valid and one step after the one before ([`rows_are_clean`]).
 fn validate_symbol(
     bars: BarsView<'_>,
     rows: std::ops::Range<usize>,
     timeframe: Timeframe,
+    clean: bool,
     spike: &SpikeTest<'_>,
     scratch: &mut SymbolScratch,
     findings: &mut Vec<Finding>,
@@ -340,7 +361,6 @@ fn validate_symbol(
     let symbol = bars.symbol_of(rows.start);
     let valid = &mut scratch.valid;
     valid.clear();
-    let clean = rows_are_clean(bars, rows.clone(), timeframe);
     if clean {
         // The common case, tested branch-free over the whole symbol: every row valid, one step
         // after the one before (no duplicates, no gaps); only zero volumes are left to report.
@@ -671,7 +691,13 @@ mod tests {
             });
             prop_assert_eq!(&shared.finish(), &findings);
             let errors = findings.iter().any(|f| f.severity == Severity::Error);
-            prop_assert_eq!(error_free_panel(bars.view(), timeframe).is_some(), !errors, "{:?}", findings);
+            let pivot_accepts = error_free_panel(bars.view(), timeframe).is_some();
+            prop_assert_eq!(pivot_accepts, !errors, "{:?}", findings);
+            // Behind the streamed pivot (bars it accepts), the same findings from fewer columns.
+            if pivot_accepts {
+                let behind = CanonicalValidation::behind_pivot(bars.view(), timeframe, rule);
+                prop_assert_eq!(&behind.finish(), &findings);
+            }
         }
     }
 
