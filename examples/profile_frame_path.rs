@@ -1,6 +1,6 @@
 //! The streamed run of Arrow bars (the DataFrame path of `xsmom.backtest`) against the engine on the
 //! panel of the same bars, on the synthetic 36 × 8 760 panel of the benchmarks (medians of
-//! interleaved rounds): `cargo run --release --example profile_frame_path [N_SYMBOLS N_BARS]`;
+//! interleaved rounds), and the validation that the streamed run shares between its threads: `cargo run --release --example profile_frame_path [N_SYMBOLS N_BARS]`;
 //! `PROFILE_STEP=<label>` times one step alone, for a profiler.
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -37,6 +37,14 @@ fn main() {
             Box::new(|| {
                 let arrow = xsmom::data::ArrowBars::from_batches(std::slice::from_ref(&batch), "bars").unwrap();
                 drop(std::hint::black_box(run::backtest_streamed(&arrow, &FundingSource::None, &cfg, false)))
+            }),
+        ),
+        (
+            "validation behind pivot",
+            Box::new(|| {
+                let (timeframe, spike) = (cfg.timeframe(), cfg.data.spike_rule());
+                let validation = xsmom::data::CanonicalValidation::behind_pivot(arrow.view(), timeframe, spike);
+                drop(std::hint::black_box(validation.finish()))
             }),
         ),
     ];

@@ -132,7 +132,9 @@ pub fn backtest_streamed_with(
     hand_over: impl FnMut(data::StreamPace) -> bool + Send,
 ) -> Result<Option<(StreamedInputs, BacktestResult)>> {
     let view = arrow.view();
-    if wants_mark(cfg) || !view.is_canonical() {
+    // The times' order is left to the pivot, which reads them anyway (`Panel::stream_canonical`):
+    // a second pass over them here cost 9 ms of 290 at 200 × 43 800, before the pivot's thread starts.
+    if wants_mark(cfg) || !view.codes_are_canonical() {
         return Ok(None);
     }
     let (timeframe, spike) = (cfg.timeframe(), cfg.data.spike_rule());

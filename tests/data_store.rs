@@ -598,7 +598,11 @@ proptest::proptest! {
         }
         let keys: Vec<(u32, i64)> = bars.symbol.iter().copied().zip(bars.ts.iter().copied()).collect();
         let all_used = (0..bars.names.len() as u32).all(|code| bars.symbol.contains(&code));
-        let want = bars.names.windows(2).all(|w| w[0] < w[1]) && all_used && keys.windows(2).all(|w| w[0] <= w[1]);
+        let names_sorted = bars.names.windows(2).all(|w| w[0] < w[1]);
+        let want = names_sorted && all_used && keys.windows(2).all(|w| w[0] <= w[1]);
         proptest::prop_assert_eq!(bars.view().is_canonical(), want, "{:?}", rows);
+        // Its symbol half: the same with the codes alone sorted.
+        let codes_want = names_sorted && all_used && bars.symbol.windows(2).all(|w| w[0] <= w[1]);
+        proptest::prop_assert_eq!(bars.view().codes_are_canonical(), codes_want, "{:?}", rows);
     }
 }

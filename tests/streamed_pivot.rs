@@ -126,9 +126,15 @@ fn bars_with_an_error_or_out_of_order_are_left_to_the_usual_path() {
     let mut off_grid = bars.clone();
     off_grid.ts[20] += 60_000;
     assert!(streamed(&off_grid, &funding, &cfg, false).is_none());
-    let mut shuffled = bars.clone();
-    shuffled.ts.swap(30, 31);
-    assert!(streamed(&shuffled, &funding, &cfg, false).is_none());
+    // Rows out of order within a symbol: in its middle, at its start and at its end (the first and
+    // last rows give the grid's span, found before the pivot checks the order).
+    let second_symbol_start = first_symbol_end + 1;
+    for row in [30, second_symbol_start, first_symbol_end - 1, bars.len() - 2] {
+        let mut shuffled = bars.clone();
+        shuffled.ts.swap(row, row + 1);
+        assert!(shuffled.view().codes_are_canonical() && !shuffled.view().is_canonical());
+        assert!(streamed(&shuffled, &funding, &cfg, false).is_none(), "rows {row} and {} swapped", row + 1);
+    }
     // The usual path names the error the streamed one declined.
     let mut bad = bars.clone();
     bad.low[40] = -1.0;

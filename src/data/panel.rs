@@ -146,21 +146,29 @@ impl BarsView<'_> {
             turnover: self.turnover.map(<[f64]>::to_vec),
         }
     }
-    /// Canonical form: `names` sorted and all used, rows in (symbol, ts) order (see `sort_bars`).
-    /// One branch-free pass over the rows (it runs on every backtest from a DataFrame): codes start
-    /// at 0, step by 0 or 1 from row to row and end at the last name; within a code, ts ascends.
+    /// Canonical form: `names` sorted and all used, rows in (symbol, ts) order (see `sort_bars`):
+    /// [`BarsView::codes_are_canonical`], and within a code, ts ascends. One branch-free pass over
+    /// the rows.
     pub fn is_canonical(&self) -> bool {
+        let ts_ascend = self.symbol.windows(2).zip(self.ts.windows(2)).fold(true, |ok, (codes, ts)| {
+            ok & ((codes[1] != codes[0]) | (ts[1] >= ts[0]))
+        });
+        self.codes_are_canonical() && ts_ascend
+    }
+
+    /// The symbol half of [`BarsView::is_canonical`], without reading the times: `names` sorted, and
+    /// the codes start at 0, step by 0 or 1 from row to row and end at the last name. The streamed
+    /// run checks only this up front (it runs on every backtest from a DataFrame): its pivot refuses
+    /// a row whose time is not after the one before (`GridRuns::of`), which reads the times anyway.
+    pub fn codes_are_canonical(&self) -> bool {
         if !self.names.windows(2).all(|w| w[0] < w[1]) {
             return false;
         }
         let (Some(&first), Some(&last)) = (self.symbol.first(), self.symbol.last()) else {
             return self.names.is_empty();
         };
-        let ordered = self.symbol.windows(2).zip(self.ts.windows(2)).fold(true, |ok, (codes, ts)| {
-            let step = codes[1].wrapping_sub(codes[0]);
-            ok & ((step == 1) | ((step == 0) & (ts[1] >= ts[0])))
-        });
-        ordered & (first == 0) & (last as usize + 1 == self.names.len())
+        let steps = self.symbol.windows(2).fold(true, |ok, codes| ok & (codes[1].wrapping_sub(codes[0]) <= 1));
+        steps & (first == 0) & (last as usize + 1 == self.names.len())
     }
 }
 
@@ -331,7 +339,8 @@ impl Panel {
         background: impl Fn() -> bool + Sync,
         derive: impl FnMut(&TileBuffer<D>, &mut D, StreamPace) + Send,
     ) -> Option<R> {
-        debug_assert!(bars.is_canonical());
+        // The times' order is checked here: `GridRuns::of` refuses a row not after the one before.
+        debug_assert!(bars.codes_are_canonical());
         if bars.is_empty() {
             return None;
         }
@@ -558,9 +567,10 @@ fn canonical_grid(bars: BarsView<'_>, timeframe: Timeframe) -> (Vec<usize>, i64,
 }
 
 /// The first and the last open time of canonical bars (none when empty), found from each symbol's
-/// first and last row: the span a streamed backtest reads its funding for before the pivot starts.
+/// first and last row: the span a streamed backtest reads its funding for before the pivot starts
+/// (of bars whose codes only are known canonical, a span that the pivot then finds wrong).
 pub(crate) fn canonical_span(bars: BarsView<'_>) -> Option<(i64, i64)> {
-    debug_assert!(bars.is_canonical());
+    debug_assert!(bars.codes_are_canonical());
     (!bars.is_empty()).then(|| span_of_runs(bars, &canonical_starts(bars)))
 }
 
