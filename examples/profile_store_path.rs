@@ -1,5 +1,5 @@
 //! Where a backtest from the bundled store spends its time: the bars' read, the funding's read, the
-//! streamed run of the bars already read, and the engine alone (medians of interleaved rounds):
+//! streamed run of the bars already read, the engine alone and the validation it shares out (medians of interleaved rounds):
 //! `cargo run --release --example profile_store_path [STORE]` (the bundled `data/` by default);
 //! `PROFILE_STEP=<label>` times one step alone, for a profiler.
 use std::path::Path;
@@ -48,6 +48,14 @@ fn main() {
             }),
         ),
         ("engine", Box::new(|| drop(std::hint::black_box(run::backtest(&inputs, &cfg, false))))),
+        (
+            "validation behind pivot",
+            Box::new(|| {
+                let (timeframe, spike) = (cfg.timeframe(), cfg.data.spike_rule());
+                let validation = xsmom::data::CanonicalValidation::behind_pivot(arrow.view(), timeframe, spike);
+                drop(std::hint::black_box(validation.finish()))
+            }),
+        ),
         (
             "whole path",
             Box::new(|| {

@@ -150,9 +150,11 @@ impl BarsView<'_> {
     /// [`BarsView::codes_are_canonical`], and within a code, ts ascends. One branch-free pass over
     /// the rows.
     pub fn is_canonical(&self) -> bool {
-        let ts_ascend = self.symbol.windows(2).zip(self.ts.windows(2)).fold(true, |ok, (codes, ts)| {
-            ok & ((codes[1] != codes[0]) | (ts[1] >= ts[0]))
-        });
+        let ts_ascend = self
+            .symbol
+            .windows(2)
+            .zip(self.ts.windows(2))
+            .fold(true, |ok, (codes, ts)| ok & ((codes[1] != codes[0]) | (ts[1] >= ts[0])));
         self.codes_are_canonical() && ts_ascend
     }
 

@@ -370,8 +370,9 @@ fn validate_symbol(
     if clean {
         // The common case, tested branch-free over the whole symbol: every row valid, one step
         // after the one before (no duplicates, no gaps); only zero volumes are left to report.
-        valid.extend(rows.clone());
-        for row in rows.clone().filter(|&row| bars.volume[row] == 0.0) {
+        // The valid rows are then `rows` itself, not listed (8 bytes a row written and read back).
+        let volume = &bars.volume[rows.clone()];
+        for row in (0..volume.len()).filter(|&k| volume[k] == 0.0).map(|k| rows.start + k) {
             findings.push(finding(
                 symbol,
                 bars.ts[row],
@@ -395,7 +396,8 @@ fn validate_symbol(
     // order, same median), so no logarithm is taken unless a bar is a spike.
     let (moves, bins) = (&mut scratch.moves, &mut scratch.bins);
     moves.clear();
-    let contiguous = valid.len() == rows.len();
+    // Every row valid: the moves of consecutive rows, and the row of move k is `rows.start + k + 1`.
+    let contiguous = clean || valid.len() == rows.len();
     if contiguous {
         let close = &bars.close[rows.clone()];
         moves.extend(close.windows(2).map(|w| (w[0].max(w[1]) - w[0].min(w[1])) / w[0].min(w[1])));
@@ -412,7 +414,7 @@ fn validate_symbol(
     let (limits, min_history, mads) = (spike.limits, spike.rule.min_history(), spike.rule.mads);
     for (k, (&relative_move, &bin)) in moves.iter().zip(bins.iter()).enumerate() {
         if scale.len() >= min_history && relative_move > limits[scale.median_bin] && relative_move != 0.0 {
-            let row = valid[k + 1];
+            let row = if contiguous { rows.start + k + 1 } else { valid[k + 1] };
             let mad = scale.median_upper_bound().ln_1p();
             let detail = format!("|log return| {:.4} > {mads} × MAD {mad:.6}", relative_move.ln_1p());
             findings.push(finding(symbol, bars.ts[row], "spike", Severity::Warning, detail, Some(row)));
