@@ -101,12 +101,12 @@ pub fn validate_canonical(bars: BarsView<'_>, timeframe: Timeframe, spike: Spike
     findings
 }
 
-/// [`validate_canonical`] on the calling thread only ([`CanonicalValidation::finish`]), or a
-/// symbol at a time ([`CanonicalValidation::step`]): for a validation beside other work, where a
-/// second thread of its own would only take turns with that work, and for threads
-/// that validate between pieces of other work (the streamed pivot while the engine catches up, the
-/// engine while it waits for the pivot): each step claims the next symbol, so two threads can take
-/// steps at once; the findings come out in the same order whoever took which step.
+/// [`validate_canonical`] without threads of its own: all at once on the calling thread
+/// ([`CanonicalValidation::finish`], beside other work where a second thread would only take turns
+/// with it), or a symbol at a time ([`CanonicalValidation::step`]) by threads that validate between
+/// pieces of other work (the streamed pivot while the engine catches up, the engine while it waits
+/// for the pivot): each step claims the next symbol, so two threads can take steps at once; the
+/// findings come out in the same order whoever took which step.
 pub struct CanonicalValidation<'v> {
     bars: BarsView<'v>,
     timeframe: Timeframe,
