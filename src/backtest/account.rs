@@ -109,7 +109,7 @@ impl Engine {
     /// `E_{t+1} = E_t (1 + Σ w_t r_{t+1}) − E_t · cost · Σ|w_t − w_{t−1}|`, plus funding on `w_t`.
     pub(super) fn step_weights(&mut self, t: usize, bar: &BarRow<'_>, book: &mut WeightsBook) {
         self.mark_closes(bar.close);
-        let returns = &self.ind.returns;
+        let returns = self.ind.returns();
         let prev_equity = book.equity;
         let mut growth = 0.0;
         let mut funding = 0.0;

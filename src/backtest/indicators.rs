@@ -157,21 +157,21 @@ impl IndicatorChunk {
 }
 
 /// Indicator values of the newest bar plus the short histories the engine looks back into.
+///
+/// The newest bar's values are a row of an [`IndicatorChunk`] the state holds: its own one-row
+/// chunk when it computes them, or a chunk a second thread computed, taken whole
+/// ([`IndicatorState::hold_rows`]) so that replaying a row copies nothing.
 #[derive(Debug, Clone)]
 pub struct IndicatorState {
     kernels: IndicatorKernels,
-    /// Simple returns of bar t.
-    pub returns: Vec<f64>,
-    pub momentum: Vec<f64>,
-    pub sigma: Vec<f64>,
-    /// EMA slope in bps/day (regime filter / router), when either is on.
-    pub slope: Option<Vec<f64>>,
-    pub adx: Option<Vec<f64>>,
-    /// Wilder ATR of bar t and of bar t − 1 (next-open fills open stops with the decision bar's ATR).
-    pub atr: Option<Vec<f64>>,
-    pub prev_atr: Option<Vec<f64>>,
-    /// In the universe and listed for at least `min_history` bars (strategy.md §1, §1b).
-    pub universe: Vec<bool>,
+    rows: IndicatorChunk,
+    /// The row of `rows` holding the newest bar.
+    row: usize,
+    /// Where each output starts in a row of `rows`: returns, momentum, sigma, slope, ADX, ATR.
+    columns: RowColumns,
+    /// Wilder ATR of bar t − 1 (next-open fills open stops with the decision bar's ATR): kept
+    /// here when the row before is not in `rows`.
+    prev_atr: Option<Vec<f64>>,
     /// Bar returns of the last `vol_target.lookback` bars, a missing return stored as 0 (what the
     /// vol target counts it as).
     recent_returns_or_zero: ColumnWindow,
@@ -183,22 +183,52 @@ pub struct IndicatorState {
     bars: usize,
 }
 
+/// The values of one output (starting at `start` in a row laid out as `columns`) in row `row`
+/// of `rows`.
+fn column_of<'a>(rows: &'a IndicatorChunk, columns: &RowColumns, row: usize, start: usize) -> &'a [f64] {
+    let offset = row * columns.width + start;
+    &rows.values[offset..offset + columns.n_symbols]
+}
+
+/// Offsets of the outputs in a row of an [`IndicatorChunk`] (see [`IndicatorChunk::row_mut`]).
+#[derive(Debug, Clone, Copy)]
+struct RowColumns {
+    n_symbols: usize,
+    width: usize,
+    slope: Option<usize>,
+    adx: Option<usize>,
+    atr: Option<usize>,
+}
+
+impl RowColumns {
+    fn of(n_symbols: usize, [slope, adx, atr]: [bool; 3]) -> Self {
+        let mut next = 3 * n_symbols;
+        let mut place = |on: bool| {
+            on.then(|| {
+                next += n_symbols;
+                next - n_symbols
+            })
+        };
+        let (slope, adx, atr) = (place(slope), place(adx), place(atr));
+        Self { n_symbols, width: next, slope, adx, atr }
+    }
+}
+
 impl IndicatorState {
     pub fn new(symbols: &[String], timeframe: Timeframe, cfg: &Config) -> Self {
         let s = &cfg.strategy;
         let n = symbols.len();
         let kernels = IndicatorKernels::new(symbols, timeframe, cfg);
-        let [slope, adx, atr] = kernels.optional();
+        let mut rows = IndicatorChunk::default();
+        // One row of NaN and no symbol in the universe until the first bar.
+        rows.reset_for(&kernels, 1);
+        let columns = RowColumns::of(n, kernels.optional());
         Self {
+            prev_atr: columns.atr.map(|_| vec![f64::NAN; n]),
             kernels,
-            returns: vec![f64::NAN; n],
-            momentum: vec![f64::NAN; n],
-            sigma: vec![f64::NAN; n],
-            slope: slope.then(|| vec![f64::NAN; n]),
-            adx: adx.then(|| vec![f64::NAN; n]),
-            atr: atr.then(|| vec![f64::NAN; n]),
-            prev_atr: atr.then(|| vec![f64::NAN; n]),
-            universe: vec![false; n],
+            rows,
+            row: 0,
+            columns,
             recent_returns_or_zero: ColumnWindow::new(n, cfg.sizing.vol_target.lookback),
             recent_returns: s.router.enabled.then(|| ColumnWindow::new(n, s.router.corr_lookback)),
             returns_or_zero: vec![0.0; n],
@@ -210,49 +240,49 @@ impl IndicatorState {
 
     /// Advance to the next bar.
     pub fn update(&mut self, bar: &BarRow<'_>) {
-        if let (Some(atr), Some(prev)) = (self.atr.as_mut(), self.prev_atr.as_mut()) {
-            std::mem::swap(atr, prev);
+        self.keep_prev_atr();
+        if self.rows.len() != 1 {
+            self.rows.reset_for(&self.kernels, 1);
         }
-        let out = KernelOutputs {
-            returns: &mut self.returns,
-            momentum: &mut self.momentum,
-            sigma: &mut self.sigma,
-            slope: self.slope.as_deref_mut(),
-            adx: self.adx.as_deref_mut(),
-            atr: self.atr.as_deref_mut(),
-            universe: &mut self.universe,
-        };
-        self.kernels.advance(bar, out);
+        self.row = 0;
+        self.kernels.advance_into(bar, &mut self.rows, 0);
         self.push_windows();
         self.bars += 1;
     }
 
-    /// Advance to the next bar with row `k` of `chunk`: the outputs that kernels of the same panel
-    /// and config computed for it, advanced over the same bars. Every value, window and history
-    /// ends as [`IndicatorState::update`] would leave it; this state's own kernels stay where they
-    /// were.
-    pub fn replay(&mut self, chunk: &IndicatorChunk, k: usize) {
-        let n = self.returns.len();
-        debug_assert_eq!((chunk.n_symbols, chunk.optional), (n, self.kernels.optional()), "a chunk of another run");
-        let width = chunk.width();
-        let mut columns = chunk.values[k * width..(k + 1) * width].chunks_exact(n);
-        let mut next = || columns.next().expect("one column per output");
-        self.returns.copy_from_slice(next());
-        self.momentum.copy_from_slice(next());
-        self.sigma.copy_from_slice(next());
-        if let Some(slope) = self.slope.as_mut() {
-            slope.copy_from_slice(next());
-        }
-        if let Some(adx) = self.adx.as_mut() {
-            adx.copy_from_slice(next());
-        }
-        if let (Some(atr), Some(prev)) = (self.atr.as_mut(), self.prev_atr.as_mut()) {
-            std::mem::swap(atr, prev);
-            atr.copy_from_slice(next());
-        }
-        self.universe.copy_from_slice(&chunk.universe[k * n..(k + 1) * n]);
+    /// Hold `chunk`, whose rows [`IndicatorState::replay`] replays next, and give back the rows
+    /// held so far (their memory is for the next chunk).
+    pub fn hold_rows(&mut self, chunk: IndicatorChunk) -> IndicatorChunk {
+        debug_assert_eq!(
+            (chunk.n_symbols, chunk.optional),
+            (self.columns.n_symbols, self.kernels.optional()),
+            "a chunk of another run"
+        );
+        self.keep_prev_atr();
+        self.row = usize::MAX; // no row of the new chunk is the newest bar yet
+        std::mem::replace(&mut self.rows, chunk)
+    }
+
+    /// Advance to the next bar with row `k` of the chunk held ([`IndicatorState::hold_rows`]):
+    /// the outputs that kernels of the same panel and config computed for it, advanced over the
+    /// same bars. Every value, window and history ends as [`IndicatorState::update`] would leave
+    /// it; this state's own kernels stay where they were.
+    pub fn replay(&mut self, k: usize) {
+        assert!(k < self.rows.len(), "row {k} of a chunk of {} rows", self.rows.len());
+        debug_assert!(self.row == usize::MAX && k == 0 || self.row + 1 == k, "rows replayed in order");
+        self.row = k;
         self.push_windows();
         self.bars += 1;
+    }
+
+    /// The ATR of the newest bar as the previous bar's, when the next bar's row is not right
+    /// after it in `rows`.
+    fn keep_prev_atr(&mut self) {
+        if let (Some(prev), Some(atr)) = (self.prev_atr.as_mut(), self.columns.atr) {
+            if self.row < self.rows.len() {
+                prev.copy_from_slice(column_of(&self.rows, &self.columns, self.row, atr));
+            }
+        }
     }
 
     /// Go on with `kernels`, advanced through the same bars as the rows replayed so far (on
@@ -262,17 +292,65 @@ impl IndicatorState {
         self.kernels = kernels;
     }
 
+    fn column(&self, start: usize) -> &[f64] {
+        column_of(&self.rows, &self.columns, self.row, start)
+    }
+
+    /// Simple returns of the newest bar.
+    pub fn returns(&self) -> &[f64] {
+        self.column(0)
+    }
+
+    pub fn momentum(&self) -> &[f64] {
+        self.column(self.columns.n_symbols)
+    }
+
+    pub fn sigma(&self) -> &[f64] {
+        self.column(2 * self.columns.n_symbols)
+    }
+
+    /// EMA slope in bps/day (regime filter / router), when either is on.
+    pub fn slope(&self) -> Option<&[f64]> {
+        self.columns.slope.map(|start| self.column(start))
+    }
+
+    pub fn adx(&self) -> Option<&[f64]> {
+        self.columns.adx.map(|start| self.column(start))
+    }
+
+    /// Wilder ATR of the newest bar, when stops are on.
+    pub fn atr(&self) -> Option<&[f64]> {
+        self.columns.atr.map(|start| self.column(start))
+    }
+
+    /// Wilder ATR of the bar before the newest (NaN before the second bar).
+    pub fn prev_atr(&self) -> Option<&[f64]> {
+        match (self.columns.atr, self.row) {
+            (Some(start), row) if row > 0 && row < self.rows.len() => {
+                Some(column_of(&self.rows, &self.columns, row - 1, start))
+            }
+            _ => self.prev_atr.as_deref(),
+        }
+    }
+
+    /// In the universe and listed for at least `min_history` bars (strategy.md §1, §1b).
+    pub fn universe(&self) -> &[bool] {
+        let n = self.columns.n_symbols;
+        &self.rows.universe[self.row * n..(self.row + 1) * n]
+    }
+
     /// The windows the engine looks back into, after this bar's outputs.
     fn push_windows(&mut self) {
-        for (zeroed, r) in self.returns_or_zero.iter_mut().zip(&self.returns) {
+        let returns = column_of(&self.rows, &self.columns, self.row, 0);
+        for (zeroed, r) in self.returns_or_zero.iter_mut().zip(returns) {
             *zeroed = if finite(*r) { *r } else { 0.0 };
         }
         self.recent_returns_or_zero.push(&self.returns_or_zero);
         if let Some(window) = self.recent_returns.as_mut() {
-            window.push(&self.returns);
+            window.push(returns);
         }
-        if let (Some(history), Some(adx)) = (self.adx_history.as_mut(), self.adx.as_ref()) {
-            history.push(adx);
+        if let (Some(history), Some(start)) = (self.adx_history.as_mut(), self.columns.adx) {
+            history.push(column_of(&self.rows, &self.columns, self.row, start));
         }
     }
 

@@ -164,10 +164,11 @@ pub fn run_window_in(
 }
 
 /// Where a bar's indicators come from.
-enum Indicators<'a> {
+enum Indicators {
     Compute,
-    /// Row k of a chunk that kernels on another thread computed over the same bars.
-    Replay(&'a IndicatorChunk, usize),
+    /// Row k of the chunk the indicator state holds ([`IndicatorState::hold_rows`]), which kernels
+    /// on another thread computed over the same bars.
+    Replay(usize),
 }
 
 /// Below this many bars a run computes its indicators itself: starting a thread and handing
@@ -234,17 +235,22 @@ fn drive_with_indicator_thread(
         let mut t = 0;
         while t < window.end {
             let chunk = full_rx.recv().expect("the indicator thread stopped early");
-            for k in 0..chunk.len() {
+            let rows = chunk.len();
+            let replayed = engine.ind.hold_rows(chunk);
+            for k in 0..rows {
                 let bar = panel.bar_row(t, funding);
                 if t < window.start {
-                    engine.warm_with(&bar, Indicators::Replay(&chunk, k));
+                    engine.warm_with(&bar, Indicators::Replay(k));
                 } else {
-                    engine.step_with(&bar, Indicators::Replay(&chunk, k));
+                    engine.step_with(&bar, Indicators::Replay(k));
                 }
                 t += 1;
             }
-            // Fails once the thread has finished: the chunk is then freed here.
-            let _ = spare_tx.send(chunk);
+            // The state's own one-row chunk is none of the thread's. Sending fails once the thread
+            // has finished: the chunk is then freed here.
+            if replayed.len() > 1 {
+                let _ = spare_tx.send(replayed);
+            }
         }
         drop(indicator_thread.join().expect("the indicator thread panicked"));
         true
@@ -467,7 +473,7 @@ impl Engine {
 
     /// ATR per symbol at the last bar (`None` when stops are off).
     pub fn atr(&self) -> Option<&[f64]> {
-        self.ind.atr.as_deref()
+        self.ind.atr()
     }
 
     pub fn symbols(&self) -> &[String] {
@@ -509,7 +515,11 @@ impl Engine {
             self.ind.adopt_kernels(*kernels);
         }
         if derived.computed {
-            self.step_with(bar, Indicators::Replay(&derived.chunk, k));
+            if k == 0 {
+                // The tile's rows are held, the ones held so far go back with the tile.
+                derived.chunk = self.ind.hold_rows(std::mem::take(&mut derived.chunk));
+            }
+            self.step_with(bar, Indicators::Replay(k));
         } else {
             self.step(bar);
         }
@@ -517,7 +527,7 @@ impl Engine {
 
     /// [`Engine::step`] with the indicators either computed here or replayed from rows a
     /// second thread recorded ([`IndicatorState::replay`]).
-    fn step_with(&mut self, bar: &BarRow<'_>, indicators: Indicators<'_>) {
+    fn step_with(&mut self, bar: &BarRow<'_>, indicators: Indicators) {
         let t = self.t;
         self.observe(bar, indicators);
         self.recorder.start_bar(bar.ts, bar.close);
@@ -539,7 +549,7 @@ impl Engine {
         self.warm_with(bar, Indicators::Compute);
     }
 
-    fn warm_with(&mut self, bar: &BarRow<'_>, indicators: Indicators<'_>) {
+    fn warm_with(&mut self, bar: &BarRow<'_>, indicators: Indicators) {
         assert_eq!(self.t, 0, "warm-up bars come before the first traded bar");
         self.observe(bar, indicators);
         self.mark_closes(bar.close);
@@ -550,11 +560,11 @@ impl Engine {
 
     /// Step 1 of a bar, shared by [`Engine::step`] and [`Engine::warm`]: the indicators and what
     /// the sleeves keep of the bar's data.
-    fn observe(&mut self, bar: &BarRow<'_>, indicators: Indicators<'_>) {
+    fn observe(&mut self, bar: &BarRow<'_>, indicators: Indicators) {
         self.bar_ts = bar.ts;
         match indicators {
             Indicators::Compute => self.ind.update(bar),
-            Indicators::Replay(chunk, k) => self.ind.replay(chunk, k),
+            Indicators::Replay(k) => self.ind.replay(k),
         }
         self.strategy.observe(bar);
     }

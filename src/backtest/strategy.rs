@@ -123,7 +123,7 @@ impl Strategy {
         signals: Option<SignalSink<'_>>,
     ) -> Option<CrossSection> {
         self.compute_eligible(t, ind, risk);
-        let cross = signal::cross_sectional_z_of(&ind.momentum, &self.eligible_list, &mut self.z);
+        let cross = signal::cross_sectional_z_of(ind.momentum(), &self.eligible_list, &mut self.z);
         if self.cfg.strategy.k_mode == KMode::Dynamic {
             self.dispersion.push(cross.map_or(f64::NAN, |c| c.std));
         }
@@ -137,7 +137,7 @@ impl Strategy {
             }
         }
         if let Some(sink) = signals {
-            sink.push(&ind.momentum, &self.z, &self.eligible);
+            sink.push(ind.momentum(), &self.z, &self.eligible);
         }
         cross
     }
@@ -147,11 +147,11 @@ impl Strategy {
     fn compute_eligible(&mut self, t: usize, ind: &IndicatorState, risk: &RiskEngine) {
         let s = &self.cfg.strategy;
         let hold_from = risk.hold_from();
-        let columns = ind.momentum.iter().zip(&ind.sigma).zip(&ind.universe).zip(hold_from);
+        let columns = ind.momentum().iter().zip(ind.sigma()).zip(ind.universe()).zip(hold_from);
         let held = |momentum: f64, sigma: f64, universe: bool, hold_from: usize| {
             universe & finite(momentum) & finite(sigma) & (sigma > 0.0) & (t >= hold_from)
         };
-        if let Some(slope) = ind.slope.as_ref().filter(|_| s.regime_filter.enabled) {
+        if let Some(slope) = ind.slope().filter(|_| s.regime_filter.enabled) {
             let thr = s.regime_filter.slope_min_bps_per_day;
             let pass_short_history = s.regime_filter.short_history == ShortHistory::Pass;
             let up_only = s.regime_filter.mode == RegimeMode::Up;
@@ -167,7 +167,7 @@ impl Strategy {
                 *eligible = held(*momentum, *sigma, *universe, *hold_from);
             }
         }
-        if let Some(adx) = ind.adx.as_ref() {
+        if let Some(adx) = ind.adx() {
             let f = &s.adx_filter;
             let adx_then = if f.require_rising { ind.adx_ago(f.rising_bars) } else { None };
             for (i, eligible) in self.eligible.iter_mut().enumerate() {
@@ -188,7 +188,7 @@ impl Strategy {
         }
         let window = ind.recent_returns(router_cfg.corr_lookback).expect("kept when the router is on");
         let correlation = regime::average_pairwise_correlation(window, &self.eligible_list, &mut self.corr_scratch);
-        let slope = ind.slope.as_ref().expect("computed when the router is on");
+        let slope = ind.slope().expect("computed when the router is on");
         let slopes: Vec<f64> = self.majors.iter().map(|&i| slope[i]).filter(|v| v.is_finite()).collect();
         let majors_slope = if slopes.is_empty() { f64::NAN } else { slopes.iter().sum::<f64>() / slopes.len() as f64 };
         self.regime = self.router.update(correlation, majors_slope);
@@ -240,7 +240,7 @@ impl Strategy {
     /// direction of its momentum, inverse-vol weights summing to `gross_leverage`, not market neutral.
     fn decide_tsmom(&mut self, t: usize, equity: f64, on: &DecisionInputs<'_>) -> (usize, f64) {
         let min_abs = self.cfg.strategy.router.tsmom_min_abs_momentum;
-        let (momentum, sigma) = (&on.ind.momentum, &on.ind.sigma);
+        let (momentum, sigma) = (on.ind.momentum(), on.ind.sigma());
         self.longs.clear();
         self.shorts.clear();
         let (mut long_raw, mut short_raw) = (0.0, 0.0);
@@ -284,7 +284,7 @@ impl Strategy {
             longs: &self.longs,
             shorts: &self.shorts,
             signal: &self.amplified,
-            sigma: &on.ind.sigma,
+            sigma: on.ind.sigma(),
             multiplier: kelly.then_some(&self.multiplier[..]),
             recent_returns: on.ind.recent_returns_or_zero(lookback),
             equity,
@@ -303,7 +303,7 @@ impl Strategy {
     /// The carry sleeve of bar t into `self.carry_book` (false when off or without candidates).
     fn carry_sleeve(&mut self, t: usize, on: &DecisionInputs<'_>) -> bool {
         let Some(sleeve) = &self.carry else { return false };
-        let (sigma, universe) = (&on.ind.sigma, &on.ind.universe);
+        let (sigma, universe) = (on.ind.sigma(), on.ind.universe());
         for (i, tradable) in self.carry_tradable.iter_mut().enumerate() {
             *tradable = universe[i] && sigma[i].is_finite() && sigma[i] > 0.0 && on.risk.may_hold(t, i);
         }
@@ -316,7 +316,7 @@ impl Strategy {
         let s = &self.cfg.strategy;
         let thr = s.regime_filter.slope_min_bps_per_day;
         let require_sign = s.require_sign;
-        let directional_slope = match (&on.ind.slope, s.regime_filter.mode) {
+        let directional_slope = match (on.ind.slope(), s.regime_filter.mode) {
             (Some(slope), RegimeMode::Directional) if s.regime_filter.enabled => Some(slope),
             _ => None,
         };
@@ -453,9 +453,9 @@ impl Strategy {
             ts,
             close_ts: ts + self.bar_ms,
             z: &self.z,
-            sigma: &ind.sigma,
-            slope: ind.slope.as_deref(),
-            adx: ind.adx.as_deref(),
+            sigma: ind.sigma(),
+            slope: ind.slope(),
+            adx: ind.adx(),
             dispersion: cross.map_or(f64::NAN, |c| c.std),
             units: &ledger.units,
         };

@@ -70,7 +70,7 @@ impl Engine {
         let mut exits = std::mem::take(&mut book.exits);
         self.risk.check_stops(t, bar.open, bar.high, bar.low, &self.ledger.units, &mut exits);
         self.execute_exits(t, &exits, book);
-        let atr = self.ind.atr.as_deref();
+        let atr = self.ind.atr();
         self.risk.end_bar_exits(t, bar.high, bar.low, bar.close, &self.ledger.units, atr, &mut exits);
         self.execute_exits(t, &exits, book);
         book.exits = exits;
@@ -222,8 +222,7 @@ impl Engine {
                 continue;
             }
             self.ledger.trade(t, ts, i, delta, prices[i], fee_bps, slippage_bps, FillReason::Rebalance);
-            let decision_atr =
-                if fill == FillPrice::NextOpen { self.ind.prev_atr.as_deref() } else { self.ind.atr.as_deref() };
+            let decision_atr = if fill == FillPrice::NextOpen { self.ind.prev_atr() } else { self.ind.atr() };
             self.after_rebalance_fill(t, i, current, decision_atr.map_or(f64::NAN, |atr| atr[i]));
         }
         self.active = active;
@@ -262,7 +261,7 @@ impl Engine {
             }
             let side = delta.signum();
             let since_bar = previous.filter(|p| p.units.signum() == side).map_or(t, |p| p.since_bar);
-            let atr = self.ind.atr.as_deref().map_or(f64::NAN, |atr| atr[i]);
+            let atr = self.ind.atr().map_or(f64::NAN, |atr| atr[i]);
             let price = execution::limit_price(close[i], side, offset);
             book.resting[i] = Some(RestingOrder { units: delta, price, placed_bar: t, since_bar, atr });
             book.n_resting += 1;
@@ -321,7 +320,7 @@ impl Engine {
                     slippage_bps,
                     FillReason::Rebalance,
                 );
-                let atr = self.ind.atr.as_deref().map_or(f64::NAN, |atr| atr[i]);
+                let atr = self.ind.atr().map_or(f64::NAN, |atr| atr[i]);
                 self.after_rebalance_fill(t, i, before, atr);
             }
         }
