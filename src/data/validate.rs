@@ -10,7 +10,8 @@
 //! hourly returns have a median of ~0), tested once 100 returns (or the whole window, if shorter)
 //! are known. The median is kept on a histogram of 1/32-octave bins
 //! (3 % resolution; the bin's upper edge is used, so the test never fires early), updated in O(1)
-//! per bar: validation is one linear pass, as cheap as reading the data.
+//! per bar; the median itself is walked to once per 32 bars, a lower bound on it clearing the bars
+//! in between (`RollingAbsMedian::scan_spikes`): validation is one linear pass.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -412,15 +413,12 @@ fn validate_symbol(
     let scale = scratch.scale.get_or_insert_with(|| RollingAbsMedian::new(spike.rule.window));
     scale.clear();
     let (limits, min_history, mads) = (spike.limits, spike.rule.min_history(), spike.rule.mads);
-    for (k, (&relative_move, &bin)) in moves.iter().zip(bins.iter()).enumerate() {
-        if scale.len() >= min_history && relative_move > limits[scale.median_bin] && relative_move != 0.0 {
-            let row = if contiguous { rows.start + k + 1 } else { valid[k + 1] };
-            let mad = scale.median_upper_bound().ln_1p();
-            let detail = format!("|log return| {:.4} > {mads} × MAD {mad:.6}", relative_move.ln_1p());
-            findings.push(finding(symbol, bars.ts[row], "spike", Severity::Warning, detail, Some(row)));
-        }
-        scale.push_bin(bin as usize);
-    }
+    scale.scan_spikes(moves, bins, limits, min_history, |k, median_bin| {
+        let row = if contiguous { rows.start + k + 1 } else { valid[k + 1] };
+        let mad = RollingAbsMedian::upper_edge(median_bin).ln_1p();
+        let detail = format!("|log return| {:.4} > {mads} × MAD {mad:.6}", moves[k].ln_1p());
+        findings.push(finding(symbol, bars.ts[row], "spike", Severity::Warning, detail, Some(row)));
+    });
 }
 
 /// The row-by-row checks of one symbol: its error findings and zero-volume warnings into
@@ -480,6 +478,8 @@ struct RollingAbsMedian {
 /// Bins cover 2^-40 … 2^7 (|log return| of 1e-12 … 128); values outside go to the end bins.
 const BIN_FIRST_KEY: u64 = (1023 - 40) << 5;
 const BIN_COUNT: usize = 47 << 5;
+/// Pushes between two walks to the median in [`RollingAbsMedian::scan_spikes`].
+const SPIKE_SCAN_BLOCK: usize = 32;
 
 impl RollingAbsMedian {
     fn new(window: usize) -> Self {
@@ -491,6 +491,7 @@ impl RollingAbsMedian {
         (self.head, self.len, self.median_bin, self.below) = (0, 0, 0, 0);
     }
 
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.len
     }
@@ -505,7 +506,16 @@ impl RollingAbsMedian {
         self.push_bin(Self::bin(value));
     }
 
+    #[cfg(test)]
     fn push_bin(&mut self, bin: usize) {
+        self.push_unsettled(bin);
+        (self.median_bin, self.below) = self.median_now();
+    }
+
+    /// Add `bin` (dropping the oldest value of a full window) without moving the median:
+    /// `median_bin` stays where it was and `below` counts the values under it, so that the
+    /// median can be found from there ([`RollingAbsMedian::median_now`]).
+    fn push_unsettled(&mut self, bin: usize) {
         let window = self.ring.len();
         if self.len == window {
             let old = self.ring[self.head] as usize;
@@ -518,18 +528,71 @@ impl RollingAbsMedian {
         self.counts[bin] += 1;
         self.below += usize::from(bin < self.median_bin);
         self.len += 1;
-        let rank = self.len / 2;
-        while self.below > rank {
-            self.median_bin -= 1;
-            self.below -= self.counts[self.median_bin] as usize;
+    }
+
+    /// The bin holding the value of rank `len / 2` and the number of values below it, walked to
+    /// from `median_bin`.
+    fn median_now(&self) -> (usize, usize) {
+        self.bin_of_rank(self.len / 2)
+    }
+
+    /// The bin holding the value of rank `rank` (0 = the smallest) and the number of values in lower
+    /// bins, walked to from `median_bin`.
+    fn bin_of_rank(&self, rank: usize) -> (usize, usize) {
+        let (mut bin, mut below) = (self.median_bin, self.below);
+        if self.len == 0 {
+            return (bin, below); // no value to walk to
         }
-        while self.below + self.counts[self.median_bin] as usize <= rank {
-            self.below += self.counts[self.median_bin] as usize;
-            self.median_bin += 1;
+        while below > rank {
+            bin -= 1;
+            below -= self.counts[bin] as usize;
         }
+        while below + self.counts[bin] as usize <= rank && bin + 1 < BIN_COUNT {
+            below += self.counts[bin] as usize;
+            bin += 1;
+        }
+        (bin, below)
+    }
+
+    /// Push `bins` in order and call `on_spike(k, median_bin)` for every move `moves[k]` (of bin
+    /// `bins[k]`) above `limits` at the median of the values pushed before it, once `min_history`
+    /// values are in the window: the spike test of [`validate_symbol`].
+    ///
+    /// The median is walked to once per [`SPIKE_SCAN_BLOCK`] pushes, not at every push (the walk's
+    /// data-dependent loops were most of the validation's time). Within a block of B pushes the
+    /// median's rank r' and the window differ from the block start's by at most B values added
+    /// and as many dropped, so the median is at least the start's value of rank r − B: a move at
+    /// or below the limit of that bin is no spike, and only a move above it (rare) walks to the
+    /// exact median. The findings are those of a walk at every push.
+    fn scan_spikes(
+        &mut self,
+        moves: &[f64],
+        bins: &[u16],
+        limits: &[f64],
+        min_history: usize,
+        mut on_spike: impl FnMut(usize, usize),
+    ) {
+        for (block, (block_moves, block_bins)) in
+            moves.chunks(SPIKE_SCAN_BLOCK).zip(bins.chunks(SPIKE_SCAN_BLOCK)).enumerate()
+        {
+            (self.median_bin, self.below) = self.median_now();
+            let (floor_bin, _) = self.bin_of_rank((self.len / 2).saturating_sub(SPIKE_SCAN_BLOCK));
+            let no_spike_up_to = limits[floor_bin];
+            for (j, (&relative_move, &bin)) in block_moves.iter().zip(block_bins).enumerate() {
+                if relative_move > no_spike_up_to && self.len >= min_history && relative_move != 0.0 {
+                    let (median_bin, _) = self.median_now();
+                    if relative_move > limits[median_bin] {
+                        on_spike(block * SPIKE_SCAN_BLOCK + j, median_bin);
+                    }
+                }
+                self.push_unsettled(bin as usize);
+            }
+        }
+        (self.median_bin, self.below) = self.median_now();
     }
 
     /// The upper edge of the median's bin (within 3.2 % above the median).
+    #[cfg(test)]
     fn median_upper_bound(&self) -> f64 {
         Self::upper_edge(self.median_bin)
     }
@@ -737,6 +800,46 @@ mod tests {
                 prop_assert!(bound <= (exact * (1.0 + 1.0 / 32.0)).max(floor) * (1.0 + 1e-12), "bound {bound}, exact {exact}");
                 prop_assert_eq!(rolling.len(), k + 1 - from);
             }
+        }
+    }
+
+    proptest! {
+        /// The blocked scan finds the spikes, and reports the medians, of a walk to the median at
+        /// every push; runs of calm moves with bursts make the median move and the bound matter.
+        #[test]
+        fn scan_finds_the_spikes_of_a_walk_at_every_push(
+            segments in prop::collection::vec((1e-5f64..0.05, 1usize..200), 1..8),
+            bursts in prop::collection::vec((0usize..1_000, 0.0f64..2.0), 0..40),
+            window in 1usize..600,
+            mads in 1.0f64..12.0,
+        ) {
+            let mut moves: Vec<f64> = Vec::new();
+            for (k, &(scale, len)) in segments.iter().enumerate() {
+                // Deterministic jitter around each segment's scale, with exact zeros now and then.
+                moves.extend((0..len).map(|j| if (j + k) % 17 == 0 { 0.0 } else { scale * (1.0 + ((j * 7 + k) % 13) as f64 / 6.0) }));
+            }
+            for &(at, size) in &bursts {
+                if let Some(m) = moves.get_mut(at) {
+                    *m = size;
+                }
+            }
+            let rule = SpikeRule { mads, window };
+            let (limits, min_history) = (rule.limits(), rule.min_history());
+            let bins: Vec<u16> = moves.iter().map(|&m| RollingAbsMedian::bin(m) as u16).collect();
+            let mut walked = RollingAbsMedian::new(window);
+            let mut expected = Vec::new();
+            for (k, &bin) in bins.iter().enumerate() {
+                let m = moves[k];
+                if walked.len() >= min_history && m > limits[walked.median_bin] && m != 0.0 {
+                    expected.push((k, walked.median_bin));
+                }
+                walked.push_bin(bin as usize);
+            }
+            let mut scanned = RollingAbsMedian::new(window);
+            let mut found = Vec::new();
+            scanned.scan_spikes(&moves, &bins, &limits, min_history, |k, median_bin| found.push((k, median_bin)));
+            prop_assert_eq!(found, expected);
+            prop_assert_eq!((scanned.median_bin, scanned.below, scanned.len()), (walked.median_bin, walked.below, walked.len()));
         }
     }
 
