@@ -74,6 +74,27 @@ fn threaded_indicators_give_every_output_of_a_one_thread_run() {
 }
 
 #[test]
+fn chunks_kept_from_a_run_of_other_symbols_and_kernels_serve_the_next() {
+    // A thread keeps its indicator chunks for its next run (`SPARE_CHUNKS`): each run below gets
+    // the memory of the one before, wider or narrower rows, more or fewer outputs.
+    let runs: [(usize, &[&str]); 4] = [
+        (31, &["strategy.adx_filter.enabled=true", "strategy.adx_filter.min_adx=10"]),
+        (9, &["risk.stops.enabled=false", "strategy.regime_filter.enabled=false"]),
+        (31, &[]),
+        (17, &["strategy.router.enabled=true"]),
+    ];
+    for (n_symbols, overrides) in runs {
+        let panel = gappy_panel(3_000, n_symbols, n_symbols as u64);
+        let funding = common::no_funding(&panel);
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        let cfg = Config::default().with_override_strings(&overrides).expect("override");
+        let want = one_thread(&panel, &funding, &cfg, 0..3_000);
+        assert!(want.contains("Fill {"), "{overrides:?}: the run trades");
+        assert!(want == threaded(&panel, &funding, &cfg, 0..3_000), "{n_symbols} symbols, {overrides:?}");
+    }
+}
+
+#[test]
 fn a_run_inside_a_parallel_map_keeps_its_indicators_on_its_own_thread() {
     // Each worker of a sweep already has a core: it must not start another thread per backtest.
     let flags = xsmom::threads::map_with_state(&[0, 1, 2, 3], Some(2), || (), |_, _| xsmom::threads::spare_core());

@@ -115,10 +115,18 @@ impl IndicatorChunk {
 
     /// An empty chunk with room for `rows` rows of `kernels`' outputs.
     pub fn with_capacity(kernels: &IndicatorKernels, rows: usize) -> Self {
-        let mut chunk = Self { n_symbols: kernels.n_symbols, optional: kernels.optional(), ..Self::default() };
-        chunk.values.reserve_exact(rows * chunk.width());
-        chunk.universe.reserve_exact(rows * chunk.n_symbols);
-        chunk
+        Self::default().reused_for(kernels, rows)
+    }
+
+    /// This chunk's memory as an empty chunk with room for `rows` rows of `kernels`' outputs (a
+    /// chunk of an earlier run, perhaps of other symbols or outputs).
+    pub fn reused_for(mut self, kernels: &IndicatorKernels, rows: usize) -> Self {
+        (self.n_symbols, self.optional, self.len) = (kernels.n_symbols, kernels.optional(), 0);
+        self.values.clear();
+        self.universe.clear();
+        self.values.reserve_exact(rows * self.width());
+        self.universe.reserve_exact(rows * self.n_symbols);
+        self
     }
 
     /// `rows` rows for `kernels`' outputs, each to be written whole by
@@ -261,6 +269,23 @@ impl IndicatorState {
         self.keep_prev_atr();
         self.row = usize::MAX; // no row of the new chunk is the newest bar yet
         std::mem::replace(&mut self.rows, chunk)
+    }
+
+    /// After a replay, give back the chunk held, its newest row kept in a chunk of one row of this
+    /// state's own: every value (the previous bar's ATR too) reads as before, and the chunk's
+    /// memory can go to another run.
+    pub fn release_rows(&mut self) -> IndicatorChunk {
+        assert!(self.row < self.rows.len(), "a row was replayed");
+        let mut own = IndicatorChunk::default();
+        own.reset_for(&self.kernels, 1);
+        let (n, width) = (self.columns.n_symbols, self.columns.width);
+        own.values.copy_from_slice(&self.rows.values[self.row * width..(self.row + 1) * width]);
+        own.universe.copy_from_slice(&self.rows.universe[self.row * n..(self.row + 1) * n]);
+        if let (Some(prev), Some(atr), true) = (self.prev_atr.as_mut(), self.columns.atr, self.row > 0) {
+            prev.copy_from_slice(column_of(&self.rows, &self.columns, self.row - 1, atr));
+        }
+        self.row = 0;
+        std::mem::replace(&mut self.rows, own)
     }
 
     /// Advance to the next bar with row `k` of the chunk held ([`IndicatorState::hold_rows`]):

@@ -199,10 +199,12 @@ fn drive_with_indicator_thread(
     let max_rows = (CHUNK_BYTES / kernels.row_bytes()).clamp(64, 4096);
     let (full_tx, full_rx) = mpsc::channel::<IndicatorChunk>();
     let (spare_tx, spare_rx) = mpsc::channel::<IndicatorChunk>();
-    // The chunks' memory comes from this thread, which frees it too: mimalloc then hands it to the
-    // next run on this thread instead of fresh pages (memory of a finished thread is not reused so).
+    // The chunks of this thread's last run, if any: memory already faulted in. Freed and allocated
+    // again, it came back as fresh pages (zeroed by the kernel) in about one run in two.
+    let mut kept = SPARE_CHUNKS.with_borrow_mut(std::mem::take);
     for _ in 0..CHUNKS_IN_FLIGHT {
-        spare_tx.send(IndicatorChunk::with_capacity(&kernels, max_rows)).expect("the receiver is here");
+        let chunk = kept.pop().unwrap_or_default().reused_for(&kernels, max_rows);
+        spare_tx.send(chunk).expect("the receiver is here");
     }
     std::thread::scope(|scope| {
         let indicators = std::thread::Builder::new().name("xsmom-indicators".into());
@@ -247,14 +249,26 @@ fn drive_with_indicator_thread(
                 t += 1;
             }
             // The state's own one-row chunk is none of the thread's. Sending fails once the thread
-            // has finished: the chunk is then freed here.
+            // has finished: the chunk is then kept here.
             if replayed.len() > 1 {
-                let _ = spare_tx.send(replayed);
+                if let Err(mpsc::SendError(chunk)) = spare_tx.send(replayed) {
+                    kept.push(chunk);
+                }
             }
         }
-        drop(indicator_thread.join().expect("the indicator thread panicked"));
+        kept.extend(indicator_thread.join().expect("the indicator thread panicked"));
+        kept.push(engine.ind.release_rows());
+        kept.truncate(CHUNKS_IN_FLIGHT);
+        SPARE_CHUNKS.with_borrow_mut(|spare| *spare = kept);
         true
     })
+}
+
+thread_local! {
+    /// The indicator chunks of the last run with an indicator thread that this thread drove, for
+    /// its next one (a sweep's runs on a worker thread, a benchmark's repeats): at most
+    /// [`CHUNKS_IN_FLIGHT`] chunks of about [`CHUNK_BYTES`] each stay allocated per thread.
+    static SPARE_CHUNKS: std::cell::RefCell<Vec<IndicatorChunk>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// What the streamed pivot's thread derives for a tile of bars ([`derive_indicators`]): the

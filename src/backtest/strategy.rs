@@ -89,7 +89,7 @@ impl Strategy {
             shorts: Vec::with_capacity(n_symbols),
             long_candidates: Vec::with_capacity(n_symbols),
             short_candidates: Vec::with_capacity(n_symbols),
-            keyed: (Vec::with_capacity(n_symbols), Vec::with_capacity(n_symbols)),
+            keyed: (vec![0; n_symbols], vec![0; n_symbols]),
             scratch: Scratch::default(),
             multiplier: vec![1.0; n_symbols],
             router: RegimeRouter::new(&s.router),
@@ -315,7 +315,7 @@ impl Strategy {
     fn select_legs(&mut self, k: usize, on: &DecisionInputs<'_>) {
         let s = &self.cfg.strategy;
         let thr = s.regime_filter.slope_min_bps_per_day;
-        let require_sign = s.require_sign;
+        let (require_sign, bands) = (s.require_sign, s.bands.enabled);
         let directional_slope = match (on.ind.slope(), s.regime_filter.mode) {
             (Some(slope), RegimeMode::Directional) if s.regime_filter.enabled => Some(slope),
             _ => None,
@@ -332,7 +332,7 @@ impl Strategy {
         };
         self.longs.clear();
         self.shorts.clear();
-        if s.bands.enabled {
+        if bands {
             let (z_entry, z_exit) = (s.bands.z_entry, s.bands.z_exit);
             let buffer = s.bands.rank_buffer.unwrap_or(k);
             self.select_with_bands(k, buffer, z_entry, z_exit, on.positions, sides);
@@ -341,9 +341,12 @@ impl Strategy {
         } else {
             self.select_top_k(k, sides);
         }
-        // Without require_sign the two legs could meet when few are eligible: a symbol is in one leg only.
-        let long_leg = &self.longs;
-        self.shorts.retain(|i| !long_leg.contains(i));
+        // Without require_sign the two legs could meet when few are eligible: a symbol is in one
+        // leg only. With it and no bands, the top K of a side have z > 0 (longs) or z < 0 (shorts).
+        if !require_sign || bands {
+            let long_leg = &self.longs;
+            self.shorts.retain(|i| !long_leg.contains(i));
+        }
     }
 
     /// The top K of each side: rank keys of the candidates by a branch-free compaction (the sides of
@@ -351,10 +354,9 @@ impl Strategy {
     /// (z descending for longs, ascending for shorts; ties: the lower symbol first in the long leg,
     /// the higher in the short leg, as the bands' sort orders them).
     fn select_top_k(&mut self, k: usize, sides: impl Fn(usize, f64) -> (bool, bool)) {
-        let (mut long_keys, mut short_keys) = std::mem::take(&mut self.keyed);
-        let n = self.eligible_list.len();
-        long_keys.resize(n, 0);
-        short_keys.resize(n, 0);
+        // One key slot per symbol, kept from run start: the compaction writes a slot for every
+        // candidate, kept or not, so the buffers need no clearing (or resizing) per decision.
+        let (long_keys, short_keys) = &mut self.keyed;
         let (mut n_longs, mut n_shorts) = (0, 0);
         for &i in &self.eligible_list {
             let z = self.z[i];
@@ -365,13 +367,10 @@ impl Strategy {
             short_keys[n_shorts] = rank_key(key, !(i as u32));
             n_shorts += short as usize;
         }
-        long_keys.truncate(n_longs);
-        short_keys.truncate(n_shorts);
-        top_k(&mut long_keys, k);
-        top_k(&mut short_keys, k);
-        self.longs.extend(long_keys.iter().map(|&key| key as u32 as usize));
-        self.shorts.extend(short_keys.iter().map(|&key| !(key as u32) as usize));
-        self.keyed = (long_keys, short_keys);
+        let n_longs = top_k(&mut long_keys[..n_longs], k);
+        let n_shorts = top_k(&mut short_keys[..n_shorts], k);
+        self.longs.extend(long_keys[..n_longs].iter().map(|&key| key as u32 as usize));
+        self.shorts.extend(short_keys[..n_shorts].iter().map(|&key| !(key as u32) as usize));
     }
 
     /// Both sides in full rank order, then the bands' rules ([`pick_with_bands`]).
@@ -495,15 +494,15 @@ fn rank_key(key: i64, tie_break: u32) -> u128 {
     (((key as u64) ^ (1 << 63)) as u128) << 64 | tie_break as u128
 }
 
-/// Keeps the `k` smallest of `items` in `items[..k]`, ascending, and drops the rest (all of them,
-/// as they come, when there are no more than `k`). One pass that keeps the best `k` so far sorted:
+/// Keeps the `k` smallest of `items` in `items[..k]`, ascending, and returns how many it kept (all
+/// of them, as they come, when there are no more than `k`). One pass that keeps the best `k` so far sorted:
 /// an item that does not beat the k-th costs one comparison. A leg has a few names and a side a few
 /// dozen candidates, so this beats sorting or a quickselect (whose partitioning was most of a
 /// decision's cost with 18–36 eligible symbols); the legs come out in rank order (sizing sums
 /// over them in that order).
-fn top_k<T: Copy + Ord>(items: &mut Vec<T>, k: usize) {
+fn top_k<T: Copy + Ord>(items: &mut [T], k: usize) -> usize {
     if items.len() <= k {
-        return;
+        return items.len();
     }
     let mut kept = 0;
     for next in 0..items.len() {
@@ -524,7 +523,7 @@ fn top_k<T: Copy + Ord>(items: &mut Vec<T>, k: usize) {
         items[slot] = item;
         kept += 1;
     }
-    items.truncate(k);
+    k
 }
 
 /// Bands (strategy.md §4): held names stay while their sign is unchanged, `|z| ≥ z_exit` and their rank is
@@ -594,7 +593,8 @@ mod tests {
                 want.truncate(k);
             }
             let mut got = items.clone();
-            top_k(&mut got, k);
+            let kept = top_k(&mut got, k);
+            got.truncate(kept);
             prop_assert_eq!(got, want);
         }
     }
