@@ -722,10 +722,7 @@ impl GridRuns {
                 tile.clear();
                 tile.resize(cells, f64::NAN);
             }
-            let mut invalid = 0usize;
-            self.fill_tile(&mut cursors, buffer.bars.clone(), |rows, first_cell| {
-                invalid += copy_fields(bars, rows, &mut buffer.cells, first_cell, self.n_symbols)
-            });
+            let invalid = self.fill_tile_fields(&mut cursors, buffer.bars.clone(), bars, &mut buffer.cells);
             if invalid > 0 {
                 let _ = sender.send(PivotTile::Invalid);
                 return false;
@@ -757,9 +754,20 @@ impl GridRuns {
     /// copies the input rows `rows` into a tile's cells from `first_cell` on, one per bar (a stride
     /// of one bar's row of cells, `n_symbols`; the tile's cells of bar t, symbol i at
     /// `(t - tile.start) * n_symbols + i`); `next[i]` is column i's next run not yet copied to its end.
-    fn fill_tile(&self, next: &mut [usize], tile: Range<usize>, mut copy_run: impl FnMut(Range<usize>, usize)) {
+    fn fill_tile(&self, next: &mut [usize], tile: Range<usize>, copy_run: impl FnMut(Range<usize>, usize)) {
+        self.fill_columns(next, 0..self.n_symbols, tile, copy_run);
+    }
+
+    /// [`GridRuns::fill_tile`] of the columns `columns` only.
+    fn fill_columns(
+        &self,
+        next: &mut [usize],
+        columns: Range<usize>,
+        tile: Range<usize>,
+        mut copy_run: impl FnMut(Range<usize>, usize),
+    ) {
         let n = self.n_symbols;
-        for (column, next) in next.iter_mut().enumerate() {
+        for (column, next) in next.iter_mut().enumerate().take(columns.end).skip(columns.start) {
             while *next < self.column_start[column + 1] {
                 let (start, stop, row) = self.runs[*next];
                 if start >= tile.end {
@@ -775,6 +783,74 @@ impl GridRuns {
         }
     }
 }
+
+impl GridRuns {
+    /// The five fields of every column's rows within the bars `tile` into a tile's `cells` (see
+    /// [`copy_fields`]); the number of rows that fail the validation's value rules. Columns go in
+    /// groups of [`COLUMN_GROUP`]: a group whose columns each have one run over the whole tile (in
+    /// clean data, almost every group) is written a bar at a time, each bar's cells of the group one
+    /// cache line, reading a stream per column; any other group run by run, column by column. A
+    /// column at a time, each store went to a line of another bar, and a tile of five fields is
+    /// larger than L1: most stores missed it.
+    fn fill_tile_fields(
+        &self,
+        next: &mut [usize],
+        tile: Range<usize>,
+        bars: BarsView<'_>,
+        cells: &mut [Vec<f64>; 5],
+    ) -> usize {
+        let n = self.n_symbols;
+        let mut invalid = 0;
+        for group_start in (0..n).step_by(COLUMN_GROUP) {
+            let group = group_start..(group_start + COLUMN_GROUP).min(n);
+            let first_rows = (group.len() == COLUMN_GROUP).then(|| self.whole_tile_rows(next, group_start, &tile));
+            let Some(Some(first_rows)) = first_rows else {
+                self.fill_columns(next, group, tile.clone(), |rows, first_cell| {
+                    invalid += copy_fields(bars, rows, cells, first_cell, n)
+                });
+                continue;
+            };
+            let rows = tile.len();
+            for &first_row in &first_rows {
+                invalid += super::validate::invalid_rows(bars, first_row..first_row + rows);
+            }
+            for (field, field_cells) in fields_of(bars).iter().zip(cells.iter_mut()) {
+                field.gather(bars, &first_rows, rows, &mut field_cells[group_start..], n);
+            }
+            for cursor in &mut next[group] {
+                *cursor += usize::from(self.runs[*cursor].1 == tile.end); // that run is copied to its end
+            }
+        }
+        invalid
+    }
+
+    /// The input row at the tile's first bar of each column of the group from `group_start`, when
+    /// each of them has one run over the whole tile.
+    fn whole_tile_rows(
+        &self,
+        next: &[usize],
+        group_start: usize,
+        tile: &Range<usize>,
+    ) -> Option<[usize; COLUMN_GROUP]> {
+        let mut first_rows = [0; COLUMN_GROUP];
+        for (j, first_row) in first_rows.iter_mut().enumerate() {
+            let column = group_start + j;
+            let cursor = next[column];
+            if cursor >= self.column_start[column + 1] {
+                return None;
+            }
+            let (start, stop, row) = self.runs[cursor];
+            if start > tile.start || stop < tile.end {
+                return None;
+            }
+            *first_row = row + (tile.start - start);
+        }
+        Some(first_rows)
+    }
+}
+
+/// Columns copied together by [`GridRuns::fill_tile_fields`]: 8 cells of a bar are a cache line.
+const COLUMN_GROUP: usize = 8;
 
 /// Copy the five fields of the input rows `rows` (open, high, low, close, quote volume) into the
 /// tiles `cells`, from `first_cell` on with a stride of `n_symbols`; the number of rows that fail
@@ -841,6 +917,55 @@ fn fields_of(bars: BarsView<'_>) -> [Field<'_>; 5] {
 }
 
 impl Field<'_> {
+    /// This field of `rows` input rows from each of `first_rows` (a group of columns) into `cells`:
+    /// bar k's values go to `cells[k * n_symbols..][..COLUMN_GROUP]`, in the group's column order.
+    fn gather(
+        &self,
+        bars: BarsView<'_>,
+        first_rows: &[usize; COLUMN_GROUP],
+        rows: usize,
+        cells: &mut [f64],
+        n_symbols: usize,
+    ) {
+        let lines = cells.chunks_mut(n_symbols).take(rows).map(|line| &mut line[..COLUMN_GROUP]);
+        fn column(values: &[f64], row: usize, rows: usize) -> &[f64] {
+            &values[row..row + rows]
+        }
+        match self {
+            Field::Price(source) => {
+                let sources = first_rows.map(|row| column(source, row, rows));
+                for (k, line) in lines.enumerate() {
+                    for (cell, source) in line.iter_mut().zip(&sources) {
+                        *cell = source[k];
+                    }
+                }
+            }
+            // The quote volume of a row: its turnover, else close × volume.
+            Field::QuoteVolume => {
+                let close = first_rows.map(|row| column(bars.close, row, rows));
+                let volume = first_rows.map(|row| column(bars.volume, row, rows));
+                match bars.turnover {
+                    Some(turnover) => {
+                        let turnover = first_rows.map(|row| column(turnover, row, rows));
+                        for (k, line) in lines.enumerate() {
+                            for (j, cell) in line.iter_mut().enumerate() {
+                                let quote = turnover[j][k];
+                                *cell = if quote.is_finite() { quote } else { close[j][k] * volume[j][k] };
+                            }
+                        }
+                    }
+                    None => {
+                        for (k, line) in lines.enumerate() {
+                            for (j, cell) in line.iter_mut().enumerate() {
+                                *cell = close[j][k] * volume[j][k];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Write this field of the input rows `rows` into `cells`. The quote volume's copy, which reads
     /// the close and volume of each row anyway, also adds to `invalid` the rows that fail the
     /// validation's value rules when `check_values` (the runs hold every row once, so every row is
@@ -1164,8 +1289,68 @@ impl PartialEq for FundingGrid {
 
 #[cfg(test)]
 mod tests {
-    use super::FundingGrid;
+    use super::{Bars, FundingGrid, Panel};
+    use crate::timeframe::Timeframe;
     use ndarray::Array2;
+
+    /// The streamed tiles hold the cells of the usual pivot, bit for bit: groups of eight columns
+    /// with one run over a tile (copied a bar at a time), a column that starts inside a tile, one
+    /// with a gap, a group of fewer than eight, turnover with holes (close × volume stands in).
+    #[test]
+    fn the_streamed_tiles_hold_the_cells_of_the_pivot() {
+        let timeframe = Timeframe::parse("1h").expect("1h");
+        let (n_bars, n_symbols, step) = (900usize, 19usize, timeframe.ms);
+        let mut bars = Bars { turnover: Some(Vec::new()), ..Bars::default() };
+        bars.names = (0..n_symbols).map(|i| format!("S{i:02}")).collect();
+        for i in 0..n_symbols {
+            let listed = |t: usize| match i {
+                10 => t >= 300, // lists inside a tile
+                12 => t != 500, // one bar missing
+                17 => t < 700,  // delisted inside a tile
+                _ => true,
+            };
+            for t in (0..n_bars).filter(|&t| listed(t)) {
+                let close = 100.0 + i as f64 + (t as f64 * 0.37 + i as f64).sin();
+                let open = close * (1.0 + 0.001 * ((t + i) % 5) as f64 - 0.002);
+                bars.ts.push(1_700_000_000_000 - 1_700_000_000_000 % step + t as i64 * step);
+                bars.symbol.push(i as u32);
+                bars.open.push(open);
+                bars.high.push(open.max(close) * 1.01);
+                bars.low.push(open.min(close) * 0.99);
+                bars.close.push(close);
+                bars.volume.push(1_000.0 + ((t * 7 + i) % 13) as f64);
+                let quote = if (t + i) % 7 == 0 { f64::NAN } else { 5e5 + (t * 3 + i) as f64 };
+                bars.turnover.as_mut().expect("turnover").push(quote);
+            }
+        }
+        let (panel, _) = Panel::canonical_view(bars.view(), timeframe, true).expect("the usual pivot");
+        let streamed = Panel::stream_canonical(
+            bars.view(),
+            timeframe,
+            |grid, mut stream| {
+                let mut fields: [Vec<u64>; 5] = Default::default();
+                for t in 0..grid.ts.len() {
+                    let tile = stream.tile_of(t).expect("a tile per bar");
+                    let k = t - tile.bars.start;
+                    for (field, cells) in fields.iter_mut().zip(&tile.cells) {
+                        field.extend(cells[k * n_symbols..(k + 1) * n_symbols].iter().map(|v| v.to_bits()));
+                    }
+                }
+                fields
+            },
+            || false,
+            |_, _: &mut (), _| {},
+        )
+        .expect("streamable bars");
+        let usual = [&panel.open, &panel.high, &panel.low, &panel.close, &panel.quote_volume];
+        for (name, (cells, matrix)) in
+            ["open", "high", "low", "close", "quote volume"].iter().zip(streamed.iter().zip(usual))
+        {
+            let want: Vec<u64> = matrix.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(cells, &want, "{name}");
+        }
+        assert!(panel.close[[299, 10]].is_nan() && panel.close[[500, 12]].is_nan() && panel.close[[800, 17]].is_nan());
+    }
 
     #[test]
     fn an_empty_funding_grid_reads_as_zeros_at_every_bar_and_fills_in_on_the_first_event() {
