@@ -122,10 +122,9 @@ impl IndicatorChunk {
     /// chunk of an earlier run, perhaps of other symbols or outputs).
     pub fn reused_for(mut self, kernels: &IndicatorKernels, rows: usize) -> Self {
         (self.n_symbols, self.optional, self.len) = (kernels.n_symbols, kernels.optional(), 0);
-        self.values.clear();
-        self.universe.clear();
-        self.values.reserve_exact(rows * self.width());
-        self.universe.reserve_exact(rows * self.n_symbols);
+        let (values, flags) = (rows * self.width(), rows * self.n_symbols);
+        self.values.reserve_exact(values.saturating_sub(self.values.len()));
+        self.universe.reserve_exact(flags.saturating_sub(self.universe.len()));
         self
     }
 
@@ -135,12 +134,16 @@ impl IndicatorChunk {
         self.n_symbols = kernels.n_symbols;
         self.optional = kernels.optional();
         self.len = rows;
-        // Only new room is filled: the rows are overwritten anyway.
+        // Only room never used before is filled: the rows are overwritten anyway, and the vectors
+        // are never shortened, so a chunk kept from run to run is filled once (a fill of every
+        // chunk per run was ~4 % of a fixture backtest's samples).
         let (values, flags) = (rows * self.width(), rows * self.n_symbols);
-        self.values.truncate(values);
-        self.values.resize(values, f64::NAN);
-        self.universe.truncate(flags);
-        self.universe.resize(flags, false);
+        if self.values.len() < values {
+            self.values.resize(values, f64::NAN);
+        }
+        if self.universe.len() < flags {
+            self.universe.resize(flags, false);
+        }
     }
 
     /// Values per row.
