@@ -21,6 +21,6 @@ pub use store::{
     write_store_of_kind, BarKind, ReadStats, Selection, WriteStats,
 };
 pub use validate::{
-    clean_bars, error_free_panel, findings_to_batch, validate_bars, validate_canonical, CanonicalValidation, Finding,
-    Severity, SpikeRule,
+    clean_bars, error_free_panel, findings_to_batch, validate_bars, validate_canonical, CanonicalValidation, Detail,
+    Finding, Severity, SpikeRule,
 };
