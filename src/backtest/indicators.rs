@@ -113,13 +113,8 @@ impl IndicatorChunk {
         self.len == 0
     }
 
-    /// An empty chunk with room for `rows` rows of `kernels`' outputs.
-    pub fn with_capacity(kernels: &IndicatorKernels, rows: usize) -> Self {
-        Self::default().reused_for(kernels, rows)
-    }
-
-    /// This chunk's memory as an empty chunk with room for `rows` rows of `kernels`' outputs (a
-    /// chunk of an earlier run, perhaps of other symbols or outputs).
+    /// This chunk's memory (a default chunk, or one of an earlier run, perhaps of other symbols or
+    /// outputs) as an empty chunk with room for `rows` rows of `kernels`' outputs.
     pub fn reused_for(mut self, kernels: &IndicatorKernels, rows: usize) -> Self {
         (self.n_symbols, self.optional, self.len) = (kernels.n_symbols, kernels.optional(), 0);
         let (values, flags) = (rows * self.width(), rows * self.n_symbols);

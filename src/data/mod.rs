@@ -14,7 +14,9 @@ pub use arrow_io::{bars_from_batches, bars_to_batch, funding_from_batches, fundi
 pub use layout::StoreLayout;
 pub use mark::{clean_bars_of_kind, validate_bars_of_kind};
 pub(crate) use panel::canonical_span;
-pub use panel::{Bars, BarsView, Funding, FundingGrid, Panel, PanelGrid, PivotStream, StreamPace, TileBuffer};
+pub use panel::{
+    quote_volume, Bars, BarsView, Funding, FundingGrid, Panel, PanelGrid, PivotStream, StreamPace, TileBuffer,
+};
 pub use resample::resample;
 pub use store::{
     compact_store, read_bars, read_bars_of_kind, read_funding, store_timeframes, write_funding_store, write_store,

@@ -849,6 +849,16 @@ impl GridRuns {
     }
 }
 
+/// The quote volume of a row: its turnover, else close × volume.
+#[inline]
+pub fn quote_volume(turnover: f64, close: f64, volume: f64) -> f64 {
+    if turnover.is_finite() {
+        turnover
+    } else {
+        close * volume
+    }
+}
+
 /// Columns copied together by [`GridRuns::fill_tile_fields`]: 8 cells of a bar are a cache line.
 const COLUMN_GROUP: usize = 8;
 
@@ -940,7 +950,6 @@ impl Field<'_> {
                     }
                 }
             }
-            // The quote volume of a row: its turnover, else close × volume.
             Field::QuoteVolume => {
                 let close = first_rows.map(|row| column(bars.close, row, rows));
                 let volume = first_rows.map(|row| column(bars.volume, row, rows));
@@ -949,8 +958,7 @@ impl Field<'_> {
                         let turnover = first_rows.map(|row| column(turnover, row, rows));
                         for (k, line) in lines.enumerate() {
                             for (j, cell) in line.iter_mut().enumerate() {
-                                let quote = turnover[j][k];
-                                *cell = if quote.is_finite() { quote } else { close[j][k] * volume[j][k] };
+                                *cell = quote_volume(turnover[j][k], close[j][k], volume[j][k]);
                             }
                         }
                     }
@@ -984,13 +992,10 @@ impl Field<'_> {
                 if check_values {
                     *invalid += super::validate::invalid_rows(bars, rows.clone());
                 }
-                // The quote volume of a row: its turnover, else close × volume.
                 let (close, volume) = (&bars.close[rows.clone()], &bars.volume[rows.clone()]);
                 match bars.turnover {
                     Some(turnover) => cells.zip(&turnover[rows]).zip(close.iter().zip(volume)).for_each(
-                        |((cell, &turnover), (&close, &volume))| {
-                            *cell = if turnover.is_finite() { turnover } else { close * volume }
-                        },
+                        |((cell, &turnover), (&close, &volume))| *cell = quote_volume(turnover, close, volume),
                     ),
                     None => {
                         cells.zip(close.iter().zip(volume)).for_each(|(cell, (close, volume))| *cell = close * volume)

@@ -143,7 +143,7 @@ async fn fetch_symbol(
                     Error::data(format!("{symbol}: kline at ts {} has a missing or non-numeric field", k.ts)).into()
                 );
             }
-            let turnover = if k.turnover.is_finite() { k.turnover } else { k.close * k.volume };
+            let turnover = data::quote_volume(k.turnover, k.close, k.volume);
             bars.push(symbol, k.ts, k.open, k.high, k.low, k.close, k.volume, turnover);
         }
     }
