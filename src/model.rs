@@ -42,6 +42,18 @@ pub enum FillReason {
 }
 
 impl FillReason {
+    /// Every reason, each at its code (`reason as usize`): text columns are built from the codes.
+    pub const ALL: [FillReason; 8] = [
+        FillReason::Rebalance,
+        FillReason::Stop,
+        FillReason::Trail,
+        FillReason::Breakeven,
+        FillReason::TakeProfit,
+        FillReason::Time,
+        FillReason::KillSwitch,
+        FillReason::Flatten,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             FillReason::Rebalance => "rebalance",
@@ -187,6 +199,16 @@ pub mod client_order_id {
 #[cfg(test)]
 mod tests {
     use super::client_order_id::*;
+
+    #[test]
+    fn every_fill_reason_sits_at_its_code_with_its_own_text() {
+        let all = super::FillReason::ALL;
+        for (code, reason) in all.iter().enumerate() {
+            assert_eq!(*reason as usize, code, "{reason:?}");
+        }
+        let texts: std::collections::HashSet<&str> = all.iter().map(|r| r.as_str()).collect();
+        assert_eq!(texts.len(), all.len(), "distinct texts");
+    }
 
     #[test]
     fn client_order_ids() {

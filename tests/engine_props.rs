@@ -271,3 +271,57 @@ fn basis_weight_zero_is_the_funding_sleeve_and_a_positive_weight_changes_the_boo
     assert!(warning.contains("S003USDT") && !warning.contains("S000USDT"), "{warning}");
     assert!(!off.warnings.iter().any(|w| w.contains("mark")));
 }
+
+/// The long weights table holds a row for each cell with a close or a book entry, once, in bar then
+/// symbol order, with the book's values (0 where the book holds nothing), on panels with holes and
+/// a symbol whose bars end (the engine flattens before a hole, so no entry is without a close
+/// here; the table would still hold one).
+fn check_weights_table(seed: u64, v: usize, hole: usize) -> Result<(), TestCaseError> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Float64Type, TimestampMillisecondType};
+    let mut panel = common::random_panel(600, 8, seed, true);
+    // Symbols 1 and 4 lose their bars for a while, symbol 6 for good.
+    for (symbol, bars) in [(1, hole..hole + 30), (4, hole / 2..hole / 2 + 7), (6, hole + 100..600)] {
+        for t in bars {
+            for field in [&mut panel.open, &mut panel.high, &mut panel.low, &mut panel.close, &mut panel.quote_volume] {
+                field[[t, symbol]] = f64::NAN;
+            }
+        }
+    }
+    let result = run(&panel, &variant(v));
+    let dense = [result.target_weights(), result.model_weights(), result.weights(), result.units()];
+    let (mut expected_ts, mut expected_symbol, mut expected_values) = (vec![], vec![], vec![vec![]; 4]);
+    for t in 0..panel.n_bars() {
+        for i in 0..panel.n_symbols() {
+            let held = dense.iter().any(|matrix| matrix[[t, i]] != 0.0);
+            if result.listed[[t, i]] || held {
+                expected_ts.push(panel.ts[t]);
+                expected_symbol.push(panel.symbols[i].clone());
+                for (values, matrix) in expected_values.iter_mut().zip(&dense) {
+                    values.push(matrix[[t, i]]);
+                }
+            }
+        }
+    }
+    let table = xsmom::backtest::output::weights_batch(&result);
+    prop_assert_eq!(table.num_rows(), expected_ts.len());
+    prop_assert_eq!(table.column(0).as_primitive::<TimestampMillisecondType>().values().to_vec(), expected_ts);
+    let symbols: Vec<String> = table.column(1).as_string_view().iter().map(|s| s.unwrap().to_string()).collect();
+    prop_assert_eq!(symbols, expected_symbol);
+    for (k, values) in expected_values.iter().enumerate() {
+        let column = table.column(2 + k).as_primitive::<Float64Type>().values();
+        prop_assert!(
+            column.len() == values.len() && column.iter().zip(values).all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_weights_table_holds_every_listed_or_held_cell(seed in 0u64..10_000, v in 0usize..13, hole in 120usize..450) {
+        check_weights_table(seed, v, hole)?;
+    }
+}

@@ -45,7 +45,7 @@ pub fn fills_batch(executions: &[Execution]) -> RecordBatch {
         price: e.price,
         notional: e.qty * e.price,
         fee: e.fee,
-        reason: e.reason.as_str(),
+        reason: e.reason,
     });
     fields.extend([("maker", DataType::Boolean), ("client_order_id", TEXT)]);
     columns.push(Arc::new(BooleanArray::from(executions.iter().map(|e| e.maker).collect::<Vec<_>>())));
