@@ -202,9 +202,22 @@ mod tests {
 
     #[test]
     fn every_fill_reason_sits_at_its_code_with_its_own_text() {
-        let all = super::FillReason::ALL;
+        use super::FillReason::{self, *};
+        let all = FillReason::ALL;
+        // Exhaustive: a new reason does not compile here until it has a place in `ALL`.
+        let place = |reason: FillReason| match reason {
+            Rebalance => 0,
+            Stop => 1,
+            Trail => 2,
+            Breakeven => 3,
+            TakeProfit => 4,
+            Time => 5,
+            KillSwitch => 6,
+            Flatten => 7,
+        };
         for (code, reason) in all.iter().enumerate() {
             assert_eq!(*reason as usize, code, "{reason:?}");
+            assert_eq!(place(*reason), code, "{reason:?}");
         }
         let texts: std::collections::HashSet<&str> = all.iter().map(|r| r.as_str()).collect();
         assert_eq!(texts.len(), all.len(), "distinct texts");
