@@ -67,12 +67,14 @@ impl<'a> FewText<'a> {
     }
 }
 
-/// The text of a side (+1 or −1) by its code ([`side_code`]).
+/// The text of a position's side (+1 or −1) by its code ([`side_code`]), and of a fill's.
 const SIDES: [&str; 2] = ["long", "short"];
+const FILL_SIDES: [&str; 2] = ["buy", "sell"];
 
+/// 0 for +1 (long, a buy), 1 for −1.
 #[inline]
 fn side_code(side: i8) -> u32 {
-    u32::from(side < 0)
+    u32::from(side <= 0)
 }
 
 /// A text column of fill reasons: each reason's text by its code (`reason as u32`), gathered.
@@ -266,7 +268,7 @@ pub(crate) fn fill_columns<'a, T: 'a>(
     let columns = vec![
         ts_array(ts),
         symbols,
-        coded_text_array(&["buy", "sell"], side),
+        coded_text_array(&FILL_SIDES, side),
         f64_array(qty),
         f64_array(price),
         f64_array(notional),
