@@ -104,12 +104,20 @@ impl ColumnWindow {
     }
 
     pub fn push(&mut self, row: &[f64]) {
+        self.push_mapped(row, |value| value);
+    }
+
+    /// Push `map` of each value of `row`: the vol target's zero-filled returns go in without a
+    /// copy of the row first (a pass of stores and reloads per bar).
+    #[inline]
+    pub fn push_mapped(&mut self, row: &[f64], map: impl Fn(f64) -> f64) {
         debug_assert_eq!(row.len(), self.width);
         let slot = self.next;
         for (column, value) in self.data.chunks_exact_mut(2 * self.capacity).zip(row) {
             let (first, second) = column.split_at_mut(self.capacity);
-            first[slot] = *value;
-            second[slot] = *value;
+            let value = map(*value);
+            first[slot] = value;
+            second[slot] = value;
         }
         self.pushed += 1;
         self.next = if slot + 1 == self.capacity { 0 } else { slot + 1 };

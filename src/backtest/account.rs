@@ -16,13 +16,6 @@ pub(super) enum Account {
     Weights(WeightsBook),
 }
 
-impl Default for Account {
-    /// An empty weights account: what [`Engine::step`] leaves in place while it steps the real one.
-    fn default() -> Self {
-        Account::Weights(WeightsBook::default())
-    }
-}
-
 impl Account {
     pub fn new(mode: Accounting, n_symbols: usize, initial_capital: f64) -> Self {
         match mode {

@@ -183,8 +183,6 @@ pub struct IndicatorState {
     recent_returns_or_zero: ColumnWindow,
     /// Bar returns of the last `router.corr_lookback` bars with NaN for missing ones (router only).
     recent_returns: Option<ColumnWindow>,
-    /// Scratch row for the zero-filled window.
-    returns_or_zero: Vec<f64>,
     adx_history: Option<RowWindow>,
     bars: usize,
 }
@@ -237,7 +235,6 @@ impl IndicatorState {
             columns,
             recent_returns_or_zero: ColumnWindow::new(n, cfg.sizing.vol_target.lookback),
             recent_returns: s.router.enabled.then(|| ColumnWindow::new(n, s.router.corr_lookback)),
-            returns_or_zero: vec![0.0; n],
             adx_history: (s.adx_filter.enabled && s.adx_filter.require_rising)
                 .then(|| RowWindow::new(n, s.adx_filter.rising_bars + 1)),
             bars: 0,
@@ -365,10 +362,7 @@ impl IndicatorState {
     /// The windows the engine looks back into, after this bar's outputs.
     fn push_windows(&mut self) {
         let returns = column_of(&self.rows, &self.columns, self.row, 0);
-        for (zeroed, r) in self.returns_or_zero.iter_mut().zip(returns) {
-            *zeroed = if finite(*r) { *r } else { 0.0 };
-        }
-        self.recent_returns_or_zero.push(&self.returns_or_zero);
+        self.recent_returns_or_zero.push_mapped(returns, |r| if finite(r) { r } else { 0.0 });
         if let Some(window) = self.recent_returns.as_mut() {
             window.push(returns);
         }

@@ -351,8 +351,10 @@ pub struct Engine {
     strategy: Strategy,
     /// Positions, cash and the fills that made them (both accounting modes keep it).
     ledger: Ledger,
-    /// The accounting mode's own state.
-    account: Account,
+    /// The accounting mode's own state; `None` only while [`Engine::step`] steps it. Boxed, so that
+    /// taking it out and putting it back each bar moves a pointer: moving the book itself stored
+    /// its fields one word at a time and then loaded them as wider vectors, which stalls.
+    account: Option<Box<Account>>,
     risk: RiskEngine,
     cadence: Cadence,
     recorder: Recorder,
@@ -410,7 +412,7 @@ impl Engine {
             bar_ts: 0,
             strategy: Strategy::new(&cfg, symbols, timeframe.ms, bars_per_year),
             ledger: Ledger::new(capital, n_symbols),
-            account: Account::new(cfg.backtest.accounting, n_symbols, capital),
+            account: Some(Box::new(Account::new(cfg.backtest.accounting, n_symbols, capital))),
             risk: RiskEngine::new(&cfg, n_symbols, timeframe),
             cadence: Cadence::new(&cfg),
             recorder: Recorder::new(record_signals),
@@ -474,9 +476,9 @@ impl Engine {
 
     /// The resting `limit_touch` order of symbol i after the last bar.
     pub fn resting_order(&self, symbol: usize) -> Option<&RestingOrder> {
-        match &self.account {
-            Account::Units(book) => book.resting[symbol].as_ref(),
-            Account::Weights(_) => None,
+        match self.account.as_deref() {
+            Some(Account::Units(book)) => book.resting[symbol].as_ref(),
+            Some(Account::Weights(_)) | None => None,
         }
     }
 
@@ -547,12 +549,12 @@ impl Engine {
         self.recorder.start_bar(bar.ts, bar.close);
         self.bar_orders.clear();
         self.decided = false;
-        let mut account = std::mem::take(&mut self.account);
-        match &mut account {
+        let mut account = self.account.take().expect("the account is in place between bars");
+        match account.as_mut() {
             Account::Units(book) => self.step_units(t, bar, book),
             Account::Weights(book) => self.step_weights(t, bar, book),
         }
-        self.account = account;
+        self.account = Some(account);
         self.t += 1;
     }
 

@@ -74,15 +74,23 @@ pub struct BookHistory {
 }
 
 impl BookHistory {
+    /// An entry, unless every value is 0.
     #[inline]
     pub(super) fn push(&mut self, symbol: usize, target_weight: f64, model_weight: f64, weight: f64, units: f64) {
         if target_weight != 0.0 || model_weight != 0.0 || weight != 0.0 || units != 0.0 {
-            self.symbol.push(symbol as u32);
-            self.target_weight.push(target_weight);
-            self.model_weight.push(model_weight);
-            self.weight.push(weight);
-            self.units.push(units);
+            self.push_entry(symbol, target_weight, model_weight, weight, units);
         }
+    }
+
+    /// An entry the caller knows to hold a non-zero target or position.
+    #[inline]
+    pub(super) fn push_entry(&mut self, symbol: usize, target_weight: f64, model_weight: f64, weight: f64, units: f64) {
+        debug_assert!(target_weight != 0.0 || model_weight != 0.0 || units != 0.0, "an empty entry");
+        self.symbol.push(symbol as u32);
+        self.target_weight.push(target_weight);
+        self.model_weight.push(model_weight);
+        self.weight.push(weight);
+        self.units.push(units);
     }
 
     fn end_bar(&mut self) {

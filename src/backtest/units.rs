@@ -3,8 +3,6 @@
 //! this mode, and the fills it makes: rebalances, stop exits, the kill-switch flatten and the
 //! resting orders of `limit_touch`.
 
-use std::sync::Arc;
-
 use super::account::{BarOrder, PendingOrders, RestingOrder, UnitsBook};
 use super::recorder::BarRecord;
 use super::strategy::DecisionInputs;
@@ -13,7 +11,7 @@ use crate::bitset::Bits;
 use crate::config::{FillPrice, LimitFallback};
 use crate::execution;
 use crate::model::{BarRow, FillReason};
-use crate::risk::{KillState, StopExit};
+use crate::risk::KillState;
 
 impl Engine {
     /// Bar t of a units run, after the indicators (backtest.md's per-bar sequence, steps 2–9).
@@ -67,13 +65,11 @@ impl Engine {
     /// Stops are tested on this bar's prices against the levels carried from the last bar, then
     /// updated with this bar (trailing, breakeven, partial take-profit, time exit).
     fn run_stops(&mut self, t: usize, bar: &BarRow<'_>, book: &mut UnitsBook) {
-        let mut exits = std::mem::take(&mut book.exits);
-        self.risk.check_stops(t, bar.open, bar.high, bar.low, &self.ledger.units, &mut exits);
-        self.execute_exits(t, &exits, book);
+        self.risk.check_stops(t, bar.open, bar.high, bar.low, &self.ledger.units, &mut book.exits);
+        self.execute_exits(t, book);
         let atr = self.ind.atr();
-        self.risk.end_bar_exits(t, bar.high, bar.low, bar.close, &self.ledger.units, atr, &mut exits);
-        self.execute_exits(t, &exits, book);
-        book.exits = exits;
+        self.risk.end_bar_exits(t, bar.high, bar.low, bar.close, &self.ledger.units, atr, &mut book.exits);
+        self.execute_exits(t, book);
     }
 
     /// The kill-switch or drawdown limit fired: every position is closed at the last close.
@@ -140,7 +136,8 @@ impl Engine {
     /// Step 9: the bar's series row and the book of every symbol with a target or a position.
     fn record_units(&mut self, equity: f64, k: usize, vol_scale: f64, kill_switch: bool) {
         let (mut gross, mut net, mut n_long, mut n_short) = (0.0, 0.0, 0, 0);
-        // Symbols flat with no target have nothing to record, and adding their 0 changes no sum.
+        // Symbols flat with no target have nothing to record, and adding their 0 changes no sum;
+        // every other one has an entry.
         let (target, model_target) = (&self.strategy.target, &self.strategy.model_target);
         self.active.assign_nonzero_or(target, self.ledger.held());
         self.active.insert_nonzero(model_target);
@@ -148,7 +145,7 @@ impl Engine {
         for i in self.active.iter() {
             let (units, price) = (self.ledger.units[i], self.last_price[i]);
             let weight = if units != 0.0 { units * price * inverse_equity } else { 0.0 };
-            self.recorder.book.push(i, target[i], model_target[i], weight, units);
+            self.recorder.book.push_entry(i, target[i], model_target[i], weight, units);
             gross += weight.abs();
             net += weight;
             n_long += (units > 0.0) as u32;
@@ -174,22 +171,15 @@ impl Engine {
         });
     }
 
-    fn execute_exits(&mut self, t: usize, exits: &[StopExit], book: &mut UnitsBook) {
+    /// The exits in `book.exits`, in order. Runs twice a bar: the costs are copied out of the config
+    /// rather than the config's `Arc` cloned (an atomic increment and decrement per call).
+    fn execute_exits(&mut self, t: usize, book: &mut UnitsBook) {
         let ts = self.bar_ts;
-        let cfg = Arc::clone(&self.cfg);
-        let costs = &cfg.costs;
-        for exit in exits {
+        let (taker_fee_bps, slippage_bps) = (self.cfg.costs.taker_fee_bps, self.cfg.costs.slippage_bps);
+        for k in 0..book.exits.len() {
+            let exit = book.exits[k];
             let delta = -self.ledger.units[exit.symbol] * exit.fraction;
-            self.ledger.trade(
-                t,
-                ts,
-                exit.symbol,
-                delta,
-                exit.price,
-                costs.taker_fee_bps,
-                costs.slippage_bps,
-                exit.reason,
-            );
+            self.ledger.trade(t, ts, exit.symbol, delta, exit.price, taker_fee_bps, slippage_bps, exit.reason);
             self.risk.on_exit(t, exit.symbol, self.ledger.units[exit.symbol], exit.reason);
             let (symbol, reason) = (exit.symbol, exit.reason);
             self.bar_orders.push(if execution::exits_at_close(reason) {
