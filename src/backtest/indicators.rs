@@ -187,6 +187,22 @@ pub struct IndicatorState {
     bars: usize,
 }
 
+/// How many rows ahead of the one replayed [`IndicatorState::replay`] prefetches.
+const PREFETCH_ROWS_AHEAD: usize = 8;
+
+/// A hint to load the cache line at `address` (no effect on any value).
+#[inline(always)]
+fn prefetch(address: *const i8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads no memory that the program sees and cannot fault, whatever the
+    // address; SSE, which it needs, is part of every x86-64 target.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
+}
+
 /// The values of one output (starting at `start` in a row laid out as `columns`) in row `row`
 /// of `rows`.
 fn column_of<'a>(rows: &'a IndicatorChunk, columns: &RowColumns, row: usize, start: usize) -> &'a [f64] {
@@ -293,6 +309,24 @@ impl IndicatorState {
         self.row = k;
         self.push_windows();
         self.bars += 1;
+        self.prefetch_row(k + PREFETCH_ROWS_AHEAD);
+    }
+
+    /// Ask for row `k` of the chunk held to be brought into this core's cache, if there is one.
+    /// The rows were written on the indicator thread's core: read cold, the loads of a bar's
+    /// momentum, sigma, universe and ATR stalled the engine (~5 % of a backtest's wall time, found by
+    /// interleaved runs with 2, 8 and 16 rows ahead; 8 was the best).
+    fn prefetch_row(&self, k: usize) {
+        if k >= self.rows.len() {
+            return;
+        }
+        let (n, width) = (self.columns.n_symbols, self.columns.width);
+        for line in self.rows.values[k * width..(k + 1) * width].chunks(64 / std::mem::size_of::<f64>()) {
+            prefetch(line.as_ptr().cast());
+        }
+        for line in self.rows.universe[k * n..(k + 1) * n].chunks(64) {
+            prefetch(line.as_ptr().cast());
+        }
     }
 
     /// The ATR of the newest bar as the previous bar's, when the next bar's row is not right
