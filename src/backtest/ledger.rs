@@ -130,8 +130,12 @@ impl Ledger {
             trip.closed_notional += reducing * price;
             trip.costs += fee_per_unit * reducing;
             if after == 0.0 || (after > 0.0) != (before > 0.0) {
-                let trip = self.open[symbol].take().expect("checked above");
-                self.close_trip(symbol, trip, bar, ts, reason);
+                // Read in place, then cleared: moving the trip out (`Option::take`) loaded it as wide
+                // vectors right after the narrower stores above, which stalls every closing fill.
+                let trip = self.open[symbol].as_ref().expect("checked above");
+                let closed = closed_trip(symbol, trip, bar, ts, reason);
+                self.round_trips.push(closed);
+                self.open[symbol] = None;
             }
         }
         if opening > 1e-12 * qty.max(1.0) {
@@ -151,29 +155,30 @@ impl Ledger {
         }
     }
 
-    fn close_trip(&mut self, symbol: usize, trip: OpenTrip, bar: usize, ts: i64, reason: FillReason) {
-        let entry_price = trip.opened_notional / trip.opened_qty;
-        let exit_price = trip.closed_notional / trip.closed_qty;
-        let side = trip.side as f64;
-        let pnl = side * (trip.closed_notional - trip.opened_notional * trip.closed_qty / trip.opened_qty) - trip.costs;
-        self.round_trips.push(RoundTrip {
-            symbol,
-            side: trip.side,
-            entry_ts: trip.entry_ts,
-            exit_ts: ts,
-            entry_price,
-            exit_price,
-            qty: trip.closed_qty,
-            pnl,
-            ret: pnl / trip.opened_notional,
-            bars_held: bar - trip.entry_bar,
-            exit_reason: reason,
-        });
-    }
-
     /// Whether symbol i has an open position.
     pub fn is_open(&self, symbol: usize) -> bool {
         self.open[symbol].is_some()
+    }
+}
+
+/// The round trip that `trip` of `symbol` makes when a fill at bar `bar` (opened at `ts`) closes it.
+fn closed_trip(symbol: usize, trip: &OpenTrip, bar: usize, ts: i64, reason: FillReason) -> RoundTrip {
+    let entry_price = trip.opened_notional / trip.opened_qty;
+    let exit_price = trip.closed_notional / trip.closed_qty;
+    let side = trip.side as f64;
+    let pnl = side * (trip.closed_notional - trip.opened_notional * trip.closed_qty / trip.opened_qty) - trip.costs;
+    RoundTrip {
+        symbol,
+        side: trip.side,
+        entry_ts: trip.entry_ts,
+        exit_ts: ts,
+        entry_price,
+        exit_price,
+        qty: trip.closed_qty,
+        pnl,
+        ret: pnl / trip.opened_notional,
+        bars_held: bar - trip.entry_bar,
+        exit_reason: reason,
     }
 }
 
