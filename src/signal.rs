@@ -832,6 +832,43 @@ mod tests {
     }
 
     #[test]
+    fn a_column_window_holds_the_last_rows_pushed_mapped_as_pushed() {
+        // Against the plain record of every row pushed: capacities from 1, more pushes than slots
+        // (the ring wraps), NaNs that the mapped push turns into 0, every view length.
+        let mut next = xorshift(0x5eed);
+        for capacity in 1..9 {
+            let width = 3;
+            let (mut window, mut mapped) = (ColumnWindow::new(width, capacity), ColumnWindow::new(width, capacity));
+            let mut rows: Vec<Vec<f64>> = Vec::new();
+            for _ in 0..3 * capacity + 5 {
+                let row: Vec<f64> = (0..width)
+                    .map(|_| match next() % 5 {
+                        0 => f64::NAN,
+                        draw => draw as f64 - 0.5 * (next() % 7) as f64,
+                    })
+                    .collect();
+                window.push(&row);
+                mapped.push_mapped(&row, |v| if v.is_nan() { 0.0 } else { v });
+                rows.push(row);
+                for wanted in 0..capacity + 2 {
+                    let kept = wanted.min(rows.len()).min(capacity);
+                    let recent = &rows[rows.len() - kept..];
+                    let (view, view_mapped) = (window.recent(wanted), mapped.recent(wanted));
+                    assert_eq!(view.dim(), (kept, width));
+                    for (r, row) in recent.iter().enumerate() {
+                        for (i, value) in row.iter().enumerate() {
+                            assert_eq!(view[[r, i]].to_bits(), value.to_bits(), "capacity {capacity}");
+                            let zeroed = if value.is_nan() { 0.0 } else { *value };
+                            assert_eq!(view_mapped[[r, i]], zeroed, "capacity {capacity}");
+                        }
+                        assert!(view.column(0).as_slice().is_some(), "columns are contiguous");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn lookback_returns_and_momentum_by_hand() {
         let close = array![[100.0, 10.0], [110.0, f64::NAN], [121.0, 12.0]];
         let r1 = lookback_returns(close.view(), 1);
