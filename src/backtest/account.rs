@@ -33,7 +33,7 @@ impl Account {
 }
 
 /// Units accounting's own state: orders not filled yet (the ledger holds the positions).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct UnitsBook {
     /// Resting `limit_touch` orders per symbol.
     pub resting: Vec<Option<RestingOrder>>,
@@ -58,7 +58,7 @@ impl UnitsBook {
 }
 
 /// Constant-weight accounting's state: equity, the weights held and the turnover still to charge.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct WeightsBook {
     pub equity: f64,
     pub held: Vec<f64>,
