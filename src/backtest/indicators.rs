@@ -9,7 +9,7 @@
 
 use ndarray::ArrayView2;
 
-use crate::config::Config;
+use crate::config::{Config, RegimeMode, ShortHistory};
 use crate::model::BarRow;
 use crate::signal::{finite, ColumnWindow, EmaSlope, Momentum, RollingStd, RowWindow, WilderAdx, WilderAtr};
 use crate::timeframe::Timeframe;
@@ -26,6 +26,29 @@ pub struct IndicatorKernels {
     adx: Option<WilderAdx>,
     atr: Option<WilderAtr>,
     universe: UniverseFilter,
+    /// The regime filter's rule when it is on (strategy.md §2.3).
+    regime: Option<RegimeRule>,
+}
+
+/// The regime filter of strategy.md §2.3 on a symbol's EMA slope: `slope ≥ thr` (mode `up`) or
+/// `|slope| ≥ thr`; a NaN slope (short history) passes or fails as configured.
+#[derive(Debug, Clone, Copy)]
+struct RegimeRule {
+    threshold: f64,
+    up_only: bool,
+    pass_short_history: bool,
+}
+
+impl RegimeRule {
+    #[inline]
+    fn passes(&self, slope: f64) -> bool {
+        let trending = if self.up_only { slope >= self.threshold } else { slope.abs() >= self.threshold };
+        if slope.is_nan() {
+            self.pass_short_history
+        } else {
+            trending
+        }
+    }
 }
 
 /// One bar's kernel outputs, each written whole by [`IndicatorKernels`] (what the slices held
@@ -38,6 +61,7 @@ struct KernelOutputs<'a> {
     adx: Option<&'a mut [f64]>,
     atr: Option<&'a mut [f64]>,
     universe: &'a mut [bool],
+    candidate: &'a mut [bool],
 }
 
 impl IndicatorKernels {
@@ -54,6 +78,11 @@ impl IndicatorKernels {
             adx: s.adx_filter.enabled.then(|| WilderAdx::new(n, s.adx_filter.adx_len)),
             atr: cfg.risk.stops.enabled.then(|| WilderAtr::new(n, cfg.risk.stops.atr_len)),
             universe: UniverseFilter::new(symbols, bars_per_day, s.min_history(), &cfg.universe),
+            regime: s.regime_filter.enabled.then(|| RegimeRule {
+                threshold: s.regime_filter.slope_min_bps_per_day,
+                up_only: s.regime_filter.mode == RegimeMode::Up,
+                pass_short_history: s.regime_filter.short_history == ShortHistory::Pass,
+            }),
         }
     }
 
@@ -62,10 +91,10 @@ impl IndicatorKernels {
         self.advance(bar, chunk.row_mut(k));
     }
 
-    fn advance(&mut self, bar: &BarRow<'_>, out: KernelOutputs<'_>) {
+    fn advance(&mut self, bar: &BarRow<'_>, mut out: KernelOutputs<'_>) {
         self.momentum.update_with_returns(bar.close, out.momentum, out.returns);
         self.sigma.update(out.returns, out.sigma);
-        if let (Some(kernel), Some(slope)) = (self.slope.as_mut(), out.slope) {
+        if let (Some(kernel), Some(slope)) = (self.slope.as_mut(), out.slope.as_deref_mut()) {
             kernel.update(bar.close, slope);
         }
         if let (Some(kernel), Some(adx)) = (self.adx.as_mut(), out.adx) {
@@ -75,12 +104,14 @@ impl IndicatorKernels {
             kernel.update(bar.high, bar.low, bar.close, atr);
         }
         self.universe.update(bar.close, bar.quote_volume, out.universe);
+        let regime = self.regime.zip(out.slope.as_deref());
+        mark_candidates(out.momentum, out.sigma, out.universe, regime, out.candidate);
     }
 
     /// Bytes of one row of an [`IndicatorChunk`].
     pub fn row_bytes(&self) -> usize {
         let columns = 3 + self.optional().iter().filter(|on| **on).count();
-        self.n_symbols * (columns * std::mem::size_of::<f64>() + std::mem::size_of::<bool>())
+        self.n_symbols * (columns * std::mem::size_of::<f64>() + FLAGS * std::mem::size_of::<bool>())
     }
 
     /// Which optional outputs are computed: slope, ADX, ATR.
@@ -89,17 +120,46 @@ impl IndicatorKernels {
     }
 }
 
+/// The candidates of strategy.md §2.3 (eligible but for the risk engine's holds and the ADX
+/// filter, whose rising test looks back into the engine's ADX window): in the universe, with a
+/// finite momentum, a finite positive sigma and, with the regime filter on, a slope that passes it.
+/// They depend on the bars alone, so the indicator thread computes them and the engine's thread
+/// only applies its holds. One branch-free pass (`&`, not `&&`): this runs for every symbol and bar.
+fn mark_candidates(
+    momentum: &[f64],
+    sigma: &[f64],
+    universe: &[bool],
+    regime: Option<(RegimeRule, &[f64])>,
+    candidate: &mut [bool],
+) {
+    let columns = candidate.iter_mut().zip(momentum).zip(sigma).zip(universe);
+    let held = |momentum: f64, sigma: f64, universe: bool| universe & finite(momentum) & finite(sigma) & (sigma > 0.0);
+    if let Some((rule, slope)) = regime {
+        for ((((candidate, momentum), sigma), universe), slope) in columns.zip(slope) {
+            *candidate = held(*momentum, *sigma, *universe) & rule.passes(*slope);
+        }
+    } else {
+        for (((candidate, momentum), sigma), universe) in columns {
+            *candidate = held(*momentum, *sigma, *universe);
+        }
+    }
+}
+
+/// Flags per symbol in a row of an [`IndicatorChunk`]: universe, candidate.
+const FLAGS: usize = 2;
+
 /// The kernel outputs of consecutive bars, written by [`IndicatorKernels`] on one thread and
 /// replayed into the engine's [`IndicatorState`] on another. A row holds each output for every
-/// symbol in turn (returns, momentum, sigma, then slope, ADX and ATR when computed); the universe
-/// flags are kept apart.
+/// symbol in turn (returns, momentum, sigma, then slope, ADX and ATR when computed); the flags
+/// (universe members, then candidates) are kept apart.
 #[derive(Debug, Clone, Default)]
 pub struct IndicatorChunk {
     n_symbols: usize,
     /// Slope, ADX, ATR present.
     optional: [bool; 3],
     values: Vec<f64>,
-    universe: Vec<bool>,
+    /// [`FLAGS`] flags per symbol and row.
+    flags: Vec<bool>,
     len: usize,
 }
 
@@ -117,9 +177,9 @@ impl IndicatorChunk {
     /// outputs) as an empty chunk with room for `rows` rows of `kernels`' outputs.
     pub fn reused_for(mut self, kernels: &IndicatorKernels, rows: usize) -> Self {
         (self.n_symbols, self.optional, self.len) = (kernels.n_symbols, kernels.optional(), 0);
-        let (values, flags) = (rows * self.width(), rows * self.n_symbols);
+        let (values, flags) = (rows * self.width(), rows * FLAGS * self.n_symbols);
         self.values.reserve_exact(values.saturating_sub(self.values.len()));
-        self.universe.reserve_exact(flags.saturating_sub(self.universe.len()));
+        self.flags.reserve_exact(flags.saturating_sub(self.flags.len()));
         self
     }
 
@@ -132,12 +192,12 @@ impl IndicatorChunk {
         // Only room never used before is filled: the rows are overwritten anyway, and the vectors
         // are never shortened, so a chunk kept from run to run is filled once (a fill of every
         // chunk per run was ~4 % of a fixture backtest's samples).
-        let (values, flags) = (rows * self.width(), rows * self.n_symbols);
+        let (values, flags) = (rows * self.width(), rows * FLAGS * self.n_symbols);
         if self.values.len() < values {
             self.values.resize(values, f64::NAN);
         }
-        if self.universe.len() < flags {
-            self.universe.resize(flags, false);
+        if self.flags.len() < flags {
+            self.flags.resize(flags, false);
         }
     }
 
@@ -150,6 +210,7 @@ impl IndicatorChunk {
         let (n, width) = (self.n_symbols, self.width());
         let [slope, adx, atr] = self.optional;
         let mut columns = self.values[k * width..(k + 1) * width].chunks_exact_mut(n);
+        let (universe, candidate) = self.flags[k * FLAGS * n..(k + 1) * FLAGS * n].split_at_mut(n);
         KernelOutputs {
             returns: columns.next().expect("returns"),
             momentum: columns.next().expect("momentum"),
@@ -157,7 +218,8 @@ impl IndicatorChunk {
             slope: slope.then(|| columns.next().expect("slope")),
             adx: adx.then(|| columns.next().expect("adx")),
             atr: atr.then(|| columns.next().expect("atr")),
-            universe: &mut self.universe[k * n..(k + 1) * n],
+            universe,
+            candidate,
         }
     }
 }
@@ -291,7 +353,7 @@ impl IndicatorState {
         own.reset_for(&self.kernels, 1);
         let (n, width) = (self.columns.n_symbols, self.columns.width);
         own.values.copy_from_slice(&self.rows.values[self.row * width..(self.row + 1) * width]);
-        own.universe.copy_from_slice(&self.rows.universe[self.row * n..(self.row + 1) * n]);
+        own.flags.copy_from_slice(&self.rows.flags[self.row * FLAGS * n..(self.row + 1) * FLAGS * n]);
         if let (Some(prev), Some(atr), true) = (self.prev_atr.as_mut(), self.columns.atr, self.row > 0) {
             prev.copy_from_slice(column_of(&self.rows, &self.columns, self.row - 1, atr));
         }
@@ -324,7 +386,7 @@ impl IndicatorState {
         for line in self.rows.values[k * width..(k + 1) * width].chunks(64 / std::mem::size_of::<f64>()) {
             prefetch(line.as_ptr().cast());
         }
-        for line in self.rows.universe[k * n..(k + 1) * n].chunks(64) {
+        for line in self.rows.flags[k * FLAGS * n..(k + 1) * FLAGS * n].chunks(64) {
             prefetch(line.as_ptr().cast());
         }
     }
@@ -390,7 +452,14 @@ impl IndicatorState {
     /// In the universe and listed for at least `min_history` bars (strategy.md §1, §1b).
     pub fn universe(&self) -> &[bool] {
         let n = self.columns.n_symbols;
-        &self.rows.universe[self.row * n..(self.row + 1) * n]
+        &self.rows.flags[self.row * FLAGS * n..][..n]
+    }
+
+    /// The candidates of the newest bar: eligible but for the risk engine's holds and the ADX
+    /// filter ([`mark_candidates`]).
+    pub fn candidates(&self) -> &[bool] {
+        let n = self.columns.n_symbols;
+        &self.rows.flags[(self.row * FLAGS + 1) * n..][..n]
     }
 
     /// The windows the engine looks back into, after this bar's outputs.
@@ -426,5 +495,119 @@ impl IndicatorState {
     pub fn adx_ago(&self, bars_ago: usize) -> Option<&[f64]> {
         let history = self.adx_history.as_ref()?;
         (history.pushed() > bars_ago).then(|| history.ago(bars_ago))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signal::ema_slope_bps_per_day;
+
+    /// Bars of `n` symbols for `t` hours: random walks (xorshift), with missing closes, a symbol
+    /// that lists late and one whose price falls flat (zero sigma).
+    fn bars(n: usize, t: usize) -> Vec<[Vec<f64>; 5]> {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut uniform = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let mut price = vec![100.0; n];
+        (0..t)
+            .map(|bar| {
+                let mut close = vec![f64::NAN; n];
+                for (i, c) in close.iter_mut().enumerate() {
+                    price[i] *= 1.0 + 0.03 * (uniform() - 0.5);
+                    let flat = i == 1 && bar > 40;
+                    let listed = i != 2 || bar >= 25;
+                    *c = if flat {
+                        50.0
+                    } else if listed && uniform() > 0.05 {
+                        price[i]
+                    } else {
+                        f64::NAN
+                    };
+                }
+                [close.clone(), close.clone(), close.clone(), close, vec![1e9; n]]
+            })
+            .collect()
+    }
+
+    /// Every bar's candidates are the universe's members with finite momentum and a finite
+    /// positive sigma whose slope passes the regime filter as strategy.md §2.3 states it, under
+    /// each mode and short-history rule, and without the filter.
+    #[test]
+    fn candidates_are_the_members_that_pass_the_filters_of_the_bars() {
+        let (n, t) = (6, 160);
+        let bars = bars(n, t);
+        let symbols: Vec<String> = (0..n).map(|i| format!("S{i}USDT")).collect();
+        let no_funding = (vec![0.0; n], vec![false; n]);
+        for (enabled, mode, short_history) in [
+            (true, "up", "fail"),
+            (true, "abs", "pass"),
+            (true, "directional", "fail"),
+            (true, "up", "pass"),
+            (false, "abs", "fail"),
+        ] {
+            let cfg = Config::default()
+                .with_override_strings(&[
+                    "strategy.lookbacks=[6]".into(),
+                    "strategy.lookback_weights=[1.0]".into(),
+                    "strategy.vol_lookback=12".into(),
+                    "strategy.min_history_bars=20".into(),
+                    "strategy.regime_filter.ema_len=8".into(),
+                    "strategy.regime_filter.slope_min_bps_per_day=40".into(),
+                    format!("strategy.regime_filter.enabled={enabled}"),
+                    format!("strategy.regime_filter.mode={mode}"),
+                    format!("strategy.regime_filter.short_history={short_history}"),
+                    "universe.min_quote_volume_24h=0".into(),
+                ])
+                .expect("a valid config");
+            let mut state = IndicatorState::new(&symbols, Timeframe::parse("1h").unwrap(), &cfg);
+            let closes: Vec<Vec<f64>> = bars.iter().map(|bar| bar[3].clone()).collect();
+            let mut counts = [0usize; 2];
+            for (k, [open, high, low, close, volume]) in bars.iter().enumerate() {
+                let bar = BarRow {
+                    ts: k as i64 * 3_600_000,
+                    open,
+                    high,
+                    low,
+                    close,
+                    quote_volume: volume,
+                    funding_rate: &no_funding.0,
+                    funding_event: &no_funding.1,
+                    mark_close: None,
+                };
+                state.update(&bar);
+                for i in 0..n {
+                    let (momentum, sigma) = (state.momentum()[i], state.sigma()[i]);
+                    // The slope recomputed from the closes so far, not read from the state.
+                    let history: Vec<f64> = closes[..=k].iter().map(|row| row[i]).collect();
+                    let slope =
+                        *ema_slope_bps_per_day(ndarray::ArrayView2::from_shape((k + 1, 1), &history).unwrap(), 8, 24)
+                            .last()
+                            .unwrap();
+                    let regime_ok = !enabled
+                        || if slope.is_nan() {
+                            short_history == "pass"
+                        } else if mode == "up" {
+                            slope >= 40.0
+                        } else {
+                            slope.abs() >= 40.0
+                        };
+                    let expected =
+                        state.universe()[i] && momentum.is_finite() && sigma.is_finite() && sigma > 0.0 && regime_ok;
+                    assert_eq!(
+                        state.candidates()[i],
+                        expected,
+                        "{mode}/{short_history}/{enabled}: bar {k}, symbol {i}"
+                    );
+                    counts[usize::from(expected)] += 1;
+                }
+            }
+            // Both outcomes occur, so the comparison above tested something either way.
+            assert!(counts[0] > 0 && counts[1] > 0, "{mode}/{short_history}/{enabled}: {counts:?}");
+        }
     }
 }

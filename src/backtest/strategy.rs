@@ -11,12 +11,12 @@ use super::recorder::SignalSink;
 use super::{IndicatorState, Ledger};
 use crate::bitset::SymbolSet;
 use crate::carry::CarrySleeve;
-use crate::config::{Config, KMode, RegimeMode, ShortHistory, Weighting};
+use crate::config::{Config, KMode, RegimeMode, Weighting};
 use crate::meta_label::{self, MetaLabeler};
 use crate::model::{BarRow, Regime};
 use crate::regime::{self, RegimeRouter};
 use crate::risk::RiskEngine;
-use crate::signal::{self, finite, CrossSection, RollingMedian};
+use crate::signal::{self, CrossSection, RollingMedian};
 use crate::sizing::{self, BookInputs, Scratch};
 
 /// What a decision reads besides the strategy's own state.
@@ -142,30 +142,13 @@ impl Strategy {
         cross
     }
 
-    /// Eligible set E_t (strategy.md §2.3) into `self.eligible`. One branch-free pass per filter
-    /// (`&`, not `&&`): this runs for every symbol at every bar.
+    /// Eligible set E_t (strategy.md §2.3) into `self.eligible`: the bar's candidates (what the
+    /// bars alone decide, [`IndicatorState::candidates`]) not held out by the risk engine, then
+    /// the ADX filter.
     fn compute_eligible(&mut self, t: usize, ind: &IndicatorState, risk: &RiskEngine) {
         let s = &self.cfg.strategy;
-        let hold_from = risk.hold_from();
-        let columns = ind.momentum().iter().zip(ind.sigma()).zip(ind.universe()).zip(hold_from);
-        let held = |momentum: f64, sigma: f64, universe: bool, hold_from: usize| {
-            universe & finite(momentum) & finite(sigma) & (sigma > 0.0) & (t >= hold_from)
-        };
-        if let Some(slope) = ind.slope().filter(|_| s.regime_filter.enabled) {
-            let thr = s.regime_filter.slope_min_bps_per_day;
-            let pass_short_history = s.regime_filter.short_history == ShortHistory::Pass;
-            let up_only = s.regime_filter.mode == RegimeMode::Up;
-            for ((eligible, (((momentum, sigma), universe), hold_from)), slope) in
-                self.eligible.iter_mut().zip(columns).zip(slope)
-            {
-                let trending = if up_only { *slope >= thr } else { slope.abs() >= thr };
-                let regime_ok = if slope.is_nan() { pass_short_history } else { trending };
-                *eligible = held(*momentum, *sigma, *universe, *hold_from) & regime_ok;
-            }
-        } else {
-            for (eligible, (((momentum, sigma), universe), hold_from)) in self.eligible.iter_mut().zip(columns) {
-                *eligible = held(*momentum, *sigma, *universe, *hold_from);
-            }
+        for ((eligible, candidate), hold_from) in self.eligible.iter_mut().zip(ind.candidates()).zip(risk.hold_from()) {
+            *eligible = *candidate & (t >= *hold_from);
         }
         if let Some(adx) = ind.adx() {
             let f = &s.adx_filter;
