@@ -401,6 +401,14 @@ impl IndicatorState {
         }
     }
 
+    /// This state's kernels, advanced through every bar it computed, for another thread to go on
+    /// with; `kernels` (of the same symbols and config) take their place, and this state replays
+    /// rows from then on ([`IndicatorState::hold_rows`]).
+    pub fn exchange_kernels(&mut self, kernels: IndicatorKernels) -> IndicatorKernels {
+        debug_assert_eq!(kernels.optional(), self.kernels.optional(), "kernels of another run");
+        std::mem::replace(&mut self.kernels, kernels)
+    }
+
     /// Go on with `kernels`, advanced through the same bars as the rows replayed so far (on
     /// another thread), in place of this state's own, which stayed where they were.
     pub fn adopt_kernels(&mut self, kernels: IndicatorKernels) {

@@ -177,8 +177,9 @@ const MIN_BARS_FOR_INDICATOR_THREAD: usize = 1024;
 /// Chunks of indicator rows in flight (the indicator thread computes at most this many ahead of
 /// the engine), and the size of the largest chunk. Chunks start small, so the engine starts soon,
 /// and grow, so that a handover is rare. The engine's side never waits on the other thread unless
-/// it has caught up with it, and never has to wake it: a system call and a wake-up of the other
-/// core cost tens of microseconds on a VM, more than a chunk of small handovers is worth.
+/// it has caught up with it, and neither side has to wake the other: both poll ([`next_chunk`],
+/// [`compute_chunks`]), since a system call and a wake-up of the other core cost tens of
+/// microseconds on a VM, more than a chunk of small handovers is worth.
 const CHUNKS_IN_FLIGHT: usize = 8;
 const CHUNK_BYTES: usize = 512 << 10;
 
@@ -188,64 +189,72 @@ const CHUNK_BYTES: usize = 512 << 10;
 /// the engine decides, so the values are the ones the engine would compute
 /// (`tests/indicator_thread.rs` compares every output with a run on one thread); the engine keeps
 /// the windows it looks back into itself.
+///
+/// A new thread starts running some 100–200 µs after it is spawned on this VM: until it has, the
+/// engine computes the bars itself, then hands its kernels, advanced through those bars, over to
+/// the thread, which goes on from there (the early bars are the cheap ones of the warm-up, so the
+/// engine gets through dozens of them in that time instead of waiting).
 fn drive_with_indicator_thread(
     engine: &mut Engine,
     panel: &Panel,
     funding: &FundingGrid,
     window: std::ops::Range<usize>,
 ) -> bool {
-    use std::sync::mpsc::{self, TryRecvError};
-    let mut kernels = IndicatorKernels::new(&panel.symbols, panel.timeframe, &engine.cfg);
-    let max_rows = (CHUNK_BYTES / kernels.row_bytes()).clamp(64, 4096);
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+    let fresh = IndicatorKernels::new(&panel.symbols, panel.timeframe, &engine.cfg);
+    let max_rows = (CHUNK_BYTES / fresh.row_bytes()).clamp(64, 4096);
     let (full_tx, full_rx) = mpsc::channel::<IndicatorChunk>();
     let (spare_tx, spare_rx) = mpsc::channel::<IndicatorChunk>();
+    let (handover_tx, handover_rx) = mpsc::channel::<(IndicatorKernels, usize)>();
+    let started = AtomicBool::new(false);
     // The chunks of this thread's last run, if any: memory already faulted in. Freed and allocated
     // again, it came back as fresh pages (zeroed by the kernel) in about one run in two.
     let mut kept = SPARE_CHUNKS.with_borrow_mut(std::mem::take);
     for _ in 0..CHUNKS_IN_FLIGHT {
-        let chunk = kept.pop().unwrap_or_default().reused_for(&kernels, max_rows);
+        let chunk = kept.pop().unwrap_or_default().reused_for(&fresh, max_rows);
         spare_tx.send(chunk).expect("the receiver is here");
     }
     std::thread::scope(|scope| {
+        // The engine's ends of the channels belong to this closure, so that a panic on its side
+        // drops them: the indicator thread then stops (its channels disconnect) rather than wait
+        // for chunks or kernels forever while the scope waits for it.
+        let (full_rx, spare_tx, handover_tx) = (full_rx, spare_tx, handover_tx);
         let indicators = std::thread::Builder::new().name("xsmom-indicators".into());
+        let started = &started;
         let indicator_thread = indicators.spawn_scoped(scope, move || {
-            let (mut start, mut rows) = (0, 16);
-            while start < window.end {
-                // Wait for the engine to give a chunk back, without asking it to wake this thread.
-                let mut chunk = loop {
-                    match spare_rx.try_recv() {
-                        Ok(chunk) => break chunk,
-                        Err(TryRecvError::Empty) => std::thread::sleep(std::time::Duration::from_micros(50)),
-                        Err(TryRecvError::Disconnected) => return Vec::new(), // the engine's side panicked
-                    }
-                };
-                let end = (start + rows).min(window.end);
-                chunk.reset_for(&kernels, end - start);
-                for (k, t) in (start..end).enumerate() {
-                    kernels.advance_into(&panel.bar_row(t, funding), &mut chunk, k);
-                }
-                if full_tx.send(chunk).is_err() {
-                    return Vec::new();
-                }
-                (start, rows) = (end, (2 * rows).min(max_rows));
-            }
+            started.store(true, Ordering::Release);
+            let Some((kernels, from)) = kernels_handed_over(&handover_rx) else { return Vec::new() };
+            compute_chunks(kernels, panel, funding, from..window.end, max_rows, &spare_rx, &full_tx);
             spare_rx.try_iter().collect()
         });
         let Ok(indicator_thread) = indicator_thread else {
             return false; // no thread to be had: the engine computes its indicators itself
         };
+        let step = |engine: &mut Engine, t: usize, indicators: Indicators| {
+            let bar = panel.bar_row(t, funding);
+            if t < window.start {
+                engine.warm_with(&bar, indicators);
+            } else {
+                engine.step_with(&bar, indicators);
+            }
+        };
         let mut t = 0;
+        while t < window.end && !started.load(Ordering::Acquire) {
+            step(engine, t, Indicators::Compute);
+            t += 1;
+        }
+        if t < window.end {
+            let advanced = engine.ind.exchange_kernels(fresh);
+            handover_tx.send((advanced, t)).expect("the indicator thread waits for the kernels");
+        }
+        drop(handover_tx);
         while t < window.end {
-            let chunk = full_rx.recv().expect("the indicator thread stopped early");
+            let chunk = next_chunk(&full_rx);
             let rows = chunk.len();
             let replayed = engine.ind.hold_rows(chunk);
             for k in 0..rows {
-                let bar = panel.bar_row(t, funding);
-                if t < window.start {
-                    engine.warm_with(&bar, Indicators::Replay(k));
-                } else {
-                    engine.step_with(&bar, Indicators::Replay(k));
-                }
+                step(engine, t, Indicators::Replay(k));
                 t += 1;
             }
             // The state's own one-row chunk is none of the thread's. Sending fails once the thread
@@ -262,6 +271,75 @@ fn drive_with_indicator_thread(
         SPARE_CHUNKS.with_borrow_mut(|spare| *spare = kept);
         true
     })
+}
+
+/// The engine's kernels and the bar they go on from, on the indicator thread once it has started:
+/// the engine sends them at its next bar, so they are polled for; `None` when the engine had no
+/// bar left for the thread (or panicked).
+fn kernels_handed_over(
+    handover: &std::sync::mpsc::Receiver<(IndicatorKernels, usize)>,
+) -> Option<(IndicatorKernels, usize)> {
+    loop {
+        match handover.try_recv() {
+            Ok(handover) => return Some(handover),
+            Err(std::sync::mpsc::TryRecvError::Empty) => std::thread::yield_now(),
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
+        }
+    }
+}
+
+/// The next chunk from the indicator thread. Polled for up to [`POLL_BEFORE_BLOCKING`] before
+/// the engine blocks: a blocked receiver is woken by the sender's system call, and the wake-up of
+/// an idle core took 50–100 µs on this VM, several times the 16 rows of a first chunk.
+fn next_chunk(full: &std::sync::mpsc::Receiver<IndicatorChunk>) -> IndicatorChunk {
+    let polling_since = std::time::Instant::now();
+    loop {
+        match full.try_recv() {
+            Ok(chunk) => return chunk,
+            // Yielding, not spinning: should both threads share a core, the indicator thread runs.
+            Err(std::sync::mpsc::TryRecvError::Empty) if polling_since.elapsed() < POLL_BEFORE_BLOCKING => {
+                std::thread::yield_now()
+            }
+            Err(_) => return full.recv().expect("the indicator thread stopped early"),
+        }
+    }
+}
+
+/// How long the engine polls for a chunk before it blocks ([`next_chunk`]).
+const POLL_BEFORE_BLOCKING: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The indicator thread's work: the kernels' outputs of the bars in `bars`, in chunks taken from
+/// `spare` (16 rows first, then twice as many each time up to `max_rows`) and sent to `full`.
+fn compute_chunks(
+    mut kernels: IndicatorKernels,
+    panel: &Panel,
+    funding: &FundingGrid,
+    bars: std::ops::Range<usize>,
+    max_rows: usize,
+    spare: &std::sync::mpsc::Receiver<IndicatorChunk>,
+    full: &std::sync::mpsc::Sender<IndicatorChunk>,
+) {
+    use std::sync::mpsc::TryRecvError;
+    let (mut start, mut rows) = (bars.start, 16);
+    while start < bars.end {
+        // Wait for the engine to give a chunk back, without asking it to wake this thread.
+        let mut chunk = loop {
+            match spare.try_recv() {
+                Ok(chunk) => break chunk,
+                Err(TryRecvError::Empty) => std::thread::sleep(std::time::Duration::from_micros(50)),
+                Err(TryRecvError::Disconnected) => return, // the engine's side panicked
+            }
+        };
+        let end = (start + rows).min(bars.end);
+        chunk.reset_for(&kernels, end - start);
+        for (k, t) in (start..end).enumerate() {
+            kernels.advance_into(&panel.bar_row(t, funding), &mut chunk, k);
+        }
+        if full.send(chunk).is_err() {
+            return;
+        }
+        (start, rows) = (end, (2 * rows).min(max_rows));
+    }
 }
 
 thread_local! {
