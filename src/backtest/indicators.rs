@@ -133,14 +133,15 @@ fn mark_candidates(
     candidate: &mut [bool],
 ) {
     let columns = candidate.iter_mut().zip(momentum).zip(sigma).zip(universe);
-    let held = |momentum: f64, sigma: f64, universe: bool| universe & finite(momentum) & finite(sigma) & (sigma > 0.0);
+    let usable =
+        |momentum: f64, sigma: f64, universe: bool| universe & finite(momentum) & finite(sigma) & (sigma > 0.0);
     if let Some((rule, slope)) = regime {
         for ((((candidate, momentum), sigma), universe), slope) in columns.zip(slope) {
-            *candidate = held(*momentum, *sigma, *universe) & rule.passes(*slope);
+            *candidate = usable(*momentum, *sigma, *universe) & rule.passes(*slope);
         }
     } else {
         for (((candidate, momentum), sigma), universe) in columns {
-            *candidate = held(*momentum, *sigma, *universe);
+            *candidate = usable(*momentum, *sigma, *universe);
         }
     }
 }
