@@ -224,7 +224,8 @@ fn drive_with_indicator_thread(
         let started = &started;
         let indicator_thread = indicators.spawn_scoped(scope, move || {
             started.store(true, Ordering::Release);
-            let Some((kernels, from)) = kernels_handed_over(&handover_rx) else { return Vec::new() };
+            // The engine sends its kernels at its next bar (none when it had no bar left for this thread).
+            let Some((kernels, from)) = poll(&handover_rx, std::thread::yield_now) else { return Vec::new() };
             compute_chunks(kernels, panel, funding, from..window.end, max_rows, &spare_rx, &full_tx);
             spare_rx.try_iter().collect()
         });
@@ -273,16 +274,13 @@ fn drive_with_indicator_thread(
     })
 }
 
-/// The engine's kernels and the bar they go on from, on the indicator thread once it has started:
-/// the engine sends them at its next bar, so they are polled for; `None` when the engine had no
-/// bar left for the thread (or panicked).
-fn kernels_handed_over(
-    handover: &std::sync::mpsc::Receiver<(IndicatorKernels, usize)>,
-) -> Option<(IndicatorKernels, usize)> {
+/// The next message of `channel`, polled with `idle` between tries (so that the sender never has
+/// to wake this thread); `None` once the sender is gone (nothing left to send, or it panicked).
+fn poll<T>(channel: &std::sync::mpsc::Receiver<T>, idle: impl Fn()) -> Option<T> {
     loop {
-        match handover.try_recv() {
-            Ok(handover) => return Some(handover),
-            Err(std::sync::mpsc::TryRecvError::Empty) => std::thread::yield_now(),
+        match channel.try_recv() {
+            Ok(message) => return Some(message),
+            Err(std::sync::mpsc::TryRecvError::Empty) => idle(),
             Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
         }
     }
@@ -319,17 +317,11 @@ fn compute_chunks(
     spare: &std::sync::mpsc::Receiver<IndicatorChunk>,
     full: &std::sync::mpsc::Sender<IndicatorChunk>,
 ) {
-    use std::sync::mpsc::TryRecvError;
     let (mut start, mut rows) = (bars.start, 16);
     while start < bars.end {
         // Wait for the engine to give a chunk back, without asking it to wake this thread.
-        let mut chunk = loop {
-            match spare.try_recv() {
-                Ok(chunk) => break chunk,
-                Err(TryRecvError::Empty) => std::thread::sleep(std::time::Duration::from_micros(50)),
-                Err(TryRecvError::Disconnected) => return, // the engine's side panicked
-            }
-        };
+        let idle = || std::thread::sleep(std::time::Duration::from_micros(50));
+        let Some(mut chunk) = poll(spare, idle) else { return }; // the engine's side panicked
         let end = (start + rows).min(bars.end);
         chunk.reset_for(&kernels, end - start);
         for (k, t) in (start..end).enumerate() {
